@@ -1,0 +1,43 @@
+"""The sans-I/O engine contract shared by every protocol engine (ALC, NORM, TESLA wrappers).
+
+Engines never read a clock and never touch a socket.  A driver (socket loop, pcap
+replayer, simulator) owns time and I/O and calls, in any order:
+
+* ``receive_datagram(data, addr, now)``: one UDP payload that arrived at ``now``.
+* ``handle_timer(now)``: called at (or after) the deadline ``get_timer()`` returned.
+* ``datagrams_to_send(now)``: UDP payloads due by ``now``; ``addr`` None means the
+  session's group address/port.
+* ``get_timer()``: the next absolute deadline (seconds) at which the engine wants
+  ``handle_timer``/``datagrams_to_send`` called again, or None when idle.
+* ``next_event()``: pop application-level events (objects/files received, ...).
+
+``now`` is float seconds on the POSIX epoch scale (a driver passes ``time.time()``,
+the simulator a virtual clock on the same scale), so that TESLA can map it to NTP
+time.  ``stats`` is a flat ``dict[str, int]`` of counters: every drop is counted
+under ``"drop.<reason>"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+Address = tuple[str, int]
+
+
+class Engine(Protocol):
+    stats: dict[str, int]
+
+    def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None: ...
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+    def next_event(self) -> Any | None: ...
+
+
+def count(stats: dict[str, int], key: str, n: int = 1) -> None:
+    """Increment a counter in a stats dict."""
+    stats[key] = stats.get(key, 0) + n
