@@ -1,0 +1,294 @@
+"""Classic pcap reading, writing and replay into a sans-I/O engine.
+
+* :func:`read_udp` yields ``UdpDatagram(ts, src, dst, payload)`` from a classic pcap file
+  (both byte orders, micro- and nanosecond magic) with link types Ethernet (1, with
+  802.1Q tags), Linux SLL (113), Linux SLL2 (276), raw IP (12, 14, 101, 228), and BSD
+  null/loopback (0); IPv4 and IPv6 carrying UDP.  Non-first IP fragments are skipped
+  (counted in the reader's ``stats``).  Optional filters on destination address/port.
+* :class:`PcapWriter` writes Ethernet/IPv4/UDP records (zero MACs) so a sender's output
+  can be recorded (``tesla-mcast send --pcap OUT``) and dissected by tshark.
+* :func:`replay` feeds a capture into any :class:`alc.engine.Engine`, using the capture
+  timestamps as ``now`` and firing the engine's timers in capture time.
+
+Plain :mod:`struct`, no scapy: a million-packet capture replays in seconds.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from alc.engine import Address, Engine, count
+from alc.errors import DecodeError
+
+MAGIC_US = 0xA1B2C3D4
+MAGIC_NS = 0xA1B23C4D
+
+LINKTYPE_NULL = 0
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
+LINKTYPE_LINUX_SLL = 113
+LINKTYPE_IPV4 = 228
+LINKTYPE_IPV6 = 229
+LINKTYPE_LINUX_SLL2 = 276
+
+_GHDR = struct.Struct("IHHiIII")
+_REC = struct.Struct("IIII")
+_UDP = struct.Struct("!HHHH")
+
+
+@dataclass(frozen=True, slots=True)
+class UdpDatagram:
+    ts: float
+    src: Address
+    dst: Address
+    payload: bytes
+
+
+@dataclass
+class PcapReader:
+    """Iterate UDP datagrams of a classic pcap file (see module docstring)."""
+
+    path: str | Path
+    dst_addr: str | None = None
+    dst_port: int | None = None
+    src_addr: str | None = None
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def __iter__(self) -> Iterator[UdpDatagram]:
+        with open(self.path, "rb") as f:
+            yield from self._iter(f)
+
+    def _iter(self, f: BinaryIO) -> Iterator[UdpDatagram]:
+        head = f.read(24)
+        if len(head) < 24:
+            raise DecodeError("pcap.header", "file shorter than the 24-octet global header")
+        (magic,) = struct.unpack("<I", head[:4])
+        if magic in (MAGIC_US, MAGIC_NS):
+            endian = "<"
+        else:
+            (magic,) = struct.unpack(">I", head[:4])
+            if magic not in (MAGIC_US, MAGIC_NS):
+                if head[:4] == b"\x0a\x0d\x0d\x0a":
+                    raise DecodeError("pcap.magic", "pcapng is not supported; convert with editcap -F pcap")
+                raise DecodeError("pcap.magic", f"not a classic pcap file (magic {head[:4].hex()})")
+            endian = ">"
+        tsdiv = 1e9 if magic == MAGIC_NS else 1e6
+        _, _, _, _, _, _, linktype = struct.unpack(endian + "IHHiIII", head)
+        rec = struct.Struct(endian + "IIII")
+        want_dst = self.dst_addr
+        want_port = self.dst_port
+        want_src = self.src_addr
+        stats = self.stats
+        while True:
+            rh = f.read(16)
+            if len(rh) < 16:
+                if rh:
+                    count(stats, "drop.truncated_record")
+                return
+            sec, frac, incl, _orig = rec.unpack(rh)
+            frame = f.read(incl)
+            if len(frame) < incl:
+                count(stats, "drop.truncated_record")
+                return
+            count(stats, "frames")
+            parsed = _parse_frame(frame, linktype, stats)
+            if parsed is None:
+                continue
+            src, dst, payload = parsed
+            if want_port is not None and dst[1] != want_port:
+                continue
+            if want_dst is not None and dst[0] != want_dst:
+                continue
+            if want_src is not None and src[0] != want_src:
+                continue
+            count(stats, "udp")
+            yield UdpDatagram(sec + frac / tsdiv, src, dst, payload)
+
+
+def read_udp(
+    path: str | Path,
+    dst_addr: str | None = None,
+    dst_port: int | None = None,
+    src_addr: str | None = None,
+) -> Iterator[UdpDatagram]:
+    """UDP datagrams of a classic pcap, optionally filtered by destination / source."""
+    return iter(PcapReader(path, dst_addr, dst_port, src_addr))
+
+
+def _parse_frame(
+    frame: bytes, linktype: int, stats: dict[str, int]
+) -> tuple[Address, Address, bytes] | None:
+    off = 0
+    ethertype: int | None = None
+    if linktype == LINKTYPE_ETHERNET:
+        if len(frame) < 14:
+            count(stats, "drop.short_frame")
+            return None
+        ethertype = int.from_bytes(frame[12:14], "big")
+        off = 14
+        while ethertype in (0x8100, 0x88A8) and len(frame) >= off + 4:
+            ethertype = int.from_bytes(frame[off + 2 : off + 4], "big")
+            off += 4
+    elif linktype == LINKTYPE_LINUX_SLL:
+        if len(frame) < 16:
+            count(stats, "drop.short_frame")
+            return None
+        ethertype = int.from_bytes(frame[14:16], "big")
+        off = 16
+    elif linktype == LINKTYPE_LINUX_SLL2:
+        if len(frame) < 20:
+            count(stats, "drop.short_frame")
+            return None
+        ethertype = int.from_bytes(frame[0:2], "big")
+        off = 20
+    elif linktype in (LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6):
+        off = 0
+    elif linktype == LINKTYPE_NULL:
+        if len(frame) < 4:
+            count(stats, "drop.short_frame")
+            return None
+        fam = struct.unpack("<I", frame[:4])[0]
+        if fam > 0xFFFF:
+            fam = struct.unpack(">I", frame[:4])[0]
+        ethertype = 0x0800 if fam == 2 else 0x86DD
+        off = 4
+    else:
+        count(stats, "drop.linktype")
+        return None
+    if ethertype is not None and ethertype not in (0x0800, 0x86DD):
+        count(stats, "drop.not_ip")
+        return None
+    if len(frame) <= off:
+        count(stats, "drop.short_frame")
+        return None
+    version = frame[off] >> 4
+    if version == 4:
+        if len(frame) < off + 20:
+            count(stats, "drop.short_frame")
+            return None
+        ihl = (frame[off] & 0x0F) * 4
+        total = int.from_bytes(frame[off + 2 : off + 4], "big")
+        if frame[off + 9] != 17:
+            count(stats, "drop.not_udp")
+            return None
+        frag = int.from_bytes(frame[off + 6 : off + 8], "big")
+        if frag & 0x1FFF or frag & 0x2000:
+            count(stats, "drop.ip_fragment")
+            return None
+        src_ip = ipaddress.IPv4Address(frame[off + 12 : off + 16]).compressed
+        dst_ip = ipaddress.IPv4Address(frame[off + 16 : off + 20]).compressed
+        end = off + total if total else len(frame)
+        udp = off + ihl
+    elif version == 6:
+        if len(frame) < off + 40:
+            count(stats, "drop.short_frame")
+            return None
+        if frame[off + 6] != 17:
+            count(stats, "drop.not_udp")
+            return None
+        plen = int.from_bytes(frame[off + 4 : off + 6], "big")
+        src_ip = ipaddress.IPv6Address(frame[off + 8 : off + 24]).compressed
+        dst_ip = ipaddress.IPv6Address(frame[off + 24 : off + 40]).compressed
+        udp = off + 40
+        end = udp + plen
+    else:
+        count(stats, "drop.not_ip")
+        return None
+    if len(frame) < udp + 8:
+        count(stats, "drop.short_frame")
+        return None
+    sport, dport, ulen, _ = _UDP.unpack_from(frame, udp)
+    end = min(end, len(frame), udp + ulen if ulen >= 8 else len(frame))
+    return (src_ip, sport), (dst_ip, dport), frame[udp + 8 : end]
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+class PcapWriter:
+    """Write UDP/IPv4 datagrams as Ethernet frames (zero MACs) to a classic pcap file."""
+
+    def __init__(self, path: str | Path, snaplen: int = 262144) -> None:
+        self._f: BinaryIO = open(path, "wb")  # noqa: SIM115
+        self._f.write(_GHDR.pack(MAGIC_US, 2, 4, 0, 0, snaplen, LINKTYPE_ETHERNET))
+        self._ident = 0
+        self.count = 0
+
+    def write(self, ts: float, src: Address, dst: Address, payload: bytes) -> None:
+        udp_len = 8 + len(payload)
+        total = 20 + udp_len
+        self._ident = (self._ident + 1) & 0xFFFF
+        sip = ipaddress.IPv4Address(src[0]).packed
+        dip = ipaddress.IPv4Address(dst[0]).packed
+        iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, self._ident, 0x4000, 1, 17, 0, sip, dip)
+        iph = iph[:10] + struct.pack("!H", _checksum(iph)) + iph[12:]
+        udph = _UDP.pack(src[1], dst[1], udp_len, 0)
+        frame = b"\0" * 12 + b"\x08\x00" + iph + udph + payload
+        sec = int(ts)
+        usec = int(round((ts - sec) * 1e6))
+        if usec >= 1_000_000:
+            sec, usec = sec + 1, usec - 1_000_000
+        self._f.write(_REC.pack(sec, usec, len(frame), len(frame)))
+        self._f.write(frame)
+        self.count += 1
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> PcapWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def replay(
+    engine: Engine,
+    path: str | Path,
+    dst_addr: str | None = None,
+    dst_port: int | None = None,
+    src_addr: str | None = None,
+    until: Callable[[], bool] | None = None,
+    drain_timers: bool = True,
+) -> float | None:
+    """Feed the UDP datagrams of a capture into ``engine`` with capture timestamps as ``now``.
+
+    Timers the engine asks for are fired in capture time: before each datagram, every
+    deadline that is <= its timestamp.  ``until`` stops early when it returns True.  With
+    ``drain_timers`` the remaining timers are fired after the last datagram (time then
+    jumps to each deadline), so object/session timeouts resolve.  Returns the last ``now``.
+    """
+    now: float | None = None
+    for d in read_udp(path, dst_addr, dst_port, src_addr):
+        now = d.ts
+        t = engine.get_timer()
+        while t is not None and t <= now:
+            engine.handle_timer(t)
+            nt = engine.get_timer()
+            if nt is not None and nt <= t:
+                break
+            t = nt
+        engine.receive_datagram(d.payload, d.src, now)
+        if until is not None and until():
+            return now
+    if drain_timers and now is not None:
+        for _ in range(10000):
+            if until is not None and until():
+                break
+            t = engine.get_timer()
+            if t is None:
+                break
+            now = max(now, t)
+            engine.handle_timer(now)
+    return now

@@ -1,0 +1,437 @@
+"""Sans-I/O ALC/FLUTE sender (RFC 5775, RFC 6726) implementing :class:`alc.engine.Engine`.
+
+Usage::
+
+    s = AlcSender(SenderConfig(tsi=1, rate_bps=50e6, fec="rs", repair_ratio=0.25))
+    s.add_file("a.bin")                 # or s.add_bytes(data, "name")
+    while not s.done:
+        for data, addr in s.datagrams_to_send(now): ...   # addr None = the session group
+        deadline = s.get_timer()                           # when to call again
+
+What goes on the wire:
+
+* LCT header with V=1, C=0 (32-bit CCI, zero: no congestion control, RFC 6726 §4 (c)),
+  TSI/TOI 32 bits each (48 if the TSI needs it), codepoint = FEC Encoding ID.
+* TOI 0: one FDT Instance (ID ``fdt_instance_id``) listing every file, with EXT_FDT
+  (V = ``flute_version``), EXT_FTI (Compact No-Code) and EXT_CENC when the FDT is
+  compressed.  It is sent first, then again every ``fdt_interval`` seconds interleaved with
+  file packets, at the start of every carousel round and once more at the end.
+* TOI 1..: the files, in order, block by block: source symbols then ``repair_ratio``
+  repair symbols per block (RS ID 5 uses the RFC 5510 n-algorithm).  EXT_FTI in every
+  packet when ``inband_fti``.  Optional content encoding (gzip/deflate/zlib) is announced
+  by Content-Encoding/Transfer-Length in the FDT; Content-MD5 (RFC 2616: digest of the
+  transported, i.e. encoded, body) is always given.
+* The last packet of each object in the last round carries B (close object); then
+  ``close_packets`` payload-less packets with A (close session) and no TOI.
+
+Rate: a token bucket on bits per second (UDP payload bits) with ``burst_bytes`` depth,
+driven only by the ``now`` values the caller passes.
+
+Speed: the LCT header of each object is precomputed once (two variants: with and without
+B), so a packet is ``prefix + struct.pack(payload id) + symbol``.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import math
+import struct
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alc.engine import Address, count
+
+NTP_OFFSET = 2208988800
+FEC_IDS = {"nocode": 0, "rs": 5, "raptorq": 6}
+CENC = {None: 0, "": 0, "null": 0, "zlib": 1, "deflate": 2, "gzip": 3}
+HET_FTI = 64
+HET_FDT = 192
+HET_CENC = 193
+
+
+def content_encode(data: bytes, encoding: str | None) -> bytes:
+    """Apply a FLUTE content encoding (RFC 6726 §3.4.3 names)."""
+    if encoding in (None, "", "null"):
+        return data
+    if encoding == "gzip":
+        return gzip.compress(data, mtime=0)
+    if encoding == "zlib":
+        return zlib.compress(data)
+    if encoding == "deflate":
+        c = zlib.compressobj(wbits=-15)
+        return c.compress(data) + c.flush()
+    raise ValueError(f"unknown content encoding {encoding!r}")
+
+
+@dataclass
+class SenderConfig:
+    tsi: int = 1
+    rate_bps: float | None = 10_000_000.0  # None or <= 0: unlimited
+    burst_bytes: int = 64 * 1024  # token bucket depth
+    fec: str = "nocode"  # nocode | rs | raptorq
+    repair_ratio: float = 0.0  # repair symbols per source symbol
+    symbol_length: int = 1400  # E (octets); multiple of 4 for RaptorQ
+    max_source_block_length: int = 64  # B
+    fdt_interval: float = 1.0  # seconds between FDT repetitions
+    fdt_expires: float = 3600.0  # seconds
+    fdt_instance_id: int = 0
+    fdt_encoding: str | None = None  # content encoding of the FDT itself (EXT_CENC)
+    flute_version: int = 2  # EXT_FDT V: 2 = RFC 6726, 1 = RFC 3926
+    content_encoding: str | None = None  # for files: None | gzip | deflate | zlib
+    carousel_rounds: int = 1
+    inband_fti: bool = True
+    close_packets: int = 3
+    max_datagrams_per_call: int = 4096
+    seed: int = 0
+    rs_matrix: str = "rfc5510"  # "rse": parity as ypo/flute (flute-alc) computes it
+
+
+@dataclass
+class _Object:
+    toi: int
+    name: str
+    data: bytes  # transport object (after content encoding)
+    content_length: int
+    content_type: str
+    encoding: str | None
+    md5: str
+    oti: Any = None
+    scheme: Any = None
+    prefix: bytes = b""
+    prefix_close: bytes = b""
+
+
+def _pid_packer(encoding_id: int) -> Any:
+    """Fast FEC Payload ID packer for the schemes we send."""
+    if encoding_id == 0:
+        s = struct.Struct("!HH")
+        return s.pack
+    if encoding_id == 5:
+        s5 = struct.Struct("!I")
+        return lambda sbn, esi: s5.pack((sbn << 8) | esi)
+    if encoding_id == 6:
+        s6 = struct.Struct("!I")
+        return lambda sbn, esi: s6.pack((sbn << 24) | esi)
+    return None
+
+
+class AlcSender:
+    """FLUTE sender engine.  See module docstring."""
+
+    def __init__(self, config: SenderConfig | None = None) -> None:
+        self.config = c = config or SenderConfig()
+        if c.fec not in FEC_IDS:
+            raise ValueError(f"unknown FEC {c.fec!r}; choose from {sorted(FEC_IDS)}")
+        if c.fdt_encoding not in CENC or c.content_encoding not in CENC:
+            raise ValueError("content encoding must be one of null, zlib, deflate, gzip")
+        if not 0 <= c.tsi < 1 << 48:
+            raise ValueError("TSI must fit in 48 bits")
+        self.encoding_id = FEC_IDS[c.fec]
+        self.stats: dict[str, int] = {}
+        self.objects: list[_Object] = []
+        self._queue: deque[bytes] = deque()
+        self._gen: Iterator[bytes] | None = None
+        self._fdt_packets: list[bytes] = []
+        self._tokens = float(c.burst_bytes)
+        self._last: float | None = None
+        self._next_fdt: float | None = None
+        self._started = False
+        self.done = False
+        self._events: deque[Any] = deque()
+        # TSI/TOI field widths: 32/32, or 48/48 when the TSI needs 48 bits.
+        self._wide = c.tsi >= 1 << 32
+
+    # ------------------------------------------------------------------ objects
+    def add_bytes(self, data: bytes, name: str, content_type: str = "application/octet-stream") -> int:
+        """Queue an object; returns its TOI.  Must be called before the first send."""
+        if self._started:
+            raise RuntimeError("objects must be added before sending starts")
+        toi = len(self.objects) + 1
+        enc = self.config.content_encoding
+        body = content_encode(bytes(data), enc)
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        self.objects.append(_Object(toi, name, body, len(data), content_type, enc, md5))
+        return toi
+
+    def add_file(self, path: str | Path, name: str | None = None, content_type: str = "application/octet-stream") -> int:
+        p = Path(path)
+        return self.add_bytes(p.read_bytes(), name or p.name, content_type)
+
+    # ------------------------------------------------------------------ headers
+    def _lct_prefix(self, toi: int | None, cp: int, ext: bytes, close_obj: bool, close_sess: bool = False) -> bytes:
+        tsi = self.config.tsi
+        if toi is None:
+            # payload-less close-session packet: TSI only, no TOI (RFC 6726 §3.1)
+            if tsi < 1 << 32:
+                s, o, h, ids = 1, 0, 0, struct.pack("!I", tsi)
+            else:
+                # 48-bit TSI needs H=1, which also forces a (zero) 48-bit TOI
+                s, o, h, ids = 1, 1, 1, tsi.to_bytes(6, "big") + bytes(6)
+        elif self._wide:
+            s, o, h, ids = 1, 1, 1, tsi.to_bytes(6, "big") + toi.to_bytes(6, "big")
+        else:
+            s, o, h, ids = 1, 1, 0, struct.pack("!II", tsi, toi)
+        hdr_len = 4 + 4 + len(ids) + len(ext)
+        assert hdr_len % 4 == 0
+        w = (
+            (1 << 28)
+            | (s << 23)
+            | (o << 21)
+            | (h << 20)
+            | (int(close_sess) << 17)
+            | (int(close_obj) << 16)
+            | ((hdr_len >> 2) << 8)
+            | cp
+        )
+        return struct.pack("!II", w, 0) + ids + ext
+
+    def _fti_ext(self, scheme: Any, oti: Any) -> bytes:
+        body = scheme.encode_fti(oti)
+        pad = (-(len(body) + 2)) % 4
+        body = bytes(body) + b"\0" * pad
+        return bytes((HET_FTI, (len(body) + 2) >> 2)) + body
+
+    def _make_oti(self, encoding_id: int, length: int) -> Any:
+        from alc.fec import OTI
+
+        c = self.config
+        E = c.symbol_length
+        B = c.max_source_block_length
+        if encoding_id == 0:
+            return OTI(0, length, E, B)
+        if encoding_id == 5:
+            B = min(B, 255)
+            max_n = min(255, math.ceil(B * (1.0 + max(c.repair_ratio, 0.0))))
+            if max_n < B:
+                max_n = B
+            return OTI(5, length, E, B, max_encoding_symbols=max_n)
+        if encoding_id == 6:
+            from alc import fec
+
+            maker = getattr(fec, "raptorq_oti", None)
+            if maker is not None:
+                return maker(length, E, B)
+            T = E - (E % 4) if E >= 4 else 4
+            kmax = 56403
+            z = max(1, math.ceil(math.ceil(length / T) / min(max(B, 1), kmax))) if length else 1
+            return OTI(6, length, T, B, num_source_blocks=z, num_sub_blocks=1, alignment=4)
+        raise ValueError(f"FEC Encoding ID {encoding_id} not supported by the sender")
+
+    def _prepare(self, now: float) -> None:
+        from alc.fec import get_scheme
+
+        c = self.config
+        for ob in self.objects:
+            ob.oti = self._make_oti(self.encoding_id, len(ob.data))
+            if ob.oti.encoding_id in (2, 5, 129):
+                ob.scheme = get_scheme(ob.oti, rs_matrix=c.rs_matrix)
+            else:
+                ob.scheme = get_scheme(ob.oti)
+            ext = self._fti_ext(ob.scheme, ob.oti) if c.inband_fti else b""
+            ob.prefix = self._lct_prefix(ob.toi, self.encoding_id, ext, False)
+            ob.prefix_close = self._lct_prefix(ob.toi, self.encoding_id, ext, True)
+        self._fdt_packets = self._build_fdt(now)
+        self._started = True
+
+    # ------------------------------------------------------------------ FDT
+    def fdt_xml(self, now: float) -> bytes:
+        """The FDT Instance XML listing every object (alc.fdt codec)."""
+        from alc.fdt import FDTFile, FDTInstance, encode_fdt
+        from alc.fec import oti_to_fdt_attributes
+
+        c = self.config
+        expires = int(now + NTP_OFFSET + c.fdt_expires) & 0xFFFFFFFF
+        files = []
+        for ob in self.objects:
+            fec = {k: v for k, v in oti_to_fdt_attributes(ob.oti).items() if k.startswith("FEC-OTI-")}
+            files.append(
+                FDTFile(
+                    toi=ob.toi,
+                    content_location=ob.name,
+                    content_length=ob.content_length,
+                    transfer_length=len(ob.data),
+                    content_type=ob.content_type,
+                    content_encoding=ob.encoding if ob.encoding not in (None, "", "null") else None,
+                    content_md5=ob.md5,
+                    fec=fec,
+                )
+            )
+        return encode_fdt(FDTInstance(expires=expires, complete=True, files=files))
+
+    def _build_fdt(self, now: float) -> list[bytes]:
+        from alc.fec import OTI, get_scheme
+
+        c = self.config
+        xml = self.fdt_xml(now)
+        self.fdt_bytes = xml
+        body = content_encode(xml, c.fdt_encoding)
+        oti = OTI(0, len(body), c.symbol_length, c.max_source_block_length)
+        scheme = get_scheme(oti)
+        ext = struct.pack("!I", (HET_FDT << 24) | ((c.flute_version & 0xF) << 20) | (c.fdt_instance_id & 0xFFFFF))
+        if c.fdt_encoding not in (None, "", "null"):
+            ext += struct.pack("!I", (HET_CENC << 24) | (CENC[c.fdt_encoding] << 16))
+        ext += self._fti_ext(scheme, oti)
+        prefix = self._lct_prefix(0, 0, ext, False)
+        pid = _pid_packer(0)
+        E = c.symbol_length
+        out = []
+        pos = 0
+        for sbn, k in enumerate(scheme.block_lengths()):
+            for esi in range(k):
+                out.append(prefix + pid(sbn, esi) + body[pos : pos + E])
+                pos += E
+        return out
+
+    # ------------------------------------------------------------------ schedule
+    def _object_packets(self, ob: _Object, last_round: bool) -> Iterator[bytes]:
+        c = self.config
+        E = ob.oti.symbol_length
+        data = ob.data
+        mv = memoryview(data)
+        L = len(data)
+        pid = _pid_packer(self.encoding_id) or ob.scheme.encode_payload_id
+        prefix = ob.prefix
+        blocks = ob.scheme.block_lengths()
+        ratio = max(c.repair_ratio, 0.0)
+        max_n = getattr(ob.oti, "max_encoding_symbols", 0)
+        B = ob.oti.max_source_block_length
+        pending: bytes | None = None
+        pos = 0
+        for sbn, k in enumerate(blocks):
+            start = pos
+            for esi in range(k):
+                pkt = prefix + pid(sbn, esi) + mv[pos : pos + E]
+                pos += E
+                if pending is not None:
+                    yield pending
+                pending = pkt
+            if self.encoding_id == 0 or ratio <= 0:
+                continue
+            if self.encoding_id == 5 and max_n and B:
+                nrep = (k * max_n) // B - k
+            else:
+                nrep = math.ceil(k * ratio)
+            if nrep <= 0:
+                continue
+            syms = [bytes(mv[start + i * E : start + (i + 1) * E]) for i in range(k)]
+            if len(syms[-1]) < E:
+                syms[-1] = syms[-1] + b"\0" * (E - len(syms[-1]))
+            for esi, sym in ob.scheme.repair_symbols(sbn, syms, nrep):
+                if pending is not None:
+                    yield pending
+                pending = prefix + pid(sbn, esi) + sym
+        if L == 0:
+            pending = prefix + pid(0, 0)  # empty object: one packet, payload ID, no symbol
+        if pending is not None:
+            if last_round:
+                # last packet of the object: same packet, B flag set
+                pending = ob.prefix_close + pending[len(prefix) :]
+                count(self.stats, "close_object")
+            yield pending
+
+    def _schedule(self) -> Iterator[bytes]:
+        c = self.config
+        rounds = max(1, c.carousel_rounds)
+        for r in range(rounds):
+            last = r == rounds - 1
+            yield from self._fdt_packets
+            for ob in self.objects:
+                yield from self._object_packets(ob, last)
+        yield from self._fdt_packets
+        close = self._lct_prefix(None, 0, b"", False, close_sess=True)
+        for _ in range(c.close_packets):
+            yield close
+
+    # ------------------------------------------------------------------ Engine
+    def _refill(self, now: float) -> None:
+        c = self.config
+        if self._last is None:
+            self._last = now
+        elif now > self._last:
+            if c.rate_bps and c.rate_bps > 0:
+                self._tokens = min(float(c.burst_bytes), self._tokens + (now - self._last) * c.rate_bps / 8.0)
+            self._last = now
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
+        if self.done:
+            return []
+        if not self._started:
+            self._prepare(now)
+            self._gen = self._schedule()
+            self._next_fdt = now + self.config.fdt_interval
+        c = self.config
+        self._refill(now)
+        limited = bool(c.rate_bps and c.rate_bps > 0)
+        out: list[tuple[bytes, Address | None]] = []
+        queue = self._queue
+        gen = self._gen
+        assert gen is not None
+        if self._next_fdt is not None and now >= self._next_fdt and c.fdt_interval > 0:
+            queue.extend(self._fdt_packets)
+            count(self.stats, "fdt_repeats")
+            self._next_fdt = now + c.fdt_interval
+        nbytes = 0
+        npk = 0
+        tokens = self._tokens
+        maxn = c.max_datagrams_per_call
+        while npk < maxn:
+            if limited and tokens <= 0:
+                break
+            if queue:
+                pkt = queue.popleft()
+            else:
+                nxt = next(gen, None)
+                if nxt is None:
+                    self.done = True
+                    break
+                pkt = nxt
+            out.append((pkt, None))
+            npk += 1
+            nbytes += len(pkt)
+            if limited:
+                tokens -= len(pkt)
+        self._tokens = tokens
+        if npk:
+            count(self.stats, "packets", npk)
+            count(self.stats, "bytes", nbytes)
+        return out
+
+    def get_timer(self) -> float | None:
+        if self.done:
+            return None
+        if self._last is None:
+            return 0.0
+        c = self.config
+        if not (c.rate_bps and c.rate_bps > 0):
+            return self._last
+        if self._tokens > 0:
+            return self._last
+        return self._last + (-self._tokens + 1) * 8.0 / c.rate_bps
+
+    def handle_timer(self, now: float) -> None:
+        self._refill(now)
+
+    def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
+        count(self.stats, "drop.sender_ignores_input")
+
+    def next_event(self) -> Any | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ helpers
+    def all_packets(self, now: float = 0.0) -> list[bytes]:
+        """The whole schedule at once, ignoring the rate (tests, pcap generation)."""
+        saved = self.config.rate_bps
+        self.config.rate_bps = None
+        out: list[bytes] = []
+        try:
+            while not self.done:
+                out.extend(p for p, _ in self.datagrams_to_send(now))
+        finally:
+            self.config.rate_bps = saved
+        return out
