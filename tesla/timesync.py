@@ -188,7 +188,9 @@ class DirectSyncServer:
         else:
             if self._last_ntp is not None:
                 elapsed = max(0, now_ntp - self._last_ntp) / NTP_ONE_SECOND
-                self._tokens = min(self.max_per_second, self._tokens + elapsed * self.max_per_second)
+                self._tokens = min(
+                    self.max_per_second, self._tokens + elapsed * self.max_per_second
+                )
             self._last_ntp = now_ntp
             if self._tokens < 1:
                 return None
