@@ -243,7 +243,7 @@ def _parse(data: bytes) -> ET.Element:
 
 def _uint(v: str, name: str, limit: int = _U64) -> int:
     s = v.strip()
-    if not s.isdigit() or not s.isascii() or len(s) > 25:
+    if not s.isdigit() or not s.isascii() or len(s) > 40:
         raise DecodeError(name, f"not an unsigned integer: {v[:40]!r}")
     n = int(s)
     if n >= limit:
