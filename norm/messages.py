@@ -239,6 +239,7 @@ class ExtFti:
             if len(b) != 14:
                 raise DecodeError("EXT_FTI", f"fec_id 2 needs HEL 4, body {len(b)}")
             hi, lo, m, g, e, blen, last = struct.unpack_from(">HIBBHHH", b, 0)
+            m = m or 8  # RFC 5510 §4.2.4.2: 0 = not signalled -> default 8
             if m not in (8, 16):
                 raise DecodeError("EXT_FTI.m", f"m = {m}, only 8 and 16 supported")
             npar = max(0, last - blen) if last_is_max_n else last
@@ -289,23 +290,11 @@ class ExtFti:
         return cls(body)
 
     def to_oti(self, fec_id: int, last_is_max_n: bool = False) -> Any:
-        """The :class:`alc.fec.OTI` for this FTI (max_encoding_symbols = k + parity)."""
-        from alc.fec import OTI
+        """The :class:`alc.fec.OTI` for this FTI (``alc.fec.decode_fti``); with the NRL
+        reading (default) ``max_encoding_symbols`` = max_block_len + num_parity."""
+        from alc.fec import decode_fti
 
-        p = self.params(fec_id, last_is_max_n)
-        max_n = p.max_block_len + p.num_parity
-        if fec_id == 5 or (fec_id == 2 and p.m == 8):
-            max_n = min(max_n, 255)
-        return OTI(
-            encoding_id=fec_id,
-            transfer_length=p.object_size,
-            symbol_length=p.segment_size,
-            max_source_block_length=p.max_block_len,
-            max_encoding_symbols=max_n,
-            instance_id=p.instance_id,
-            m=p.m,
-            symbols_per_packet=p.g,
-        )
+        return decode_fti(fec_id, self.body, last_field="max_n" if last_is_max_n else "num_parity")
 
 
 @dataclass(frozen=True, slots=True)
@@ -407,7 +396,7 @@ def _fti_m(buf: bytes, start: int, end: int, default: int) -> int:
         if hel == 0:
             break
         if het == EXT_FTI and hel == 4:
-            m = buf[pos + 8]
+            m = buf[pos + 8] or 8
             return m if m in (8, 16) else default
         pos += hel * 4
     return default

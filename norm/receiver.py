@@ -1,0 +1,1366 @@
+"""Sans-I/O NORM receiver (RFC 5740 §5.2, §5.3, §5.5; RFC 5401 §3.2), Engine contract.
+
+Per remote sender (keyed by ``source_id``; a new ``instance_id`` restarts its state) the
+receiver keeps the advertised GRTT/backoff/group size, its transport objects (DATA, FILE,
+STREAM) and the NACK state machine:
+
+* **Segmentation** (§5.1.1, RFC 5052 §9.1) through :func:`alc.fec.partition`; source symbols
+  go straight into the object buffer; when a block has ``k`` symbols but misses source
+  symbols, it is decoded with :mod:`alc.fec` (``rs_matrix="nrl"`` by default: NRL NORM's
+  Reed-Solomon generator; parity ESIs start at ``k``).  EXT_FTI's last field for fec_id 2/5
+  is read as the number of parity symbols (NRL) unless ``fti_last_is_max_n``.
+* **NACKing** (§5.3): initiated only at block/object boundaries, on NORM_CMD(FLUSH) or on
+  the inactivity timeout; ``T_backoff = RandomBackoff(K*GRTT, gsize)`` (``rng`` passed in);
+  overheard NACKs (from other receivers, for the same sender) and NORM_CMD(REPAIR_ADV)
+  accumulate during the backoff and suppress the NACK when they cover our needs; holdoff
+  ``(K+2)*GRTT`` afterwards.  Content: parity first (ESI = k ..) for partially received
+  blocks, all parity + the highest missing source symbols when the erasures exceed the
+  parity available, NORM_NACK_BLOCK / _OBJECT / _INFO for whole losses; RANGES for runs of
+  3 or more; truncated to the sender's segment size (one NACK per cycle).
+* **GRTT / CC feedback**: ``grtt_response`` in every NACK/ACK (send_time of the last
+  NORM_CMD(CC) + hold time); NORM_CMD(CC) carrying EXT_RATE is answered by NORM_ACK(CC) with
+  EXT_CC (at once when listed as CLR/PLR, else after a random backoff, cancelled by any
+  other feedback we send).
+* **Positive ACK**: NORM_CMD(FLUSH) with an acking node list naming us (or NORM_NODE_ANY) ->
+  NORM_ACK(FLUSH) carrying the watermark once everything through it is received; ACK_REQ
+  -> NORM_ACK(ack_type, ack_id); response time uniform over 1 GRTT.
+* **Limits** (:class:`ReceiverConfig`): ``max_senders``, ``max_pending_objects`` per sender
+  (older incomplete objects are aborted), ``max_bytes`` of buffered object data over all
+  senders (new objects that do not fit are aborted), ``max_object_size``,
+  ``stream_buffer_max`` per stream, ``object_timeout`` (no progress) and the sender
+  inactivity timeout ``max(1 s, robust_factor*2*GRTT)`` repeated ``robust_factor`` times,
+  after which the sender state is freed.
+
+Events (``next_event``): :class:`ObjectReceived`, :class:`ObjectAborted`,
+:class:`StreamData`, :class:`StreamEnd`, :class:`ApplicationCommand`, :class:`SenderEnded`.
+Counters: ``rx.*``, ``nack.*``, ``ack.*`` and ``drop.<reason>``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from alc.engine import Address, count
+from alc.errors import DecodeError
+from alc.fec import OTI, get_scheme, partition
+from norm import messages as M
+from norm.quantize import (
+    quantize_loss,
+    quantize_rate,
+    quantize_rtt,
+    random_backoff,
+    sec_usec_to_time,
+    time_to_sec_usec,
+    unquantize_gsize,
+    unquantize_rtt,
+)
+
+__all__ = [
+    "ApplicationCommand",
+    "NormReceiver",
+    "ObjectAborted",
+    "ObjectReceived",
+    "ReceiverConfig",
+    "SenderEnded",
+    "StreamData",
+    "StreamEnd",
+]
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass
+class ObjectReceived:
+    source_id: int
+    instance_id: int
+    object_id: int
+    kind: str  # "data" | "file"
+    data: bytes
+    info: bytes | None = None
+
+    @property
+    def name(self) -> str | None:
+        """For FILE objects the NORM_INFO payload is the file name (NRL convention)."""
+        if self.info is None:
+            return None
+        return self.info.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+@dataclass
+class ObjectAborted:
+    source_id: int
+    object_id: int
+    reason: str
+
+
+@dataclass
+class StreamData:
+    source_id: int
+    object_id: int
+    offset: int
+    data: bytes
+    msg_start: int = 0  # payload_msg_start as sent (0 = no message starts here)
+
+
+@dataclass
+class StreamEnd:
+    source_id: int
+    object_id: int
+    offset: int
+
+
+@dataclass
+class ApplicationCommand:
+    source_id: int
+    content: bytes
+
+
+@dataclass
+class SenderEnded:
+    source_id: int
+    instance_id: int
+    reason: str  # "eot" | "inactive" | "restart"
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class ReceiverConfig:
+    node_id: int = 2
+    rs_matrix: str = "nrl"  # NRL NORM's RS generator (see alc.fec.gf)
+    fti_last_is_max_n: bool = False  # False: NRL's "number of parity" reading of EXT_FTI
+    fec2_m: int = 16  # m for fec_id 2 payload ids when no EXT_FTI is in the message (NRL: 16)
+    robust_factor: int = 20
+    max_senders: int = 64
+    max_pending_objects: int = 256  # per sender (NRL rx cache)
+    max_bytes: int = 256 * 1024 * 1024  # buffered object data, all senders together
+    max_object_size: int = 1 << 32
+    stream_buffer_max: int = 8 * 1024 * 1024  # out-of-order stream bytes held per stream
+    stream_max_blocks: int = 1024  # stream blocks tracked per stream
+    object_timeout: float | None = None  # abort an incomplete object without progress
+    unicast_feedback: bool = False  # send NACK/ACK to the sender's address instead of the group
+    ssm: bool = False  # RFC 5740 §5.3 SSM rule: suppress when T_backoff > (K-1)*GRTT
+    silent: bool = False  # never NACK (EMCON)
+    cc_feedback: bool = True  # answer NORM_CMD(CC)+EXT_RATE with NORM_ACK(CC)
+    default_segment_size: int = 1400  # NACK size bound before any FTI was seen
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _diff16(a: int, b: int) -> int:
+    return ((a - b + 0x8000) & 0xFFFF) - 0x8000
+
+
+@dataclass
+class _Block:
+    k: int
+    recv: set[int] = field(default_factory=set)  # ESIs held (source and parity)
+    parity: dict[int, bytes] = field(default_factory=dict)
+    source: dict[int, bytes] = field(default_factory=dict)  # stream objects only
+    done: bool = False
+    first_req: list[int] | None = None  # first set of parity ESIs requested (§5.3)
+
+    @property
+    def n_source(self) -> int:
+        return sum(1 for e in self.recv if e < self.k)
+
+
+@dataclass
+class _Object:
+    oid: int  # wire object_transport_id
+    ordinal: int
+    flags: int = 0
+    fec_id: int = -1
+    info: bytes | None = None
+    info_expected: bool = False
+    fti: M.FtiParams | None = None
+    scheme: Any = None
+    block_lens: list[int] = field(default_factory=list)
+    block_start: list[int] = field(default_factory=list)
+    buf: bytearray | None = None
+    blocks: dict[int, _Block] = field(default_factory=dict)
+    blocks_done: int = 0
+    done_blocks: set[int] = field(default_factory=set)
+    m: int = 8
+    last_progress: float = 0.0
+    nbytes: int = 0  # accounted against max_bytes
+    # stream state
+    stream_low: int = -1  # lowest block still tracked
+    stream_next: int | None = None  # next stream offset to deliver
+    stream_pending: dict[int, tuple[bytes, int]] = field(default_factory=dict)
+    stream_pending_bytes: int = 0
+    stream_end: int | None = None
+    finished: bool = False
+
+    @property
+    def is_stream(self) -> bool:
+        return bool(self.flags & M.FLAG_STREAM)
+
+
+@dataclass
+class _Need:
+    kind: str  # "object" | "info" | "block" | "segments"
+    ordinal: int
+    oid: int
+    fec_id: int
+    sbn: int = 0
+    k: int = 0
+    esis: list[int] = field(default_factory=list)
+    erasures: int = 0
+
+
+@dataclass
+class _Sender:
+    source_id: int
+    instance_id: int
+    addr: Address | None
+    grtt: float = 0.5
+    backoff: int = 4
+    gsize: float = 10000.0
+    fec_id: int = 5
+    segment_size: int = 0
+    synced: bool = False
+    sync_ord: int = 0  # objects with ordinal < sync_ord are not of interest
+    max_ord: int | None = None  # highest object ordinal seen
+    objects: dict[int, _Object] = field(default_factory=dict)  # by ordinal
+    done: set[int] = field(default_factory=set)  # finished/aborted ordinals >= sync_ord
+    pos: tuple[int, int, int] = (-1, -1, -1)  # sender transmit position (ord, sbn, esi)
+    # NACK state
+    nack_state: str = "idle"  # idle | backoff | holdoff
+    nack_deadline: float = 0.0
+    cycle_pos: tuple[int, int, int] = (-1, -1, -1)
+    cycle_inclusive: bool = False
+    heard_objects: set[int] = field(default_factory=set)
+    heard_info: set[int] = field(default_factory=set)
+    heard_blocks: set[tuple[int, int]] = field(default_factory=set)
+    heard_segs: dict[tuple[int, int], set[int]] = field(default_factory=dict)
+    # inactivity
+    last_heard: float = 0.0
+    inactivity_deadline: float = 0.0
+    inactivity_count: int = 0
+    # GRTT / CC
+    cc_send_time: tuple[int, int] | None = None
+    cc_recv_time: float = 0.0
+    cc_sequence: int = 0
+    cc_rtt: float | None = None  # RTT the sender measured for us (cc_node_list)
+    cc_flags: int = 0
+    cc_ack_deadline: float | None = None
+    seq_expected: int | None = None
+    seq_received: int = 0
+    seq_lost: int = 0
+    loss_events: int = 0
+    last_loss_time: float = -1e9
+    rate_bytes: int = 0
+    rate_start: float | None = None
+    recv_rate: float = 0.0
+    # positive ACK
+    ack_pending: list[tuple[float, M.NormAck]] = field(default_factory=list)
+    feedback_seq: dict[Any, int] = field(default_factory=dict)
+    ended: bool = False
+
+
+# --------------------------------------------------------------------------- receiver
+
+
+class NormReceiver:
+    """Sans-I/O NORM receiver (see module docstring)."""
+
+    def __init__(
+        self, config: ReceiverConfig | None = None, rng: random.Random | None = None
+    ) -> None:
+        self.config = config or ReceiverConfig()
+        self.rng = rng if rng is not None else random.Random(0)
+        self.stats: dict[str, int] = {}
+        self.senders: dict[int, _Sender] = {}
+        self._ended: set[tuple[int, int]] = set()
+        self._events: deque[Any] = deque()
+        self._out: list[tuple[bytes, Address | None]] = []
+        self._bytes = 0
+
+    # ------------------------------------------------------------------ Engine API
+    def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
+        count(self.stats, "rx.datagrams")
+        try:
+            msg = M.decode(data, self.config.fec2_m)
+        except DecodeError as exc:
+            count(self.stats, "drop.malformed")
+            count(self.stats, f"drop.malformed.{exc.field}")
+            return
+        if isinstance(msg, (M.NormNack, M.NormAck)):
+            if msg.source_id != self.config.node_id:
+                self._on_feedback(msg, now)
+            else:
+                count(self.stats, "drop.own_feedback")
+            return
+        if isinstance(msg, M.NormReport):
+            count(self.stats, "drop.report")
+            return
+        if msg.source_id == self.config.node_id:
+            count(self.stats, "drop.own_message")
+            return
+        s = self._sender_for(msg, addr, now, create=not isinstance(msg, M.NormCmdEot))
+        if s is None:
+            return
+        self._sender_heard(s, msg, data, now)
+        if isinstance(msg, M.NormData):
+            self._on_data(s, msg, now)
+        elif isinstance(msg, M.NormInfo):
+            self._on_info(s, msg, now)
+        elif isinstance(msg, M.NormCmdFlush):
+            self._on_flush(s, msg, now)
+        elif isinstance(msg, M.NormCmdCC):
+            self._on_cc(s, msg, now)
+        elif isinstance(msg, M.NormCmdEot):
+            self._end_sender(s, "eot")
+        elif isinstance(msg, M.NormCmdSquelch):
+            self._on_squelch(s, msg, now)
+        elif isinstance(msg, M.NormCmdRepairAdv):
+            count(self.stats, "rx.repair_adv")
+            if s.nack_state == "backoff":
+                self._accumulate(s, msg.requests)
+        elif isinstance(msg, M.NormCmdAckReq):
+            self._on_ack_req(s, msg, now)
+        elif isinstance(msg, M.NormCmdApplication):
+            count(self.stats, "rx.application")
+            self._events.append(ApplicationCommand(s.source_id, msg.content))
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
+        self.handle_timer(now)
+        out, self._out = self._out, []
+        return out
+
+    def get_timer(self) -> float | None:
+        t: float | None = None
+        for s in self.senders.values():
+            for d in self._sender_deadlines(s):
+                if t is None or d < t:
+                    t = d
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        for s in list(self.senders.values()):
+            self._sender_timers(s, now)
+
+    def next_event(self) -> Any | None:
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------------ senders
+    def _sender_for(
+        self, msg: Any, addr: Address | None, now: float, create: bool
+    ) -> _Sender | None:
+        src = msg.source_id
+        s = self.senders.get(src)
+        if s is not None and s.instance_id != msg.instance_id:
+            count(self.stats, "rx.sender_restart")
+            self._end_sender(s, "restart")
+            s = None
+        if s is None:
+            if (src, msg.instance_id) in self._ended:
+                count(self.stats, "drop.sender_ended")
+                return None
+            if not create:
+                count(self.stats, "drop.unknown_sender")
+                return None
+            if len(self.senders) >= self.config.max_senders:
+                count(self.stats, "drop.too_many_senders")
+                return None
+            s = _Sender(src, msg.instance_id, addr)
+            s.last_heard = now
+            self.senders[src] = s
+            count(self.stats, "rx.senders")
+        if addr is not None:
+            s.addr = addr
+        return s
+
+    def _sender_heard(self, s: _Sender, msg: Any, raw: bytes, now: float) -> None:
+        s.grtt = unquantize_rtt(msg.grtt)
+        s.backoff = msg.backoff
+        s.gsize = unquantize_gsize(msg.gsize)
+        s.last_heard = now
+        s.inactivity_count = 0
+        s.inactivity_deadline = now + self._t_inactivity(s)
+        # loss estimate from sender sequence gaps (feeds EXT_CC only, never reliability)
+        seq = msg.sequence
+        if s.seq_expected is not None:
+            gap = (seq - s.seq_expected) & 0xFFFF
+            if 0 < gap < 0x8000:
+                s.seq_lost += gap
+                if now - s.last_loss_time > (s.cc_rtt or s.grtt):
+                    s.loss_events += 1
+                    s.last_loss_time = now
+        if s.seq_expected is None or ((seq - s.seq_expected) & 0xFFFF) < 0x8000:
+            s.seq_expected = (seq + 1) & 0xFFFF
+        s.seq_received += 1
+        if s.rate_start is None:
+            s.rate_start = now
+        s.rate_bytes += len(raw)
+        span = now - s.rate_start
+        if span >= max(s.grtt, 0.01):
+            s.recv_rate = s.rate_bytes / span
+            s.rate_start, s.rate_bytes = now, 0
+
+    def _t_inactivity(self, s: _Sender) -> float:
+        return max(1.0, self.config.robust_factor * 2.0 * s.grtt)
+
+    def _end_sender(self, s: _Sender, reason: str) -> None:
+        for o in list(s.objects.values()):
+            if not o.finished:
+                self._abort(s, o, reason)
+        self.senders.pop(s.source_id, None)
+        if reason != "restart":
+            self._ended.add((s.source_id, s.instance_id))
+        count(self.stats, f"rx.sender_{reason}")
+        self._events.append(SenderEnded(s.source_id, s.instance_id, reason))
+
+    # ------------------------------------------------------------------ objects
+    def _ordinal(self, s: _Sender, oid: int) -> int:
+        if s.max_ord is None:
+            return oid
+        return s.max_ord + _diff16(oid, s.max_ord & 0xFFFF)
+
+    def _object_for(
+        self, s: _Sender, oid: int, flags: int, is_repairish: bool, now: float, sync_ok: bool
+    ) -> _Object | None:
+        ordinal = self._ordinal(s, oid)
+        if not s.synced:
+            if not sync_ok or is_repairish:
+                count(self.stats, "drop.not_synced")
+                return None
+            s.synced = True
+            s.sync_ord = s.max_ord = ordinal
+        if ordinal < s.sync_ord:
+            count(self.stats, "drop.old_object")
+            return None
+        if ordinal in s.done:
+            count(self.stats, "rx.duplicate")
+            return None
+        o = s.objects.get(ordinal)
+        if o is None:
+            assert s.max_ord is not None
+            if ordinal - s.sync_ord >= 4 * self.config.max_pending_objects:
+                # far out of range: resynchronise (RFC 5740 §4.2.1)
+                count(self.stats, "rx.resync")
+                for old in list(s.objects.values()):
+                    self._abort(s, old, "resync")
+                s.done.clear()
+                s.sync_ord = ordinal
+            o = _Object(oid, ordinal, flags, last_progress=now)
+            s.objects[ordinal] = o
+            if ordinal > s.max_ord:
+                s.max_ord = ordinal
+            self._enforce_pending(s)
+            if o.finished:
+                return None
+        if flags:
+            o.flags = flags
+        return o
+
+    def _enforce_pending(self, s: _Sender) -> None:
+        assert s.max_ord is not None
+        limit = self.config.max_pending_objects
+        while s.max_ord - s.sync_ord >= limit:
+            o = s.objects.get(s.sync_ord)
+            if o is not None and not o.finished:
+                count(self.stats, "drop.too_many_objects")
+                self._abort(s, o, "too_many_objects")
+            self._advance_sync(s, force=True)
+
+    def _advance_sync(self, s: _Sender, force: bool = False) -> None:
+        if force:
+            s.done.discard(s.sync_ord)
+            s.objects.pop(s.sync_ord, None)
+            s.sync_ord += 1
+        while s.sync_ord in s.done:
+            s.done.discard(s.sync_ord)
+            s.objects.pop(s.sync_ord, None)
+            s.sync_ord += 1
+
+    def _finish(self, s: _Sender, o: _Object) -> None:
+        o.finished = True
+        self._release(o)
+        s.objects.pop(o.ordinal, None)
+        s.done.add(o.ordinal)
+        self._advance_sync(s)
+
+    def _abort(self, s: _Sender, o: _Object, reason: str) -> None:
+        if o.finished:
+            return
+        count(self.stats, "rx.objects_aborted")
+        self._events.append(ObjectAborted(s.source_id, o.oid, reason))
+        self._finish(s, o)
+
+    def _release(self, o: _Object) -> None:
+        self._bytes -= o.nbytes
+        o.nbytes = 0
+        o.buf = None
+        o.blocks.clear()
+        o.stream_pending.clear()
+
+    def _set_fti(self, s: _Sender, o: _Object, msg: M.NormData | M.NormInfo, now: float) -> bool:
+        """Take the object's FTI from the message; False if unusable (object aborted)."""
+        if o.fti is not None:
+            return True
+        fti = None
+        for x in msg.extensions:
+            if isinstance(x, M.ExtFti):
+                fti = x
+                break
+        if fti is None:
+            return False
+        try:
+            p = fti.params(msg.fec_id, self.config.fti_last_is_max_n)
+            if p.segment_size <= 0 or p.max_block_len <= 0:
+                raise DecodeError("EXT_FTI", "segment size / block length 0")
+            stream = bool(o.flags & M.FLAG_STREAM)
+            e = p.segment_size + 8 if stream else p.segment_size
+            n_par = p.num_parity
+            max_n = p.max_block_len + n_par
+            if msg.fec_id == 5 or (msg.fec_id == 2 and p.m == 8):
+                max_n = min(max_n, 255)
+            tl = p.max_block_len * e if stream else p.object_size
+            oti = OTI(msg.fec_id, tl, e, p.max_block_len, max_n, p.instance_id, p.m, p.g)
+            scheme = (
+                get_scheme(oti, rs_matrix=self.config.rs_matrix)
+                if msg.fec_id != 0
+                else get_scheme(oti)
+            )
+        except (DecodeError, ValueError) as exc:
+            count(self.stats, "drop.bad_fti")
+            self._abort(s, o, f"bad_fti: {exc}")
+            return False
+        if not stream and p.object_size > self.config.max_object_size:
+            count(self.stats, "drop.object_too_large")
+            self._abort(s, o, "object_too_large")
+            return False
+        o.fti = p
+        o.fec_id = msg.fec_id
+        o.m = p.m
+        o.scheme = scheme
+        s.fec_id = msg.fec_id
+        s.segment_size = p.segment_size
+        if not stream:
+            o.block_lens = partition(p.object_size, p.segment_size, p.max_block_len)
+            acc = 0
+            for b in o.block_lens:
+                o.block_start.append(acc)
+                acc += b
+        return True
+
+    def _alloc(self, s: _Sender, o: _Object) -> bool:
+        if o.buf is not None or o.fti is None:
+            return o.buf is not None
+        size = o.fti.object_size
+        if self._bytes + size > self.config.max_bytes:
+            count(self.stats, "drop.buffer_full")
+            self._abort(s, o, "buffer_full")
+            return False
+        o.buf = bytearray(size)
+        o.nbytes = size
+        self._bytes += size
+        return True
+
+    # ------------------------------------------------------------------ message handlers
+    def _on_info(self, s: _Sender, msg: M.NormInfo, now: float) -> None:
+        count(self.stats, "rx.info")
+        o = self._object_for(
+            s, msg.object_id, msg.flags, bool(msg.flags & M.FLAG_REPAIR), now, True
+        )
+        if o is None:
+            return
+        o.info_expected = True
+        if o.info is None:
+            o.info = msg.payload
+        self._set_fti(s, o, msg, now)
+        if o.fec_id < 0:
+            o.fec_id = msg.fec_id
+        self._advance_pos(s, (o.ordinal, -1, 0), now)
+        self._check_complete(s, o)
+
+    def _on_data(self, s: _Sender, msg: M.NormData, now: float) -> None:
+        count(self.stats, "rx.data")
+        stream = bool(msg.flags & M.FLAG_STREAM)
+        sync_ok = stream or msg.sbn == 0
+        o = self._object_for(
+            s, msg.object_id, msg.flags, bool(msg.flags & M.FLAG_REPAIR), now, sync_ok
+        )
+        if o is None:
+            return
+        if msg.flags & M.FLAG_INFO:
+            o.info_expected = True
+        if o.fti is None and not self._set_fti(s, o, msg, now):
+            if not o.finished:
+                count(self.stats, "drop.no_fti")
+            return
+        if msg.fec_id != o.fec_id:
+            count(self.stats, "drop.fec_id_mismatch")
+            return
+        pos = (o.ordinal, msg.sbn, msg.esi)
+        if stream:
+            self._on_stream_data(s, o, msg, now)
+        else:
+            self._on_object_data(s, o, msg, now)
+        self._advance_pos(s, pos, now)
+
+    def _on_object_data(self, s: _Sender, o: _Object, msg: M.NormData, now: float) -> None:
+        assert o.fti is not None
+        sbn, esi = msg.sbn, msg.esi
+        nblocks = len(o.block_lens)
+        if sbn >= nblocks:
+            count(self.stats, "drop.bad_sbn")
+            return
+        k = o.block_lens[sbn]
+        if o.fec_id == 129 and msg.sbl and msg.sbl != k:
+            count(self.stats, "drop.bad_block_length")
+            return
+        blk = o.blocks.get(sbn)
+        if blk is None:
+            if sbn in o.done_blocks:
+                count(self.stats, "rx.duplicate")
+                return
+            blk = o.blocks[sbn] = _Block(k)
+        if blk.done or esi in blk.recv:
+            count(self.stats, "rx.duplicate")
+            return
+        if not self._alloc(s, o):
+            return
+        assert o.buf is not None
+        e = o.fti.segment_size
+        payload = msg.payload
+        if esi < k:
+            off = (o.block_start[sbn] + esi) * e
+            want = min(e, o.fti.object_size - off)
+            if len(payload) != want:
+                count(self.stats, "drop.bad_length")
+                return
+            o.buf[off : off + want] = payload
+        else:
+            n_limit = getattr(o.scheme, "n_limit", 0)
+            if o.fec_id == 0 or esi >= n_limit or len(payload) > e:
+                count(self.stats, "drop.bad_parity")
+                return
+            blk.parity[esi] = payload
+            o.nbytes += len(payload)
+            self._bytes += len(payload)
+        blk.recv.add(esi)
+        o.last_progress = now
+        if len(blk.recv) >= k:
+            self._complete_block(s, o, sbn, blk)
+            self._check_complete(s, o)
+
+    def _complete_block(self, s: _Sender, o: _Object, sbn: int, blk: _Block) -> None:
+        assert o.fti is not None and o.buf is not None
+        k = blk.k
+        e = o.fti.segment_size
+        missing = [i for i in range(k) if i not in blk.recv]
+        if missing:
+            base = o.block_start[sbn] * e
+            try:
+                dec = o.scheme.block_decoder(sbn)
+                for i in range(k):
+                    if i in blk.recv:
+                        off = base + i * e
+                        dec.add(i, bytes(o.buf[off : min(off + e, len(o.buf))]))
+                for j, sym in sorted(blk.parity.items()):
+                    if dec.add(j, sym):
+                        break
+                out = dec.decode()
+            except (DecodeError, ValueError) as exc:
+                count(self.stats, "drop.fec_decode")
+                count(self.stats, f"drop.fec_decode.{type(exc).__name__}")
+                blk.parity.clear()
+                blk.recv = {i for i in blk.recv if i < k}
+                return
+            for i in missing:
+                off = base + i * e
+                end = min(off + e, len(o.buf))
+                o.buf[off:end] = out[i][: end - off]
+            count(self.stats, "rx.fec_blocks_decoded")
+            count(self.stats, "rx.fec_symbols_recovered", len(missing))
+        self._free_block(o, blk)
+        blk.done = True
+        o.blocks.pop(sbn, None)
+        o.done_blocks.add(sbn)
+        o.blocks_done += 1
+
+    def _free_block(self, o: _Object, blk: _Block) -> None:
+        n = sum(len(p) for p in blk.parity.values()) + sum(len(p) for p in blk.source.values())
+        o.nbytes -= n
+        self._bytes -= n
+        blk.parity.clear()
+        blk.source.clear()
+
+    def _check_complete(self, s: _Sender, o: _Object) -> None:
+        if o.finished or o.is_stream or o.fti is None:
+            return
+        if o.blocks_done < len(o.block_lens):
+            return
+        if o.info_expected and o.info is None:
+            return
+        if o.fti.object_size == 0 and not o.info_expected and o.info is None:
+            pass
+        data = bytes(o.buf) if o.buf is not None else b""
+        kind = "file" if o.flags & M.FLAG_FILE else "data"
+        count(self.stats, "rx.objects_completed")
+        self._events.append(ObjectReceived(s.source_id, s.instance_id, o.oid, kind, data, o.info))
+        self._finish(s, o)
+
+    # ------------------------------------------------------------------ streams
+    def _on_stream_data(self, s: _Sender, o: _Object, msg: M.NormData, now: float) -> None:
+        assert o.fti is not None
+        sbn, esi = msg.sbn, msg.esi
+        k = msg.sbl if (o.fec_id == 129 and msg.sbl) else o.fti.max_block_len
+        if o.stream_low < 0:
+            o.stream_low = sbn
+        if sbn < o.stream_low:
+            count(self.stats, "rx.duplicate")
+            return
+        if sbn - o.stream_low >= self.config.stream_max_blocks:
+            # fell too far behind: give up on the oldest blocks (bounded state)
+            count(self.stats, "drop.stream_overrun")
+            while sbn - o.stream_low >= self.config.stream_max_blocks:
+                old = o.blocks.pop(o.stream_low, None)
+                if old is not None:
+                    self._free_block(o, old)
+                o.stream_low += 1
+        blk = o.blocks.get(sbn)
+        if blk is None:
+            blk = o.blocks[sbn] = _Block(k)
+        elif (
+            o.fec_id == 129
+            and msg.sbl
+            and msg.sbl != blk.k
+            and (esi >= blk.k or esi >= max(blk.recv, default=-1))
+        ):
+            blk.k = msg.sbl  # a later / parity packet's source_block_len wins (RFC 5740 §4.2.1)
+        if blk.done or esi in blk.recv:
+            count(self.stats, "rx.duplicate")
+            return
+        e = o.fti.segment_size + 8
+        if len(msg.payload) > e or len(msg.payload) < 8 and esi < blk.k:
+            count(self.stats, "drop.bad_length")
+            return
+        blk.recv.add(esi)
+        if esi < blk.k:
+            blk.source[esi] = msg.payload
+            o.nbytes += len(msg.payload)
+            self._bytes += len(msg.payload)
+            self._stream_segment(s, o, msg.payload)
+        else:
+            blk.parity[esi] = msg.payload
+            o.nbytes += len(msg.payload)
+            self._bytes += len(msg.payload)
+        o.last_progress = now
+        if blk.n_source >= blk.k or (len(blk.recv) >= blk.k and o.fec_id != 0):
+            self._complete_stream_block(s, o, sbn, blk)
+        self._stream_deliver(s, o)
+
+    def _complete_stream_block(self, s: _Sender, o: _Object, sbn: int, blk: _Block) -> None:
+        missing = [i for i in range(blk.k) if i not in blk.recv]
+        if missing:
+            try:
+                dec = o.scheme.block_decoder(0, k=blk.k)
+                for i, sym in blk.source.items():
+                    dec.add(i, sym)
+                for j, sym in sorted(blk.parity.items()):
+                    if dec.add(j, sym):
+                        break
+                out = dec.decode()
+            except (DecodeError, ValueError, TypeError):
+                count(self.stats, "drop.fec_decode")
+                return
+            for i in missing:
+                self._stream_segment(s, o, out[i])
+            count(self.stats, "rx.fec_blocks_decoded")
+        blk.done = True
+        self._free_block(o, blk)
+        while o.stream_low in o.blocks and o.blocks[o.stream_low].done:
+            del o.blocks[o.stream_low]
+            o.stream_low += 1
+
+    def _stream_segment(self, s: _Sender, o: _Object, sym: bytes) -> None:
+        try:
+            hdr, data = M.StreamHeader.decode(sym)
+        except DecodeError:
+            count(self.stats, "drop.bad_stream_header")
+            return
+        off = hdr.payload_offset
+        if o.stream_next is None:
+            o.stream_next = off
+        rel = (off - o.stream_next) & 0xFFFFFFFF
+        if rel >= 0x80000000:
+            return  # already delivered
+        if hdr.payload_len == 0:
+            if hdr.payload_msg_start == M.STREAM_END:
+                o.stream_end = off
+            return
+        if off in o.stream_pending:
+            return
+        if o.stream_pending_bytes + len(data) > self.config.stream_buffer_max:
+            count(self.stats, "drop.stream_buffer_full")
+            return
+        o.stream_pending[off] = (data, hdr.payload_msg_start)
+        o.stream_pending_bytes += len(data)
+
+    def _stream_deliver(self, s: _Sender, o: _Object) -> None:
+        while o.stream_next is not None:
+            nxt = o.stream_next
+            if o.stream_end is not None and nxt == o.stream_end:
+                self._events.append(StreamEnd(s.source_id, o.oid, nxt))
+                count(self.stats, "rx.streams_ended")
+                self._finish(s, o)
+                return
+            item = o.stream_pending.pop(nxt, None)
+            if item is None:
+                return
+            data, ms = item
+            o.stream_pending_bytes -= len(data)
+            self._events.append(StreamData(s.source_id, o.oid, nxt, data, ms))
+            count(self.stats, "rx.stream_bytes", len(data))
+            o.stream_next = (nxt + len(data)) & 0xFFFFFFFF
+
+    # ------------------------------------------------------------------ commands
+    def _on_flush(self, s: _Sender, msg: M.NormCmdFlush, now: float) -> None:
+        count(self.stats, "rx.flush")
+        me = self.config.node_id
+        listed = me in msg.acking_nodes or M.NODE_ANY in msg.acking_nodes
+        if not s.synced:
+            if not listed:
+                return
+            s.synced = True  # a watermark naming us forces sync
+            s.sync_ord = s.max_ord = msg.object_id
+        ordinal = self._ordinal(s, msg.object_id)
+        if s.max_ord is not None and ordinal > s.max_ord:
+            s.max_ord = ordinal
+        pos = (ordinal, msg.sbn, msg.esi)
+        if pos > s.pos:
+            s.pos = pos
+        needs = self._needs(s, pos, inclusive=True)
+        if needs:
+            self._start_cycle(s, pos, True, now)
+        elif listed:
+            wm = M.RepairItem(msg.fec_id, msg.object_id, msg.sbn, msg.esi, msg.sbl, 0, msg.m)
+            ack = M.NormAck(0, me, s.source_id, s.instance_id, M.ACK_FLUSH, 0, watermark=wm)
+            self._schedule_ack(s, ack, now)
+
+    def _on_ack_req(self, s: _Sender, msg: M.NormCmdAckReq, now: float) -> None:
+        count(self.stats, "rx.ack_req")
+        me = self.config.node_id
+        if me in msg.acking_nodes or M.NODE_ANY in msg.acking_nodes:
+            ack = M.NormAck(0, me, s.source_id, s.instance_id, msg.ack_type, msg.ack_id)
+            self._schedule_ack(s, ack, now)
+
+    def _schedule_ack(self, s: _Sender, ack: M.NormAck, now: float) -> None:
+        for _, pending in s.ack_pending:
+            if (
+                pending.ack_type == ack.ack_type
+                and pending.ack_id == ack.ack_id
+                and pending.watermark == ack.watermark
+            ):
+                return
+        s.ack_pending.append((now + self.rng.uniform(0.0, s.grtt), ack))
+
+    def _on_cc(self, s: _Sender, msg: M.NormCmdCC, now: float) -> None:
+        count(self.stats, "rx.cc")
+        s.cc_send_time = (msg.send_time_sec, msg.send_time_usec)
+        s.cc_recv_time = now
+        newer = ((msg.cc_sequence - s.cc_sequence) & 0xFFFF) < 0x8000
+        s.cc_sequence = msg.cc_sequence
+        s.cc_flags = 0
+        immediate = False
+        for n in msg.nodes:
+            if n.node_id == self.config.node_id:
+                if n.flags & M.CC_RTT:
+                    s.cc_rtt = unquantize_rtt(n.rtt)
+                s.cc_flags = n.flags & (M.CC_CLR | M.CC_PLR)
+                immediate = bool(n.flags & (M.CC_CLR | M.CC_PLR))
+        if msg.send_rate is None or not self.config.cc_feedback:
+            s.cc_ack_deadline = None
+            return
+        if immediate:
+            s.cc_ack_deadline = now
+        elif newer or s.cc_ack_deadline is None:
+            # NRL: maxBackoff = GRTT * max(K, 4)
+            s.cc_ack_deadline = now + random_backoff(s.grtt * max(s.backoff, 4), s.gsize, self.rng)
+
+    def _on_squelch(self, s: _Sender, msg: M.NormCmdSquelch, now: float) -> None:
+        count(self.stats, "rx.squelch")
+        if not s.synced:
+            return
+        start = self._ordinal(s, msg.object_id)
+        for ordinal in sorted(s.objects):
+            if ordinal < start:
+                self._abort(s, s.objects[ordinal], "squelched")
+        while s.sync_ord < start:
+            s.done.discard(s.sync_ord)
+            s.sync_ord += 1
+        o = s.objects.get(start)
+        if o is not None and o.is_stream and o.stream_low < msg.sbn:
+            for sbn in [b for b in o.blocks if b < msg.sbn]:
+                self._free_block(o, o.blocks.pop(sbn))
+            o.stream_low = msg.sbn
+        for oid in msg.invalid_objects:
+            ordinal = self._ordinal(s, oid)
+            o = s.objects.get(ordinal)
+            if o is not None:
+                self._abort(s, o, "squelched")
+            elif ordinal >= s.sync_ord:
+                s.done.add(ordinal)
+        self._advance_sync(s)
+
+    def _advance_pos(self, s: _Sender, pos: tuple[int, int, int], now: float) -> None:
+        old = s.pos
+        if pos <= old:
+            return
+        s.pos = pos
+        if old[0] >= 0 and (pos[0] != old[0] or pos[1] != old[1]):
+            # block or object boundary: an initiation point (§5.3)
+            if s.nack_state == "idle" and self._needs(s, pos, inclusive=False):
+                self._start_cycle(s, pos, False, now)
+
+    # ------------------------------------------------------------------ feedback heard
+    def _on_feedback(self, msg: M.NormNack | M.NormAck, now: float) -> None:
+        s = self.senders.get(msg.server_id)
+        if s is None or msg.instance_id != s.instance_id:
+            count(self.stats, "rx.feedback_other")
+            return
+        if isinstance(msg, M.NormNack):
+            count(self.stats, "rx.nack_overheard")
+            if s.nack_state == "backoff":
+                self._accumulate(s, msg.requests)
+        else:
+            count(self.stats, "rx.ack_overheard")
+
+    def _accumulate(self, s: _Sender, reqs: list[M.RepairRequest]) -> None:
+        budget = 65536
+        for r in reqs:
+            items = r.items
+            if r.form == M.NACK_RANGES:
+                pairs = [(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
+            else:
+                pairs = [(it, it) for it in items]
+            for a, b in pairs:
+                oa, ob = self._ordinal(s, a.object_id), self._ordinal(s, b.object_id)
+                if r.flags & M.NACK_OBJECT:
+                    for ordinal in range(oa, min(ob, oa + 1024) + 1):
+                        s.heard_objects.add(ordinal)
+                    continue
+                if r.flags & M.NACK_INFO:
+                    s.heard_info.add(oa)
+                if r.flags & M.NACK_BLOCK:
+                    if oa == ob:
+                        for sbn in range(a.sbn, min(b.sbn, a.sbn + 4096) + 1):
+                            s.heard_blocks.add((oa, sbn))
+                    else:
+                        s.heard_blocks.add((oa, a.sbn))
+                        s.heard_blocks.add((ob, b.sbn))
+                elif r.flags & M.NACK_SEGMENT:
+                    if oa == ob and a.sbn == b.sbn:
+                        seg = s.heard_segs.setdefault((oa, a.sbn), set())
+                        n = min(b.esi - a.esi + 1, budget)
+                        budget -= max(n, 0)
+                        seg.update(range(a.esi, a.esi + max(n, 0)))
+                    else:
+                        s.heard_segs.setdefault((oa, a.sbn), set()).add(a.esi)
+                        s.heard_segs.setdefault((ob, b.sbn), set()).add(b.esi)
+
+    # ------------------------------------------------------------------ NACK procedure
+    def _needs(self, s: _Sender, pos: tuple[int, int, int], inclusive: bool) -> list[_Need]:
+        """Repair needs from the sync point up to ``pos`` (§5.3); ordinal order."""
+        if not s.synced or s.max_ord is None or self.config.silent:
+            return []
+        out: list[_Need] = []
+        last = pos[0]
+        for ordinal in range(s.sync_ord, last + 1):
+            if ordinal in s.done:
+                continue
+            o = s.objects.get(ordinal)
+            oid = ordinal & 0xFFFF
+            if o is None or (o.fti is None and o.info is None):
+                if ordinal < last or inclusive:
+                    out.append(
+                        _Need("object", ordinal, oid, o.fec_id if o and o.fec_id >= 0 else s.fec_id)
+                    )
+                continue
+            if o.flags & M.FLAG_UNRELIABLE:
+                continue
+            if o.info_expected and o.info is None:
+                out.append(_Need("info", ordinal, oid, o.fec_id))
+            if o.fti is None:
+                if ordinal < last or inclusive:
+                    out.append(_Need("object", ordinal, oid, o.fec_id))
+                continue
+            if o.is_stream:
+                self._stream_needs(o, pos, inclusive, ordinal == last, out)
+                continue
+            nblocks = len(o.block_lens)
+            if ordinal < last:
+                limit_sbn, partial_esi = nblocks, -1
+            elif inclusive:
+                limit_sbn, partial_esi = min(pos[1], nblocks), pos[2]
+            else:
+                limit_sbn, partial_esi = min(pos[1], nblocks), -1
+            done_blocks = o.done_blocks
+            for sbn in range(max(limit_sbn, 0)):
+                if sbn in done_blocks:
+                    continue
+                self._block_need(o, ordinal, sbn, o.block_lens[sbn], out)
+            if (
+                inclusive
+                and 0 <= pos[1] < nblocks
+                and ordinal == last
+                and pos[1] not in done_blocks
+            ):
+                k = o.block_lens[pos[1]]
+                if partial_esi >= k - 1:
+                    self._block_need(o, ordinal, pos[1], k, out)
+                else:
+                    blk = o.blocks.get(pos[1])
+                    got = blk.recv if blk else set()
+                    miss = [i for i in range(partial_esi + 1) if i not in got]
+                    if miss:
+                        out.append(
+                            _Need("segments", ordinal, oid, o.fec_id, pos[1], k, miss, len(miss))
+                        )
+        return out
+
+    def _block_need(self, o: _Object, ordinal: int, sbn: int, k: int, out: list[_Need]) -> None:
+        assert o.fti is not None
+        blk = o.blocks.get(sbn)
+        oid = o.oid
+        if blk is None or not blk.recv:
+            out.append(_Need("block", ordinal, oid, o.fec_id, sbn, k))
+            return
+        if blk.done:
+            return
+        e = k - len(blk.recv)
+        if e <= 0:
+            return
+        npar = o.fti.num_parity if o.fec_id != 0 else 0
+        n_limit = getattr(o.scheme, "n_limit", k + npar)
+        npar = max(0, min(npar, n_limit - k))
+        par_missing = [j for j in range(k, k + npar) if j not in blk.recv]
+        if npar and e <= len(par_missing):
+            if blk.first_req is None:
+                blk.first_req = par_missing[:e]
+            want = [j for j in blk.first_req if j not in blk.recv]
+            if len(want) < e:
+                extra = [j for j in par_missing if j not in want]
+                want = sorted(want + extra[: e - len(want)])
+            esis = want[:e]
+        else:
+            src_missing = [i for i in range(k) if i not in blk.recv]
+            more = e - len(par_missing)
+            esis = sorted((src_missing[-more:] if more > 0 else []) + par_missing)
+        out.append(_Need("segments", ordinal, oid, o.fec_id, sbn, k, esis, e))
+
+    def _stream_needs(
+        self,
+        o: _Object,
+        pos: tuple[int, int, int],
+        inclusive: bool,
+        current: bool,
+        out: list[_Need],
+    ) -> None:
+        assert o.fti is not None
+        if o.stream_low < 0:
+            return
+        hi = pos[1] if current else max(o.blocks, default=o.stream_low - 1) + 1
+        kmax = o.fti.max_block_len
+        for sbn in range(o.stream_low, max(hi, o.stream_low)):
+            blk = o.blocks.get(sbn)
+            if blk is not None and blk.done:
+                continue
+            if blk is None:
+                out.append(_Need("block", o.ordinal, o.oid, o.fec_id, sbn, kmax))
+            else:
+                self._block_need(o, o.ordinal, sbn, blk.k, out)
+        if inclusive and current and pos[1] >= o.stream_low:
+            blk = o.blocks.get(pos[1])
+            k = blk.k if blk else kmax
+            if pos[2] >= k - 1:
+                if blk is None:
+                    out.append(_Need("block", o.ordinal, o.oid, o.fec_id, pos[1], k))
+                else:
+                    self._block_need(o, o.ordinal, pos[1], k, out)
+            else:  # flushed mid-block: explicit (source) repair only (§4.2.3.1)
+                got = blk.recv if blk else set()
+                miss = [i for i in range(pos[2] + 1) if i not in got]
+                if miss:
+                    out.append(
+                        _Need("segments", o.ordinal, o.oid, o.fec_id, pos[1], k, miss, len(miss))
+                    )
+
+    def _start_cycle(
+        self, s: _Sender, pos: tuple[int, int, int], inclusive: bool, now: float
+    ) -> None:
+        if s.nack_state != "idle" or self.config.silent:
+            return
+        k, grtt = s.backoff, s.grtt
+        t = random_backoff(k * grtt, s.gsize, self.rng)
+        s.cycle_pos, s.cycle_inclusive = pos, inclusive
+        s.heard_objects.clear()
+        s.heard_info.clear()
+        s.heard_blocks.clear()
+        s.heard_segs.clear()
+        count(self.stats, "nack.cycles")
+        if self.config.ssm and t > (k - 1) * grtt:
+            count(self.stats, "nack.suppressed_ssm")
+            s.nack_state, s.nack_deadline = "holdoff", now + (k + 2) * grtt
+            return
+        s.nack_state, s.nack_deadline = "backoff", now + t
+
+    def _covered(self, s: _Sender, n: _Need) -> bool:
+        if n.ordinal in s.heard_objects:
+            return True
+        if n.kind == "object":
+            return False
+        if n.kind == "info":
+            return n.ordinal in s.heard_info
+        if (n.ordinal, n.sbn) in s.heard_blocks:
+            return True
+        if n.kind == "block":
+            return False
+        heard = s.heard_segs.get((n.ordinal, n.sbn))
+        if not heard:
+            return False
+        if all(e in heard for e in n.esis):
+            return True
+        # other receivers asked for at least as many symbols we do not hold yet
+        o = s.objects.get(n.ordinal)
+        blk = o.blocks.get(n.sbn) if o else None
+        got = blk.recv if blk else set()
+        return sum(1 for e in heard if e not in got) >= n.erasures
+
+    def _backoff_expired(self, s: _Sender, now: float) -> None:
+        needs = self._needs(s, s.cycle_pos, s.cycle_inclusive)
+        grtt, k = s.grtt, s.backoff
+        s.nack_state, s.nack_deadline = "holdoff", now + (k + 2) * grtt
+        if not needs:
+            count(self.stats, "nack.nothing_needed")
+            return
+        if all(self._covered(s, n) for n in needs):
+            count(self.stats, "nack.suppressed")
+            return
+        self._send_nack(s, needs, now)
+
+    def _send_nack(self, s: _Sender, needs: list[_Need], now: float) -> None:
+        reqs = self._build_requests(s, needs)
+        if not reqs:
+            return
+        gs, gu = self._grtt_response(s, now)
+        nack = M.NormNack(
+            self._next_seq(s),
+            self.config.node_id,
+            s.source_id,
+            s.instance_id,
+            gs,
+            gu,
+            self._cc_ext(s),
+            reqs,
+        )
+        self._out.append((nack.encode(), self._feedback_addr(s)))
+        s.cc_ack_deadline = None  # the NACK carries EXT_CC
+        count(self.stats, "nack.sent")
+
+    def _build_requests(self, s: _Sender, needs: list[_Need]) -> list[M.RepairRequest]:
+        limit = s.segment_size or self.config.default_segment_size
+        reqs: list[M.RepairRequest] = []
+        size = 0
+
+        def item(n: _Need, sbn: int = 0, esi: int = 0, k: int = 0) -> M.RepairItem:
+            fec_id = n.fec_id if n.fec_id in M.SUPPORTED_FEC_IDS else s.fec_id
+            o = s.objects.get(n.ordinal)
+            m = o.m if o is not None else self.config.fec2_m
+            return M.RepairItem(fec_id, n.oid, sbn, esi, k if fec_id == 129 else 0, 0, m)
+
+        def emit(flags: int, run: list[M.RepairItem]) -> bool:
+            nonlocal size
+            if len(run) >= 3:
+                r = M.RepairRequest(M.NACK_RANGES, flags, [run[0], run[-1]])
+            else:
+                r = M.RepairRequest(M.NACK_ITEMS, flags, list(run))
+            n = 4 + sum(i.size for i in r.items)
+            if size + n > limit:
+                return False
+            if (
+                reqs
+                and r.form == M.NACK_ITEMS
+                and reqs[-1].form == M.NACK_ITEMS
+                and reqs[-1].flags == flags
+            ):
+                reqs[-1].items.extend(r.items)
+                size += n - 4
+            else:
+                reqs.append(r)
+                size += n
+            return True
+
+        i = 0
+        while i < len(needs):
+            n = needs[i]
+            if n.kind == "object":
+                run = [item(n)]
+                j = i + 1
+                while (
+                    j < len(needs)
+                    and needs[j].kind == "object"
+                    and needs[j].ordinal == needs[j - 1].ordinal + 1
+                ):
+                    run.append(item(needs[j]))
+                    j += 1
+                if not emit(M.NACK_OBJECT, run):
+                    break
+                i = j
+                continue
+            if n.kind == "info":
+                # combine with a following block/segment need of the same object (flags 0x05)
+                if not emit(M.NACK_INFO, [item(n)]):
+                    break
+                i += 1
+                continue
+            if n.kind == "block":
+                run = [item(n, n.sbn, 0, n.k)]
+                j = i + 1
+                while (
+                    j < len(needs)
+                    and needs[j].kind == "block"
+                    and needs[j].ordinal == n.ordinal
+                    and needs[j].sbn == needs[j - 1].sbn + 1
+                ):
+                    run.append(item(needs[j], needs[j].sbn, 0, needs[j].k))
+                    j += 1
+                if not emit(M.NACK_BLOCK, run):
+                    break
+                i = j
+                continue
+            # segments: consecutive ESI runs
+            ok = True
+            esis = n.esis
+            a = 0
+            while a < len(esis):
+                b = a
+                while b + 1 < len(esis) and esis[b + 1] == esis[b] + 1:
+                    b += 1
+                run = [item(n, n.sbn, e, n.k) for e in esis[a : b + 1]]
+                if not emit(M.NACK_SEGMENT, run):
+                    ok = False
+                    break
+                a = b + 1
+            if not ok:
+                break
+            i += 1
+        return reqs
+
+    # ------------------------------------------------------------------ feedback helpers
+    def _grtt_response(self, s: _Sender, now: float) -> tuple[int, int]:
+        if s.cc_send_time is None:
+            return 0, 0
+        t = sec_usec_to_time(*s.cc_send_time) + (now - s.cc_recv_time)
+        return time_to_sec_usec(t)
+
+    def _next_seq(self, s: _Sender) -> int:
+        key = s.addr if self.config.unicast_feedback else None
+        seq = s.feedback_seq.get(key, 0)
+        s.feedback_seq[key] = (seq + 1) & 0xFFFF
+        return seq
+
+    def _feedback_addr(self, s: _Sender) -> Address | None:
+        return s.addr if self.config.unicast_feedback else None
+
+    def _loss(self, s: _Sender) -> float:
+        total = s.seq_received + s.seq_lost
+        if s.loss_events == 0 or total == 0:
+            return 0.0
+        return min(1.0, s.loss_events / total)
+
+    def _cc_ext(self, s: _Sender) -> list[M.Extension]:
+        if s.cc_send_time is None:
+            return []
+        p = self._loss(s)
+        rtt = s.cc_rtt if s.cc_rtt is not None else s.grtt
+        flags = s.cc_flags
+        if s.cc_rtt is not None:
+            flags |= M.CC_RTT
+        if p <= 0.0:
+            flags |= M.CC_START
+            rate = 2.0 * s.recv_rate
+        else:
+            from norm.cc import tcp_rate
+
+            rate = tcp_rate(float(s.segment_size or self.config.default_segment_size), rtt, p)
+        return [
+            M.ExtCC(
+                s.cc_sequence,
+                flags,
+                quantize_rtt(rtt),
+                quantize_loss(p),
+                quantize_rate(rate if math.isfinite(rate) else 1e15),
+            )
+        ]
+
+    # ------------------------------------------------------------------ timers
+    def _sender_deadlines(self, s: _Sender) -> list[float]:
+        d = [s.inactivity_deadline]
+        if s.nack_state != "idle":
+            d.append(s.nack_deadline)
+        if s.cc_ack_deadline is not None:
+            d.append(s.cc_ack_deadline)
+        d.extend(t for t, _ in s.ack_pending)
+        if self.config.object_timeout is not None:
+            d.extend(
+                o.last_progress + self.config.object_timeout
+                for o in s.objects.values()
+                if not o.finished
+            )
+        return d
+
+    def _sender_timers(self, s: _Sender, now: float) -> None:
+        if s.nack_state == "backoff" and now >= s.nack_deadline:
+            self._backoff_expired(s, now)
+        elif s.nack_state == "holdoff" and now >= s.nack_deadline:
+            s.nack_state = "idle"
+        if s.cc_ack_deadline is not None and now >= s.cc_ack_deadline:
+            s.cc_ack_deadline = None
+            gs, gu = self._grtt_response(s, now)
+            ack = M.NormAck(
+                self._next_seq(s),
+                self.config.node_id,
+                s.source_id,
+                s.instance_id,
+                M.ACK_CC,
+                0,
+                gs,
+                gu,
+                self._cc_ext(s),
+            )
+            self._out.append((ack.encode(), self._feedback_addr(s)))
+            count(self.stats, "ack.cc_sent")
+        if s.ack_pending:
+            due = [a for t, a in s.ack_pending if t <= now]
+            s.ack_pending = [(t, a) for t, a in s.ack_pending if t > now]
+            for a in due:
+                a.sequence = self._next_seq(s)
+                a.grtt_response_sec, a.grtt_response_usec = self._grtt_response(s, now)
+                a.extensions = self._cc_ext(s)
+                self._out.append((a.encode(), self._feedback_addr(s)))
+                count(self.stats, "ack.sent")
+        if self.config.object_timeout is not None:
+            for o in list(s.objects.values()):
+                if not o.finished and now - o.last_progress >= self.config.object_timeout:
+                    count(self.stats, "drop.object_timeout")
+                    self._abort(s, o, "timeout")
+        if now >= s.inactivity_deadline:
+            s.inactivity_count += 1
+            s.inactivity_deadline = now + self._t_inactivity(s)
+            if s.inactivity_count > self.config.robust_factor:
+                self._end_sender(s, "inactive")
+                return
+            if s.nack_state == "idle" and self._needs(s, s.pos, inclusive=True):
+                count(self.stats, "nack.inactivity")
+                self._start_cycle(s, s.pos, True, now)
