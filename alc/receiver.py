@@ -450,7 +450,8 @@ class AlcReceiver:
                 off = ob.offs[sbn] + esi * E
                 want = min(E, ob.L - off)
                 n = min(want, plen)
-                if n != want or (eid != 0 and plen != want):
+                if n != want or (eid != 0 and plen != want and plen != E):
+                    # (a last source symbol padded to E, as ypo/flute sends it, is accepted)
                     count(stats, "drop.symbol_length")
                     return
                 if have[esi]:

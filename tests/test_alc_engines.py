@@ -1,0 +1,260 @@
+"""AlcSender -> AlcReceiver end to end in memory: FEC under random loss, reordering,
+duplicates, content encodings, FDT variants, filters, memory bounds, timeouts, rate."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alc.receiver import (
+    AlcReceiver,
+    FdtReceived,
+    FileReceived,
+    ObjectFailed,
+    ReceiverConfig,
+    SessionClosed,
+    parse_lct,
+)
+from alc.sender import AlcSender, SenderConfig
+
+SRC = ("127.0.0.1", 4000)
+T0 = 1_800_000_000.0
+
+
+def make_files(sizes: list[int], seed: int = 1) -> dict[str, bytes]:
+    rng = random.Random(seed)
+    return {f"f{i}-{n}.bin": rng.randbytes(n) for i, n in enumerate(sizes)}
+
+
+def send_all(files: dict[str, bytes], **cfg: object) -> tuple[AlcSender, list[bytes]]:
+    cfg.setdefault("rate_bps", None)
+    s = AlcSender(SenderConfig(**cfg))  # type: ignore[arg-type]
+    for name, data in files.items():
+        s.add_bytes(data, name)
+    return s, s.all_packets(T0)
+
+
+def deliver(pkts: list[bytes], rx: AlcReceiver | None = None, now: float = T0) -> tuple[AlcReceiver, list[object]]:
+    rx = rx or AlcReceiver()
+    for p in pkts:
+        rx.receive_datagram(p, SRC, now)
+    evs = []
+    while (e := rx.next_event()) is not None:
+        evs.append(e)
+    return rx, evs
+
+
+def received(evs: list[object]) -> dict[str, bytes]:
+    return {e.name: e.data for e in evs if isinstance(e, FileReceived)}
+
+
+def test_nocode_lossless_many_sizes() -> None:
+    files = make_files([0, 1, 1399, 1400, 1401, 64 * 1400, 64 * 1400 + 1, 250_000])
+    _, pkts = send_all(files, tsi=7)
+    rx, evs = deliver(pkts)
+    assert received(evs) == files
+    assert rx.all_announced_complete()
+    assert not [e for e in evs if isinstance(e, ObjectFailed)]
+
+
+@pytest.mark.parametrize("fec,ratio,loss", [("rs", 0.3, 0.1), ("rs", 0.5, 0.2)])
+def test_fec_repairs_random_loss(fec: str, ratio: float, loss: float) -> None:
+    files = make_files([5000, 300_000, 1_000_003], seed=3)
+    _, pkts = send_all(files, tsi=9, fec=fec, repair_ratio=ratio, carousel_rounds=1)
+    rng = random.Random(1234)
+    kept = [p for p in pkts if rng.random() >= loss]
+    rx, evs = deliver(kept)
+    assert received(evs) == files
+    assert rx.stats["fec.blocks_decoded"] > 0
+
+
+def test_raptorq_repairs_random_loss() -> None:
+    pytest.importorskip("alc.fec.raptorq_scheme")
+    files = make_files([5000, 400_000], seed=4)
+    _, pkts = send_all(files, tsi=9, fec="raptorq", repair_ratio=0.3)
+    rng = random.Random(99)
+    rx, evs = deliver([p for p in pkts if rng.random() >= 0.1])
+    assert received(evs) == files
+
+
+def test_nocode_loss_is_reported_not_delivered() -> None:
+    files = make_files([200_000], seed=5)
+    _, pkts = send_all(files, tsi=3)
+    rx, evs = deliver([p for i, p in enumerate(pkts) if i != 40])
+    assert received(evs) == {}
+    assert not rx.all_announced_complete()
+    rx.handle_timer(T0 + 3600)
+    evs = [e for e in iter(rx.next_event, None)]
+    fails = [e for e in evs if isinstance(e, ObjectFailed)]
+    assert [f.reason for f in fails] in (["closed_incomplete"], ["session_closed"])
+    assert any(isinstance(e, SessionClosed) for e in evs)
+
+
+def test_reorder_and_duplicates() -> None:
+    files = make_files([123_456, 7], seed=6)
+    _, pkts = send_all(files, tsi=5, fec="rs", repair_ratio=0.2)
+    mixed = pkts + pkts[::3]
+    random.Random(5).shuffle(mixed)
+    # the close-session packet must not come first: keep those at the end
+    close = [p for p in mixed if parse_lct(p).a]
+    rest = [p for p in mixed if not parse_lct(p).a]
+    rx, evs = deliver(rest + close)
+    assert received(evs) == files
+    assert rx.stats["duplicates"] > 0
+
+
+@pytest.mark.parametrize("enc", ["gzip", "deflate", "zlib"])
+def test_content_encoding(enc: str) -> None:
+    files = {"text.txt": b"hello FLUTE " * 20000, "x.bin": os.urandom(3000)}
+    s, pkts = send_all(files, tsi=1, content_encoding=enc, fdt_encoding=enc)
+    assert sum(len(o.data) for o in s.objects) < sum(len(d) for d in files.values())
+    cenc = {"zlib": 1, "deflate": 2, "gzip": 3}[enc]
+    assert all(parse_lct(p).cenc == cenc for p in pkts if parse_lct(p).toi == 0)
+    rx, evs = deliver(pkts)
+    got = [e for e in evs if isinstance(e, FileReceived)]
+    assert {e.name: e.data for e in got} == files
+    assert {e.content_encoding for e in got} == {enc}
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_fdt_versions_and_oti_only_in_fdt(version: int) -> None:
+    files = make_files([10_000, 90_000], seed=8)
+    _, pkts = send_all(files, tsi=2, flute_version=version, inband_fti=False, fec="rs", repair_ratio=0.2)
+    assert all(parse_lct(p).fti is None for p in pkts if parse_lct(p).toi)
+    rx, evs = deliver(pkts)
+    assert received(evs) == files
+    fdt = [e for e in evs if isinstance(e, FdtReceived)]
+    assert fdt and fdt[0].version == version
+
+
+def test_file_packets_before_fdt_are_cached() -> None:
+    files = make_files([50_000], seed=9)
+    _, pkts = send_all(files, tsi=2, inband_fti=False)
+    fdt = [p for p in pkts if parse_lct(p).toi == 0]
+    data = [p for p in pkts if parse_lct(p).toi != 0]
+    rx, evs = deliver(data + fdt[:1])
+    assert received(evs) == files
+    assert rx.stats["pending"] > 0
+
+
+def test_tsi_and_sender_filters() -> None:
+    files = make_files([3000], seed=10)
+    _, pkts = send_all(files, tsi=11)
+    rx, evs = deliver(pkts, AlcReceiver(ReceiverConfig(tsi=12)))
+    assert received(evs) == {} and rx.stats["drop.tsi"] == len(pkts)
+    rx = AlcReceiver(ReceiverConfig(sender_address="10.9.9.9"))
+    rx.receive_datagram(pkts[0], SRC, T0)
+    assert rx.stats["drop.sender"] == 1
+
+
+def test_md5_mismatch_fails_object() -> None:
+    files = make_files([5000], seed=12)
+    _, pkts = send_all(files, tsi=4)
+    bad = []
+    for p in pkts:
+        h = parse_lct(p)
+        if h.toi == 1 and len(p) > h.hlen + 10:
+            p = p[:-1] + bytes([p[-1] ^ 1])
+        bad.append(p)
+    rx, evs = deliver(bad)
+    assert received(evs) == {}
+    assert [e.reason for e in evs if isinstance(e, ObjectFailed)] == ["md5"]
+
+
+def test_memory_bound_evicts_oldest() -> None:
+    files = make_files([40_000, 40_000, 40_000], seed=13)
+    _, pkts = send_all(files, tsi=4)
+    fdt = [p for p in pkts if parse_lct(p).toi == 0]
+    by_toi: dict[int, list[bytes]] = {}
+    for p in pkts:
+        t = parse_lct(p).toi
+        if t:
+            by_toi.setdefault(t, []).append(p)
+    # interleave the three objects, at most 2 in progress allowed
+    inter = [p for trio in zip(by_toi[1], by_toi[2], by_toi[3], strict=False) for p in trio]
+    rx = AlcReceiver(ReceiverConfig(max_objects=2))
+    _, evs = deliver(fdt[:1] + inter, rx)
+    assert rx.stats["drop.evicted"] >= 1
+    assert any(isinstance(e, ObjectFailed) and e.reason == "evicted" for e in evs)
+    assert rx.in_progress() <= 2
+    rx2 = AlcReceiver(ReceiverConfig(max_buffered_bytes=30_000))
+    _, evs2 = deliver(pkts, rx2)
+    assert rx2.stats["drop.too_large"] > 0
+    assert {e.reason for e in evs2 if isinstance(e, ObjectFailed)} == {"too_large"}
+
+
+def test_object_and_session_timeout_via_timer() -> None:
+    files = make_files([100_000], seed=14)
+    _, pkts = send_all(files, tsi=4, close_packets=0)
+    rx = AlcReceiver(ReceiverConfig(object_timeout=2.0, session_timeout=5.0))
+    for p in pkts[:20]:
+        rx.receive_datagram(p, SRC, T0)
+    assert rx.get_timer() == pytest.approx(T0 + 2.0)
+    rx.handle_timer(T0 + 2.5)
+    evs = list(iter(rx.next_event, None))
+    assert [e.reason for e in evs if isinstance(e, ObjectFailed)] == ["timeout"]
+    assert rx.get_timer() == pytest.approx(T0 + 5.0)
+    rx.handle_timer(T0 + 5.0)
+    assert rx.finished == "timeout"
+
+
+def test_close_flags_on_the_wire() -> None:
+    files = make_files([3000, 4000], seed=15)
+    _, pkts = send_all(files, tsi=4, carousel_rounds=2)
+    hs = [parse_lct(p) for p in pkts]
+    assert [h.toi for h in hs if h.b] == [1, 2]  # B only on the last packet of the last round
+    assert all(h.a and h.toi is None for h in hs[-3:])
+    assert not any(h.a for h in hs[:-3])
+
+
+def test_token_bucket_rate() -> None:
+    files = make_files([2_000_000], seed=16)
+    s = AlcSender(SenderConfig(tsi=1, rate_bps=8_000_000, burst_bytes=20_000))
+    for n, d in files.items():
+        s.add_bytes(d, n)
+    now = T0
+    sent = 0
+    while not s.done and now < T0 + 10:
+        sent += sum(len(p) for p, _ in s.datagrams_to_send(now))
+        t = s.get_timer()
+        assert t is None or t >= now
+        now = max(now + 1e-4, t or now)
+    elapsed = now - T0
+    assert s.done
+    rate = sent * 8 / elapsed
+    assert 7_000_000 < rate < 9_000_000, rate
+
+
+def test_fdt_repeated_periodically() -> None:
+    files = make_files([500_000], seed=17)
+    s = AlcSender(SenderConfig(tsi=1, rate_bps=10_000_000, fdt_interval=0.1))
+    for n, d in files.items():
+        s.add_bytes(d, n)
+    now = T0
+    tois = []
+    while not s.done:
+        tois += [parse_lct(p).toi for p, _ in s.datagrams_to_send(now)]
+        now = max(now + 1e-4, s.get_timer() or now)
+    assert s.stats["fdt_repeats"] >= 3
+    assert tois.count(0) >= 5
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200))
+def test_receiver_never_raises_on_garbage(data: bytes) -> None:
+    rx = AlcReceiver()
+    rx.receive_datagram(data, SRC, T0)
+    rx.receive_datagram(b"\x10\xa0\x05\x00" + bytes(8) + data, SRC, T0)
+    assert rx.stats["packets"] == 2
+
+
+def test_malformed_counted() -> None:
+    rx = AlcReceiver()
+    rx.receive_datagram(b"\x20\x00\x00\x00", SRC, T0)  # V=2
+    rx.receive_datagram(struct.pack("!I", 0x10A0FF00), SRC, T0)  # HDR_LEN beyond datagram
+    assert rx.stats["drop.malformed"] == 2
