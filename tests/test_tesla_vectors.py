@@ -509,3 +509,59 @@ if __name__ == "__main__":  # pragma: no cover
 @pytest.mark.parametrize("p", [CHAINS, MACS, MULTI, SIG, TIME])
 def test_vector_files_present(p: Path) -> None:
     assert p.exists() and load(p)
+
+
+# --------------------------------------------------------------------- signature negatives
+
+
+def test_signature_bit_flips_and_other_key_fail() -> None:
+    from tesla.bootstrap_sig import (
+        SignatureVerifier,
+        Signer,
+        generate_private_key,
+        load_public_key,
+    )
+
+    v = load(SIG)
+    pub = load_public_key(v["public_key_pem"].encode())
+    other = generate_private_key(1024)
+    msg = ub(v["message"])
+    for s in v["signatures"]:
+        ver = SignatureVerifier(pub, s["sig_algo_id"], s["sig_hash_id"])
+        sig = ub(s["signature"])
+        assert ver.verify(msg, sig)
+        for pos in (0, len(sig) // 2, len(sig) - 1):
+            for bit in (0, 7):
+                bad = bytearray(sig)
+                bad[pos] ^= 1 << bit
+                assert not ver.verify(msg, bytes(bad))
+        for pos in (0, 33, len(msg) - 1):
+            m2 = bytearray(msg)
+            m2[pos] ^= 0x10
+            assert not ver.verify(bytes(m2), sig)
+        assert not ver.verify(msg, sig[:-1])
+        # right algorithm, another sender's key
+        sig_other = Signer(other, s["sig_algo_id"], s["sig_hash_id"]).sign(msg)
+        assert not ver.verify(msg, sig_other)
+        # algorithm confusion
+        assert not SignatureVerifier(pub, 3 - s["sig_algo_id"], s["sig_hash_id"]).verify(msg, sig)
+    assert not SignatureVerifier(pub, 0, 3).verify(msg, bytes(128))
+
+
+def test_keygen_writes_pem_pair(tmp_path: Path) -> None:
+    import stat
+
+    from tesla.bootstrap_sig import SignatureVerifier, Signer, load_private_key, load_public_key
+    from tesla.keygen import generate_keypair, keygen_main
+
+    priv, pub = generate_keypair(tmp_path, bits=1024)
+    assert (priv.name, pub.name) == ("SENDER.pem", "SENDER.pub")
+    assert stat.S_IMODE(priv.stat().st_mode) == 0o600
+    k = load_private_key(priv)
+    sig = Signer(k).sign(b"bootstrap")
+    assert SignatureVerifier(load_public_key(pub)).verify(b"bootstrap", sig)
+    with pytest.raises(FileExistsError):
+        generate_keypair(tmp_path, bits=1024)
+    assert keygen_main(["--out", str(tmp_path), "--bits", "1024"]) == 2
+    assert keygen_main(["--out", str(tmp_path / "x.pem"), "--bits", "1024"]) == 0
+    assert (tmp_path / "x.pub").exists()
