@@ -399,59 +399,80 @@ class LCTHeader:
         n = len(buf)
         if n < 4:
             raise DecodeError("LCT header", f"datagram of {n} octets is shorter than 4")
-        (w,) = _U32.unpack_from(buf, 0)
-        v = w >> 28
-        if v != LCT_VERSION:
-            raise DecodeError("V", f"LCT version {v} is not 1")
-        hdr_len = ((w >> 8) & 0xFF) << 2
+        b0 = buf[0]
+        if b0 >> 4 != LCT_VERSION:
+            raise DecodeError("V", f"LCT version {b0 >> 4} is not 1")
+        b1 = buf[1]
+        hdr_len = buf[2] << 2
         if hdr_len > n:
             raise DecodeError("HDR_LEN", f"{hdr_len} octets exceed the datagram of {n}")
-        cci_len = (((w >> 26) & 3) + 1) << 2
-        h16 = ((w >> 20) & 1) << 1  # octets added by H to each of TSI and TOI
-        tsi_len = ((w >> 21) & 4) + h16  # S*4 + H*2   ((w>>23)&1)*4 == (w>>21)&4
-        toi_len = ((w >> 19) & 0xC) + h16  # O*4 + H*2
-        pos = 4 + cci_len
-        ext_start = pos + tsi_len + toi_len
+        ext_start, st, tsi_bits, toi_bits = _LAYOUT[((b0 & 0x0C) << 2) | (b1 >> 4)]
         if ext_start > hdr_len:
             raise DecodeError(
                 "HDR_LEN", f"{hdr_len} octets too short for CCI/TSI/TOI ({ext_start})"
             )
-        cci = bytes(buf[4:pos])
-        if tsi_len == 4:
-            tsi = _U32.unpack_from(buf, pos)[0]
-        elif tsi_len == 2:
-            tsi = _U16.unpack_from(buf, pos)[0]
+        if st is not None:
+            _, cci, tsi, toi = st.unpack_from(buf, 0)
         else:
-            tsi = int.from_bytes(buf[pos : pos + tsi_len], "big")
-        pos += tsi_len
-        if toi_len == 4:
-            toi = _U32.unpack_from(buf, pos)[0]
-        elif toi_len == 2:
-            toi = _U16.unpack_from(buf, pos)[0]
-        else:
-            toi = int.from_bytes(buf[pos : pos + toi_len], "big")
+            pos = ext_start - ((tsi_bits + toi_bits) >> 3)
+            cci = bytes(buf[4:pos])
+            mid = pos + (tsi_bits >> 3)
+            tsi = int.from_bytes(buf[pos:mid], "big")
+            toi = int.from_bytes(buf[mid:ext_start], "big")
         exts: list[Any] = []
-        if ext_start < hdr_len:
-            for het, p, ln in walk_extensions(buf, ext_start, hdr_len):
-                if het >= 128:
-                    exts.append(decode_extension(het, bytes(buf[p + 1 : p + 4])))
-                else:
-                    exts.append(decode_extension(het, bytes(buf[p + 2 : p + ln])))
-        hdr = cls(
-            tsi,
-            toi,
-            w & 0xFF,
-            tsi_len << 3,
-            toi_len << 3,
-            cci,
-            bool(w & 0x20000),
-            bool(w & 0x10000),
-            (w >> 24) & 3,
-            (w >> 18) & 3,
-            exts,
-            v,
-        )
+        p = ext_start
+        while p < hdr_len:  # same checks as alc.ext.walk_extensions, inlined
+            het = buf[p]
+            if het >= 128:
+                q = p + 4
+                if q > hdr_len:
+                    raise DecodeError("HEL", f"HET {het} at offset {p} overruns HDR_LEN")
+                exts.append(decode_extension(het, bytes(buf[p + 1 : q])))
+            else:
+                if p + 1 >= hdr_len:
+                    raise DecodeError("HEL", f"HET {het} at offset {p}: no room for HEL")
+                hel = buf[p + 1]
+                if hel == 0:
+                    raise DecodeError("HEL", f"HET {het} at offset {p}: HEL = 0")
+                q = p + (hel << 2)
+                if q > hdr_len:
+                    raise DecodeError("HEL", f"HET {het} at offset {p} overruns HDR_LEN")
+                exts.append(decode_extension(het, bytes(buf[p + 2 : q])))
+            p = q
+        hdr = _new(cls)
+        hdr.tsi = tsi
+        hdr.toi = toi
+        hdr.codepoint = buf[3]
+        hdr.tsi_bits = tsi_bits
+        hdr.toi_bits = toi_bits
+        hdr.cci = cci
+        hdr.close_session = bool(b1 & 2)
+        hdr.close_object = bool(b1 & 1)
+        hdr.psi = b0 & 3
+        hdr.reserved = (b1 >> 2) & 3
+        hdr.extensions = exts
+        hdr.version = LCT_VERSION
         return hdr, hdr_len
+
+
+_new = object.__new__
+_INT_FMT = {0: "0s", 2: "H", 4: "I", 8: "Q"}
+
+
+def _layout(key: int) -> tuple[int, struct.Struct | None, int, int]:
+    """Per (C, S, O, H): extension start, one Struct for word0+CCI+TSI+TOI (None when a
+    width has no native struct code), TSI and TOI widths in bits."""
+    c, s, o, h = key >> 4, (key >> 3) & 1, (key >> 1) & 3, key & 1
+    cci_len = (c + 1) * 4
+    tsi_len = s * 4 + h * 2
+    toi_len = o * 4 + h * 2
+    st = None
+    if tsi_len in _INT_FMT and toi_len in _INT_FMT and tsi_len and toi_len:
+        st = struct.Struct(f"!I{cci_len}s{_INT_FMT[tsi_len]}{_INT_FMT[toi_len]}")
+    return 4 + cci_len + tsi_len + toi_len, st, tsi_len * 8, toi_len * 8
+
+
+_LAYOUT = [_layout(k) for k in range(64)]
 
 
 # --------------------------------------------------------------------------- byte level
