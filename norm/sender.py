@@ -1,0 +1,1347 @@
+"""Sans-I/O NORM sender (RFC 5740 §5.1, §5.4, §5.5), following the :mod:`alc.engine` contract.
+
+What it does:
+
+* DATA, FILE (same wire format + NORM_FLAG_FILE, NORM_INFO = file name) and STREAM objects;
+  objects are segmented and blocked exactly per RFC 5740 §5.1.1 / RFC 5052 §9.1
+  (:func:`alc.fec.partition`); EXT_FTI is attached to every NORM_DATA and NORM_INFO (as NRL
+  does).  NORM_INFO is the first message sent for an object that has one.
+* FEC from :mod:`alc.fec`: Encoding ID 5 (RS GF(2^8)) by default like NRL, ID 2 with m = 16
+  when ``block + parity > 255``, ID 129 on request (ID 0 for RFC-only peers).  The RS
+  generator matrix defaults to NRL's (``rs_matrix="nrl"``) so NRL receivers can decode our
+  parity.  Proactive (``auto_parity``) and on-demand parity: a NACKed block's erasure count is
+  answered with *fresh* parity while unsent parity remains, explicit retransmission after.
+* NACK aggregation over ``(K+1)*GRTT`` (RFC 5740 §5.4.1), then the repair cycle in ordinal
+  order, then a ``1*GRTT`` holdoff during which only content beyond the repair position is
+  merged.
+* GRTT probing with NORM_CMD(CC) (send_time, cc_sequence, EXT_RATE when probing is active or
+  CC is on, cc_node_list with CC), responses from NACK/ACK ``grtt_response`` feed the RFC 5401
+  estimator (:class:`norm.cc.GrttEstimator`); the advertised ``grtt`` is
+  ``max(GRTT, segment_size / rate)``.
+* NORM_CMD(FLUSH) repeated ``robust_factor`` times once per 2*GRTT when idle; NORM_CMD(EOT)
+  after :meth:`NormSender.end`.
+* Positive acknowledgement: :meth:`NormSender.set_watermark` polls an acking node list with
+  FLUSH + acking_node_list (each node at most ``robust_factor`` times), collects NORM_ACK(FLUSH);
+  :meth:`NormSender.request_ack` does the same with NORM_CMD(ACK_REQ) for application ack
+  types.  Events report success / failure per node.
+* NORM_CMD(SQUELCH) (at most once per 2*GRTT) for requests it cannot serve (purged, cancelled,
+  unreliable objects, stream blocks outside the buffer).
+* Fixed-rate token bucket on every message, or NORM-CC (:class:`norm.cc.NormCC`) with CLR
+  selection and rate adaptation from EXT_CC feedback.
+
+Time is always the caller's ``now``; randomness comes from a seeded :class:`random.Random`.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+import os
+import random
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from alc.engine import Address, count
+from alc.errors import DecodeError
+from alc.fec import OTI, FecScheme, get_scheme, partition
+from norm import messages as M
+from norm.cc import NormCC
+from norm.quantize import (
+    quantize_backoff,
+    quantize_gsize,
+    quantize_rate,
+    quantize_rtt,
+    sec_usec_to_time,
+    time_to_sec_usec,
+    unquantize_loss32,
+    unquantize_rate,
+    unquantize_rtt,
+)
+
+KIND_DATA = "data"
+KIND_FILE = "file"
+KIND_STREAM = "stream"
+
+# ---------------------------------------------------------------------------- events
+
+
+@dataclass
+class TxObjectSent:
+    """All source segments (and auto parity) of an object went out once."""
+
+    object_id: int
+
+
+@dataclass
+class TxQueueEmpty:
+    """Nothing new to send (repairs and flushing may still follow)."""
+
+
+@dataclass
+class TxFlushCompleted:
+    """The last of ``robust_factor`` NORM_CMD(FLUSH) went out with no repair pending."""
+
+
+@dataclass
+class TxWatermarkCompleted:
+    """Positive-ACK round over: ``acked`` nodes answered, ``failed`` did not."""
+
+    object_id: int
+    acked: list[int]
+    failed: list[int]
+
+    @property
+    def success(self) -> bool:
+        return not self.failed
+
+
+@dataclass
+class TxAckCompleted:
+    """NORM_CMD(ACK_REQ) round over."""
+
+    ack_type: int
+    ack_id: int
+    acked: list[int]
+    failed: list[int]
+    payloads: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass
+class TxRateChanged:
+    rate: float  # bytes/s
+
+
+@dataclass
+class TxEotSent:
+    """The last NORM_CMD(EOT) repetition went out: the session is over."""
+
+
+@dataclass
+class TxObjectPurged:
+    object_id: int
+
+
+# ---------------------------------------------------------------------------- config
+
+
+@dataclass
+class NormSenderConfig:
+    node_id: int
+    instance_id: int | None = None  # None: random
+    segment_size: int = 1400
+    block_size: int = 64  # B (ndata)
+    num_parity: int = 16  # parity symbols the sender can provide per block
+    auto_parity: int = 0  # proactive parity per block
+    fec_id: int | None = None  # None: 5 if B+P <= 255 else 2 (m = 16), like NRL
+    rate: float = 1_000_000.0  # bytes/s when CC is off (and the CC upper bound if set)
+    cc: bool = False
+    rate_min: float | None = None
+    rate_max: float | None = None
+    grtt: float = 0.5  # initial GRTT estimate (RFC 0.5 s; NRL 0.25 s)
+    grtt_max: float = 10.0
+    grtt_min: float = 0.001
+    backoff: int = 4  # K
+    group_size: int = 10_000
+    robust_factor: int = 20
+    probe: str = "active"  # "none" | "passive" (no EXT_RATE) | "active" (EXT_RATE)
+    probe_interval_min: float = 1.0
+    probe_interval_max: float = 30.0
+    fti_last_is_max_n: bool = False  # False: NRL semantics (num_parity) for IDs 2/5
+    rs_matrix: str = "nrl"
+    tx_cache_max: int = 256  # objects kept for repair
+    stream_buffer_blocks: int = 64
+    burst: float = 0.004  # token bucket depth in seconds of rate
+    set_repair_flags: bool = True  # NORM_FLAG_REPAIR/EXPLICIT on repairs (RFC; NRL never)
+    eot_repeats: int | None = None  # default robust_factor
+    seed: int | None = None
+
+
+# ---------------------------------------------------------------------------- objects
+
+
+def _serial_lt(a: int, b: int) -> bool:
+    d = (a - b) & 0xFFFF
+    return d > 0x8000 or (d == 0x8000 and a > b)
+
+
+class _TxObject:
+    def __init__(
+        self,
+        oid: int,
+        kind: str,
+        data: Any,
+        size: int,
+        info: bytes | None,
+        sender: NormSender,
+        unreliable: bool = False,
+    ) -> None:
+        cfg = sender.cfg
+        self.id = oid
+        self.kind = kind
+        self.data = data
+        self.size = size
+        self.info = info
+        self.unreliable = unreliable
+        self.fec_id = sender.fec_id
+        self.m = sender.fec_m
+        S, B, P = cfg.segment_size, cfg.block_size, sender.num_parity
+        self.S, self.B, self.P = S, B, P
+        self.blocks = partition(size, S, B) if kind != KIND_STREAM else []
+        starts = []
+        acc = 0
+        for k in self.blocks:
+            starts.append(acc)
+            acc += k
+        self.block_start = starts
+        self.flags = 0
+        if info is not None:
+            self.flags |= M.FLAG_INFO
+        if unreliable:
+            self.flags |= M.FLAG_UNRELIABLE
+        if kind == KIND_FILE:
+            self.flags |= M.FLAG_FILE
+        if kind == KIND_STREAM:
+            self.flags |= M.FLAG_STREAM
+        self.fti = M.ExtFti.build(
+            self.fec_id,
+            size,
+            S,
+            B,
+            P,
+            m=self.m,
+            last_is_max_n=cfg.fti_last_is_max_n,
+        )
+        sym_len = S + 8 if kind == KIND_STREAM else S
+        self.scheme: FecScheme | None = None
+        if self.fec_id != 0 and P > 0:
+            oti = OTI(
+                encoding_id=self.fec_id,
+                transfer_length=max(size, 1) if kind != KIND_STREAM else B * sym_len,
+                symbol_length=sym_len,
+                max_source_block_length=B,
+                max_encoding_symbols=min(B + P, 255) if self.m == 8 else B + P,
+                m=self.m,
+            )
+            self.scheme = get_scheme(oti, rs_matrix=cfg.rs_matrix)
+        self.parity_next: dict[int, int] = {}  # sbn -> parity symbols already sent
+        self.parity_cache: OrderedDict[int, list[bytes]] = OrderedDict()
+        # transmit progress of new data
+        self.info_sent = info is None
+        self.sbn = 0
+        self.esi = 0
+        self.done = False  # all new data out
+        # streams
+        self.stream_segments: dict[tuple[int, int], bytes] = {}
+        self.stream_pending = bytearray()
+        self.stream_offset = 0  # offset of the first pending byte
+        self.stream_msg_start: int | None = None  # index in pending of the next msg start
+        self.stream_next: tuple[int, int] = (0, 0)  # (sbn, esi) of the next segment formed
+        self.stream_closed = False
+        self.stream_end_queued = False
+        self.stream_oldest = 0  # oldest block kept
+
+    # -- sizes ---------------------------------------------------------------------------
+    def block_len(self, sbn: int) -> int:
+        if self.kind == KIND_STREAM:
+            return self.B
+        return self.blocks[sbn]
+
+    def has_block(self, sbn: int) -> bool:
+        if self.kind == KIND_STREAM:
+            nsbn, nesi = self.stream_next
+            return self.stream_oldest <= sbn < nsbn or (sbn == nsbn and nesi > 0)
+        return 0 <= sbn < len(self.blocks)
+
+    def block_complete(self, sbn: int) -> bool:
+        if self.kind == KIND_STREAM:
+            return sbn < self.stream_next[0]
+        return True
+
+    def segment(self, sbn: int, esi: int) -> bytes:
+        if self.kind == KIND_STREAM:
+            return self.stream_segments[(sbn, esi)]
+        off = (self.block_start[sbn] + esi) * self.S
+        return bytes(self.data[off : min(off + self.S, self.size)])
+
+    def parity(self, sbn: int, j: int) -> bytes:
+        """Parity symbol number j (ESI k + j) of block sbn (cached per block)."""
+        blk = self.parity_cache.get(sbn)
+        if blk is None:
+            assert self.scheme is not None
+            k = self.block_len(sbn)
+            src = [self.segment(sbn, i) for i in range(k)]
+            limit = min(self.P, self._esi_limit(k) - k)
+            blk = [
+                s
+                for _, s in self.scheme.repair_symbols(
+                    sbn if self.kind != KIND_STREAM else 0, src, limit
+                )
+            ]
+            self.parity_cache[sbn] = blk
+            while len(self.parity_cache) > 8:
+                self.parity_cache.popitem(last=False)
+        else:
+            self.parity_cache.move_to_end(sbn)
+        return blk[j]
+
+    def _esi_limit(self, k: int) -> int:
+        if self.fec_id == 129 or self.m == 16:
+            return k + self.P
+        return min(255, k + self.P) if self.fec_id != 129 else k + self.P
+
+    def fresh_parity(self, sbn: int) -> int:
+        if self.scheme is None or not self.block_complete(sbn):
+            return 0
+        k = self.block_len(sbn)
+        return max(0, min(self.P, self._esi_limit(k) - k) - self.parity_next.get(sbn, 0))
+
+
+@dataclass
+class _BlkNeed:
+    count: int = 0
+    esis: set[int] = field(default_factory=set)
+    whole: bool = False
+
+
+@dataclass
+class _ObjNeed:
+    info: bool = False
+    whole: bool = False
+    blocks: dict[int, _BlkNeed] = field(default_factory=dict)
+
+
+@dataclass
+class _AckRound:
+    kind: str  # "flush" or "req"
+    object_id: int
+    pos: tuple[int, int, int] | None  # watermark (obj, sbn, esi)
+    pending: dict[int, int]  # node -> polls so far
+    acked: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+    next_time: float = 0.0
+    ack_type: int = M.ACK_FLUSH
+    ack_id: int = 0
+    payloads: dict[int, bytes] = field(default_factory=dict)
+
+
+class NormSender:
+    """Sans-I/O NORM sender (see module docstring)."""
+
+    def __init__(self, cfg: NormSenderConfig) -> None:
+        self.cfg = cfg
+        self.stats: dict[str, int] = {}
+        self.rng = random.Random(cfg.seed)
+        self.node_id = cfg.node_id
+        self.instance_id = (
+            cfg.instance_id if cfg.instance_id is not None else self.rng.randint(1, 0xFFFE)
+        )
+        B, P = cfg.block_size, cfg.num_parity
+        if cfg.fec_id is None:
+            self.fec_id = 5 if B + P <= 255 else 2
+        else:
+            self.fec_id = cfg.fec_id
+        self.fec_m = 16 if (self.fec_id == 2 and B + P > 255) else 8
+        if self.fec_id == 5 and B + P > 255:
+            raise ValueError("FEC Encoding ID 5 needs block + parity <= 255")
+        if self.fec_id == 0:
+            P = 0
+        self.num_parity = P
+        self.auto_parity = min(cfg.auto_parity, P)
+        self.eot_repeats = cfg.robust_factor if cfg.eot_repeats is None else cfg.eot_repeats
+        from norm.cc import GrttEstimator
+
+        self.grtt_est = GrttEstimator(cfg.grtt, cfg.grtt_min, cfg.grtt_max)
+        self.cc: NormCC | None = (
+            NormCC(
+                cfg.segment_size,
+                grtt=cfg.grtt,
+                rate_min=cfg.rate_min,
+                rate_max=cfg.rate_max if cfg.rate_max is not None else None,
+                robust_factor=cfg.robust_factor,
+            )
+            if cfg.cc
+            else None
+        )
+        self._events: list[Any] = []
+        self._seq = 0
+        self._next_oid = 0
+        self.objects: OrderedDict[int, _TxObject] = OrderedDict()
+        self._cursor: int | None = None  # object id being transmitted (new data)
+        self._last_pos: tuple[int, int, int] | None = None  # last new source symbol sent
+        self._queue_empty_reported = True
+        # repair state
+        self._agg: dict[int, _ObjNeed] = {}
+        self._agg_deadline: float | None = None
+        self._holdoff_until = -math.inf
+        self._repairs: list[tuple[tuple[int, int, int, int], int, int, int, int]] = []
+        self._repair_keys: set[tuple[int, int, int]] = set()
+        self._repair_pos: tuple[int, int, int, int] | None = None
+        # flush / eot / acks / squelch
+        self._flush_remaining = 0
+        self._flush_next = 0.0
+        self._ending = False
+        self._eot_remaining = 0
+        self._eot_next = 0.0
+        self._ack_rounds: list[_AckRound] = []
+        self._squelch_invalid: set[int] = set()
+        self._squelch_wanted = False
+        self._squelch_next = -math.inf
+        self._app_cmds: list[tuple[bytes, int, float]] = []  # content, remaining, next
+        # probing
+        self._probe_next: float | None = None
+        self._probe_interval = 0.5
+        self._probe_sent_time: dict[int, float] = {}
+        # pacing
+        self._credit = 0.0
+        self._credit_time: float | None = None
+        self._ready_at: float | None = None
+        self._started = False
+        self._last_rate = self.rate
+
+    # ------------------------------------------------------------------------ public API
+    @property
+    def rate(self) -> float:
+        """Current transmit rate in bytes/s."""
+        if self.cc is not None:
+            r = self.cc.rate
+            return min(r, self.cfg.rate_max) if self.cfg.rate_max else r
+        return self.cfg.rate
+
+    @property
+    def grtt(self) -> float:
+        """Advertised GRTT (unquantized) = max(estimate, segment/rate), RFC 5740 §5.5.1."""
+        g = max(self.grtt_est.grtt, self.cfg.segment_size / max(self.rate, 1.0))
+        return unquantize_rtt(quantize_rtt(min(g, self.cfg.grtt_max)))
+
+    def enqueue_data(self, data: bytes, info: bytes | None = None, unreliable: bool = False) -> int:
+        return self._enqueue(KIND_DATA, data, len(data), info, unreliable)
+
+    def enqueue_file(self, path: str, info: bytes | None = None) -> int:
+        """Enqueue a file (memory-mapped); NORM_INFO defaults to its base name."""
+        size = os.path.getsize(path)
+        data: Any
+        if size:
+            with open(path, "rb") as fh:
+                data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        else:
+            data = b""
+        if info is None:
+            info = os.path.basename(path).encode()
+        return self._enqueue(KIND_FILE, data, size, info, False)
+
+    def open_stream(self, info: bytes | None = None) -> int:
+        """Open a STREAM object; FTI object_size = stream buffer size."""
+        size = self.cfg.stream_buffer_blocks * self.cfg.block_size * self.cfg.segment_size
+        return self._enqueue(KIND_STREAM, None, size, info, False)
+
+    def stream_write(self, oid: int, data: bytes, eom: bool = False) -> None:
+        """Append bytes to a stream; ``eom`` marks the end of an application message (the
+        next write starts a new message)."""
+        obj = self.objects[oid]
+        if obj.kind != KIND_STREAM or obj.stream_closed:
+            raise ValueError("not an open stream")
+        if obj.stream_msg_start is None and (not obj.stream_pending or getattr(obj, "_eom", True)):
+            obj.stream_msg_start = len(obj.stream_pending)
+        obj.stream_pending += data
+        obj.__dict__["_eom"] = eom
+        S = obj.S
+        while len(obj.stream_pending) >= S:
+            self._stream_cut(obj, S)
+        self._wake()
+
+    def stream_flush(self, oid: int) -> None:
+        """Send what is buffered now (a short segment) and flush (FLUSH commands)."""
+        obj = self.objects[oid]
+        if obj.stream_pending:
+            self._stream_cut(obj, len(obj.stream_pending))
+        self._flush_remaining = self.cfg.robust_factor
+        self._wake()
+
+    def stream_close(self, oid: int) -> None:
+        """Flush and end the stream with the NORM_STREAM_END control code."""
+        obj = self.objects[oid]
+        if obj.stream_pending:
+            self._stream_cut(obj, len(obj.stream_pending))
+        if not obj.stream_closed:
+            self._stream_cut(obj, 0, end=True)
+            obj.stream_closed = True
+        self._flush_remaining = self.cfg.robust_factor
+        self._wake()
+
+    def cancel(self, oid: int) -> None:
+        """Dequeue an object: later NACKs for it are squelched."""
+        if self.objects.pop(oid, None) is not None:
+            self._agg.pop(oid, None)
+            self._repairs = [r for r in self._repairs if r[1] != oid]
+            if self._cursor == oid:
+                self._advance_cursor()
+
+    def set_watermark(self, oid: int, nodes: list[int]) -> None:
+        """Positive ACK (RFC 5740 §5.5.3): poll ``nodes`` with FLUSH + acking list at the end
+        of object ``oid``; ``TxWatermarkCompleted`` reports the outcome."""
+        obj = self.objects[oid]
+        if obj.kind == KIND_STREAM:
+            sbn, esi = obj.stream_next
+            pos = (oid, sbn if esi else max(sbn - 1, 0), (esi - 1) if esi else obj.B - 1)
+        elif obj.blocks:
+            pos = (oid, len(obj.blocks) - 1, obj.blocks[-1] - 1)
+        else:
+            pos = (oid, 0, 0)
+        self._ack_rounds = [r for r in self._ack_rounds if r.kind != "flush"]
+        self._ack_rounds.append(_AckRound("flush", oid, pos, dict.fromkeys(nodes, 0)))
+        self._wake()
+
+    def request_ack(self, ack_type: int, ack_id: int, nodes: list[int]) -> None:
+        """NORM_CMD(ACK_REQ) for an application ack type (16..255)."""
+        if ack_type in (M.ACK_CC, M.ACK_FLUSH):
+            raise ValueError("ACK_REQ must not use ack_type CC or FLUSH (RFC 5740 §4.2.3.6)")
+        self._ack_rounds.append(
+            _AckRound("req", -1, None, dict.fromkeys(nodes, 0), ack_type=ack_type, ack_id=ack_id)
+        )
+        self._wake()
+
+    def send_command(self, content: bytes, robust: bool = True) -> None:
+        """NORM_CMD(APPLICATION), repeated robust_factor times once per 2*GRTT if robust."""
+        if len(content) > self.cfg.segment_size:
+            raise ValueError("application command larger than the segment size")
+        self._app_cmds.append((content, self.cfg.robust_factor if robust else 1, 0.0))
+        self._wake()
+
+    def end(self) -> None:
+        """Finish: once everything is sent and flushed, send NORM_CMD(EOT) robustly."""
+        self._ending = True
+        self._wake()
+
+    @property
+    def idle(self) -> bool:
+        """True when no data, repair, flush, ack round or EOT remains to be sent."""
+        return (
+            self._cursor is None
+            and not self._repairs
+            and self._agg_deadline is None
+            and self._flush_remaining == 0
+            and not self._ack_rounds
+            and not self._app_cmds
+            and (not self._ending or self._eot_remaining == 0 and self._eot_done)
+        )
+
+    _eot_done = False
+
+    # ------------------------------------------------------------------------ Engine API
+    def next_event(self) -> Any | None:
+        return self._events.pop(0) if self._events else None
+
+    def get_timer(self) -> float | None:
+        ts: list[float] = []
+        if self._probe_next is not None:
+            ts.append(self._probe_next)
+        if self._agg_deadline is not None:
+            ts.append(self._agg_deadline)
+        if self._has_traffic():
+            ts.append(self._ready_at if self._ready_at is not None else -math.inf)
+        if self._flush_remaining and not self._busy():
+            ts.append(self._flush_next)
+        if self._eot_remaining:
+            ts.append(self._eot_next)
+        for r in self._ack_rounds:
+            ts.append(r.next_time)
+        for _, _, nxt in self._app_cmds:
+            ts.append(nxt)
+        if self._squelch_wanted:
+            ts.append(self._squelch_next)
+        return min(ts) if ts else None
+
+    def handle_timer(self, now: float) -> None:
+        self._service(now)
+
+    def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
+        if len(data) < 8:
+            count(self.stats, "drop.short")
+            return
+        t = data[0] & 0x0F
+        if t not in (M.NORM_NACK, M.NORM_ACK):
+            count(self.stats, "rx.ignored")  # sender messages (ours looped back, others)
+            return
+        try:
+            msg = M.decode(data, fec2_m=self.fec_m)
+        except DecodeError:
+            count(self.stats, "drop.malformed")
+            return
+        assert isinstance(msg, M.NormNack | M.NormAck)
+        if msg.server_id != self.node_id:
+            count(self.stats, "rx.other_sender")
+            return
+        if msg.instance_id != self.instance_id:
+            count(self.stats, "drop.wrong_instance")
+            return
+        self._feedback_timing(msg, now)
+        if isinstance(msg, M.NormNack):
+            count(self.stats, "rx.nack")
+            self._on_nack(msg, now)
+        else:
+            count(self.stats, "rx.ack")
+            self._on_ack(msg, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
+        self._service(now)
+        out: list[tuple[bytes, Address | None]] = []
+        rate = self.rate
+        if self._credit_time is None:
+            self._credit_time = now
+            self._credit = 0.0
+        depth = max(rate * self.cfg.burst, 2.0 * (self.cfg.segment_size + 64))
+        self._credit = min(depth, self._credit + (now - self._credit_time) * rate)
+        self._credit_time = now
+        while self._credit > 0:
+            pkt = self._next_packet(now)
+            if pkt is None:
+                break
+            out.append((pkt, None))
+            self._credit -= len(pkt)
+        if self._credit <= 0:
+            self._ready_at = now + (-self._credit) / max(rate, 1.0)
+        else:
+            self._ready_at = now
+        if out:
+            count(self.stats, "tx", len(out))
+        return out
+
+    # ------------------------------------------------------------------------ internals
+    def _wake(self) -> None:
+        self._ready_at = None  # re-evaluate at once
+
+    def _enqueue(self, kind: str, data: Any, size: int, info: bytes | None, unrel: bool) -> int:
+        if info is not None and len(info) > self.cfg.segment_size:
+            raise ValueError("NORM_INFO larger than the segment size")
+        oid = self._next_oid
+        self._next_oid = (self._next_oid + 1) & 0xFFFF
+        obj = _TxObject(oid, kind, data, size, info, self, unrel)
+        if kind != KIND_STREAM and size == 0:
+            obj.blocks = []
+        self.objects[oid] = obj
+        self._purge()
+        if self._cursor is None:
+            self._cursor = oid
+        self._queue_empty_reported = False
+        self._flush_remaining = 0
+        self._wake()
+        return oid
+
+    def _purge(self) -> None:
+        while len(self.objects) > self.cfg.tx_cache_max:
+            oid = next(iter(self.objects))
+            if oid == self._cursor:
+                break
+            del self.objects[oid]
+            self._events.append(TxObjectPurged(oid))
+
+    def _stream_cut(self, obj: _TxObject, n: int, end: bool = False) -> None:
+        sbn, esi = obj.stream_next
+        chunk = bytes(obj.stream_pending[:n])
+        del obj.stream_pending[:n]
+        if end:
+            msg_start = M.STREAM_END
+        else:
+            ms = obj.stream_msg_start
+            msg_start = ms + 1 if ms is not None and ms < n else 0
+            if ms is not None:
+                obj.stream_msg_start = None if ms < n else ms - n
+        hdr = M.StreamHeader(len(chunk), msg_start, obj.stream_offset & 0xFFFFFFFF).encode()
+        obj.stream_offset += len(chunk)
+        obj.stream_segments[(sbn, esi)] = hdr + chunk
+        esi += 1
+        if esi >= obj.B:
+            sbn, esi = sbn + 1, 0
+        obj.stream_next = (sbn, esi)
+        # keep the stream buffer bounded: drop blocks older than the window
+        while sbn - obj.stream_oldest > self.cfg.stream_buffer_blocks:
+            old = obj.stream_oldest
+            for i in range(obj.B):
+                obj.stream_segments.pop((old, i), None)
+            obj.parity_cache.pop(old, None)
+            obj.parity_next.pop(old, None)
+            obj.stream_oldest += 1
+        obj.done = False
+        if self._cursor is None:
+            self._cursor = obj.id
+
+    def _busy(self) -> bool:
+        return self._cursor is not None or bool(self._repairs) or self._agg_deadline is not None
+
+    def _has_traffic(self) -> bool:
+        if self._probe_due_now:
+            return True
+        if self._repairs or self._squelch_ready:
+            return True
+        if self._cursor is not None:
+            obj = self.objects.get(self._cursor)
+            if obj is not None and obj.kind == KIND_STREAM:
+                return self._stream_has_new(obj)
+            return True
+        return False
+
+    _probe_due_now = False
+    _squelch_ready = False
+
+    def _stream_has_new(self, obj: _TxObject) -> bool:
+        return (obj.sbn, obj.esi) < obj.stream_next or self._stream_parity_due(obj)
+
+    def _stream_parity_due(self, obj: _TxObject) -> bool:
+        return (
+            self.auto_parity > 0
+            and obj.esi >= obj.B
+            and obj.sbn < obj.stream_next[0]
+            and obj.esi - obj.B < self.auto_parity
+        )
+
+    def _service(self, now: float) -> None:
+        if not self._started:
+            self._started = True
+            self._probe_next = now if self.cfg.probe != "none" or self.cc else None
+        if self._probe_next is not None and now >= self._probe_next:
+            self._probe_due_now = True
+        if self._agg_deadline is not None and now >= self._agg_deadline:
+            self._start_repair(now)
+        if self._squelch_wanted and now >= self._squelch_next:
+            self._squelch_ready = True
+        # rate change events
+        r = self.rate
+        if abs(r - self._last_rate) > 1e-9 * max(r, 1.0):
+            self._last_rate = r
+            self._events.append(TxRateChanged(r))
+
+    # ---- header fields ---------------------------------------------------------------
+    def _hdr(self) -> tuple[int, int, int, int, int, int]:
+        seq = self._seq
+        self._seq = (seq + 1) & 0xFFFF
+        return (
+            seq,
+            self.node_id,
+            self.instance_id,
+            quantize_rtt(self.grtt),
+            quantize_backoff(self.cfg.backoff),
+            quantize_gsize(self.cfg.group_size),
+        )
+
+    # ---- packet selection ----------------------------------------------------------------
+    def _next_packet(self, now: float) -> bytes | None:
+        if self._probe_due_now:
+            self._probe_due_now = False
+            return self._probe(now)
+        if self._squelch_ready:
+            self._squelch_ready = False
+            pkt = self._squelch(now)
+            if pkt is not None:
+                return pkt
+        for i, (content, remaining, nxt) in enumerate(self._app_cmds):
+            if now >= nxt:
+                remaining -= 1
+                if remaining <= 0:
+                    del self._app_cmds[i]
+                else:
+                    self._app_cmds[i] = (content, remaining, now + 2 * self.grtt)
+                count(self.stats, "tx.cmd.application")
+                return M.NormCmdApplication(*self._hdr(), content=content).encode()
+        if self._repairs:
+            return self._repair_packet()
+        if self._cursor is not None:
+            pkt = self._new_data_packet()
+            if pkt is not None:
+                return pkt
+        # idle: acknowledgement rounds, flush, eot
+        for rnd in self._ack_rounds:
+            if now >= rnd.next_time and (rnd.kind == "req" or not self._busy()):
+                pkt = self._ack_round_packet(rnd, now)
+                if pkt is not None:
+                    return pkt
+        if self._busy():
+            return None
+        if self._flush_remaining and now >= self._flush_next:
+            return self._flush_packet(now)
+        if (
+            self._ending
+            and not self._flush_remaining
+            and not self._ack_rounds
+            and not self._eot_done
+            and now >= self._eot_next
+        ):
+            if self._eot_remaining == 0:
+                self._eot_remaining = max(1, self.eot_repeats)
+            self._eot_remaining -= 1
+            self._eot_next = now + 2 * self.grtt
+            count(self.stats, "tx.cmd.eot")
+            if self._eot_remaining == 0:
+                self._eot_done = True
+                self._events.append(TxEotSent())
+            return M.NormCmdEot(*self._hdr()).encode()
+        return None
+
+    def _data_msg(
+        self, obj: _TxObject, sbn: int, esi: int, payload: bytes, flags: int = 0
+    ) -> bytes:
+        return M.NormData(
+            *self._hdr(),
+            flags=obj.flags | flags,
+            fec_id=obj.fec_id,
+            object_id=obj.id,
+            sbn=sbn,
+            esi=esi,
+            sbl=obj.block_len(sbn) if obj.fec_id == 129 else 0,
+            extensions=[obj.fti],
+            payload=payload,
+            m=obj.m,
+        ).encode()
+
+    def _info_msg(self, obj: _TxObject, flags: int = 0) -> bytes:
+        return M.NormInfo(
+            *self._hdr(),
+            flags=obj.flags | flags,
+            fec_id=obj.fec_id,
+            object_id=obj.id,
+            extensions=[obj.fti],
+            payload=obj.info or b"",
+        ).encode()
+
+    def _new_data_packet(self) -> bytes | None:
+        while self._cursor is not None:
+            obj = self.objects.get(self._cursor)
+            if obj is None:
+                self._advance_cursor()
+                continue
+            if not obj.info_sent:
+                obj.info_sent = True
+                count(self.stats, "tx.info")
+                return self._info_msg(obj)
+            if obj.kind == KIND_STREAM:
+                return self._stream_packet(obj)
+            if obj.sbn >= len(obj.blocks):
+                self._object_done(obj)
+                continue
+            k = obj.blocks[obj.sbn]
+            sbn, esi = obj.sbn, obj.esi
+            if esi < k:
+                obj.esi += 1
+                if obj.esi >= k and not self.auto_parity:
+                    obj.sbn, obj.esi = sbn + 1, 0
+                self._last_pos = (obj.id, sbn, esi)
+                count(self.stats, "tx.data")
+                return self._data_msg(obj, sbn, esi, obj.segment(sbn, esi))
+            j = esi - k
+            if j < self.auto_parity and obj.fresh_parity(sbn) > 0:
+                obj.esi += 1
+                pj = obj.parity_next.get(sbn, 0)
+                obj.parity_next[sbn] = pj + 1
+                count(self.stats, "tx.parity")
+                return self._data_msg(obj, sbn, k + pj, obj.parity(sbn, pj))
+            obj.sbn, obj.esi = sbn + 1, 0
+        return None
+
+    def _stream_packet(self, obj: _TxObject) -> bytes | None:
+        B = obj.B
+        if obj.esi >= B:
+            # auto parity for the completed block
+            if self._stream_parity_due(obj) and obj.fresh_parity(obj.sbn) > 0:
+                pj = obj.parity_next.get(obj.sbn, 0)
+                obj.parity_next[obj.sbn] = pj + 1
+                obj.esi += 1
+                count(self.stats, "tx.parity")
+                return self._data_msg(obj, obj.sbn, B + pj, obj.parity(obj.sbn, pj))
+            obj.sbn, obj.esi = obj.sbn + 1, 0
+        if (obj.sbn, obj.esi) >= obj.stream_next:
+            if obj.stream_closed:
+                self._object_done(obj)
+            return None
+        sbn, esi = obj.sbn, obj.esi
+        if sbn < obj.stream_oldest:
+            obj.sbn, obj.esi = obj.stream_oldest, 0
+            return self._stream_packet(obj)
+        obj.esi += 1
+        if obj.esi >= B and not self.auto_parity:
+            obj.sbn, obj.esi = sbn + 1, 0
+        self._last_pos = (obj.id, sbn, esi)
+        count(self.stats, "tx.data")
+        return self._data_msg(obj, sbn, esi, obj.segment(sbn, esi))
+
+    def _object_done(self, obj: _TxObject) -> None:
+        obj.done = True
+        self._events.append(TxObjectSent(obj.id))
+        self._advance_cursor()
+
+    def _advance_cursor(self) -> None:
+        cur = self._cursor
+        self._cursor = None
+        found = cur is None
+        for oid, obj in self.objects.items():
+            if found and not obj.done:
+                self._cursor = oid
+                break
+            if oid == cur:
+                found = True
+        if self._cursor is None:
+            if not self._queue_empty_reported:
+                self._queue_empty_reported = True
+                self._events.append(TxQueueEmpty())
+            self._flush_remaining = self.cfg.robust_factor
+
+    # ---- commands ------------------------------------------------------------------------
+    def _probe(self, now: float) -> bytes:
+        grtt = self.grtt
+        self.grtt_est.end_interval()
+        exts: list[M.Extension] = []
+        nodes: list[M.CCNode] = []
+        if self.cc is not None:
+            ccseq = self.cc.probe_sent(now, grtt)
+            max_items = max(1, (self.cfg.segment_size // 8))
+            for nid, flags, rtt, rate in self.cc.node_list(min(max_items, 16)):
+                nodes.append(
+                    M.CCNode(
+                        nid,
+                        flags,
+                        quantize_rtt(rtt) if rtt > 0 else 0xFF,
+                        quantize_rate(rate) if rate > 0 else 0,
+                    )
+                )
+        else:
+            self._ccseq = (getattr(self, "_ccseq", 0) + 1) & 0xFFFF
+            ccseq = self._ccseq
+        if self.cc is not None or self.cfg.probe == "active":
+            exts.append(M.ExtRate(quantize_rate(self.rate)))
+        sec, usec = time_to_sec_usec(now)
+        # schedule the next probe
+        if self.cc is not None and self.cc.clr is not None:
+            interval = max(self.cc.rtt_clr, grtt, 0.01)
+        else:
+            interval = self._probe_interval
+            self._probe_interval = min(
+                self.cfg.probe_interval_max, max(self.cfg.probe_interval_min, interval * 1.5)
+            )
+            if self.cc is not None:
+                interval = min(interval, max(grtt, 0.05))
+        self._probe_next = now + interval
+        count(self.stats, "tx.cmd.cc")
+        return M.NormCmdCC(
+            *self._hdr(),
+            cc_sequence=ccseq,
+            send_time_sec=sec,
+            send_time_usec=usec,
+            extensions=exts,
+            nodes=nodes,
+        ).encode()
+
+    def _flush_packet(self, now: float) -> bytes | None:
+        self._flush_remaining -= 1
+        self._flush_next = now + 2 * self.grtt
+        if self._flush_remaining == 0:
+            self._events.append(TxFlushCompleted())
+        pos = self._last_pos
+        if pos is None:
+            return None
+        obj = self.objects.get(pos[0])
+        fec_id = obj.fec_id if obj else self.fec_id
+        count(self.stats, "tx.cmd.flush")
+        return M.NormCmdFlush(
+            *self._hdr(),
+            fec_id=fec_id,
+            object_id=pos[0],
+            sbn=pos[1],
+            esi=pos[2],
+            sbl=obj.block_len(pos[1]) if obj is not None and fec_id == 129 else 0,
+            m=self.fec_m,
+        ).encode()
+
+    def _ack_round_packet(self, rnd: _AckRound, now: float) -> bytes | None:
+        # drop nodes polled robust_factor times
+        for nid, polls in list(rnd.pending.items()):
+            if polls >= self.cfg.robust_factor:
+                del rnd.pending[nid]
+                rnd.failed.append(nid)
+        if not rnd.pending:
+            self._finish_round(rnd)
+            return None
+        max_nodes = max(1, self.cfg.segment_size // 4)
+        nodes = list(rnd.pending)[:max_nodes]
+        for nid in nodes:
+            rnd.pending[nid] += 1
+        rnd.next_time = now + 2 * self.grtt
+        if rnd.kind == "flush":
+            assert rnd.pos is not None
+            oid, sbn, esi = rnd.pos
+            obj = self.objects.get(oid)
+            fec_id = obj.fec_id if obj else self.fec_id
+            count(self.stats, "tx.cmd.flush")
+            return M.NormCmdFlush(
+                *self._hdr(),
+                fec_id=fec_id,
+                object_id=oid,
+                sbn=sbn,
+                esi=esi,
+                sbl=obj.block_len(sbn) if obj is not None and fec_id == 129 else 0,
+                acking_nodes=nodes,
+                m=self.fec_m,
+            ).encode()
+        count(self.stats, "tx.cmd.ack_req")
+        return M.NormCmdAckReq(
+            *self._hdr(), ack_type=rnd.ack_type, ack_id=rnd.ack_id, acking_nodes=nodes
+        ).encode()
+
+    def _finish_round(self, rnd: _AckRound) -> None:
+        if rnd in self._ack_rounds:
+            self._ack_rounds.remove(rnd)
+        if rnd.kind == "flush":
+            self._events.append(TxWatermarkCompleted(rnd.object_id, rnd.acked, rnd.failed))
+        else:
+            self._events.append(
+                TxAckCompleted(rnd.ack_type, rnd.ack_id, rnd.acked, rnd.failed, rnd.payloads)
+            )
+
+    def _squelch(self, now: float) -> bytes | None:
+        self._squelch_wanted = False
+        self._squelch_next = now + 2 * self.grtt
+        invalid = sorted(self._squelch_invalid, key=lambda o: (o - self._window_base()) & 0xFFFF)
+        self._squelch_invalid.clear()
+        if self.objects:
+            first = next(iter(self.objects.values()))
+            oid, fec_id = first.id, first.fec_id
+            sbn = first.stream_oldest if first.kind == KIND_STREAM else 0
+            sbl = first.block_len(sbn) if fec_id == 129 and first.has_block(sbn) else 0
+        else:
+            oid, fec_id, sbn, sbl = self._next_oid, self.fec_id, 0, 0
+        base = oid
+        invalid = [o for o in invalid if _serial_lt(base, o)]
+        invalid = invalid[: self.cfg.segment_size // 2]
+        count(self.stats, "tx.cmd.squelch")
+        return M.NormCmdSquelch(
+            *self._hdr(),
+            fec_id=fec_id,
+            object_id=oid,
+            sbn=sbn,
+            esi=0,
+            sbl=sbl,
+            invalid_objects=invalid,
+            m=self.fec_m,
+        ).encode()
+
+    def _window_base(self) -> int:
+        return next(iter(self.objects)) if self.objects else self._next_oid
+
+    # ---- feedback ------------------------------------------------------------------------
+    def _feedback_timing(self, msg: M.NormNack | M.NormAck, now: float) -> None:
+        rtt: float | None = None
+        if msg.grtt_response_sec or msg.grtt_response_usec:
+            rtt = now - sec_usec_to_time(msg.grtt_response_sec, msg.grtt_response_usec)
+            if rtt <= 0:
+                rtt = 1e-6
+            if rtt < 60.0:
+                self.grtt_est.sample(rtt)
+            else:
+                rtt = None
+        ext = msg.cc()
+        if self.cc is not None and ext is not None:
+            cc_rtt = unquantize_rtt(ext.cc_rtt) if ext.cc_flags & M.CC_RTT else None
+            self.cc.feedback(
+                now,
+                self.grtt,
+                msg.source_id,
+                flags=ext.cc_flags,
+                rate=unquantize_rate(ext.cc_rate),
+                loss=unquantize_loss32(ext.cc_loss, ext.cc_reserved),
+                cc_sequence=ext.cc_sequence,
+                rtt_sample=rtt,
+                cc_rtt=cc_rtt,
+            )
+            count(self.stats, "rx.cc_feedback")
+
+    def _on_ack(self, ack: M.NormAck, now: float) -> None:
+        if ack.ack_type == M.ACK_CC:
+            return
+        for rnd in list(self._ack_rounds):
+            if ack.source_id not in rnd.pending:
+                continue
+            if rnd.kind == "flush" and ack.ack_type == M.ACK_FLUSH:
+                wm = ack.watermark
+                if wm is None or rnd.pos is None or (wm.object_id, wm.sbn, wm.esi) != rnd.pos:
+                    count(self.stats, "drop.ack_wrong_watermark")
+                    continue
+            elif rnd.kind == "req" and (ack.ack_type, ack.ack_id) == (rnd.ack_type, rnd.ack_id):
+                rnd.payloads[ack.source_id] = ack.payload
+            else:
+                continue
+            del rnd.pending[ack.source_id]
+            rnd.acked.append(ack.source_id)
+            if not rnd.pending:
+                self._finish_round(rnd)
+
+    def _on_nack(self, nack: M.NormNack, now: float) -> None:
+        in_holdoff = now < self._holdoff_until and self._agg_deadline is None
+        target: dict[int, _ObjNeed] = {} if in_holdoff else self._agg
+        n_items = 0
+        for req in nack.requests:
+            items = req.items
+            if req.form == M.NACK_RANGES:
+                pairs = [(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
+            else:
+                pairs = [(it, it) for it in items]
+            for a, b in pairs:
+                n_items += 1
+                self._merge_request(target, req.form, req.flags, a, b)
+        count(self.stats, "rx.nack_items", n_items)
+        if in_holdoff:
+            # RFC 5740 §5.4.1: during holdoff only content beyond the current (repair)
+            # transmit position is merged, the rest was probably sent meanwhile
+            self._merge_holdoff(target)
+            return
+        if self._agg and self._agg_deadline is None:
+            self._agg_deadline = now + (self.cfg.backoff + 1) * self.grtt
+        if self._squelch_invalid:
+            self._squelch_wanted = True
+
+    def _merge_request(
+        self, target: dict[int, _ObjNeed], form: int, flags: int, a: M.RepairItem, b: M.RepairItem
+    ) -> None:
+        oid = a.object_id
+        if b.object_id != oid:
+            # object range: every object between a and b inclusive (OBJECT requests)
+            o = oid
+            for _ in range(256):
+                self._merge_object(target, o, flags | M.NACK_OBJECT, None, None, form)
+                if o == b.object_id:
+                    break
+                o = (o + 1) & 0xFFFF
+            return
+        self._merge_object(target, oid, flags, a, b, form)
+
+    def _merge_object(
+        self,
+        target: dict[int, _ObjNeed],
+        oid: int,
+        flags: int,
+        a: M.RepairItem | None,
+        b: M.RepairItem | None,
+        form: int,
+    ) -> None:
+        obj = self.objects.get(oid)
+        if obj is None or obj.unreliable:
+            self._squelch_invalid.add(oid)
+            count(self.stats, "nack.invalid_object")
+            return
+        need = target.setdefault(oid, _ObjNeed())
+        if flags & M.NACK_OBJECT:
+            need.whole = True
+            need.info = obj.info is not None
+            return
+        if flags & M.NACK_INFO and obj.info is not None:
+            need.info = True
+        if a is None or b is None or not flags & (M.NACK_BLOCK | M.NACK_SEGMENT):
+            return
+        if flags & M.NACK_BLOCK:
+            s = a.sbn
+            for _ in range(1 << 16):
+                if obj.has_block(s):
+                    need.blocks.setdefault(s, _BlkNeed()).whole = True
+                elif obj.kind == KIND_STREAM:
+                    self._squelch_invalid.add(oid)
+                    self._squelch_wanted = True
+                if s == b.sbn:
+                    break
+                s += 1
+            return
+        # SEGMENT
+        if a.sbn != b.sbn:
+            # range spanning blocks: first block from a.esi, whole middle blocks, last to b.esi
+            for s in range(a.sbn, b.sbn + 1):
+                if not obj.has_block(s):
+                    continue
+                k = obj.block_len(s)
+                lo = a.esi if s == a.sbn else 0
+                hi = b.esi if s == b.sbn else k - 1
+                self._merge_segments(obj, need, s, lo, hi, form)
+            return
+        self._merge_segments(obj, need, a.sbn, a.esi, b.esi, form)
+
+    def _merge_segments(
+        self, obj: _TxObject, need: _ObjNeed, sbn: int, lo: int, hi: int, form: int
+    ) -> None:
+        if not obj.has_block(sbn):
+            if obj.kind == KIND_STREAM:
+                self._squelch_invalid.add(obj.id)
+                self._squelch_wanted = True
+            return
+        bn = need.blocks.setdefault(sbn, _BlkNeed())
+        if form == M.NACK_ERASURES:
+            bn.count = max(bn.count, lo)
+            return
+        k = obj.block_len(sbn)
+        limit = k + obj.P
+        esis = [e for e in range(lo, min(hi, limit - 1) + 1)]
+        bn.esis.update(esis)
+        bn.count = max(bn.count, len(esis))
+        if not obj.block_complete(sbn):
+            bn.count = 0  # explicit only for an unfinished stream block
+        _ = k
+
+    def _merge_holdoff(self, late: dict[int, _ObjNeed]) -> None:
+        pos = self._repair_pos
+        if pos is None:
+            return
+        base = self._window_base()
+        for oid, need in late.items():
+            okey = (oid - base) & 0xFFFF
+            if okey < pos[0]:
+                continue
+            for sbn in list(need.blocks):
+                if okey == pos[0] and sbn <= pos[1]:
+                    del need.blocks[sbn]
+            if okey == pos[0]:
+                need.info = False
+                need.whole = False
+            if need.blocks or need.info or need.whole:
+                self._compile({oid: need})
+                count(self.stats, "nack.merged_in_holdoff")
+
+    def _start_repair(self, now: float) -> None:
+        agg, self._agg = self._agg, {}
+        self._agg_deadline = None
+        self._holdoff_until = now + self.grtt
+        self._compile(agg)
+        if self._squelch_invalid:
+            self._squelch_wanted = True
+        count(self.stats, "repair.cycles")
+
+    def _compile(self, agg: dict[int, _ObjNeed]) -> None:
+        """Turn aggregated needs into ordered repair transmissions (RFC 5740 §5.4.2)."""
+        base = self._window_base()
+        new: list[tuple[tuple[int, int, int, int], int, int, int, int]] = []
+        last = self._last_pos
+        for oid, need in agg.items():
+            obj = self.objects.get(oid)
+            if obj is None:
+                continue
+            okey = (oid - base) & 0xFFFF
+
+            def add(
+                sbn: int,
+                esi: int,
+                kind: int,
+                okey: int = okey,
+                oid: int = oid,
+                obj: _TxObject = obj,
+            ) -> None:
+                # kind 0 info, 1 source/explicit, 2 fresh parity (esi = parity index)
+                key = (oid, sbn, esi if kind != 2 else -1 - esi)
+                if kind != 2 and key in self._repair_keys:
+                    return
+                self._repair_keys.add(key)
+                new.append(
+                    (
+                        (
+                            okey,
+                            sbn if kind else -1,
+                            esi if kind != 2 else obj.block_len(sbn) + esi,
+                            kind,
+                        ),
+                        oid,
+                        sbn,
+                        esi,
+                        kind,
+                    )
+                )
+
+            if need.info or need.whole:
+                add(0, 0, 0)
+            if need.whole:
+                nb = len(obj.blocks) if obj.kind != KIND_STREAM else 0
+                for sbn in range(nb):
+                    if not self._sent_yet(obj, sbn, 0, last):
+                        break
+                    for esi in range(obj.blocks[sbn]):
+                        add(sbn, esi, 1)
+                continue
+            for sbn, bn in need.blocks.items():
+                k = obj.block_len(sbn)
+                if bn.whole:
+                    for esi in range(k):
+                        if obj.kind == KIND_STREAM and (sbn, esi) not in obj.stream_segments:
+                            continue
+                        add(sbn, esi, 1)
+                    continue
+                fresh = obj.fresh_parity(sbn)
+                if bn.count and fresh >= bn.count:
+                    start = obj.parity_next.get(sbn, 0)
+                    obj.parity_next[sbn] = start + bn.count
+                    for j in range(start, start + bn.count):
+                        add(sbn, j, 2)
+                else:
+                    for esi in sorted(bn.esis):
+                        if esi < k:
+                            if obj.kind == KIND_STREAM and (sbn, esi) not in obj.stream_segments:
+                                continue
+                            add(sbn, esi, 1)
+                        elif obj.scheme is not None and esi - k < obj.parity_next.get(sbn, 0):
+                            add(sbn, esi, 3)  # explicit resend of an already-sent parity
+                        elif obj.scheme is not None and fresh > 0:
+                            j = obj.parity_next.get(sbn, 0)
+                            obj.parity_next[sbn] = j + 1
+                            fresh -= 1
+                            add(sbn, j, 2)
+        if not new:
+            return
+        self._repairs.extend(new)
+        self._repairs.sort(key=lambda r: r[0], reverse=True)  # pop() from the end = earliest
+        self._flush_remaining = 0
+
+    def _sent_yet(
+        self, obj: _TxObject, sbn: int, esi: int, last: tuple[int, int, int] | None
+    ) -> bool:
+        if obj.done:
+            return True
+        if obj.id != self._cursor:
+            return True
+        return (sbn, esi) < (obj.sbn, obj.esi)
+
+    def _repair_packet(self) -> bytes | None:
+        while self._repairs:
+            sortkey, oid, sbn, esi, kind = self._repairs.pop()
+            self._repair_pos = sortkey
+            self._repair_keys.discard((oid, sbn, esi if kind != 2 else -1 - esi))
+            obj = self.objects.get(oid)
+            if obj is None:
+                continue
+            rflag = M.FLAG_REPAIR if self.cfg.set_repair_flags else 0
+            if not self._repairs:
+                self._flush_remaining = self.cfg.robust_factor if self._cursor is None else 0
+            if kind == 0:
+                count(self.stats, "tx.repair.info")
+                return self._info_msg(obj, rflag)
+            k = obj.block_len(sbn)
+            if kind == 2:
+                count(self.stats, "tx.repair.parity")
+                return self._data_msg(obj, sbn, k + esi, obj.parity(sbn, esi), rflag)
+            xflag = (M.FLAG_EXPLICIT if self.cfg.set_repair_flags else 0) | rflag
+            if kind == 3:
+                count(self.stats, "tx.repair.explicit")
+                return self._data_msg(obj, sbn, esi, obj.parity(sbn, esi - k), xflag)
+            try:
+                seg = obj.segment(sbn, esi)
+            except (KeyError, IndexError):
+                continue
+            count(self.stats, "tx.repair.explicit")
+            return self._data_msg(obj, sbn, esi, seg, xflag)
+        return None
+
+
+__all__ = [
+    "KIND_DATA",
+    "KIND_FILE",
+    "KIND_STREAM",
+    "NormSender",
+    "NormSenderConfig",
+    "TxAckCompleted",
+    "TxEotSent",
+    "TxFlushCompleted",
+    "TxObjectPurged",
+    "TxObjectSent",
+    "TxQueueEmpty",
+    "TxRateChanged",
+    "TxWatermarkCompleted",
+]
