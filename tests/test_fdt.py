@@ -381,3 +381,40 @@ def test_rt_libflute_fdt() -> None:
     assert {n: f.toi for n, f in names.items()} == {"f1k.bin": 1, "f100k.bin": 2, "f1m.bin": 3}
     assert names["f1m.bin"].content_length == 1048576
     assert names["f1k.bin"].content_type == "application/octet-stream"
+
+
+@pytest.mark.interop
+@pytest.mark.parametrize("cenc", [0, 1, 2, 3])
+def test_ypo_flute_sender_fdt(cenc: int) -> None:
+    """FDT packets of ypo/flute (PyPI flute-alc): headers round-trip, XML (content-encoded
+    per EXT_CENC) decodes with its 3GPP extras kept."""
+    sender = pytest.importorskip("flute").sender
+    from alc.lct import EXT_CENC, EXT_FDT
+    from alc.packet import split
+
+    cfg = sender.Config()
+    cfg.fdt_cenc = cenc
+    s = sender.Sender(7, sender.Oti.new_no_code(1400, 64), cfg)
+    s.add_object_from_buffer(b"hello" * 300, "text/plain", "file:///hello.txt", None)
+    s.publish()
+    seen = 0
+    for _ in range(100):
+        p = s.read()
+        if p is None:
+            break
+        pkt = bytes(p)
+        h, n = split(pkt)
+        assert h.encode() == pkt[:n] and h.tsi == 7
+        if h.toi != 0:
+            continue
+        seen += 1
+        assert h.find(EXT_FDT).version == 2
+        c = h.find(EXT_CENC)
+        doc = decompress_fdt(pkt[n + 4 :], c.cenc if c is not None else 0)
+        inst = decode_fdt(doc)
+        assert inst.namespace == FDT_NS_2005
+        (f,) = inst.files
+        assert (f.toi, f.content_location, f.content_length) == (1, "file:///hello.txt", 1500)
+        assert inst.effective(f).fec["FEC-OTI-Encoding-Symbol-Length"] == "1400"
+        assert decode_fdt(inst.encode()) == inst
+    assert seen
