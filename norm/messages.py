@@ -163,7 +163,8 @@ def _decode_pid(buf: bytes, off: int, fec_id: int, m: int) -> tuple[int, int, in
         sbn, esi = struct.unpack_from(">HH", buf, off)
         return sbn, esi, 0
     if fec_id == 129:
-        return struct.unpack_from(">IHH", buf, off)
+        sbn, sbl, esi = struct.unpack_from(">IHH", buf, off)
+        return sbn, esi, sbl
     if fec_id == 2:
         raise DecodeError("fec_id", f"FEC Encoding ID 2 with m={m} is not supported")
     raise DecodeError("fec_id", f"unsupported FEC Encoding ID {fec_id}")
@@ -294,7 +295,9 @@ class ExtFti:
         reading (default) ``max_encoding_symbols`` = max_block_len + num_parity."""
         from alc.fec import decode_fti
 
-        return decode_fti(fec_id, self.body, last_field="max_n" if last_is_max_n else "num_parity")
+        # fec_id 129: RFC 5740 Fig. 7 itself defines the field as fec_num_parity
+        rfc_max_n = last_is_max_n and fec_id != 129
+        return decode_fti(fec_id, self.body, last_field="max_n" if rfc_max_n else "num_parity")
 
 
 @dataclass(frozen=True, slots=True)
