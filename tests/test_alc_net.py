@@ -1,0 +1,105 @@
+"""UDP multicast driver on loopback: 239.255.x.y groups, interface 127.0.0.1, TTL 1, loop on.
+
+Random group and port per test (other test runs share this machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+
+import pytest
+
+from alc.net import Driver, LossInjector, iface_address, open_socket, parse_group
+from alc.receiver import AlcReceiver, FileReceived, ReceiverConfig
+from alc.sender import AlcSender, SenderConfig
+
+
+def rand_group() -> tuple[str, int]:
+    r = random.SystemRandom()
+    return f"239.255.{r.randint(1, 254)}.{r.randint(1, 254)}", r.randint(20000, 60000)
+
+
+def test_parse_group_and_iface() -> None:
+    assert parse_group("239.255.1.2:4000") == ("239.255.1.2", 4000)
+    for bad in ("239.255.1.2", "x:1", "239.255.1.2:0", "1.2.3.4:99999"):
+        with pytest.raises(ValueError):
+            parse_group(bad)
+    assert iface_address("lo") == "127.0.0.1"
+    assert iface_address("127.0.0.1") == "127.0.0.1"
+    assert iface_address(None) is None
+    with pytest.raises(ValueError):
+        iface_address("no-such-if0")
+
+
+def test_loss_injector_is_seeded() -> None:
+    a = [LossInjector(0.1, seed=3).drop() for _ in range(1)]
+    l1 = LossInjector(0.1, seed=3)
+    l2 = LossInjector(0.1, seed=3)
+    s1 = [l1.drop() for _ in range(10000)]
+    assert s1 == [l2.drop() for _ in range(10000)]
+    assert 800 < sum(s1) < 1200 and a == s1[:1]
+    assert not any(LossInjector(0.0).drop() for _ in range(100))
+
+
+def transfer(files: dict[str, bytes], *, fec: str, ratio: float, loss: float, rate: float,
+             timeout: float) -> tuple[dict[str, bytes], AlcReceiver, Driver, float]:
+    group = rand_group()
+    tsi = random.randint(1, 1 << 30)
+    sender = AlcSender(SenderConfig(tsi=tsi, rate_bps=rate, fec=fec, repair_ratio=ratio, burst_bytes=256 * 1024))
+    for n, d in files.items():
+        sender.add_bytes(d, n)
+    rx = AlcReceiver(ReceiverConfig(tsi=tsi, session_timeout=5, object_timeout=5))
+    rsock = open_socket(group, "127.0.0.1", receive=True, ttl=1, loop=True)
+    ssock = open_socket(group, "127.0.0.1", receive=False, ttl=1, loop=True)
+    drv = Driver()
+    drv.add(rx, rsock, loss=LossInjector(loss, seed=42) if loss else None)
+    drv.add(sender, ssock, group, receive=False)
+    got: dict[str, bytes] = {}
+
+    def done() -> bool:
+        while (e := rx.next_event()) is not None:
+            if isinstance(e, FileReceived):
+                got[e.name] = e.data
+        return rx.finished is not None or (rx.fdt_complete and rx.all_announced_complete())
+
+    t0 = time.time()
+    try:
+        drv.run(until=done, timeout=timeout)
+    finally:
+        rsock.close()
+        ssock.close()
+        drv.close()
+    return got, rx, drv, time.time() - t0
+
+
+def test_loopback_small_files_nocode() -> None:
+    files = {"a.txt": b"multicast!" * 1000, "b.bin": os.urandom(70_000), "empty": b""}
+    got, rx, drv, _ = transfer(files, fec="nocode", ratio=0.0, loss=0.0, rate=50e6, timeout=30)
+    assert got == files
+    assert drv.stats["tx"] == rx.stats["packets"] or rx.all_announced_complete()
+
+
+@pytest.mark.slow
+def test_loopback_20mb_raptorq_10pct_loss() -> None:
+    data = os.urandom(20_000_000)
+    got, rx, drv, elapsed = transfer({"big.bin": data}, fec="raptorq", ratio=0.35, loss=0.10,
+                                     rate=400e6, timeout=120)
+    assert hashlib.sha256(got["big.bin"]).digest() == hashlib.sha256(data).digest()
+    lost = drv.stats["drop.injected_loss"]
+    assert 0.08 < lost / drv.stats["rx"] < 0.12
+    assert rx.stats["fec.blocks_decoded"] > 100
+    print(f"20 MB RaptorQ over loopback with 10% loss: {elapsed:.2f} s")
+
+
+@pytest.mark.slow
+def test_loopback_20mb_reed_solomon_10pct_loss() -> None:
+    data = os.urandom(20_000_000)
+    got, rx, drv, elapsed = transfer({"big.bin": data}, fec="rs", ratio=0.35, loss=0.10,
+                                     rate=400e6, timeout=180)
+    assert got.get("big.bin") == data
+    assert drv.stats["drop.injected_loss"] > 1000
+    assert rx.stats["fec.blocks_decoded"] > 100
+    print(f"20 MB Reed-Solomon over loopback with 10% loss: {elapsed:.2f} s")
