@@ -70,6 +70,8 @@ __all__ = [
     "StreamEnd",
 ]
 
+MAX_OUT_QUEUE = 1024  # feedback datagrams held for datagrams_to_send
+
 # --------------------------------------------------------------------------- events
 
 
@@ -1164,7 +1166,7 @@ class NormReceiver:
             self._cc_ext(s),
             reqs,
         )
-        self._out.append((nack.encode(), self._feedback_addr(s)))
+        self._emit((nack.encode(), self._feedback_addr(s)))
         s.cc_ack_deadline = None  # the NACK carries EXT_CC
         count(self.stats, "nack.sent")
 
@@ -1258,6 +1260,12 @@ class NormReceiver:
         return reqs
 
     # ------------------------------------------------------------------ feedback helpers
+    def _emit(self, item: tuple[bytes, Address | None]) -> None:
+        if len(self._out) >= MAX_OUT_QUEUE:  # driver never drains: bounded
+            count(self.stats, "drop.out_queue_full")
+            return
+        self._out.append(item)
+
     def _grtt_response(self, s: _Sender, now: float) -> tuple[int, int]:
         if s.cc_send_time is None:
             return 0, 0
@@ -1339,7 +1347,7 @@ class NormReceiver:
                 gu,
                 self._cc_ext(s),
             )
-            self._out.append((ack.encode(), self._feedback_addr(s)))
+            self._emit((ack.encode(), self._feedback_addr(s)))
             count(self.stats, "ack.cc_sent")
         if s.ack_pending:
             due = [a for t, a in s.ack_pending if t <= now]
@@ -1348,7 +1356,7 @@ class NormReceiver:
                 a.sequence = self._next_seq(s)
                 a.grtt_response_sec, a.grtt_response_usec = self._grtt_response(s, now)
                 a.extensions = self._cc_ext(s)
-                self._out.append((a.encode(), self._feedback_addr(s)))
+                self._emit((a.encode(), self._feedback_addr(s)))
                 count(self.stats, "ack.sent")
         if self.config.object_timeout is not None:
             for o in list(s.objects.values()):
