@@ -212,15 +212,11 @@ class AlcSender:
                 max_n = B
             return OTI(5, length, E, B, max_encoding_symbols=max_n)
         if encoding_id == 6:
-            from alc import fec
-
-            maker = getattr(fec, "raptorq_oti", None)
-            if maker is not None:
-                return maker(length, E, B)
-            T = E - (E % 4) if E >= 4 else 4
-            kmax = 56403
-            z = max(1, math.ceil(math.ceil(length / T) / min(max(B, 1), kmax))) if length else 1
-            return OTI(6, length, T, B, num_source_blocks=z, num_sub_blocks=1, alignment=4)
+            # RaptorQ: T a multiple of Al = 8; Z blocks of about B symbols (at most 256 blocks)
+            T = max(64, E - E % 8)
+            kt = -(-length // T)
+            z = min(256, max(1, -(-kt // max(B, 1))))
+            return OTI(6, length, T, B, num_source_blocks=z, num_sub_blocks=1, alignment=8)
         raise ValueError(f"FEC Encoding ID {encoding_id} not supported by the sender")
 
     def _prepare(self, now: float) -> None:
@@ -233,6 +229,7 @@ class AlcSender:
                 ob.scheme = get_scheme(ob.oti, rs_matrix=c.rs_matrix)
             else:
                 ob.scheme = get_scheme(ob.oti)
+            ob.oti = getattr(ob.scheme, "oti", ob.oti)
             ext = self._fti_ext(ob.scheme, ob.oti) if c.inband_fti else b""
             ob.prefix = self._lct_prefix(ob.toi, self.encoding_id, ext, False)
             ob.prefix_close = self._lct_prefix(ob.toi, self.encoding_id, ext, True)
