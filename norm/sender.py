@@ -990,6 +990,16 @@ class NormSender:
             self._ack_rounds.remove(rnd)
         if rnd.kind == "flush":
             self._events.append(TxWatermarkCompleted(rnd.object_id, rnd.acked, rnd.failed))
+            if (
+                not rnd.failed
+                and rnd.pos == self._last_pos
+                and not self._busy()
+                and self._flush_remaining
+            ):
+                # every acking node holds everything through our last position: more
+                # FLUSH rounds cannot elicit anything from them
+                self._flush_remaining = 0
+                self._events.append(TxFlushCompleted())
         else:
             self._events.append(
                 TxAckCompleted(rnd.ack_type, rnd.ack_id, rnd.acked, rnd.failed, rnd.payloads)

@@ -22,11 +22,24 @@ def _alc_runners() -> dict[str, Runner]:
     return {"send": run_alc.run_send, "receive": run_alc.run_receive}
 
 
+def _norm_runners() -> dict[str, Runner]:
+    from norm import app
+
+    return {"send": app.run_send, "receive": app.run_receive}
+
+
 #: protocol name -> factory returning {"send": runner, "receive": runner}
-RUNNERS: dict[str, Callable[[], dict[str, Runner]]] = {"alc": _alc_runners}
+RUNNERS: dict[str, Callable[[], dict[str, Runner]]] = {"alc": _alc_runners, "norm": _norm_runners}
+
+
+def _norm_options(sub: str, parser: argparse.ArgumentParser) -> None:
+    from norm.app import add_options
+
+    add_options(sub, parser)
+
 
 #: extra option adders: fn(subcommand, parser)
-OPTION_HOOKS: list[Callable[[str, argparse.ArgumentParser], None]] = []
+OPTION_HOOKS: list[Callable[[str, argparse.ArgumentParser], None]] = [_norm_options]
 
 
 def _rate(text: str) -> float:
@@ -61,14 +74,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", choices=sorted(RUNNERS), default="alc")
     s.add_argument("--group", required=True, metavar="ADDR:PORT")
     s.add_argument("--iface", metavar="NAME", help="interface name or address for multicast")
-    s.add_argument("--rate", type=_rate, default=10e6, metavar="BITS/S", help="e.g. 20M (default 10M); 0 = unlimited")
+    s.add_argument(
+        "--rate",
+        type=_rate,
+        default=10e6,
+        metavar="BITS/S",
+        help="e.g. 20M (default 10M); 0 = unlimited",
+    )
     s.add_argument("--fec", choices=["nocode", "rs", "raptorq"], default="nocode")
-    s.add_argument("--repair-ratio", type=_ratio, default=0.0, metavar="R", help="repair symbols per source symbol")
+    s.add_argument(
+        "--repair-ratio",
+        type=_ratio,
+        default=0.0,
+        metavar="R",
+        help="repair symbols per source symbol",
+    )
     s.add_argument("--tsi", type=_tsi, default=1, metavar="N")
     s.add_argument("--pcap", metavar="OUT.pcap", help="also record every datagram sent")
     s.add_argument("--ttl", type=int, default=1)
     s.add_argument("--symbol-length", type=int, default=1400, metavar="E")
-    s.add_argument("--block-length", type=int, default=64, metavar="B", help="max source block length")
+    s.add_argument(
+        "--block-length", type=int, default=64, metavar="B", help="max source block length"
+    )
     s.add_argument("--carousel", type=int, default=1, metavar="ROUNDS")
     s.add_argument("--content-encoding", choices=["gzip", "deflate", "zlib"], default=None)
     s.add_argument("--fdt-interval", type=float, default=1.0, metavar="S")
@@ -79,25 +106,47 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--protocol", choices=sorted(RUNNERS), default="alc")
     r.add_argument("--group", required=True, metavar="ADDR:PORT")
     r.add_argument("--out", required=True, metavar="DIR")
-    r.add_argument("--from-pcap", metavar="FILE", help="replay a capture instead of opening a socket")
+    r.add_argument(
+        "--from-pcap", metavar="FILE", help="replay a capture instead of opening a socket"
+    )
     r.add_argument("--tsi", type=_tsi, default=None, metavar="N", help="default: first TSI seen")
     r.add_argument("--sender", metavar="ADDR", help="accept packets from this source address only")
     r.add_argument("--iface", metavar="NAME")
     r.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    r.add_argument("--timeout", type=float, default=None, metavar="S", help="give up after S seconds")
-    r.add_argument("--idle-timeout", type=float, default=10.0, metavar="S", help="session/object inactivity timeout")
-    r.add_argument("--loss", type=float, default=0.0, metavar="P", help="inject random receive loss (testing)")
+    r.add_argument(
+        "--timeout", type=float, default=None, metavar="S", help="give up after S seconds"
+    )
+    r.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=10.0,
+        metavar="S",
+        help="session/object inactivity timeout",
+    )
+    r.add_argument(
+        "--loss", type=float, default=0.0, metavar="P", help="inject random receive loss (testing)"
+    )
     r.add_argument("--loss-seed", type=int, default=1)
-    r.add_argument("--rs-matrix", choices=["rfc5510", "rse", "nrl"], default="rfc5510",
-                   help="Reed-Solomon matrix of the sender (rse = ypo/flute)")
+    r.add_argument(
+        "--rs-matrix",
+        choices=["rfc5510", "rse", "nrl"],
+        default="rfc5510",
+        help="Reed-Solomon matrix of the sender (rse = ypo/flute)",
+    )
 
-    d = sub.add_parser("demo", help="loopback multicast sender + receiver transferring generated files")
+    d = sub.add_parser(
+        "demo", help="loopback multicast sender + receiver transferring generated files"
+    )
     d.add_argument("--files", type=int, default=3)
-    d.add_argument("--size", type=int, default=2_000_000, metavar="BYTES", help="size of the largest file")
+    d.add_argument(
+        "--size", type=int, default=2_000_000, metavar="BYTES", help="size of the largest file"
+    )
     d.add_argument("--rate", type=_rate, default=200e6, metavar="BITS/S")
     d.add_argument("--fec", choices=["nocode", "rs", "raptorq"], default="rs")
     d.add_argument("--repair-ratio", type=_ratio, default=0.25)
-    d.add_argument("--loss", type=float, default=0.05, metavar="P", help="receiver-side injected loss")
+    d.add_argument(
+        "--loss", type=float, default=0.05, metavar="P", help="receiver-side injected loss"
+    )
     d.add_argument("--group", default=None, metavar="ADDR:PORT", help="default: random 239.255.x.y")
     d.add_argument("--out", default=None, metavar="DIR")
     d.add_argument("--timeout", type=float, default=60.0)

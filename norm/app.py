@@ -1,0 +1,322 @@
+"""NORM runners behind ``tesla-mcast send|receive --protocol norm`` (see :mod:`tesla.cli`).
+
+Options on top of the ALC ones (added through ``tesla.cli.OPTION_HOOKS`` by
+:func:`add_options`): ``--node-id``, ``--segment``, ``--block``, ``--parity``,
+``--auto-parity``, ``--ack NODE,...``, ``--cc on|off``, ``--fec-id``, ``--grtt``,
+``--no-suppress`` (receiver testing aid).  The ALC ``--rate`` (bits/s), ``--group``, ``--iface``,
+``--ttl``, ``--pcap``, ``--out``, ``--from-pcap``, ``--loss``, ``--timeout``,
+``--idle-timeout``, ``--json`` keep their meaning.  ``--fec`` / ``--symbol-length`` /
+``--block-length`` are ALC options; NORM uses ``--fec-id`` / ``--segment`` / ``--block``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from alc.net import Driver, LossInjector, open_socket, parse_group
+
+_ADDED: set[int] = set()
+
+
+def _node_list(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if part:
+            out.append(_node_id(part))
+    if not out:
+        raise argparse.ArgumentTypeError("empty node list")
+    return out
+
+
+def _node_id(text: str) -> int:
+    try:
+        v = int(text, 0)
+    except ValueError:
+        import ipaddress
+
+        try:
+            v = int(ipaddress.IPv4Address(text))
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(f"bad node id {text!r}") from e
+    if not 0 < v < 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError("node id must be 1..0xFFFFFFFE")
+    return v
+
+
+def _onoff(text: str) -> bool:
+    if text.lower() in ("on", "1", "yes", "true"):
+        return True
+    if text.lower() in ("off", "0", "no", "false"):
+        return False
+    raise argparse.ArgumentTypeError("expected on|off")
+
+
+def add_options(sub: str, p: argparse.ArgumentParser) -> None:
+    """OPTION_HOOKS entry: NORM options for ``send`` and ``receive``."""
+    if sub not in ("send", "receive") or id(p) in _ADDED:
+        return
+    _ADDED.add(id(p))
+    g = p.add_argument_group("NORM (--protocol norm)")
+    g.add_argument(
+        "--node-id",
+        type=_node_id,
+        default=None,
+        metavar="ID",
+        help="NormNodeId (default: send 1, receive 2)",
+    )
+    g.add_argument(
+        "--grtt",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="initial GRTT estimate (RFC default 0.5 s)",
+    )
+    if sub == "send":
+        g.add_argument("--segment", type=int, default=1400, metavar="BYTES", help="segment size")
+        g.add_argument(
+            "--block", type=int, default=64, metavar="N", help="source symbols per block"
+        )
+        g.add_argument(
+            "--parity", type=int, default=16, metavar="N", help="parity symbols available per block"
+        )
+        g.add_argument(
+            "--auto-parity", type=int, default=0, metavar="N", help="proactive parity per block"
+        )
+        g.add_argument(
+            "--ack",
+            type=_node_list,
+            default=None,
+            metavar="NODE,...",
+            help="positive acknowledgement from these node ids (watermark)",
+        )
+        g.add_argument(
+            "--cc", type=_onoff, default=False, metavar="on|off", help="NORM-CC congestion control"
+        )
+        g.add_argument(
+            "--fec-id",
+            type=int,
+            choices=[0, 2, 5, 129],
+            default=None,
+            help="FEC Encoding ID (default: 5, or 2 with m=16 when block+parity > 255)",
+        )
+        g.add_argument("--robust-factor", type=int, default=20, metavar="N")
+    else:
+        g.add_argument(
+            "--no-suppress",
+            action="store_true",
+            help="never suppress NACKs on overheard feedback (testing)",
+        )
+        g.add_argument("--silent", action="store_true", help="never NACK (EMCON)")
+
+
+def _rate_bytes(args: argparse.Namespace) -> float:
+    r = float(getattr(args, "rate", 10e6) or 0.0)
+    return r / 8.0 if r > 0 else 1e12  # 0 = unlimited
+
+
+# ----------------------------------------------------------------------------- send
+
+
+def run_send(args: argparse.Namespace) -> int:
+    from norm.sender import (
+        NormSender,
+        NormSenderConfig,
+        TxEotSent,
+        TxFlushCompleted,
+        TxWatermarkCompleted,
+    )
+
+    group = parse_group(args.group)
+    files = [Path(f) for f in args.files]
+    for f in files:
+        if not f.is_file():
+            print(f"error: {f}: no such file", file=sys.stderr)
+            return 2
+    cfg = NormSenderConfig(
+        node_id=args.node_id or 1,
+        segment_size=args.segment,
+        block_size=args.block,
+        num_parity=args.parity,
+        auto_parity=args.auto_parity,
+        fec_id=args.fec_id,
+        rate=_rate_bytes(args),
+        rate_max=_rate_bytes(args) if args.cc else None,
+        cc=args.cc,
+        grtt=args.grtt,
+        robust_factor=args.robust_factor,
+        eot_repeats=3,
+    )
+    try:
+        sender = NormSender(cfg)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    oids = [sender.enqueue_file(str(f), f.name.encode()) for f in files]
+    if args.ack and oids:
+        sender.set_watermark(oids[-1], args.ack)
+    sender.end()
+    writer = None
+    if args.pcap:
+        from alc.pcap import PcapWriter
+
+        writer = PcapWriter(args.pcap)
+    state: dict[str, Any] = {"eot": False, "flushed": False, "watermark": None}
+
+    def pump() -> bool:
+        while (ev := sender.next_event()) is not None:
+            if isinstance(ev, TxEotSent):
+                state["eot"] = True
+            elif isinstance(ev, TxFlushCompleted):
+                state["flushed"] = True
+            elif isinstance(ev, TxWatermarkCompleted):
+                state["watermark"] = ev
+        return bool(state["eot"])
+
+    sock = open_socket(group, args.iface, receive=True, ttl=args.ttl)
+    src = sock.getsockname()
+    drv = Driver()
+
+    def record(now: float, data: bytes, dst: tuple[str, int]) -> None:
+        if writer is not None:
+            writer.write(now, src, dst, data)
+
+    drv.add(sender, sock, group, on_sent=record)
+    t0 = time.time()
+    try:
+        drv.run(until=pump)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sock.close()
+        if writer is not None:
+            writer.close()
+    elapsed = time.time() - t0
+    st = sender.stats
+    wm = state["watermark"]
+    if not args.quiet:
+        print(
+            f"sent {len(oids)} file(s) as NORM objects, {st.get('tx', 0)} messages "
+            f"({st.get('tx.data', 0)} data, {st.get('tx.repair.parity', 0) + st.get('tx.repair.explicit', 0)} "
+            f"repairs, {st.get('rx.nack', 0)} NACKs heard) to {group[0]}:{group[1]} in {elapsed:.2f} s, "
+            f"FEC ID {sender.fec_id}, GRTT {sender.grtt:.3f} s",
+            file=sys.stderr,
+        )
+        if wm is not None:
+            print(f"acknowledged by {wm.acked}; failed: {wm.failed}", file=sys.stderr)
+    if wm is not None and wm.failed:
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------- receive
+
+
+def _safe_name(name: str | None, oid: int) -> str:
+    from tesla.run_alc import safe_name
+
+    return safe_name(name) if name else f"norm-object-{oid}"
+
+
+def run_receive(args: argparse.Namespace) -> int:
+    from norm.receiver import (
+        NormReceiver,
+        ObjectAborted,
+        ObjectReceived,
+        ReceiverConfig,
+        SenderEnded,
+    )
+
+    group = parse_group(args.group)
+    cfg = ReceiverConfig(node_id=args.node_id or 2, silent=getattr(args, "silent", False))
+    rx: Any = NormReceiver(cfg)
+    if getattr(args, "no_suppress", False):
+        rx._covered = lambda *a, **k: False  # testing aid: never suppress on overheard NACKs
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    files: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    state: dict[str, Any] = {"ended": False, "last": time.time(), "n": -1}
+
+    def pump() -> bool:
+        while (ev := rx.next_event()) is not None:
+            if isinstance(ev, ObjectReceived):
+                path = out / _safe_name(ev.name, ev.object_id)
+                tmp = path.with_name(path.name + ".part")
+                tmp.write_bytes(ev.data)
+                os.replace(tmp, path)
+                files.append(
+                    {
+                        "object_id": ev.object_id,
+                        "name": ev.name,
+                        "path": str(path),
+                        "bytes": len(ev.data),
+                        "sha256": hashlib.sha256(ev.data).hexdigest(),
+                    }
+                )
+            elif isinstance(ev, ObjectAborted):
+                failures.append({"object_id": ev.object_id, "reason": ev.reason})
+            elif isinstance(ev, SenderEnded):
+                state["ended"] = True
+        return bool(state["ended"])
+
+    t0 = time.time()
+    if args.from_pcap:
+        from alc.pcap import replay
+
+        if not Path(args.from_pcap).is_file():
+            print(f"error: {args.from_pcap}: no such file", file=sys.stderr)
+            return 2
+        replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=pump)
+        pump()
+    else:
+        sock = open_socket(group, args.iface, receive=True)
+        drv = Driver()
+        loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
+        drv.add(rx, sock, group, loss=loss)
+
+        def done() -> bool:
+            if pump():
+                return True
+            n = rx.stats.get("rx.datagrams", 0)
+            now = time.time()
+            if n != state["n"]:
+                state["n"], state["last"] = n, now
+            return bool(files) and now - state["last"] > args.idle_timeout
+
+        try:
+            drv.run(until=done, timeout=args.timeout)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sock.close()
+        for k, v in drv.stats.items():
+            if k.startswith("drop."):
+                rx.stats[k] = rx.stats.get(k, 0) + v
+    summary = {
+        "complete": bool(files) and not failures,
+        "received": len(files),
+        "files": files,
+        "failures": failures,
+        "stats": dict(sorted(rx.stats.items())),
+        "elapsed_s": round(time.time() - t0, 3),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        for f in files:
+            print(f"{f['path']}  {f['bytes']} bytes  sha256 {f['sha256']}")
+    if not files:
+        print("error: no NORM object received", file=sys.stderr)
+        return 1
+    if failures:
+        print(f"error: {len(failures)} object(s) aborted", file=sys.stderr)
+        return 1
+    return 0
