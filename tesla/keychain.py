@@ -262,6 +262,7 @@ class FractalChain(ChainStore):
         self._v = v0  # virtual position of the next key to output
         self._t_last = -1  # last local index output
         self._recent: dict[int, bytes] = {}
+        self._active: list[int] = []  # levels whose next pebble is being walked
         self.calls = 0  # PRF calls after construction (for tests / benchmarks)
 
     @property
@@ -272,66 +273,75 @@ class FractalChain(ChainStore):
             n += 1 + (self._next_pos[j] is not None) + (self._job_pos[j] != self._next_pos[j])
         return n
 
-    def _f(self, kv: bytes) -> bytes:
-        h = HMAC(kv, self._alg)
-        h.update(F_MESSAGE)
-        self.calls += 1
-        return h.finalize()
-
     def _advance(self) -> bytes:
         """Output the key at virtual position self._v, then move to v + 1."""
         v = self._v
         k = self._k
+        alg = self._alg
+        msg = F_MESSAGE
         if v != self._off:
-            # rollovers, highest level first (level j+1 must be rolled before j copies)
-            for j in range(k - 1, 0, -1):
+            cur_pos, cur_val = self._cur_pos, self._cur_val
+            next_pos, next_val = self._next_pos, self._next_val
+            job_pos, job_val = self._job_pos, self._job_val
+            # rollovers of the levels whose period starts at v, highest level first
+            # (level j+1 must roll before level j copies from it)
+            tz = (v & -v).bit_length() - 1
+            for j in range(min(tz, k - 1), 0, -1):
                 size = 1 << j
-                if v & (size - 1):
-                    continue
-                np_ = self._next_pos[j]
-                assert np_ is not None and self._job_pos[j] == np_, "pebble schedule broken"
-                self._cur_pos[j] = np_
-                self._cur_val[j] = self._next_val[j]
+                np_ = next_pos[j]
+                assert np_ is not None and job_pos[j] == np_, "pebble schedule broken"
+                cur_pos[j] = np_
+                cur_val[j] = next_val[j]
                 tgt = v + 2 * size - 1
                 if tgt > self._top:
-                    self._next_pos[j] = None
+                    next_pos[j] = None
                 elif (v >> j) & 1 == 0:
                     # next period starts on an odd multiple of 2^j: copy level j+1's pebble
-                    self._next_pos[j] = tgt
-                    self._next_val[j] = self._cur_val[j + 1]
-                    self._job_pos[j] = tgt
-                    assert self._cur_pos[j + 1] == tgt
+                    next_pos[j] = tgt
+                    next_val[j] = cur_val[j + 1]
+                    job_pos[j] = tgt
                 else:
                     # walk 2^j steps down from level j+1's next pebble, 2 per output
-                    src = self._next_pos[j + 1]
-                    assert src is not None and self._job_pos[j + 1] == src
-                    assert src == tgt + size
-                    self._next_pos[j] = tgt
-                    self._job_pos[j] = src
-                    self._job_val[j] = self._next_val[j + 1]
+                    src = next_pos[j + 1]
+                    assert src is not None and job_pos[j + 1] == src == tgt + size
+                    next_pos[j] = tgt
+                    job_pos[j] = src
+                    job_val[j] = next_val[j + 1]
+                    self._active.append(j)
             # work: every active job moves two steps
-            for j in range(1, k):
-                np_ = self._next_pos[j]
-                if np_ is None:
-                    continue
-                jp = self._job_pos[j]
-                if jp > np_:
-                    jv = self._f(self._job_val[j])
+            if self._active:
+                still = []
+                for j in self._active:
+                    jp = job_pos[j]
+                    np2 = next_pos[j]
+                    assert np2 is not None
+                    hm = HMAC(job_val[j], alg)
+                    hm.update(msg)
+                    jv = hm.finalize()
                     jp -= 1
-                    if jp > np_:
-                        jv = self._f(jv)
+                    if jp > np2:
+                        hm = HMAC(jv, alg)
+                        hm.update(msg)
+                        jv = hm.finalize()
                         jp -= 1
-                    self._job_pos[j] = jp
-                    self._job_val[j] = jv
-                    if jp == np_:
-                        self._next_val[j] = jv
+                        self.calls += 2
+                    else:
+                        self.calls += 1
+                    job_pos[j] = jp
+                    job_val[j] = jv
+                    if jp == np2:
+                        next_val[j] = jv
+                    else:
+                        still.append(j)
+                self._active = still
         # output K at v from the level-1 pebble (or the seed when k == 1)
-        p1 = self._cur_pos[1]
-        v1 = self._cur_val[1]
-        assert p1 == v | 1 or (k == 1 and p1 == self._top)
-        out = v1 if p1 == v else self._f(v1)
         self._v = v + 1
-        return out
+        if self._cur_pos[1] == v:
+            return self._cur_val[1]
+        hm = HMAC(self._cur_val[1], alg)
+        hm.update(msg)
+        self.calls += 1
+        return hm.finalize()
 
     def key(self, t: int) -> bytes:
         self._check(t)
