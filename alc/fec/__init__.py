@@ -1,0 +1,74 @@
+"""FEC building block (RFC 5052) shared by ALC/FLUTE and NORM.
+
+Schemes: 0 Compact No-Code (RFC 5445 §3), 2 and 5 Reed-Solomon (RFC 5510), 6 RaptorQ
+(RFC 6330, through the ``raptorq`` package), 129 Small Block Systematic instance 0
+(RFC 5445 §5 + RFC 5510 §7).  See docs/ARCHITECTURE.md for the contract.
+
+Reed-Solomon generator matrices (``get_scheme(oti, rs_matrix=...)``):
+
+* ``"rfc5510"`` -- RFC 5510 §8 text (evaluation points alpha^0..alpha^(n-1)); default.
+* ``"nrl"``     -- NRL NORM (protolib/norm normEncoderRS8/RS16, Rizzo's fec.c):
+  points 0, alpha^0, alpha^1, ...; GF(2^16) elements are little-endian uint16; blocks
+  shorter than B are coded as shortened B-blocks (``rs_short_blocks="shortened"``).
+* ``"rse"``     -- ypo/flute (PyPI flute-alc, Rust reed-solomon-erasure): points 0, 1, 2, ...
+"""
+
+from __future__ import annotations
+
+from alc.errors import DecodeError
+from alc.fec.gf import RS_MATRICES
+from alc.fec.oti import (
+    OTI,
+    decode_fti,
+    encode_fti,
+    oti_from_fdt_attributes,
+    oti_to_fdt_attributes,
+    partition,
+    validate,
+)
+from alc.fec.schemes import BlockDecoder, CompactNoCode, FecScheme, ReedSolomon
+
+__all__ = [
+    "OTI",
+    "RS_MATRICES",
+    "BlockDecoder",
+    "CompactNoCode",
+    "DecodeError",
+    "FecScheme",
+    "ReedSolomon",
+    "decode_fti",
+    "encode_fti",
+    "get_scheme",
+    "oti_from_fdt_attributes",
+    "oti_to_fdt_attributes",
+    "partition",
+    "validate",
+]
+
+
+def get_scheme(
+    oti: OTI,
+    *,
+    rs_matrix: str = "rfc5510",
+    rs16_byteorder: str | None = None,
+    rs_short_blocks: str | None = None,
+) -> FecScheme:
+    """The FEC scheme for ``oti``; DecodeError('FEC Encoding ID', ...) if unsupported.
+
+    ``rs_matrix``/``rs16_byteorder`` only matter for Reed-Solomon (IDs 2, 5, 129).
+    """
+    eid = oti.encoding_id
+    if eid == 0:
+        return CompactNoCode(oti)
+    if eid in (2, 5, 129):
+        return ReedSolomon(
+            oti,
+            rs_matrix=rs_matrix,
+            rs16_byteorder=rs16_byteorder,
+            rs_short_blocks=rs_short_blocks,
+        )
+    if eid == 6:
+        from alc.fec.raptorq_scheme import RaptorQ
+
+        return RaptorQ(oti)
+    raise DecodeError("FEC Encoding ID", f"unsupported FEC Encoding ID {eid}")

@@ -1,0 +1,337 @@
+"""FEC Object Transmission Information (RFC 5052 §6.2), blocking (§9.1), EXT_FTI and FDT codecs."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from dataclasses import dataclass
+
+from alc.errors import DecodeError
+
+SUPPORTED_IDS = (0, 2, 5, 6, 129)
+
+#: Meaning of the last EXT_FTI field of IDs 2, 5 and 129.
+#: ``"max_n"``: RFC 5510 / RFC 5445 "maximum number of encoding symbols" (k + parity).
+#: ``"num_parity"``: number of parity symbols -- what NRL NORM writes (and RFC 5740 §4.2.1
+#: says for fec_id 129, "fec_num_parity").
+LAST_FIELD_MODES = ("max_n", "num_parity")
+
+
+@dataclass(frozen=True)
+class OTI:
+    """FEC Object Transmission Information, RFC 5052 §6.2."""
+
+    encoding_id: int  # 0, 2, 5, 6, 129
+    transfer_length: int  # bytes (L)
+    symbol_length: int  # E, bytes
+    max_source_block_length: int  # B, source symbols per block
+    max_encoding_symbols: int = 0  # max_n (IDs 2/5/129); 0 = scheme default
+    instance_id: int = 0  # FEC Instance ID for IDs 128..255
+    m: int = 8  # ID 2: GF(2^m), m = 8 or 16
+    symbols_per_packet: int = 1  # G (ID 2)
+    # RaptorQ (ID 6): num_source_blocks Z, num_sub_blocks N, alignment Al
+    num_source_blocks: int = 0
+    num_sub_blocks: int = 1
+    alignment: int = 4
+
+
+def partition(transfer_length: int, symbol_length: int, max_source_block_length: int) -> list[int]:
+    """RFC 5052 §9.1 block partitioning: source symbols of each source block (index = SBN).
+
+    ``transfer_length`` L = 0 gives no block.  Raises DecodeError for E = 0 or B = 0 when
+    L > 0 (such values can only come from a malformed OTI).
+    """
+    if transfer_length < 0:
+        raise DecodeError("Transfer-Length", "negative")
+    if transfer_length == 0:
+        return []
+    if symbol_length <= 0:
+        raise DecodeError("Encoding-Symbol-Length", "must be > 0")
+    if max_source_block_length <= 0:
+        raise DecodeError("Maximum-Source-Block-Length", "must be > 0")
+    t = -(-transfer_length // symbol_length)
+    n = -(-t // max_source_block_length)
+    a_large = -(-t // n)
+    a_small = t // n
+    i_large = t - a_small * n
+    return [a_large] * i_large + [a_small] * (n - i_large)
+
+
+# --------------------------------------------------------------------------- EXT_FTI
+def _u48(v: int) -> bytes:
+    return v.to_bytes(6, "big")
+
+
+def _check(field: str, value: int, bits: int) -> None:
+    if not 0 <= value < (1 << bits):
+        raise ValueError(f"{field}={value} does not fit in {bits} bits")
+
+
+def encode_fti(oti: OTI, *, last_field: str = "max_n") -> bytes:
+    """EXT_FTI body after HET/HEL (padded so that 2 + len is a multiple of 4).
+
+    ``last_field="num_parity"`` writes ``max_n - B`` into the last field of IDs 2, 5, 129
+    (NRL NORM / RFC 5740 convention) instead of max_n.
+    """
+    eid = oti.encoding_id
+    last = oti.max_encoding_symbols
+    if last_field == "num_parity" and eid in (2, 5, 129):
+        last = max(0, last - oti.max_source_block_length)
+    elif last_field not in LAST_FIELD_MODES:
+        raise ValueError(f"unknown last_field {last_field!r}")
+    if eid in (0, 2, 5, 129):
+        _check("transfer_length", oti.transfer_length, 48)
+    if eid == 0:
+        _check("symbol_length", oti.symbol_length, 16)
+        _check("max_source_block_length", oti.max_source_block_length, 32)
+        return _u48(oti.transfer_length) + struct.pack(
+            "!HHI", 0, oti.symbol_length, oti.max_source_block_length
+        )
+    if eid == 5:
+        _check("symbol_length", oti.symbol_length, 16)
+        _check("max_source_block_length", oti.max_source_block_length, 8)
+        _check("max_encoding_symbols", last, 8)
+        return _u48(oti.transfer_length) + struct.pack(
+            "!HBB", oti.symbol_length, oti.max_source_block_length, last
+        )
+    if eid == 2:
+        _check("symbol_length", oti.symbol_length, 16)
+        _check("max_source_block_length", oti.max_source_block_length, 16)
+        _check("max_encoding_symbols", last, 16)
+        return _u48(oti.transfer_length) + struct.pack(
+            "!BBHHH",
+            oti.m,
+            oti.symbols_per_packet,
+            oti.symbol_length,
+            oti.max_source_block_length,
+            last,
+        )
+    if eid == 129:
+        _check("instance_id", oti.instance_id, 16)
+        _check("symbol_length", oti.symbol_length, 16)
+        _check("max_source_block_length", oti.max_source_block_length, 16)
+        _check("max_encoding_symbols", last, 16)
+        return _u48(oti.transfer_length) + struct.pack(
+            "!HHHH", oti.instance_id, oti.symbol_length, oti.max_source_block_length, last
+        )
+    if eid == 6:
+        _check("transfer_length", oti.transfer_length, 40)
+        _check("symbol_length", oti.symbol_length, 16)
+        _check("num_source_blocks", oti.num_source_blocks, 8)
+        _check("num_sub_blocks", oti.num_sub_blocks, 16)
+        _check("alignment", oti.alignment, 8)
+        return (
+            oti.transfer_length.to_bytes(5, "big")
+            + struct.pack(
+                "!BHBHB",
+                0,
+                oti.symbol_length,
+                oti.num_source_blocks,
+                oti.num_sub_blocks,
+                oti.alignment,
+            )
+            + b"\x00\x00"
+        )
+    raise DecodeError("FEC Encoding ID", f"unsupported FEC Encoding ID {eid}")
+
+
+_FTI_LEN = {0: 14, 2: 14, 5: 10, 6: 12, 129: 14}
+
+
+def decode_fti(encoding_id: int, body: bytes, *, last_field: str = "max_n") -> OTI:
+    """Decode an EXT_FTI body (the bytes after HET/HEL, padding allowed) into an OTI.
+
+    ``last_field="num_parity"``: the last field of IDs 2, 5, 129 holds the number of parity
+    symbols (NRL NORM); the returned OTI then has ``max_encoding_symbols = B + that``.
+    """
+    if last_field not in LAST_FIELD_MODES:
+        raise ValueError(f"unknown last_field {last_field!r}")
+    need = _FTI_LEN.get(encoding_id)
+    if need is None:
+        raise DecodeError("FEC Encoding ID", f"unsupported FEC Encoding ID {encoding_id}")
+    body = bytes(body)
+    if len(body) < need:
+        raise DecodeError(
+            "EXT_FTI", f"{len(body)} bytes, FEC Encoding ID {encoding_id} needs {need}"
+        )
+    if encoding_id == 6:
+        f = int.from_bytes(body[0:5], "big")
+        _res, t, z, n, al = struct.unpack_from("!BHBHB", body, 5)
+        if t == 0:
+            raise DecodeError("EXT_FTI.T", "symbol size 0")
+        if al == 0 or t % al:
+            raise DecodeError("EXT_FTI.Al", f"alignment {al} does not divide T={t}")
+        if z == 0 and f:
+            raise DecodeError("EXT_FTI.Z", "0 source blocks")
+        if n == 0:
+            raise DecodeError("EXT_FTI.N", "0 sub-blocks")
+        if f > 946270874880:
+            raise DecodeError("EXT_FTI.F", "transfer length above RFC 6330 limit")
+        kt = -(-f // t)
+        return OTI(
+            6,
+            f,
+            t,
+            -(-kt // z) if z else 0,
+            num_source_blocks=z,
+            num_sub_blocks=n,
+            alignment=al,
+        )
+    tl = int.from_bytes(body[0:6], "big")
+    inst = 0
+    m = 8
+    g = 1
+    if encoding_id == 0:
+        _res, e, b = struct.unpack_from("!HHI", body, 6)
+        last = 0
+    elif encoding_id == 5:
+        e, b, last = struct.unpack_from("!HBB", body, 6)
+    elif encoding_id == 2:
+        m, g, e, b, last = struct.unpack_from("!BBHHH", body, 6)
+        m = m or 8  # RFC 5510 §4.2.4.2: 0 = not carried, use the default
+        g = g or 1
+        if m not in (8, 16):
+            raise DecodeError("EXT_FTI.m", f"GF(2^{m}) not supported (8 or 16)")
+    else:  # 129
+        inst, e, b, last = struct.unpack_from("!HHHH", body, 6)
+    if last_field == "num_parity" and encoding_id != 0:
+        last = b + last
+    oti = OTI(encoding_id, tl, e, b, last, inst, m, g)
+    validate(oti)
+    return oti
+
+
+def _num_blocks(oti: OTI) -> int:
+    t = -(-oti.transfer_length // oti.symbol_length)
+    return -(-t // oti.max_source_block_length)
+
+
+def validate(oti: OTI) -> None:
+    """Raise DecodeError if the OTI values are unusable for its scheme."""
+    if oti.encoding_id not in SUPPORTED_IDS:
+        raise DecodeError("FEC Encoding ID", f"unsupported FEC Encoding ID {oti.encoding_id}")
+    if oti.transfer_length < 0:
+        raise DecodeError("Transfer-Length", "negative")
+    if oti.symbol_length <= 0:
+        raise DecodeError("Encoding-Symbol-Length", "must be > 0")
+    if oti.encoding_id == 6:
+        return
+    if oti.max_source_block_length <= 0:
+        raise DecodeError("Maximum-Source-Block-Length", "must be > 0")
+    if oti.encoding_id in (2, 5, 129):
+        m = oti.m if oti.encoding_id == 2 else 8
+        if oti.encoding_id == 2 and m not in (8, 16):
+            raise DecodeError("FEC-OTI.m", f"GF(2^{m}) not supported (8 or 16)")
+        if m == 16 and oti.symbol_length % 2:
+            raise DecodeError("Encoding-Symbol-Length", "must be a multiple of 2 octets for m=16")
+        if oti.encoding_id == 2 and oti.symbols_per_packet < 1:
+            raise DecodeError("FEC-OTI.G", "must be >= 1")
+        limit = 1 << m  # loose: "nrl"/"rse" matrices allow 2^m points
+        if oti.max_source_block_length > limit - 1 and oti.encoding_id != 129:
+            raise DecodeError(
+                "Maximum-Source-Block-Length", f"B={oti.max_source_block_length} > 2^{m}-1"
+            )
+        if oti.max_encoding_symbols and oti.max_encoding_symbols < oti.max_source_block_length:
+            raise DecodeError("Max-Number-of-Encoding-Symbols", "max_n < B")
+        if oti.max_encoding_symbols > limit:
+            raise DecodeError("Max-Number-of-Encoding-Symbols", f"max_n > 2^{m}")
+        if oti.encoding_id == 129 and oti.instance_id != 0:
+            raise DecodeError("FEC Instance ID", f"FEC Instance ID {oti.instance_id} unsupported")
+        if oti.encoding_id == 129 and oti.max_source_block_length > 255:
+            raise DecodeError("Maximum-Source-Block-Length", "B > 255 for RS GF(2^8)")
+        blocks = _num_blocks(oti)
+        if blocks > (1 << (32 - m)):
+            raise DecodeError("Transfer-Length", "object needs more source blocks than SBN allows")
+    if oti.encoding_id == 0:
+        blocks = _num_blocks(oti)
+        if blocks > (1 << 16):
+            raise DecodeError("Transfer-Length", "object needs more than 2^16 source blocks")
+
+
+# --------------------------------------------------------------------------- FDT
+def oti_to_fdt_attributes(oti: OTI) -> dict[str, str]:
+    """FLUTE FDT File/FDT-Instance attributes (RFC 6726 §3.4.2, RFC 5510 §4.2.4.2/§5.2.4.2)."""
+    a = {
+        "Transfer-Length": str(oti.transfer_length),
+        "FEC-OTI-FEC-Encoding-ID": str(oti.encoding_id),
+        "FEC-OTI-Encoding-Symbol-Length": str(oti.symbol_length),
+    }
+    eid = oti.encoding_id
+    if eid != 6:
+        a["FEC-OTI-Maximum-Source-Block-Length"] = str(oti.max_source_block_length)
+    if eid in (2, 5, 129) and oti.max_encoding_symbols:
+        a["FEC-OTI-Max-Number-of-Encoding-Symbols"] = str(oti.max_encoding_symbols)
+    if eid >= 128:
+        a["FEC-OTI-FEC-Instance-ID"] = str(oti.instance_id)
+    if eid == 2:
+        a["FEC-OTI-Scheme-Specific-Info"] = base64.b64encode(
+            bytes([oti.m, oti.symbols_per_packet])
+        ).decode()
+    if eid == 6:
+        a["FEC-OTI-Scheme-Specific-Info"] = base64.b64encode(
+            struct.pack("!BHB", oti.num_source_blocks, oti.num_sub_blocks, oti.alignment)
+        ).decode()
+    return a
+
+
+def _int_attr(attrs: dict[str, str], name: str) -> int | None:
+    v = attrs.get(name)
+    if v is None:
+        return None
+    try:
+        r = int(v.strip(), 10)
+    except (ValueError, AttributeError):
+        raise DecodeError(name, f"not an integer: {v!r}") from None
+    if r < 0:
+        raise DecodeError(name, "negative")
+    return r
+
+
+def oti_from_fdt_attributes(attrs: dict[str, str]) -> OTI | None:
+    """OTI from FDT attributes (File attributes already merged over FDT-Instance ones).
+
+    Returns None when the attributes do not carry enough to build an OTI (no transfer
+    length, symbol length or block length).  FEC-OTI-FEC-Encoding-ID defaults to 0.
+    """
+    eid = _int_attr(attrs, "FEC-OTI-FEC-Encoding-ID")
+    eid = 0 if eid is None else eid
+    if eid not in SUPPORTED_IDS:
+        raise DecodeError("FEC-OTI-FEC-Encoding-ID", f"unsupported FEC Encoding ID {eid}")
+    tl = _int_attr(attrs, "Transfer-Length")
+    if tl is None:
+        tl = _int_attr(attrs, "Content-Length")
+    e = _int_attr(attrs, "FEC-OTI-Encoding-Symbol-Length")
+    b = _int_attr(attrs, "FEC-OTI-Maximum-Source-Block-Length")
+    max_n = _int_attr(attrs, "FEC-OTI-Max-Number-of-Encoding-Symbols") or 0
+    inst = _int_attr(attrs, "FEC-OTI-FEC-Instance-ID") or 0
+    ssi_txt = attrs.get("FEC-OTI-Scheme-Specific-Info")
+    ssi = b""
+    if ssi_txt is not None:
+        try:
+            ssi = base64.b64decode(ssi_txt.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise DecodeError("FEC-OTI-Scheme-Specific-Info", "bad base64") from None
+    if tl is None or e is None:
+        return None
+    if eid == 6:
+        if len(ssi) < 4:
+            raise DecodeError("FEC-OTI-Scheme-Specific-Info", "RaptorQ needs 4 bytes (Z, N, Al)")
+        z, n, al = struct.unpack_from("!BHB", ssi, 0)
+        body = tl.to_bytes(5, "big") if tl < (1 << 40) else b""
+        if not body:
+            raise DecodeError("Transfer-Length", "too large for RaptorQ")
+        if e >= (1 << 16):
+            raise DecodeError("FEC-OTI-Encoding-Symbol-Length", "too large")
+        return decode_fti(6, body + struct.pack("!BHBHB", 0, e, z, n, al))
+    if b is None:
+        return None
+    m, g = 8, 1
+    if eid == 2 and ssi:
+        if len(ssi) < 2:
+            raise DecodeError("FEC-OTI-Scheme-Specific-Info", "RS needs 2 bytes (m, G)")
+        m = ssi[0] or 8
+        g = ssi[1] or 1
+    oti = OTI(eid, tl, e, b, max_n, inst, m, g)
+    validate(oti)
+    return oti
