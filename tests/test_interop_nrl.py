@@ -1,0 +1,240 @@
+"""Live interoperability with NRL NORM (Debian libnorm1) on loopback multicast.
+
+Both directions, files bit-exact, loss injected on both sides:
+
+* NRL sender -> our NormReceiver (NRL NormSetTxLoss + our LossInjector on receive);
+* our NormSender -> NRL receiver (NRL NormSetRxLoss + NormSetTxLoss on its NACKs).
+
+FEC Encoding ID 5 (NRL default, block 64 + 16 parity) with parity repairs, and Encoding ID 2
+with m = 16 (block 400 + 32 parity, chosen by NRL because block + parity > 255).
+
+Groups are random in 239.255.0.0/16, ports random, interface 127.0.0.1, TTL 1, loop on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from alc.net import Driver, LossInjector, open_socket
+from norm.receiver import NormReceiver, ObjectReceived, ReceiverConfig
+from norm.sender import NormSender, NormSenderConfig
+from tests import nrl
+
+pytestmark = [
+    pytest.mark.interop,
+    pytest.mark.skipif(not nrl.available(), reason="libnorm (NRL NORM) not installed"),
+]
+
+
+def _payload(tmp: Path, size: int, name: str = "payload.bin") -> tuple[Path, bytes]:
+    data = os.urandom(size)
+    p = tmp / name
+    p.write_bytes(data)
+    return p, data
+
+
+def nrl_to_ours(
+    tmp: Path,
+    size: int,
+    block: int,
+    parity: int,
+    *,
+    nrl_tx_loss: float = 0.0,
+    our_rx_loss: float = 0.0,
+    auto_parity: int = 0,
+    timeout: float = 60.0,
+) -> tuple[ObjectReceived | None, bytes, NormReceiver]:
+    group, port = nrl.random_group(), nrl.random_port()
+    src, data = _payload(tmp, size)
+    rx = NormReceiver(ReceiverConfig(node_id=2))
+    sock = open_socket((group, port), "127.0.0.1", receive=True, ttl=1)
+    drv = Driver()
+    drv.add(
+        rx, sock, (group, port), loss=LossInjector(our_rx_loss, seed=7) if our_rx_loss else None
+    )
+    inst = nrl.Instance()
+    got: list[ObjectReceived] = []
+    try:
+        ss = inst.session(group, port, 1)
+        ss.set_loopback_multicast(ttl=1)
+        if nrl_tx_loss:
+            ss.set_tx_loss(nrl_tx_loss)
+        ss.start_sender(
+            segment=1400,
+            block=block,
+            parity=parity,
+            auto_parity=auto_parity,
+            rate_bps=40e6,
+            grtt=0.01,
+        )
+        ss.enqueue_file(str(src))
+
+        def done() -> bool:
+            while (ev := rx.next_event()) is not None:
+                if isinstance(ev, ObjectReceived):
+                    got.append(ev)
+            while inst.next_event(0) is not None:
+                pass
+            return bool(got)
+
+        drv.run(until=done, timeout=timeout)
+    finally:
+        sock.close()
+        inst.close()
+    return (got[0] if got else None), data, rx
+
+
+def ours_to_nrl(
+    tmp: Path,
+    size: int,
+    block: int,
+    parity: int,
+    *,
+    nrl_rx_loss: float = 0.0,
+    nrl_tx_loss: float = 0.0,
+    auto_parity: int = 0,
+    fec_id: int | None = None,
+    timeout: float = 60.0,
+) -> tuple[list[nrl.Received], bytes, NormSender]:
+    group, port = nrl.random_group(), nrl.random_port()
+    src, data = _payload(tmp, size)
+    cache = tmp / "nrlcache"
+    cache.mkdir()
+    inst = nrl.Instance()
+    inst.set_cache_directory(str(cache))
+    snd = NormSender(
+        NormSenderConfig(
+            node_id=1,
+            block_size=block,
+            num_parity=parity,
+            auto_parity=auto_parity,
+            fec_id=fec_id,
+            rate=5e6,
+            grtt=0.01,
+            seed=3,
+        )
+    )
+    snd.enqueue_file(str(src))
+    sock = open_socket((group, port), "127.0.0.1", receive=True, ttl=1)
+    drv = Driver()
+    drv.add(snd, sock, (group, port))
+    th = nrl.ReceiverThread(inst)
+    try:
+        rs = inst.session(group, port, 2)
+        rs.set_loopback_multicast(ttl=1)
+        if nrl_rx_loss:
+            rs.set_rx_loss(nrl_rx_loss)
+        if nrl_tx_loss:
+            rs.set_tx_loss(nrl_tx_loss)
+        rs.start_receiver()
+        th.start()
+        drv.run(until=th.done.is_set, timeout=timeout)
+    finally:
+        th.stop()
+        sock.close()
+        inst.close()
+    return th.received, data, snd
+
+
+# ---------------------------------------------------------------------------- NRL -> ours
+
+
+def test_nrl_sender_to_our_receiver_fec5_with_loss(tmp_path: Path) -> None:
+    ev, data, rx = nrl_to_ours(tmp_path, 700_000, 64, 16, nrl_tx_loss=10, our_rx_loss=0.05)
+    assert ev is not None, rx.stats
+    assert ev.data == data
+    assert ev.name == "payload.bin"
+    assert rx.stats.get("nack.sent", 0) >= 1
+    assert rx.stats.get("rx.fec_symbols_recovered", 0) > 0  # NRL answered with parity
+
+
+def test_nrl_sender_to_our_receiver_fec5_auto_parity(tmp_path: Path) -> None:
+    ev, data, rx = nrl_to_ours(tmp_path, 300_000, 64, 16, our_rx_loss=0.05, auto_parity=4)
+    assert ev is not None, rx.stats
+    assert ev.data == data
+
+
+def test_nrl_sender_to_our_receiver_fec2_m16(tmp_path: Path) -> None:
+    # 300 segments in one block of B=400 (+32 parity > 255 -> NRL picks FEC ID 2, m = 16)
+    ev, data, rx = nrl_to_ours(tmp_path, 420_000, 400, 32, nrl_tx_loss=5, our_rx_loss=0.05)
+    assert ev is not None, rx.stats
+    assert ev.data == data
+    assert rx.stats.get("rx.fec_symbols_recovered", 0) > 0
+
+
+# ---------------------------------------------------------------------------- ours -> NRL
+
+
+def test_our_sender_to_nrl_receiver_fec5_with_loss(tmp_path: Path) -> None:
+    got, data, snd = ours_to_nrl(tmp_path, 700_000, 64, 16, nrl_rx_loss=10, nrl_tx_loss=5)
+    assert got, snd.stats
+    assert got[0].data == data
+    assert got[0].info == b"payload.bin"
+    assert snd.fec_id == 5
+    assert snd.stats.get("rx.nack", 0) >= 1
+    assert snd.stats.get("tx.repair.parity", 0) > 0  # on-demand parity served the NACKs
+
+
+def test_our_sender_to_nrl_receiver_auto_parity(tmp_path: Path) -> None:
+    got, data, snd = ours_to_nrl(tmp_path, 200_000, 32, 8, nrl_rx_loss=3, auto_parity=4)
+    assert got, snd.stats
+    assert got[0].data == data
+    assert snd.stats.get("tx.parity", 0) > 0
+
+
+def test_our_sender_to_nrl_receiver_fec2_m16(tmp_path: Path) -> None:
+    got, data, snd = ours_to_nrl(tmp_path, 420_000, 400, 32, nrl_rx_loss=10)
+    assert got, snd.stats
+    assert got[0].data == data
+    assert (snd.fec_id, snd.fec_m) == (2, 16)
+
+
+def test_our_sender_to_nrl_receiver_fec129(tmp_path: Path) -> None:
+    got, data, snd = ours_to_nrl(tmp_path, 150_000, 32, 8, nrl_rx_loss=10, fec_id=129)
+    assert got, snd.stats
+    assert got[0].data == data
+
+
+def test_nrl_acks_our_watermark(tmp_path: Path) -> None:
+    """Positive ACK: our FLUSH with acking node list, NRL answers NORM_ACK(FLUSH)."""
+    from norm.sender import TxWatermarkCompleted
+
+    group, port = nrl.random_group(), nrl.random_port()
+    src, data = _payload(tmp_path, 50_000)
+    cache = tmp_path / "c"
+    cache.mkdir()
+    inst = nrl.Instance()
+    inst.set_cache_directory(str(cache))
+    snd = NormSender(NormSenderConfig(node_id=1, rate=5e6, grtt=0.01, seed=1))
+    oid = snd.enqueue_file(str(src))
+    snd.set_watermark(oid, [2])
+    sock = open_socket((group, port), "127.0.0.1", receive=True, ttl=1)
+    drv = Driver()
+    drv.add(snd, sock, (group, port))
+    th = nrl.ReceiverThread(inst)
+    done: list[TxWatermarkCompleted] = []
+
+    def until() -> bool:
+        while (ev := snd.next_event()) is not None:
+            if isinstance(ev, TxWatermarkCompleted):
+                done.append(ev)
+        return bool(done)
+
+    try:
+        rs = inst.session(group, port, 2)
+        rs.set_loopback_multicast(ttl=1)
+        rs.start_receiver()
+        th.start()
+        t0 = time.monotonic()
+        drv.run(until=until, timeout=30)
+        th.wait(10)
+    finally:
+        th.stop()
+        sock.close()
+        inst.close()
+    assert done and done[0].acked == [2] and not done[0].failed, (done, time.monotonic() - t0)
+    assert th.received and th.received[0].data == data
