@@ -25,7 +25,6 @@ from tesla.params import (
     DEFAULT_MAC,
     DEFAULT_PRF,
     GROUP_MAC_LEN,
-    HMAC_HASH_NAME,
     MAC_LEN,
     PRF_KEY_LEN,
 )
@@ -93,7 +92,9 @@ def mac(key: bytes, data: bytes, mac_id: int = DEFAULT_MAC) -> bytes:
         n = MAC_LEN[mac_id]
     except KeyError:
         raise ValueError(f"unsupported MAC function type {mac_id}") from None
-    return _hmac.digest(key, data, HMAC_HASH_NAME[mac_id])[:n]
+    h = HMAC(key, _HASH_CLASSES[mac_id]())
+    h.update(data)
+    return h.finalize()[:n]
 
 
 def group_mac(key: bytes, data: bytes, mac_id: int = DEFAULT_MAC) -> bytes:
@@ -102,7 +103,9 @@ def group_mac(key: bytes, data: bytes, mac_id: int = DEFAULT_MAC) -> bytes:
         n = GROUP_MAC_LEN[mac_id]
     except KeyError:
         raise ValueError(f"unsupported Group MAC function type {mac_id}") from None
-    return _hmac.digest(key, data, HMAC_HASH_NAME[mac_id])[:n]
+    h = HMAC(key, _HASH_CLASSES[mac_id]())
+    h.update(data)
+    return h.finalize()[:n]
 
 
 def weak_group_mac(key: bytes, data: bytes, mac_id: int = DEFAULT_MAC) -> bytes:
