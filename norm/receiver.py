@@ -1369,6 +1369,10 @@ class NormReceiver:
             if s.inactivity_count > self.config.robust_factor:
                 self._end_sender(s, "inactive")
                 return
-            if s.nack_state == "idle" and self._needs(s, s.pos, inclusive=True):
+            pos = s.pos
+            cur = s.objects.get(pos[0])
+            if cur is not None and not cur.is_stream and cur.fti is not None:
+                pos = (pos[0], len(cur.block_lens), 0)  # the whole current object
+            if s.nack_state == "idle" and self._needs(s, pos, inclusive=True):
                 count(self.stats, "nack.inactivity")
-                self._start_cycle(s, s.pos, True, now)
+                self._start_cycle(s, pos, True, now)
