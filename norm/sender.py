@@ -773,6 +773,7 @@ class NormSender:
             count(self.stats, "tx.cmd.eot")
             if self._eot_remaining == 0:
                 self._eot_done = True
+                self._probe_next = None  # session over: no more probing
                 self._events.append(TxEotSent())
             return M.NormCmdEot(*self._hdr()).encode()
         return None
@@ -1084,7 +1085,7 @@ class NormSender:
 
     def _on_nack(self, nack: M.NormNack, now: float) -> None:
         in_holdoff = now < self._holdoff_until and self._agg_deadline is None
-        target: dict[int, _ObjNeed] = {} if in_holdoff else self._agg
+        target: dict[int, _ObjNeed] = {}  # this NACK's needs (erasure counts add up)
         n_items = 0
         for req in nack.requests:
             items = req.items
@@ -1096,6 +1097,17 @@ class NormSender:
                 n_items += 1
                 self._merge_request(target, req.form, req.flags, a, b)
         count(self.stats, "rx.nack_items", n_items)
+        if not in_holdoff:
+            # aggregate over NACKs: per block the largest erasure count, union of symbols
+            for oid, need in target.items():
+                agg = self._agg.setdefault(oid, _ObjNeed())
+                agg.info |= need.info
+                agg.whole |= need.whole
+                for sbn, bn in need.blocks.items():
+                    ab = agg.blocks.setdefault(sbn, _BlkNeed())
+                    ab.count = max(ab.count, bn.count)
+                    ab.esis |= bn.esis
+                    ab.whole |= bn.whole
         if in_holdoff:
             # RFC 5740 §5.4.1: during holdoff only content beyond the current (repair)
             # transmit position is merged, the rest was probably sent meanwhile
@@ -1184,8 +1196,8 @@ class NormSender:
         k = obj.block_len(sbn)
         limit = k + obj.P
         esis = [e for e in range(lo, min(hi, limit - 1) + 1)]
+        bn.count += len(set(esis) - bn.esis)
         bn.esis.update(esis)
-        bn.count = max(bn.count, len(esis))
         if not obj.block_complete(sbn):
             bn.count = 0  # explicit only for an unfinished stream block
         _ = k
