@@ -105,7 +105,7 @@ class ReceiverConfig:
     max_pending_bytes: int = 16 * 1024 * 1024
     check_expires: bool = True
     fti_last_field: str = "max_n"
-    rs_matrix: str = "rfc5510"  # "rse" for ypo/flute (flute-alc) Reed-Solomon parity
+    rs_matrix: str = "rfc5510"  # "flute" for ypo/flute (flute-alc) parity, "nrl", ...
 
 
 # ---------------------------------------------------------------------- state

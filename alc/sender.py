@@ -89,7 +89,7 @@ class SenderConfig:
     close_packets: int = 3
     max_datagrams_per_call: int = 4096
     seed: int = 0
-    rs_matrix: str = "rfc5510"  # "rse": parity as ypo/flute (flute-alc) computes it
+    rs_matrix: str = "rfc5510"  # "flute": parity as ypo/flute (flute-alc) computes it
 
 
 @dataclass

@@ -58,14 +58,14 @@ RATIO = 0.0
 
 
 def ours_encode(data: bytes, fec: str) -> list[bytes]:
-    s = AlcSender(SenderConfig(tsi=1, rate_bps=None, fec=fec, repair_ratio=RATIO,
+    s = AlcSender(SenderConfig(tsi=1, rate_bps=None, fec=fec, repair_ratio=RATIO, rs_matrix="flute",
                                symbol_length=E, max_source_block_length=B))
     s.add_bytes(data, "bench.bin")
     return s.all_packets(time.time())
 
 
 def ours_decode(pkts: list[bytes], fec: str) -> bytes:
-    rx = AlcReceiver(ReceiverConfig(tsi=1, rs_matrix="rse"))
+    rx = AlcReceiver(ReceiverConfig(tsi=1, rs_matrix="flute"))
     now = time.time()
     recv = rx.receive_datagram
     src = ("127.0.0.1", 1)

@@ -129,9 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--loss-seed", type=int, default=1)
     r.add_argument(
         "--rs-matrix",
-        choices=["rfc5510", "rse", "nrl"],
         default="rfc5510",
-        help="Reed-Solomon matrix of the sender (rse = ypo/flute)",
+        metavar="NAME",
+        help="Reed-Solomon generator matrix of the sender: rfc5510 (default), "
+        "flute (ypo/flute, flute-alc), nrl, rizzo",
     )
 
     d = sub.add_parser(

@@ -75,7 +75,7 @@ def test_flute_sender_to_our_receiver(make_oti: object) -> None:
 @pytest.mark.parametrize("fec,ratio", [("nocode", 0.0), ("rs", 0.25)])
 def test_our_sender_to_flute_receiver(tmp_path: Path, fec: str, ratio: float) -> None:
     files = _payloads()
-    s = AlcSender(SenderConfig(tsi=77, fec=fec, repair_ratio=ratio, rate_bps=None, rs_matrix="rse"))
+    s = AlcSender(SenderConfig(tsi=77, fec=fec, repair_ratio=ratio, rate_bps=None, rs_matrix="flute"))
     for name, data in files.items():
         s.add_bytes(data, name)
     pkts = s.all_packets(time.time())
@@ -89,12 +89,31 @@ def test_our_sender_to_flute_receiver(tmp_path: Path, fec: str, ratio: float) ->
     assert got == files
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ypo/flute RS parity does not match alc.fec rs_matrix='rse' yet (issue 2, FEC work): "
-    "with loss, repair symbols are needed and decode to garbage (MD5 mismatch)",
-)
 def test_flute_rs_parity_repairs_loss() -> None:
+    """10% loss: flute-alc's parity (rs_matrix="flute") repairs the blocks in our receiver."""
     files = _payloads()
     pkts = _flute_packets(fl_sender.Oti.new_reed_solomon_rs28(1024, 32, 8), files, tsi=43)
-    assert _our_receive(pkts, 43, loss=0.1, rs_matrix="rse") == files
+    assert _our_receive(pkts, 43, loss=0.1, rs_matrix="flute") == files
+
+
+def test_our_rs_parity_repairs_loss_in_flute(tmp_path: Path) -> None:
+    """10% loss: our parity (rs_matrix="flute") repairs the blocks in flute-alc's receiver."""
+    files = _payloads()
+    s = AlcSender(SenderConfig(tsi=78, fec="rs", repair_ratio=0.3, rate_bps=None, rs_matrix="flute"))
+    for name, data in files.items():
+        s.add_bytes(data, name)
+    pkts = s.all_packets(time.time())
+    rng = random.Random(21)
+    r = fl_receiver.Receiver(
+        fl_receiver.UDPEndpoint("239.255.1.1", 3000), 78, fl_receiver.ObjectWriterBuilder(str(tmp_path)),
+        fl_receiver.Config(),
+    )
+    dropped = 0
+    for p in pkts:
+        if rng.random() < 0.1:
+            dropped += 1
+            continue
+        r.push(p)
+    assert dropped > 10
+    got = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert got == files
