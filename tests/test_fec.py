@@ -296,12 +296,12 @@ def test_rfc5510_generator_matrix_by_hand() -> None:
 
 def test_nrl_matrix_points() -> None:
     """NRL/Rizzo: points 0, 1, a, a^2...; k=1 code repeats the symbol; k=2 parity ESI 2 = point 1."""
-    code = RSCode(8, 2, "nrl")
+    code = RSCode(8, 2, "rizzo")
     # points x0=0, x1=1 for source; ESI 2 -> point alpha^1 = 2: p(x) = s0 + (s0+s1) x
     col = code.columns([2])[:, 0].tolist()
     assert col == [1 ^ 2, 2]  # s0*(1+x) + s1*x at x=2 -> coefficients 3, 2
-    rse = RSCode(8, 2, "rse")  # points 0, 1, 2, 3...: same as nrl for j <= 2
-    assert rse.columns([3])[:, 0].tolist() == [1 ^ 3, 3]
+    # ESI 3 -> point alpha^2 = 4
+    assert code.columns([3])[:, 0].tolist() == [1 ^ 4, 4]
 
 
 def _rs_roundtrip(
@@ -327,7 +327,7 @@ def _rs_roundtrip(
         assert dec.decode() == src
 
 
-@pytest.mark.parametrize("matrix", ["rfc5510", "nrl", "rse"])
+@pytest.mark.parametrize("matrix", ["rfc5510", "nrl", "flute"])
 @given(
     k=st.integers(1, 40),
     extra=st.integers(0, 20),
@@ -365,7 +365,7 @@ def test_rs16_encode_erase_decode(matrix: str, k: int, extra: int, E: int, seed:
         (5, 8, 200, 255, "rfc5510"),
         (5, 8, 1, 256, "nrl"),
         (5, 8, 128, 256, "nrl"),
-        (5, 8, 250, 256, "rse"),
+        (5, 8, 250, 256, "flute"),
         (129, 8, 100, 255, "rfc5510"),
         (2, 8, 254, 255, "rfc5510"),
         (2, 16, 1, 3, "rfc5510"),

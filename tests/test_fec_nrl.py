@@ -114,16 +114,23 @@ def test_nrl_rs8_parity_decodes() -> None:
 
 
 def test_nrl_parity_differs_from_rfc5510_matrix() -> None:
-    """Documented deviation: the RFC 5510 §8 matrix does not reproduce NRL's parity."""
+    """Documented deviations: the RFC 5510 §8 matrix does not reproduce NRL's parity, and
+    for a block shorter than B neither does Rizzo's matrix built for the block's own k."""
     data, fti = _norm_data()
-    obj = max(data, key=lambda o: len(data[o]))
-    oti = decode_fti(5, fti[obj], last_field="num_parity")
-    syms = data[obj]
-    for matrix, expect in (("nrl", True), ("rfc5510", False), ("rse", False)):
+    cases = [(1048576, 0, "nrl", True), (1048576, 0, "rfc5510", False)]
+    cases += [(100000, 1, "nrl", True), (100000, 1, "flute", False), (100000, 1, "rfc5510", False)]
+    for size, sbn, matrix, expect in cases:
+        obj = next(
+            o
+            for o in data
+            if decode_fti(5, fti[o], last_field="num_parity").transfer_length == size
+        )
+        oti = decode_fti(5, fti[obj], last_field="num_parity")
+        syms = data[obj]
         scheme = get_scheme(oti, rs_matrix=matrix)
-        k = scheme.block_lengths()[0]
-        src = [syms[(0, e)] for e in range(k)]
-        mine = dict(scheme.repair_symbols(0, src, 16))
-        theirs = {e: v for (s, e), v in syms.items() if s == 0 and e >= k}
+        k = scheme.block_lengths()[sbn]
+        src = [syms[(sbn, e)] for e in range(k)]
+        mine = dict(scheme.repair_symbols(sbn, src, 16))
+        theirs = {e: v for (s, e), v in syms.items() if s == sbn and e >= k}
         assert theirs
-        assert all((mine[e] == v) is expect for e, v in theirs.items()), matrix
+        assert all((mine[e] == v) is expect for e, v in theirs.items()), (matrix, sbn)

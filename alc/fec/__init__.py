@@ -7,16 +7,17 @@ Schemes: 0 Compact No-Code (RFC 5445 §3), 2 and 5 Reed-Solomon (RFC 5510), 6 Ra
 Reed-Solomon generator matrices (``get_scheme(oti, rs_matrix=...)``):
 
 * ``"rfc5510"`` -- RFC 5510 §8 text (evaluation points alpha^0..alpha^(n-1)); default.
-* ``"nrl"``     -- NRL NORM (protolib/norm normEncoderRS8/RS16, Rizzo's fec.c):
-  points 0, alpha^0, alpha^1, ...; GF(2^16) elements are little-endian uint16; blocks
-  shorter than B are coded as shortened B-blocks (``rs_short_blocks="shortened"``).
-* ``"rse"``     -- ypo/flute (PyPI flute-alc, Rust reed-solomon-erasure): points 0, 1, 2, ...
+* ``"rizzo"``   -- Luigi Rizzo's fec.c: points 0, alpha^0, alpha^1, ...
+* ``"nrl"``     -- NRL NORM preset (protolib/norm normEncoderRS8, Rizzo's matrix): blocks
+  shorter than B are coded as shortened B-blocks (``rs_short_blocks="shortened"``);
+  GF(2^16) elements little-endian uint16.  Verified on nrl-norm-rxloss10.pcap (m = 8).
+* ``"flute"``   -- ypo/flute (PyPI flute-alc) preset: Rizzo's matrix, code built for each
+  block's own k.  Verified live both ways (tests/test_fec_flute.py).
 """
 
 from __future__ import annotations
 
 from alc.errors import DecodeError
-from alc.fec.gf import RS_MATRICES
 from alc.fec.oti import (
     OTI,
     decode_fti,
@@ -26,7 +27,7 @@ from alc.fec.oti import (
     partition,
     validate,
 )
-from alc.fec.schemes import BlockDecoder, CompactNoCode, FecScheme, ReedSolomon
+from alc.fec.schemes import RS_MATRICES, BlockDecoder, CompactNoCode, FecScheme, ReedSolomon
 
 __all__ = [
     "OTI",

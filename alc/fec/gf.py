@@ -12,11 +12,9 @@ points ``x_0 .. x_{n-1}``, let ``V[i][j] = x_j ** i`` (k x n) and use
 ``e_j = sum_i s_i * GM[i][j]``.  Implementations differ only in the points:
 
 ``"rfc5510"``  ``x_j = alpha^j`` (RFC 5510 §8.2.1 text).
-``"nrl"``      ``x_0 = 0, x_j = alpha^(j-1)`` -- Luigi Rizzo's ``fec.c`` as used by
-               NRL NORM (``normEncoderRS8.cpp``/``normEncoderRS16.cpp``: first
-               row ``[1, 0, ..., 0]``, row ``r+1`` = powers of ``alpha^r``) and OpenFEC.
-``"rse"``      ``x_j = j`` as a field element -- the Rust ``reed-solomon-erasure``
-               crate (Backblaze style) used by ypo/flute (PyPI ``flute-alc``).
+``"rizzo"``    ``x_0 = 0, x_j = alpha^(j-1)`` -- Luigi Rizzo's ``fec.c`` (1997) as used by
+               NRL NORM (``normEncoderRS8.cpp``: first row ``[1, 0, ..., 0]``, row
+               ``r+1`` = powers of ``alpha^r``) and, as measured, by ypo/flute (flute-alc).
 
 Source symbols are identical for all of them; only repair symbols differ.
 """
@@ -47,7 +45,7 @@ POLYNOMIALS: dict[int, int] = {
     16: 0x1100B,
 }
 
-RS_MATRICES = ("rfc5510", "nrl", "rse")
+RS_MATRICES = ("rfc5510", "rizzo")
 
 Arr = npt.NDArray[np.int64]
 
@@ -167,17 +165,15 @@ def evaluation_point(gf: GF, matrix: str, j: int) -> int:
     """The evaluation point of encoding symbol j for the named generator matrix."""
     if matrix == "rfc5510":
         return int(gf.exp[j % gf.order])
-    if matrix == "nrl":
+    if matrix == "rizzo":
         return 0 if j == 0 else int(gf.exp[(j - 1) % gf.order])
-    if matrix == "rse":
-        return j
     raise ValueError(f"unknown rs_matrix {matrix!r}")
 
 
 def max_symbols(m: int, matrix: str) -> int:
     """Largest n (number of distinct evaluation points) for the matrix."""
     q = 1 << m
-    return q if matrix in ("nrl", "rse") else q - 1
+    return q if matrix == "rizzo" else q - 1
 
 
 class RSCode:

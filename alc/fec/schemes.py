@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 
 from alc.errors import DecodeError
-from alc.fec.gf import RS_MATRICES, max_symbols, rs_code
+from alc.fec.gf import max_symbols, rs_code
 from alc.fec.oti import OTI, encode_fti, partition, validate
 
 
@@ -221,14 +221,25 @@ def _from_elements(arr: npt.NDArray[np.integer], e: int, byteorder: str) -> list
     return [a[i].tobytes()[:e] for i in range(a.shape[0])]
 
 
+#: rs_matrix values: generator matrix, and the peer presets (matrix + short-block rule)
+RS_MATRICES = ("rfc5510", "rizzo", "nrl", "flute")
+_MATRIX_KIND = {"rfc5510": "rfc5510", "rizzo": "rizzo", "nrl": "rizzo", "flute": "rizzo"}
+
+
 class ReedSolomon(FecScheme):
     """RS over GF(2^m): FEC Encoding ID 5 (m = 8), ID 2 (m = 8 or 16), ID 129 instance 0.
 
-    ``rs_matrix`` selects the generator matrix (see :mod:`alc.fec.gf`): ``"rfc5510"``
-    (default, RFC text), ``"nrl"`` (NRL NORM, Rizzo's fec.c, OpenFEC), ``"rse"``
-    (ypo/flute = flute-alc, reed-solomon-erasure crate).  ``rs16_byteorder`` maps two
-    bytes to one GF(2^16) element: ``"big"`` (network order; default for rfc5510/rse) or
-    ``"little"`` (NRL's in-memory uint16 on x86; default for "nrl").
+    ``rs_matrix`` selects the generator matrix (see :mod:`alc.fec.gf`):
+
+    * ``"rfc5510"`` (default): RFC 5510 §8.2.1 text, evaluation points alpha^0, alpha^1, ...
+    * ``"rizzo"``: Luigi Rizzo's fec.c, points 0, alpha^0, alpha^1, ...
+    * ``"nrl"``: preset for NRL NORM = rizzo + ``rs_short_blocks="shortened"`` +
+      little-endian GF(2^16) elements (verified on nrl-norm-rxloss10.pcap for m = 8).
+    * ``"flute"``: preset for ypo/flute (PyPI flute-alc) = rizzo + ``"exact"`` (verified
+      live against flute-alc 1.11 for IDs 5 and 129).
+
+    ``rs16_byteorder`` maps two bytes to one GF(2^16) element: ``"big"`` (network order;
+    default) or ``"little"`` (NRL's in-memory uint16 on x86; default for "nrl").
 
     ``rs_short_blocks`` says how a block with k < B source symbols is coded:
     ``"exact"`` (RFC 5510: a code built for k) or ``"shortened"`` (NRL NORM: the code for
@@ -258,6 +269,7 @@ class ReedSolomon(FecScheme):
         if rs16_byteorder not in ("big", "little"):
             raise ValueError("rs16_byteorder must be 'big' or 'little'")
         self.rs_matrix = rs_matrix
+        self.matrix_kind = _MATRIX_KIND[rs_matrix]
         self.rs16_byteorder = rs16_byteorder
         self.payload_id_length = 8 if oti.encoding_id == 129 else 4
         self.n_limit = min(
@@ -312,14 +324,14 @@ class ReedSolomon(FecScheme):
             return []
         start = k if first_esi is None else first_esi
         esis = list(range(start, start + count))
-        limit = min(self.n_limit, rs_code(self.m, k, self.rs_matrix, self._base_k(k)).esi_limit)
+        limit = min(self.n_limit, rs_code(self.m, k, self.matrix_kind, self._base_k(k)).esi_limit)
         if start < k or esis[-1] >= limit:
             raise ValueError(f"repair ESIs {start}..{esis[-1]} outside {k}..{limit - 1}")
         e = self.oti.symbol_length
         if any(len(s) > e for s in source_symbols):
             raise ValueError("source symbol longer than the symbol length")
         data = _to_elements(source_symbols, e, self.m, self.rs16_byteorder)
-        code = rs_code(self.m, k, self.rs_matrix, self._base_k(k))
+        code = rs_code(self.m, k, self.matrix_kind, self._base_k(k))
         par = code.encode(data, esis)
         return list(zip(esis, _from_elements(par, e, self.rs16_byteorder), strict=True))
 
@@ -339,7 +351,7 @@ class ReedSolomon(FecScheme):
             self.oti.symbol_length,
             last,
             self.m,
-            self.rs_matrix,
+            self.matrix_kind,
             self.rs16_byteorder,
             self.n_limit,
             self._base_k(k),
