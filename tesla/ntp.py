@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from alc.errors import DecodeError
+
 NTP_UNIX_EPOCH_OFFSET = 2_208_988_800
 """Seconds from 1900-01-01 (NTP era 0) to 1970-01-01 (POSIX epoch)."""
 
@@ -78,7 +80,7 @@ def ntp_to_wire(ntp: int) -> int:
 def ntp_from_wire(wire: int, reference: int) -> int:
     """Expand a 64-bit wire timestamp to the era closest to ``reference`` (RFC 5905)."""
     if not 0 <= wire <= NTP_WIRE_MASK:
-        raise ValueError("NTP wire timestamp must be a 64-bit unsigned integer")
+        raise DecodeError("NTP timestamp", "must be a 64-bit unsigned integer")
     base = reference - (reference & NTP_WIRE_MASK)
     best = base + wire
     for cand in (best - NTP_ERA, best + NTP_ERA):
@@ -94,6 +96,6 @@ def ntp_to_bytes(ntp: int) -> bytes:
 def ntp_from_bytes(buf: bytes, reference: int | None = None) -> int:
     """8 bytes (big-endian) -> NTP time; with ``reference`` the era is resolved."""
     if len(buf) != 8:
-        raise ValueError("NTP timestamp must be 8 bytes")
+        raise DecodeError("NTP timestamp", f"must be 8 bytes, got {len(buf)}")
     wire = int.from_bytes(buf, "big")
     return wire if reference is None else ntp_from_wire(wire, reference)
