@@ -371,6 +371,9 @@ def _typed_ext(e: HeaderExtension) -> Extension:
 def _decode_exts(buf: bytes, start: int, end: int) -> list[Extension]:
     if start == end:
         return []
+    # fast path: the area is exactly one EXT_FTI (what NRL puts on every DATA/INFO)
+    if buf[start] == EXT_FTI and buf[start + 1] << 2 == end - start:
+        return [ExtFti(buf[start + 2 : end])]
     return [_typed_ext(e) for e in decode_extensions(buf, start, end)]
 
 
@@ -559,10 +562,16 @@ def _decode_data(buf: bytes, fec2_m: int) -> NormData:
     if len(buf) < 16:
         raise DecodeError("NORM_DATA", f"{len(buf)} octets < 16")
     _, _, seq, src, inst, grtt, bg, flags, fec_id, obj = _OBJ.unpack_from(buf, 0)
-    base = 16 + payload_id_length(fec_id)
-    hl, _ = _check_common(buf, base)
-    m = _fti_m(buf, base, hl, fec2_m) if fec_id == 2 else 8
-    sbn, esi, sbl = _decode_pid(buf, 16, fec_id, m)
+    if fec_id == 5:  # fast path for the NRL default
+        base = 20
+        w = _U32.unpack_from(buf, 16)[0] if len(buf) >= 20 else 0
+        sbn, esi, sbl, m = w >> 8, w & 0xFF, 0, 8
+        hl, _ = _check_common(buf, base)
+    else:
+        base = 16 + payload_id_length(fec_id)
+        hl, _ = _check_common(buf, base)
+        m = _fti_m(buf, base, hl, fec2_m) if fec_id == 2 else 8
+        sbn, esi, sbl = _decode_pid(buf, 16, fec_id, m)
     exts = _decode_exts(buf, base, hl)
     return NormData(
         seq,
