@@ -106,6 +106,8 @@ PER_PACKET_OVERHEAD = 64
 REJECT_FUTURE_INTERVAL = True
 #: intervals whose accepted tags are remembered to classify late copies as replays
 REPLAY_MEMORY_INTERVALS = 64
+#: events kept when nobody drains :meth:`TeslaReceiver.next_event` (oldest dropped)
+MAX_EVENTS = 1024
 #: NORM sequence replay window (RFC 5776 §6.2.2), in messages
 NORM_SEQ_WINDOW = 4096
 #: signature hashes accepted in a bootstrap (TESLA-SIG-CRYPTO-FUNC; SHA-1 refused)
@@ -182,7 +184,8 @@ class TeslaReceiver:
         self.stats.update(
             {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0}
         )
-        self.events: deque[Any] = deque()
+        # bounded: an undrained event queue must not grow under a flood
+        self.events: deque[Any] = deque(maxlen=MAX_EVENTS)
         self.params: TeslaParams | None = None
         self.d_t: int | None = None  # 2^-32 s units
         self.keys: KeyVerifierSet | None = None
@@ -201,6 +204,7 @@ class TeslaReceiver:
         self._hb = HDR_LEN_OFFSET[protocol]
         self._buffered = 0
         self._max_chain_seen = -1
+        self._max_known = -1  # highest legitimate key index (any chain)
         self._ready = False
         self._tag_len: dict[int, int] = {}
         self._km = 0
@@ -336,6 +340,11 @@ class TeslaReceiver:
             else:
                 self._drop("unsafe")
             return
+        # -- K_i already legitimate: it may be public, the packet is unsafe (RFC 5776
+        # §6.2; only reachable if arrival times are not monotonic, e.g. a clock step)
+        if i <= self._max_known:
+            self._drop("replay" if self._is_replay(i, data, off, typ) else "unsafe")
+            return
         # -- Group MAC (step 3)
         if self._g:
             z = bytearray(data)
@@ -373,6 +382,8 @@ class TeslaReceiver:
                     return
                 if st is KeyStatus.NEW:
                     new_keys = chk.new_keys
+                    if x > self._max_known:
+                        self._max_known = x
                     kc = self._keycache
                     for w, kw in new_keys[-256:]:
                         kc[w] = kw
