@@ -496,7 +496,12 @@ class AlcReceiver:
                         sym = data[start : start + n]
                         if n < E:
                             sym = sym + bytes(E - n)
-                        if dec.add(esi, sym):
+                        try:
+                            ready = dec.add(esi, sym)
+                        except DecodeError:
+                            count(stats, "drop.fec_decode")
+                            return
+                        if ready:
                             self._decode_block(ob, sbn)
                             break
                     if ob.nsrc[sbn] == k:
@@ -526,7 +531,12 @@ class AlcReceiver:
         self._buffered += E
         dec = ob.decoders.get(sbn)
         if dec is not None:
-            if dec.add(esi, rep[esi]):
+            try:
+                ready = dec.add(esi, rep[esi])
+            except DecodeError:
+                count(stats, "drop.fec_decode")
+                return
+            if ready:
                 self._decode_block(ob, sbn)
         elif ob.nsrc[sbn] + len(rep) >= k:
             self._try_decode(ob, sbn)

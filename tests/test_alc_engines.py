@@ -258,3 +258,37 @@ def test_malformed_counted() -> None:
     rx.receive_datagram(b"\x20\x00\x00\x00", SRC, T0)  # V=2
     rx.receive_datagram(struct.pack("!I", 0x10A0FF00), SRC, T0)  # HDR_LEN beyond datagram
     assert rx.stats["drop.malformed"] == 2
+
+
+_BASE: dict[str, list[bytes]] = {}
+
+
+def _base_packets(fec: str) -> list[bytes]:
+    if fec not in _BASE:
+        _, pk = send_all(make_files([3000, 9000], seed=20), tsi=1, fec=fec, repair_ratio=0.5,
+                         symbol_length=512, max_source_block_length=8)
+        _BASE[fec] = pk
+    return _BASE[fec]
+
+
+@settings(max_examples=int(__import__("os").environ.get("MUTATION_EXAMPLES", "200")), deadline=None)
+@given(
+    fec=st.sampled_from(["nocode", "rs"]),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 2000), st.integers(1, 255)), max_size=8),
+    cut=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 600)), max_size=3),
+)
+def test_receiver_survives_mutated_streams(fec: str, flips: list[tuple[int, int, int]],
+                                           cut: list[tuple[int, int]]) -> None:
+    pkts = [bytearray(p) for p in _base_packets(fec)]
+    for i, pos, x in flips:
+        p = pkts[i % len(pkts)]
+        p[pos % len(p)] ^= x
+    for i, n in cut:
+        j = i % len(pkts)
+        pkts[j] = pkts[j][:n]
+    rx = AlcReceiver()
+    for p in pkts:
+        rx.receive_datagram(bytes(p), SRC, T0)
+    rx.handle_timer(T0 + 1000)
+    while rx.next_event() is not None:
+        pass

@@ -96,3 +96,20 @@ def test_receive_from_pcap_wrong_group_fails(shared_dir: Path, tmp_path: Path, c
                "--from-pcap", str(cap)])
     assert rc == 1
     assert "no FDT received" in capsys.readouterr().err
+
+
+def test_reader_never_raises_other_than_decodeerror(tmp_path: Path) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.binary(max_size=400), st.sampled_from([0, 1, 101, 113, 228, 276, 999]))
+    def run(body: bytes, linktype: int) -> None:
+        p = tmp_path / "fuzz.pcap"
+        p.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, linktype) + body)
+        try:
+            list(read_udp(p))
+        except DecodeError:
+            pass
+
+    run()
