@@ -141,11 +141,16 @@ class GF:
         # bound the temporary (rows * k * S elements) to ~8M
         step = max(1, (8 << 20) // max(1, k * s))
         if self.mul_table is not None:
-            d = data.astype(np.intp, copy=False)
-            for r0 in range(0, r, step):
-                c = coeffs[r0 : r0 + step].astype(np.intp)
-                prod = self.mul_table[c[:, :, None], d[None, :, :]]
-                out[r0 : r0 + step] = np.bitwise_xor.reduce(prod, axis=1)
+            # per repair row: gather the k x S products from that row's k 256-entry tables
+            # (flat index 256*i + byte) and XOR-reduce; columns chunked to bound memory
+            q = self.q
+            cols = max(1, (4 << 20) // k)
+            base = (np.arange(k, dtype=np.intp) * q)[:, None]
+            for c0 in range(0, s, cols):
+                off = base + data[:, c0 : c0 + cols]
+                for j in range(r):
+                    tab = self.mul_table[coeffs[j]].reshape(-1)
+                    out[j, c0 : c0 + cols] = np.bitwise_xor.reduce(tab[off], axis=0)
         else:
             logd = self.log[data.astype(np.intp)]
             logc = self.log[coeffs]
