@@ -292,3 +292,16 @@ def test_receiver_survives_mutated_streams(fec: str, flips: list[tuple[int, int,
     rx.handle_timer(T0 + 1000)
     while rx.next_event() is not None:
         pass
+
+
+def test_plain_alc_objects_and_wide_tsi() -> None:
+    from alc.receiver import ObjectReceived
+
+    files = make_files([5000, 70_000], seed=21)
+    _, pkts = send_all(files, tsi=(1 << 40) + 5)
+    hs = [parse_lct(p) for p in pkts]
+    assert {h.tsi for h in hs} == {(1 << 40) + 5}
+    rx, evs = deliver(pkts, AlcReceiver(ReceiverConfig(flute=False)))
+    objs = {e.toi: e.data for e in evs if isinstance(e, ObjectReceived)}
+    assert objs[1] == files["f0-5000.bin"] and objs[2] == files["f1-70000.bin"]
+    assert 0 in objs  # without FLUTE the FDT is just another object
