@@ -242,6 +242,7 @@ class _Sender:
     heard_info: set[int] = field(default_factory=set)
     heard_blocks: set[tuple[int, int]] = field(default_factory=set)
     heard_segs: dict[tuple[int, int], set[int]] = field(default_factory=dict)
+    heard_erasures: dict[tuple[int, int], int] = field(default_factory=dict)
     # inactivity
     last_heard: float = 0.0
     inactivity_deadline: float = 0.0
@@ -292,7 +293,7 @@ class NormReceiver:
             msg = M.decode(data, self.config.fec2_m)
         except DecodeError as exc:
             count(self.stats, "drop.malformed")
-            count(self.stats, f"drop.malformed.{exc.field}")
+            count(self.stats, "drop.malformed." + exc.field.replace(" ", "_"))
             return
         if isinstance(msg, (M.NormNack, M.NormAck)):
             if msg.source_id != self.config.node_id:
@@ -946,6 +947,12 @@ class NormReceiver:
                 pairs = [(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
             else:
                 pairs = [(it, it) for it in items]
+            if r.form == M.NACK_ERASURES:
+                # the ESI field of each item is an erasure count for its block
+                for it in items:
+                    key = (self._ordinal(s, it.object_id), it.sbn)
+                    s.heard_erasures[key] = max(s.heard_erasures.get(key, 0), it.esi)
+                continue
             for a, b in pairs:
                 oa, ob = self._ordinal(s, a.object_id), self._ordinal(s, b.object_id)
                 if r.flags & M.NACK_OBJECT:
@@ -1110,6 +1117,7 @@ class NormReceiver:
         s.heard_info.clear()
         s.heard_blocks.clear()
         s.heard_segs.clear()
+        s.heard_erasures.clear()
         count(self.stats, "nack.cycles")
         if self.config.ssm and t > (k - 1) * grtt:
             count(self.stats, "nack.suppressed_ssm")
@@ -1128,6 +1136,8 @@ class NormReceiver:
             return True
         if n.kind == "block":
             return False
+        if s.heard_erasures.get((n.ordinal, n.sbn), 0) >= n.erasures:
+            return True
         heard = s.heard_segs.get((n.ordinal, n.sbn))
         if not heard:
             return False

@@ -691,3 +691,58 @@ def test_squelch_abandons_objects() -> None:
     assert sorted(e.object_id for e in ev if isinstance(e, ObjectAborted)) == [1, 3]
     out = run_until(rx, t + 60)
     assert not nacks(out)
+
+
+def test_stream_nack_parity_and_explicit_after_mid_block_flush() -> None:
+    """fec_id 129 stream: a lost symbol in a finished block asks for parity (ESI = k); after a
+    FLUSH in the middle of the next block only explicit source repairs are requested."""
+    s = Sender(fec_id=129, seg=64, blk=4, npar=2)  # NACK content is bounded by seg
+    chunks = [payload(f"t{i}", 64) for i in range(10)]
+    blocks, parity = stream_pkts(s, 3, chunks, end=False)
+    rx = NormReceiver(ReceiverConfig(node_id=2), rng=random.Random(3))
+    pkts = blocks[0] + [blocks[1][0]] + blocks[1][2:] + blocks[2][1:2]  # lose (1,1) and (2,0)
+    flush = M.NormCmdFlush(*s.hdr(), 129, 3, 2, 1, 4, [], []).encode()
+    t, out = feed(rx, pkts, 5.0)
+    out += run_until(rx, t + 1)  # block-boundary cycle: block 1 only
+    assert req_summary(nacks(out)[0]) == [(M.NACK_ITEMS, M.NACK_SEGMENT, [(3, 1, 4)])]
+    t, out = feed(rx, [flush], t + 1)
+    out += run_until(rx, t + CYCLE)
+    assert req_summary(nacks(out)[0]) == [(M.NACK_ITEMS, M.NACK_SEGMENT, [(3, 1, 4), (3, 2, 0)])]
+    assert all(i.sbl == 4 for r in nacks(out)[0].requests for i in r.items)
+    # repairs: parity for block 1 and the explicit source symbol of block 2
+    feed(rx, [parity[2], blocks[2][0]], t + 1)  # parity: 2 per full block
+    data = b"".join(e.data for e in events(rx) if isinstance(e, StreamData))
+    assert data == b"".join(chunks[:10])
+
+
+def test_suppression_by_overheard_erasure_counts() -> None:
+    s = Sender(seg=100, blk=8, npar=4)
+    s.add(1, payload("a", 100 * 16))
+    rx = NormReceiver(ReceiverConfig(node_id=2), rng=random.Random(7))
+    t, out = feed(rx, s.all_source(1, skip={(0, 2), (0, 5)})[:8], 50.0, dt=0.0)
+    other = M.NormNack(
+        1,
+        3,
+        SRC,
+        INST,
+        0,
+        0,
+        [],
+        [M.RepairRequest(M.NACK_ERASURES, M.NACK_SEGMENT, [M.RepairItem(5, 1, 0, 3)])],
+    )
+    t, out2 = feed(rx, [other.encode()], t)
+    assert not nacks(out + out2 + run_until(rx, t + CYCLE))
+    assert rx.stats["nack.suppressed"] == 1
+
+
+def test_two_senders_interleaved() -> None:
+    a, b = Sender(src=1), Sender(src=5, inst=99)
+    a.add(1, payload("A", 1234))
+    b.add(1, payload("B", 4321))
+    pa, pb = a.all_source(1), b.all_source(1)
+    mixed = [p for pair in zip(pa, pb, strict=False) for p in pair] + pb[len(pa) :]
+    rx = NormReceiver(ReceiverConfig(node_id=2))
+    feed(rx, mixed, 1.0)
+    got = {(e.source_id, e.object_id): e.data for e in events(rx) if isinstance(e, ObjectReceived)}
+    assert got == {(1, 1): payload("A", 1234), (5, 1): payload("B", 4321)}
+    assert set(rx.senders) == {1, 5}
