@@ -432,3 +432,58 @@ def test_rs16_byteorder_changes_parity() -> None:
     big = get_scheme(oti, rs16_byteorder="big").repair_symbols(0, src, 2)
     little = get_scheme(oti, rs16_byteorder="little").repair_symbols(0, src, 2)
     assert big != little
+
+
+def test_id129_payload_id_carries_block_length() -> None:
+    s = get_scheme(OTI(129, 100000, 1024, 32, 48))
+    assert s.encode_payload_id(2, 30, k=7) == bytes.fromhex("00000002 0007 001e")
+    assert s.decode_payload_id_129(bytes.fromhex("00000002 0007 001e")) == (2, 7, 30)
+    d = s.block_decoder(0, k=7)  # NORM: k from the packet overrides the partition
+    src = [os.urandom(1024) for _ in range(7)]
+    for esi, sym in s.repair_symbols(0, src, 3):
+        d.add(esi, sym)
+    for esi in range(3, 7):
+        d.add(esi, src[esi])
+    assert d.decode() == src
+
+
+def test_shortened_m16_roundtrip() -> None:
+    # blocks of 300, 300 and 299 symbols in a code for B = 400 (NRL-style m = 16)
+    oti = OTI(2, 899 * 4, 4, 300, 332, m=16)
+    _rs_roundtrip(oti, "nrl", 5)
+    _rs_roundtrip(OTI(2, 899 * 4, 4, 400, 432, m=16), "nrl", 6)
+
+
+@pytest.mark.parametrize(
+    "oti,matrix",
+    [
+        (OTI(0, 5000, 100, 20), "rfc5510"),
+        (OTI(5, 5000, 100, 20, 30), "rfc5510"),
+        (OTI(5, 5000, 100, 20, 30), "nrl"),
+        (OTI(2, 5000, 100, 20, 30, m=16), "nrl"),
+        (OTI(129, 5000, 100, 20, 30), "flute"),
+    ],
+    ids=["id0", "id5", "id5-nrl", "id2m16", "id129"],
+)
+@given(
+    items=st.lists(st.tuples(st.integers(-3, 70000), st.binary(max_size=120)), max_size=40),
+    sbn=st.integers(-2, 5),
+)
+@settings(max_examples=60, deadline=None)
+def test_block_decoder_fuzz_only_decodeerror(
+    oti: OTI, matrix: str, items: list[tuple[int, bytes]], sbn: int
+) -> None:
+    s = get_scheme(oti, rs_matrix=matrix)
+    try:
+        d = s.block_decoder(sbn)
+    except DecodeError:
+        return
+    done = False
+    for esi, sym in items:
+        try:
+            done = d.add(esi, sym)
+        except DecodeError:
+            continue
+    if done:
+        out = d.decode()
+        assert len(out) == d.k

@@ -7,6 +7,8 @@ import random
 
 import pytest
 import raptorq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alc.errors import DecodeError
 from alc.fec import OTI, decode_fti, get_scheme, oti_from_fdt_attributes, oti_to_fdt_attributes
@@ -106,3 +108,19 @@ def test_decoder_rejects_oversized_symbol() -> None:
     d = s.block_decoder(0)
     with pytest.raises(DecodeError):
         d.add(0, b"x" * 1025)
+
+
+@given(
+    items=st.lists(st.tuples(st.integers(-2, (1 << 24) + 2), st.binary(max_size=80)), max_size=20)
+)
+@settings(max_examples=50, deadline=None)
+def test_decoder_fuzz_only_decodeerror(items: list[tuple[int, bytes]]) -> None:
+    s = get_scheme(OTI(6, 1000, 64, 0))
+    d = s.block_decoder(0)
+    for esi, sym in items:
+        try:
+            if d.add(esi, sym):
+                assert len(d.decode()) == d.k
+                break
+        except DecodeError:
+            continue

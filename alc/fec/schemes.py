@@ -280,11 +280,14 @@ class ReedSolomon(FecScheme):
             raise DecodeError("Maximum-Source-Block-Length", "block longer than the code allows")
 
     # payload IDs ------------------------------------------------------------
-    def encode_payload_id(self, sbn: int, esi: int) -> bytes:
+    def encode_payload_id(self, sbn: int, esi: int, k: int | None = None) -> bytes:
+        """FEC Payload ID; for ID 129 the source block length is ``k`` or, by default, the
+        RFC 5052 §9.1 length of block ``sbn`` (ignored for IDs 2 and 5)."""
         if self.encoding_id == 129:
-            if not (0 <= sbn < 1 << 32 and 0 <= esi < 1 << 16):
-                raise ValueError("SBN/ESI out of range")
-            k = self._blocks[sbn] if sbn < len(self._blocks) else 0
+            if k is None:
+                k = self._blocks[sbn] if 0 <= sbn < len(self._blocks) else 0
+            if not (0 <= sbn < 1 << 32 and 0 <= esi < 1 << 16 and 0 <= k < 1 << 16):
+                raise ValueError("SBN/ESI/k out of range")
             return struct.pack("!IHH", sbn, k, esi)
         m = self.m
         if not (0 <= sbn < 1 << (32 - m) and 0 <= esi < 1 << m):
