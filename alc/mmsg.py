@@ -1,0 +1,347 @@
+"""Batched UDP I/O into preallocated numpy slabs: ``recvmmsg``/``sendmmsg`` through ctypes.
+
+A :class:`Slab` is ``rows`` datagram buffers of ``width`` octets (one 2-D ``uint8``
+array), a ``lengths`` array and an ``stamps`` array (arrival time, POSIX seconds).
+:func:`recv_batch` fills it with one ``recvmmsg(2)`` system call (Linux); where that is
+not available (or ``use_mmsg=False``) it falls back to a non-blocking ``recv_into``
+loop on ``memoryview`` rows.  No per-datagram Python object is created on the receive
+path: headers are then parsed as numpy views of the slab (see :mod:`tesla.fastpath`).
+
+Arrival time: one ``time.time()`` taken right after the system call returns is stored
+for every datagram of the batch.  It is never earlier than the true arrival, so the
+TESLA safe-packet test run on it can only be stricter (RFC 4082 §5 asks for the time
+"as early as possible"; a later time never accepts an unsafe packet).
+
+Send side: :func:`send_batch` hands a list of datagrams (or slab rows) to one
+``sendmmsg(2)``; :func:`send_gso` sends one buffer of equal-size segments with
+``UDP_SEGMENT`` (Linux GSO) when the kernel supports it.
+
+This module only moves octets; it does not know ALC, NORM or TESLA.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import socket
+import struct
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = [
+    "MAX_DATAGRAM",
+    "HAVE_MMSG",
+    "Slab",
+    "recv_batch",
+    "send_batch",
+    "send_gso",
+    "gso_supported",
+]
+
+#: row width of a default slab: largest UDP payload over IPv4
+MAX_DATAGRAM = 65507
+MSG_DONTWAIT = 0x40
+MSG_WAITFORONE = 0x10000
+SOL_UDP = 17
+UDP_SEGMENT = 103
+_SOCKADDR_LEN = 28  # sockaddr_in6 is the largest we need
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [
+        ("msg_name", ctypes.c_void_p),
+        ("msg_namelen", ctypes.c_uint32),
+        ("msg_iov", ctypes.POINTER(_Iovec)),
+        ("msg_iovlen", ctypes.c_size_t),
+        ("msg_control", ctypes.c_void_p),
+        ("msg_controllen", ctypes.c_size_t),
+        ("msg_flags", ctypes.c_int),
+    ]
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def _load_libc() -> tuple[object | None, object | None]:
+    if not sys.platform.startswith("linux"):
+        return None, None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        rx = libc.recvmmsg
+        tx = libc.sendmmsg
+    except (OSError, AttributeError):
+        return None, None
+    rx.argtypes = [
+        ctypes.c_int,
+        ctypes.POINTER(_Mmsghdr),
+        ctypes.c_uint,
+        ctypes.c_int,
+        ctypes.POINTER(_Timespec),
+    ]
+    rx.restype = ctypes.c_int
+    tx.argtypes = [ctypes.c_int, ctypes.POINTER(_Mmsghdr), ctypes.c_uint, ctypes.c_int]
+    tx.restype = ctypes.c_int
+    return rx, tx
+
+
+_recvmmsg, _sendmmsg = _load_libc()
+HAVE_MMSG = _recvmmsg is not None
+
+
+class Slab:
+    """Preallocated receive buffers: ``data[k, :lengths[k]]`` is datagram k of the last
+    batch (k < ``count``), ``stamps[k]`` its arrival time, ``addr(k)`` its source."""
+
+    def __init__(self, rows: int = 1024, width: int = 2048) -> None:
+        if rows < 1 or width < 1:
+            raise ValueError("rows and width must be >= 1")
+        self.rows = rows
+        self.width = width
+        self.data = np.zeros((rows, width), dtype=np.uint8)
+        self.lengths = np.zeros(rows, dtype=np.int64)
+        self.stamps = np.zeros(rows, dtype=np.float64)
+        self.count = 0
+        self.truncated = 0  # datagrams longer than width seen (cut, flagged in stats)
+        self._names = ctypes.create_string_buffer(rows * _SOCKADDR_LEN)
+        self._iov = (_Iovec * rows)()
+        self._msgs = (_Mmsghdr * rows)()
+        base = self.data.ctypes.data
+        names = ctypes.addressof(self._names)
+        for k in range(rows):
+            self._iov[k].iov_base = base + k * width
+            self._iov[k].iov_len = width
+            h = self._msgs[k].msg_hdr
+            h.msg_name = names + k * _SOCKADDR_LEN
+            h.msg_namelen = _SOCKADDR_LEN
+            h.msg_iov = ctypes.pointer(self._iov[k])
+            h.msg_iovlen = 1
+        self._rows_mv = [memoryview(self.data[k]) for k in range(rows)]
+        self._addrs: list[tuple[str, int] | None] = [None] * rows
+
+    def datagram(self, k: int) -> bytes:
+        """Copy of datagram k of the last batch."""
+        return self.data[k, : self.lengths[k]].tobytes()
+
+    def datagrams(self) -> list[bytes]:
+        """Copies of every datagram of the last batch (for slow paths and tests)."""
+        n = self.count
+        if n == 0:
+            return []
+        flat = self.data[:n].tobytes()
+        w = self.width
+        return [flat[k * w : k * w + ln] for k, ln in enumerate(self.lengths[:n].tolist())]
+
+    def addr(self, k: int) -> tuple[str, int] | None:
+        """Source address of datagram k (decoded lazily from the sockaddr buffer)."""
+        a = self._addrs[k]
+        if a is not None:
+            return a
+        raw = self._names.raw[k * _SOCKADDR_LEN : (k + 1) * _SOCKADDR_LEN]
+        fam = struct.unpack_from("=H", raw)[0]
+        if fam == socket.AF_INET:
+            port = struct.unpack_from("!H", raw, 2)[0]
+            return socket.inet_ntop(socket.AF_INET, raw[4:8]), port
+        if fam == socket.AF_INET6:
+            port = struct.unpack_from("!H", raw, 2)[0]
+            return socket.inet_ntop(socket.AF_INET6, raw[8:24]), port
+        return None
+
+
+def recv_batch(
+    sock: socket.socket, slab: Slab, *, block: bool = False, use_mmsg: bool | None = None
+) -> int:
+    """Receive up to ``slab.rows`` datagrams into ``slab``; returns ``slab.count``.
+
+    ``block=True`` waits for the first datagram (honouring the socket timeout in the
+    fallback; ``recvmmsg`` with ``MSG_WAITFORONE``), then takes what is queued without
+    waiting.  ``block=False`` never waits (0 when nothing is queued).
+    """
+    mm = HAVE_MMSG if use_mmsg is None else (use_mmsg and HAVE_MMSG)
+    if mm:
+        return _recv_mmsg(sock, slab, block)
+    return _recv_loop(sock, slab, block)
+
+
+def _recv_mmsg(sock: socket.socket, slab: Slab, block: bool) -> int:
+    assert _recvmmsg is not None
+    fd = sock.fileno()
+    flags = MSG_WAITFORONE if block else MSG_DONTWAIT
+    msgs = slab._msgs
+    for k in range(slab.count):  # reset what the last call changed
+        msgs[k].msg_hdr.msg_namelen = _SOCKADDR_LEN
+    if block and sock.gettimeout() is not None:
+        import select
+
+        r, _, _ = select.select([sock], [], [], sock.gettimeout())
+        if not r:
+            slab.count = 0
+            return 0
+    n = _recvmmsg(fd, msgs, slab.rows, flags, None)  # type: ignore[operator]
+    now = time.time()
+    if n < 0:
+        e = ctypes.get_errno()
+        slab.count = 0
+        if e in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR):
+            return 0
+        raise OSError(e, os.strerror(e))
+    lens = slab.lengths
+    trunc = 0
+    for k in range(n):
+        m = msgs[k]
+        lens[k] = m.msg_len
+        if m.msg_hdr.msg_flags & 0x20:  # MSG_TRUNC
+            trunc += 1
+    slab.truncated += trunc
+    slab.stamps[:n] = now
+    slab.count = n
+    slab._addrs[:n] = [None] * n
+    return n
+
+
+def _recv_loop(sock: socket.socket, slab: Slab, block: bool) -> int:
+    rows = slab._rows_mv
+    lens = slab.lengths
+    addrs = slab._addrs
+    n = 0
+    rf = sock.recvfrom_into
+    if block:
+        try:
+            ln, a = rf(rows[0])
+        except (BlockingIOError, TimeoutError, InterruptedError):
+            slab.count = 0
+            return 0
+        lens[0] = ln
+        addrs[0] = a
+        n = 1
+    try:
+        while n < slab.rows:
+            ln, a = rf(rows[n], 0, MSG_DONTWAIT)
+            lens[n] = ln
+            addrs[n] = a
+            n += 1
+    except (BlockingIOError, InterruptedError):
+        pass
+    slab.stamps[:n] = time.time()
+    slab.count = n
+    return n
+
+
+def _sockaddr(addr: tuple[str, int] | None) -> bytes | None:
+    if addr is None:
+        return None
+    host, port = addr[0], addr[1]
+    try:
+        return struct.pack("=HH4s8x", socket.AF_INET, socket.htons(port), socket.inet_aton(host))
+    except OSError:
+        raw = socket.inet_pton(socket.AF_INET6, host)
+        return struct.pack("=HHI16sI", socket.AF_INET6, socket.htons(port), 0, raw, 0)
+
+
+def send_batch(
+    sock: socket.socket,
+    datagrams: Sequence[bytes | bytearray | memoryview],
+    addr: tuple[str, int] | None = None,
+    *,
+    use_mmsg: bool | None = None,
+) -> int:
+    """Send every datagram (to ``addr``, or the connected peer when None) with as few
+    ``sendmmsg`` calls as possible; returns the number sent.  Blocks as ``sendto`` would
+    when the socket is blocking.  Falls back to a ``sendto`` loop."""
+    n = len(datagrams)
+    if n == 0:
+        return 0
+    mm = HAVE_MMSG if use_mmsg is None else (use_mmsg and HAVE_MMSG)
+    if not mm:
+        if addr is None:
+            for d in datagrams:
+                sock.send(d)
+        else:
+            for d in datagrams:
+                sock.sendto(d, addr)
+        return n
+    assert _sendmmsg is not None
+    name = _sockaddr(addr)
+    name_buf = ctypes.create_string_buffer(name) if name is not None else None
+    iov = (_Iovec * n)()
+    msgs = (_Mmsghdr * n)()
+    keep: list[object] = []
+    for k, d in enumerate(datagrams):
+        if isinstance(d, bytes):
+            ptr = ctypes.cast(ctypes.c_char_p(d), ctypes.c_void_p).value
+            keep.append(d)
+        else:  # any buffer (bytearray, memoryview, numpy row), read-only ones included
+            a = np.frombuffer(d, dtype=np.uint8)
+            keep.append(a)
+            ptr = a.ctypes.data
+        iov[k].iov_base = ptr
+        iov[k].iov_len = len(d)
+        h = msgs[k].msg_hdr
+        if name_buf is not None:
+            h.msg_name = ctypes.addressof(name_buf)
+            h.msg_namelen = len(name_buf.raw) - 1
+        h.msg_iov = ctypes.pointer(iov[k])
+        h.msg_iovlen = 1
+    fd = sock.fileno()
+    sent = 0
+    while sent < n:
+        r = _sendmmsg(fd, ctypes.byref(msgs[sent]), n - sent, 0)  # type: ignore[operator]
+        if r < 0:
+            e = ctypes.get_errno()
+            if e == errno.EINTR:
+                continue
+            if e in (errno.EAGAIN, errno.ENOBUFS) and sent:
+                time.sleep(0)
+                continue
+            raise OSError(e, os.strerror(e))
+        sent += r
+    del keep
+    return sent
+
+
+def send_slab(
+    sock: socket.socket, slab: Slab, count: int, addr: tuple[str, int] | None = None
+) -> int:
+    """Send rows ``0..count-1`` of ``slab`` (``lengths`` octets each), zero-copy."""
+    rows = [slab._rows_mv[k][: int(slab.lengths[k])] for k in range(count)]
+    return send_batch(sock, rows, addr)
+
+
+def gso_supported(sock: socket.socket) -> bool:
+    """True if the kernel accepts ``UDP_SEGMENT`` on this socket."""
+    try:
+        sock.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
+        return True
+    except OSError:
+        return False
+
+
+def send_gso(
+    sock: socket.socket, buf: bytes | bytearray | memoryview, seg: int, addr: tuple[str, int]
+) -> int:
+    """Send ``buf`` as datagrams of ``seg`` octets (the last may be shorter) with one
+    ``sendmsg`` carrying ``UDP_SEGMENT`` (GSO, at most 64 segments / 64 KiB per call).
+    Returns the number of datagrams sent."""
+    mv = memoryview(buf)
+    total = len(mv)
+    step = seg * min(64, max(1, 65000 // seg))
+    count_ = 0
+    cmsg = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", seg))]
+    for s in range(0, total, step):
+        part = mv[s : s + step]
+        sock.sendmsg([part], cmsg, 0, addr)
+        count_ += -(-len(part) // seg)
+    return count_
