@@ -126,9 +126,12 @@ def _ceil_float(x: Fraction) -> float:
 
 
 class _Pending:
-    __slots__ = ("pkts", "metas", "moffs", "goffs", "commits", "nbytes")
+    __slots__ = ("pkts", "metas", "moffs", "goffs", "commits", "nbytes", "lo", "hi", "key1")
 
-    def __init__(self) -> None:
+    def __init__(self, lo: float, hi: float) -> None:
+        self.lo = lo  # safe-test thresholds of the interval (see _interval_bounds)
+        self.hi = hi
+        self.key1: bytes | None = None  # verified K_{i-d} (Type 1 fast path)
         self.pkts: list[bytes] = []
         self.metas: list[Any] = []  # caller's per-packet data (e.g. source address)
         self.moffs: list[int] = []  # offset of the MAC field in each packet
@@ -180,8 +183,8 @@ class TeslaReceiver:
         self.template = template or ControlTemplate()
         self.early_discard = early_discard
         self.max_key_walk = max_key_walk
-        self.stats: dict[str, int] = {f"drop.{r}": 0 for r in DROP_REASONS}
-        self.stats.update(
+        self._stats: dict[str, int] = {f"drop.{r}": 0 for r in DROP_REASONS}
+        self._stats.update(
             {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0}
         )
         # bounded: an undrained event queue must not grow under a flood
@@ -203,18 +206,31 @@ class TeslaReceiver:
         self._seq_seen: dict[int, set[int]] = {}
         self._hb = HDR_LEN_OFFSET[protocol]
         self._buffered = 0
+        self._nbuf = 0
+        self._max_buffered = 0
         self._max_chain_seen = -1
         self._max_known = -1  # highest legitimate key index (any chain)
         self._ready = False
         self._tag_len: dict[int, int] = {}
+        self._fast = False
         self._km = 0
         self._kp = 0
         self._g = 0
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters (``drop.<reason>``, ``accepted``, ...) and the buffer gauges
+        ``buffered_bytes``, ``buffered_packets``, ``max_buffered_bytes``."""
+        st = self._stats
+        st["buffered_bytes"] = self._buffered
+        st["buffered_packets"] = self._nbuf
+        st["max_buffered_bytes"] = self._max_buffered
+        return st
+
     def _drop(self, reason: str, n: int = 1) -> None:
         k = "drop." + reason
-        self.stats[k] = self.stats.get(k, 0) + n
+        self._stats[k] = self._stats.get(k, 0) + n
         self.events.append(("drop", reason, n))
 
     @property
@@ -303,6 +319,47 @@ class TeslaReceiver:
         except DecodeError:
             self._drop("malformed")
             return
+        # Fast path: a Type 1/2 tag of an interval that already has buffered packets,
+        # inside its safe window, carrying the already verified K_{i-d}, with room in
+        # the buffer.  Exactly the checks of the full path below, in the same order,
+        # using the state cached on the interval; anything else takes the full path.
+        if (
+            self._fast
+            and self.early_discard is None
+            and 0 < data[off + 2] & 15 < 3
+            and data[off + 1] << 2 == self._tag_len[data[off + 2] & 15]
+        ):
+            (i,) = _I.unpack_from(data, off + 4)
+            pend = self._pending.get(i)
+            if (
+                pend is not None
+                and pend.lo <= now < pend.hi
+                and i > self._max_known
+                and len(pend.pkts) < self.max_packets_per_interval
+                and self._buffered + len(data) + PER_PACKET_OVERHEAD <= self.max_buffered_bytes
+            ):
+                kp = self._kp
+                if data[off + 2] & 15 == 1:
+                    if data[off + 8 : off + 8 + kp] != pend.key1:
+                        self._receive_full(data, off, now, meta)
+                        return
+                    pend.moffs.append(off + 8 + kp)
+                else:
+                    pend.moffs.append(off + 8)
+                pend.pkts.append(data)
+                pend.metas.append(meta)
+                pend.goffs.append(-1)
+                cost = len(data) + PER_PACKET_OVERHEAD
+                pend.nbytes += cost
+                self._buffered += cost
+                self._nbuf += 1
+                if self._buffered > self._max_buffered:
+                    self._max_buffered = self._buffered
+                return
+        self._receive_full(data, off, now, meta)
+
+    def _receive_full(self, data: bytes, off: int, now: float, meta: Any) -> None:
+        """RFC 5776 §4.3 steps 1-9 for one datagram whose EXT_AUTH is at ``off``."""
         typ = data[off + 2] & 15
         if typ == 0 or typ > 4:
             self._signalling(data, off, typ, now)
@@ -356,6 +413,7 @@ class TeslaReceiver:
         # -- disclosed key (step 4)
         kp = self._kp
         new_keys: list[tuple[int, bytes]] | None = None
+        key_ok = False  # the disclosed key is legitimate (known or newly verified)
         if typ == 1 or typ == 4:
             if typ == 1:
                 x = i - p.d
@@ -373,6 +431,7 @@ class TeslaReceiver:
                 if known != key:
                     self._drop("bad_key")
                     return
+                key_ok = True
             else:
                 assert self.keys is not None
                 chk = self.keys.check(x, key)
@@ -380,6 +439,7 @@ class TeslaReceiver:
                 if st is KeyStatus.MISMATCH or st is KeyStatus.BAD_LENGTH:
                     self._drop("bad_key")
                     return
+                key_ok = st is KeyStatus.NEW or st is KeyStatus.KNOWN
                 if st is KeyStatus.NEW:
                     new_keys = chk.new_keys
                     if x > self._max_known:
@@ -400,9 +460,13 @@ class TeslaReceiver:
         # -- early discard (RFC 5776 §4.3.1): never signalling packets
         ed = self.early_discard
         if ed is not None and self._discardable(data) and ed(data):
-            self.stats["discard.early"] = self.stats.get("discard.early", 0) + 1
+            self._stats["discard.early"] = self._stats.get("discard.early", 0) + 1
         else:
             self._buffer(i, data, off + (8 if typ == 2 else 8 + kp), goff, typ, off, meta)
+            if typ == 1 and key_ok:
+                pend = self._pending.get(i)
+                if pend is not None:
+                    pend.key1 = data[off + 8 : off + 8 + kp]
         if new_keys:
             for w, kw in new_keys:
                 if w in self._pending:
@@ -428,7 +492,8 @@ class TeslaReceiver:
                 return
             pend = self._pending.get(i)
         if pend is None:
-            pend = self._pending[i] = _Pending()
+            lo, hi = self._bounds.get(i) or self._interval_bounds(i)
+            pend = self._pending[i] = _Pending(lo, hi)
         pend.pkts.append(data)
         pend.metas.append(meta)
         pend.moffs.append(moff)
@@ -446,8 +511,7 @@ class TeslaReceiver:
     def _evict_interval(self, w: int, reason: str) -> None:
         pend = self._pending.pop(w)
         self._buffered -= pend.nbytes
-        self.stats["buffered_bytes"] = self._buffered
-        self.stats["buffered_packets"] -= len(pend.pkts)
+        self._nbuf -= len(pend.pkts)
         self._drop(reason, len(pend.pkts))
 
     def _flush_before_chain(self, c: int) -> None:
@@ -470,13 +534,12 @@ class TeslaReceiver:
         pkts = pend.pkts
         n = len(pkts)
         self._buffered -= pend.nbytes
-        self.stats["buffered_bytes"] = self._buffered
-        self.stats["buffered_packets"] -= n
+        self._nbuf -= n
         km = self._km
         lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
         ends = np.cumsum(lens)
         starts = ends - lens
-        slab = bytearray(b"".join(pkts))
+        slab = bytearray().join(pkts)
         arr = np.frombuffer(slab, dtype=np.uint8)
         ar = np.arange(km)
         midx = (starts + np.asarray(pend.moffs, dtype=np.int64))[:, None] + ar
@@ -507,12 +570,8 @@ class TeslaReceiver:
             keep = [0]
         else:
             good = np.flatnonzero(ok)
-            if len(good) > 1:  # duplicates of one packet: release once
-                v = np.ascontiguousarray(tags[good]).view(np.dtype((np.void, km))).ravel()
-                _, first = np.unique(v, return_index=True)
-                if len(first) != len(good):
-                    self._drop("duplicate", len(good) - len(first))
-                    good = np.sort(good[first])
+            if len(good) > 1:  # identical copies of one packet: release once
+                good = self._dedupe(tags, good)
             keep = good.tolist()
         if not keep:
             return
@@ -520,7 +579,7 @@ class TeslaReceiver:
         self._recent[w] = accepted_tags
         while len(self._recent) > REPLAY_MEMORY_INTERVALS:
             self._recent.popitem(last=False)
-        self.stats["accepted"] += len(keep)
+        self._stats["accepted"] += len(keep)
         if pend.commits:
             okset = set(keep)
             for idx, commitment in pend.commits:
@@ -534,9 +593,27 @@ class TeslaReceiver:
             if hb == 1:
                 self._norm_accept(pkt)
             if len(pkt) == pkt[hb] << 2 and self._is_control(pkt):
-                self.stats["tesla.control"] = self.stats.get("tesla.control", 0) + 1
+                self._stats["tesla.control"] = self._stats.get("tesla.control", 0) + 1
                 continue
             out.append((pkt, metas[k]))
+
+    def _dedupe(self, tags: np.ndarray, good: np.ndarray) -> np.ndarray:
+        """Keep the first of authenticated packets with identical MACs (same interval,
+        same MAC = same packet).  Sorting 8-octet prefixes as uint64 is cheap; equal
+        prefixes are confirmed on the full tag."""
+        u = np.ascontiguousarray(tags[good, :8]).view(np.uint64).ravel()
+        order = np.argsort(u, kind="stable")
+        su = u[order]
+        eq = np.flatnonzero(su[1:] == su[:-1])
+        if not len(eq):
+            return good
+        drop: set[int] = set()
+        for k in eq.tolist():
+            a, b = good[order[k]], good[order[k + 1]]
+            if bytes(tags[a]) == bytes(tags[b]):
+                drop.add(int(b))  # stable sort: b arrived after a
+        self._drop("duplicate", len(drop))
+        return np.array([g for g in good.tolist() if g not in drop], dtype=np.int64)
 
     def _new_chain_commitment(self, j: int, commitment: bytes) -> None:
         assert self.keys is not None
@@ -625,7 +702,7 @@ class TeslaReceiver:
         if self._ready:
             assert self.params is not None and self.keys is not None
             if self.keys.has_chain(self.params.chain_of(msg.i)):
-                self.stats["bootstrap.ignored"] = self.stats.get("bootstrap.ignored", 0) + 1
+                self._stats["bootstrap.ignored"] = self._stats.get("bootstrap.ignored", 0) + 1
                 return
         if not self._check_group_mac(data, off, msg.group_mac is not None):
             self._drop("bad_group_mac")
@@ -691,7 +768,10 @@ class TeslaReceiver:
         self._km = MAC_LEN[params.mac_id]
         self._g = params.group_mac_len
         lay = ea.TagLayout(self._kp, self._km, 0, params.group_mac)
-        self._tag_len = {t: ea.tag_length(t, lay) for t in (1, 2, 3, 4)}
+        self._tag_len = {t: ea.tag_length(t, lay) for t in range(16)}
+        for t in (0, *range(5, 16)):
+            self._tag_len[t] = -1
+        self._fast = self._g == 0 and self._hb == 2
         if self.sync == "indirect":
             self._set_dt(indirect_dt_from_ms(self.max_clock_error_ms, self._d_o_t, self.d_err_ms))
         elif self.sync_client.d_t is not None:
@@ -701,6 +781,9 @@ class TeslaReceiver:
     def _set_dt(self, d_t: int) -> None:
         self.d_t = d_t
         self._bounds.clear()
+        if self.params is not None:
+            for w, pend in self._pending.items():
+                pend.lo, pend.hi = self._interval_bounds(w)
         self._ready = self.params is not None
         self.events.append(("d_t", d_t))
 
@@ -753,7 +836,7 @@ class TeslaReceiver:
             assert self._gctx is not None
             end = off + len(ext)
             pkt[end - 4 : end] = self._gctx.compute(pkt)
-        self.stats["tesla.sync_request"] = self.stats.get("tesla.sync_request", 0) + 1
+        self._stats["tesla.sync_request"] = self._stats.get("tesla.sync_request", 0) + 1
         return bytes(pkt)
 
     # ------------------------------------------------------------------ introspection
