@@ -46,6 +46,7 @@ def nrl_to_ours(
     nrl_tx_loss: float = 0.0,
     our_rx_loss: float = 0.0,
     auto_parity: int = 0,
+    cc: bool = False,
     timeout: float = 60.0,
 ) -> tuple[ObjectReceived | None, bytes, NormReceiver]:
     group, port = nrl.random_group(), nrl.random_port()
@@ -70,6 +71,7 @@ def nrl_to_ours(
             auto_parity=auto_parity,
             rate_bps=40e6,
             grtt=0.01,
+            cc=cc,
         )
         ss.enqueue_file(str(src))
 
@@ -98,6 +100,7 @@ def ours_to_nrl(
     nrl_tx_loss: float = 0.0,
     auto_parity: int = 0,
     fec_id: int | None = None,
+    cc: bool = False,
     timeout: float = 60.0,
 ) -> tuple[list[nrl.Received], bytes, NormSender]:
     group, port = nrl.random_group(), nrl.random_port()
@@ -116,6 +119,8 @@ def ours_to_nrl(
             rate=5e6,
             grtt=0.01,
             seed=3,
+            cc=cc,
+            rate_max=5e6 if cc else None,
         )
     )
     snd.enqueue_file(str(src))
@@ -197,6 +202,23 @@ def test_our_sender_to_nrl_receiver_fec129(tmp_path: Path) -> None:
     got, data, snd = ours_to_nrl(tmp_path, 150_000, 32, 8, nrl_rx_loss=10, fec_id=129)
     assert got, snd.stats
     assert got[0].data == data
+
+
+def test_our_sender_with_cc_adapts_to_nrl_feedback(tmp_path: Path) -> None:
+    """NORM-CC: NRL answers our CMD(CC)+EXT_RATE with ACK(CC)/EXT_CC; it becomes the CLR
+    and slow start takes the rate from Rinit (1 segment/s) to the configured maximum."""
+    got, data, snd = ours_to_nrl(tmp_path, 400_000, 64, 16, nrl_rx_loss=2, cc=True)
+    assert got and got[0].data == data
+    assert snd.cc is not None and snd.cc.clr == 2
+    assert snd.stats.get("rx.cc_feedback", 0) > 0
+    assert snd.rate > 100_000
+
+
+def test_nrl_sender_with_cc_to_our_receiver(tmp_path: Path) -> None:
+    ev, data, rx = nrl_to_ours(tmp_path, 300_000, 64, 16, our_rx_loss=0.02, cc=True)
+    assert ev is not None, rx.stats
+    assert ev.data == data
+    assert rx.stats.get("ack.cc_sent", 0) > 0
 
 
 def test_nrl_acks_our_watermark(tmp_path: Path) -> None:
