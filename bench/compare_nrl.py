@@ -23,13 +23,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests import nrl  # noqa: E402
 
 
-def _our_receiver(group: tuple[str, int], loss: float, q: mp.Queue, ready: mp.Event) -> None:  # type: ignore[type-arg]
+def _our_receiver(group: tuple[str, int], loss: float, q: Any, ready: Any) -> None:
     from alc.net import Driver, LossInjector, open_socket
     from norm.receiver import NormReceiver, ObjectReceived, ReceiverConfig
 
@@ -58,7 +59,7 @@ def run_ours(data: bytes, args: argparse.Namespace) -> float:
 
     group = (nrl.random_group(), nrl.random_port())
     ctx = mp.get_context("fork")
-    q: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
+    q: Any = ctx.Queue()
     ready = ctx.Event()
     p = ctx.Process(target=_our_receiver, args=(group, args.loss, q, ready))
     p.start()
