@@ -148,3 +148,15 @@ def test_dot_field_round_trip(v: int) -> None:
     assert 0 <= f < 2**64
     assert dot_from_field(f) == v
     assert bool(f >> 63) == (v >= 0)
+
+
+@given(st.binary(max_size=12), st.integers(0, 2**70))
+def test_ntp_from_bytes_raises_only_decode_error(buf: bytes, ref: int) -> None:
+    from alc.errors import DecodeError
+
+    try:
+        v = ntp_from_bytes(buf, ref)
+    except DecodeError:
+        assert len(buf) != 8
+    else:
+        assert len(buf) == 8 and ntp_to_wire(v) == int.from_bytes(buf, "big")
