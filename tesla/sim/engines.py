@@ -97,6 +97,7 @@ class ToyAdapter(Adapter):
             chain_length=int(self.scn.tesla.get("chain_length", 20000)),
             bootstrap_period=float(self.scn.tesla.get("bootstrap_period", 1.0)),
             nack_rounds=3 if self.nack else 0,
+            startup=float(self.scn.sender.get("start", 3 * self.tint + 0.05)),
         )
 
     def build_receiver(self, idx: int, d_t: float) -> Any:

@@ -72,6 +72,7 @@ class ToySender:
         self._make_chain()
         self.bootstrap_period = bootstrap_period
         self._next_boot = t0
+        self._boots = 0
         self._next_send = t0 + startup  # let the first bootstrap arrive first
         self.queue: deque[tuple[int, int, int]] = deque()
         self.blocks: dict[int, int] = {}
@@ -133,7 +134,9 @@ class ToySender:
         i = self.interval(now)
         if now >= self._next_boot:
             out.append((self.bootstrap(i), None))
-            self._next_boot += self.bootstrap_period
+            # three at start, one tint apart (like the real sender), then periodic
+            self._boots += 1
+            self._next_boot += self.tint if self._boots < 3 else self.bootstrap_period
         while now >= self._next_send:
             self._next_send += self.gap
             if self.queue:
