@@ -153,6 +153,7 @@ class NormSenderConfig:
     stream_buffer_blocks: int = 64
     burst: float = 0.004  # token bucket depth in seconds of rate
     set_repair_flags: bool = True  # NORM_FLAG_REPAIR/EXPLICIT on repairs (RFC; NRL never)
+    repair_adv: bool = False  # multicast NORM_CMD(REPAIR_ADV) per repair cycle (unicast NACKs)
     eot_repeats: int | None = None  # default robust_factor
     seed: int | None = None
 
@@ -388,6 +389,7 @@ class NormSender:
         self._squelch_wanted = False
         self._squelch_next = -math.inf
         self._app_cmds: list[tuple[bytes, int, float]] = []  # content, remaining, next
+        self._repair_adv: bytes | None = None
         # probing
         self._probe_next: float | None = None
         self._probe_interval = 0.5
@@ -672,7 +674,7 @@ class NormSender:
     def _has_traffic(self) -> bool:
         if self._probe_due_now:
             return True
-        if self._repairs or self._squelch_ready:
+        if self._repairs or self._squelch_ready or self._repair_adv is not None:
             return True
         if self._cursor is not None:
             obj = self.objects.get(self._cursor)
@@ -729,6 +731,10 @@ class NormSender:
         if self._probe_due_now:
             self._probe_due_now = False
             return self._probe(now)
+        if self._repair_adv is not None:
+            pkt, self._repair_adv = self._repair_adv, None
+            count(self.stats, "tx.cmd.repair_adv")
+            return pkt
         if self._squelch_ready:
             self._squelch_ready = False
             pkt = self._squelch(now)
@@ -1162,8 +1168,7 @@ class NormSender:
                 if obj.has_block(s):
                     need.blocks.setdefault(s, _BlkNeed()).whole = True
                 elif obj.kind == KIND_STREAM:
-                    self._squelch_invalid.add(oid)
-                    self._squelch_wanted = True
+                    self._squelch_wanted = True  # block left the stream buffer
                 if s == b.sbn:
                     break
                 s += 1
@@ -1185,9 +1190,8 @@ class NormSender:
         self, obj: _TxObject, need: _ObjNeed, sbn: int, lo: int, hi: int, form: int
     ) -> None:
         if not obj.has_block(sbn):
-            if obj.kind == KIND_STREAM:
-                self._squelch_invalid.add(obj.id)
-                self._squelch_wanted = True
+            if obj.kind == KIND_STREAM and sbn < obj.stream_oldest:
+                self._squelch_wanted = True  # block left the stream buffer
             return
         bn = need.blocks.setdefault(sbn, _BlkNeed())
         if form == M.NACK_ERASURES:
@@ -1225,10 +1229,58 @@ class NormSender:
         agg, self._agg = self._agg, {}
         self._agg_deadline = None
         self._holdoff_until = now + self.grtt
+        if self.cfg.repair_adv and agg:
+            self._repair_adv = self._build_repair_adv(agg)
         self._compile(agg)
         if self._squelch_invalid:
             self._squelch_wanted = True
         count(self.stats, "repair.cycles")
+
+    def _build_repair_adv(self, agg: dict[int, _ObjNeed]) -> bytes:
+        """NORM_CMD(REPAIR_ADV) (RFC 5740 §4.2.3.5, §5.4.4): the aggregated repair state in
+        nack_payload form, ordinal order, limited to segment_size (LIMIT flag if cut)."""
+        base = self._window_base()
+        reqs: list[M.RepairRequest] = []
+        room = self.cfg.segment_size
+        limited = False
+
+        def push(flags: int, items: list[M.RepairItem]) -> bool:
+            nonlocal room
+            size = 4 + sum(i.size for i in items)
+            if size > room:
+                return False
+            room -= size
+            reqs.append(M.RepairRequest(M.NACK_ITEMS, flags, items))
+            return True
+
+        for oid in sorted(agg, key=lambda o: (o - base) & 0xFFFF):
+            need = agg[oid]
+            obj = self.objects.get(oid)
+            if obj is None:
+                continue
+
+            def it(sbn: int, esi: int, obj: _TxObject = obj, oid: int = oid) -> M.RepairItem:
+                sbl = obj.block_len(sbn) if obj.fec_id == 129 and obj.has_block(sbn) else 0
+                return M.RepairItem(obj.fec_id, oid, sbn, esi, sbl, m=obj.m)
+
+            ok = True
+            if need.whole:
+                ok = push(M.NACK_OBJECT, [it(0, 0)])
+            else:
+                if need.info:
+                    ok = push(M.NACK_INFO, [it(0, 0)])
+                whole = [sbn for sbn, bn in sorted(need.blocks.items()) if bn.whole]
+                if ok and whole:
+                    ok = push(M.NACK_BLOCK, [it(sbn, 0) for sbn in whole])
+                for sbn, bn in sorted(need.blocks.items()):
+                    if ok and not bn.whole and bn.esis:
+                        ok = push(M.NACK_SEGMENT, [it(sbn, e) for e in sorted(bn.esis)])
+            if not ok:
+                limited = True
+                break
+        return M.NormCmdRepairAdv(
+            *self._hdr(), flags=M.REPAIR_ADV_FLAG_LIMIT if limited else 0, requests=reqs
+        ).encode()
 
     def _compile(self, agg: dict[int, _ObjNeed]) -> None:
         """Turn aggregated needs into ordered repair transmissions (RFC 5740 §5.4.2)."""

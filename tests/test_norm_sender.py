@@ -350,9 +350,12 @@ class Medium:
         self.loss = loss
         self.delay = delay
         self.rng = random.Random(seed)
-        self.q: list[tuple[float, int, str, bytes]] = []
+        self.q: list[tuple[float, int, str, bytes, str]] = []
         self.n = 0
         self.now = T0
+
+    def addr(self, name: str) -> tuple[str, int]:
+        return ("127.0.0.1", 1000 + list(self.engines).index(name))
 
     def run(self, until: Any, limit: float) -> bool:
         while self.now < T0 + limit:
@@ -360,11 +363,13 @@ class Medium:
                 t = e.get_timer()
                 if t is not None and t <= self.now:
                     e.handle_timer(self.now)
-                for d, _ in e.datagrams_to_send(self.now):
+                for d, dst in e.datagrams_to_send(self.now):
                     for other in self.engines:
-                        if other != name and self.rng.random() >= self.loss.get(other, 0.0):
+                        if other == name or (dst is not None and dst != self.addr(other)):
+                            continue  # unicast goes to its destination only
+                        if self.rng.random() >= self.loss.get(other, 0.0):
                             self.n += 1
-                            heapq.heappush(self.q, (self.now + self.delay, self.n, other, d))
+                            heapq.heappush(self.q, (self.now + self.delay, self.n, other, d, name))
             if until():
                 return True
             ts = [t for e in self.engines.values() if (t := e.get_timer()) is not None]
@@ -373,19 +378,31 @@ class Medium:
             nxt = min(ts) if ts else self.now + 0.01
             self.now = max(nxt, self.now + 1e-5)
             while self.q and self.q[0][0] <= self.now:
-                _, _, dst, d = heapq.heappop(self.q)
-                self.engines[dst].receive_datagram(d, ("127.0.0.1", 1), self.now)
+                _, _, dst, d, src = heapq.heappop(self.q)
+                self.engines[dst].receive_datagram(d, self.addr(src), self.now)
         return False
 
 
-def _multi(suppress: bool, seed: int = 5) -> tuple[int, int, list[bytes], bytes]:
+def _multi(
+    suppress: bool, seed: int = 5, unicast: bool = False
+) -> tuple[int, int, list[bytes], bytes]:
     data = random.Random(seed).randbytes(300_000)
     snd = NormSender(
-        cfg(rate=4e6, segment_size=1000, block_size=32, num_parity=8, grtt=0.02, seed=seed)
+        cfg(
+            rate=4e6,
+            segment_size=1000,
+            block_size=32,
+            num_parity=8,
+            grtt=0.02,
+            seed=seed,
+            repair_adv=unicast,
+        )
     )
     snd.enqueue_data(data, info=b"multi")
     rxs = {
-        f"r{i}": NormReceiver(ReceiverConfig(node_id=10 + i), random.Random(seed + i))
+        f"r{i}": NormReceiver(
+            ReceiverConfig(node_id=10 + i, unicast_feedback=unicast), random.Random(seed + i)
+        )
         for i in range(4)
     }
     if not suppress:
@@ -402,6 +419,10 @@ def _multi(suppress: bool, seed: int = 5) -> tuple[int, int, list[bytes], bytes]
 
     med = Medium({"s": snd, **rxs}, {n: 0.2 for n in rxs}, seed=seed)
     assert med.run(until, 60.0), {n: r.stats for n, r in rxs.items()}
+    if unicast:
+        assert snd.stats.get("tx.cmd.repair_adv", 0) > 0
+        assert sum(r.stats.get("rx.repair_adv", 0) for r in rxs.values()) > 0
+        assert sum(r.stats.get("rx.nack_overheard", 0) for r in rxs.values()) == 0
     sent = sum(r.stats.get("nack.sent", 0) for r in rxs.values())
     suppressed = sum(r.stats.get("nack.suppressed", 0) for r in rxs.values())
     return sent, suppressed, list(got.values()), data
@@ -439,3 +460,52 @@ def test_stream_to_receiver_in_memory() -> None:
     med = Medium({"s": snd, "r": rx}, {"r": 0.1}, seed=4)
     assert med.run(until, 30.0), rx.stats
     assert bytes(buf) == b"".join(chunks)
+
+
+def test_unicast_nacks_with_repair_adv_in_memory() -> None:
+    """NACKs unicast to the sender: others learn the repair state from REPAIR_ADV only."""
+    sent, suppressed, got, data = _multi(True, seed=8, unicast=True)
+    assert len(got) == 4 and all(g == data for g in got)
+    print(f"unicast NACKs: {sent} sent, {suppressed} suppressed by REPAIR_ADV")
+
+
+def test_repair_adv_content_and_limit() -> None:
+    s = NormSender(cfg(segment_size=100, block_size=8, num_parity=4, repair_adv=True))
+    oid, now = _sent_all(s, 800)
+    req = M.RepairRequest(M.NACK_ITEMS, M.NACK_SEGMENT, [item(s, oid, 0, e) for e in range(8, 12)])
+    s.receive_datagram(nack(s, [req]), None, now)
+    msgs = drain(s, now, now + 1.0)
+    adv = [m for m in msgs if isinstance(m, M.NormCmdRepairAdv)]
+    assert len(adv) == 1
+    assert adv[0].flags == 0
+    assert [(i.sbn, i.esi) for r in adv[0].requests for i in r.items] == [
+        (0, e) for e in range(8, 12)
+    ]
+    # the advertisement precedes the repairs it announces
+    first_rep = next(i for i, m in enumerate(msgs) if isinstance(m, M.NormData) and m.esi >= 8)
+    assert msgs.index(adv[0]) < first_rep
+    # too much state for one segment: LIMIT flag
+    s2 = NormSender(cfg(segment_size=100, block_size=8, num_parity=4, repair_adv=True))
+    oid2, now2 = _sent_all(s2, 8000)
+    reqs = [
+        M.RepairRequest(M.NACK_ITEMS, M.NACK_SEGMENT, [item(s2, oid2, b, e) for e in (0, 1, 2)])
+        for b in range(10)
+    ]
+    s2.receive_datagram(nack(s2, reqs), None, now2)
+    adv2 = [m for m in drain(s2, now2, now2 + 1.0) if isinstance(m, M.NormCmdRepairAdv)]
+    assert adv2 and adv2[0].flags & M.REPAIR_ADV_FLAG_LIMIT
+    assert len(adv2[0].encode()) - 16 <= 100
+
+
+def test_squelch_for_stream_block_outside_buffer() -> None:
+    s = NormSender(cfg(segment_size=100, block_size=4, num_parity=0, stream_buffer_blocks=2))
+    sid = s.open_stream()
+    s.stream_write(sid, b"s" * 2000)
+    now = T0 + 0.1
+    drain(s, T0, now)
+    req = M.RepairRequest(M.NACK_ITEMS, M.NACK_SEGMENT, [item(s, sid, 0, 1)])
+    s.receive_datagram(nack(s, [req]), None, now)
+    sq = [m for m in drain(s, now, now + 0.5) if isinstance(m, M.NormCmdSquelch)]
+    assert len(sq) == 1
+    assert (sq[0].object_id, sq[0].sbn, sq[0].esi) == (sid, s.objects[sid].stream_oldest, 0)
+    assert sq[0].invalid_objects == []
