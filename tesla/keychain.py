@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from math import isqrt
@@ -397,32 +398,71 @@ class KeyChainSet:
         strategy: str | type[ChainStore] = DEFAULT_STRATEGY,
         primary_keys: Sequence[bytes] | None = None,
         rng: Callable[[int], bytes] = os.urandom,
+        background: bool = False,
     ) -> None:
         self.params = params
         self._cls = STRATEGIES[strategy] if isinstance(strategy, str) else strategy
         self._primary = list(primary_keys) if primary_keys is not None else None
         self._rng = rng
         self._chains: dict[int, ChainStore] = {}
+        #: build chain j+1 in a daemon thread as soon as chain j is created, so the
+        #: O(N) construction does not stall the sender when the Type 3 commitment of
+        #: the next chain is first needed (the GIL is shared, so the sender keeps
+        #: running, just slower, during the build)
+        self.background = background
+        self._building: dict[int, tuple[threading.Thread, list[ChainStore]]] = {}
+
+    def _primary_key(self, j: int) -> bytes:
+        if self._primary is not None:
+            if j >= len(self._primary):
+                raise IndexError(f"no primary key given for chain {j}")
+            return self._primary[j]
+        return new_primary_key(self.params.prf_id, self._rng)
+
+    def _check_chain_index(self, j: int) -> None:
+        if j < 0:
+            raise IndexError("negative chain index")
+        if self.params.single_chain and j > 0:
+            raise IndexError("single-chain session (S=1): the key chain is exhausted")
+
+    def prebuild(self, j: int) -> None:
+        """Start building chain j in a background thread (no-op if known/building)."""
+        if j in self._chains or j in self._building:
+            return
+        self._check_chain_index(j)
+        pk = self._primary_key(j)
+        box: list[ChainStore] = []
+        p = self.params
+
+        def run() -> None:
+            box.append(self._cls(pk, p.n_chain, p.prf_id))
+
+        th = threading.Thread(target=run, name=f"tesla-chain-{j}", daemon=True)
+        self._building[j] = (th, box)
+        th.start()
 
     def chain(self, j: int) -> ChainStore:
         """The store of chain j (created if needed: O(N) PRF calls)."""
         c = self._chains.get(j)
         if c is not None:
             return c
-        if j < 0:
-            raise IndexError("negative chain index")
-        if self.params.single_chain and j > 0:
-            raise IndexError("single-chain session (S=1): the key chain is exhausted")
-        if self._primary is not None:
-            if j >= len(self._primary):
-                raise IndexError(f"no primary key given for chain {j}")
-            pk = self._primary[j]
+        self._check_chain_index(j)
+        pending = self._building.pop(j, None)
+        if pending is not None:
+            pending[0].join()
+            if not pending[1]:
+                raise RuntimeError(f"background build of chain {j} failed")
+            c = pending[1][0]
         else:
-            pk = new_primary_key(self.params.prf_id, self._rng)
-        c = self._cls(pk, self.params.n_chain, self.params.prf_id)
+            c = self._cls(self._primary_key(j), self.params.n_chain, self.params.prf_id)
         self._chains[j] = c
         for old in [x for x in self._chains if x < j - 1]:
             del self._chains[old]
+        if self.background and not self.params.single_chain:
+            try:
+                self.prebuild(j + 1)
+            except IndexError:
+                pass  # no more primary keys given
         return c
 
     def key(self, i: int) -> bytes:

@@ -273,3 +273,16 @@ def test_chain_index_math() -> None:
     assert (p.chain_first(2), p.chain_last(2)) == (20, 29)
     assert p.commitment_index(0) == -1 and p.commitment_index(1) == 9
     assert p.old_chain_last_key_index(15) == 9
+
+
+def test_keychainset_background_build_same_keys() -> None:
+    n = 300
+    p = TeslaParams(t0_ntp=0, tint_ms=100, n_chain=n)
+    pks = [os.urandom(32) for _ in range(3)]
+    bg = KeyChainSet(p, "fractal", primary_keys=pks, background=True)
+    fg = KeyChainSet(p, "full", primary_keys=pks)
+    for i in range(0, 3 * (n + 1), 7):
+        assert bg.key(i) == fg.key(i)
+        if i >= 2:
+            assert bg.disclosed_key(i) == fg.disclosed_key(i)
+    assert bg.commitment(2) == fg.commitment(2)
