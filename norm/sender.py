@@ -732,9 +732,9 @@ class NormSender:
             self._probe_due_now = False
             return self._probe(now)
         if self._repair_adv is not None:
-            pkt, self._repair_adv = self._repair_adv, None
+            adv, self._repair_adv = self._repair_adv, None
             count(self.stats, "tx.cmd.repair_adv")
-            return pkt
+            return adv
         if self._squelch_ready:
             self._squelch_ready = False
             pkt = self._squelch(now)
