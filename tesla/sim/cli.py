@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pcap", metavar="OUT", help="capture of what --pcap-receiver saw")
     p.add_argument("--pcap-receiver", type=int, default=None,
                    help="receiver index for --pcap (default: output.pcap_receiver or 0)")
+    p.add_argument("--sender-pub", metavar="OUT",
+                   help="write the simulated sender's public key (PEM) for receive --sender-key")
     p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE")
     p.add_argument("--sweep", metavar="PATH=V1,V2,...")
     p.add_argument("--metric", action="append", default=None,
@@ -110,6 +112,10 @@ def simulate_main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError, TypeError, tomllib.TOMLDecodeError) as e:
         print(f"error: scenario {args.scenario}: {e}", file=sys.stderr)
         return 2
+    if args.sender_pub:
+        from tesla.sim.real import write_public_key
+
+        write_public_key(args.sender_pub)
     out_dir = Path(args.plot) if args.plot else None
     sweep = args.sweep or (d.get("sweep", {}).get("param") and
                            f"{d['sweep']['param']}=" + ",".join(map(str, d["sweep"]["values"])))

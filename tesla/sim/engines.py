@@ -45,6 +45,10 @@ class Adapter:
         v = getattr(engine, "buffered", None)
         return int(v) if v is not None else 0
 
+    def bypasses_auth(self, data: bytes) -> bool:
+        """Datagrams the authenticated receiver passes on without TESLA (by design)."""
+        return False
+
     def sender_done(self, engine: Any) -> bool:
         """The sender has nothing more to send (beyond periodic control messages)."""
         return engine.get_timer() is None

@@ -50,6 +50,7 @@ class ReceiverNode:
         self.from_sender: dict[bytes, int] = {}
         self.from_attacker: set[bytes] = set()
         self.accepted_attacker = 0
+        self.attacker_feedback = 0
         self.accepted_after_disclosure = 0
         self.accepted = 0
         self.nacks_sent = 0
@@ -80,6 +81,10 @@ class ReceiverNode:
             n = self.from_sender.get(key, 0)
             if n > 0:
                 self.from_sender[key] = n - 1
+            elif key in self.from_attacker and self.sim.adapter.bypasses_auth(data):
+                # NORM receiver feedback (NACK/ACK/REPORT) carries no TESLA tag (RFC 5776
+                # §5.2): it reaches the engine unauthenticated by design; counted apart
+                self.attacker_feedback += 1
             elif key in self.from_attacker:
                 self.accepted_attacker += 1
                 info = self.sim.info_of(data)

@@ -29,6 +29,15 @@ def _sender_key() -> Any:
     return load_private_key(data)
 
 
+def write_public_key(path: str | Path) -> None:
+    """The simulated sender's public key (PEM), for ``receive --from-pcap --sender-key``."""
+    from cryptography.hazmat.primitives import serialization
+
+    pub = _sender_key().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    Path(path).write_bytes(pub)
+
+
 class DelayedStart:
     """An engine that stays silent (no datagrams, no timer before ``start``)."""
 
@@ -181,6 +190,10 @@ class RealAdapter(Adapter):
         if t is None:
             return 0
         return sum(len(p.pkts) for p in getattr(t, "_pending", {}).values())
+
+    def bypasses_auth(self, data: bytes) -> bool:
+        # NORM_NACK / NORM_ACK / NORM_REPORT: receiver feedback, untagged (RFC 5776 §5.2)
+        return self.protocol == "norm" and len(data) > 1 and data[0] & 15 in (4, 5, 6)
 
     def sender_done(self, engine: Any) -> bool:
         return bool(getattr(engine, "done", False))

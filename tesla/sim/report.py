@@ -97,6 +97,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
         if r.attacked:
             rep["attacker_accepted"] = r.accepted_attacker
             rep["attacker_accepted_after_disclosure"] = r.accepted_after_disclosure
+            rep["attacker_unauthenticated_feedback"] = r.attacker_feedback
         rx_reports.append(rep)
     lat = np.concatenate(all_lat) if all_lat else np.zeros(0)
     n = len(sim.receivers)
@@ -126,6 +127,7 @@ def build_report(sim: Simulation) -> dict[str, Any]:
         "attacker_accepted_after_disclosure": sum(
             r.accepted_after_disclosure for r in sim.receivers
         ),
+        "attacker_unauthenticated_feedback": sum(r.attacker_feedback for r in sim.receivers),
     }
     sender = {
         "datagrams": sent,

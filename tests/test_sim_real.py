@@ -1,0 +1,248 @@
+"""The simulator driving the real ALC/FLUTE, NORM and TESLA engines: determinism, the
+theory checks of issue 5 (loss vs FEC, unsafe drops vs delay, the delay attack vs clock
+error), every attacker against correctly configured receivers, and the capture."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tesla.sim.cli import simulate_main
+from tesla.sim.network import ATTACKER, Simulation
+from tesla.sim.report import dumps
+from tesla.sim.scenario import ATTACK_KINDS, Scenario, set_path
+
+
+def alc(**over: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "name": "t", "protocol": "alc", "duration": 20.0,
+        "sender": {"files": [100_000], "rate": 4e6, "symbol_size": 1000},
+        "tesla": {"tint": 0.1, "d": 2, "max_clock_error": 0.01},
+        "receivers": [{"count": 3, "link": {"delay": 0.02}}],
+    }
+    for k, v in over.items():
+        d = set_path(d, k, v)
+    return d
+
+
+def sim_of(d: dict[str, Any], **kw: Any) -> Simulation:
+    return Simulation(Scenario.from_dict(d), **kw)
+
+
+def test_same_seed_identical_json_and_pcap(tmp_path: Path) -> None:
+    d = alc(**{"receivers.0.link.loss": 0.03, "receivers.0.link.jitter": "normal",
+               "receivers.0.link.jitter_s": 0.01, "receivers.0.link.reorder": 0.05,
+               "receivers.0.clock": {"offset_uniform": [-0.004, 0.004]},
+               "sender.fec": "rs", "sender.repair_ratio": 0.3,
+               "attackers": [{"kind": "flood", "rate": 50.0}]})
+    f = tmp_path / "s.toml"
+    import json
+
+    f.write_text(_toml(d))
+    outs = []
+    for k in range(2):
+        j, p = tmp_path / f"r{k}.json", tmp_path / f"r{k}.pcap"
+        assert simulate_main([str(f), "--seed", "5", "--json", str(j), "--pcap", str(p),
+                              "-q"]) == 0
+        outs.append((j.read_bytes(), p.read_bytes()))
+    assert outs[0] == outs[1]
+    assert json.loads(outs[0][0])["aggregate"]["receivers"] == 3
+    j3 = tmp_path / "r3.json"
+    simulate_main([str(f), "--seed", "6", "--json", str(j3), "-q"])
+    assert j3.read_bytes() != outs[0][0]
+
+
+def _toml(d: dict[str, Any]) -> str:
+    """Tiny TOML writer for the test scenarios (tables, arrays of tables, scalars)."""
+
+    def val(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + "}"
+        return repr(v)
+
+    lines = [f"{k} = {val(v)}" for k, v in d.items() if not isinstance(v, dict | list)
+             or (isinstance(v, list) and not (v and isinstance(v[0], dict)))]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            lines.append(f"[{k}]")
+            lines += [f"{a} = {val(b)}" for a, b in v.items()]
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                lines.append(f"[[{k}]]")
+                lines += [f"{a} = {val(b)}" for a, b in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+def test_delivery_falls_with_loss_without_fec_and_recovers_with_fec() -> None:
+    def ratio(loss: float, fec: str) -> float:
+        d = alc(**{"receivers.0.count": 12, "receivers.0.link.loss": loss, "sender.fec": fec,
+                   "sender.repair_ratio": 0.3})
+        return sim_of(d).run()["aggregate"]["file_delivery_ratio"]
+
+    plain = [ratio(p, "nocode") for p in (0.0, 0.01, 0.05)]
+    assert plain[0] == 1.0
+    assert plain[0] > plain[1] > plain[2]
+    assert plain[2] < 0.1
+    assert ratio(0.05, "rs") == 1.0
+
+
+def _first_copies(sim: Simulation) -> list[tuple[float, bytes, int]]:
+    seen: set[bytes] = set()
+    out = []
+    for rec in sorted(sim.pcap_records, key=lambda r: r[0]):
+        if rec[1] not in seen:
+            seen.add(rec[1])
+            out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize("jitter,js", [("exponential", 0.08), ("uniform", 0.25),
+                                       ("normal", 0.1)])
+def test_unsafe_drops_match_the_injected_delays(jitter: str, js: float) -> None:
+    """Packets whose (local) arrival is past T0 + (i+d)*Tint - D_t are dropped as unsafe:
+    count them from the capture with the RFC formula and compare with the verifier."""
+    d = alc(**{"sender.files": [300_000], "receivers.0.count": 1,
+               "receivers.0.link": {"delay": 0.02, "jitter": jitter, "jitter_s": js}})
+    sim = sim_of(d, pcap_receiver=0)
+    sim.run()
+    ad, r = sim.adapter, sim.receivers[0]
+    booted, predicted, tagged = False, 0, 0
+    for local, data, _ in sim.pcap_records:
+        info = ad.info(data) or {}
+        if info.get("kind") == "bootstrap":
+            booted = True
+        elif booted and info.get("interval") is not None:
+            tagged += 1
+            predicted += not ad.rfc_safe(info["interval"], local, r.d_t)
+    st = r.engine.stats
+    got = st["tesla.drop.unsafe"]
+    assert tagged > 300 and predicted > 20
+    # exact, except that a copy of an already seen packet (the sender repeats its
+    # key-only fillers) may be counted as a replay/duplicate before the safe test
+    dup = st["tesla.drop.replay"] + st["tesla.drop.duplicate"]
+    assert predicted - dup <= got <= predicted
+    assert dup < 10
+
+
+@pytest.mark.parametrize("lag_ms", [0.0, 5.0, 10.0, 11.5, 15.0, 40.0, 120.0])
+def test_delay_attack_succeeds_exactly_where_the_rfc_predicts(lag_ms: float) -> None:
+    """Receiver clock behind the sender by ``lag`` with a configured bound D_t = 10 ms.
+    An on-path attacker holds every data packet until its key is disclosed, then
+    releases it (1 ms attacker link).  RFC 5776 §2.4/§4.3: the packet is still judged
+    safe iff T_local + D_t < T0 + (i+d)*Tint; with T_local = T_true - lag and
+    T_true >= T0 + (i+d)*Tint this needs lag > D_t + (release lag)."""
+    d = alc(**{"sender.files": [200_000], "receivers.0.count": 1,
+               "receivers.0.clock": {"offset": -lag_ms / 1000},
+               "attackers": [{"kind": "delay", "targets": [0], "extra": 0.0}]})
+    sim = sim_of(d, pcap_receiver=0)
+    rep = sim.run()
+    ad, r = sim.adapter, sim.receivers[0]
+    predicted = released = 0
+    for local, data, origin in _first_copies(sim):
+        info = ad.info(data) or {}
+        if origin != ATTACKER or info.get("kind") != "data":
+            continue
+        released += 1
+        i = info["interval"]
+        if r.clock.true(local) >= ad.key_public_time(i) and ad.rfc_safe(i, local, r.d_t):
+            predicted += 1
+    got = rep["receivers"][0]["attacker_accepted_after_disclosure"]
+    # every data packet reaches this receiver through the attacker, so what the verifier
+    # still holds at the end passed the safe test too (its key came before it did, and
+    # the verifier releases it at the next disclosure: none after the session's end)
+    held = sum(1 for pend in r.engine.tesla._pending.values() for p in pend.pkts
+               if p in r.from_attacker)
+    assert released > 100
+    assert got + held == predicted
+    if lag_ms <= 10.0:  # within the bound: every delayed packet is detected (unsafe)
+        assert got == 0
+        assert r.engine.stats["tesla.drop.unsafe"] >= released
+    if lag_ms >= 15.0:  # bound violated by more than the release lag: attack succeeds
+        assert got + held > 0.9 * released and got > 0.5 * released
+
+
+@pytest.mark.parametrize("kind", ATTACK_KINDS)
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+def test_every_attacker_gets_zero_accepted(kind: str, protocol: str) -> None:
+    d = alc(**{"protocol": protocol,
+               "receivers": [{"count": 2, "link": {"delay": 0.02}},
+                             {"count": 1, "join": 0.6, "link": {"delay": 0.02}}],
+               "sender.carousel": 3, "tesla.bootstrap_period": 0.5,
+               "attackers": [{"kind": kind, "rate": 300.0, "probability": 0.5}]})
+    if protocol == "norm":
+        d["feedback"] = {"enabled": True}
+    rep = sim_of(d).run()
+    agg = rep["aggregate"]
+    assert agg["attacker_injected"] > 0
+    assert agg["attacker_accepted"] == 0
+    assert agg["attacker_accepted_after_disclosure"] == 0
+    # (NORM NACK/ACK/REPORT are untagged by RFC 5776 §5.2; forged ones reach the NORM
+    # engine: reported as attacker_unauthenticated_feedback, not as accepted data)
+
+
+def test_norm_nacks_repair_bursty_loss() -> None:
+    d = alc(**{"protocol": "norm", "feedback": {"enabled": True, "link": {"delay": 0.02}},
+               "receivers.0.count": 6,
+               "receivers.0.link.loss": {"kind": "gilbert", "p_gb": 0.02, "p_bg": 0.3,
+                                         "loss_bad": 0.9}})
+    rep = sim_of(d).run()
+    agg = rep["aggregate"]
+    assert agg["nacks_sent"] > 0 and agg["nacks_received_by_sender"] > 0
+    assert agg["file_delivery_ratio"] == 1.0
+
+
+def test_late_joiner_bootstraps_and_completes_with_carousel() -> None:
+    d = alc(**{"sender.carousel": 4, "tesla.bootstrap_period": 0.5,
+               "receivers": [{"count": 1}, {"count": 1, "join": 0.5}]})
+    rep = sim_of(d).run()
+    late = rep["receivers"][1]
+    assert late["complete"]
+    assert late["join"] == 0.5
+
+
+@pytest.mark.parametrize("auth", [False, True])
+def test_pcap_is_read_back_by_our_receiver_and_tshark(tmp_path: Path, auth: bool) -> None:
+    d = alc(**{"auth": auth, "receivers.0.link.loss": 0.0,
+               "receivers.0.link.jitter": "uniform", "receivers.0.link.jitter_s": 0.005})
+    f = tmp_path / "s.toml"
+    f.write_text(_toml(d))
+    pcap, pub = tmp_path / "rx0.pcap", tmp_path / "sender.pub"
+    assert simulate_main([str(f), "--pcap", str(pcap), "--sender-pub", str(pub), "-q"]) == 0
+    from tesla.cli import main as cli_main
+
+    out = tmp_path / "out"
+    extra = ["--sender-key", str(pub), "--max-clock-error", "10"] if auth else ["--no-auth"]
+    rc = cli_main(["receive", "--protocol", "alc", "--group", "239.255.77.1:4000",
+                   "--out", str(out), "--from-pcap", str(pcap), *extra])
+    assert rc == 0
+    assert (out / "file0.bin").stat().st_size == 100_000
+    if shutil.which("tshark"):
+        res = subprocess.run(["tshark", "-r", str(pcap), "-T", "fields", "-e", "udp.dstport"],
+                             capture_output=True, text=True, check=True)
+        assert res.stdout.split().count("4000") >= 100
+
+
+def test_report_has_the_promised_fields() -> None:
+    rep = sim_of(alc(**{"receivers.0.link.loss": 0.02, "sender.fec": "rs",
+                        "sender.repair_ratio": 0.3})).run()
+    agg = rep["aggregate"]
+    for k in ("files_completed", "time_to_complete", "auth_latency", "buffer_hwm", "drops",
+              "nacks_sent", "bytes_on_wire", "attacker_accepted"):
+        assert k in agg
+    assert rep["sender"]["auth_overhead_bytes"] > 0
+    r0 = rep["receivers"][0]
+    assert r0["auth_latency"]["n"] > 50
+    # K_i is disclosed in interval i + d: latency lies within (d-1)*Tint .. (d+1)*Tint
+    assert 0.1 <= r0["auth_latency"]["p50"] <= 0.3
+    assert r0["buffer_hwm"] > 0
+    dumps(rep)
