@@ -1,0 +1,236 @@
+"""tesla.fastpath: the batch receiver decides exactly as the reference TeslaReceiver (same
+random mixes of valid, forged, unsafe, replayed, malformed packets through both), the
+vectorized EXT_AUTH locator equals the reference walk, and sign_batch equals wrap()."""
+
+from __future__ import annotations
+
+import os
+import random
+import struct
+from typing import Any
+
+import numpy as np
+import pytest
+
+from alc.mmsg import Slab
+from tesla.benchcmd import T0, make_sender, make_stream, raw_packet, tag_overhead
+from tesla.fastpath import FastTeslaReceiver, PackedBatch, locate_alc, sign_batch, split_packed
+from tesla.verifier import TeslaReceiver
+
+KEY_HOLDER: dict[str, Any] = {}
+
+
+def _pub() -> Any:
+    from tesla import benchcmd
+
+    return benchcmd._key().public_key()
+
+
+def _compare(ref: TeslaReceiver, fast: FastTeslaReceiver) -> None:
+    r1, r2 = ref.pop_authenticated(), fast.pop_authenticated()
+    assert r1 == r2
+    s1, s2 = dict(ref.stats), dict(fast.stats)
+    for k in sorted(set(s1) | set(s2)):
+        if k.startswith(("drop.", "discard.", "tesla.")) or k in ("accepted", "buffered_bytes"):
+            assert s1.get(k, 0) == s2.get(k, 0), k
+    assert ref.pending_intervals() == fast.pending_intervals()
+
+
+def _mutate(
+    stream: list[tuple[float, bytes]], rng: random.Random, kp: int
+) -> list[tuple[float, bytes]]:
+    """Random mix: bit flips anywhere, late (unsafe) arrivals, truncations, replays of
+    earlier packets (some after their key is out), forged disclosed keys, extra
+    extensions before the EXT_AUTH, future-interval tags, other-ASID EXT_AUTHs."""
+    out: list[tuple[float, bytes]] = [(t + 0.001, b) for t, b in stream[:3]]  # bootstraps
+    for t, b in stream[3:]:
+        r = rng.random()
+        a = t + rng.uniform(0.0005, 0.004)
+        if r < 0.04:
+            bb = bytearray(b)
+            bb[rng.randrange(len(bb))] ^= 1 << rng.randrange(8)
+            b = bytes(bb)
+        elif r < 0.07:
+            a = t + rng.uniform(0.1, 0.5)
+        elif r < 0.09:
+            b = b[: rng.randrange(len(b))]
+        elif r < 0.12 and out:
+            out.append((a + rng.uniform(0, 0.4), out[rng.randrange(len(out))][1]))
+        elif r < 0.14 and b[0] >> 4 == 1 and len(b) > 60:
+            # forge the disclosed key of an ALC Type 1 tag (EXT_AUTH right after 16 octets)
+            off = 16
+            if b[off] == 1 and b[off + 2] & 15 == 1:
+                bb = bytearray(b)
+                bb[off + 8 + rng.randrange(kp)] ^= 0x55
+                b = bytes(bb)
+        elif r < 0.15:
+            a = t - 0.35  # tag from an interval the sender cannot have reached
+        out.append((a, b))
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+def _feed(
+    pk: list[tuple[float, bytes]], rng: random.Random, **kw: Any
+) -> tuple[TeslaReceiver, FastTeslaReceiver]:
+    ref = TeslaReceiver(_pub(), max_clock_error_ms=20, **kw)
+    fast = FastTeslaReceiver(_pub(), max_clock_error_ms=20, **kw)
+    for k, (a, b) in enumerate(pk):
+        ref.receive(b, a, k)
+    k = 0
+    while k < len(pk):
+        m = rng.choice([1, 2, 7, 64, 300, 1024])
+        ch = pk[k : k + m]
+        fast.receive_batch([b for _, b in ch], np.array([a for a, _ in ch]), list(range(k, k + m)))
+        k += m
+    return ref, fast
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+@pytest.mark.parametrize("group", [False, True])
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_same_decisions_as_reference(protocol: str, group: bool, seed: int) -> None:
+    rng = random.Random(seed)
+    gk = os.urandom(16) if group else None
+    snd = make_sender(
+        2 if seed != 3 else 0,
+        protocol=protocol,
+        n_chain=9,  # chain switches: Type 3 and Type 4 tags, commitments, flushes
+        group_key=gk,
+        disclose_every=rng.choice([1, 3]),
+    )
+    size = rng.choice([120, 400, 1400])
+    stream = make_stream(snd, 30, 30, size, seed=seed)
+    pk = _mutate(stream, rng, snd.params.key_len)
+    ref, fast = _feed(pk, rng, protocol=protocol, group_key=gk)
+    assert ref.stats["accepted"] > 300
+    _compare(ref, fast)
+
+
+def test_same_decisions_under_tight_memory_bound() -> None:
+    rng = random.Random(7)
+    snd = make_sender(2)
+    stream = make_stream(snd, 12, 60, 600)
+    pk = _mutate(stream, rng, 32)
+    ref, fast = _feed(pk, rng, max_buffered_bytes=40_000, max_packets_per_interval=45)
+    assert ref.stats["drop.evicted"] > 0
+    _compare(ref, fast)
+
+
+def test_same_decisions_with_early_discard_and_no_bootstrap_prefix() -> None:
+    rng = random.Random(8)
+    snd = make_sender(2)
+    stream = make_stream(snd, 8, 40, 300)
+    # untagged datagrams are malformed; a tagged one before the bootstrap: no_bootstrap
+    pre = [(T0 - 0.001, raw_packet("alc", 100, k, rng)) for k in range(3)]
+    boots = stream[:3]
+    data = stream[3:]
+    pk = pre + [data[0]] + boots + data[1:]
+    ed = lambda d: d[-1] & 1 == 1  # noqa: E731  (drop about half the data packets)
+    ref, fast = _feed(pk, rng, early_discard=ed)
+    assert ref.stats["drop.no_bootstrap"] == 1
+    assert ref.stats["drop.malformed"] >= 3
+    assert ref.stats.get("discard.early", 0) > 0
+    _compare(ref, fast)
+
+
+def test_receive_slab_matches_reference() -> None:
+    snd = make_sender(2)
+    stream = make_stream(snd, 5, 50, 500)
+    ref = TeslaReceiver(_pub(), max_clock_error_ms=20)
+    fast = FastTeslaReceiver(_pub(), max_clock_error_ms=20)
+    slab = Slab(rows=64, width=1500)
+    for k in range(0, len(stream), 64):
+        ch = stream[k : k + 64]
+        for j, (a, b) in enumerate(ch):
+            slab.data[j, : len(b)] = np.frombuffer(b, np.uint8)
+            slab.lengths[j] = len(b)
+            slab.stamps[j] = a
+            ref.receive(b, a)
+        slab.count = len(ch)
+        fast.receive_slab(slab)
+    assert ref.stats["accepted"] >= 250
+    _compare(ref, fast)
+
+
+def _ref_locate(data: bytes, asid: int) -> int:
+    from alc.errors import DecodeError
+
+    rx = TeslaReceiver(_pub(), asid=asid)
+    try:
+        return rx._locate(data)
+    except DecodeError:
+        return -1
+
+
+def test_locate_alc_equals_reference_walk_on_fuzzed_headers() -> None:
+    rng = random.Random(5)
+    snd = make_sender(2)
+    base = make_stream(snd, 3, 20, 200)
+    pkts: list[bytes] = []
+    for _, b in base:
+        pkts.append(b)
+        for _ in range(4):
+            bb = bytearray(b)
+            for _ in range(rng.randrange(1, 4)):
+                pos = rng.randrange(min(len(bb), 80))
+                bb[pos] = rng.randrange(256)
+            pkts.append(bytes(bb[: rng.choice([len(bb), rng.randrange(len(bb) + 1)])]))
+    # extra extensions before/after the EXT_AUTH, other ASIDs, two of ours
+    nop = bytes([0, 1, 0, 0])
+    fixed = bytes([200, 1, 2, 3])
+    other = bytes([1, 2, 0x50 | 1, 0, 0, 0, 0, 0])
+    for _, b in base[:10]:
+        h = b[2] * 4
+        for ext in (nop, fixed, other, nop + fixed, b[16:h]):
+            nb = bytearray(b[:16]) + ext + b[16:]
+            nb[2] += len(ext) // 4
+            pkts.append(bytes(nb))
+    pb = PackedBatch(pkts)
+    for asid in (0, 5):
+        got = locate_alc(pb, asid).tolist()
+        want = [_ref_locate(p, asid) for p in pkts]
+        assert got == want
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+@pytest.mark.parametrize("group", [False, True])
+def test_sign_batch_equals_wrap(protocol: str, group: bool) -> None:
+    rng = random.Random(3)
+    gk = os.urandom(16) if group else None
+    a = make_sender(2, protocol=protocol, n_chain=20, group_key=gk, disclose_every=3)
+    b = make_sender(2, protocol=protocol, n_chain=20, group_key=gk, disclose_every=3)
+    b.chains = a.chains  # same keys
+    body = 300 - tag_overhead(a)
+    for j in range(25):  # intervals across a chain switch (Type 3 / Type 4 tags)
+        now = T0 + j * 0.1 + 0.05
+        raws = [raw_packet(protocol, body + rng.choice([0, 0, 4, 100]), k, rng) for k in range(9)]
+        want = [a.wrap(r, now) for r in raws]
+        buf, st, ln = sign_batch(b, raws, now)
+        assert split_packed(buf, st, ln) == want
+    assert a.stats["tesla.tagged"] == b.stats["tesla.tagged"]
+
+
+def test_sign_batch_output_verifies() -> None:
+    snd = make_sender(2)
+    ref = TeslaReceiver(_pub(), max_clock_error_ms=20)
+    for b in snd.control_packets(T0 + 1e-4):
+        ref.receive(b, T0 + 0.001)
+    rng = random.Random(1)
+    n = 0
+    for j in range(6):
+        now = T0 + j * 0.1 + 0.05
+        buf, st, ln = sign_batch(snd, [raw_packet("alc", 500, k, rng) for k in range(50)], now)
+        for p in split_packed(buf, st, ln):
+            ref.receive(p, now + 0.001)
+            n += 1
+    assert ref.stats["accepted"] == n - 100  # the last d intervals await their key
+    assert ref.stats["drop.bad_mac"] == 0
+
+
+def test_packed_batch_layout() -> None:
+    pkts = [b"abc", b"", b"defgh"]
+    pb = PackedBatch(pkts)
+    assert pb.starts.tolist() == [0, 3, 3] and pb.lens.tolist() == [3, 0, 5]
+    assert bytes(pb.buf[:8]) == b"abcdefgh"
+    assert struct.unpack("!Q", bytes(pb.buf[8:16]))[0] == 0
