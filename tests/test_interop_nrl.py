@@ -47,6 +47,7 @@ def nrl_to_ours(
     our_rx_loss: float = 0.0,
     auto_parity: int = 0,
     cc: bool = False,
+    fec_id: int = 0,
     timeout: float = 60.0,
 ) -> tuple[ObjectReceived | None, bytes, NormReceiver]:
     group, port = nrl.random_group(), nrl.random_port()
@@ -72,6 +73,7 @@ def nrl_to_ours(
             rate_bps=40e6,
             grtt=0.01,
             cc=cc,
+            fec_id=fec_id,
         )
         ss.enqueue_file(str(src))
 
@@ -169,6 +171,14 @@ def test_nrl_sender_to_our_receiver_fec2_m16(tmp_path: Path) -> None:
     assert ev is not None, rx.stats
     assert ev.data == data
     assert rx.stats.get("rx.fec_symbols_recovered", 0) > 0
+
+
+def test_nrl_sender_to_our_receiver_fec129(tmp_path: Path) -> None:
+    ev, data, rx = nrl_to_ours(
+        tmp_path, 150_000, 32, 8, nrl_tx_loss=10, our_rx_loss=0.05, fec_id=129
+    )
+    assert ev is not None, rx.stats
+    assert ev.data == data
 
 
 # ---------------------------------------------------------------------------- ours -> NRL
