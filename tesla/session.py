@@ -149,10 +149,24 @@ class AuthenticatedReceiver:
             return
         t = self.tesla
         t.receive(data, now, addr)
-        if t._out:
-            rx = self.engine.receive_datagram
-            for pkt, a in t.pop_authenticated():
-                rx(pkt, a, now)
+        if t.has_authenticated:
+            self._release(now)
+
+    def receive_datagrams(self, batch: list[tuple[bytes, Address | None]], now: float) -> None:
+        """A batch of datagrams that arrived at ``now`` (e.g. one ``recvmmsg``)."""
+        if self._norm:
+            for data, addr in batch:
+                self.receive_datagram(data, addr, now)
+            return
+        self.tesla.receive_batch([d for d, _ in batch], now, [a for _, a in batch])
+        if self.tesla.has_authenticated:
+            self._release(now)
+
+    def _release(self, now: float) -> None:
+        rx = self.engine.receive_datagram
+        pk, meta = self.tesla.pop_authenticated_lists()
+        for k in range(len(pk)):
+            rx(pk[k], meta[k], now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         out: list[tuple[bytes, Address | None]] = []

@@ -65,11 +65,13 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.hmac import HMAC
+from numpy.lib.stride_tricks import as_strided
 
 from alc.errors import DecodeError
 from tesla import extauth as ea
@@ -114,6 +116,8 @@ REPLAY_MEMORY_INTERVALS = 64
 MAX_EVENTS = 1024
 #: batches smaller than this take the per-packet path
 BATCH_MIN = 8
+#: octets of each datagram parsed as arrays (LCT header with its extensions must fit)
+BATCH_HEADER_PREFIX = 256
 #: header extensions walked as arrays per packet (more: per-packet path)
 BATCH_MAX_EXTENSIONS = 6
 #: state changes inside one batch after which the rest is processed per packet
@@ -207,7 +211,8 @@ class TeslaReceiver:
         self._d_o_t = 0
         self.group_mac_id = group_mac_id  # out of band, with K_g
         self._gctx = MacContext.group(group_key, group_mac_id) if group_key else None
-        self._out: deque[tuple[bytes, Any]] = deque()
+        self._out_pk: list[bytes] = []  # released datagrams (parallel lists: no tuples
+        self._out_meta: list[Any] = []  # on the hot path)
         self._pending: dict[int, _Pending] = {}
         self._bounds: dict[int, tuple[float, float]] = {}
         self._keycache: OrderedDict[int, bytes] = OrderedDict()
@@ -254,9 +259,18 @@ class TeslaReceiver:
     def pop_authenticated(self) -> list[tuple[bytes, Any]]:
         """``(datagram, meta)`` of the authenticated datagrams, in release order, for
         the ALC/NORM engine (``meta`` as given to :meth:`receive`)."""
-        out = list(self._out)
-        self._out.clear()
-        return out
+        pk, meta = self.pop_authenticated_lists()
+        return list(zip(pk, meta, strict=True))
+
+    def pop_authenticated_lists(self) -> tuple[list[bytes], list[Any]]:
+        """Same as :meth:`pop_authenticated` as two parallel lists (datagrams, metas)."""
+        pk, meta = self._out_pk, self._out_meta
+        self._out_pk, self._out_meta = [], []
+        return pk, meta
+
+    @property
+    def has_authenticated(self) -> bool:
+        return bool(self._out_pk)
 
     def _locate(self, data: bytes) -> int:
         """Offset of our EXT_AUTH (DecodeError if none/several/malformed header)."""
@@ -341,9 +355,8 @@ class TeslaReceiver:
 
     def _receive_batch(self, pk: list[bytes], now: float, metas: list[Any] | None) -> None:
         n = len(pk)
-        for k in range(n):
-            if type(pk[k]) is not bytes:
-                pk[k] = bytes(pk[k])
+        if set(map(type, pk)) != {bytes}:
+            pk = [p if type(p) is bytes else bytes(p) for p in pk]
         start = 0
         passes = 0
         while start < n:
@@ -376,16 +389,19 @@ class TeslaReceiver:
             for k in range(q + 1):
                 rx(pk[k], now, None if metas is None else metas[k])
             return start + q + 1
-        ends = np.cumsum(lens)
-        starts = ends - lens
-        slab = b"".join(pk)
+        # headers only: a slab of the first BATCH_HEADER_PREFIX octets of each datagram
+        pre = BATCH_HEADER_PREFIX
+        plens = np.minimum(lens, pre)
+        ends = np.cumsum(plens)
+        starts = ends - plens
+        slab = b"".join(map(itemgetter(slice(0, pre)), pk))
         arr = np.frombuffer(slab, dtype=np.uint8)
         last = len(arr) - 1
         b0 = arr[starts].astype(np.int64)
         b1 = arr[starts + 1].astype(np.int64)
         hend = arr[starts + 2].astype(np.int64) << 2
         hstart = 8 + ((b0 >> 2) & 3) * 4 + ((b1 >> 5) & 4) + ((b1 >> 3) & 0xC) + ((b1 >> 3) & 2) * 2
-        bad = (hend > lens) | (hstart > hend)
+        bad = (hend > lens) | (hstart > hend) | (hend > plens)  # header beyond prefix: full path
         pos = hstart
         found = np.full(n, -1, dtype=np.int64)
         asid = self.asid
@@ -406,6 +422,8 @@ class TeslaReceiver:
         else:
             bad |= pos < hend  # more extensions than we walk in arrays: full path
         cand = ~bad & (found >= 0)
+        # the whole tag must lie in the prefix (else: full path)
+        cand &= found + (8 + self._kp + self._km) <= plens
         ab = starts + np.where(cand, found, 0)
         typ = (arr[np.minimum(ab + 2, last)] & 15).astype(np.int64)
         tln = arr[np.minimum(ab + 1, last)].astype(np.int64) << 2
@@ -748,14 +766,19 @@ class TeslaReceiver:
         starts = ends - lens
         slab = bytearray().join(pkts)
         arr = np.frombuffer(slab, dtype=np.uint8)
-        ar = np.arange(km)
-        midx = (starts + np.asarray(pend.moffs, dtype=np.int64))[:, None] + ar
-        tags = arr[midx]  # (n, km) copy of the received MACs
-        arr[midx] = 0
+        # rows of km octets starting at every offset of the slab (a strided view, no
+        # copy): gather the received MACs and zero the MAC fields with one index each
+        win = as_strided(arr, shape=(len(arr) - km + 1, km), strides=(1, 1))
+        mpos = starts + np.asarray(pend.moffs, dtype=np.int64)
+        tags = win[mpos]  # (n, km) copy of the received MACs
+        win[mpos] = 0
         goffs = np.asarray(pend.goffs, dtype=np.int64)
         gmask = goffs >= 0
         if gmask.any():
-            arr[(starts[gmask] + goffs[gmask])[:, None] + np.arange(4)] = 0
+            g4 = as_strided(arr, shape=(len(arr) - 3, 4), strides=(1, 1))
+            g4[starts[gmask] + goffs[gmask]] = 0
+            del g4
+        del win
         copy = HMAC(F_prime(key_w, p.prf_id), hash_algorithm(p.mac_id)).copy
         mv = memoryview(slab)
         digs: list[bytes] = []
@@ -792,13 +815,15 @@ class TeslaReceiver:
             for idx, commitment in pend.commits:
                 if idx in okset:
                     self._new_chain_commitment(p.chain_of(w) + 1, commitment)
-        out = self._out
+        out_pk = self._out_pk
+        out_meta = self._out_meta
         hb = self._hb
         metas = pend.metas
         # header-only packets may be the wrapper's key-disclosure fillers (consumed)
         hdr_only = lens == np.frombuffer(slab, dtype=np.uint8)[starts + hb].astype(np.int64) << 2
         if hb == 2 and len(keep) == n and not hdr_only.any():
-            out.extend(zip(pkts, metas, strict=True))  # common case: everything authentic
+            out_pk.extend(pkts)  # common case: everything authentic
+            out_meta.extend(metas)
             return
         for k in keep:
             pkt = pkts[k]
@@ -807,7 +832,8 @@ class TeslaReceiver:
             if hdr_only[k] and self._is_control(pkt):
                 self._stats["tesla.control"] = self._stats.get("tesla.control", 0) + 1
                 continue
-            out.append((pkt, metas[k]))
+            out_pk.append(pkt)
+            out_meta.append(metas[k])
 
     def _dedupe(self, tags: np.ndarray, good: np.ndarray) -> np.ndarray:
         """Keep the first of authenticated packets with identical MACs (same interval,
