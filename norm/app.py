@@ -163,6 +163,9 @@ def run_send(args: argparse.Namespace) -> int:
     if args.ack and oids:
         sender.set_watermark(oids[-1], args.ack)
     sender.end()
+    from tesla.wiring import add_endpoints, sender_finished, wrap_sender
+
+    eng = wrap_sender(sender, args, "norm")  # TESLA unless --no-auth
     writer = None
     if args.pcap:
         from alc.pcap import PcapWriter
@@ -188,10 +191,10 @@ def run_send(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.write(now, src, dst, data)
 
-    drv.add(sender, sock, group, on_sent=record)
+    add_endpoints(drv, eng, sock, group, on_sent=record, iface=args.iface)
     t0 = time.time()
     try:
-        drv.run(until=pump)
+        drv.run(until=lambda: pump() and sender_finished(eng))
     except KeyboardInterrupt:
         pass
     finally:
@@ -239,6 +242,9 @@ def run_receive(args: argparse.Namespace) -> int:
     rx: Any = NormReceiver(cfg)
     if getattr(args, "no_suppress", False):
         rx._covered = lambda *a, **k: False  # testing aid: never suppress on overheard NACKs
+    from tesla.wiring import add_endpoints, tesla_line, tesla_summary, wrap_receiver
+
+    rx = wrap_receiver(rx, args, "norm")  # TESLA unless --no-auth
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files: list[dict[str, Any]] = []
@@ -280,7 +286,7 @@ def run_receive(args: argparse.Namespace) -> int:
         sock = open_socket(group, args.iface, receive=True)
         drv = Driver()
         loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
-        drv.add(rx, sock, group, loss=loss)
+        add_endpoints(drv, rx, sock, group, loss=loss, iface=args.iface)
 
         def done() -> bool:
             if pump():
@@ -306,6 +312,7 @@ def run_receive(args: argparse.Namespace) -> int:
         "files": files,
         "failures": failures,
         "stats": dict(sorted(rx.stats.items())),
+        "tesla": tesla_summary(rx),
         "elapsed_s": round(time.time() - t0, 3),
     }
     if args.json:
@@ -313,6 +320,8 @@ def run_receive(args: argparse.Namespace) -> int:
     else:
         for f in files:
             print(f"{f['path']}  {f['bytes']} bytes  sha256 {f['sha256']}")
+        if (line := tesla_line(rx)) is not None:
+            print(line, file=sys.stderr)
     if not files:
         print("error: no NORM object received", file=sys.stderr)
         return 1

@@ -38,8 +38,17 @@ def _norm_options(sub: str, parser: argparse.ArgumentParser) -> None:
     add_options(sub, parser)
 
 
+def _auth_options(sub: str, parser: argparse.ArgumentParser) -> None:
+    from tesla.wiring import add_options
+
+    add_options(sub, parser)
+
+
 #: extra option adders: fn(subcommand, parser)
-OPTION_HOOKS: list[Callable[[str, argparse.ArgumentParser], None]] = [_norm_options]
+OPTION_HOOKS: list[Callable[[str, argparse.ArgumentParser], None]] = [
+    _norm_options,
+    _auth_options,
+]
 
 
 def _rate(text: str) -> float:
@@ -153,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=60.0)
     d.add_argument("--json", action="store_true")
 
+    sub.add_parser("keygen", help="write the sender's RSA key pair: --out SENDER -> SENDER.pem/.pub")
+
     for name, sp in (("send", s), ("receive", r), ("demo", d)):
         for hook in OPTION_HOOKS:
             hook(name, sp)
@@ -160,6 +171,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keygen"]:  # keygen owns its options (tesla/keygen.py)
+        from tesla.wiring import keygen_command
+
+        return keygen_command(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from tesla.demo import run_demo

@@ -22,6 +22,7 @@ from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.receiver import AlcReceiver, ReceiverConfig
 from alc.sender import AlcSender, SenderConfig
 from tesla.run_alc import FileSink
+from tesla.wiring import demo_auth, tesla_line, tesla_summary
 
 
 def random_group() -> tuple[str, int]:
@@ -58,13 +59,14 @@ def run_demo(args: argparse.Namespace) -> int:
     sink = FileSink(outdir)
     rsock = open_socket(group, "127.0.0.1", receive=True, ttl=1, loop=True)
     ssock = open_socket(group, "127.0.0.1", receive=False, ttl=1, loop=True)
+    rx_eng, tx_eng, auth_info = demo_auth(rx, sender, args, tsi)  # TESLA unless --no-auth
     drv = Driver()
-    drv.add(rx, rsock, None, loss=LossInjector(args.loss, seed=7) if args.loss else None)
-    drv.add(sender, ssock, group, receive=False)
+    drv.add(rx_eng, rsock, None, loss=LossInjector(args.loss, seed=7) if args.loss else None)
+    drv.add(tx_eng, ssock, group, receive=False)
     print(
         f"demo: {len(files)} files, {total} bytes -> {group[0]}:{group[1]} (iface 127.0.0.1, TTL 1), "
         f"TSI {tsi}, FEC {args.fec} ratio {args.repair_ratio}, rate {args.rate / 1e6:g} Mbit/s, "
-        f"injected loss {args.loss:.0%}",
+        f"injected loss {args.loss:.0%}, {auth_info}",
         file=sys.stderr,
     )
     tty = sys.stderr.isatty()
@@ -120,6 +122,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "packets_received": rx.stats.get("packets", 0),
         "fec_blocks_decoded": rx.stats.get("fec.blocks_decoded", 0),
         "drops": drops,
+        "tesla": tesla_summary(rx_eng),
         "elapsed_s": round(elapsed, 3),
         "throughput_mbit_s": round(total * 8 / elapsed / 1e6, 2) if elapsed > 0 else None,
         "out": str(outdir),
@@ -134,6 +137,8 @@ def run_demo(args: argparse.Namespace) -> int:
         f"{elapsed:.2f} s, {summary['throughput_mbit_s']} Mbit/s goodput; files in {outdir}",
         file=sys.stderr,
     )
+    if (line := tesla_line(rx_eng)) is not None:
+        print(line, file=sys.stderr)
     if bad:
         print(f"error: not received bit-exact: {', '.join(bad)}", file=sys.stderr)
         return 1

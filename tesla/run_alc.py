@@ -19,6 +19,14 @@ from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.pcap import PcapWriter, replay
 from alc.receiver import AlcReceiver, FileReceived, ObjectFailed, ReceiverConfig
 from alc.sender import AlcSender, SenderConfig
+from tesla.wiring import (
+    add_endpoints,
+    dry_run_packets,
+    tesla_line,
+    tesla_summary,
+    wrap_receiver,
+    wrap_sender,
+)
 
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 
@@ -68,10 +76,15 @@ def run_send(args: argparse.Namespace) -> int:
             print(f"error: {f}: no such file", file=sys.stderr)
             return 2
         sender.add_file(p)
+    eng = wrap_sender(sender, args, "alc")  # TESLA unless --no-auth
     writer = PcapWriter(args.pcap) if args.pcap else None
     src = ("127.0.0.1", 0)
     try:
-        if args.dry_run:
+        if args.dry_run and eng is not sender:
+            for now, pkt in dry_run_packets(eng, time.time()):
+                if writer is not None:
+                    writer.write(now, src, group, pkt)
+        elif args.dry_run:
             now = time.time()
             for pkt, _ in ((p, None) for p in sender.all_packets(now)):
                 if writer is not None:
@@ -86,8 +99,8 @@ def run_send(args: argparse.Namespace) -> int:
                 if writer is not None:
                     writer.write(now, src, dst, data)
 
-            drv.add(sender, sock, group, receive=False, on_sent=record)
-            drv.run(until=lambda: sender.done)
+            add_endpoints(drv, eng, sock, group, receive=False, on_sent=record, iface=args.iface)
+            drv.run(until=lambda: eng.done)
             sock.close()
     finally:
         if writer is not None:
@@ -154,6 +167,7 @@ def summarize(rx: AlcReceiver, sink: FileSink, elapsed: float) -> dict[str, Any]
         "files": sink.files,
         "missing": missing,
         "stats": dict(sorted(rx.stats.items())),
+        "tesla": tesla_summary(rx),
         "elapsed_s": round(elapsed, 3),
     }
 
@@ -166,6 +180,8 @@ def finish_receive(rx: AlcReceiver, sink: FileSink, args: argparse.Namespace, t0
     else:
         for f in sink.files:
             print(f"{f['path']}  {f['bytes']} bytes  sha256 {f['sha256']}")
+        if (line := tesla_line(rx)) is not None:
+            print(line, file=sys.stderr)
     if summary["complete"]:
         if not args.json:
             print(f"all {summary['announced']} announced file(s) received bit-exact", file=sys.stderr)
@@ -184,7 +200,7 @@ def finish_receive(rx: AlcReceiver, sink: FileSink, args: argparse.Namespace, t0
 
 def run_receive(args: argparse.Namespace) -> int:
     group = parse_group(args.group)
-    rx = AlcReceiver(receiver_config(args))
+    rx = wrap_receiver(AlcReceiver(receiver_config(args)), args, "alc")  # TESLA unless --no-auth
     sink = FileSink(Path(args.out))
     t0 = time.time()
 
@@ -201,7 +217,7 @@ def run_receive(args: argparse.Namespace) -> int:
     sock = open_socket(group, args.iface, receive=True)
     drv = Driver()
     loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
-    drv.add(rx, sock, None, loss=loss)
+    add_endpoints(drv, rx, sock, None, loss=loss, iface=args.iface)
     try:
         drv.run(until=done, timeout=args.timeout)
     except KeyboardInterrupt:

@@ -81,7 +81,7 @@ def test_replay_uses_capture_time(tmp_path: Path) -> None:
 def test_receive_from_pcap_flute_plain(shared_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cap = shared_dir / "interop" / "flute-plain.pcap"
     out = tmp_path / "out"
-    rc = main(["receive", "--protocol", "alc", "--group", "239.255.77.78:40085", "--out", str(out),
+    rc = main(["receive", "--no-auth", "--protocol", "alc", "--group", "239.255.77.78:40085", "--out", str(out),
                "--from-pcap", str(cap), "--json"])
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
@@ -92,7 +92,7 @@ def test_receive_from_pcap_flute_plain(shared_dir: Path, tmp_path: Path, capsys:
 
 def test_receive_from_pcap_wrong_group_fails(shared_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cap = shared_dir / "interop" / "flute-plain.pcap"
-    rc = main(["receive", "--protocol", "alc", "--group", "239.255.77.78:40086", "--out", str(tmp_path),
+    rc = main(["receive", "--no-auth", "--protocol", "alc", "--group", "239.255.77.78:40086", "--out", str(tmp_path),
                "--from-pcap", str(cap)])
     assert rc == 1
     assert "no FDT received" in capsys.readouterr().err

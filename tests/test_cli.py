@@ -53,27 +53,27 @@ def test_protocol_dispatch_point() -> None:
 
 def test_usage_errors() -> None:
     with pytest.raises(SystemExit) as e:
-        main(["send", "x", "--protocol", "alc"])  # no --group
+        main(["send", "--no-auth", "x", "--protocol", "alc"])  # no --group
     assert e.value.code == 2
     with pytest.raises(SystemExit):
-        main(["send", "x", "--group", "239.255.1.1:5000", "--fec", "ldpc"])
+        main(["send", "--no-auth", "x", "--group", "239.255.1.1:5000", "--fec", "ldpc"])
 
 
 def test_send_pcap_then_receive_from_pcap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     files = make_inputs(tmp_path)
     pcap = tmp_path / "s.pcap"
     group = rand_group()
-    assert main(["send", *map(str, files), "--protocol", "alc", "--group", group, "--fec", "rs",
+    assert main(["send", "--no-auth", *map(str, files), "--protocol", "alc", "--group", group, "--fec", "rs",
                  "--repair-ratio", "0.2", "--tsi", "99", "--pcap", str(pcap), "--dry-run", "-q"]) == 0
     out = tmp_path / "out"
-    assert main(["receive", "--protocol", "alc", "--group", group, "--out", str(out),
+    assert main(["receive", "--no-auth", "--protocol", "alc", "--group", group, "--out", str(out),
                  "--from-pcap", str(pcap), "--tsi", "99", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["complete"] and summary["received"] == 3
     for f in files:
         assert (out / f.name).read_bytes() == f.read_bytes()
     # wrong TSI: nothing announced -> exit 1, clear message
-    assert main(["receive", "--protocol", "alc", "--group", group, "--out", str(out),
+    assert main(["receive", "--no-auth", "--protocol", "alc", "--group", group, "--out", str(out),
                  "--from-pcap", str(pcap), "--tsi", "98"]) == 1
     assert "no FDT received" in capsys.readouterr().err
 
@@ -82,13 +82,13 @@ def test_receive_from_pcap_with_missing_packets_fails(tmp_path: Path, capsys: py
     files = make_inputs(tmp_path)
     full = tmp_path / "full.pcap"
     group = rand_group()
-    main(["send", *map(str, files), "--group", group, "--pcap", str(full), "--dry-run", "-q"])
+    main(["send", "--no-auth", *map(str, files), "--group", group, "--pcap", str(full), "--dry-run", "-q"])
     cut = tmp_path / "cut.pcap"
     with PcapWriter(cut) as w:
         for i, d in enumerate(read_udp(full)):
             if i % 50 != 7:
                 w.write(d.ts, d.src, d.dst, d.payload)
-    rc = main(["receive", "--group", group, "--out", str(tmp_path / "o"), "--from-pcap", str(cut)])
+    rc = main(["receive", "--no-auth", "--group", group, "--out", str(tmp_path / "o"), "--from-pcap", str(cut)])
     err = capsys.readouterr().err
     assert rc == 1
     assert "not received bit-exact" in err and "c.bin" in err
@@ -100,13 +100,13 @@ def test_send_and_receive_two_processes_loopback(tmp_path: Path) -> None:
     group = rand_group()
     out = tmp_path / "out"
     rx = subprocess.Popen(
-        PY + ["receive", "--protocol", "alc", "--group", group, "--iface", "127.0.0.1", "--out", str(out),
+        PY + ["receive", "--no-auth", "--protocol", "alc", "--group", group, "--iface", "127.0.0.1", "--out", str(out),
               "--tsi", "1234", "--timeout", "60", "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     time.sleep(1.0)  # let it join the group
     tx = subprocess.run(
-        PY + ["send", *map(str, files), "--protocol", "alc", "--group", group, "--iface", "lo",
+        PY + ["send", "--no-auth", *map(str, files), "--protocol", "alc", "--group", group, "--iface", "lo",
               "--rate", "100M", "--fec", "rs", "--repair-ratio", "0.2", "--tsi", "1234"],
         capture_output=True, text=True, timeout=120,
     )
@@ -120,7 +120,7 @@ def test_send_and_receive_two_processes_loopback(tmp_path: Path) -> None:
 
 
 def test_receive_times_out_without_sender(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["receive", "--group", rand_group(), "--iface", "127.0.0.1", "--out", str(tmp_path), "--timeout", "0.5"])
+    rc = main(["receive", "--no-auth", "--group", rand_group(), "--iface", "127.0.0.1", "--out", str(tmp_path), "--timeout", "0.5"])
     assert rc == 1
     assert "no FDT received" in capsys.readouterr().err
 

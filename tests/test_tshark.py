@@ -102,7 +102,7 @@ def test_tshark_decodes_rs_cli_capture(tmp_path: Path) -> None:
     f = tmp_path / "payload.bin"
     f.write_bytes(bytes(range(256)) * 40)
     pcap = tmp_path / "cli.pcap"
-    rc = main(["send", str(f), "--protocol", "alc", "--group", f"239.255.9.9:{PORT}", "--fec", "rs",
+    rc = main(["send", "--no-auth", str(f), "--protocol", "alc", "--group", f"239.255.9.9:{PORT}", "--fec", "rs",
                "--repair-ratio", "0.5", "--tsi", "4242", "--pcap", str(pcap), "--dry-run", "-q"])
     assert rc == 0
     rows = tshark_fields(pcap, ["rmt-lct.tsi", "rmt-lct.toi", "rmt-lct.codepoint", "rmt-fec.encoding_id",
