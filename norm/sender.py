@@ -1332,6 +1332,8 @@ class NormSender:
                         add(sbn, esi, 1)
                 continue
             for sbn, bn in need.blocks.items():
+                if not self._sent_yet(obj, sbn, 0, last):
+                    continue  # not transmitted yet: the new data will carry it
                 k = obj.block_len(sbn)
                 if bn.whole:
                     for esi in range(k):
