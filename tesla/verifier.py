@@ -225,6 +225,9 @@ class TeslaReceiver:
         self._max_buffered = 0
         self._max_chain_seen = -1
         self._max_known = -1  # highest legitimate key index (any chain)
+        self._t0_posix = 0.0  # float screens only; the safe test itself is exact
+        self._tint_s = 1.0
+        self._dt_s = 0.0
         self._ver = 0  # bumped on every state change the batch path's precheck depends on
         self._ready = False
         self._tag_len: dict[int, int] = {}
@@ -611,6 +614,12 @@ class TeslaReceiver:
         # -- safe-packet test (step 2)
         b = self._bounds.get(i)
         if b is None:
+            # cheap float screen first: an index more than one interval outside the
+            # plausible window cannot pass the exact test (no Fraction work per forgery)
+            approx = (now - self._t0_posix + self._dt_s) / self._tint_s
+            if i > approx + 2 or i + p.d < approx - 2:
+                self._drop("unsafe")
+                return
             b = self._interval_bounds(i)
         if not (b[0] <= now < b[1]):
             if now >= b[1] and self._is_replay(i, data, off, typ):
@@ -937,8 +946,8 @@ class TeslaReceiver:
             return
         assert isinstance(msg, ea.Bootstrap)
         now_ntp = posix_to_ntp(now)
-        if self._ready:
-            assert self.params is not None and self.keys is not None
+        if self.params is not None:
+            assert self.keys is not None
             if self.keys.has_chain(self.params.chain_of(msg.i)):
                 self._stats["bootstrap.ignored"] = self._stats.get("bootstrap.ignored", 0) + 1
                 return
@@ -982,7 +991,7 @@ class TeslaReceiver:
         except ParamError:
             self._drop("malformed")
             return
-        if self._ready:
+        if self.params is not None:
             # a later bootstrap for a chain we missed: static parameters must not change
             assert self.params is not None and self.keys is not None
             if params != self.params:
@@ -997,6 +1006,8 @@ class TeslaReceiver:
             self._drop("bad_group_mac")
             return
         self.params = params
+        self._t0_posix = (params.t0_ntp - _POSIX_OFFSET_NTP) / NTP_ONE_SECOND
+        self._tint_s = params.tint_ms / 1000.0
         self._sig = (msg.sig_algo, msg.sig_hash)
         if msg.d_o_t is not None:
             self._d_o_t = msg.d_o_t if msg.d_o_t_positive else -msg.d_o_t
@@ -1018,6 +1029,7 @@ class TeslaReceiver:
 
     def _set_dt(self, d_t: int) -> None:
         self.d_t = d_t
+        self._dt_s = d_t / NTP_ONE_SECOND
         self._bounds.clear()
         if self.params is not None:
             for w, pend in self._pending.items():

@@ -401,6 +401,19 @@ def test_unsafe_future_interval_and_wrong_asid() -> None:
         rx.receive(p, T0 + 0.35)  # arrives "before" it was sent: i > highest_i
         cases += 1
     assert rx.stats["drop.unsafe"] == cases
+    # random 32-bit interval indices (no exact bound computation per forgery)
+    rnd = random.Random(7)
+    base = rig.wrap(b"z", T0 + 0.35)
+    off = base[2] * 4 - 56
+    for _ in range(500):
+        m = bytearray(base)
+        struct.pack_into("!I", m, off + 4, rnd.randrange(1 << 32))
+        rx.receive(bytes(m), T0 + 0.36)
+        cases += 1
+    assert len(rx._bounds) < 50
+    assert (
+        rx.stats["drop.unsafe"] + rx.stats["drop.bad_key"] + rx.stats["buffered_packets"] >= cases
+    )
     # genuine packets re-tagged with another ASID (another scheme): no TESLA tag for us
     for k in range(20):
         t = T0 + 0.35 + k * 0.001
@@ -410,7 +423,7 @@ def test_unsafe_future_interval_and_wrong_asid() -> None:
         rx.receive(bytes(m), t + 0.001)
         cases += 1
     assert rx.stats["drop.malformed"] == 20
-    for w in range(2, 14):
+    for w in range(2, 16):
         rig.disclose_through(rx, w)
     report("tags from a future interval / foreign ASID", cases, len(released(rx)))
 
