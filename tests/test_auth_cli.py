@@ -1,0 +1,244 @@
+"""tesla-mcast with TESLA from the command line: keygen, send --pcap --dry-run then
+receive --from-pcap (capture timestamps as arrival times), wrong keys, clock offsets,
+option errors, and the authenticated demo."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from alc.pcap import read_udp
+from tesla.cli import main
+
+
+def rand_group() -> str:
+    rng = random.SystemRandom()
+    return f"239.255.{rng.randint(1, 254)}.{rng.randint(1, 254)}:{rng.randint(20000, 60000)}"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("keys")
+    assert main(["keygen", "--out", str(d / "SENDER")]) == 0
+    assert main(["keygen", "--out", str(d / "OTHER")]) == 0
+    return {
+        "priv": d / "SENDER.pem",
+        "pub": d / "SENDER.pub",
+        "other_pub": d / "OTHER.pub",
+    }
+
+
+def make_inputs(tmp: Path) -> list[Path]:
+    rnd = random.Random(11)
+    out = []
+    for name, size in (("a.bin", 1), ("b.txt", 5_000), ("c.bin", 250_000)):
+        p = tmp / name
+        p.write_bytes(rnd.randbytes(size))
+        out.append(p)
+    return out
+
+
+_LOG: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _print_tesla_counters() -> Iterator[None]:
+    """Receiver TESLA counters of each run, printed at teardown (shown by ``-rA``)."""
+    _LOG.clear()
+    yield
+    for line in _LOG:
+        print(line)
+
+
+def tesla_of(capsys: pytest.CaptureFixture[str]) -> tuple[dict, str]:
+    cap = capsys.readouterr()
+    summary = json.loads(cap.out)
+    _LOG.append(f"TESLA receiver: {summary['tesla']}")
+    return summary, cap.err
+
+
+@pytest.fixture(scope="module")
+def capture(keys: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("cap")
+    files = make_inputs(tmp)
+    group = rand_group()
+    pcap = tmp / "s.pcap"
+    rc = main(
+        ["send", *map(str, files), "--group", group, "--fec", "rs", "--repair-ratio", "0.2",
+         "--tsi", "77", "--pcap", str(pcap), "--dry-run", "-q", "--key", str(keys["priv"]),
+         "--rate", "20M"]
+    )
+    assert rc == 0
+    return {"files": files, "group": group, "pcap": pcap}
+
+
+def test_keygen_writes_pem_and_pub(keys: dict[str, Path]) -> None:
+    assert keys["priv"].read_bytes().startswith(b"-----BEGIN")
+    assert b"PUBLIC KEY" in keys["pub"].read_bytes()
+    assert keys["priv"].stat().st_mode & 0o077 == 0
+
+
+def test_pcap_round_trip_authenticated(
+    capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    rc = main(
+        ["receive", "--group", capture["group"], "--out", str(out), "--from-pcap",
+         str(capture["pcap"]), "--sender-key", str(keys["pub"]), "--json"]
+    )
+    summary, err = tesla_of(capsys)
+    assert rc == 0, err
+    assert summary["complete"] and summary["received"] == 3
+    for f in capture["files"]:
+        assert (out / f.name).read_bytes() == f.read_bytes()
+    t = summary["tesla"]
+    assert t["bootstrapped"] and t["accepted"] > 200
+    for reason in ("unsafe", "bad_mac", "bad_key", "bad_group_mac", "replay", "evicted",
+                   "malformed", "no_bootstrap"):
+        assert t["drops"][reason] == 0, reason
+    assert summary["stats"]["tesla.accepted"] == t["accepted"]
+    # every datagram of the capture carries an EXT_AUTH (HET 1): nothing unauthenticated
+    n = sum(1 for _ in read_udp(capture["pcap"]))
+    assert n > t["accepted"] > 0
+
+
+def test_wrong_public_key_fails(
+    capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = main(
+        ["receive", "--group", capture["group"], "--out", str(tmp_path / "o"), "--from-pcap",
+         str(capture["pcap"]), "--sender-key", str(keys["other_pub"]), "--json"]
+    )
+    summary, err = tesla_of(capsys)
+    assert rc == 1
+    assert "no FDT received" in err
+    t = summary["tesla"]
+    assert not t["bootstrapped"] and t["accepted"] == 0
+    assert t["drops"]["bad_signature"] >= 1 and t["drops"]["no_bootstrap"] > 100
+    assert summary["files"] == []
+
+
+def test_large_clock_offset_makes_packets_unsafe(
+    capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # receiver clock 2 s ahead: every tag's key may already be disclosed
+    rc = main(
+        ["receive", "--group", capture["group"], "--out", str(tmp_path / "o"), "--from-pcap",
+         str(capture["pcap"]), "--sender-key", str(keys["pub"]), "--clock-offset", "2000",
+         "--json"]
+    )
+    summary, _ = tesla_of(capsys)
+    assert rc == 1
+    t = summary["tesla"]
+    assert t["accepted"] == 0 and t["drops"]["unsafe"] > 200
+    # a small offset inside the bound (d*T_int - D_t = 280 ms minus the in-interval time)
+    out = tmp_path / "ok"
+    rc = main(
+        ["receive", "--group", capture["group"], "--out", str(out), "--from-pcap",
+         str(capture["pcap"]), "--sender-key", str(keys["pub"]), "--clock-offset", "50",
+         "--json"]
+    )
+    summary, _ = tesla_of(capsys)
+    assert rc == 0 and summary["tesla"]["drops"]["unsafe"] == 0
+
+
+def test_negative_clock_offset_rejects_future_tags(
+    capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # receiver clock 1 s behind: tags from intervals the sender cannot have reached yet
+    rc = main(
+        ["receive", "--group", capture["group"], "--out", str(tmp_path / "o"), "--from-pcap",
+         str(capture["pcap"]), "--sender-key", str(keys["pub"]), "--clock-offset", "-1000",
+         "--json"]
+    )
+    summary, _ = tesla_of(capsys)
+    assert rc == 1 and summary["tesla"]["drops"]["unsafe"] > 0
+
+
+def test_group_mac_and_options_round_trip(
+    keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = make_inputs(tmp_path)
+    kg = tmp_path / "group.key"
+    kg.write_text("00112233445566778899aabbccddeeff\n")
+    wrong = tmp_path / "wrong.key"
+    wrong.write_bytes(b"another group key, raw bytes")
+    group = rand_group()
+    pcap = tmp_path / "g.pcap"
+    assert main(
+        ["send", *map(str, files), "--group", group, "--pcap", str(pcap), "--dry-run", "-q",
+         "--key", str(keys["priv"]), "--group-mac", str(kg), "--mac", "hmac-sha1", "--tint",
+         "250", "--disclosure-delay", "2", "--chain-length", "40", "--rate", "5M"]
+    ) == 0
+    rc = main(
+        ["receive", "--group", group, "--out", str(tmp_path / "o"), "--from-pcap", str(pcap),
+         "--sender-key", str(keys["pub"]), "--group-mac", str(kg), "--json"]
+    )
+    summary, err = tesla_of(capsys)
+    assert rc == 0, err
+    for f in files:
+        assert (tmp_path / "o" / f.name).read_bytes() == f.read_bytes()
+    rc = main(
+        ["receive", "--group", group, "--out", str(tmp_path / "w"), "--from-pcap", str(pcap),
+         "--sender-key", str(keys["pub"]), "--group-mac", str(wrong), "--json"]
+    )
+    summary, _ = tesla_of(capsys)
+    assert rc == 1 and summary["tesla"]["accepted"] == 0
+    assert summary["tesla"]["drops"]["bad_group_mac"] > 0
+
+
+def test_plain_receiver_of_plain_capture_and_missing_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = make_inputs(tmp_path)
+    group = rand_group()
+    for proto in ("alc", "norm"):
+        with pytest.raises(SystemExit) as e:
+            main(["send", *map(str, files), "--protocol", proto, "--group", group, "--dry-run"])
+        assert e.value.code == 2
+        assert "--key" in capsys.readouterr().err
+        with pytest.raises(SystemExit) as e:
+            main(["receive", "--protocol", proto, "--group", group, "--out", str(tmp_path)])
+        assert e.value.code == 2
+        assert "--sender-key" in capsys.readouterr().err
+    pcap = tmp_path / "p.pcap"
+    assert main(["send", *map(str, files), "--group", group, "--pcap", str(pcap), "--dry-run",
+                 "-q", "--no-auth"]) == 0
+    rc = main(["receive", "--group", group, "--out", str(tmp_path / "o"), "--from-pcap",
+               str(pcap), "--no-auth", "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and summary["tesla"] is None
+
+
+def test_plain_capture_is_refused_by_an_authenticating_receiver(
+    keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = make_inputs(tmp_path)
+    group = rand_group()
+    pcap = tmp_path / "p.pcap"
+    assert main(["send", *map(str, files), "--group", group, "--pcap", str(pcap), "--dry-run",
+                 "-q", "--no-auth"]) == 0
+    rc = main(["receive", "--group", group, "--out", str(tmp_path / "o"), "--from-pcap",
+               str(pcap), "--sender-key", str(keys["pub"]), "--json"])
+    summary, _ = tesla_of(capsys)
+    assert rc == 1 and summary["tesla"]["accepted"] == 0
+    assert summary["tesla"]["drops"]["no_bootstrap"] + summary["tesla"]["drops"]["malformed"] > 0
+
+
+def test_demo_authenticates_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["demo", "--files", "2", "--size", "300000", "--rate", "100M", "--json"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    s = json.loads(cap.out)
+    _LOG.append(f"demo TESLA receiver: {s['tesla']}")
+    assert s["files_ok"] == 2
+    assert s["tesla"]["accepted"] > 0 and s["tesla"]["drops"]["bad_mac"] == 0
+    assert "TESLA:" in cap.err and "drops unsafe=" in cap.err
+    rc = main(["demo", "--files", "2", "--size", "100000", "--rate", "100M", "--json",
+               "--no-auth"])
+    s = json.loads(capsys.readouterr().out)
+    assert rc == 0 and s["tesla"] is None and s["files_ok"] == 2
