@@ -14,7 +14,7 @@ import pytest
 from tesla.sim.cli import simulate_main
 from tesla.sim.network import ATTACKER, Simulation
 from tesla.sim.report import dumps
-from tesla.sim.scenario import ATTACK_KINDS, Scenario, set_path
+from tesla.sim.scenario import ATTACK_KINDS, PRESETS, Scenario, set_path
 
 
 def alc(**over: Any) -> dict[str, Any]:
@@ -246,3 +246,44 @@ def test_report_has_the_promised_fields() -> None:
     assert 0.1 <= r0["auth_latency"]["p50"] <= 0.3
     assert r0["buffer_hwm"] > 0
     dumps(rep)
+
+
+def test_bulk_model_agrees_with_the_engines() -> None:
+    """The same scenario with every receiver on the real engines and with every receiver
+    in the bulk model (tesla.sim.fluid): same clocks, statistically equal links."""
+    d = alc(**{"sender.files": [300_000], "sender.fec": "rs", "sender.repair_ratio": 0.15,
+               "sender.block_length": 32, "sender.rate": 20e6, "sender.symbol_size": 1400,
+               "receivers": [{"count": 40, "link": {"delay": 0.075, "loss": 0.03},
+                              "clock": {"offset_uniform": [-0.02, 0.03]}}]})
+    eng = sim_of(set_path(d, "output.engine_receivers", 40)).run()["aggregate"]
+    bulk = sim_of(set_path(d, "output.engine_receivers", 0)).run()["aggregate"]
+    assert bulk["engine_receivers"] == 0 and eng["engine_receivers"] == 40
+    assert abs(eng["receivers_complete"] - bulk["receivers_complete"]) <= 6
+    u_e, u_b = eng["drops"]["tesla.drop.unsafe"], bulk["drops"]["tesla.drop.unsafe"]
+    assert u_e > 100 and abs(u_e - u_b) <= 0.1 * u_e
+    assert abs(eng["auth_latency"]["p50"] - bulk["auth_latency"]["p50"]) < 0.005
+    assert abs(eng["buffer_hwm"]["mean"] - bulk["buffer_hwm"]["mean"]) < 0.05 * eng[
+        "buffer_hwm"]["mean"]
+    assert abs(eng["packet_delivery_ratio"] - bulk["packet_delivery_ratio"]) < 0.03
+
+
+def test_bulk_model_is_deterministic_and_mixes_with_engines() -> None:
+    d = alc(**{"receivers": [{"count": 30, "link": {"delay": 0.02, "loss": 0.02,
+                                                    "jitter": "uniform", "jitter_s": 0.004}}],
+               "sender.fec": "rs", "sender.repair_ratio": 0.3, "output.engine_receivers": 3})
+    a = dumps(sim_of(d).run())
+    assert a == dumps(sim_of(d).run())
+    rep = sim_of(d).run()
+    models = [r["model"] for r in rep["receivers"]]
+    assert models[:3] == ["engine"] * 3 and set(models[3:]) == {"fluid"}
+    assert [r["idx"] for r in rep["receivers"]] == list(range(30))
+
+
+@pytest.mark.slow
+def test_thousand_receivers_ten_megabytes() -> None:
+    """Issue 5: 1000 receivers, ALC+TESLA, a 10 MB file (10 engine receivers + 990 bulk);
+    about 30 s here (docs/sim/README.md)."""
+    rep = sim_of(PRESETS["big"]).run()
+    agg = rep["aggregate"]
+    assert agg["receivers"] == 1000
+    assert agg["file_delivery_ratio"] > 0.99

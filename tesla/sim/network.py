@@ -8,6 +8,7 @@ from typing import Any
 from tesla.sim.attackers import KINDS, Attacker
 from tesla.sim.core import EventQueue, LocalClock, make_rng
 from tesla.sim.engines import Adapter, make_adapter
+from tesla.sim.fluid import FluidGroup
 from tesla.sim.links import Link, LinkConfig
 from tesla.sim.scenario import ReceiverGroup, Scenario
 
@@ -183,12 +184,26 @@ class Simulation:
         self.sender_clock = LocalClock(self.epoch, float(scn.sender.get("clock_offset", 0.0)))
         self.sender: Any = self.adapter.build_sender()
         self.receivers: list[ReceiverNode] = []
+        self.fluid: list[FluidGroup] = []
+        engine_set = self._engine_indices(pcap_receiver)
+        idx = 0
+        self.node_of: dict[int, ReceiverNode] = {}
         for gidx, g in enumerate(scn.receivers):
+            bulk = []
             for _ in range(g.count):
-                self.receivers.append(ReceiverNode(self, len(self.receivers), g, gidx))
+                if engine_set is None or idx in engine_set:
+                    node = ReceiverNode(self, idx, g, gidx)
+                    self.receivers.append(node)
+                    self.node_of[idx] = node
+                else:
+                    bulk.append(idx)
+                idx += 1
+            if bulk:
+                self.fluid.append(FluidGroup(self, g, gidx, bulk))
+        self.n_total = idx
         self.pcap_rx: ReceiverNode | None = None
         if pcap_receiver is not None:
-            self.pcap_rx = self.receivers[pcap_receiver]
+            self.pcap_rx = self.node_of[pcap_receiver]
         self.pcap_records: list[tuple[float, bytes, int]] = []
         self.attackers: list[Attacker] = []
         for aidx, spec in enumerate(scn.attackers):
@@ -197,7 +212,7 @@ class Simulation:
             if spec.targets == "all":
                 a.targets = list(self.receivers)
             else:
-                a.targets = [self.receivers[int(i)] for i in spec.targets]
+                a.targets = [self.node_of[int(i)] for i in spec.targets]
             for r in a.targets:
                 r.attacked = True
                 if a.on_path:
@@ -223,6 +238,23 @@ class Simulation:
         self.samples_max: list[int] = []
         self.sender_timer_at: float | None = None
         self.sent_log_intervals: dict[int, int] = {}
+
+    def _engine_indices(self, pcap_receiver: int | None) -> set[int] | None:
+        """Receivers run with real engines; None = all of them (see :mod:`tesla.sim.fluid`)."""
+        scn = self.scn
+        k = scn.output.get("engine_receivers")
+        n = scn.n_receivers
+        if k is None or int(k) >= n:
+            return None
+        if scn.protocol != "alc" or self.feedback_enabled:
+            raise ValueError("output.engine_receivers (bulk-modeled receivers) needs "
+                             "protocol = alc without feedback")
+        keep = set(range(int(k)))
+        for a in scn.attackers:
+            keep |= set(range(n)) if a.targets == "all" else {int(i) for i in a.targets}
+        if pcap_receiver is not None:
+            keep.add(pcap_receiver)
+        return keep
 
     # packet knowledge, computed once per distinct datagram object
     def info_of(self, data: bytes) -> dict[str, Any] | None:
@@ -274,11 +306,14 @@ class Simulation:
         st = self.sender_stats
         st["datagrams"] += 1
         st["bytes"] += size
-        info = self.info_of(data) if (self.attackers or self.adapter.wants_info) else None
+        info = self.info_of(data) if (self.attackers or self.adapter.wants_info
+                                      or self.fluid) else None
         if info is not None:
             st["auth_overhead_bytes"] += int(info.get("auth_overhead", 0))
         for a in self.attackers:
             a.observe(data, t, info)
+        for fg in self.fluid:
+            fg.on_multicast(data, t, info)
         sched = self.queue.schedule
         for r in self.receivers:
             if t < r.join:
@@ -334,7 +369,7 @@ class Simulation:
     # bookkeeping
     def receiver_complete(self, r: ReceiverNode) -> None:
         self.complete_count += 1
-        if self.complete_count >= len(self.receivers):
+        if self.complete_count >= len(self.receivers) and not self.fluid:
             self.all_complete_at = self.queue.now
 
     def sample(self) -> None:
