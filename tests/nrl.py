@@ -120,6 +120,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         "NormSetAutoParity": (None, [vp, ctypes.c_ubyte]),
         "NormSetGrttEstimate": (None, [vp, d]),
         "NormGetGrttEstimate": (d, [vp]),
+        "NormSetGrttMax": (None, [vp, d]),
         "NormSetGrttProbingMode": (None, [vp, i]),
         "NormSetBackoffFactor": (None, [vp, d]),
         "NormSetGroupSize": (None, [vp, ctypes.c_uint]),
@@ -356,11 +357,14 @@ class Session:
         probing: int | None = None,
         backoff: float | None = None,
         group_size: int | None = None,
+        grtt_max: float | None = None,
     ) -> None:
         """``fec_id`` 0 lets NRL choose: 5 if block+parity <= 255 else 2 with m=16."""
         lib = self.lib
         if grtt is not None:
             lib.NormSetGrttEstimate(self.handle, grtt)
+        if grtt_max is not None:
+            lib.NormSetGrttMax(self.handle, grtt_max)
         if backoff is not None:
             lib.NormSetBackoffFactor(self.handle, backoff)
         if group_size is not None:
