@@ -41,6 +41,7 @@ per-packet objects; its octets equal ``[sender.wrap(p, now) for p in pkts]``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -76,6 +77,19 @@ _C_NAME = {
 }
 #: intervals verified with a worker pool only from this many packets (pipe round trip)
 POOL_MIN_PACKETS = 256
+
+
+class _Commits:
+    """Type 3 commitments of a batch: ``values[of[k]]`` for datagram k."""
+
+    __slots__ = ("of", "values")
+
+    def __init__(self, n: int) -> None:
+        self.of = np.full(n, -1, dtype=np.int64)
+        self.values: list[bytes] = []
+
+    def __getitem__(self, k: int) -> bytes:
+        return self.values[int(self.of[k])]
 
 
 # ---------------------------------------------------------------------------- packing
@@ -167,25 +181,17 @@ def mac_rows(
 ) -> bytes:
     """Full HMAC digests of ``buf[s:s+l]`` for each row, joined (keyed once, copied per row).
 
-    The tight loop of the pipeline: one ``copy``/``update``/``finalize`` per packet.
-    Equal-length rows take a loop without the per-row length lookups."""
+    The tight loop of the pipeline: one ``copy``/``update``/``finalize`` per packet."""
     copy = HMAC(key, hash_algorithm(mac_id)).copy
     mv = memoryview(buf)
     st = starts.tolist() if isinstance(starts, np.ndarray) else list(starts)
     ln = lens.tolist() if isinstance(lens, np.ndarray) else list(lens)
     digs: list[bytes] = []
     ap = digs.append
-    if ln and ln.count(ln[0]) == len(ln):
-        L = ln[0]
-        for s in st:
-            h = copy()
-            h.update(mv[s : s + L])
-            ap(h.finalize())
-    else:
-        for s, L in zip(st, ln, strict=True):
-            h = copy()
-            h.update(mv[s : s + L])
-            ap(h.finalize())
+    for sl in map(slice, st, map(add, st, ln)):  # slice objects built at C level
+        h = copy()
+        h.update(mv[sl])
+        ap(h.finalize())
     mv.release()
     return b"".join(digs)
 
@@ -345,10 +351,17 @@ class FastTeslaReceiver(TeslaReceiver):
         keymat = np.zeros((pb_n, kp), dtype=np.uint8)
         if len(kidx):
             keymat[kidx] = arr[(stm[kidx] + offc[kidx] + 8)[:, None] + np.arange(kp)]
-        commits: dict[int, bytes] = {}
-        for kk in np.flatnonzero((typ == 3) & ~malformed).tolist():
-            o = int(stm[kk] + offc[kk] + 8)
-            commits[kk] = bytes(pb.buf[o : o + kp])
+        commits = _Commits(pb_n)
+        c3 = np.flatnonzero((typ == 3) & ~malformed)
+        if len(c3):  # next-chain commitments: usually one distinct value per batch
+            cm = arr[(stm[c3] + offc[c3] + 8)[:, None] + np.arange(kp)]
+            if (cm == cm[0]).all():  # the common case: one next-chain commitment
+                commits.values = [cm[0].tobytes()]
+                commits.of[c3] = 0
+            else:
+                u, inv = np.unique(cm, axis=0, return_inverse=True)
+                commits.values = [row.tobytes() for row in u]
+                commits.of[c3] = inv.ravel()
         # -- stateful part, segment by segment (state changes only at events)
         is_norm = self._hb == 1
         s = 0
@@ -469,7 +482,7 @@ class FastTeslaReceiver(TeslaReceiver):
         moff: np.ndarray,
         goff: np.ndarray,
         typ: np.ndarray,
-        commits: dict[int, bytes],
+        commits: _Commits,
         keymat: np.ndarray,
         pb: PackedBatch,
     ) -> None:
@@ -534,9 +547,15 @@ class FastTeslaReceiver(TeslaReceiver):
                 pend.moffs.extend(mol[j0:])
                 pend.goffs.extend(gol[j0:])
                 if 3 in tyl:
-                    for j in range(j0, len(idx)):
-                        if tyl[j] == 3:
-                            pend.commits.append((base + j - j0, commits[idx[j]]))
+                    js = np.flatnonzero(typ[ia[j0:]] == 3)
+                    vals = commits.values
+                    pend.commits.extend(
+                        zip(
+                            (base + js).tolist(),
+                            map(vals.__getitem__, commits.of[ia[j0:][js]].tolist()),
+                            strict=True,
+                        )
+                    )
                 c = sum(cl[j0:])
                 pend.nbytes += c
                 added += c
@@ -640,9 +659,12 @@ class FastTeslaReceiver(TeslaReceiver):
         cnt["accepted"] += len(keep_a)
         keep = keep_a.tolist()
         if pend.commits:
-            okset = set(keep)
             # storing a commitment is idempotent: each distinct one once, first-seen order
-            seen = dict.fromkeys(c for idx, c in pend.commits if idx in okset)
+            if len(keep) == n:
+                seen = dict.fromkeys(map(itemgetter(1), pend.commits))
+            else:
+                okset = set(keep)
+                seen = dict.fromkeys(c for idx, c in pend.commits if idx in okset)
             for commitment in seen:
                 self._new_chain_commitment(p.chain_of(w) + 1, commitment)
         metas = pend.metas
@@ -654,10 +676,26 @@ class FastTeslaReceiver(TeslaReceiver):
         if nctl:
             cnt["tesla.control"] = cnt.get("tesla.control", 0) + nctl
             keep = keep_a[~ctl_k].tolist()
-        if len(keep) == n:
-            self._out.extend(zip(pkts, metas, strict=True))
+        self._release(pkts, metas, keep, len(keep) == n)
+
+    def _release(self, pkts: list[bytes], metas: list[Any], keep: list[int], full: bool) -> None:
+        """Queue authenticated datagrams for :meth:`pop_authenticated`, in the reference's
+        release structure (parallel lists, or a deque of pairs in older versions)."""
+        out_pk = self.__dict__.get("_out_pk")
+        if out_pk is not None:
+            out_meta = self.__dict__["_out_meta"]
+            if full:
+                out_pk.extend(pkts)
+                out_meta.extend(metas)
+            else:
+                out_pk.extend([pkts[k] for k in keep])
+                out_meta.extend([metas[k] for k in keep])
         else:
-            self._out.extend([(pkts[k], metas[k]) for k in keep])
+            out = self.__dict__["_out"]
+            if full:
+                out.extend(zip(pkts, metas, strict=True))
+            else:
+                out.extend([(pkts[k], metas[k]) for k in keep])
 
 
 # ---------------------------------------------------------------------------- sender
@@ -680,15 +718,13 @@ def sign_batch(
     g = sender._g
     hb = sender._hb
     k0 = stv.count
-    prefixes: list[bytes] = []
-    for k in range(n):  # same tag choice as wrap()
-        c = k0 + k
-        if stv.special is not None and c & 1:
-            prefixes.append(stv.special)
-        elif c % sender.disclose_every == 0:
-            prefixes.append(stv.plain)
-        else:
-            prefixes.append(stv.nokey)
+    # same tag choice as wrap(), as arrays: special (Type 3/4) on odd counts, else the
+    # key-disclosing prefix every disclose_every-th packet, else Type 2
+    c = k0 + np.arange(n)
+    pf_list = [stv.plain, stv.nokey] + ([stv.special] if stv.special is not None else [])
+    kinds = np.where(c % sender.disclose_every == 0, 0, 1)
+    if stv.special is not None:
+        kinds[(c & 1) == 1] = 2
     stv.count = k0 + n
     sender._last_data_interval = stv.i
     sender._traffic_intervals.add(stv.i)
@@ -699,12 +735,9 @@ def sign_batch(
     ends_hdr = a_in[pin.starts + hb].astype(np.int64) << 2
     if ((ends_hdr > pin.lens) | (ends_hdr <= hb)).any():
         raise ValueError("header length does not fit the packet")
-    plen_of = {pf: len(pf) for pf in set(prefixes)}
-    Ls = np.fromiter(
-        ((plen_of[pf] + km + ((-(plen_of[pf] + km)) & 3) + g) for pf in prefixes),
-        dtype=np.int64,
-        count=n,
-    )
+    plens_k = np.array([len(pf) for pf in pf_list], dtype=np.int64)
+    plen_row = plens_k[kinds]
+    Ls = ((plen_row + km + 3) & ~3) + g
     words = a_in[pin.starts + hb].astype(np.int64) + (Ls >> 2)
     if (words > 255).any():
         raise ValueError("header would exceed 255 words with the EXT_AUTH")
@@ -712,31 +745,40 @@ def sign_batch(
     ostarts = np.cumsum(olens) - olens
     out = bytearray(int(olens.sum()))
     oa = np.frombuffer(out, dtype=np.uint8)
-    pid = {pf: j for j, pf in enumerate(plen_of)}
-    kinds = np.fromiter((pid[pf] for pf in prefixes), dtype=np.int64, count=n)
-    # group by (header end, length, tag kind): each group is a 2-D block copy
-    key = (ends_hdr * 65536 + pin.lens) * 16 + kinds
+    # group by (header end, length, prefix length): within a group every row has the
+    # same layout, only the prefix octets differ (Type 1/3/4 share a length)
+    key = (ends_hdr * 65536 + pin.lens) * 256 + plen_row
     uk, ginv = np.unique(key, return_inverse=True)
-    pf_list = list(plen_of)
     for gi in range(len(uk)):
         if len(uk) == 1:  # one layout: contiguous 2-D views, no index arrays
             rows = np.arange(n)
-            r0 = 0
             Ln = int(pin.lens[0])
             L = int(Ls[0])
             src = a_in[: n * Ln].reshape(n, Ln)
             blk = oa.reshape(n, Ln + L)
         else:
             rows = np.flatnonzero(ginv == gi)
-            r0 = int(rows[0])
-            Ln = int(pin.lens[r0])
-            L = int(Ls[r0])
+            Ln = int(pin.lens[rows[0]])
+            L = int(Ls[rows[0]])
             src = a_in[pin.starts[rows][:, None] + np.arange(Ln)]
             blk = np.zeros((len(rows), Ln + L), dtype=np.uint8)
+        r0 = int(rows[0])
         E = int(ends_hdr[r0])
-        pf = pf_list[int(kinds[r0])]
+        gk = kinds[rows]
+        plen = len(pf_list[int(gk[0])])
+        same = [pf for pf in pf_list if len(pf) == plen]
         blk[:, :E] = src[:, :E]
-        blk[:, E : E + len(pf)] = np.frombuffer(pf, dtype=np.uint8)
+        if len(same) == 1 or (gk == gk[0]).all():
+            blk[:, E : E + plen] = np.frombuffer(pf_list[int(gk[0])], dtype=np.uint8)
+        else:
+            table = np.frombuffer(
+                b"".join(
+                    pf_list[int(x)] if len(pf_list[int(x)]) == plen else bytes(plen)
+                    for x in range(len(pf_list))
+                ),
+                dtype=np.uint8,
+            ).reshape(len(pf_list), plen)
+            blk[:, E : E + plen] = table[gk]
         blk[:, E + L :] = src[:, E:]
         blk[:, hb] = words[r0]
         if len(uk) != 1:
@@ -746,7 +788,7 @@ def sign_batch(
         oa[ostarts + 2] = seqs >> 8
         oa[ostarts + 3] = seqs & 0xFF
         sender._seq = (sender._seq + n) & 0xFFFF
-    plens = np.fromiter((plen_of[pf] for pf in prefixes), dtype=np.int64, count=n)
+    plens = plen_row
     mpos = ostarts + ends_hdr + plens
     p = sender.params
     raw = mac_rows(out, ostarts, olens, F_prime(sender.chains.key(stv.i), p.prf_id), p.mac_id)
