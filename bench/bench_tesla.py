@@ -92,10 +92,15 @@ class Setup:
         self.boot = self.sender.bootstrap_packet(T0 + 0.1)
         self.disclose = self.sender.key_disclosure_packet(T0 + 7.5)  # discloses K_5
 
-    def sign_all(self) -> list[bytes]:
-        wrap = self.sender.wrap
+    def sign_all(self, batch: int = 64) -> list[bytes]:
+        """Sender path: ``batch`` engine datagrams per :meth:`TeslaSender.wrap_many`."""
         t = self.t_send
-        return [wrap(p, t) for p in self.raw]
+        wm = self.sender.wrap_many
+        raw = self.raw
+        out: list[bytes] = []
+        for k in range(0, len(raw), batch):
+            out.extend(wm(raw[k : k + batch], t))
+        return out
 
     def new_receiver(self) -> TeslaReceiver:
         rx = TeslaReceiver(

@@ -96,9 +96,10 @@ class AuthenticatedSender:
         if self._responses:
             out.extend(self._responses)
             self._responses = []
-        wrap = t.wrap
-        for pkt, addr in self.engine.datagrams_to_send(now):
-            out.append((wrap(pkt, now), addr))
+        dg = self.engine.datagrams_to_send(now)
+        if dg:
+            wrapped = t.wrap_many([p for p, _ in dg], now)
+            out.extend(zip(wrapped, [a for _, a in dg], strict=True))
         return out
 
     def get_timer(self) -> float | None:

@@ -478,3 +478,28 @@ def test_receive_batch_equals_per_packet(seed: int) -> None:
         pend = rx._pending.values()
         assert rx.stats["buffered_packets"] == sum(len(x.pkts) for x in pend)
         assert rx.stats["buffered_bytes"] == sum(x.nbytes for x in pend) <= maxb
+
+
+@pytest.mark.parametrize(
+    "protocol,group", [(PROTO_ALC, False), (PROTO_ALC, True), (PROTO_NORM, False)]
+)
+@pytest.mark.parametrize("t", [0.05, 0.35, 5.55])
+def test_wrap_many_equals_wrap(protocol: str, group: bool, t: float) -> None:
+    params = make_params(n_chain=9, group_mac=group)
+    prim = [bytes([k]) * 32 for k in range(8)]
+    gk = b"g" * 16 if group else None
+    a = TeslaSender(
+        params, KEY, protocol=protocol, chains=KeyChainSet(params, "full", prim), group_key=gk
+    )
+    b = TeslaSender(
+        params, KEY, protocol=protocol, chains=KeyChainSet(params, "full", prim), group_key=gk
+    )
+    from norm.messages import NormCmdApplication
+
+    def pkt(k: int) -> bytes:
+        if protocol == PROTO_ALC:
+            return _lct_data_packet(bytes([k]) * (k + 1))
+        return NormCmdApplication(0, 1, 2, 0, 0, 0, content=bytes([k]) * 8).encode()
+
+    pk = [pkt(k) for k in range(7)]
+    assert b.wrap_many(pk, T_START + t) == [a.wrap(p, T_START + t) for p in pk]
