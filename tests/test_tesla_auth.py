@@ -503,3 +503,27 @@ def test_wrap_many_equals_wrap(protocol: str, group: bool, t: float) -> None:
 
     pk = [pkt(k) for k in range(7)]
     assert b.wrap_many(pk, T_START + t) == [a.wrap(p, T_START + t) for p in pk]
+
+
+def test_safe_thresholds_agree_with_timesync_classify() -> None:
+    """The per-interval float thresholds of the verifier give exactly the decisions of
+    tesla.timesync.classify (exact NTP arithmetic) at and around every boundary."""
+    import math
+
+    from tesla.timesync import Safety, classify
+
+    rnd = random.Random(11)
+    for tint, dt_ms in [(100, 20), (1000, 0), (7, 3), (250, 123.456)]:
+        params = make_params(tint_ms=tint)
+        ts = TeslaSender(params, KEY, protocol=PROTO_ALC, template=ControlTemplate(tsi=1))
+        tr = TeslaReceiver(KEY.public_key(), protocol=PROTO_ALC, max_clock_error_ms=dt_ms)
+        tr.receive(ts.bootstrap_packet(T_START), T_START)
+        assert tr.d_t is not None
+        for _ in range(200):
+            i = rnd.randrange(0, 50)
+            lo, hi = tr._interval_bounds(i)
+            for edge in (lo, hi):
+                for t in (math.nextafter(edge, 0), edge, math.nextafter(edge, math.inf)):
+                    mine = lo <= t < hi
+                    ref = classify(posix_to_ntp(t), tr.d_t, i, params) is Safety.SAFE
+                    assert mine == ref, (tint, dt_ms, i, t)
