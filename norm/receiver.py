@@ -71,6 +71,7 @@ __all__ = [
 ]
 
 MAX_OUT_QUEUE = 1024  # feedback datagrams held for datagrams_to_send
+MAX_NEEDS = 2048  # repair needs evaluated per NACK decision (a NACK holds far fewer)
 
 # --------------------------------------------------------------------------- events
 
@@ -141,7 +142,8 @@ class ReceiverConfig:
     max_senders: int = 64
     max_pending_objects: int = 256  # per sender (NRL rx cache)
     max_bytes: int = 256 * 1024 * 1024  # buffered object data, all senders together
-    max_object_size: int = 1 << 32
+    max_object_size: int = 1 << 32  # also bounded by max_bytes
+    max_object_segments: int = 1 << 21  # segments per DATA/FILE object
     stream_buffer_max: int = 8 * 1024 * 1024  # out-of-order stream bytes held per stream
     stream_max_blocks: int = 1024  # stream blocks tracked per stream
     object_timeout: float | None = None  # abort an incomplete object without progress
@@ -188,6 +190,7 @@ class _Object:
     buf: bytearray | None = None
     blocks: dict[int, _Block] = field(default_factory=dict)
     blocks_done: int = 0
+    first_incomplete: int = 0  # lowest block number not decoded yet
     done_blocks: set[int] = field(default_factory=set)
     m: int = 8
     last_progress: float = 0.0
@@ -460,8 +463,11 @@ class NormReceiver:
             self._enforce_pending(s)
             if o.finished:
                 return None
-        if flags:
+        if o.fti is None:
             o.flags = flags
+        elif (flags ^ o.flags) & M.FLAG_STREAM:
+            count(self.stats, "drop.object_type_mismatch")  # STREAM bit is fixed per object
+            return None
         return o
 
     def _enforce_pending(self, s: _Sender) -> None:
@@ -522,6 +528,13 @@ class NormReceiver:
                 raise DecodeError("EXT_FTI", "segment size / block length 0")
             stream = bool(o.flags & M.FLAG_STREAM)
             e = p.segment_size + 8 if stream else p.segment_size
+            if not stream and (
+                p.object_size > min(self.config.max_object_size, self.config.max_bytes)
+                or -(-p.object_size // p.segment_size) > self.config.max_object_segments
+            ):
+                count(self.stats, "drop.object_too_large")
+                self._abort(s, o, "object_too_large")
+                return False
             n_par = p.num_parity
             max_n = p.max_block_len + n_par
             if msg.fec_id == 5 or (msg.fec_id == 2 and p.m == 8):
@@ -536,10 +549,6 @@ class NormReceiver:
         except (DecodeError, ValueError) as exc:
             count(self.stats, "drop.bad_fti")
             self._abort(s, o, f"bad_fti: {exc}")
-            return False
-        if not stream and p.object_size > self.config.max_object_size:
-            count(self.stats, "drop.object_too_large")
-            self._abort(s, o, "object_too_large")
             return False
         o.fti = p
         o.fec_id = msg.fec_id
@@ -718,6 +727,9 @@ class NormReceiver:
         assert o.fti is not None
         sbn, esi = msg.sbn, msg.esi
         k = msg.sbl if (o.fec_id == 129 and msg.sbl) else o.fti.max_block_len
+        if k > o.fti.max_block_len:
+            count(self.stats, "drop.bad_block_length")
+            return
         if o.stream_low < 0:
             o.stream_low = sbn
         if sbn < o.stream_low:
@@ -726,11 +738,10 @@ class NormReceiver:
         if sbn - o.stream_low >= self.config.stream_max_blocks:
             # fell too far behind: give up on the oldest blocks (bounded state)
             count(self.stats, "drop.stream_overrun")
-            while sbn - o.stream_low >= self.config.stream_max_blocks:
-                old = o.blocks.pop(o.stream_low, None)
-                if old is not None:
-                    self._free_block(o, old)
-                o.stream_low += 1
+            new_low = sbn - self.config.stream_max_blocks + 1
+            for old_sbn in [b for b in o.blocks if b < new_low]:
+                self._free_block(o, o.blocks.pop(old_sbn))
+            o.stream_low = new_low
         blk = o.blocks.get(sbn)
         if blk is None:
             blk = o.blocks[sbn] = _Block(k)
@@ -820,7 +831,15 @@ class NormReceiver:
                 return
             item = o.stream_pending.pop(nxt, None)
             if item is None:
-                return
+                if (
+                    not o.stream_pending
+                    or o.stream_pending_bytes * 2 < self.config.stream_buffer_max
+                ):
+                    return
+                # the hole is not being repaired and the buffer is filling: skip it
+                count(self.stats, "drop.stream_gap")
+                o.stream_next = min(o.stream_pending, key=lambda off: (off - nxt) & 0xFFFFFFFF)
+                continue
             data, ms = item
             o.stream_pending_bytes -= len(data)
             self._events.append(StreamData(s.source_id, o.oid, nxt, data, ms))
@@ -840,10 +859,12 @@ class NormReceiver:
         ordinal = self._ordinal(s, msg.object_id)
         if s.max_ord is not None and ordinal > s.max_ord:
             s.max_ord = ordinal
+            self._enforce_pending(s)
         pos = (ordinal, msg.sbn, msg.esi)
         if pos > s.pos:
             s.pos = pos
-        needs = self._needs(s, pos, inclusive=True)
+        # positions before the sync point need nothing (delivered or given up)
+        needs = self._needs(s, pos, inclusive=True) if ordinal >= s.sync_ord else []
         if needs:
             self._start_cycle(s, pos, True, now)
         elif listed:
@@ -940,8 +961,10 @@ class NormReceiver:
             count(self.stats, "rx.ack_overheard")
 
     def _accumulate(self, s: _Sender, reqs: list[M.RepairRequest]) -> None:
-        budget = 65536
+        budget = 65536  # bounded work and state per overheard message
         for r in reqs:
+            if budget <= 0:
+                break
             items = r.items
             if r.form == M.NACK_RANGES:
                 pairs = [(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
@@ -956,24 +979,29 @@ class NormReceiver:
             for a, b in pairs:
                 oa, ob = self._ordinal(s, a.object_id), self._ordinal(s, b.object_id)
                 if r.flags & M.NACK_OBJECT:
-                    for ordinal in range(oa, min(ob, oa + 1024) + 1):
-                        s.heard_objects.add(ordinal)
+                    n = max(0, min(ob - oa + 1, 1024, budget))
+                    budget -= n + 1
+                    s.heard_objects.update(range(oa, oa + n))
+                    s.heard_objects.add(oa)
                     continue
                 if r.flags & M.NACK_INFO:
                     s.heard_info.add(oa)
                 if r.flags & M.NACK_BLOCK:
                     if oa == ob:
-                        for sbn in range(a.sbn, min(b.sbn, a.sbn + 4096) + 1):
-                            s.heard_blocks.add((oa, sbn))
+                        n = max(0, min(b.sbn - a.sbn + 1, 4096, budget))
+                        budget -= n + 1
+                        s.heard_blocks.update((oa, sbn) for sbn in range(a.sbn, a.sbn + n))
+                        s.heard_blocks.add((oa, a.sbn))
                     else:
                         s.heard_blocks.add((oa, a.sbn))
                         s.heard_blocks.add((ob, b.sbn))
                 elif r.flags & M.NACK_SEGMENT:
                     if oa == ob and a.sbn == b.sbn:
                         seg = s.heard_segs.setdefault((oa, a.sbn), set())
-                        n = min(b.esi - a.esi + 1, budget)
-                        budget -= max(n, 0)
-                        seg.update(range(a.esi, a.esi + max(n, 0)))
+                        n = max(0, min(b.esi - a.esi + 1, budget))
+                        budget -= n + 1
+                        seg.update(range(a.esi, a.esi + n))
+                        seg.add(a.esi)
                     else:
                         s.heard_segs.setdefault((oa, a.sbn), set()).add(a.esi)
                         s.heard_segs.setdefault((ob, b.sbn), set()).add(b.esi)
@@ -986,6 +1014,8 @@ class NormReceiver:
         out: list[_Need] = []
         last = pos[0]
         for ordinal in range(s.sync_ord, last + 1):
+            if len(out) >= MAX_NEEDS:
+                break
             if ordinal in s.done:
                 continue
             o = s.objects.get(ordinal)
@@ -1015,7 +1045,11 @@ class NormReceiver:
             else:
                 limit_sbn, partial_esi = min(pos[1], nblocks), -1
             done_blocks = o.done_blocks
-            for sbn in range(max(limit_sbn, 0)):
+            while o.first_incomplete in done_blocks:
+                o.first_incomplete += 1
+            for sbn in range(o.first_incomplete, max(limit_sbn, 0)):
+                if len(out) >= MAX_NEEDS:
+                    return out
                 if sbn in done_blocks:
                     continue
                 self._block_need(o, ordinal, sbn, o.block_lens[sbn], out)
@@ -1080,8 +1114,11 @@ class NormReceiver:
         if o.stream_low < 0:
             return
         hi = pos[1] if current else max(o.blocks, default=o.stream_low - 1) + 1
+        hi = min(hi, o.stream_low + self.config.stream_max_blocks)
         kmax = o.fti.max_block_len
         for sbn in range(o.stream_low, max(hi, o.stream_low)):
+            if len(out) >= MAX_NEEDS:
+                return
             blk = o.blocks.get(sbn)
             if blk is not None and blk.done:
                 continue

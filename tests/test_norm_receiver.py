@@ -746,3 +746,44 @@ def test_two_senders_interleaved() -> None:
     got = {(e.source_id, e.object_id): e.data for e in events(rx) if isinstance(e, ObjectReceived)}
     assert got == {(1, 1): payload("A", 1234), (5, 1): payload("B", 4321)}
     assert set(rx.senders) == {1, 5}
+
+
+def test_receiver_survives_mutated_traffic() -> None:
+    """Hostile or corrupted datagrams never raise out of the engine (only drop.* counters)."""
+    rng = random.Random(1234)
+    s = Sender(fec_id=5, seg=64, blk=4, npar=2)
+    s.add(1, payload("fz", 64 * 9 + 3))
+    s2 = Sender(fec_id=129, seg=64, blk=4, npar=2, src=3)
+    s2.add(7, payload("fz2", 500))
+    base = s.all_source(1) + [s.data(1, 0, 4), s.flush(1, 2, 0, acking=[2]), s.cc(1, 5.0)]
+    base += s2.all_source(7) + stream_pkts(s2, 8, [b"abc", b"defg"])[0][0]
+    base += [
+        M.NormNack(
+            1,
+            9,
+            1,
+            INST,
+            0,
+            0,
+            [],
+            [M.RepairRequest(2, 2, [M.RepairItem(5, 1, 0, 0), M.RepairItem(5, 1, 9, 0)])],
+        ).encode(),
+        M.NormCmdSquelch(*s.hdr(), 5, 1, 0, 0, 0, [], [2, 3]).encode(),
+    ]
+    for trial in range(120):
+        rx = NormReceiver(
+            ReceiverConfig(node_id=2, max_bytes=1 << 16, object_timeout=5.0),
+            rng=random.Random(trial),
+        )
+        t = 10.0
+        for p in base:
+            b = bytearray(p)
+            for _ in range(rng.randint(0, 3)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            if rng.random() < 0.1:
+                b = b[: rng.randrange(len(b) + 1)]
+            rx.receive_datagram(bytes(b), ("127.0.0.1", 6003), t)
+            rx.datagrams_to_send(t)
+            t += 0.01
+        run_until(rx, t + 300)
+        events(rx)
