@@ -1232,6 +1232,12 @@ class NormSender:
         if self.cfg.repair_adv and agg:
             self._repair_adv = self._build_repair_adv(agg)
         self._compile(agg)
+        # RFC 5740 §5.5.3: NACKs interrupt the watermark flush, which restarts after the
+        # repairs (every acking node gets its robust_factor polls again)
+        for rnd in self._ack_rounds:
+            if rnd.kind == "flush":
+                for nid in rnd.pending:
+                    rnd.pending[nid] = 0
         if self._squelch_invalid:
             self._squelch_wanted = True
         count(self.stats, "repair.cycles")

@@ -634,3 +634,18 @@ def test_cli_send_receive_loopback_with_ack(tmp_path: Any) -> None:
     assert rx.returncode == 0, rx_err.decode()
     assert (out / "in.bin").read_bytes() == src.read_bytes()
     _ = sys
+
+
+def test_nack_restarts_watermark_polling() -> None:
+    s = NormSender(cfg(robust_factor=3, segment_size=1000, block_size=8, num_parity=4))
+    oid = s.enqueue_data(b"p" * 8000)
+    s.set_watermark(oid, [7])
+    now = T0 + 0.05
+    drain(s, T0, now)
+    rnd = s._ack_rounds[0]
+    assert rnd.pending[7] >= 1
+    req = M.RepairRequest(M.NACK_ITEMS, M.NACK_SEGMENT, [item(s, oid, 0, 8)])
+    s.receive_datagram(nack(s, [req], node=7), None, now)
+    drain(s, now, now + 6 * s.grtt)  # aggregation over: repair cycle started
+    assert s.stats["repair.cycles"] == 1
+    assert rnd.pending[7] <= 1  # polling restarted after the repairs
