@@ -599,6 +599,9 @@ class TeslaReceiver:
         if ln != tl:
             if self._g == 0 and ln == tl + 4:
                 goff = off + tl  # Group MAC in a G=0 session: ignored, zeroed for the MAC
+            elif self._g and ln == tl - self._g:
+                self._drop("bad_group_mac")  # G=1 session, tag without Group MAC (§4.3 3.)
+                return
             else:
                 self._drop("malformed")
                 return

@@ -304,11 +304,32 @@ def test_group_mac_valid_tesla_invalid(protocol: str) -> None:
         rx.receive(bytes(g), t + 0.002)
         cases += 1
     assert rx.stats["drop.bad_group_mac"] == 0  # all passed the pre-filter
+    # a non-member's packets: no Group MAC at all, or a wrong one
+    outsider = TeslaSender(
+        rig.params.__class__(**{**rig.params.__dict__, "group_mac": False}),
+        KEY,
+        protocol=protocol,
+        template=ControlTemplate(tsi=5, source_id=1, instance_id=77),
+        chains=KeyChainSet(rig.params, "full", [rig.primary]),
+    )
+    for k in range(20):
+        t = T0 + 0.85 + k * 0.001  # after the member's packets (interval 8)
+        rx.receive(outsider.wrap(rig.data(b"no gmac"), t), t + 0.001)
+        g = bytearray(rig.wrap(b"bad gmac", t))
+        hl = (g[2] if protocol == PROTO_ALC else g[1]) * 4
+        g[hl - 4 : hl] = rnd.randbytes(4)
+        rx.receive(bytes(g), t + 0.001)
+    assert rx.stats["drop.bad_group_mac"] == 40
+    outsiders = 40
     for w in range(2, 12):
         rig.disclose_through(rx, w)
     out = released(rx)
     assert rx.stats["drop.bad_key"] + rx.stats["drop.bad_mac"] == cases
-    report(f"group-MAC-valid, TESLA-invalid {protocol}", cases, len(out))
+    report(
+        f"group-MAC-valid TESLA-invalid (+ no/wrong Group MAC) {protocol}",
+        cases + outsiders,
+        len(out),
+    )
 
 
 @pytest.mark.parametrize("batch", [False, True], ids=["per-packet", "batch"])
