@@ -64,6 +64,12 @@ class Adapter:
         """True time at which the sender starts disclosing K_i."""
         return self.t0 + (i + self.d) * self.tint
 
+    def from_future(self, i: int, local_arrival: float, d_t: float) -> bool:
+        """The tag's interval cannot have started yet by the receiver's own bound
+        (``floor((T + D_t - T0)/Tint) < i``): the verifier drops it (REJECT_FUTURE_INTERVAL);
+        only a receiver whose clock lags by more than D_t + the one-way delay sees this."""
+        return math.floor((local_arrival + d_t - self.t0) / self.tint) < i
+
     def rfc_safe(self, i: int, local_arrival: float, d_t: float) -> bool:
         """RFC 5776 safe-packet test ``floor((T + D_t - T0)/Tint) < i + d``."""
         return math.floor((local_arrival + d_t - self.t0) / self.tint) < i + self.d

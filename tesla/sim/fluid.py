@@ -183,7 +183,10 @@ class FluidGroup:
             tagged = np.array([x[1] is not None for x in self.meta])
             ivals = np.array([x[1] if x[1] is not None else 0 for x in self.meta], dtype=float)
             nob = got & tagged[:, None] & (A < boot[None, :])
-            safe = np.floor((local + self.d_t - ad.t0) / ad.tint) < ivals[:, None] + ad.d
+            cur = np.floor((local + self.d_t - ad.t0) / ad.tint)
+            # unsafe (RFC 5776 §4.3), or from an interval that cannot have started by the
+            # receiver's bound (the verifier's REJECT_FUTURE_INTERVAL): both drop.unsafe
+            safe = (cur < ivals[:, None] + ad.d) & (cur >= ivals[:, None])
             unsafe = got & tagged[:, None] & ~nob & ~safe
             ok = got & tagged[:, None] & ~nob & safe
             # K_i known at the first safe arrival of a tag disclosing K_j, j >= i

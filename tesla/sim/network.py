@@ -385,12 +385,14 @@ class Simulation:
             self.queue.schedule(t + self.sample_interval, self.sample)
 
     def _stop(self) -> bool:
-        if (
-            self.all_complete_at is not None
-            and self.queue.now >= self.all_complete_at + self.linger
-        ):
+        now = self.queue.now
+        if self.all_complete_at is not None and now >= self.all_complete_at + self.linger:
             return True
-        return False
+        if self.sender_done_at is None and self.adapter.sender_done(self.sender):
+            self.sender_done_at = now
+        # after the sender is done, wait for the in-flight packets and the receivers'
+        # own timers (NACK rounds, object timeouts) up to ``drain`` seconds
+        return self.sender_done_at is not None and now >= self.sender_done_at + self.drain
 
     def run(self) -> dict[str, Any]:
         from tesla.sim.report import build_report

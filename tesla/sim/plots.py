@@ -42,6 +42,9 @@ def buffer_occupancy(report: dict[str, Any], path: Path) -> Path:
         ax.plot(s["t"], v, lw=1, label=f"receiver {k}")
     ax.plot(s["t"], s["buffer_mean"], lw=2, color="k", label="mean (all)")
     ax.plot(s["t"], s["buffer_max"], lw=1, color="r", ls="--", label="max (all)")
+    busy = [t for t, m in zip(s["t"], s["buffer_max"], strict=True) if m]
+    if busy:
+        ax.set_xlim(0, busy[-1] * 1.1 + 0.1)
     ax.set_xlabel("time since epoch (s)")
     ax.set_ylabel("packets buffered awaiting their key")
     ax.set_title(f"{report['scenario']}: TESLA receiver buffer occupancy")
