@@ -21,7 +21,7 @@ Per datagram (:meth:`TeslaReceiver.receive`), in the order of RFC 5776 §4.3:
 6. buffered by interval (a reference to the datagram, no copy);
 7. when K_w becomes legitimate (disclosed or derived), all packets buffered for w are
    verified as ONE batch: the interval's datagrams are joined into one slab, the MAC
-   (and Group MAC) fields are read out and zeroed with numpy fancy indexing, one
+   (and Group MAC) fields are read out and zeroed through one strided numpy view, one
    keyed-once HMAC (``K'_w = F'(K_w)``) is ``copy()``-ed per packet, and the tags are
    compared as one numpy array operation;
 8. authenticated Type 3 tags store the next chain's commitment; pending packets of
@@ -29,6 +29,11 @@ Per datagram (:meth:`TeslaReceiver.receive`), in the order of RFC 5776 §4.3:
    chain c is reached;
 9. authenticated packets are released in arrival order per interval
    (:meth:`pop_authenticated`); the wrapper's own empty control packets are consumed.
+
+A packet for an interval whose key is already legitimate is unsafe whatever the clock
+says (only reachable with non-monotonic arrival times).  :meth:`receive_batch` gives
+the same decisions for a batch (e.g. one ``recvmmsg``) with numpy header parsing and
+array prechecks; a fast path in :meth:`receive` covers the common data packet.
 
 Replays (RFC 5776 §6.2): a packet whose interval key may already be disclosed fails the
 safe test (``drop.replay`` when it is a copy of a packet already accepted, else
