@@ -535,6 +535,16 @@ class _Jitter:
         return self.engine.next_event()
 
 
+def _preload(protocol: str) -> None:
+    """Import now what the engines import lazily on their first FDT/FEC packet: those
+    imports (xml, urllib, ...) take a few hundred ms, a stall during which every
+    datagram read afterwards gets a late arrival time and may fail the safe-packet test."""
+    import importlib
+
+    for mod in ("alc.fec", "alc.fdt") if protocol == PROTO_ALC else ("alc.fec",):
+        importlib.import_module(mod)
+
+
 def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
     """``engine`` itself with ``--no-auth``, else a TESLA-verifying receiver engine that
     also exposes the ALC/NORM engine's attributes.  Exits with status 2 on a bad config."""
@@ -574,6 +584,8 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
     )
     sync_addr = args.sync_addr if protocol == PROTO_ALC and direct else None
     live = not getattr(args, "from_pcap", None)
+    if live:
+        _preload(protocol)
     rx = _AuthRx(tr, engine, args.clock_offset / 1000.0, live, sync_addr=sync_addr)
     if sync_addr is not None:
         rx.side_channel = ("connect", sync_addr)
