@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true")
 
     sub.add_parser("keygen", help="write the sender's RSA key pair: --out SENDER -> SENDER.pem/.pub")
+    sub.add_parser("simulate", help="discrete-event simulation: SCENARIO.toml [--json] [--plot]")
 
     for name, sp in (("send", s), ("receive", r), ("demo", d)):
         for hook in OPTION_HOOKS:
@@ -176,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tesla.wiring import keygen_command
 
         return keygen_command(argv[1:])
+    if argv[:1] == ["simulate"]:  # the simulator owns its options (tesla/sim/cli.py)
+        from tesla.sim.cli import simulate_main
+
+        return simulate_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         from tesla.demo import run_demo
