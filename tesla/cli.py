@@ -162,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=60.0)
     d.add_argument("--json", action="store_true")
 
+    # listed for --help only: main() hands "bench ..." to tesla.benchcmd before parsing
+    sub.add_parser("bench", help="hashing limit vs our sender/receiver pipelines (--quick)")
     sub.add_parser("keygen", help="write the sender's RSA key pair: --out SENDER -> SENDER.pem/.pub")
     sub.add_parser("simulate", help="discrete-event simulation: SCENARIO.toml [--json] [--plot]")
 
@@ -173,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # the benchmark owns its options (tesla/benchcmd.py)
+        from tesla.benchcmd import bench_main
+
+        return bench_main(argv[1:])
     if argv[:1] == ["keygen"]:  # keygen owns its options (tesla/keygen.py)
         from tesla.wiring import keygen_command
 

@@ -357,7 +357,7 @@ class FastTeslaReceiver(TeslaReceiver):
         if g:
             cand = np.flatnonzero(~malformed & ~unsafe)
             if len(cand):
-                bad_gm[cand] = ~self._group_mac_ok(pb, cand, goff[cand])
+                bad_gm[cand] = ~self._group_mac_ok(sub, cand, goff[cand])
         # -- key / chain pre-computation
         has_key = (typ == 1) | (typ == 4)
         n1 = p.n_chain + 1
@@ -471,22 +471,16 @@ class FastTeslaReceiver(TeslaReceiver):
         except DecodeError:
             return -1
 
-    def _group_mac_ok(self, pb: PackedBatch, idx: np.ndarray, goffs: np.ndarray) -> np.ndarray:
-        """Group MAC of the datagrams ``idx`` (field at ``goffs``) on a zeroed copy."""
-        assert self._gctx is not None
-        sub = PackedBatch(
-            [
-                bytes(pb.buf[s : s + ln])
-                for s, ln in zip(pb.starts[idx].tolist(), pb.lens[idx].tolist(), strict=True)
-            ]
-        )
-        gidx = (sub.starts + goffs)[:, None] + np.arange(4)
-        got = sub.arr[gidx]
-        sub.arr[gidx] = 0
-        assert self.group_key is not None
-        raw = mac_rows(sub.buf, sub.starts, sub.lens, self.group_key, self.group_mac_id)
-        hl = len(raw) // sub.n
-        calc = np.frombuffer(raw, dtype=np.uint8).reshape(sub.n, hl)[:, :4]
+    def _group_mac_ok(self, sub: list[bytes], idx: np.ndarray, goffs: np.ndarray) -> np.ndarray:
+        """Group MAC of the datagrams ``sub[idx]`` (field at ``goffs``) on a zeroed copy."""
+        assert self._gctx is not None and self.group_key is not None
+        pg = PackedBatch([sub[k] for k in idx.tolist()])
+        gidx = (pg.starts + goffs)[:, None] + np.arange(4)
+        got = pg.arr[gidx]
+        pg.arr[gidx] = 0
+        raw = mac_rows(pg.buf, pg.starts, pg.lens, self.group_key, self.group_mac_id)
+        hl = len(raw) // pg.n
+        calc = np.frombuffer(raw, dtype=np.uint8).reshape(pg.n, hl)[:, :4]
         return (calc == got).all(axis=1)
 
     def _bulk_buffer(
