@@ -287,3 +287,24 @@ def test_thousand_receivers_ten_megabytes() -> None:
     agg = rep["aggregate"]
     assert agg["receivers"] == 1000
     assert agg["file_delivery_ratio"] > 0.99
+
+
+def test_direct_time_sync_over_the_feedback_path() -> None:
+    """Clocks 300 ms off: with indirect sync (bound 10 ms) every packet is dropped (ahead:
+    unsafe; behind: from an interval that cannot have started); with direct sync (Type 5/6
+    over the feedback path, responses unicast back) every receiver measures D_t and completes."""
+    def run(sync: str) -> dict[str, Any]:
+        d = alc(**{"tesla.sync": sync, "feedback": {"enabled": True, "link": {"delay": 0.02}},
+                   "receivers": [{"count": 2, "link": {"delay": 0.02},
+                                  "clock": {"offset": 0.3}},
+                                 {"count": 2, "link": {"delay": 0.02},
+                                  "clock": {"offset": -0.3}}]})
+        return sim_of(d).run()
+
+    ind, dct = run("indirect"), run("direct")
+    assert ind["aggregate"]["receivers_complete"] == 0
+    assert ind["aggregate"]["drops"]["tesla.drop.unsafe"] > 400
+    assert dct["aggregate"]["receivers_complete"] == 4
+    assert dct["sender"]["stats"]["tesla.sync_response"] >= 4
+    with pytest.raises(ValueError, match="feedback"):
+        sim_of(alc(**{"tesla.sync": "direct"}))

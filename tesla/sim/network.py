@@ -32,6 +32,7 @@ class ReceiverNode:
         self.link = Link(group.link, make_rng(sim.seed, "link", idx))
         self.uplink = Link(sim.feedback_link, make_rng(sim.seed, "uplink", idx))
         self.join = sim.epoch + group.join
+        self.addr = (f"10.1.{idx >> 8 & 255}.{idx & 255}", 5000)  # unicast feedback address
         self.d_t = (
             group.max_clock_error
             if group.max_clock_error is not None
@@ -188,6 +189,7 @@ class Simulation:
         engine_set = self._engine_indices(pcap_receiver)
         idx = 0
         self.node_of: dict[int, ReceiverNode] = {}
+        self.node_by_addr: dict[tuple[str, int], ReceiverNode] = {}
         for gidx, g in enumerate(scn.receivers):
             bulk = []
             for _ in range(g.count):
@@ -195,6 +197,7 @@ class Simulation:
                     node = ReceiverNode(self, idx, g, gidx)
                     self.receivers.append(node)
                     self.node_of[idx] = node
+                    self.node_by_addr[node.addr] = node
                 else:
                     bulk.append(idx)
                 idx += 1
@@ -288,8 +291,11 @@ class Simulation:
         self.sender_service(t, local)
 
     def sender_service(self, t: float, local: float) -> None:
-        for data, _addr in self.sender.datagrams_to_send(local):
-            self.multicast(data, t)
+        for data, addr in self.sender.datagrams_to_send(local):
+            if addr is None:
+                self.multicast(data, t)
+            else:
+                self.unicast(data, addr, t)
         dl = self.sender.get_timer()
         if dl is None:
             return
@@ -325,6 +331,15 @@ class Simulation:
             for arr in r.link.transmit(t, size):
                 sched(arr, r.deliver, data, SENDER)
 
+    def unicast(self, data: bytes, addr: Any, t: float) -> None:
+        """Sender -> one receiver (e.g. a direct time synchronization response)."""
+        self.sender_stats["unicast"] = self.sender_stats.get("unicast", 0) + 1
+        r = self.node_by_addr.get(tuple(addr)) if addr is not None else None
+        if r is None or t < r.join:
+            return
+        for arr in r.link.transmit(t, len(data)):
+            self.queue.schedule(arr, r.deliver, data, SENDER)
+
     def forward(self, r: ReceiverNode, data: bytes, t: float) -> None:
         """An on-path attacker lets the genuine packet through on the normal link."""
         for arr in r.link.transmit(t, len(data)):
@@ -353,17 +368,17 @@ class Simulation:
             return
         for arr in src.uplink.transmit(t, len(data)):
             self.feedback_stats["to_sender"] += 1
-            self.queue.schedule(arr, self.sender_receive, data)
+            self.queue.schedule(arr, self.sender_receive, data, src.addr)
             if addr is None and self.feedback_to_receivers:
                 for r in self.receivers:
                     if r is not src and arr >= r.join:
                         self.feedback_stats["to_receivers"] += 1
                         self.queue.schedule(arr + self.peer_delay, r.deliver, data, PEER)
 
-    def sender_receive(self, data: bytes) -> None:
+    def sender_receive(self, data: bytes, src_addr: Any = None) -> None:
         t = self.queue.now
         local = self.sender_clock.local(t)
-        self.sender.receive_datagram(data, None, local)
+        self.sender.receive_datagram(data, src_addr, local)
         self.sender_service(t, local)
 
     # bookkeeping

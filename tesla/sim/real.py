@@ -16,6 +16,7 @@ from tesla.sim.engines import Adapter
 from tesla.sim.scenario import Scenario
 
 KEY_PEM = Path(__file__).with_name("sim_sender_key.pem")
+SENDER_UNICAST = ("10.0.0.1", 4001)  # where direct time sync requests are addressed
 
 _MAC_IDS = {"hmac-sha1": 0, "hmac-sha224": 1, "hmac-sha256": 2, "hmac-sha384": 3,
             "hmac-sha512": 4}
@@ -175,11 +176,17 @@ class RealAdapter(Adapter):
         from tesla.verifier import TeslaReceiver
 
         t = self.scn.tesla
+        sync = str(t.get("sync", "indirect"))
+        if sync == "direct" and not self.scn.feedback.get("enabled", False):
+            raise ValueError("tesla.sync = 'direct' needs [feedback] enabled = true "
+                             "(requests go to the sender over the feedback path)")
         tr = TeslaReceiver(
             _sender_key().public_key(), protocol=self.protocol, group_key=self.group_key,
-            max_clock_error_ms=d_t * 1000.0,
+            sync=sync, max_clock_error_ms=d_t * 1000.0,
+            s_sr=int(float(t.get("drift_bound", 0.0)) * (1 << 32)),
             max_buffered_bytes=int(t.get("max_buffered_bytes", 64 << 20)))
-        return AuthenticatedReceiver(tr, eng)
+        return AuthenticatedReceiver(tr, eng, sync_addr=SENDER_UNICAST,
+                                     sync_retry=float(t.get("sync_retry", 0.5)))
 
     def inner(self, engine: Any) -> Any | None:
         return getattr(engine, "engine", None) if self.scn.auth else None
