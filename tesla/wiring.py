@@ -94,6 +94,10 @@ DEFAULT_DISCLOSURE_DELAY = 3
 DEFAULT_CHAIN_LENGTH = 6000
 DEFAULT_RECEIVER_CLOCK_ERROR_MS = 20.0
 DEFAULT_BOOTSTRAP_PERIOD = 1.0
+#: direct sync: seconds between Type 5 requests until D_t is known (every datagram
+#: before that is dropped as no_bootstrap, so retry fast; the sender's §6.2.1 rate
+#: limit bounds the answers)
+DEFAULT_SYNC_RETRY = 0.25
 #: Group MAC function used with ``--group-mac`` (TESLA-MAC value, out of band with K_g)
 GROUP_MAC_ID = 2
 
@@ -586,7 +590,14 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
     live = not getattr(args, "from_pcap", None)
     if live:
         _preload(protocol)
-    rx = _AuthRx(tr, engine, args.clock_offset / 1000.0, live, sync_addr=sync_addr)
+    rx = _AuthRx(
+        tr,
+        engine,
+        args.clock_offset / 1000.0,
+        live,
+        sync_addr=sync_addr,
+        sync_retry=DEFAULT_SYNC_RETRY,
+    )
     if sync_addr is not None:
         rx.side_channel = ("connect", sync_addr)
     return _Jitter(rx, jitter) if jitter > 0 else rx
