@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -175,3 +176,46 @@ def test_toy_nack_feedback_repairs() -> None:
     assert agg["file_delivery_ratio"] == 1.0
     no_fb = run(toy(**{"receivers.0.link.loss": 0.05}))["aggregate"]
     assert no_fb["file_delivery_ratio"] < 1.0
+
+
+TOY_TOML = """
+name = "toy-cli"
+protocol = "toy"
+duration = 10.0
+[sender]
+files = [30000]
+rate_pps = 2000
+[tesla]
+tint = 0.1
+d = 2
+max_clock_error = 0.005
+[[receivers]]
+count = 3
+link = { delay = 0.02, loss = 0.0 }
+"""
+
+
+def test_cli_sweep_plots_and_errors(tmp_path: Path) -> None:
+    from tesla.sim.cli import simulate_main
+
+    f = tmp_path / "toy.toml"
+    f.write_text(TOY_TOML)
+    out = tmp_path / "sweep.json"
+    rc = simulate_main([str(f), "--sweep", "receivers.0.link.loss=0,0.2", "--metric",
+                        "file_delivery_ratio", "--plot", str(tmp_path / "p"), "--json",
+                        str(out), "-q"])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    ys = [r["metrics"]["file_delivery_ratio"] for r in res["rows"]]
+    assert ys[0] == 1.0 and ys[1] < 1.0
+    assert (tmp_path / "p" / "sweep_receivers_0_link_loss.png").stat().st_size > 1000
+    rc = simulate_main([str(f), "--plot", str(tmp_path / "q"), "--set",
+                        "receivers.0.clock.offset_uniform=[-0.01, 0.01]", "-q"])
+    assert rc == 0
+    names = sorted(p.name for p in (tmp_path / "q").iterdir())
+    assert names == ["auth_latency_cdf.png", "buffer_occupancy.png",
+                     "unsafe_vs_clock_error.png"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text(TOY_TOML + "\nbogus = 1\n")
+    assert simulate_main([str(bad), "-q"]) == 2
+    assert simulate_main(["--list-presets"]) == 0
