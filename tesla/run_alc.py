@@ -97,7 +97,7 @@ def run_send(args: argparse.Namespace) -> int:
 
             def record(now: float, data: bytes, dst: tuple[str, int]) -> None:
                 if writer is not None:
-                    writer.write(now, src, dst, data)
+                    writer.write(max(now, time.time()), src, dst, data)  # actual send time
 
             add_endpoints(drv, eng, sock, group, receive=False, on_sent=record, iface=args.iface)
             drv.run(until=lambda: eng.done)

@@ -242,3 +242,36 @@ def test_demo_authenticates_by_default(capsys: pytest.CaptureFixture[str]) -> No
                "--no-auth"])
     s = json.loads(capsys.readouterr().out)
     assert rc == 0 and s["tesla"] is None and s["files_ok"] == 2
+
+
+def test_norm_live_send_pcap_then_receive_from_pcap(
+    keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NORM has no --dry-run: a live authenticated send (loopback, TTL 1, nobody
+    listening) records its datagrams with their send times; the capture replays bit-exact
+    with the public key, and not at all with another sender's key."""
+    files = make_inputs(tmp_path)
+    group = rand_group()
+    pcap = tmp_path / "n.pcap"
+    assert main(
+        ["send", *map(str, files), "--protocol", "norm", "--group", group, "--iface",
+         "127.0.0.1", "--ttl", "1", "--rate", "20M", "--grtt", "0.05", "--pcap", str(pcap),
+         "-q", "--key", str(keys["priv"])]
+    ) == 0
+    out = tmp_path / "o"
+    rc = main(
+        ["receive", "--protocol", "norm", "--group", group, "--out", str(out), "--from-pcap",
+         str(pcap), "--sender-key", str(keys["pub"]), "--json"]
+    )
+    summary, err = tesla_of(capsys)
+    assert rc == 0, err
+    for f in files:
+        assert (out / f.name).read_bytes() == f.read_bytes()
+    assert summary["tesla"]["drops"]["unsafe"] == 0 and summary["tesla"]["accepted"] > 100
+    rc = main(
+        ["receive", "--protocol", "norm", "--group", group, "--out", str(tmp_path / "w"),
+         "--from-pcap", str(pcap), "--sender-key", str(keys["other_pub"]), "--json"]
+    )
+    summary, _ = tesla_of(capsys)
+    assert rc == 1 and summary["tesla"]["accepted"] == 0
+    assert summary["tesla"]["drops"]["no_bootstrap"] > 100
