@@ -308,3 +308,16 @@ def test_direct_time_sync_over_the_feedback_path() -> None:
     assert dct["sender"]["stats"]["tesla.sync_response"] >= 4
     with pytest.raises(ValueError, match="feedback"):
         sim_of(alc(**{"tesla.sync": "direct"}))
+
+
+def test_output_does_not_depend_on_the_python_hash_seed(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    outs = []
+    for h in ("1", "2"):
+        j = tmp_path / f"h{h}.json"
+        subprocess.run([sys.executable, "-m", "tesla.sim.cli", "attacks", "--json", str(j),
+                        "-q"], check=True, env={**os.environ, "PYTHONHASHSEED": h})
+        outs.append(j.read_bytes())
+    assert outs[0] == outs[1]
