@@ -193,16 +193,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "name": "attacks",
         "protocol": "alc",
         "duration": 20.0,
-        "sender": {"files": [100_000], "rate": 4_000_000, "symbol_size": 1000},
-        "tesla": {"tint": 0.1, "d": 2, "max_clock_error": 0.005},
+        "sender": {"files": [100_000], "rate": 4_000_000, "symbol_size": 1000,
+                   "carousel": 8},
+        "tesla": {"tint": 0.1, "d": 2, "max_clock_error": 0.005, "bootstrap_period": 0.3},
         "receivers": [
             {"count": 3, "link": {"delay": 0.02}},
-            {"count": 1, "join": 0.5, "name": "late"},
+            {"count": 1, "join": 0.6, "name": "late", "link": {"delay": 0.02}},
         ],
         "attackers": [{"kind": k} for k in ATTACK_KINDS if k not in ("delay", "modify")]
         + [
             {"kind": "delay", "targets": [0]},
-            {"kind": "modify", "targets": [1], "probability": 0.3},
+            {"kind": "modify", "targets": [1], "probability": 0.2},
         ],
     },
     # burst loss with NORM NACK repair over the feedback path
