@@ -219,3 +219,17 @@ def test_cli_sweep_plots_and_errors(tmp_path: Path) -> None:
     bad.write_text(TOY_TOML + "\nbogus = 1\n")
     assert simulate_main([str(bad), "-q"]) == 2
     assert simulate_main(["--list-presets"]) == 0
+
+
+def test_scenario_file_with_preset_and_relative_trace(tmp_path: Path) -> None:
+    from tesla.sim.scenario import load
+
+    (tmp_path / "loss.trace").write_text("0000000001\n")
+    f = tmp_path / "s.toml"
+    f.write_text('preset = "quick"\nname = "mine"\n[[receivers]]\ncount = 2\n'
+                 'link = { delay = 0.01, loss = { kind = "trace", trace = "loss.trace" } }\n')
+    scn = load(f)
+    assert scn.name == "mine" and scn.protocol == "alc" and scn.n_receivers == 2
+    assert scn.receivers[0].link.loss.trace == str(tmp_path / "loss.trace")
+    link = Link(scn.receivers[0].link, make_rng(1, "x"))
+    assert [bool(link.transmit(EPOCH, 10)) for _ in range(10)] == [True] * 9 + [False]

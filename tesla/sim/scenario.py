@@ -229,19 +229,20 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def load(source: str | Path) -> Scenario:
     """A preset name (``preset:NAME`` or a bare preset name) or a TOML file path."""
-    s = str(source)
-    name = s[len("preset:") :] if s.startswith("preset:") else s
-    if name in PRESETS and not Path(s).exists():
-        return Scenario.from_dict(PRESETS[name])
-    with open(s, "rb") as f:
-        d = tomllib.load(f)
-    base = d.pop("preset", None)
-    if base is not None:
-        d = deep_update(PRESETS[base], d)
-    return Scenario.from_dict(d)
+    return Scenario.from_dict(load_dict(source))
+
+
+def _resolve_traces(d: dict[str, Any], base: Path) -> None:
+    """Loss trace paths in a scenario file are relative to that file."""
+    for g in d.get("receivers", []) or []:
+        loss = (g.get("link") or {}).get("loss")
+        if isinstance(loss, dict) and loss.get("trace") and not Path(loss["trace"]).is_absolute():
+            loss["trace"] = str(base / loss["trace"])
 
 
 def load_dict(source: str | Path) -> dict[str, Any]:
+    """The scenario as a plain dict: a preset, or a TOML file (``preset = NAME`` inside it
+    starts from that preset and overrides it)."""
     s = str(source)
     name = s[len("preset:") :] if s.startswith("preset:") else s
     if name in PRESETS and not Path(s).exists():
@@ -249,4 +250,7 @@ def load_dict(source: str | Path) -> dict[str, Any]:
     with open(s, "rb") as f:
         d = tomllib.load(f)
     base = d.pop("preset", None)
-    return deep_update(PRESETS[base], d) if base is not None else d
+    if base is not None:
+        d = deep_update(PRESETS[base], d)
+    _resolve_traces(d, Path(s).resolve().parent)
+    return d
