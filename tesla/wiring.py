@@ -145,13 +145,14 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--no-auth", action="store_true", help="plain mode: no TESLA (default: authenticated)"
     )
-    g.add_argument(
-        "--tint",
-        type=_pos_int(1, 0xFFFF),
-        default=DEFAULT_TINT_MS,
-        metavar="MS",
-        help=f"TESLA interval duration T_int (default {DEFAULT_TINT_MS} ms)",
-    )
+    if sub != "receive":  # a receiver learns T_int and the rest from the bootstrap
+        g.add_argument(
+            "--tint",
+            type=_pos_int(1, 0xFFFF),
+            default=DEFAULT_TINT_MS,
+            metavar="MS",
+            help=f"TESLA interval duration T_int (default {DEFAULT_TINT_MS} ms)",
+        )
     if sub == "demo":
         return
     g.add_argument(
