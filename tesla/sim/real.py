@@ -189,7 +189,8 @@ class RealAdapter(Adapter):
                                      sync_retry=float(t.get("sync_retry", 0.5)))
 
     def inner(self, engine: Any) -> Any | None:
-        return getattr(engine, "engine", None) if self.scn.auth else None
+        # plain mode: every datagram reaches the protocol engine at once
+        return getattr(engine, "engine", None) if self.scn.auth else engine
 
     def buffer_level(self, engine: Any) -> int:
         """Packets held by the TESLA verifier waiting for their key."""
