@@ -73,7 +73,7 @@ def run_demo(args: argparse.Namespace) -> int:
     t0 = time.time()
     last_line = [0.0]
 
-    def progress(now: float) -> None:
+    def progress(now: float, force: bool = False) -> None:
         done_bytes = sum(f["bytes"] for f in sink.files)
         have, _tot = rx.progress()
         frac = min(1.0, (done_bytes + have) / total) if total else 1.0
@@ -81,7 +81,7 @@ def run_demo(args: argparse.Namespace) -> int:
             f"\r[{_bar(frac)}] {frac:6.1%}  files {len(sink.files)}/{len(files)}  "
             f"pkts {rx.stats.get('packets', 0)}  lost {drv.stats.get('drop.injected_loss', 0)}"
         )
-        if tty or now - last_line[0] >= 1.0:
+        if tty or force or now - last_line[0] >= 1.0:
             sys.stderr.write(line if tty else line.lstrip("\r") + "\n")
             sys.stderr.flush()
             last_line[0] = now
@@ -97,9 +97,10 @@ def run_demo(args: argparse.Namespace) -> int:
         ssock.close()
         drv.close()
     elapsed = time.time() - t0
-    progress(time.time())
-    sys.stderr.write("\n")
     sink.pump(rx)
+    progress(time.time(), force=True)
+    if tty:
+        sys.stderr.write("\n")
     ok_files = 0
     bad: list[str] = []
     got = {Path(f["path"]).name: f for f in sink.files}
