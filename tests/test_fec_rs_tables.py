@@ -54,7 +54,9 @@ def test_log_exp_tables_equal_lfsr_loop(m: int) -> None:
 
 
 @pytest.mark.parametrize("m", [4, 8, 11, 16])
-@pytest.mark.parametrize("r,k,s", [(1, 1, 5), (3, 7, 33), (16, 20, 64), (5, 3, 1)])
+@pytest.mark.parametrize(
+    "r,k,s", [(1, 1, 5), (3, 7, 33), (16, 20, 64), (5, 3, 1), (4, 20, 300), (17, 9, 129)]
+)  # s >= 128: product-table gather path; below: direct log/exp
 def test_combine_equals_reference(m: int, r: int, k: int, s: int) -> None:
     gf = field(m)
     rng = np.random.default_rng(m * 1000 + r * 100 + k)

@@ -220,8 +220,14 @@ class GF:
         ``coeffs`` is (r, k), ``data`` is (k, S) of field elements; returns (r, S).
         """
         r, k = coeffs.shape
-        if r == 0 or k == 0 or data.shape[1] == 0:
-            return np.zeros((r, data.shape[1]), dtype=self.dtype)
+        s = data.shape[1]
+        if r == 0 or k == 0 or s == 0:
+            return np.zeros((r, s), dtype=self.dtype)
+        if s < 128 and r * k * s <= 1 << 20:
+            # narrow data (decoder's small matrix products): building 256-row tables per
+            # source would cost more than r*k*s direct log/exp products
+            prod = self.exp_small[self.log[coeffs][:, :, None] + self.log[data][None, :, :]]
+            return np.bitwise_xor.reduce(prod, axis=1)
         return self.combine_tables(self.byte_tables(coeffs), r, data)
 
 
