@@ -472,8 +472,11 @@ class AlcReceiver:
                 nsrc[sbn] = n
                 if n == k:
                     self._block_done(ob, sbn)
-                    if ob.left == 0:
-                        self._complete(ob, now)
+                elif sbn in ob.repair and n + len(ob.repair[sbn]) >= k:
+                    # repair symbols came first: this source symbol may be the k-th
+                    self._try_decode(ob, sbn)
+                if ob.left == 0:
+                    self._complete(ob, now)
                 return
         if esi < k:
             # source symbol(s) -- Compact No-Code senders may pack g consecutive symbols
@@ -506,6 +509,11 @@ class AlcReceiver:
                             break
                     if ob.nsrc[sbn] == k:
                         self._block_done(ob, sbn)
+                        break
+                    rep = ob.repair.get(sbn)
+                    if dec is None and rep and ob.nsrc[sbn] + len(rep) >= k:
+                        # repair symbols came first: this source symbol may be the k-th
+                        self._try_decode(ob, sbn)
                         break
                 start += n
                 plen -= n
