@@ -33,6 +33,14 @@ Decisions (accepted datagrams, their release order, every ``drop.*`` counter) ar
 identical to the reference; drops found in bulk are reported as one ``("drop", reason,
 n)`` event per reason and segment instead of n events of 1.
 
+Coupling: the batch receiver subclasses the reference and uses its internals (``_locate``,
+``_interval_bounds``/``_bounds``, ``_tag_len``, ``_keycache``, ``_max_known``,
+``_max_chain_seen``, ``_pending`` and its per-interval lists, ``_buffer``, ``_is_replay``,
+``_norm_replayed``/``_norm_accept``, ``_recent``, ``_new_chain_commitment``, ``_drop``,
+the buffer gauges and the release lists).  ``tests/test_fastpath.py`` feeds the same
+random mixes through both and fails on any difference, so a change of the reference that
+alters those internals shows up there.
+
 Send: :func:`sign_batch` authenticates a list of engine datagrams sent at one instant
 into one packed buffer (and offsets) that :func:`alc.mmsg.send_batch` can send without
 per-packet objects; its octets equal ``[sender.wrap(p, now) for p in pkts]``.
