@@ -76,6 +76,11 @@ __all__ = [
 
 #: reason the reference counts for a second authenticated copy of a buffered packet
 _DUP_REASON = "duplicate" if "duplicate" in DROP_REASONS else "replay"
+#: octets of each arriving ALC datagram packed for header parsing (longer headers: all)
+HEADER_PREFIX = 256
+#: mac_rows cuts rows with one struct call (a copy) below this mean length, and
+#: slices a memoryview (no copy) above it
+STRUCT_SPLIT_MAX_MEAN = 512
 # per-packet decision codes of a segment (0 = buffer)
 _C_MALFORMED, _C_REPLAY, _C_UNSAFE, _C_KNOWN, _C_BAD_GM, _C_BAD_KEY, _C_EVENT = range(1, 8)
 _C_NAME = {
@@ -109,17 +114,26 @@ class PackedBatch:
     """``n`` datagrams packed back to back: ``buf`` (writable), ``arr`` (uint8 view),
     ``starts``/``lens`` (int64)."""
 
-    __slots__ = ("buf", "arr", "starts", "lens", "n")
+    __slots__ = ("buf", "arr", "starts", "lens", "n", "plens")
 
-    def __init__(self, pkts: Sequence[bytes]) -> None:
+    def __init__(self, pkts: Sequence[bytes], prefix: int | None = None) -> None:
+        """With ``prefix``, only the first ``prefix`` octets of each datagram are packed
+        (headers only: ``plens`` are the packed lengths, ``lens`` the true ones)."""
         n = len(pkts)
         self.n = n
-        # trailing guard: gathers a few octets past the last datagram stay in bounds
-        self.buf = bytearray().join([*pkts, _GUARD])
-        self.arr = np.frombuffer(self.buf, dtype=np.uint8)
         lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
         self.lens = lens
-        self.starts = np.cumsum(lens) - lens
+        if prefix is not None and n and int(lens.max()) > prefix:
+            parts = [q[:prefix] for q in pkts]
+            self.plens = np.minimum(lens, prefix)
+        else:
+            parts = list(pkts)
+            self.plens = lens
+        # trailing guard: gathers a few octets past the last datagram stay in bounds
+        parts.append(_GUARD)
+        self.buf = bytearray().join(parts)
+        self.arr = np.frombuffer(self.buf, dtype=np.uint8)
+        self.starts = np.cumsum(self.plens) - self.plens
 
 
 def locate_alc(pb: PackedBatch, asid: int) -> np.ndarray:
@@ -201,7 +215,9 @@ def mac_rows(
     ap = digs.append
     if n == 0:
         return b""
-    if n == 1 or bool((st[1:] == st[:-1] + ln[:-1]).all()):
+    if int(ln.sum()) < STRUCT_SPLIT_MAX_MEAN * n and (
+        n == 1 or bool((st[1:] == st[:-1] + ln[:-1]).all())
+    ):
         if bool((ln == ln[0]).all()):
             fmt = f"{int(ln[0])}s" * n
         else:
@@ -301,7 +317,14 @@ class FastTeslaReceiver(TeslaReceiver):
         p = self.params
         assert p is not None
         sub = pkts[k0:]
-        pb = PackedBatch(sub)
+        if self._hb == 2:  # ALC: pack the headers only (all of it if a header is longer)
+            pb = PackedBatch(sub, HEADER_PREFIX)
+            if pb.plens is not pb.lens and bool(
+                ((pb.arr[pb.starts + 2].astype(np.int64) << 2) > pb.plens).any()
+            ):
+                pb = PackedBatch(sub)
+        else:
+            pb = PackedBatch(sub)
         n = pb.n
         arr = pb.arr
         st = pb.starts
