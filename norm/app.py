@@ -238,10 +238,12 @@ def run_receive(args: argparse.Namespace) -> int:
     )
 
     group = parse_group(args.group)
-    cfg = ReceiverConfig(node_id=args.node_id or 2, silent=getattr(args, "silent", False))
+    cfg = ReceiverConfig(
+        node_id=args.node_id or 2,
+        silent=getattr(args, "silent", False),
+        nack_suppression=not getattr(args, "no_suppress", False),
+    )
     rx: Any = NormReceiver(cfg)
-    if getattr(args, "no_suppress", False):
-        rx._covered = lambda *a, **k: False  # testing aid: never suppress on overheard NACKs
     from tesla.wiring import add_endpoints, tesla_line, tesla_summary, wrap_receiver
 
     rx = wrap_receiver(rx, args, "norm")  # TESLA unless --no-auth

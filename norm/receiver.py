@@ -149,6 +149,7 @@ class ReceiverConfig:
     object_timeout: float | None = None  # abort an incomplete object without progress
     unicast_feedback: bool = False  # send NACK/ACK to the sender's address instead of the group
     ssm: bool = False  # RFC 5740 §5.3 SSM rule: suppress when T_backoff > (K-1)*GRTT
+    nack_suppression: bool = True  # False: overheard NACKs/REPAIR_ADV never cancel our NACK
     silent: bool = False  # never NACK (EMCON)
     cc_feedback: bool = True  # answer NORM_CMD(CC)+EXT_RATE with NORM_ACK(CC)
     default_segment_size: int = 1400  # NACK size bound before any FTI was seen
@@ -1193,7 +1194,7 @@ class NormReceiver:
         if not needs:
             count(self.stats, "nack.nothing_needed")
             return
-        if all(self._covered(s, n) for n in needs):
+        if self.config.nack_suppression and all(self._covered(s, n) for n in needs):
             count(self.stats, "nack.suppressed")
             return
         self._send_nack(s, needs, now)

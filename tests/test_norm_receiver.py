@@ -407,6 +407,20 @@ def test_suppression_by_overheard_nack_and_repair_adv() -> None:
         assert rx.stats["nack.suppressed"] == 1
 
 
+def test_nack_suppression_option_off() -> None:
+    """ReceiverConfig(nack_suppression=False): an overheard NACK covering us does not cancel."""
+    s = Sender(seg=100, blk=8, npar=4)
+    s.add(1, payload("a", 100 * 16))
+    rx = NormReceiver(ReceiverConfig(node_id=2, nack_suppression=False), rng=random.Random(7))
+    t, out = feed(rx, s.all_source(1, skip={(0, 2), (0, 5)})[:8], 50.0, dt=0.0)
+    req = M.RepairRequest(
+        M.NACK_RANGES, M.NACK_SEGMENT, [M.RepairItem(5, 1, 0, 8), M.RepairItem(5, 1, 0, 10)]
+    )
+    t, out2 = feed(rx, [M.NormNack(1, 3, SRC, INST, 0, 0, [], [req]).encode()], t)
+    assert len(nacks(out + out2 + run_until(rx, t + CYCLE))) == 1
+    assert rx.stats.get("nack.suppressed", 0) == 0
+
+
 def test_not_suppressed_by_insufficient_overheard_nack() -> None:
     s = Sender(seg=100, blk=8, npar=4)
     s.add(1, payload("a", 100 * 16))
