@@ -184,12 +184,20 @@ class AuthenticatedReceiver:
         b: float | None = None
         if self.tesla.sync == "direct" and self.tesla.d_t is None:
             b = self._next_sync if self._next_sync is not None else 0.0
+        c = self.tesla.next_deadline()
+        if c is not None and (b is None or c < b):
+            b = c
         if a is None:
             return b
         return a if b is None else min(a, b)
 
     def handle_timer(self, now: float) -> None:
         self.engine.handle_timer(now)
+        t = self.tesla
+        if getattr(self.engine, "finished", None):  # AlcReceiver: "closed" | "timeout"
+            t.close()  # session over: nothing buffered can be authenticated any more
+        else:
+            t.expire(now)
 
     def next_event(self) -> Any | None:
         ev = self.engine.next_event()

@@ -31,7 +31,12 @@ Per datagram (:meth:`TeslaReceiver.receive`), in the order of RFC 5776 §4.3:
    (:meth:`pop_authenticated`); the wrapper's own empty control packets are consumed.
 
 A packet for an interval whose key is already legitimate is unsafe whatever the clock
-says (only reachable with non-monotonic arrival times).  :meth:`receive_batch` gives
+says (RFC 5776 §4.3 step 2, §6.2: K_i known means K_i was disclosed, so the safe test
+only passed because the clock bound is broken or arrival times are not monotonic; it
+is dropped, not verified with the known key, and also counted ``unsafe.key_known``).
+Nothing stays buffered forever: an interval whose key is ``key_wait`` s overdue is
+evicted by :meth:`expire` (the wrapper's timer, :meth:`next_deadline`) and
+:meth:`close` evicts everything at session end, both counted ``drop.stale``.  :meth:`receive_batch` gives
 the same decisions for a batch (e.g. one ``recvmmsg``) with numpy header parsing and
 array prechecks; a fast path in :meth:`receive` covers the common data packet.
 
@@ -60,7 +65,7 @@ evicted or refused packet counts ``drop.evicted``.
 
 Every drop is counted in ``stats["drop.<reason>"]`` and queued as an event
 ``("drop", reason, count)``; reasons: unsafe, bad_mac, bad_key, bad_group_mac, replay,
-evicted, malformed, no_bootstrap, bad_signature, flushed, duplicate.
+evicted, malformed, no_bootstrap, bad_signature, flushed, duplicate, stale.
 """
 
 from __future__ import annotations
@@ -110,6 +115,7 @@ DROP_REASONS = (
     "bad_signature",
     "flushed",
     "duplicate",
+    "stale",
 )
 #: accounted octets per buffered packet beyond its length (list slot, offsets, object)
 PER_PACKET_OVERHEAD = 64
@@ -119,6 +125,10 @@ REJECT_FUTURE_INTERVAL = True
 REPLAY_MEMORY_INTERVALS = 64
 #: events kept when nobody drains :meth:`TeslaReceiver.next_event` (oldest dropped)
 MAX_EVENTS = 1024
+#: seconds after the end of an interval's safe window (when its key is due) after which
+#: packets still waiting for that key are evicted as ``stale`` (the key can still be
+#: derived from any later key of the chain, so this only bounds a long key outage)
+DEFAULT_KEY_WAIT = 10.0
 #: batches smaller than this take the per-packet path
 BATCH_MIN = 8
 #: octets of each datagram parsed as arrays (LCT header with its extensions must fit)
@@ -182,6 +192,7 @@ class TeslaReceiver:
         early_discard: Callable[[bytes], bool] | None = None,
         max_key_walk: int = 100_000,
         group_mac_id: int = 2,
+        key_wait: float | None = DEFAULT_KEY_WAIT,
     ) -> None:
         if protocol not in HDR_LEN_OFFSET:
             raise ValueError("protocol must be 'alc' or 'norm'")
@@ -202,6 +213,7 @@ class TeslaReceiver:
         self.template = template or ControlTemplate()
         self.early_discard = early_discard
         self.max_key_walk = max_key_walk
+        self.key_wait = key_wait
         self._stats: dict[str, int] = {f"drop.{r}": 0 for r in DROP_REASONS}
         self._stats.update(
             {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0}
@@ -638,7 +650,11 @@ class TeslaReceiver:
         # -- K_i already legitimate: it may be public, the packet is unsafe (RFC 5776
         # §6.2; only reachable if arrival times are not monotonic, e.g. a clock step)
         if i <= self._max_known:
-            self._drop("replay" if self._is_replay(i, data, off, typ) else "unsafe")
+            if self._is_replay(i, data, off, typ):
+                self._drop("replay")
+            else:
+                self._stats["unsafe.key_known"] = self._stats.get("unsafe.key_known", 0) + 1
+                self._drop("unsafe")
             return
         # -- Group MAC (step 3)
         if self._g:
@@ -754,6 +770,36 @@ class TeslaReceiver:
         self._buffered -= pend.nbytes
         self._nbuf -= len(pend.pkts)
         self._drop(reason, len(pend.pkts))
+
+    # ------------------------------------------------------------------ stale buffers
+    def next_deadline(self) -> float | None:
+        """Local time at which the oldest buffered interval becomes stale (its key was due
+        ``key_wait`` s ago and never came), or None if nothing is buffered."""
+        if not self._pending or self.key_wait is None:
+            return None
+        return min(p.hi for p in self._pending.values()) + self.key_wait
+
+    def expire(self, now: float) -> int:
+        """Evict (``drop.stale``) the intervals whose key is more than ``key_wait`` s
+        overdue at ``now`` (RFC 5776 §4.3 step 6: a buffered packet may be discarded once
+        its key cannot be obtained any more).  Returns the number of packets evicted."""
+        if self.key_wait is None or not self._pending:
+            return 0
+        lim = now - self.key_wait
+        n = 0
+        for w in [w for w, p in self._pending.items() if p.hi <= lim]:
+            n += len(self._pending[w].pkts)
+            self._evict_interval(w, "stale")
+        return n
+
+    def close(self) -> int:
+        """End of session: no key will come any more; evict every buffered packet
+        (``drop.stale``).  Returns the number of packets evicted."""
+        n = 0
+        for w in list(self._pending):
+            n += len(self._pending[w].pkts)
+            self._evict_interval(w, "stale")
+        return n
 
     def _flush_before_chain(self, c: int) -> None:
         """Drop pending packets of chains < c (RFC 5776 §4.4: chain j is hopeless once

@@ -152,8 +152,19 @@ def test_delay_attack_succeeds_exactly_where_the_rfc_predicts(lag_ms: float) -> 
                "receivers.0.clock": {"offset": -lag_ms / 1000},
                "attackers": [{"kind": "delay", "targets": [0], "extra": 0.0}]})
     sim = sim_of(d, pcap_receiver=0)
+    r = sim.receivers[0]
+    stale: list[bytes] = []  # packets the verifier evicted as stale (key never came)
+    ver = r.engine.tesla
+    evict = ver._evict_interval
+
+    def recording_evict(w: int, reason: str) -> None:
+        if reason == "stale":
+            stale.extend(ver._pending[w].pkts)
+        evict(w, reason)
+
+    ver._evict_interval = recording_evict
     rep = sim.run()
-    ad, r = sim.adapter, sim.receivers[0]
+    ad = sim.adapter
     predicted = released = 0
     for local, data, origin in _first_copies(sim):
         info = ad.info(data) or {}
@@ -165,10 +176,13 @@ def test_delay_attack_succeeds_exactly_where_the_rfc_predicts(lag_ms: float) -> 
             predicted += 1
     got = rep["receivers"][0]["attacker_accepted_after_disclosure"]
     # every data packet reaches this receiver through the attacker, so what the verifier
-    # still holds at the end passed the safe test too (its key came before it did, and
-    # the verifier releases it at the next disclosure: none after the session's end)
-    held = sum(1 for pend in r.engine.tesla._pending.values() for p in pend.pkts
-               if p in r.from_attacker)
+    # still holds at the end (or evicted as stale) passed the safe test too: its key was
+    # public when it came, but the disclosing packets were rejected as "from the future"
+    # by this lagging receiver, so the key never reaches it
+    r.engine.handle_timer(r.clock.local(sim.queue.now) + 3600.0)  # the session ends
+    assert not ver._pending and ver.stats["buffered_packets"] == 0  # nothing held forever
+    held = sum(1 for p in stale if p in r.from_attacker)
+    assert ver.stats["drop.stale"] == len(stale)
     assert released > 100
     assert got + held == predicted
     if lag_ms <= 10.0:  # within the bound: every delayed packet is detected (unsafe)
@@ -176,6 +190,46 @@ def test_delay_attack_succeeds_exactly_where_the_rfc_predicts(lag_ms: float) -> 
         assert r.engine.stats["tesla.drop.unsafe"] >= released
     if lag_ms >= 15.0:  # bound violated by more than the release lag: attack succeeds
         assert got + held > 0.9 * released and got > 0.5 * released
+
+
+def test_packet_whose_key_is_known_is_unsafe_not_buffered() -> None:
+    """RFC 5776 §4.3 step 2 / §6.2: once K_i is legitimate at the receiver it has been
+    disclosed, so a packet of interval i that still passes the safe test (non-monotonic
+    arrival time, broken clock bound) may be forged with the public key: it is dropped as
+    unsafe (counted ``unsafe.key_known``), never verified with the known key nor buffered."""
+    sim = sim_of(alc(**{"receivers.0.count": 1, "sender.files": [500_000]}), pcap_receiver=0)
+    sim.run()
+    ad, r = sim.adapter, sim.receivers[0]
+    ver = r.engine.tesla
+    local, data, _ = next(rec for rec in _first_copies(sim)
+                          if (ad.info(rec[1]) or {}).get("kind") == "data"
+                          and (ad.info(rec[1]) or {})["interval"] <= ver._max_known - 3)
+    forged = bytearray(data)
+    mo = (ad.info(data) or {})["mac_span"][0]
+    forged[mo] ^= 1  # another MAC: not a copy of an accepted packet, so not a replay
+    before = dict(ver.stats)
+    ver.receive(bytes(forged), local)  # its original (safe) arrival time, key now known
+    st = ver.stats
+    assert st["drop.unsafe"] == before["drop.unsafe"] + 1
+    assert st.get("unsafe.key_known", 0) == before.get("unsafe.key_known", 0) + 1
+    assert st["buffered_packets"] == before["buffered_packets"]
+    assert st["accepted"] == before["accepted"]
+    ver.receive(data, local)  # the genuine copy again: a replay
+    assert ver.stats["drop.replay"] == before["drop.replay"] + 1
+
+
+def test_stale_buffers_are_evicted_on_the_timer() -> None:
+    """A buffered interval whose key never comes is evicted ``key_wait`` s after the key
+    was due (the wrapper's timer includes the verifier's deadline), counted ``stale``."""
+    sim = sim_of(alc(**{"receivers.0.count": 1, "receivers.0.clock": {"offset": -0.1},
+                        "attackers": [{"kind": "delay", "targets": [0], "extra": 0.0}]}))
+    r = sim.receivers[0]
+    ver = r.engine.tesla
+    ver.key_wait = 0.5
+    sim.run()
+    assert ver.stats["drop.stale"] > 0
+    assert ver.next_deadline() is None or not ver._pending
+    assert r.engine.get_timer() is not None or not ver._pending
 
 
 @pytest.mark.parametrize("kind", ATTACK_KINDS)
