@@ -39,6 +39,7 @@ import base64
 import hashlib
 import struct
 import zlib
+from array import array
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -106,6 +107,11 @@ class ReceiverConfig:
     check_expires: bool = True
     fti_last_field: str = "max_n"
     rs_matrix: str = "rfc5510"  # "flute" for ypo/flute (flute-alc) parity, "nrl", ...
+    # keep received source symbols as references into the (immutable) datagrams instead of
+    # copying them into a per-object buffer; the object is assembled once, on completion.
+    # Memory: the same payload octets plus each held datagram's header (accounted), and
+    # none at all when the datagram objects are shared (simulator: one object, N receivers)
+    zero_copy: bool = False
 
 
 # ---------------------------------------------------------------------- state
@@ -113,10 +119,12 @@ class _Obj:
     __slots__ = (
         "key", "toi", "oti", "scheme", "E", "L", "ks", "offs", "buf", "have", "nsrc",
         "repair", "decoders", "left", "last", "closed_at", "cenc", "fdt_version",
-        "bytes", "pid", "eid",
+        "bytes", "pid", "eid", "refs", "roffs", "sbase",
     )
 
-    def __init__(self, key: int, toi: int, oti: Any, scheme: Any, now: float) -> None:
+    def __init__(
+        self, key: int, toi: int, oti: Any, scheme: Any, now: float, zero_copy: bool = False
+    ) -> None:
         self.key = key
         self.toi = toi
         self.oti = oti
@@ -131,7 +139,21 @@ class _Obj:
             offs.append(pos)
             pos += k * self.E
         self.offs = offs
-        self.buf = bytearray(self.L)
+        # zero copy: source symbol j (= sbase[sbn] + esi) is refs[j][roffs[j]:...]
+        self.refs: list[bytes | None] | None = None
+        self.roffs: array[int] | None = None
+        self.sbase: list[int] = []
+        if zero_copy:
+            self.buf = bytearray(0)
+            n = sum(self.ks)
+            self.refs = [None] * n
+            self.roffs = array("I", bytes(4 * n))
+            b = 0
+            for k in self.ks:
+                self.sbase.append(b)
+                b += k
+        else:
+            self.buf = bytearray(self.L)
         self.have = [bytearray(k) for k in self.ks]
         self.nsrc = [0] * len(self.ks)
         self.repair: dict[int, dict[int, bytes]] = {}
@@ -409,7 +431,7 @@ class AlcReceiver:
             if victim.key > 0:
                 self._events.append(ObjectFailed(victim.toi, self._name(victim.toi), "evicted"))
         try:
-            ob = _Obj(key, toi, oti, scheme, now)
+            ob = _Obj(key, toi, oti, scheme, now, c.zero_copy)
         except (DecodeError, ValueError, OverflowError, MemoryError):
             count(self.stats, "drop.bad_oti")
             return None
@@ -466,7 +488,11 @@ class AlcReceiver:
             # common case: one full-length source symbol, no decoder running
             off = ob.offs[sbn] + esi * E
             if off + E <= ob.L:
-                ob.buf[off : off + E] = memoryview(data)[start:]
+                refs = ob.refs
+                if refs is None:
+                    ob.buf[off : off + E] = memoryview(data)[start:]
+                else:
+                    self._hold(ob, ob.sbase[sbn] + esi, data, start)
                 have[esi] = 1
                 n = nsrc[sbn] + 1
                 nsrc[sbn] = n
@@ -491,7 +517,10 @@ class AlcReceiver:
                 if have[esi]:
                     stats["duplicates"] = stats.get("duplicates", 0) + 1
                 else:
-                    ob.buf[off : off + n] = data[start : start + n]
+                    if ob.refs is None:
+                        ob.buf[off : off + n] = data[start : start + n]
+                    else:
+                        self._hold(ob, ob.sbase[sbn] + esi, data, start)
                     have[esi] = 1
                     ob.nsrc[sbn] += 1
                     dec = ob.decoders.get(sbn)
@@ -551,14 +580,36 @@ class AlcReceiver:
         if ob.left == 0:
             self._complete(ob, now)
 
+    def _hold(self, ob: _Obj, j: int, data: bytes, start: int) -> None:
+        """Zero copy: keep source symbol j as a reference into ``data`` (its header
+        octets are accounted on top of the object's payload reservation)."""
+        assert ob.refs is not None and ob.roffs is not None
+        if type(data) is not bytes:  # a caller's reusable buffer: keep an immutable copy
+            data = bytes(data)
+        ob.refs[j] = data
+        ob.roffs[j] = start
+        ob.bytes += start
+        self._buffered += start
+
+    def _sym(self, ob: _Obj, sbn: int, esi: int) -> bytes | memoryview:
+        """Source symbol (sbn, esi) as held (its length: min(E, L - offset))."""
+        off = ob.offs[sbn] + esi * ob.E
+        n = min(ob.E, ob.L - off)
+        if ob.refs is None:
+            return memoryview(ob.buf)[off : off + n]
+        assert ob.roffs is not None
+        j = ob.sbase[sbn] + esi
+        ref = ob.refs[j]
+        assert ref is not None
+        st = ob.roffs[j]
+        return memoryview(ref)[st : st + n]
+
     def _source_symbols(self, ob: _Obj, sbn: int) -> list[tuple[int, bytes]]:
         E = ob.E
-        base = ob.offs[sbn]
         out = []
         for esi, h in enumerate(ob.have[sbn]):
             if h:
-                off = base + esi * E
-                sym = bytes(ob.buf[off : off + E])
+                sym = bytes(self._sym(ob, sbn, esi))
                 if len(sym) < E:
                     sym += bytes(E - len(sym))
                 out.append((esi, sym))
@@ -589,8 +640,12 @@ class AlcReceiver:
         E = ob.E
         base = ob.offs[sbn]
         have = ob.have[sbn]
+        refs = ob.refs
         for esi in range(ob.ks[sbn]):
             if not have[esi]:
+                if refs is not None:
+                    refs[ob.sbase[sbn] + esi] = bytes(syms[esi])  # roffs stays 0
+                    continue
                 off = base + esi * E
                 n = min(E, ob.L - off)
                 ob.buf[off : off + n] = syms[esi][:n]
@@ -611,7 +666,13 @@ class AlcReceiver:
     # ------------------------------------------------------------------ completion
     def _complete(self, ob: _Obj, now: float) -> None:
         self._drop_obj(ob)
-        data = bytes(ob.buf)
+        if ob.refs is None:
+            data = bytes(ob.buf)
+        else:
+            data = b"".join(
+                [self._sym(ob, sbn, esi) for sbn, k in enumerate(ob.ks) for esi in range(k)]
+            )
+            ob.refs = None  # release the datagrams now
         if ob.key < 0:
             self._done_fdt.add(-1 - ob.key)
             self._pending.pop(ob.key, None)

@@ -355,8 +355,10 @@ def test_repair_before_last_source_symbols_decodes() -> None:
 
 
 @settings(max_examples=int(os.environ.get("ORDER_EXAMPLES", "150")), deadline=None)
-@given(k=st.sampled_from([1, 4, 8, 16]), rnd=st.randoms(use_true_random=False))
-def test_any_order_with_exactly_k_symbols_per_block_decodes(k: int, rnd: random.Random) -> None:
+@given(k=st.sampled_from([1, 4, 8, 16]), rnd=st.randoms(use_true_random=False),
+       zero_copy=st.booleans())
+def test_any_order_with_exactly_k_symbols_per_block_decodes(k: int, rnd: random.Random,
+                                                            zero_copy: bool) -> None:
     """Property: any permutation of the source+repair packets, with random loss down to
     exactly k symbols of each block (MDS Reed-Solomon), delivers every file."""
     files, pkts = _order_packets(k)
@@ -380,6 +382,44 @@ def test_any_order_with_exactly_k_symbols_per_block_decodes(k: int, rnd: random.
         assert len(uniq) > kb  # some repair to choose from
         kept += rnd.sample(uniq, kb)
     rnd.shuffle(kept)
-    rx, evs = deliver(kept + close)
+    rx, evs = deliver(kept + close, AlcReceiver(ReceiverConfig(zero_copy=zero_copy)))
     assert received(evs) == files
     assert not [e for e in evs if isinstance(e, ObjectFailed)]
+
+
+@pytest.mark.parametrize("fec,loss,shuffle", [("nocode", 0.0, False), ("rs", 0.1, True),
+                                              ("rs", 0.2, False), ("raptorq", 0.1, True)])
+def test_zero_copy_gives_the_same_results(fec: str, loss: float, shuffle: bool) -> None:
+    """``zero_copy=True`` (symbols kept as references into the datagrams) delivers the same
+    files with the same counters, holds no copy of the payload while receiving (its
+    accounted bytes are the payload reservation plus the held datagrams' headers) and
+    frees everything on completion."""
+    if fec == "raptorq":
+        pytest.importorskip("alc.fec.raptorq_scheme")
+    files = make_files([1, 1399, 1401, 200_003, 64 * 1400], seed=40)
+    _, pkts = send_all(files, tsi=4, fec=fec, repair_ratio=0.5 if fec != "nocode" else 0.0)
+    rng = random.Random(7)
+    kept = [p for p in pkts if rng.random() >= loss]
+    if shuffle:
+        close = [p for p in kept if parse_lct(p).a]
+        kept = [p for p in kept if not parse_lct(p).a]
+        rng.shuffle(kept)
+        kept += close
+    results = []
+    for zc in (False, True):
+        rx = AlcReceiver(ReceiverConfig(zero_copy=zc))
+        peak = 0
+        for p in kept:
+            rx.receive_datagram(p, SRC, T0)
+            peak = max(peak, rx.buffered_bytes)
+        evs = list(iter(rx.next_event, None))
+        assert rx.buffered_bytes == 0 or rx.in_progress()
+        rx.handle_timer(T0 + 3600)  # the rest times out: everything is released
+        evs += list(iter(rx.next_event, None))
+        assert rx.buffered_bytes == 0
+        assert peak <= sum(map(len, files.values())) + sum(map(len, pkts))
+        results.append((received(evs), {k: v for k, v in rx.stats.items()}))
+    assert len(results[0][0]) >= len(files) - 1  # (a tiny file may lose all its symbols)
+    assert all(files[n] == d for n, d in results[0][0].items())
+    assert results[0] == results[1]
+
