@@ -147,6 +147,7 @@ class NormSenderConfig:
     probe: str = "active"  # "none" | "passive" (no EXT_RATE) | "active" (EXT_RATE)
     probe_interval_min: float = 1.0
     probe_interval_max: float = 30.0
+    probe_interval_fast: float = 0.05  # floor of the interval while the GRTT estimate moves
     fti_last_is_max_n: bool = False  # False: NRL semantics (num_parity) for IDs 2/5
     rs_matrix: str = "nrl"
     tx_cache_max: int = 256  # objects kept for repair
@@ -393,6 +394,9 @@ class NormSender:
         # probing
         self._probe_next: float | None = None
         self._probe_interval = 0.5
+        self._grtt_after_probe = self.grtt_est.grtt
+        self._grtt_peak_last = 0.0  # peak of the last probe interval that had answers
+        self._grtt_quiet = 0  # probe intervals without answers since then
         self._probe_sent_time: dict[int, float] = {}
         # pacing
         self._credit = 0.0
@@ -894,7 +898,25 @@ class NormSender:
     # ---- commands ------------------------------------------------------------------------
     def _probe(self, now: float) -> bytes:
         grtt = self.grtt
-        self.grtt_est.end_interval()
+        est = self.grtt_est
+        # RFC 5401 §3.7.1: the estimate jumps up at once but only decays (0.9 per interval,
+        # rule 2) at the end of a probe interval.  With the interval backing off to 30 s a
+        # single late answer (a receiver busy with CPU work) would inflate every repair
+        # timer for minutes, so while the estimate moves (it grew during the interval or
+        # decays now) we probe again after a few GRTT ("adjust the GRTT collection period
+        # dynamically in response to ... variations in it"), and back off once it is steady.
+        grew = est.grtt > self._grtt_after_probe
+        if est.peak > 0.0:
+            self._grtt_peak_last, self._grtt_quiet = est.peak, 0
+        else:
+            self._grtt_quiet += 1  # no answer in this interval (rule 3: unchanged)
+        est.end_interval()
+        unsettled = (
+            grew
+            or est.grtt < self._grtt_after_probe
+            or (0.0 < self._grtt_peak_last < est.grtt and self._grtt_quiet <= 3)
+        )
+        self._grtt_after_probe = est.grtt
         exts: list[M.Extension] = []
         nodes: list[M.CCNode] = []
         if self.cc is not None:
@@ -923,6 +945,9 @@ class NormSender:
             self._probe_interval = min(
                 self.cfg.probe_interval_max, max(self.cfg.probe_interval_min, interval * 1.5)
             )
+            if unsettled:
+                self._probe_interval = self.cfg.probe_interval_min
+                interval = min(interval, max(self.cfg.probe_interval_fast, 2 * est.grtt))
             if self.cc is not None:
                 interval = min(interval, max(grtt, 0.05))
         self._probe_next = now + interval

@@ -14,6 +14,7 @@ from norm.cc import CC_START, GrttEstimator, NormCC, tcp_rate
 from norm.quantize import (
     quantize_rate,
     quantize_rtt,
+    sec_usec_to_time,
     time_to_sec_usec,
     unquantize_rtt,
 )
@@ -647,3 +648,44 @@ def test_nack_restarts_watermark_polling() -> None:
     drain(s, now, now + 6 * s.grtt)  # aggregation over: repair cycle started
     assert s.stats["repair.cycles"] == 1
     assert rnd.pending[7] <= 1  # polling restarted after the repairs
+
+
+def _grtt_after_spike(s: NormSender, spike_until: float, end: float) -> list[tuple[float, float]]:
+    """Answer every NORM_CMD(CC) probe with NORM_ACK(CC): RTT 0.3 s (a receiver busy with CPU
+    work) for probes sent before ``spike_until``, 2 ms after.  Returns (time, GRTT) samples."""
+    s.enqueue_data(bytes(200_000))
+    pending: list[tuple[float, float]] = []  # (arrival, probe send time)
+    trace: list[tuple[float, float]] = []
+    t = T0
+    while t < end:
+        s.handle_timer(t)
+        for d, _ in s.datagrams_to_send(t):
+            m = M.decode(d, fec2_m=s.fec_m)
+            if isinstance(m, M.NormCmdCC):
+                sent = sec_usec_to_time(m.send_time_sec, m.send_time_usec)
+                pending.append((t + (0.3 if t < spike_until else 0.002), sent))
+        for arr, sent in [p for p in pending if p[0] <= t]:
+            pending.remove((arr, sent))
+            sec, usec = time_to_sec_usec(sent)
+            ack = M.NormAck(1, 9, s.node_id, s.instance_id, M.ACK_CC, 0, sec, usec)
+            s.receive_datagram(ack.encode(), ("127.0.0.1", 9), t)
+        trace.append((t, s.grtt_est.grtt))
+        t += 0.005
+    return trace
+
+
+def test_grtt_decays_quickly_after_a_late_answer() -> None:
+    """RFC 5401 §3.7.1: the estimate jumps to a larger sample at once and decays
+    (max(0.9 GRTT, peak)) per probe interval; while it moves the sender probes every few GRTT
+    instead of backing off toward 30 s, so one late answer does not stretch the repair timers
+    for the rest of the transfer."""
+    s = NormSender(cfg(rate=1e6, grtt=0.01))
+    trace = _grtt_after_spike(s, T0 + 0.6, T0 + 12.0)
+    assert max(g for _, g in trace) >= 0.29  # followed the spike at once
+    late = [g for t, g in trace if t >= T0 + 10.0]
+    assert max(late) < 0.03, late[-1]  # back near the real RTT (floor: segment/rate)
+    # never below what the rule allows: at most 10 % per probe interval
+    drops = [b / a for (_, a), (_, b) in zip(trace, trace[1:], strict=False) if b < a]
+    assert min(drops) >= 0.9 - 1e-9
+    # steady again: probing backs off
+    assert s._probe_interval >= s.cfg.probe_interval_min
