@@ -1,8 +1,12 @@
 """One NormSender, three NormReceivers on loopback multicast, 20 % independent loss each.
 
 All receivers must get the file bit-exact.  The run is repeated with NACK suppression
-disabled on the receivers (they never treat overheard NACKs as covering their needs) and the
-NACK counts of both runs are reported (``-s`` shows them) and compared.
+disabled on the receivers (``ReceiverConfig(nack_suppression=False)``) and the NACK counts of
+both runs are reported (``-s`` shows them).  On real sockets how many NACKs get suppressed
+depends on scheduling (which receiver's backoff fires first, how late a busy process reads
+its socket), so the loopback tests only assert correctness; that suppression reduces the
+NACK count by a clear margin is asserted by :func:`test_suppression_simulated_medium`, a
+sans-I/O run of one sender and eight receivers over a seeded lossy medium in virtual time.
 
 The sender runs in the test process, the receivers in a forked child (both cores).
 The 20 MB run of the issue is ``@pytest.mark.slow``; a 2 MB run of the same setup is part of
@@ -12,6 +16,7 @@ the default suite.  Group random in 239.255.0.0/16, random port, interface 127.0
 from __future__ import annotations
 
 import hashlib
+import heapq
 import multiprocessing as mp
 import os
 import random
@@ -31,10 +36,12 @@ def _receivers(
     group: tuple[str, int], size: int, suppress: bool, seed: int, timeout: float, q: Any, ready: Any
 ) -> None:
     """Child process: three NormReceivers (independent 20 % loss) on one driver."""
-    rxs = [NormReceiver(ReceiverConfig(node_id=10 + i), random.Random(seed + i)) for i in range(3)]
-    if not suppress:
-        for r in rxs:
-            r._covered = lambda *a, **k: False  # type: ignore[method-assign]
+    rxs = [
+        NormReceiver(
+            ReceiverConfig(node_id=10 + i, nack_suppression=suppress), random.Random(seed + i)
+        )
+        for i in range(3)
+    ]
     drv = Driver()
     socks = []
     for i, r in enumerate(rxs):
@@ -68,7 +75,12 @@ def _receivers(
 
 
 def run_multi(
-    size: int, suppress: bool, rate: float = 12e6, seed: int = 11, timeout: float = 300.0
+    size: int,
+    suppress: bool,
+    rate: float = 12e6,
+    seed: int = 11,
+    timeout: float = 300.0,
+    auto_parity: int = 12,
 ) -> dict[str, Any]:
     """Sender in this process, the three receivers in a child (one core each)."""
     rng = random.Random(seed)
@@ -88,6 +100,9 @@ def run_multi(
                 segment_size=1400,
                 block_size=64,
                 num_parity=32,
+                # proactive parity: most blocks complete without a NACK round (each repair
+                # round costs several GRTT of backoff, aggregation and holdoff)
+                auto_parity=auto_parity,
                 rate=rate,  # bytes/s
                 grtt=0.01,
                 backoff=4,
@@ -116,29 +131,114 @@ def run_multi(
     return res
 
 
-def _check(size: int, rate: float, require_suppression: bool) -> None:
+def _check(size: int, rate: float) -> None:
+    """Correctness only (bit-exact everywhere); NACK counts are printed (issue 4 report)."""
     with_sup = run_multi(size, True, rate)
     without = run_multi(size, False, rate)
     print(
         f"\nNORM 1 sender -> 3 receivers, {size / 1e6:.0f} MB at {rate * 8 / 1e6:.0f} Mbit/s, "
         f"{LOSS:.0%} loss each:\n  suppression on : {with_sup}\n  suppression off: {without}"
+        f"\n  NACKs sent: {with_sup['nacks_sent']} with suppression "
+        f"({with_sup['nacks_suppressed']} suppressed), {without['nacks_sent']} without"
     )
     for r in (with_sup, without):
         assert r["ok"] and all(r["bitexact"]), r
-    assert without["nacks_suppressed"] == 0
-    if require_suppression:
-        # with independent loss a NACK only suppresses another receiver's NACK when it covers
-        # every block need of that receiver, so this is observed at moderate rates (few
-        # blocks per NACK cycle); the in-memory test in test_norm_sender.py is deterministic
-        assert with_sup["nacks_suppressed"] > 0
+    assert without["nacks_suppressed"] == 0  # the option really turns suppression off
 
 
 @pytest.mark.interop
 def test_three_receivers_2mb_loopback() -> None:
-    _check(2_000_000, 1e6, True)
+    _check(2_000_000, 4e6)
 
 
 @pytest.mark.slow
 @pytest.mark.interop
 def test_three_receivers_20mb_loopback() -> None:
-    _check(int(os.environ.get("NORM_MULTI_SIZE", 20_000_000)), 12e6, False)
+    # 6 MB/s: about what three Python receivers sharing one core keep up with; faster, the
+    # socket queues grow, probes are answered late and the GRTT (repair timers) inflates
+    _check(int(os.environ.get("NORM_MULTI_SIZE", 20_000_000)), 6e6)
+
+
+# --------------------------------------------------------------------------- simulated medium
+
+
+class _Medium:
+    """Sans-I/O multicast medium in virtual time: every datagram reaches every other engine
+    after ``delay`` unless that node loses it (independent, seeded loss per receiver)."""
+
+    def __init__(self, engines: dict[str, Any], loss: float, seed: int, delay: float = 0.002):
+        self.engines, self.loss, self.delay = engines, loss, delay
+        self.rng = random.Random(seed)
+        self.q: list[tuple[float, int, str, bytes, str]] = []
+        self.n = 0
+        self.now = 1_700_000_000.0
+
+    def addr(self, name: str) -> tuple[str, int]:
+        return ("127.0.0.1", 1000 + list(self.engines).index(name))
+
+    def run(self, until: Any, limit: float) -> bool:
+        end = self.now + limit
+        while self.now < end:
+            for name, e in self.engines.items():
+                t = e.get_timer()
+                if t is not None and t <= self.now:
+                    e.handle_timer(self.now)
+                for d, _dst in e.datagrams_to_send(self.now):
+                    for other in self.engines:
+                        if other != name and (other == "s" or self.rng.random() >= self.loss):
+                            self.n += 1
+                            heapq.heappush(self.q, (self.now + self.delay, self.n, other, d, name))
+            if until():
+                return True
+            ts = [t for e in self.engines.values() if (t := e.get_timer()) is not None]
+            if self.q:
+                ts.append(self.q[0][0])
+            self.now = max(min(ts) if ts else self.now + 0.01, self.now + 1e-5)
+            while self.q and self.q[0][0] <= self.now:
+                _, _, dst, d, src = heapq.heappop(self.q)
+                self.engines[dst].receive_datagram(d, self.addr(src), self.now)
+        return False
+
+
+def _simulated(suppress: bool, seed: int, n_rx: int = 8) -> tuple[int, int]:
+    data = random.Random(seed).randbytes(64_000)
+    snd = NormSender(
+        NormSenderConfig(
+            node_id=1, instance_id=0x1234, segment_size=1000, block_size=16, num_parity=16,
+            rate=1e6, grtt=0.05, group_size=100, seed=seed,
+        )
+    )  # fmt: skip
+    snd.enqueue_data(data, info=b"sim")
+    rxs = {
+        f"r{i}": NormReceiver(
+            ReceiverConfig(node_id=10 + i, nack_suppression=suppress), random.Random(seed * 100 + i)
+        )
+        for i in range(n_rx)
+    }
+    got: dict[str, bytes] = {}
+
+    def until() -> bool:
+        for n, r in rxs.items():
+            while (ev := r.next_event()) is not None:
+                if isinstance(ev, ObjectReceived):
+                    got[n] = ev.data
+        return len(got) == n_rx
+
+    assert _Medium({"s": snd, **rxs}, LOSS, seed).run(until, 120.0)
+    assert all(g == data for g in got.values())
+    sent = sum(r.stats.get("nack.sent", 0) for r in rxs.values())
+    return sent, sum(r.stats.get("nack.suppressed", 0) for r in rxs.values())
+
+
+def test_suppression_simulated_medium() -> None:
+    """Eight receivers, 20 % independent seeded loss, virtual time: deterministic, so the
+    reduction by suppression can be asserted with a margin (measured: 62 vs 106 NACKs)."""
+    on = off = 0
+    for seed in range(1, 6):
+        sent, suppressed = _simulated(True, seed)
+        sent_off, suppressed_off = _simulated(False, seed)
+        assert suppressed > 0 and suppressed_off == 0
+        assert sent <= sent_off, (seed, sent, sent_off)
+        on, off = on + sent, off + sent_off
+    print(f"\nsimulated NACKs, 5 runs x 8 receivers: {on} with suppression, {off} without")
+    assert on <= 0.75 * off, (on, off)
