@@ -427,12 +427,6 @@ def _check_common(buf: bytes, base: int) -> tuple[int, int]:
     return hl, vt & 0xF
 
 
-def _common(version_type: int, hdr_len_octets: int, seq: int, src: int) -> bytes:
-    if hdr_len_octets & 3 or hdr_len_octets > 1020:
-        raise ValueError(f"header length {hdr_len_octets} octets is not encodable")
-    return _COMMON.pack(version_type, hdr_len_octets >> 2, seq, src)
-
-
 # --------------------------------------------------------------------------- sender messages
 
 
@@ -558,6 +552,16 @@ def _decode_info(buf: bytes) -> NormInfo:
     return NormInfo(seq, src, inst, grtt, bg >> 4, bg & 0xF, flags, fec_id, obj, exts, buf[hl:])
 
 
+def _decode_obj_pid(buf: bytes, fec_id: int, fec2_m: int) -> tuple[int, int, int, int, int, int]:
+    """The FEC payload id at octet 16 (NORM_DATA, CMD(FLUSH/SQUELCH)) and the header checks:
+    -> (base header length, hdr_len octets, m, sbn, esi, sbl)."""
+    base = 16 + payload_id_length(fec_id)
+    hl, _ = _check_common(buf, base)
+    m = _fti_m(buf, base, hl, fec2_m) if fec_id == 2 else 8
+    sbn, esi, sbl = _decode_pid(buf, 16, fec_id, m)
+    return base, hl, m, sbn, esi, sbl
+
+
 def _decode_data(buf: bytes, fec2_m: int) -> NormData:
     if len(buf) < 16:
         raise DecodeError("NORM_DATA", f"{len(buf)} octets < 16")
@@ -568,10 +572,7 @@ def _decode_data(buf: bytes, fec2_m: int) -> NormData:
         sbn, esi, sbl, m = w >> 8, w & 0xFF, 0, 8
         hl, _ = _check_common(buf, base)
     else:
-        base = 16 + payload_id_length(fec_id)
-        hl, _ = _check_common(buf, base)
-        m = _fti_m(buf, base, hl, fec2_m) if fec_id == 2 else 8
-        sbn, esi, sbl = _decode_pid(buf, 16, fec_id, m)
+        base, hl, m, sbn, esi, sbl = _decode_obj_pid(buf, fec_id, fec2_m)
     exts = _decode_exts(buf, base, hl)
     return NormData(
         seq,
@@ -611,6 +612,27 @@ def _cmd_prefix(c: Any, flavor: int, hdr_octets: int) -> bytes:
     )
 
 
+def _encode_obj_cmd(c: Any, flavor: int, tail: bytes) -> bytes:
+    """FLUSH and SQUELCH: prefix, fec_id, object id, FEC payload id, extensions, ``tail``."""
+    pid = _encode_pid(c.fec_id, c.m, c.sbn, c.esi, c.sbl)
+    ext = _encode_exts(c.extensions)
+    return (
+        _cmd_prefix(c, flavor, 16 + len(pid) + len(ext))
+        + struct.pack(">BH", c.fec_id, c.object_id)
+        + pid
+        + ext
+        + tail
+    )
+
+
+def _pack_u24(v: int) -> bytes:
+    return struct.pack(">BH", v >> 16, v & 0xFFFF)
+
+
+def _unpack_u24(buf: bytes, off: int) -> int:
+    return (buf[off] << 16) | (buf[off + 1] << 8) | buf[off + 2]
+
+
 @dataclass(slots=True)
 class NormCmdFlush(_CmdBase):
     sequence: int
@@ -630,15 +652,7 @@ class NormCmdFlush(_CmdBase):
     flavor = CMD_FLUSH
 
     def encode(self) -> bytes:
-        pid = _encode_pid(self.fec_id, self.m, self.sbn, self.esi, self.sbl)
-        ext = _encode_exts(self.extensions)
-        return (
-            _cmd_prefix(self, CMD_FLUSH, 16 + len(pid) + len(ext))
-            + struct.pack(">BH", self.fec_id, self.object_id)
-            + pid
-            + ext
-            + _pack_nodes(self.acking_nodes)
-        )
+        return _encode_obj_cmd(self, CMD_FLUSH, _pack_nodes(self.acking_nodes))
 
 
 @dataclass(slots=True)
@@ -660,15 +674,8 @@ class NormCmdSquelch(_CmdBase):
     flavor = CMD_SQUELCH
 
     def encode(self) -> bytes:
-        pid = _encode_pid(self.fec_id, self.m, self.sbn, self.esi, self.sbl)
-        ext = _encode_exts(self.extensions)
-        return (
-            _cmd_prefix(self, CMD_SQUELCH, 16 + len(pid) + len(ext))
-            + struct.pack(">BH", self.fec_id, self.object_id)
-            + pid
-            + ext
-            + struct.pack(f">{len(self.invalid_objects)}H", *self.invalid_objects)
-        )
+        objs = self.invalid_objects
+        return _encode_obj_cmd(self, CMD_SQUELCH, struct.pack(f">{len(objs)}H", *objs))
 
 
 @dataclass(slots=True)
@@ -688,7 +695,7 @@ class NormCmdEot(_CmdBase):
         ext = _encode_exts(self.extensions)
         return (
             _cmd_prefix(self, CMD_EOT, 16 + len(ext))
-            + struct.pack(">BH", self.reserved >> 16, self.reserved & 0xFFFF)
+            + _pack_u24(self.reserved)
             + ext
             + self.payload
         )
@@ -813,7 +820,7 @@ class NormCmdApplication(_CmdBase):
         ext = _encode_exts(self.extensions)
         return (
             _cmd_prefix(self, CMD_APPLICATION, 16 + len(ext))
-            + struct.pack(">BH", self.reserved >> 16, self.reserved & 0xFFFF)
+            + _pack_u24(self.reserved)
             + ext
             + self.content
         )
@@ -838,10 +845,7 @@ def _decode_cmd(buf: bytes, fec2_m: int) -> Any:
     if flavor in (CMD_FLUSH, CMD_SQUELCH):
         fec_id = buf[13]
         obj = _U16.unpack_from(buf, 14)[0]
-        base = 16 + payload_id_length(fec_id)
-        hl, _ = _check_common(buf, base)
-        m = _fti_m(buf, base, hl, fec2_m) if fec_id == 2 else 8
-        sbn, esi, sbl = _decode_pid(buf, 16, fec_id, m)
+        base, hl, m, sbn, esi, sbl = _decode_obj_pid(buf, fec_id, fec2_m)
         exts = _decode_exts(buf, base, hl)
         if flavor == CMD_FLUSH:
             nodes = _unpack_nodes(buf, hl, "acking_node_list")
@@ -867,7 +871,7 @@ def _decode_cmd(buf: bytes, fec2_m: int) -> Any:
     hl, _ = _check_common(buf, 16)
     exts = _decode_exts(buf, 16, hl)
     if flavor == CMD_EOT:
-        res = (buf[13] << 16) | (buf[14] << 8) | buf[15]
+        res = _unpack_u24(buf, 13)
         return NormCmdEot(seq, src, inst, grtt, bo, gs, res, exts, buf[hl:])
     if flavor == CMD_REPAIR_ADV:
         flags, res = struct.unpack_from(">BH", buf, 13)
@@ -878,7 +882,7 @@ def _decode_cmd(buf: bytes, fec2_m: int) -> Any:
         nodes = _unpack_nodes(buf, hl, "acking_node_list")
         return NormCmdAckReq(seq, src, inst, grtt, bo, gs, at, aid, res, exts, nodes)
     if flavor == CMD_APPLICATION:
-        res = (buf[13] << 16) | (buf[14] << 8) | buf[15]
+        res = _unpack_u24(buf, 13)
         return NormCmdApplication(seq, src, inst, grtt, bo, gs, res, exts, buf[hl:])
     raise DecodeError("NORM_CMD.sub-type", f"unknown flavor {flavor}")
 
