@@ -217,6 +217,20 @@ def parse_lct(buf: bytes) -> _Header:
     return _Header(tsi, toi, w & 0xFF, bool(w & 0x20000), bool(w & 0x10000), hlen, fti, fdt, cenc)
 
 
+def _exts_ok(buf: bytes, pos: int, end: int) -> bool:
+    """The structural checks of :func:`alc.ext.walk_extensions` on ``buf[pos:end]``."""
+    while pos < end:
+        if buf[pos] >= 128:
+            pos += 4
+        else:
+            if pos + 1 >= end or buf[pos + 1] == 0:
+                return False
+            pos += buf[pos + 1] << 2
+        if pos > end:
+            return False
+    return True
+
+
 def content_decode(data: bytes, encoding: str | None, max_size: int = 1 << 34) -> bytes:
     if encoding in (None, "", "null"):
         return data
@@ -240,6 +254,7 @@ class AlcReceiver:
         self.config = config or ReceiverConfig()
         self.stats: dict[str, int] = {"packets": 0, "bytes": 0}
         self._hcache: dict[bytes, int] = {}
+        self._fcache: dict[bytes, int] = {}  # fixed LCT header part -> file object key
         self.tsi = self.config.tsi
         self.sender = self.config.sender_address
         self._events: deque[Any] = deque()
@@ -274,8 +289,19 @@ class AlcReceiver:
         # Fast path: the LCT header bytes of an object's packets repeat verbatim, so a
         # header already validated and routed maps straight to its object.
         if len(data) > 3:
-            hb = data[: data[2] << 2]
+            hl = data[2] << 2
+            hb = data[:hl]
             key = self._hcache.get(hb)
+            if key is None and self._fcache:
+                # headers whose extensions change per packet (e.g. a TESLA EXT_AUTH): the
+                # fixed part (word 0 with flags/HDR_LEN/codepoint, CCI, TSI, TOI) of a file
+                # object's packets repeats; the extension area is still walked
+                b1 = data[1]
+                fixed = 8 + 4 * ((data[0] >> 2) & 3) + 4 * ((b1 >> 7) + ((b1 >> 5) & 3)
+                                                          + ((b1 >> 4) & 1))
+                key = self._fcache.get(data[:fixed])
+                if key is not None and (len(data) < hl or not _exts_ok(data, fixed, hl)):
+                    key = None  # the full parse below counts it
             if key is not None and (addr is None or addr[0] == self.sender):
                 ob = self._objs.get(key)
                 if ob is not None:
@@ -381,6 +407,14 @@ class AlcReceiver:
             if len(self._hcache) >= 4096:
                 self._hcache.clear()
             self._hcache[data[: hd.hlen]] = key
+            if key > 0:  # (not the FDT: its instance ID is in EXT_FDT)
+                b1 = data[1]
+                fixed = 8 + 4 * ((data[0] >> 2) & 3) + 4 * ((b1 >> 7) + ((b1 >> 5) & 3)
+                                                          + ((b1 >> 4) & 1))
+                if fixed < hd.hlen:
+                    if len(self._fcache) >= 1024:
+                        self._fcache.clear()
+                    self._fcache[data[:fixed]] = key
         self._symbol(ob, data, hd.hlen, hd.b, now)
 
     def _oti_from_entry(self, toi: int, entry: Any) -> Any:
@@ -826,6 +860,7 @@ class AlcReceiver:
 
     def _finish(self, reason: str) -> None:
         self._hcache.clear()
+        self._fcache.clear()
         for ob in list(self._objs.values()):
             self._drop_obj(ob)
             if ob.key > 0:
