@@ -101,7 +101,7 @@ from tesla.ntp import NTP_ONE_SECOND, NTP_UNIX_EPOCH_OFFSET, ntp_from_wire, posi
 from tesla.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
 from tesla.timesync import DirectSyncClient, indirect_dt_from_ms
 
-__all__ = ["DROP_REASONS", "TeslaReceiver", "PER_PACKET_OVERHEAD"]
+__all__ = ["DROP_REASONS", "HmacMacs", "MemoMacs", "TeslaReceiver", "PER_PACKET_OVERHEAD"]
 
 DROP_REASONS = (
     "unsafe",
@@ -154,6 +154,78 @@ def _ceil_float(x: Fraction) -> float:
     return f
 
 
+class HmacMacs:
+    """How a verification batch's MACs are computed (injectable into
+    :class:`TeslaReceiver`, ``macs=``): one HMAC per packet over its bytes with the MAC
+    (and Group MAC) fields zeroed, keyed once per interval with ``K'_w = F'(K_w)``.
+    ``pkts[k]`` is the datagram as received, ``buf[starts[k]:ends[k]]`` its zeroed copy;
+    returns the full digests (the caller truncates and compares)."""
+
+    def macs(
+        self,
+        key_w: bytes,
+        prf_id: int,
+        mac_id: int,
+        pkts: Sequence[bytes],
+        buf: memoryview,
+        starts: list[int],
+        ends: list[int],
+    ) -> list[bytes]:
+        copy = HMAC(F_prime(key_w, prf_id), hash_algorithm(mac_id)).copy
+        digs: list[bytes] = []
+        ap = digs.append
+        for s, e in zip(starts, ends, strict=True):
+            h = copy()
+            h.update(buf[s:e])
+            ap(h.finalize())
+        return digs
+
+
+class MemoMacs(HmacMacs):
+    """:class:`HmacMacs` memoized on (datagram bytes, K_w), for a simulator where many
+    receivers verify the very same datagram objects with the same keys: the verifier
+    logic runs unchanged per receiver, only identical HMAC computations are shared.  The
+    key is the datagram's *content* (bytes hash and equality; identity makes the common
+    hit cheap), so a modified datagram is a different key and is really verified.  At
+    most ``max_entries`` digests are kept (the oldest quarter dropped when full)."""
+
+    def __init__(self, max_entries: int = 1 << 16) -> None:
+        self.max_entries = max_entries
+        self._memo: dict[tuple[bytes, bytes, int, int], bytes] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def macs(
+        self,
+        key_w: bytes,
+        prf_id: int,
+        mac_id: int,
+        pkts: Sequence[bytes],
+        buf: memoryview,
+        starts: list[int],
+        ends: list[int],
+    ) -> list[bytes]:
+        memo = self._memo
+        get = memo.get
+        out: list[bytes | None] = [get((p, key_w, prf_id, mac_id)) for p in pkts]
+        miss = [k for k, d in enumerate(out) if d is None]
+        self.hits += len(pkts) - len(miss)
+        if miss:
+            self.misses += len(miss)
+            digs = super().macs(
+                key_w, prf_id, mac_id, pkts, buf, [starts[k] for k in miss],
+                [ends[k] for k in miss]
+            )
+            for k, d in zip(miss, digs, strict=True):
+                out[k] = d
+                memo[(pkts[k], key_w, prf_id, mac_id)] = d
+            if len(memo) > self.max_entries:  # drop the oldest quarter (insertion order)
+                it = iter(list(memo)[: len(memo) - self.max_entries * 3 // 4])
+                for key in it:
+                    del memo[key]
+        return out  # type: ignore[return-value]
+
+
 class _Pending:
     __slots__ = ("pkts", "metas", "moffs", "goffs", "commits", "nbytes", "lo", "hi", "key1")
 
@@ -193,6 +265,7 @@ class TeslaReceiver:
         max_key_walk: int = 100_000,
         group_mac_id: int = 2,
         key_wait: float | None = DEFAULT_KEY_WAIT,
+        macs: HmacMacs | None = None,
     ) -> None:
         if protocol not in HDR_LEN_OFFSET:
             raise ValueError("protocol must be 'alc' or 'norm'")
@@ -214,6 +287,7 @@ class TeslaReceiver:
         self.early_discard = early_discard
         self.max_key_walk = max_key_walk
         self.key_wait = key_wait
+        self.macs = macs or HmacMacs()
         self._stats: dict[str, int] = {f"drop.{r}": 0 for r in DROP_REASONS}
         self._stats.update(
             {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0}
@@ -842,14 +916,10 @@ class TeslaReceiver:
             g4[starts[gmask] + goffs[gmask]] = 0
             del g4
         del win
-        copy = HMAC(F_prime(key_w, p.prf_id), hash_algorithm(p.mac_id)).copy
         mv = memoryview(slab)
-        digs: list[bytes] = []
-        ap = digs.append
-        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-            h = copy()
-            h.update(mv[s:e])
-            ap(h.finalize())
+        digs = self.macs.macs(
+            key_w, p.prf_id, p.mac_id, pkts, mv, starts.tolist(), ends.tolist()
+        )
         mv.release()
         del arr
         hl = len(digs[0])

@@ -382,3 +382,36 @@ def test_output_does_not_depend_on_the_python_hash_seed(tmp_path: Path) -> None:
                         "-q"], check=True, env={**os.environ, "PYTHONHASHSEED": h})
         outs.append(j.read_bytes())
     assert outs[0] == outs[1]
+
+
+def test_memo_macs_share_only_identical_datagrams() -> None:
+    """The simulator's shared MAC memo (``tesla.verifier.MemoMacs``) returns exactly what
+    HMAC computes, keyed on the datagram's content: a modified copy is computed afresh."""
+    from tesla.verifier import HmacMacs, MemoMacs
+
+    pk = [bytes(range(i, i + 60)) for i in range(5)]
+    buf = memoryview(b"".join(pk))
+    st, en = [60 * i for i in range(5)], [60 * i + 60 for i in range(5)]
+    ref = HmacMacs().macs(b"k" * 32, 2, 2, pk, buf, st, en)
+    memo = MemoMacs(max_entries=8)
+    assert memo.macs(b"k" * 32, 2, 2, pk, buf, st, en) == ref
+    assert memo.macs(b"k" * 32, 2, 2, pk, buf, st, en) == ref and memo.hits == 5
+    evil = bytearray(pk[0])
+    evil[5] ^= 1
+    ebuf = memoryview(bytes(evil))
+    d = memo.macs(b"k" * 32, 2, 2, [bytes(evil)], ebuf, [0], [60])
+    assert d == HmacMacs().macs(b"k" * 32, 2, 2, [bytes(evil)], ebuf, [0], [60]) != ref[:1]
+    assert memo.macs(b"j" * 32, 2, 2, pk[:1], buf, st[:1], en[:1]) != ref[:1]  # other key
+    assert len(memo._memo) <= 8
+
+
+@pytest.mark.parametrize("kind", ["modify", "flood", "key_spoof"])
+def test_shared_mac_memo_changes_nothing(kind: str) -> None:
+    """Same report with and without the shared MAC memo and zero-copy ALC receivers,
+    under attack (modified datagrams are other memo keys)."""
+    d = alc(**{"receivers.0.count": 3, "receivers.0.link": {"delay": 0.02, "loss": 0.02},
+               "sender.fec": "rs", "sender.repair_ratio": 0.2,
+               "attackers": [{"kind": kind, "rate": 300.0, "probability": 0.5}]})
+    a = dumps(sim_of(d).run())
+    d["output"] = {"shared_mac_cache": False, "zero_copy": False}
+    assert dumps(sim_of(d).run()) == a

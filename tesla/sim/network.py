@@ -320,16 +320,39 @@ class Simulation:
             a.observe(data, t, info)
         for fg in self.fluid:
             fg.on_multicast(data, t, info)
-        sched = self.queue.schedule
+        # consecutive deliveries at the same arrival time are one event (same order as
+        # one event each: nothing can be scheduled between consecutive sequence numbers)
+        at: float | None = None
+        group: list[ReceiverNode] = []
         for r in self.receivers:
             if t < r.join:
                 continue
             if r.interceptors:
+                if group:  # (an interceptor may schedule: keep the sequence order exact)
+                    self._schedule_group(at, group, data)
+                    at, group = None, []
                 for a in r.interceptors:
                     a.intercept(r, data, t, info)
                 continue
             for arr in r.link.transmit(t, size):
-                sched(arr, r.deliver, data, SENDER)
+                if arr != at:
+                    if group:
+                        self._schedule_group(at, group, data)
+                    at, group = arr, []
+                group.append(r)
+        if group:
+            self._schedule_group(at, group, data)
+
+    def _schedule_group(self, at: Any, group: list[ReceiverNode], data: bytes) -> None:
+        if len(group) == 1:
+            self.queue.schedule(at, group[0].deliver, data, SENDER)
+        else:
+            self.queue.schedule(at, self._deliver_group, group, data)
+
+    def _deliver_group(self, group: list[ReceiverNode], data: bytes) -> None:
+        for r in group:
+            r.deliver(data, SENDER)
+        self.queue.processed += len(group) - 1  # counted as one event each
 
     def unicast(self, data: bytes, addr: Any, t: float) -> None:
         """Sender -> one receiver (e.g. a direct time synchronization response)."""
