@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from alc.errors import DecodeError
 from alc.ext import HeaderExtension, decode_extensions
@@ -390,6 +390,17 @@ def find_ext(exts: list[Extension], het: int) -> Extension | None:
     return None
 
 
+_E = TypeVar("_E", ExtCC, ExtRate)
+
+
+def _first_of(exts: list[Extension], cls: type[_E]) -> _E | None:
+    """The first extension of typed class ``cls`` (a raw HeaderExtension does not count)."""
+    for e in exts:
+        if isinstance(e, cls):
+            return e
+    return None
+
+
 def _fti_m(buf: bytes, start: int, end: int, default: int) -> int:
     """m of a fec_id 2 EXT_FTI in buf[start:end], else ``default`` (tolerant scan)."""
     pos = start
@@ -748,10 +759,8 @@ class NormCmdCC(_CmdBase):
 
     @property
     def send_rate(self) -> int | None:
-        for e in self.extensions:
-            if isinstance(e, ExtRate):
-                return e.send_rate
-        return None
+        rate = _first_of(self.extensions, ExtRate)
+        return rate.send_rate if rate is not None else None
 
 
 @dataclass(slots=True)
@@ -1007,10 +1016,7 @@ class NormNack:
         )
 
     def cc(self) -> ExtCC | None:
-        for e in self.extensions:
-            if isinstance(e, ExtCC):
-                return e
-        return None
+        return _first_of(self.extensions, ExtCC)
 
 
 @dataclass(slots=True)
@@ -1054,10 +1060,7 @@ class NormAck:
         )
 
     def cc(self) -> ExtCC | None:
-        for e in self.extensions:
-            if isinstance(e, ExtCC):
-                return e
-        return None
+        return _first_of(self.extensions, ExtCC)
 
 
 @dataclass(slots=True)
