@@ -53,7 +53,7 @@ from tesla.ntp import posix_to_ntp
 from tesla.params import D_MIN, DEFAULT_PRF, TeslaParams
 from tesla.session import AuthenticatedReceiver, AuthenticatedSender, _is_sync_request
 from tesla.timesync import ms_to_ntp_delta
-from tesla.verifier import TeslaReceiver
+from tesla.verifier import DROP_REASONS, TeslaReceiver
 
 __all__ = [
     "AUTH_DROP_REASONS",
@@ -67,20 +67,9 @@ __all__ = [
     "wrap_sender",
 ]
 
-#: drop reasons shown in the receiver summaries (the verifier counts a few more)
-AUTH_DROP_REASONS = (
-    "unsafe",
-    "bad_mac",
-    "bad_key",
-    "bad_group_mac",
-    "replay",
-    "evicted",
-    "malformed",
-    "no_bootstrap",
-    "bad_signature",
-    "flushed",
-    "duplicate",
-)
+#: drop reasons shown in the receiver summaries: the verifier's, in its order, without
+#: ``stale`` (evictions of packets whose key never came are not shown there)
+AUTH_DROP_REASONS = tuple(r for r in DROP_REASONS if r != "stale")
 #: ``--mac`` names -> TESLA-MAC registry values (RFC 5776 §7)
 MAC_NAMES = {"hmac-sha1": 0, "hmac-sha224": 1, "hmac-sha256": 2, "hmac-sha384": 3, "hmac-sha512": 4}
 #: CLI defaults: T_int 100 ms, d = 3 (one interval more than the RFC minimum so that
@@ -245,6 +234,16 @@ def _fail(msg: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def _load_key(path: str | None, option: str, loader: Callable[[str], Any], missing: str) -> Any:
+    """``loader(path)``; exits with status 2 (``missing`` when no path was given)."""
+    if not path:
+        _fail(missing)
+    try:
+        return loader(path)
+    except (OSError, ValueError, TypeError) as e:
+        _fail(f"{option} {path}: {e}")
+
+
 def _group_key(args: argparse.Namespace) -> bytes | None:
     path = getattr(args, "group_mac", None)
     if not path:
@@ -319,15 +318,13 @@ def wrap_sender(
     Without ``args.dry_run`` the sender is live (see :class:`_Sender`)."""
     if not _authenticated(args):
         return engine
-    if not getattr(args, "key", None):
-        _fail(
-            "authenticated mode needs --key SENDER.pem (create one with "
-            "'tesla-mcast keygen --out SENDER'), or --no-auth for the plain mode"
-        )
-    try:
-        priv = load_private_key(args.key)
-    except (OSError, ValueError, TypeError) as e:
-        _fail(f"--key {args.key}: {e}")
+    priv = _load_key(
+        getattr(args, "key", None),
+        "--key",
+        load_private_key,
+        "authenticated mode needs --key SENDER.pem (create one with "
+        "'tesla-mcast keygen --out SENDER'), or --no-auth for the plain mode",
+    )
     gk = _group_key(args)
     now = time.time() if now is None else now
     try:
@@ -556,15 +553,13 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
     jitter = float(getattr(args, "jitter", 0.0) or 0.0) / 1000.0
     if not _authenticated(args):
         return _Jitter(engine, jitter) if jitter > 0 else engine
-    if not getattr(args, "sender_key", None):
-        _fail(
-            "authenticated mode needs --sender-key SENDER.pub (the sender's public key), "
-            "or --no-auth for the plain mode"
-        )
-    try:
-        pub = load_public_key(args.sender_key)
-    except (OSError, ValueError, TypeError) as e:
-        _fail(f"--sender-key {args.sender_key}: {e}")
+    pub = _load_key(
+        getattr(args, "sender_key", None),
+        "--sender-key",
+        load_public_key,
+        "authenticated mode needs --sender-key SENDER.pub (the sender's public key), "
+        "or --no-auth for the plain mode",
+    )
     gk = _group_key(args)
     direct = args.sync == "direct"
     if protocol == PROTO_ALC:
