@@ -86,26 +86,26 @@ def F_iter(key: bytes, steps: int, prf_id: int = DEFAULT_PRF) -> bytes:  # noqa:
     return k
 
 
-def mac(key: bytes, data: bytes, mac_id: int = DEFAULT_MAC) -> bytes:
-    """TESLA MAC: HMAC truncated to n_m/8 bytes (RFC 5776 §2.5, §3.3.1)."""
+def _truncated_hmac(
+    key: bytes, data: bytes, mac_id: int, lengths: dict[int, int], what: str
+) -> bytes:
     try:
-        n = MAC_LEN[mac_id]
+        n = lengths[mac_id]
     except KeyError:
-        raise ValueError(f"unsupported MAC function type {mac_id}") from None
+        raise ValueError(f"unsupported {what} function type {mac_id}") from None
     h = HMAC(key, _HASH_CLASSES[mac_id]())
     h.update(data)
     return h.finalize()[:n]
+
+
+def mac(key: bytes, data: bytes, mac_id: int = DEFAULT_MAC) -> bytes:
+    """TESLA MAC: HMAC truncated to n_m/8 bytes (RFC 5776 §2.5, §3.3.1)."""
+    return _truncated_hmac(key, data, mac_id, MAC_LEN, "MAC")
 
 
 def group_mac(key: bytes, data: bytes, mac_id: int = DEFAULT_MAC) -> bytes:
     """Group MAC: HMAC truncated to n_w/8 = 4 bytes (RFC 5776 §2.5, §3.3.3)."""
-    try:
-        n = GROUP_MAC_LEN[mac_id]
-    except KeyError:
-        raise ValueError(f"unsupported Group MAC function type {mac_id}") from None
-    h = HMAC(key, _HASH_CLASSES[mac_id]())
-    h.update(data)
-    return h.finalize()[:n]
+    return _truncated_hmac(key, data, mac_id, GROUP_MAC_LEN, "Group MAC")
 
 
 def weak_group_mac(key: bytes, data: bytes, mac_id: int = DEFAULT_MAC) -> bytes:
