@@ -120,32 +120,30 @@ def read_udp(
     return iter(PcapReader(path, dst_addr, dst_port, src_addr))
 
 
+#: link layers with a fixed header: linktype -> (header length, offset of the ethertype)
+_LINK_HEADERS = {
+    LINKTYPE_ETHERNET: (14, 12),
+    LINKTYPE_LINUX_SLL: (16, 14),
+    LINKTYPE_LINUX_SLL2: (20, 0),
+}
+
+
 def _parse_frame(
     frame: bytes, linktype: int, stats: dict[str, int]
 ) -> tuple[Address, Address, bytes] | None:
     off = 0
     ethertype: int | None = None
-    if linktype == LINKTYPE_ETHERNET:
-        if len(frame) < 14:
+    link = _LINK_HEADERS.get(linktype)
+    if link is not None:
+        off, at = link
+        if len(frame) < off:
             count(stats, "drop.short_frame")
             return None
-        ethertype = int.from_bytes(frame[12:14], "big")
-        off = 14
-        while ethertype in (0x8100, 0x88A8) and len(frame) >= off + 4:
-            ethertype = int.from_bytes(frame[off + 2 : off + 4], "big")
-            off += 4
-    elif linktype == LINKTYPE_LINUX_SLL:
-        if len(frame) < 16:
-            count(stats, "drop.short_frame")
-            return None
-        ethertype = int.from_bytes(frame[14:16], "big")
-        off = 16
-    elif linktype == LINKTYPE_LINUX_SLL2:
-        if len(frame) < 20:
-            count(stats, "drop.short_frame")
-            return None
-        ethertype = int.from_bytes(frame[0:2], "big")
-        off = 20
+        ethertype = int.from_bytes(frame[at : at + 2], "big")
+        if linktype == LINKTYPE_ETHERNET:
+            while ethertype in (0x8100, 0x88A8) and len(frame) >= off + 4:
+                ethertype = int.from_bytes(frame[off + 2 : off + 4], "big")
+                off += 4
     elif linktype in (LINKTYPE_RAW, 12, 14, LINKTYPE_IPV4, LINKTYPE_IPV6):
         off = 0
     elif linktype == LINKTYPE_NULL:
