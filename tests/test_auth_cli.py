@@ -5,41 +5,26 @@ option errors, and the authenticated demo."""
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import keygen, rand_group, write_random_files
 
 from alc.pcap import read_udp
 from tesla.cli import main
 
 
-def rand_group() -> str:
-    rng = random.SystemRandom()
-    return f"239.255.{rng.randint(1, 254)}.{rng.randint(1, 254)}:{rng.randint(20000, 60000)}"
-
-
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("keys")
-    assert main(["keygen", "--out", str(d / "SENDER")]) == 0
-    assert main(["keygen", "--out", str(d / "OTHER")]) == 0
-    return {
-        "priv": d / "SENDER.pem",
-        "pub": d / "SENDER.pub",
-        "other_pub": d / "OTHER.pub",
-    }
+    priv, pub = keygen(d)
+    _, other_pub = keygen(d, "OTHER")
+    return {"priv": priv, "pub": pub, "other_pub": other_pub}
 
 
 def make_inputs(tmp: Path) -> list[Path]:
-    rnd = random.Random(11)
-    out = []
-    for name, size in (("a.bin", 1), ("b.txt", 5_000), ("c.bin", 250_000)):
-        p = tmp / name
-        p.write_bytes(rnd.randbytes(size))
-        out.append(p)
-    return out
+    return write_random_files(tmp, 11, (("a.bin", 1), ("b.txt", 5_000), ("c.bin", 250_000)))
 
 
 _LOG: list[str] = []

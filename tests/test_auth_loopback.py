@@ -9,42 +9,24 @@ Network: groups in 239.255.0.0/16, interface 127.0.0.1, TTL 1, random ports.
 from __future__ import annotations
 
 import json
-import random
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-from tesla.cli import main
-
-PY = [sys.executable, "-m", "tesla.cli"]
-
-
-def rand_group() -> str:
-    rng = random.SystemRandom()
-    return f"239.255.{rng.randint(1, 254)}.{rng.randint(1, 254)}:{rng.randint(20000, 60000)}"
+from helpers import keygen, rand_group, receive_while_sending, write_random_files
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("keys")
-    assert main(["keygen", "--out", str(d / "SENDER")]) == 0
-    return d / "SENDER.pem", d / "SENDER.pub"
+    return keygen(tmp_path_factory.mktemp("keys"))
 
 
 def make_inputs(tmp: Path) -> list[Path]:
-    rnd = random.Random(3)
-    out = []
     # not a one-packet object first: with jitter a later object's first packet can overtake
     # it and a NORM receiver syncs on the first object it sees (RFC 5740 §5.1)
-    for name, size in (("mid.bin", 40_000), ("small.txt", 1_000), ("big.bin", 400_000)):
-        p = tmp / name
-        p.write_bytes(rnd.randbytes(size))
-        out.append(p)
-    return out
+    return write_random_files(
+        tmp, 3, (("mid.bin", 40_000), ("small.txt", 1_000), ("big.bin", 400_000))
+    )
 
 
 def transfer(
@@ -54,32 +36,16 @@ def transfer(
     group = rand_group()
     out = tmp / "out"
     priv, pub = keys
-    rx = subprocess.Popen(
-        PY
-        + ["receive", "--group", group, "--iface", "127.0.0.1", "--out", str(out),
-           "--sender-key", str(pub), "--loss", "0.1", "--loss-seed", "4", "--jitter", "30",
-           "--timeout", "90", "--json", *recv_extra],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    tx, rx_rc, stdout, stderr = receive_while_sending(
+        ["receive", "--group", group, "--iface", "127.0.0.1", "--out", str(out),
+         "--sender-key", str(pub), "--loss", "0.1", "--loss-seed", "4", "--jitter", "30",
+         "--timeout", "90", "--json", *recv_extra],
+        ["send", *map(str, files), "--group", group, "--iface", "127.0.0.1", "--ttl", "1",
+         "--key", str(priv), *send_extra],
+        timeout=120,
     )
-    try:
-        time.sleep(1.0)  # let it join the group
-        tx = subprocess.run(
-            PY
-            + ["send", *map(str, files), "--group", group, "--iface", "127.0.0.1", "--ttl", "1",
-               "--key", str(priv), *send_extra],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        stdout, stderr = rx.communicate(timeout=120)
-    finally:
-        if rx.poll() is None:
-            rx.kill()
-            rx.wait()
     assert tx.returncode == 0, tx.stderr
-    assert rx.returncode == 0, stderr + stdout[-2000:]
+    assert rx_rc == 0, stderr + stdout[-2000:]
     summary: dict[str, Any] = json.loads(stdout)
     t = summary["tesla"]
     print(f"sender: {tx.stderr.strip()}")

@@ -5,24 +5,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import random
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import rand_group
 
 from alc.pcap import PcapWriter, read_udp
 from tesla.cli import RUNNERS, build_parser, main
 from tesla.run_alc import parse_rate, safe_name
 
 PY = [sys.executable, "-m", "tesla.cli"]
-
-
-def rand_group() -> str:
-    r = random.SystemRandom()
-    return f"239.255.{r.randint(1, 254)}.{r.randint(1, 254)}:{r.randint(20000, 60000)}"
 
 
 def make_inputs(tmp_path: Path) -> list[Path]:

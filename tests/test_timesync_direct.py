@@ -14,26 +14,17 @@ from __future__ import annotations
 import json
 import random
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import keygen, rand_group, receive_while_sending, write_random_files
 
 from alc.net import Driver, open_socket, parse_group
 from alc.receiver import AlcReceiver, ReceiverConfig
 from alc.sender import AlcSender, SenderConfig
 from tesla.cli import build_parser, main
 from tesla.wiring import add_endpoints, tesla_summary, wrap_receiver, wrap_sender
-
-PY = [sys.executable, "-m", "tesla.cli"]
-
-
-def rand_group() -> str:
-    rng = random.SystemRandom()
-    return f"239.255.{rng.randint(1, 254)}.{rng.randint(1, 254)}:{rng.randint(20000, 60000)}"
 
 
 def free_udp_port() -> int:
@@ -48,9 +39,7 @@ def free_udp_port() -> int:
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    d = tmp_path_factory.mktemp("keys")
-    assert main(["keygen", "--out", str(d / "SENDER")]) == 0
-    return d / "SENDER.pem", d / "SENDER.pub"
+    return keygen(tmp_path_factory.mktemp("keys"))
 
 
 def test_alc_side_channel_in_one_driver(keys: tuple[Path, Path]) -> None:
@@ -104,42 +93,22 @@ def run_pair(
     tmp: Path, keys: tuple[Path, Path], proto: str, sync_extra: list[str], send_extra: list[str]
 ) -> dict[str, Any]:
     priv, pub = keys
-    rnd = random.Random(8)
-    files = []
     # D_t is only known once a request reached the (just started) sender: everything
     # received before is dropped (no_bootstrap), so the session must outlast that
-    for name, size in (("one.bin", 400_000), ("two.txt", 3_000)):
-        f = tmp / name
-        f.write_bytes(rnd.randbytes(size))
-        files.append(f)
+    files = write_random_files(tmp, 8, (("one.bin", 400_000), ("two.txt", 3_000)))
     group = rand_group()
     out = tmp / "out"
-    rx = subprocess.Popen(
-        PY + ["receive", "--protocol", proto, "--group", group, "--iface", "127.0.0.1", "--out",
-              str(out), "--sender-key", str(pub), "--sync", "direct", *sync_extra,
-              "--timeout", "60", "--json"]
+    tx, rx_rc, stdout, stderr = receive_while_sending(
+        ["receive", "--protocol", proto, "--group", group, "--iface", "127.0.0.1", "--out",
+         str(out), "--sender-key", str(pub), "--sync", "direct", *sync_extra,
+         "--timeout", "60", "--json"]
         + (["--idle-timeout", "3"] if proto == "norm" else []),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        ["send", *map(str, files), "--protocol", proto, "--group", group, "--iface",
+         "127.0.0.1", "--key", str(priv), "--sync", "direct", *sync_extra, *send_extra],
+        timeout=90,
     )
-    try:
-        time.sleep(1.0)
-        tx = subprocess.run(
-            PY + ["send", *map(str, files), "--protocol", proto, "--group", group, "--iface",
-                  "127.0.0.1", "--key", str(priv), "--sync", "direct", *sync_extra,
-                  *send_extra],
-            capture_output=True,
-            text=True,
-            timeout=90,
-        )
-        stdout, stderr = rx.communicate(timeout=90)
-    finally:
-        if rx.poll() is None:
-            rx.kill()
-            rx.wait()
     assert tx.returncode == 0, tx.stderr
-    assert rx.returncode == 0, stderr + stdout[-1500:]
+    assert rx_rc == 0, stderr + stdout[-1500:]
     summary: dict[str, Any] = json.loads(stdout)
     t = summary["tesla"]
     print(f"{proto} direct sync: D_t {t['d_t_ms']} ms after {t['sync_requests']} request(s); "
