@@ -103,6 +103,17 @@ class Rig:
         rx.receive(self.tx.key_disclosure_packet(t), t + 0.001)
 
 
+def header_length(pkt: bytes | bytearray, protocol: str) -> int:
+    """Header length in octets (LCT ``HDR_LEN`` / NORM ``hdr_len``, in 32-bit words)."""
+    return (pkt[2] if protocol == PROTO_ALC else pkt[1]) * 4
+
+
+def auth_offset(pkt: bytes | bytearray, protocol: str) -> int:
+    """Start of the EXT_AUTH that :class:`TeslaSender` appends last to the header (56
+    octets with HMAC-SHA-256 and no Group MAC)."""
+    return header_length(pkt, protocol) - 56
+
+
 def released(rx: TeslaReceiver) -> list[bytes]:
     return [p for p, _ in rx.pop_authenticated()]
 
@@ -157,7 +168,7 @@ def test_forged_macs(protocol: str) -> None:
     for k in range(300):
         t = T0 + 0.25 + (k // 60) * 0.1 + (k % 60) * 0.001
         g = bytearray(rig.wrap(rnd.randbytes(100), t))
-        off = (g[2] if protocol == PROTO_ALC else g[1]) * 4 - 56
+        off = auth_offset(g, protocol)
         g[off + 40 : off + 56] = rnd.randbytes(16)  # random MAC
         rx.receive(bytes(g), t + 0.002)
         cases += 1
@@ -213,7 +224,7 @@ def test_disclosed_key_not_on_chain(protocol: str) -> None:
     for k in range(100):
         t = T0 + 0.35 + (k % 3) * 0.1
         g = bytearray(rig.wrap(rnd.randbytes(80), t))
-        off = (g[2] if protocol == PROTO_ALC else g[1]) * 4 - 56
+        off = auth_offset(g, protocol)
         g[off + 8 : off + 40] = rnd.randbytes(32)
         rx.receive(bytes(g), t + 0.002)
         cases += 1
@@ -298,7 +309,7 @@ def test_group_mac_valid_tesla_invalid(protocol: str) -> None:
         # genuine packet, payload changed, Group MAC recomputed
         g = bytearray(rig.wrap(rnd.randbytes(60), t))
         g[-1] ^= 1
-        hl = (g[2] if protocol == PROTO_ALC else g[1]) * 4
+        hl = header_length(g, protocol)
         g[hl - 4 : hl] = b"\0\0\0\0"
         g[hl - 4 : hl] = gctx.compute(bytes(g))
         rx.receive(bytes(g), t + 0.002)
@@ -316,7 +327,7 @@ def test_group_mac_valid_tesla_invalid(protocol: str) -> None:
         t = T0 + 0.85 + k * 0.001  # after the member's packets (interval 8)
         rx.receive(outsider.wrap(rig.data(b"no gmac"), t), t + 0.001)
         g = bytearray(rig.wrap(b"bad gmac", t))
-        hl = (g[2] if protocol == PROTO_ALC else g[1]) * 4
+        hl = header_length(g, protocol)
         g[hl - 4 : hl] = rnd.randbytes(4)
         rx.receive(bytes(g), t + 0.001)
     assert rx.stats["drop.bad_group_mac"] == 40
@@ -340,7 +351,7 @@ def test_flood_memory_bound(protocol: str, batch: bool) -> None:
     rx = rig.rx
     rnd = random.Random(4)
     template = bytearray(rig.wrap(bytes(1000), T0 + 0.35))
-    off = (template[2] if protocol == PROTO_ALC else template[1]) * 4 - 56
+    off = auth_offset(template, protocol)
     cases = 20_000
     step = 400 if batch else 1
     tracemalloc.start()
@@ -427,7 +438,7 @@ def test_unsafe_future_interval_and_wrong_asid() -> None:
     # random 32-bit interval indices (no exact bound computation per forgery)
     rnd = random.Random(7)
     base = rig.wrap(b"z", T0 + 0.35)
-    off = base[2] * 4 - 56
+    off = auth_offset(base, PROTO_ALC)
     for _ in range(500):
         m = bytearray(base)
         struct.pack_into("!I", m, off + 4, rnd.randrange(1 << 32))
@@ -441,7 +452,7 @@ def test_unsafe_future_interval_and_wrong_asid() -> None:
     for k in range(20):
         t = T0 + 0.35 + k * 0.001
         m = bytearray(rig.wrap(b"y", t))
-        off = m[2] * 4 - 56
+        off = auth_offset(m, PROTO_ALC)
         m[off + 2] = (3 << 4) | (m[off + 2] & 15)
         rx.receive(bytes(m), t + 0.001)
         cases += 1
