@@ -26,13 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from alc.mmsg import Slab, recv_batch, send_batch  # noqa: E402
 from tesla.benchcmd import (  # noqa: E402
     PROFILES,
-    T0,
     disclose_every_for,
     make_receiver,
     make_sender,
     make_stream,
-    raw_packet,
-    tag_overhead,
+    warmed_sender,
 )
 from tesla.fastpath import PackedBatch, locate_alc, mac_rows, sign_batch  # noqa: E402
 
@@ -101,11 +99,7 @@ def test_receiver_reference(benchmark: Any, stream: Any) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_sender_sign_batch(benchmark: Any, size: int) -> None:
     """sign_batch of 1024 datagrams into one packed buffer."""
-    rng = random.Random(1)
-    s = make_sender(2, disclose_every=disclose_every_for(size))
-    raws = [raw_packet("alc", size - tag_overhead(s), k, rng) for k in range(1024)]
-    now = T0 + 5.05
-    s.wrap(raws[0], now)  # key chain built outside the timing
+    s, raws, now = warmed_sender(2, size, 1024, random.Random(1))  # key chain built outside
     benchmark(sign_batch, s, raws, now)
     benchmark.extra_info["packets"] = len(raws)
 
@@ -113,11 +107,7 @@ def test_sender_sign_batch(benchmark: Any, size: int) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_sender_wrap(benchmark: Any, size: int) -> None:
     """Reference TeslaSender.wrap per datagram, for comparison."""
-    rng = random.Random(1)
-    s = make_sender(2, disclose_every=disclose_every_for(size))
-    raws = [raw_packet("alc", size - tag_overhead(s), k, rng) for k in range(1024)]
-    now = T0 + 5.05
-    s.wrap(raws[0], now)
+    s, raws, now = warmed_sender(2, size, 1024, random.Random(1))  # key chain built outside
 
     def run() -> None:
         w = s.wrap

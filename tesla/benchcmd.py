@@ -230,7 +230,9 @@ def hmac_digest_ns(pkts: Sequence[bytes], alg: int, repeat: int) -> float:
     return _best(run, repeat) / len(pkts) * 1e9
 
 
-def _warm_sender(alg: int, size: int, n: int, rng: random.Random) -> tuple[Any, list[bytes], float]:
+def warmed_sender(
+    alg: int, size: int, n: int, rng: random.Random
+) -> tuple[Any, list[bytes], float]:
     """A sender with ``n`` raw packets of ``size`` octets once wrapped, and the time to wrap
     them at: the key chain and interval state are built outside the timing."""
     s = make_sender(alg, disclose_every=disclose_every_for(size))
@@ -245,7 +247,7 @@ def sender_wrap_ns(alg: int, size: int, n: int, repeat: int) -> float:
     rng = random.Random(2)
     best = float("inf")
     for _ in range(repeat):
-        s, raws, now = _warm_sender(alg, size, n, rng)
+        s, raws, now = warmed_sender(alg, size, n, rng)
         w = s.wrap
         gc.collect()
         t = clock()
@@ -261,7 +263,7 @@ def sender_batch_ns(alg: int, size: int, n: int, repeat: int, batch: int = 1024)
     rng = random.Random(2)
     best = float("inf")
     for _ in range(repeat):
-        s, raws, now = _warm_sender(alg, size, n, rng)
+        s, raws, now = warmed_sender(alg, size, n, rng)
         gc.collect()
         t = clock()
         for k in range(0, n, batch):
