@@ -61,6 +61,14 @@ def capture(keys: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     return {"files": files, "group": group, "pcap": pcap}
 
 
+def receive_capture(capture: dict, out: Path, sender_key: Path, *extra: str) -> int:
+    """``tesla-mcast receive --from-pcap`` of the module's capture (JSON summary)."""
+    return main(
+        ["receive", "--group", capture["group"], "--out", str(out), "--from-pcap",
+         str(capture["pcap"]), "--sender-key", str(sender_key), *extra, "--json"]
+    )
+
+
 def test_keygen_writes_pem_and_pub(keys: dict[str, Path]) -> None:
     assert keys["priv"].read_bytes().startswith(b"-----BEGIN")
     assert b"PUBLIC KEY" in keys["pub"].read_bytes()
@@ -71,10 +79,7 @@ def test_pcap_round_trip_authenticated(
     capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    rc = main(
-        ["receive", "--group", capture["group"], "--out", str(out), "--from-pcap",
-         str(capture["pcap"]), "--sender-key", str(keys["pub"]), "--json"]
-    )
+    rc = receive_capture(capture, out, keys["pub"])
     summary, err = tesla_of(capsys)
     assert rc == 0, err
     assert summary["complete"] and summary["received"] == 3
@@ -94,10 +99,7 @@ def test_pcap_round_trip_authenticated(
 def test_wrong_public_key_fails(
     capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rc = main(
-        ["receive", "--group", capture["group"], "--out", str(tmp_path / "o"), "--from-pcap",
-         str(capture["pcap"]), "--sender-key", str(keys["other_pub"]), "--json"]
-    )
+    rc = receive_capture(capture, tmp_path / "o", keys["other_pub"])
     summary, err = tesla_of(capsys)
     assert rc == 1
     assert "no FDT received" in err
@@ -111,22 +113,14 @@ def test_large_clock_offset_makes_packets_unsafe(
     capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # receiver clock 2 s ahead: every tag's key may already be disclosed
-    rc = main(
-        ["receive", "--group", capture["group"], "--out", str(tmp_path / "o"), "--from-pcap",
-         str(capture["pcap"]), "--sender-key", str(keys["pub"]), "--clock-offset", "2000",
-         "--json"]
-    )
+    rc = receive_capture(capture, tmp_path / "o", keys["pub"], "--clock-offset", "2000")
     summary, _ = tesla_of(capsys)
     assert rc == 1
     t = summary["tesla"]
     assert t["accepted"] == 0 and t["drops"]["unsafe"] > 200
     # a small offset inside the bound (d*T_int - D_t = 280 ms minus the in-interval time)
     out = tmp_path / "ok"
-    rc = main(
-        ["receive", "--group", capture["group"], "--out", str(out), "--from-pcap",
-         str(capture["pcap"]), "--sender-key", str(keys["pub"]), "--clock-offset", "50",
-         "--json"]
-    )
+    rc = receive_capture(capture, out, keys["pub"], "--clock-offset", "50")
     summary, _ = tesla_of(capsys)
     assert rc == 0 and summary["tesla"]["drops"]["unsafe"] == 0
 
@@ -135,11 +129,7 @@ def test_negative_clock_offset_rejects_future_tags(
     capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # receiver clock 1 s behind: tags from intervals the sender cannot have reached yet
-    rc = main(
-        ["receive", "--group", capture["group"], "--out", str(tmp_path / "o"), "--from-pcap",
-         str(capture["pcap"]), "--sender-key", str(keys["pub"]), "--clock-offset", "-1000",
-         "--json"]
-    )
+    rc = receive_capture(capture, tmp_path / "o", keys["pub"], "--clock-offset", "-1000")
     summary, _ = tesla_of(capsys)
     assert rc == 1 and summary["tesla"]["drops"]["unsafe"] > 0
 
