@@ -422,20 +422,17 @@ def _fti_m(buf: bytes, start: int, end: int, default: int) -> int:
 # --------------------------------------------------------------------------- common checks
 
 
-def _check_common(buf: bytes, base: int) -> tuple[int, int]:
-    """-> (hdr_len in octets, type); checks version and that hdr_len fits."""
+def _hdr_len(buf: bytes | bytearray | memoryview, base: int) -> int:
+    """hdr_len in octets, checked to lie between the ``base`` header and the message end.
+    The callers (:func:`decode`, :func:`header_regions`) have already checked that the
+    message has 8 octets and version 1."""
     n = len(buf)
-    if n < 8:
-        raise DecodeError("NORM header", f"{n} octets, need at least 8")
-    vt = buf[0]
-    if vt >> 4 != NORM_VERSION:
-        raise DecodeError("version", f"version {vt >> 4}, expected 1")
     hl = buf[1] << 2
     if hl > n:
         raise DecodeError("hdr_len", f"hdr_len {hl} octets > message length {n}")
     if hl < base:
         raise DecodeError("hdr_len", f"hdr_len {hl} octets < base header {base}")
-    return hl, vt & 0xF
+    return hl
 
 
 # --------------------------------------------------------------------------- sender messages
@@ -557,7 +554,7 @@ def _sender_fields(buf: bytes) -> tuple[int, int, int, int, int, int]:
 
 
 def _decode_info(buf: bytes) -> NormInfo:
-    hl, _ = _check_common(buf, 16)
+    hl = _hdr_len(buf, 16)
     _, _, seq, src, inst, grtt, bg, flags, fec_id, obj = _OBJ.unpack_from(buf, 0)
     exts = _decode_exts(buf, 16, hl)
     return NormInfo(seq, src, inst, grtt, bg >> 4, bg & 0xF, flags, fec_id, obj, exts, buf[hl:])
@@ -567,7 +564,7 @@ def _decode_obj_pid(buf: bytes, fec_id: int, fec2_m: int) -> tuple[int, int, int
     """The FEC payload id at octet 16 (NORM_DATA, CMD(FLUSH/SQUELCH)) and the header checks:
     -> (base header length, hdr_len octets, m, sbn, esi, sbl)."""
     base = 16 + payload_id_length(fec_id)
-    hl, _ = _check_common(buf, base)
+    hl = _hdr_len(buf, base)
     m = _fti_m(buf, base, hl, fec2_m) if fec_id == 2 else 8
     sbn, esi, sbl = _decode_pid(buf, 16, fec_id, m)
     return base, hl, m, sbn, esi, sbl
@@ -581,7 +578,7 @@ def _decode_data(buf: bytes, fec2_m: int) -> NormData:
         base = 20
         w = _U32.unpack_from(buf, 16)[0] if len(buf) >= 20 else 0
         sbn, esi, sbl, m = w >> 8, w & 0xFF, 0, 8
-        hl, _ = _check_common(buf, base)
+        hl = _hdr_len(buf, base)
     else:
         base, hl, m, sbn, esi, sbl = _decode_obj_pid(buf, fec_id, fec2_m)
     exts = _decode_exts(buf, base, hl)
@@ -869,7 +866,7 @@ def _decode_cmd(buf: bytes, fec2_m: int) -> Any:
             seq, src, inst, grtt, bo, gs, fec_id, obj, sbn, esi, sbl, exts, objs, m
         )
     if flavor == CMD_CC:
-        hl, _ = _check_common(buf, 24)
+        hl = _hdr_len(buf, 24)
         _, _, _, _, _, _, _, _, res, ccseq, tsec, tusec = _CC.unpack_from(buf, 0)
         exts = _decode_exts(buf, 24, hl)
         n = len(buf) - hl
@@ -877,7 +874,7 @@ def _decode_cmd(buf: bytes, fec2_m: int) -> Any:
             raise DecodeError("cc_node_list", f"{n} octets is not a multiple of 8")
         ccnodes = [CCNode(*_CCNODE.unpack_from(buf, o)) for o in range(hl, len(buf), 8)]
         return NormCmdCC(seq, src, inst, grtt, bo, gs, ccseq, tsec, tusec, res, exts, ccnodes)
-    hl, _ = _check_common(buf, 16)
+    hl = _hdr_len(buf, 16)
     exts = _decode_exts(buf, 16, hl)
     if flavor == CMD_EOT:
         res = _unpack_u24(buf, 13)
@@ -1081,7 +1078,7 @@ class NormReport:
 
 
 def _decode_nack(buf: bytes, fec2_m: int) -> NormNack:
-    hl, _ = _check_common(buf, 24)
+    hl = _hdr_len(buf, 24)
     _, _, seq, src, srv, inst, res, gs, gu = _FB.unpack_from(buf, 0)
     exts = _decode_exts(buf, 24, hl)
     reqs = decode_repair_requests(buf, hl, len(buf), fec2_m)
@@ -1089,7 +1086,7 @@ def _decode_nack(buf: bytes, fec2_m: int) -> NormNack:
 
 
 def _decode_ack(buf: bytes, fec2_m: int) -> NormAck:
-    hl, _ = _check_common(buf, 24)
+    hl = _hdr_len(buf, 24)
     _, _, seq, src, srv, inst, at, aid, gs, gu = struct.unpack_from(">BBHIIHBBII", buf, 0)
     exts = _decode_exts(buf, 24, hl)
     wm: RepairItem | None = None
@@ -1102,7 +1099,7 @@ def _decode_ack(buf: bytes, fec2_m: int) -> NormAck:
 
 
 def _decode_report(buf: bytes) -> NormReport:
-    hl, _ = _check_common(buf, 8)
+    _hdr_len(buf, 8)  # checked only: the content starts at octet 8 (hdr_len is kept)
     _, hlw, seq, src = _COMMON.unpack_from(buf, 0)
     return NormReport(seq, src, hlw, buf[8:])
 
@@ -1195,12 +1192,7 @@ def header_regions(buf: bytes | bytearray | memoryview) -> tuple[int, int]:
         base = 24
     else:
         raise DecodeError("type", f"unknown NORM message type {t}")
-    end = buf[1] << 2
-    if end > n:
-        raise DecodeError("hdr_len", f"hdr_len {end} octets > message length {n}")
-    if end < base:
-        raise DecodeError("hdr_len", f"hdr_len {end} octets < base header {base}")
-    return base, end
+    return base, _hdr_len(buf, base)
 
 
 def message_type(buf: bytes) -> int:
