@@ -525,6 +525,12 @@ class AlcReceiver:
                 refs = ob.refs
                 if refs is None:
                     ob.buf[off : off + E] = memoryview(data)[start:]
+                elif type(data) is bytes:  # zero copy (inline _hold)
+                    j = ob.sbase[sbn] + esi
+                    refs[j] = data
+                    ob.roffs[j] = start  # type: ignore[index]
+                    ob.bytes += start
+                    self._buffered += start
                 else:
                     self._hold(ob, ob.sbase[sbn] + esi, data, start)
                 have[esi] = 1
@@ -700,12 +706,19 @@ class AlcReceiver:
     # ------------------------------------------------------------------ completion
     def _complete(self, ob: _Obj, now: float) -> None:
         self._drop_obj(ob)
-        if ob.refs is None:
+        refs = ob.refs
+        if refs is None:
             data = bytes(ob.buf)
         else:
-            data = b"".join(
-                [self._sym(ob, sbn, esi) for sbn, k in enumerate(ob.ks) for esi in range(k)]
-            )
+            # symbol j sits at offset j*E of the object (blocks are contiguous); only
+            # the object's last symbol may be shorter than E
+            E = ob.E
+            assert ob.roffs is not None
+            parts = [memoryview(r)[o : o + E] for r, o in zip(refs, ob.roffs, strict=True)]  # type: ignore[arg-type]
+            if parts:
+                parts[-1] = parts[-1][: ob.L - (len(parts) - 1) * E]
+            data = b"".join(parts)
+            del parts
             ob.refs = None  # release the datagrams now
         if ob.key < 0:
             self._done_fdt.add(-1 - ob.key)

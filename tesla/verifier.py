@@ -849,9 +849,10 @@ class TeslaReceiver:
     def next_deadline(self) -> float | None:
         """Local time at which the oldest buffered interval becomes stale (its key was due
         ``key_wait`` s ago and never came), or None if nothing is buffered."""
-        if not self._pending or self.key_wait is None:
+        pend = self._pending
+        if not pend or self.key_wait is None:
             return None
-        return min(p.hi for p in self._pending.values()) + self.key_wait
+        return pend[min(pend)].hi + self.key_wait  # (hi grows with the interval index)
 
     def expire(self, now: float) -> int:
         """Evict (``drop.stale``) the intervals whose key is more than ``key_wait`` s
