@@ -31,7 +31,7 @@ from math import isqrt
 
 from cryptography.hazmat.primitives.hmac import HMAC
 
-from tesla.crypto import _HASH_CLASSES, F_MESSAGE, F, F_prime, constant_time_equal
+from tesla.crypto import _HASH_CLASSES, F_MESSAGE, F, F_iter, F_prime, constant_time_equal
 from tesla.params import D_MAX, DEFAULT_PRF, PRF_KEY_LEN, TeslaParams
 
 #: default number of already-output keys a sequential store keeps reachable
@@ -167,17 +167,8 @@ class CheckpointChain(ChainStore):
         s = self.spacing
         lo = seg * s
         top = min(lo + s, self.n_chain)
-        k = self.checkpoints[top]
-        alg = _HASH_CLASSES[self.prf_id]()
-        msg = F_MESSAGE
-        rev = [k]
-        for _ in range(top - lo):
-            h = HMAC(k, alg)
-            h.update(msg)
-            k = h.finalize()
-            rev.append(k)
-        rev.reverse()  # rev[x] = K_{lo + x}
-        keys = rev[:s]
+        # generate_chain(...)[x] = K_{lo + x}
+        keys = generate_chain(self.checkpoints[top], top - lo, self.prf_id)[:s]
         self._segs[seg] = keys
         self._lru.append(seg)
         if len(self._lru) > 2:
@@ -571,7 +562,7 @@ class KeyVerifier:
         above = min((y for y in self._known if y > x), default=None)
         if above is None or above - x > self.max_steps:
             return None
-        return _f_iter(self._known[above], above - x, self.prf_id)
+        return F_iter(self._known[above], above - x, self.prf_id)
 
     def check(self, x: int, key: bytes) -> KeyCheck:
         """Process a disclosed key K_x: new-index test then key-verification test."""
@@ -589,20 +580,9 @@ class KeyVerifier:
         steps = x - self.highest
         if steps > self.max_steps:
             return KeyCheck(KeyStatus.TOO_FAR)
-        alg = _HASH_CLASSES[self.prf_id]()
-        msg = F_MESSAGE
-        chain = [key]
-        k = key
-        for _ in range(steps - 1):
-            h = HMAC(k, alg)
-            h.update(msg)
-            k = h.finalize()
-            chain.append(k)
-        h = HMAC(k, alg)
-        h.update(msg)
-        if not constant_time_equal(h.finalize(), self._known[self.highest]):
+        chain = generate_chain(key, steps - 1, self.prf_id)  # chain[m] = K_{highest+1+m}
+        if not constant_time_equal(F(chain[0], self.prf_id), self._known[self.highest]):
             return KeyCheck(KeyStatus.MISMATCH)
-        chain.reverse()  # chain[m] = K_{highest+1+m}
         base = self.highest + 1
         new = [(base + m, kk) for m, kk in enumerate(chain)]
         for idx, kk in new[-self.keep :]:
@@ -620,15 +600,6 @@ class KeyVerifier:
             return
         for idx in sorted(self._known)[: len(self._known) - self.keep]:
             del self._known[idx]
-
-
-def _f_iter(k: bytes, steps: int, prf_id: int) -> bytes:
-    alg = _HASH_CLASSES[prf_id]()
-    for _ in range(steps):
-        h = HMAC(k, alg)
-        h.update(F_MESSAGE)
-        k = h.finalize()
-    return k
 
 
 class KeyVerifierSet:
