@@ -542,10 +542,7 @@ class NormData:
         return bool(self.flags & FLAG_STREAM)
 
     def fti(self) -> ExtFti | None:
-        for e in self.extensions:
-            if e.het == EXT_FTI:
-                return e  # type: ignore[return-value]
-        return None
+        return find_ext(self.extensions, EXT_FTI)  # type: ignore[return-value]
 
 
 def _sender_fields(buf: bytes) -> tuple[int, int, int, int, int, int]:
