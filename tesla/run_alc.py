@@ -86,7 +86,7 @@ def run_send(args: argparse.Namespace) -> int:
                     writer.write(now, src, group, pkt)
         elif args.dry_run:
             now = time.time()
-            for pkt, _ in ((p, None) for p in sender.all_packets(now)):
+            for pkt in sender.all_packets(now):
                 if writer is not None:
                     writer.write(now, src, group, pkt)
                 now += len(pkt) * 8 / args.rate if args.rate else 0.0
