@@ -598,9 +598,17 @@ def _decode_data(buf: bytes, fec2_m: int) -> NormData:
     )
 
 
+@dataclass(slots=True)
 class _CmdBase:
-    """Fields shared by every NORM_CMD flavor (declared in each dataclass)."""
+    """The sender fields that every NORM_CMD flavor starts with (subclass fields follow
+    them, so positional construction is ``(sequence, ..., gsize, <flavor fields>)``)."""
 
+    sequence: int
+    source_id: int
+    instance_id: int
+    grtt: int
+    backoff: int
+    gsize: int
     msg_type = NORM_CMD
 
 
@@ -640,12 +648,6 @@ def _unpack_u24(buf: bytes, off: int) -> int:
 
 @dataclass(slots=True)
 class NormCmdFlush(_CmdBase):
-    sequence: int
-    source_id: int
-    instance_id: int
-    grtt: int
-    backoff: int
-    gsize: int
     fec_id: int
     object_id: int
     sbn: int
@@ -662,12 +664,6 @@ class NormCmdFlush(_CmdBase):
 
 @dataclass(slots=True)
 class NormCmdSquelch(_CmdBase):
-    sequence: int
-    source_id: int
-    instance_id: int
-    grtt: int
-    backoff: int
-    gsize: int
     fec_id: int
     object_id: int
     sbn: int
@@ -685,12 +681,6 @@ class NormCmdSquelch(_CmdBase):
 
 @dataclass(slots=True)
 class NormCmdEot(_CmdBase):
-    sequence: int
-    source_id: int
-    instance_id: int
-    grtt: int
-    backoff: int
-    gsize: int
     reserved: int = 0  # 24 bits, MUST be 0, ignored on receipt (kept for round trip)
     extensions: list[Extension] = field(default_factory=list)
     payload: bytes = b""  # nothing defined; kept
@@ -718,12 +708,6 @@ class CCNode:
 
 @dataclass(slots=True)
 class NormCmdCC(_CmdBase):
-    sequence: int
-    source_id: int
-    instance_id: int
-    grtt: int
-    backoff: int
-    gsize: int
     cc_sequence: int
     send_time_sec: int
     send_time_usec: int
@@ -759,12 +743,6 @@ class NormCmdCC(_CmdBase):
 
 @dataclass(slots=True)
 class NormCmdRepairAdv(_CmdBase):
-    sequence: int
-    source_id: int
-    instance_id: int
-    grtt: int
-    backoff: int
-    gsize: int
     flags: int = 0
     reserved: int = 0
     extensions: list[Extension] = field(default_factory=list)
@@ -783,12 +761,6 @@ class NormCmdRepairAdv(_CmdBase):
 
 @dataclass(slots=True)
 class NormCmdAckReq(_CmdBase):
-    sequence: int
-    source_id: int
-    instance_id: int
-    grtt: int
-    backoff: int
-    gsize: int
     ack_type: int
     ack_id: int
     reserved: int = 0
@@ -808,12 +780,6 @@ class NormCmdAckReq(_CmdBase):
 
 @dataclass(slots=True)
 class NormCmdApplication(_CmdBase):
-    sequence: int
-    source_id: int
-    instance_id: int
-    grtt: int
-    backoff: int
-    gsize: int
     reserved: int = 0
     extensions: list[Extension] = field(default_factory=list)
     content: bytes = b""
