@@ -14,7 +14,14 @@ import pytest
 
 from alc.mmsg import Slab
 from tesla.benchcmd import T0, make_sender, make_stream, raw_packet, tag_overhead
-from tesla.fastpath import FastTeslaReceiver, PackedBatch, locate_alc, sign_batch, split_packed
+from tesla.fastpath import (
+    FastTeslaReceiver,
+    PackedBatch,
+    Scratch,
+    locate_alc,
+    sign_batch,
+    split_packed,
+)
 from tesla.verifier import TeslaReceiver
 
 KEY_HOLDER: dict[str, Any] = {}
@@ -202,11 +209,15 @@ def test_sign_batch_equals_wrap(protocol: str, group: bool) -> None:
     b = make_sender(2, protocol=protocol, n_chain=20, group_key=gk, disclose_every=3)
     b.chains = a.chains  # same keys
     body = 300 - tag_overhead(a)
+    scratch = Scratch()
     for j in range(25):  # intervals across a chain switch (Type 3 / Type 4 tags)
         now = T0 + j * 0.1 + 0.05
         raws = [raw_packet(protocol, body + rng.choice([0, 0, 4, 100]), k, rng) for k in range(9)]
+        if j % 5 == 4:  # one layout: the 2-D path
+            raws = [raw_packet(protocol, body, k, rng) for k in range(9)]
         want = [a.wrap(r, now) for r in raws]
-        buf, st, ln = sign_batch(b, raws, now)
+        # odd intervals into a reused (dirty, longer) scratch buffer
+        buf, st, ln = sign_batch(b, raws, now, scratch if j % 2 else None)
         assert split_packed(buf, st, ln) == want
     assert a.stats["tesla.tagged"] == b.stats["tesla.tagged"]
 
