@@ -163,6 +163,8 @@ def make_receiver(fast: bool = True, pool: Any = None, **kw: Any) -> Any:
         from tesla.fastpath import FastTeslaReceiver
 
         return FastTeslaReceiver(_key().public_key(), pool=pool, **kw)
+    kw.pop("pool_main_share", None)
+    kw.pop("pool_use", None)
     from tesla.verifier import TeslaReceiver
 
     return TeslaReceiver(_key().public_key(), **kw)
@@ -280,6 +282,7 @@ def receiver_ns(
     pool: Any = None,
     batch: int = 1024,
     wall: bool = False,
+    **rx_kw: Any,
 ) -> tuple[float, int]:
     """ns per authenticated packet, and the number authenticated.  ``mode``: "ref"
     (reference ``receive`` per packet), "refbatch" (reference ``receive_batch`` with
@@ -297,7 +300,7 @@ def receiver_ns(
         cuts.append((a, b))
         a = b
     for _ in range(repeat):
-        rx = make_receiver(fast=mode == "fast", pool=pool)
+        rx = make_receiver(fast=mode == "fast", pool=pool, **rx_kw)
         gc.collect()
         t = clk()
         if mode == "ref":
@@ -742,6 +745,9 @@ def _profile(
         row("receiver fast 1 core", ns1, f"({acc} auth, wall clock)")
         ns, acc = receiver_ns(stream, "fast", repeat, pool=pool)
         row(f"receiver fast+{pool.n}w", ns, f"({acc} auth, wall clock; {ns1 / ns:.2f}x 1 core)")
+        # pipelined on both cores: this process parses and hashes a share, 1 worker the rest
+        ns, acc = receiver_ns(stream, "fast", repeat, pool=pool, pool_main_share=0.3, pool_use=1)
+        row("receiver main+1w", ns, f"({acc} auth, wall clock; {ns1 / ns:.2f}x 1 core)")
         a, b = pool_speedup(stream, alg, pool, repeat + 2)
         out(
             f"  MAC kernel alone, wall clock: 1 process {a:.0f} ns/pkt, {pool.n} workers "

@@ -348,6 +348,33 @@ def mac_rows(
     return b"".join(digs)
 
 
+def _zero_fields(
+    arr: np.ndarray, starts: np.ndarray, moffs: np.ndarray, goffs: np.ndarray, km: int
+) -> np.ndarray:
+    """Read out the ``km``-octet MAC fields (returned, ``(n, km)``) and zero them and the
+    Group MAC fields (``goffs`` >= 0) in place: RFC 5776 §3.3.1."""
+    midx = (starts + moffs)[:, None] + np.arange(km)
+    tags = arr[midx]
+    arr[midx] = 0
+    gmask = goffs >= 0
+    if gmask.any():
+        arr[(starts[gmask] + goffs[gmask])[:, None] + np.arange(4)] = 0
+    return tags
+
+
+def _ctl_mask(arr: np.ndarray, st: np.ndarray, lens: np.ndarray, hb: int) -> np.ndarray:
+    """The wrapper's key-disclosure-only packets (header octets, before zeroing)."""
+    hdr_end = arr[st + hb].astype(np.int64) << 2
+    if hb == 2:
+        return (lens == hdr_end) & ((arr[st + 1] & 3) == 0)
+    return (
+        (lens == hdr_end)
+        & ((arr[st] & 15) == 3)
+        & (lens > 12)
+        & (arr[st + np.minimum(12, lens)] == 7)
+    )
+
+
 def verify_packed(
     pb: PackedBatch,
     moffs: np.ndarray,
@@ -361,14 +388,7 @@ def verify_packed(
     MAC field at ``goffs`` or -1): returns ``(ok mask, tags (n, km))``.  Zeroes the
     fields in ``pb`` (RFC 5776 §3.3.1: MAC and Group MAC zero during the computation)."""
     n = pb.n
-    arr = pb.arr
-    ar = np.arange(km)
-    midx = (pb.starts + moffs)[:, None] + ar
-    tags = arr[midx]
-    arr[midx] = 0
-    gmask = goffs >= 0
-    if gmask.any():
-        arr[(pb.starts[gmask] + goffs[gmask])[:, None] + np.arange(4)] = 0
+    tags = _zero_fields(pb.arr, pb.starts, moffs, goffs, km)
     if pool is not None and n >= POOL_MIN_PACKETS:
         digs = pool.mac_packed(pb.arr, pb.starts, pb.lens, mac_key, mac_id, km)
         ok = (digs == tags).all(axis=1)
@@ -386,11 +406,46 @@ class FastTeslaReceiver(TeslaReceiver):
     ``pool``: optional :class:`tesla.workers.WorkerPool` for the MAC loop of large
     intervals."""
 
-    def __init__(self, *args: Any, pool: WorkerPool | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        pool: WorkerPool | None = None,
+        pool_main_share: float = 0.0,
+        pool_use: int = 0,
+        **kw: Any,
+    ) -> None:
+        self._job: tuple[Any, int, Any, np.ndarray, np.ndarray] | None = None
         super().__init__(*args, **kw)
         self.pool = pool
+        #: fraction of an interval's rows this process hashes itself (main + workers)
+        self.pool_main_share = pool_main_share
+        #: workers of the pool used (0 = all)
+        self.pool_use = pool_use
         self._hdr_scratch = Scratch()
         self._auth_scratch = Scratch()
+
+    # -- what can observe an interval in flight in the pool collects it first ----------
+    @property
+    def stats(self) -> dict[str, int]:
+        self._drain()
+        return super().stats
+
+    def pop_authenticated_lists(self) -> tuple[list[bytes], list[Any]]:
+        self._drain()
+        return super().pop_authenticated_lists()
+
+    def pop_authenticated(self) -> list[tuple[bytes, Any]]:
+        self._drain()
+        return super().pop_authenticated()
+
+    @property
+    def has_authenticated(self) -> bool:
+        self._drain()
+        return bool(super().has_authenticated)
+
+    def close(self) -> int:
+        self._drain()
+        return super().close()
 
     # -- entry points -------------------------------------------------------------
     def receive_slab(self, slab: Slab, metas: Sequence[Any] | None = None) -> None:
@@ -418,6 +473,7 @@ class FastTeslaReceiver(TeslaReceiver):
         k = 0
         while k < n:
             if not self._ready:
+                self._drain()
                 super().receive(pkts[k], float(times[k]), ms[k])
                 k += 1
                 continue
@@ -452,6 +508,7 @@ class FastTeslaReceiver(TeslaReceiver):
         sig_idx = np.flatnonzero(sig)
         m = int(sig_idx[0]) if len(sig_idx) else n  # packets [0, m) are tags or malformed
         if m == 0:
+            self._drain()
             super().receive(sub[0], float(times[k0]), ms[k0])
             return k0 + 1
         if m < n:
@@ -567,6 +624,7 @@ class FastTeslaReceiver(TeslaReceiver):
                 if buf_idx:
                     self._bulk_buffer(sub, ms, k0, buf_idx, i, moff, goff, typ, commits, keymat, pb)
             if e < pb_n:
+                self._drain()
                 super().receive(sub[e], float(t[e]), ms[k0 + e])
                 e += 1
             s = e
@@ -586,6 +644,8 @@ class FastTeslaReceiver(TeslaReceiver):
         """Count the drops of a segment by reason (unsafe ones classified as the
         reference does: a copy of an accepted packet is a replay)."""
         cnt = np.bincount(seg, minlength=_C_EVENT + 1)
+        if cnt[_C_UNSAFE] or cnt[_C_KNOWN]:
+            self._drain()  # the replay test reads the accepted tags of the interval in flight
         for c in (_C_MALFORMED, _C_REPLAY, _C_BAD_GM, _C_BAD_KEY):
             if cnt[c]:
                 self._drop(_C_NAME[c], int(cnt[c]))
@@ -750,6 +810,19 @@ class FastTeslaReceiver(TeslaReceiver):
         moffs = np.asarray(pend.moffs, dtype=np.int64)
         goffs = np.asarray(pend.goffs, dtype=np.int64)
         pool = self.pool
+        self._drain()  # release order: an interval in flight is released first
+        if pool is not None and hb == 2 and n >= POOL_MIN_PACKETS and not pend.commits:
+            # asynchronous: the workers hash while this process parses what follows; the
+            # result is collected at the next point that could observe it (_drain).
+            # Commitments (chain switch, flushes) and NORM (replay state) stay synchronous.
+            packed = pool.pack(pkts)
+            if packed is not None:
+                data, st, lens = packed
+                ctl = _ctl_mask(data, st, lens, hb)
+                tags = _zero_fields(data, st, moffs, goffs, km)
+                job = pool.submit(n, mac_key, p.mac_id, km, self.pool_main_share, self.pool_use)
+                self._job = (job, w, pend, tags, ctl)
+                return
         oks: list[np.ndarray] = []
         tagl: list[np.ndarray] = []
         ctls: list[np.ndarray] = []
@@ -759,18 +832,7 @@ class FastTeslaReceiver(TeslaReceiver):
             c1 = min(n, c0 + step)
             pb = PackedBatch(pkts[c0:c1] if c0 or c1 < n else pkts, None, self._auth_scratch)
             # control-packet classification before the fields are zeroed (header octets)
-            st = pb.starts
-            arr = pb.arr
-            hdr_end = arr[st + hb].astype(np.int64) << 2
-            if hb == 2:
-                ctls.append((pb.lens == hdr_end) & ((arr[st + 1] & 3) == 0))
-            else:
-                ctls.append(
-                    (pb.lens == hdr_end)
-                    & ((arr[st] & 15) == 3)
-                    & (pb.lens > 12)
-                    & (arr[st + np.minimum(12, pb.lens)] == 7)
-                )
+            ctls.append(_ctl_mask(pb.arr, pb.starts, pb.lens, hb))
             okc, tagc = verify_packed(pb, moffs[c0:c1], goffs[c0:c1], mac_key, p.mac_id, km, pool)
             oks.append(okc)
             tagl.append(tagc)
@@ -778,6 +840,30 @@ class FastTeslaReceiver(TeslaReceiver):
             ok, tags, ctl = oks[0], tagl[0], ctls[0]
         else:
             ok, tags, ctl = np.concatenate(oks), np.concatenate(tagl), np.concatenate(ctls)
+        self._finish(w, pend, ok, tags, ctl)
+
+    def _drain(self) -> None:
+        """Collect the interval in flight in the worker pool, if any, and finish it."""
+        j = self._job
+        if j is None:
+            return
+        self._job = None
+        job, w, pend, tags, ctl = j
+        ok = (job.result() == tags).all(axis=1)
+        self._finish(w, pend, ok, tags, ctl)
+
+    def flush(self) -> None:
+        """Finish the verification in flight (with a pool): its counters and releases."""
+        self._drain()
+
+    def _finish(self, w: int, pend: Any, ok: np.ndarray, tags: np.ndarray, ctl: np.ndarray) -> None:
+        """Counters, duplicates, replay memory, commitments and release of interval w."""
+        p = self.params
+        assert p is not None
+        pkts = pend.pkts
+        n = len(pkts)
+        km = self._km
+        hb = self._hb
         nbad = n - int(ok.sum())
         if nbad:
             self._drop("bad_mac", nbad)

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import sys
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
 import numpy as np
 
-__all__ = ["WorkerPool", "DEFAULT_WORKERS"]
+__all__ = ["WorkerPool", "MacJob", "DEFAULT_WORKERS"]
 
 DEFAULT_WORKERS = 2
 _ROW = 16  # int64 start + int64 length
@@ -94,6 +95,8 @@ class WorkerPool:
             self._procs.append(pr)
         self.batches = 0
         self._closed = False
+        self._job: MacJob | None = None
+        self.jobs = 0  # batches started with submit()
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -148,6 +151,59 @@ class WorkerPool:
         self.batches += 1
         return res
 
+    # -- asynchronous form: pack once into shared memory, hash while the caller goes on --
+    def pack(self, pkts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Pack ``pkts`` back to back into the shared input block (one ``struct`` call, no
+        intermediate buffer) and fill the row table: returns ``(data, starts, lens)``
+        (``data`` is the writable uint8 view of the whole block), or None if they do not
+        fit.  The caller zeroes the MAC fields in ``data`` and then calls :meth:`submit`.
+        Only one batch can be in flight: its :class:`MacJob` must be collected first."""
+        from tesla.fastpath import _splitter
+
+        if self._job is not None:
+            raise RuntimeError("a MacJob is in flight: collect its result() first")
+        n = len(pkts)
+        if n == 0 or n > self.max_rows:
+            return None
+        lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
+        starts = np.cumsum(lens) - lens
+        if int(starts[-1] + lens[-1]) > self.capacity:
+            return None
+        buf = self._in.buf
+        assert buf is not None
+        _splitter(lens, None).pack_into(buf, 0, *pkts)
+        self.rows[:n, 0] = starts
+        self.rows[:n, 1] = lens
+        return self.data, starts, lens
+
+    def submit(
+        self, n: int, key: bytes, mac_id: int, km: int, main_share: float = 0.0, use: int = 0
+    ) -> MacJob:
+        """Start hashing the ``n`` packed rows: ``use`` workers (0 = all) take the first
+        rows, split by octets, and the last ``main_share`` of the rows are left to the
+        caller's process, which hashes them in :meth:`MacJob.result` (so both cores of a
+        2-CPU machine work: main + 1 worker).  Returns at once."""
+        nw = self.n if use <= 0 else min(use, self.n)
+        m = min(n, int(round(n * main_share))) if nw else n
+        cut = n - m
+        busy: list[int] = []
+        if cut:
+            ln = self.rows[:cut, 1]
+            cum = np.cumsum(ln)
+            cuts = [0]
+            for w in range(1, nw):
+                cuts.append(int(np.searchsorted(cum, cum[-1] * w / nw)))
+            cuts.append(cut)
+            for w in range(nw):
+                lo, hi = cuts[w], cuts[w + 1]
+                if hi > lo:
+                    self._conns[w].send((lo, hi, key, mac_id, km))
+                    busy.append(w)
+        job = MacJob(self, n, cut, busy, key, mac_id, km)
+        self._job = job
+        self.jobs += 1
+        return job
+
     def close(self) -> None:
         if self._closed:
             return
@@ -172,3 +228,45 @@ class WorkerPool:
                 s.unlink()
             except FileNotFoundError:
                 pass
+
+
+class MacJob:
+    """One batch in flight in a :class:`WorkerPool` (see :meth:`WorkerPool.submit`)."""
+
+    __slots__ = ("pool", "n", "cut", "busy", "key", "mac_id", "km")
+
+    def __init__(
+        self, pool: WorkerPool, n: int, cut: int, busy: list[int], key: bytes, mac_id: int, km: int
+    ) -> None:
+        self.pool = pool
+        self.n = n
+        self.cut = cut
+        self.busy = busy
+        self.key = key
+        self.mac_id = mac_id
+        self.km = km
+
+    def result(self) -> np.ndarray:
+        """The ``(n, km)`` truncated digests: hashes the caller's share of the rows here,
+        then waits for the workers'."""
+        from tesla.fastpath import mac_rows
+
+        pool = self.pool
+        n, cut, km = self.n, self.cut, self.km
+        res = np.empty((n, km), dtype=np.uint8)
+        try:
+            if cut < n:
+                r = pool.rows[cut:n]
+                buf = pool._in.buf
+                assert buf is not None
+                raw = mac_rows(buf, r[:, 0], r[:, 1], self.key, self.mac_id)
+                hl = len(raw) // (n - cut)
+                res[cut:] = np.frombuffer(raw, dtype=np.uint8).reshape(n - cut, hl)[:, :km]
+            for w in self.busy:
+                pool._conns[w].recv()
+        finally:
+            pool._job = None
+        if cut:
+            res[:cut] = pool.out[:cut, :km]
+        pool.batches += 1
+        return res

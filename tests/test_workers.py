@@ -77,3 +77,36 @@ def test_close_is_idempotent() -> None:
     p = WorkerPool(1, capacity=4096, max_rows=8)
     p.close()
     p.close()
+
+
+@pytest.mark.parametrize("main_share,use", [(0.0, 0), (0.4, 1), (1.0, 1)])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pipelined_pool_same_decisions_on_random_mixes(
+    pool: WorkerPool, monkeypatch: pytest.MonkeyPatch, main_share: float, use: int, seed: int
+) -> None:
+    """Intervals verified asynchronously (workers hash while the batch receiver goes on,
+    collected at the next event, replay test or pop) decide and release exactly as the
+    reference, with forged, unsafe, replayed, truncated datagrams and chain switches."""
+    from tests.test_fastpath import _compare, _mutate, _pub
+
+    monkeypatch.setattr(fp, "POOL_MIN_PACKETS", 1)
+    rng = random.Random(seed)
+    snd = make_sender(2, n_chain=9 if seed == 1 else 100, disclose_every=rng.choice([1, 3]))
+    stream = make_stream(snd, 25, 40, rng.choice([120, 700]), seed=seed)
+    pk = _mutate(stream, rng, snd.params.key_len)
+    ref = TeslaReceiver(_pub(), max_clock_error_ms=20)
+    fast = FastTeslaReceiver(
+        _pub(), max_clock_error_ms=20, pool=pool, pool_main_share=main_share, pool_use=use
+    )
+    for k, (a, b) in enumerate(pk):
+        ref.receive(b, a, k)
+    before = pool.jobs
+    k = 0
+    while k < len(pk):
+        m = rng.choice([1, 7, 64, 300])
+        ch = pk[k : k + m]
+        fast.receive_batch([b for _, b in ch], np.array([a for a, _ in ch]), list(range(k, k + m)))
+        k += m
+    assert ref.stats["accepted"] > 300
+    _compare(ref, fast)
+    assert pool.jobs > before + 3
