@@ -23,7 +23,7 @@ def _alc_runners() -> dict[str, Runner]:
 
 
 def _norm_runners() -> dict[str, Runner]:
-    from norm import app
+    from tesla import run_norm as app
 
     return {"send": app.run_send, "receive": app.run_receive}
 
@@ -33,7 +33,7 @@ RUNNERS: dict[str, Callable[[], dict[str, Runner]]] = {"alc": _alc_runners, "nor
 
 
 def _norm_options(sub: str, parser: argparse.ArgumentParser) -> None:
-    from norm.app import add_options
+    from tesla.run_norm import add_options
 
     add_options(sub, parser)
 

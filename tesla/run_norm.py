@@ -1,4 +1,4 @@
-"""NORM runners behind ``tesla-mcast send|receive --protocol norm`` (see :mod:`tesla.cli`).
+"""NORM runners (CLI layer, on top of norm and tesla) behind ``tesla-mcast send|receive --protocol norm`` (see :mod:`tesla.cli`).
 
 Options on top of the ALC ones (added through ``tesla.cli.OPTION_HOOKS`` by
 :func:`add_options`): ``--node-id``, ``--segment``, ``--block``, ``--parity``,
