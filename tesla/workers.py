@@ -11,7 +11,14 @@ MAC type), and the workers write the truncated digests straight into the output 
 the caller compares tags as one numpy operation.  Only the key of one interval (already
 disclosed and verified, so no longer secret) crosses the pipe.
 
-Batches larger than the shared blocks are processed in chunks.  Use as a context manager
+Pipelined form (what :class:`tesla.fastpath.FastTeslaReceiver` uses): :meth:`WorkerPool.pack`
+packs the datagrams straight into the shared input block (no intermediate buffer), the
+caller zeroes the fields there, :meth:`WorkerPool.submit` starts the workers and returns
+a :class:`MacJob` at once, and :meth:`MacJob.result` later hashes the caller's own share
+of the rows (``main_share``: main process + 1 worker uses both cores of a 2-CPU
+machine) and collects the workers'.  One job in flight at a time.
+
+Batches larger than the shared blocks are processed in chunks (:meth:`mac_packed`).  Use as a context manager
 or call :meth:`close`; worker start uses ``fork`` on Linux (the shared blocks are
 inherited, nothing is re-attached), ``spawn`` elsewhere.
 """

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,9 +19,9 @@ from tesla.workers import WorkerPool
 
 
 @pytest.fixture(scope="module")
-def pool() -> WorkerPool:
+def pool() -> Iterator[WorkerPool]:
     with WorkerPool(2, capacity=1 << 16, max_rows=64) as p:
-        yield p  # type: ignore[misc]
+        yield p
 
 
 @pytest.mark.parametrize("mac_id,km", [(2, 16), (0, 10), (4, 32)])
@@ -87,7 +88,7 @@ def test_pipelined_pool_same_decisions_on_random_mixes(
     """Intervals verified asynchronously (workers hash while the batch receiver goes on,
     collected at the next event, replay test or pop) decide and release exactly as the
     reference, with forged, unsafe, replayed, truncated datagrams and chain switches."""
-    from tests.test_fastpath import _compare, _mutate, _pub
+    from test_fastpath import _compare, _mutate, _pub
 
     monkeypatch.setattr(fp, "POOL_MIN_PACKETS", 1)
     rng = random.Random(seed)
