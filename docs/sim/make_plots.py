@@ -1,6 +1,9 @@
 """Regenerate the example plots and figures of docs/sim/README.md.
 
     python docs/sim/make_plots.py            # writes docs/sim/*.png and docs/sim/results.json
+    python docs/sim/make_plots.py --big-report big.json --big-wall 290
+        # reuse the report of a timed `tesla-mcast simulate scenarios/big-1000.toml --json
+        # big.json` run (the all-engine 1000-receiver run takes minutes)
 
 Everything but the wall-clock timings is deterministic (seeded scenarios).
 """
@@ -34,9 +37,14 @@ def save(fig: plt.Figure, name: str) -> None:
 def main() -> int:
     results: dict[str, object] = {}
     # 1. the 1000-receiver run
-    t = time.perf_counter()
-    rep, _ = run_scenario(load_dict(SCN / "big-1000.toml"))
-    wall = time.perf_counter() - t
+    args = sys.argv[1:]
+    if "--big-report" in args:
+        rep = json.loads(Path(args[args.index("--big-report") + 1]).read_text())
+        wall = float(args[args.index("--big-wall") + 1]) if "--big-wall" in args else 0.0
+    else:
+        t = time.perf_counter()
+        rep, _ = run_scenario(load_dict(SCN / "big-1000.toml"))
+        wall = time.perf_counter() - t
     agg = rep["aggregate"]
     results["big-1000"] = {"wall_s": round(wall, 1), "aggregate": {
         k: agg[k] for k in ("receivers", "engine_receivers", "receivers_complete",
