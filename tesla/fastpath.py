@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from itertools import chain
 from operator import add, itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,8 @@ _DUP_REASON = "duplicate" if "duplicate" in DROP_REASONS else "replay"
 HEADER_PREFIX = 256
 #: rows of an interval verified per chunk (the packed chunk stays in the L2 cache)
 AUTH_CHUNK = 1024
+#: rows cut into ``bytes`` per struct call in :func:`mac_rows` (memory reused warm)
+SPLIT_ROWS = 64
 # per-packet decision codes of a segment (0 = buffer)
 _C_MALFORMED, _C_REPLAY, _C_UNSAFE, _C_KNOWN, _C_BAD_GM, _C_BAD_KEY, _C_EVENT = range(1, 8)
 _C_NAME = {
@@ -329,10 +332,12 @@ def mac_rows(
     """Full HMAC digests of ``buf[s:s+l]`` for each row, joined (keyed once, copied per row).
 
     The tight loop of the pipeline: one ``copy``/``update``/``finalize`` per packet over a
-    ``bytes`` object.  Rows in increasing order are cut into ``bytes`` by one ``struct``
-    call (a C loop of allocations and memcpy: 26 ns per 64 B row, 166 ns per 1400 B row
-    here), which is about half the cost of slicing a memoryview per row (300 ns) and lets
-    ``update`` take its fastest path."""
+    ``bytes`` object.  Rows in increasing order are cut into ``bytes`` by ``struct`` calls
+    (a C loop of allocations and memcpy), :data:`SPLIT_ROWS` rows at a time: cutting all
+    rows of an interval at once allocates megabytes that the allocator returns to the
+    system when freed, so every call page-faults them back in (1285 ns per 1400 B row
+    measured in a worker process, 206-252 ns in the main one), while 64-row pieces reuse
+    the same warm memory (144 ns), half the cost of slicing a memoryview per row."""
     copy = HMAC(key, hash_algorithm(mac_id)).copy
     st = np.asarray(starts, dtype=np.int64)
     ln = np.asarray(lens, dtype=np.int64)
@@ -343,9 +348,31 @@ def mac_rows(
     ap = digs.append
     gaps = st[1:] - (st[:-1] + ln[:-1])
     if bool((gaps >= 0).all()):
-        contiguous = not bool(gaps.any())
-        spl = _splitter(ln, None if contiguous else np.concatenate(([0], gaps)))
-        for part in spl.unpack_from(buf, int(st[0])):
+        plan: list[tuple[struct.Struct, int]] = []
+        R = SPLIT_ROWS
+        if not gaps.any() and bool((ln == ln[0]).all()):
+            L = int(ln[0])
+            s0 = int(st[0])
+            full = _splitter(np.full(min(n, R), L, dtype=np.int64), None)
+            k = 0
+            while k + R <= n:
+                plan.append((full, s0 + k * L))
+                k += R
+            if k < n:
+                plan.append((_splitter(np.full(n - k, L, dtype=np.int64), None), s0 + k * L))
+        else:
+            gl = np.concatenate(([0], gaps)) if gaps.any() else None
+            for a in range(0, n, R):
+                b = min(n, a + R)
+                g = None
+                if gl is not None:
+                    g = gl[a:b].copy()
+                    g[0] = 0
+                plan.append(
+                    (_splitter(ln[a:b], g if g is not None and g.any() else None), int(st[a]))
+                )
+        # lazily: each piece is cut just before it is hashed, the previous one freed
+        for part in chain.from_iterable(sp.unpack_from(buf, off) for sp, off in plan):
             h = copy()
             h.update(part)
             ap(h.finalize())

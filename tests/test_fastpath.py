@@ -245,3 +245,36 @@ def test_packed_batch_layout() -> None:
     assert pb.starts.tolist() == [0, 3, 3] and pb.lens.tolist() == [3, 0, 5]
     assert bytes(pb.buf[:8]) == b"abcdefgh"
     assert struct.unpack("!Q", bytes(pb.buf[8:16]))[0] == 0
+
+
+@pytest.mark.parametrize("layout", ["uniform", "mixed", "gapped", "overlapping"])
+@pytest.mark.parametrize("mac_id,name", [(2, "sha256"), (0, "sha1")])
+def test_mac_rows_is_standard_hmac(layout: str, mac_id: int, name: str) -> None:
+    """The batch MAC kernel computes plain HMAC (hmac.digest) of each row, for every
+    row layout it cuts differently (pieces of SPLIT_ROWS, tails, gaps, memoryview path)."""
+    import hmac
+
+    from tesla.fastpath import SPLIT_ROWS, mac_rows
+
+    rng = random.Random(layout)
+    n = 2 * SPLIT_ROWS + 7
+    key = rng.randbytes(32)
+    if layout == "uniform":
+        lens = [1400] * n
+    else:
+        lens = [rng.choice([64, 76, 1400, 0, 1]) for _ in range(n)]
+    gaps = [rng.randrange(0, 9) if layout == "gapped" else 0 for _ in range(n)]
+    starts, pos = [], 3
+    for g, ln in zip(gaps, lens, strict=True):
+        pos += g
+        starts.append(pos)
+        pos += ln
+    if layout == "overlapping":  # rows out of order: the memoryview path
+        starts[5], starts[6] = starts[6], starts[5]
+        lens[5], lens[6] = lens[6], lens[5]
+    buf = bytearray(rng.randbytes(pos + 5))
+    got = mac_rows(buf, starts, lens, key, mac_id)
+    want = b"".join(
+        hmac.digest(key, bytes(buf[s : s + ln]), name) for s, ln in zip(starts, lens, strict=True)
+    )
+    assert got == want
