@@ -20,7 +20,9 @@ STREAM) and the NACK state machine:
 * **GRTT / CC feedback**: ``grtt_response`` in every NACK/ACK (send_time of the last
   NORM_CMD(CC) + hold time); NORM_CMD(CC) carrying EXT_RATE is answered by NORM_ACK(CC) with
   EXT_CC (at once when listed as CLR/PLR, else after a random backoff, cancelled by any
-  other feedback we send).
+  other feedback we send).  Behind an authentication layer (TESLA, RFC 5776 §4.3 step 5)
+  probes are taken at arrival through :meth:`NormReceiver.congestion_control_hint` (CC
+  timing only) and their authenticated copies are not applied again.
 * **Positive ACK**: NORM_CMD(FLUSH) with an acking node list naming us (or NORM_NODE_ANY) ->
   NORM_ACK(FLUSH) carrying the watermark once everything through it is received; ACK_REQ
   -> NORM_ACK(ack_type, ack_id); response time uniform over 1 GRTT.
@@ -258,6 +260,9 @@ class _Sender:
     cc_rtt: float | None = None  # RTT the sender measured for us (cc_node_list)
     cc_flags: int = 0
     cc_ack_deadline: float | None = None
+    # CC probes already applied before authentication (congestion_control_hint): their
+    # (cc_sequence, send_time) keys, so the authenticated copy is not applied again
+    cc_hinted: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=64))
     seq_expected: int | None = None
     seq_received: int = 0
     seq_lost: int = 0
@@ -289,6 +294,7 @@ class NormReceiver:
         self._events: deque[Any] = deque()
         self._out: list[tuple[bytes, Address | None]] = []
         self._bytes = 0
+        self._cc_preauth = False  # congestion_control_hint in use (see there)
 
     # ------------------------------------------------------------------ Engine API
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
@@ -336,6 +342,41 @@ class NormReceiver:
         elif isinstance(msg, M.NormCmdApplication):
             count(self.stats, "rx.application")
             self._events.append(ApplicationCommand(s.source_id, msg.content))
+
+    def congestion_control_hint(self, data: bytes, now: float) -> None:
+        """RFC 5776 §4.3 step 5: the CC part of a sender message that is *not yet
+        authenticated* (TESLA calls this once the packet passed the safe-packet test, the
+        Group MAC and the disclosed-key checks, before buffering it).
+
+        Only NORM_CMD(CC) of a sender already known from authenticated traffic (same
+        ``source_id`` and ``instance_id``) is used, and only for CC timing: the probe's
+        ``send_time`` / ``cc_sequence`` and arrival time (the ``grtt_response`` echo and the
+        EXT_CC of our next feedback), our ``cc_node_list`` entry (CLR/PLR flags, the RTT
+        the sender measured for us) and the NORM_ACK(CC) response deadline.  Nothing else:
+        no sender is created, no data or object state, no sequence/loss accounting, no
+        ``grtt``/``backoff``/``gsize`` (the NACK/ACK timers keep the values of
+        authenticated messages).  Every other message type is ignored.  When the same
+        probe is later released authenticated, :meth:`receive_datagram` does not apply its
+        CC part again (keyed by ``cc_sequence`` and ``send_time``); once this method has
+        been called, an authenticated probe that was not seen here (it arrived before its
+        sender was known) is not applied either: only arrival-time CC is echoed.  A forged
+        probe can therefore only shift CC timing until the next genuine probe.
+        """
+        self._cc_preauth = True
+        if len(data) < 24 or data[0] != 0x10 | M.NORM_CMD or data[12] != M.CMD_CC:
+            return
+        try:
+            msg = M.decode(data, self.config.fec2_m)
+        except DecodeError:
+            count(self.stats, "cc_hint.malformed")
+            return
+        if not isinstance(msg, M.NormCmdCC) or msg.source_id == self.config.node_id:
+            return
+        s = self.senders.get(msg.source_id)
+        if s is None or s.instance_id != msg.instance_id or s.ended:
+            count(self.stats, "cc_hint.unknown_sender")
+            return
+        self._on_cc(s, msg, now, hint=True)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         self.handle_timer(now)
@@ -890,8 +931,23 @@ class NormReceiver:
                 return
         s.ack_pending.append((now + self.rng.uniform(0.0, s.grtt), ack))
 
-    def _on_cc(self, s: _Sender, msg: M.NormCmdCC, now: float) -> None:
-        count(self.stats, "rx.cc")
+    def _on_cc(self, s: _Sender, msg: M.NormCmdCC, now: float, hint: bool = False) -> None:
+        key = (msg.cc_sequence, msg.send_time_sec, msg.send_time_usec)
+        if hint:
+            if key in s.cc_hinted:
+                count(self.stats, "cc_hint.duplicate")
+                return
+            s.cc_hinted.append(key)
+            count(self.stats, "cc_hint.applied")
+        else:
+            count(self.stats, "rx.cc")
+            if self._cc_preauth:
+                # an authentication layer hands us CC at arrival: this authenticated copy is
+                # d intervals late.  Its CC part was applied at arrival, or (sender not yet
+                # known then) its arrival time is lost: applying it now would echo a hold
+                # time that includes the authentication delay.
+                count(self.stats, "rx.cc_prehinted" if key in s.cc_hinted else "rx.cc_unhinted")
+                return
         s.cc_send_time = (msg.send_time_sec, msg.send_time_usec)
         s.cc_recv_time = now
         newer = ((msg.cc_sequence - s.cc_sequence) & 0xFFFF) < 0x8000

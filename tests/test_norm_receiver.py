@@ -569,6 +569,40 @@ def test_cc_probe_answered_with_ack_cc_and_grtt_response() -> None:
     assert isinstance(n, M.NormNack) and n.grtt_response_sec == int(t0)
 
 
+def test_cc_hint_echoes_arrival_time_and_authenticated_copy_is_not_reapplied() -> None:
+    """RFC 5776 §4.3 step 5: ``congestion_control_hint`` (the probe at arrival, before
+    authentication) sets the echo; the same probe released authenticated 0.3 s later is
+    not applied again (idempotent by cc_sequence/send_time), nor is an authenticated
+    probe whose arrival was not seen."""
+    s = Sender()
+    s.add(1, payload("c", 1000))
+    rx = NormReceiver(ReceiverConfig(node_id=2), rng=random.Random(11))
+    t0 = 1_800_000_000.25
+    t, _ = feed(rx, s.all_source(1)[:2], t0)  # an authenticated sender
+    probe = s.cc(7, t0 - 0.005, nodes=[M.CCNode(2, M.CC_CLR, 0xFF, 0)])
+    state = {o: (x.finished, x.blocks_done) for o, x in rx.senders[SRC].objects.items()}
+    rx.congestion_control_hint(probe, t0)
+    rx.congestion_control_hint(probe, t0 + 0.1)  # a duplicate: harmless
+    assert rx.stats["cc_hint.applied"] == 1 and rx.stats["cc_hint.duplicate"] == 1
+    assert {o: (x.finished, x.blocks_done) for o, x in rx.senders[SRC].objects.items()} == state
+    assert "rx.cc" not in rx.stats  # the hint is not a message reception
+    out = [M.decode(b) for b, _ in rx.datagrams_to_send(t0)]  # CLR: at once
+    (a,) = out
+    assert isinstance(a, M.NormAck) and a.ack_type == M.ACK_CC
+    assert a.grtt_response_sec + a.grtt_response_usec * 1e-6 == pytest.approx(t0 - 0.005)
+    # the authenticated copy, d intervals later: counted, not re-applied, no new ACK
+    feed(rx, [probe], t0 + 0.3)
+    assert rx.stats["rx.cc"] == 1 and rx.stats["rx.cc_prehinted"] == 1
+    assert rx.senders[SRC].cc_recv_time == t0
+    assert rx.datagrams_to_send(t0 + 0.31) == []
+    # a probe never hinted (arrived before the sender was known) is not echoed late
+    feed(rx, [s.cc(8, t0 + 0.1)], t0 + 0.4)
+    assert rx.stats["rx.cc_unhinted"] == 1 and rx.senders[SRC].cc_sequence == 7
+    # hint for an unknown sender / instance: nothing is created
+    rx.congestion_control_hint(Sender(src=9).cc(1, t0), t0)
+    assert 9 not in rx.senders and rx.stats["cc_hint.unknown_sender"] == 1
+
+
 # --------------------------------------------------------------------------- streams
 
 
