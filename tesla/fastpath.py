@@ -850,10 +850,17 @@ class FastTeslaReceiver(TeslaReceiver):
         goffs = np.asarray(pend.goffs, dtype=np.int64)
         pool = self.pool
         self._drain()  # release order: an interval in flight is released first
-        if pool is not None and hb == 2 and n >= POOL_MIN_PACKETS and not pend.commits:
+        keys = self.keys
+        if (
+            pool is not None
+            and hb == 2
+            and n >= POOL_MIN_PACKETS
+            and (not pend.commits or (keys is not None and keys.has_chain(p.chain_of(w) + 1)))
+        ):
             # asynchronous: the workers hash while this process parses what follows; the
-            # result is collected at the next point that could observe it (_drain).
-            # Commitments (chain switch, flushes) and NORM (replay state) stay synchronous.
+            # result is collected at the next point that could observe it (_drain).  A
+            # new chain commitment (stored, then older chains flushed) and NORM (replay
+            # state) stay synchronous; a commitment of a chain already stored is a no-op.
             packed = pool.pack(pkts)
             if packed is not None:
                 data, st, lens = packed
