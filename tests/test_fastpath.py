@@ -251,18 +251,18 @@ def test_packed_batch_layout() -> None:
 @pytest.mark.parametrize("mac_id,name", [(2, "sha256"), (0, "sha1")])
 def test_mac_rows_is_standard_hmac(layout: str, mac_id: int, name: str) -> None:
     """The batch MAC kernel computes plain HMAC (hmac.digest) of each row, for every
-    row layout it cuts differently (pieces of SPLIT_ROWS, tails, gaps, memoryview path)."""
+    row layout it cuts differently (pieces of SPLIT_BYTES, tails, gaps, memoryview path)."""
     import hmac
 
-    from tesla.fastpath import SPLIT_ROWS, mac_rows
+    from tesla.fastpath import SPLIT_BYTES, mac_rows
 
     rng = random.Random(layout)
-    n = 2 * SPLIT_ROWS + 7
+    n = 3 * SPLIT_BYTES // 600 + 7  # several pieces in every layout
     key = rng.randbytes(32)
     if layout == "uniform":
         lens = [1400] * n
     else:
-        lens = [rng.choice([64, 76, 1400, 0, 1]) for _ in range(n)]
+        lens = [rng.choice([64, 76, 1400, 1400, 1400, 0, 1]) for _ in range(n)]
     gaps = [rng.randrange(0, 9) if layout == "gapped" else 0 for _ in range(n)]
     starts, pos = [], 3
     for g, ln in zip(gaps, lens, strict=True):
