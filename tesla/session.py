@@ -12,7 +12,13 @@ NACK/ACK feedback) goes to the engine.
 ``AuthenticatedReceiver(tesla_receiver, engine)``: datagrams go through the verifier;
 only authenticated ones reach the engine (with the address they arrived from).  NORM
 receiver feedback (NACK/ACK/REPORT of other receivers, used for suppression) carries no
-TESLA tag (RFC 5776 §5.2) and is passed to the engine as is.  With ``sync="direct"``
+TESLA tag (RFC 5776 §5.2) and is passed to the engine as is.  Congestion control
+before authentication (RFC 5776 §4.3 step 5, ``cc_preauth=True``, NORM only): the
+verifier hands every packet that passed the safe-packet test (and Group MAC / key checks)
+to the engine's ``congestion_control_hint(data, now)`` before buffering it, so the NORM
+receiver echoes NORM_CMD(CC) probes at arrival, not d intervals later (see
+``docs/tesla-choices.md`` row 34).  ALC has no CC building block here: nothing to do.
+With ``sync="direct"``
 the receiver sends a Type 5 request to ``sync_addr`` (None = the session group) at
 start and every ``sync_retry`` seconds until D_t is known.
 
@@ -132,6 +138,7 @@ class AuthenticatedReceiver:
         *,
         sync_addr: Address | None = None,
         sync_retry: float = 1.0,
+        cc_preauth: bool = True,
     ) -> None:
         self.tesla = tesla_receiver
         self.engine = engine
@@ -139,6 +146,9 @@ class AuthenticatedReceiver:
         self.sync_retry = sync_retry
         self._next_sync: float | None = None
         self._norm = tesla_receiver.protocol == PROTO_NORM
+        hint = getattr(engine, "congestion_control_hint", None)
+        if cc_preauth and self._norm and hint is not None:
+            tesla_receiver.cc_hint = hint
 
     @property
     def stats(self) -> dict[str, int]:

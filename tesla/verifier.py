@@ -17,7 +17,11 @@ Per datagram (:meth:`TeslaReceiver.receive`), in the order of RFC 5776 §4.3:
 4. disclosed key (Types 1 and 4): new-index test / key-verification test against the
    chain's commitment (``drop.bad_key`` on mismatch; keys of chains without a
    commitment are ignored, RFC "unverifiable key test");
-5. (congestion control is the engine's business, after release);
+5. congestion control: if :attr:`TeslaReceiver.cc_hint` is set (``AuthenticatedReceiver``
+   sets it to ``NormReceiver.congestion_control_hint``), it is called with the datagram
+   and ``now`` once steps 1-4 passed, before buffering (never for a packet steps 1-4
+   drop; one then refused by the buffer bound was handed over, the RFC's order);
+   otherwise CC is the engine's business after release;
 6. buffered by interval (a reference to the datagram, no copy);
 7. when K_w becomes legitimate (disclosed or derived), all packets buffered for w are
    verified as ONE batch: the interval's datagrams are joined into one slab, the MAC
@@ -288,6 +292,10 @@ class TeslaReceiver:
         self.max_key_walk = max_key_walk
         self.key_wait = key_wait
         self.macs = macs or HmacMacs()
+        #: RFC 5776 §4.3 step 5 hook ``(datagram, now)``: called for a packet that passed
+        #: steps 1-4, before it is buffered (per-datagram path; :meth:`receive_batch` falls
+        #: back to it when set; ``FastTeslaReceiver``'s bulk path, ALC only, does not call it)
+        self.cc_hint: Callable[[bytes, float], None] | None = None
         self._stats: dict[str, int] = {f"drop.{r}": 0 for r in DROP_REASONS}
         self._stats.update(
             {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0}
@@ -459,6 +467,7 @@ class TeslaReceiver:
                 or passes > BATCH_MAX_RESTARTS
                 or not self._fast
                 or self.early_discard is not None
+                or self.cc_hint is not None
             ):
                 rx = self.receive
                 for k in range(start, n):
@@ -661,6 +670,8 @@ class TeslaReceiver:
                     pend.moffs.append(off + 8 + kp)
                 else:
                     pend.moffs.append(off + 8)
+                if self.cc_hint is not None:
+                    self.cc_hint(data, now)
                 pend.pkts.append(data)
                 pend.metas.append(meta)
                 pend.goffs.append(-1)
@@ -786,6 +797,9 @@ class TeslaReceiver:
         if c > self._max_chain_seen:
             self._max_chain_seen = c
             self._flush_before_chain(c - 1)
+        # -- congestion control before authentication (step 5)
+        if self.cc_hint is not None:
+            self.cc_hint(data, now)
         # -- early discard (RFC 5776 §4.3.1): never signalling packets
         ed = self.early_discard
         if ed is not None and self._discardable(data) and ed(data):

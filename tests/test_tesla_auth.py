@@ -424,6 +424,67 @@ def test_norm_authenticated_transfer_loss_jitter(group_key: bytes | None, sync: 
             assert st[f"drop.{reason}"] == 0, (reason, st)
 
 
+def test_cc_hint_only_for_packets_passing_the_safe_test() -> None:
+    """RFC 5776 §4.3 step 5: the verifier hands a packet to the engine's CC hook only
+    after steps 1-4 passed (never before the bootstrap, never unsafe, malformed or with a
+    bad key); a forged packet inside the safe window reaches the hook (CC timing only, see
+    tests/test_cc_preauth.py) but is still dropped as bad_mac and never released.  ALC
+    sessions get no hook (no CC building block)."""
+    from norm.receiver import NormReceiver
+    from norm.receiver import ReceiverConfig as NRC
+
+    snd, _ = norm_pair(random.Random(5).randbytes(20_000))
+    stream: list[tuple[bytes, float]] = []
+    t = T_START
+    while t < T_START + 1.0:
+        stream += [(d, t) for d, _ in snd.datagrams_to_send(t)]
+        t += 0.002
+    tr = TeslaReceiver(
+        KEY.public_key(),
+        protocol=PROTO_NORM,
+        max_clock_error_ms=20,
+        template=ControlTemplate(source_id=10),
+    )
+    eng = NormReceiver(NRC(node_id=10))
+    rx = AuthenticatedReceiver(tr, eng)
+    assert tr.cc_hint == eng.congestion_control_hint
+    hinted: list[bytes] = []
+    released: list[bytes] = []
+    tr.cc_hint = lambda d, now: hinted.append(d)
+    real = eng.receive_datagram
+    eng.receive_datagram = lambda d, a, now: (released.append(d), real(d, a, now))  # type: ignore[method-assign]
+    first_data = next(d for d, _ in stream if d[0] & 15 == 2)
+    rx.receive_datagram(first_data, None, T_START)  # before any bootstrap
+    assert hinted == [] and tr.stats["drop.no_bootstrap"] == 1
+    boot = [(d, at) for d, at in stream if d[0] & 15 == 3 and d[12] == 7]  # control pkts
+    for d, at in stream[:5] + boot[:1]:
+        rx.receive_datagram(d, None, at + 0.005)
+    n0 = len(hinted)
+    late, at = stream[10]
+    rx.receive_datagram(late, None, at + 0.5)  # d*T_int = 0.2 s: unsafe
+    rx.receive_datagram(late[:20], None, at + 0.005)  # malformed
+    assert len(hinted) == n0 and tr.stats["drop.unsafe"] == 1
+    assert tr.stats["drop.malformed"] == 1
+    forged = bytearray(stream[11][0])
+    forged[-1] ^= 1
+    rx.receive_datagram(bytes(forged), None, stream[11][1] + 0.005)
+    assert hinted[-1] == bytes(forged)  # passed steps 1-4: CC may use it
+    for d, at in stream[11:]:
+        rx.receive_datagram(d, None, at + 0.005)
+    t = stream[-1][1]
+    while t < stream[-1][1] + 1.0:
+        rx.handle_timer(t)
+        for d, _ in snd.datagrams_to_send(t):
+            rx.receive_datagram(d, None, t + 0.005)
+        t += 0.01
+    assert tr.stats["drop.bad_mac"] == 1
+    assert bytes(forged) not in released and stream[11][0] in released
+    assert (
+        AuthenticatedReceiver(alc_receiver().tesla, AlcReceiver(ReceiverConfig())).tesla.cc_hint
+        is None
+    )
+
+
 # ----------------------------------------------------------------------- batch receive
 
 
