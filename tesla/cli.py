@@ -180,9 +180,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench_main(argv[1:])
     if argv[:1] == ["keygen"]:  # keygen owns its options (tesla/keygen.py)
-        from tesla.wiring import keygen_command
+        from tesla.keygen import keygen_main
 
-        return keygen_command(argv[1:])
+        return keygen_main(argv[1:])
     if argv[:1] == ["simulate"]:  # the simulator owns its options (tesla/sim/cli.py)
         from tesla.sim.cli import simulate_main
 

@@ -25,11 +25,14 @@ MAX_RSA_BITS = 7168
 
 
 def keypair_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
-    """``path`` is a directory (-> dir/SENDER.pem, dir/SENDER.pub) or the private key
-    file (the public one gets the suffix ``.pub``)."""
+    """``path`` is a directory (-> dir/SENDER.pem, dir/SENDER.pub), a stem without suffix
+    (``SENDER`` -> SENDER.pem, SENDER.pub) or the private key file (the public one gets
+    the suffix ``.pub``)."""
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() or str(path).endswith(os.sep):
         return p / PRIVATE_KEY_NAME, p / PUBLIC_KEY_NAME
+    if not p.suffix:
+        p = p.with_suffix(".pem")
     return p, p.with_suffix(".pub")
 
 
@@ -48,6 +51,7 @@ def generate_keypair(
         for f in (priv, pub):
             if f.exists():
                 raise FileExistsError(f"{f} exists (use overwrite / --force)")
+    priv.parent.mkdir(parents=True, exist_ok=True)
     key = generate_private_key(bits)
     save_private_key(key, priv, password)
     save_public_key(key.public_key(), pub)
@@ -69,7 +73,7 @@ def keygen_main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         priv, pub = generate_keypair(args.out, args.bits, overwrite=args.force)
-    except (ValueError, FileExistsError) as e:
+    except (ValueError, OSError) as e:
         print(f"keygen: {e}", file=sys.stderr)
         return 2
     print(f"private key: {priv}\npublic key:  {pub}")

@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import ipaddress
-import os
 import random
 import socket
 import sys
@@ -734,28 +733,6 @@ def add_endpoints(
     drv.add(main, sock, dest, receive=receive, loss=loss, on_sent=on_sent)
     drv.add(side_view, usock, None, receive=True)
     weakref.finalize(drv, usock.close)
-
-
-def keygen_command(argv: list[str]) -> int:
-    """``tesla-mcast keygen --out SENDER`` (see :func:`tesla.keygen.keygen_main`):
-    ``--out`` names a directory or the private key file; without a suffix,
-    ``SENDER`` -> ``SENDER.pem`` + ``SENDER.pub``."""
-    from tesla.keygen import keygen_main
-
-    out = list(argv)
-    for k, a in enumerate(out):
-        val = None
-        if a == "--out" and k + 1 < len(out):
-            val, pos = out[k + 1], k + 1
-        elif a.startswith("--out="):
-            val, pos = a[6:], k
-        if val is not None:
-            p = Path(val)
-            if not p.is_dir() and not p.suffix and not val.endswith(os.sep):
-                val = str(p.with_suffix(".pem"))
-                out[pos] = val if pos == k + 1 else "--out=" + val
-            break
-    return keygen_main(out)
 
 
 def demo_auth(rx: Any, sender: Any, args: argparse.Namespace, tsi: int) -> tuple[Any, Any, str]:

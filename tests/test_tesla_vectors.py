@@ -565,3 +565,11 @@ def test_keygen_writes_pem_pair(tmp_path: Path) -> None:
     assert keygen_main(["--out", str(tmp_path), "--bits", "1024"]) == 2
     assert keygen_main(["--out", str(tmp_path / "x.pem"), "--bits", "1024"]) == 0
     assert (tmp_path / "x.pub").exists()
+
+
+def test_keygen_creates_missing_directories(tmp_path: Path) -> None:
+    from tesla.keygen import keygen_main
+
+    target = tmp_path / "not" / "yet" / "SENDER"
+    assert keygen_main(["--out", str(target), "--bits", "1024"]) == 0
+    assert (target.parent / "SENDER.pem").exists() and (target.parent / "SENDER.pub").exists()
