@@ -20,7 +20,7 @@ STREAM) and the NACK state machine:
 * **GRTT / CC feedback**: ``grtt_response`` in every NACK/ACK (send_time of the last
   NORM_CMD(CC) + hold time); NORM_CMD(CC) carrying EXT_RATE is answered by NORM_ACK(CC) with
   EXT_CC (at once when listed as CLR/PLR, else after a random backoff, cancelled by any
-  other feedback we send).  Behind an authentication layer (TESLA, RFC 5776 §4.3 step 5)
+  other feedback we send; a newer probe only replaces the pending answer's echo, as in NRL).  Behind an authentication layer (TESLA, RFC 5776 §4.3 step 5)
   probes are taken at arrival through :meth:`NormReceiver.congestion_control_hint` (CC
   timing only) and their authenticated copies are not applied again.
 * **Positive ACK**: NORM_CMD(FLUSH) with an acking node list naming us (or NORM_NODE_ANY) ->
@@ -950,7 +950,6 @@ class NormReceiver:
                 return
         s.cc_send_time = (msg.send_time_sec, msg.send_time_usec)
         s.cc_recv_time = now
-        newer = ((msg.cc_sequence - s.cc_sequence) & 0xFFFF) < 0x8000
         s.cc_sequence = msg.cc_sequence
         s.cc_flags = 0
         immediate = False
@@ -965,9 +964,15 @@ class NormReceiver:
             return
         if immediate:
             s.cc_ack_deadline = now
-        elif newer or s.cc_ack_deadline is None:
+        elif s.cc_ack_deadline is None:
             # NRL: maxBackoff = GRTT * max(K, 4)
             s.cc_ack_deadline = now + random_backoff(s.grtt * max(s.backoff, 4), s.gsize, self.rng)
+        # else: a response is pending.  A newer probe (§5.5.2.2 rule 2) cancels the answer to
+        # the older round -- its send_time / cc_sequence are replaced above, so the
+        # NORM_ACK(CC) that goes out is for the newest probe only -- but does not restart
+        # the backoff (NRL keeps its cc_timer running likewise).  Restarting it would starve
+        # GRTT feedback whenever probes come faster than the K*GRTT backoff window (probing
+        # every ~2*GRTT while the answer waits up to 4*GRTT: most rounds went unanswered).
 
     def _on_squelch(self, s: _Sender, msg: M.NormCmdSquelch, now: float) -> None:
         count(self.stats, "rx.squelch")

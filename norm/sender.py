@@ -15,9 +15,11 @@ What it does:
   order, then a ``1*GRTT`` holdoff during which only content beyond the repair position is
   merged.
 * GRTT probing with NORM_CMD(CC) (send_time, cc_sequence, EXT_RATE when probing is active or
-  CC is on, cc_node_list with CC), responses from NACK/ACK ``grtt_response`` feed the RFC 5401
-  estimator (:class:`norm.cc.GrttEstimator`); the advertised ``grtt`` is
-  ``max(GRTT, segment_size / rate)``.
+  CC is on, cc_node_list with CC or active probing), responses from NACK/ACK
+  ``grtt_response`` feed the RFC 5401 estimator (:class:`norm.cc.GrttEstimator`); the
+  advertised ``grtt`` is ``max(GRTT, segment_size / rate)``.  Active probing without CC runs
+  the CLR selection of NORM-CC without applying its rate, so the listed CLR answers each probe
+  at once and the estimate follows the path RTT within a few probe intervals.
 * NORM_CMD(FLUSH) repeated ``robust_factor`` times once per 2*GRTT when idle; NORM_CMD(EOT)
   after :meth:`NormSender.end`.
 * Positive acknowledgement: :meth:`NormSender.set_watermark` polls an acking node list with
@@ -363,6 +365,18 @@ class NormSender:
                 robust_factor=cfg.robust_factor,
             )
             if cfg.cc
+            else None
+        )
+        # Active GRTT probing without CC (RFC 5740 §5.5.1: EXT_RATE "MAY also be used to
+        # proactively solicit RTT feedback from the receiver group per congestion control
+        # operation even when the sender is not conducting congestion control rate
+        # adjustment"): the CC feedback bookkeeping runs (CLR/PLR selection, cc_node_list)
+        # but its rate is never applied.  The listed CLR/PLR answer each probe at once
+        # (§5.5.2.2) instead of after RandomBackoff(K*GRTT) -- up to 2 s with the initial
+        # 0.5 s GRTT -- so the estimate can follow the real RTT within a few probe rounds.
+        self._rtt_cc: NormCC | None = (
+            NormCC(cfg.segment_size, grtt=cfg.grtt, robust_factor=cfg.robust_factor)
+            if self.cc is None and cfg.probe == "active"
             else None
         )
         self._events: list[Any] = []
@@ -905,7 +919,9 @@ class NormSender:
         # timer for minutes, so while the estimate moves (it grew during the interval or
         # decays now) we probe again after a few GRTT ("adjust the GRTT collection period
         # dynamically in response to ... variations in it"), and back off once it is steady.
-        grew = est.grtt > self._grtt_after_probe
+        # (changes within 5 % count as steady, else RTT jitter at the estimate's floor kept
+        # the fast probing going forever)
+        grew = est.grtt > 1.05 * self._grtt_after_probe
         if est.peak > 0.0:
             self._grtt_peak_last, self._grtt_quiet = est.peak, 0
         else:
@@ -913,16 +929,17 @@ class NormSender:
         est.end_interval()
         unsettled = (
             grew
-            or est.grtt < self._grtt_after_probe
-            or (0.0 < self._grtt_peak_last < est.grtt and self._grtt_quiet <= 3)
+            or est.grtt < 0.95 * self._grtt_after_probe
+            or (0.0 < self._grtt_peak_last < 0.95 * est.grtt and self._grtt_quiet <= 3)
         )
         self._grtt_after_probe = est.grtt
         exts: list[M.Extension] = []
         nodes: list[M.CCNode] = []
-        if self.cc is not None:
-            ccseq = self.cc.probe_sent(now, grtt)
+        ccm = self.cc if self.cc is not None else self._rtt_cc
+        if ccm is not None:
+            ccseq = ccm.probe_sent(now, grtt)
             max_items = max(1, (self.cfg.segment_size // 8))
-            for nid, flags, rtt, rate in self.cc.node_list(min(max_items, 16)):
+            for nid, flags, rtt, rate in ccm.node_list(min(max_items, 16)):
                 nodes.append(
                     M.CCNode(
                         nid,
@@ -947,7 +964,14 @@ class NormSender:
             )
             if unsettled:
                 self._probe_interval = self.cfg.probe_interval_min
-                interval = min(interval, max(self.cfg.probe_interval_fast, 2 * est.grtt))
+                fast = max(self.cfg.probe_interval_fast, 2 * est.grtt)
+                if ccm is not None and ccm.clr is not None and ccm.rtt_clr > 0:
+                    # the CLR answers at once: collect over 2*RTT_clr (RFC 5740 §5.5.2.1
+                    # rule 3 probes once per RTT_clr), not below 10 ms nor two packet
+                    # intervals (rule 4: at most one NORM_CMD(CC) per NORM_DATA)
+                    pkt = (self.cfg.segment_size + 44) / max(self.rate, 1.0)
+                    fast = min(fast, max(2 * ccm.rtt_clr, 0.01, 2 * pkt))
+                interval = min(interval, fast)
             if self.cc is not None:
                 interval = min(interval, max(grtt, 0.05))
         self._probe_next = now + interval
@@ -1079,9 +1103,20 @@ class NormSender:
             else:
                 rtt = None
         ext = msg.cc()
-        if self.cc is not None and ext is not None:
+        ccm = self.cc if self.cc is not None else self._rtt_cc
+        if ccm is not None and ext is not None:
+            if (
+                ccm is self._rtt_cc
+                and ccm.clr is None
+                and rtt is not None
+                and self._probe_next is not None
+            ):
+                # first responder: it becomes the CLR; end this collection period soon so
+                # the next probe lists it (RFC 5401 §3.7.1: "more rapid probing ... at
+                # protocol startup")
+                self._probe_next = min(self._probe_next, now + max(2 * rtt, 0.01))
             cc_rtt = unquantize_rtt(ext.cc_rtt) if ext.cc_flags & M.CC_RTT else None
-            self.cc.feedback(
+            ccm.feedback(
                 now,
                 self.grtt,
                 msg.source_id,

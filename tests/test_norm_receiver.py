@@ -569,6 +569,37 @@ def test_cc_probe_answered_with_ack_cc_and_grtt_response() -> None:
     assert isinstance(n, M.NormNack) and n.grtt_response_sec == int(t0)
 
 
+def test_newer_cc_probe_refreshes_pending_answer_without_restarting_backoff() -> None:
+    """RFC 5740 §5.5.2.2 rule 2 / NRL: a newer NORM_CMD(CC) replaces the pending answer's
+    echo (send_time, cc_sequence) but keeps its backoff running; restarting it on every probe
+    left the sender without GRTT feedback when probes come faster than K*GRTT."""
+    s = Sender()
+    rx = NormReceiver(ReceiverConfig(node_id=2), rng=random.Random(3))
+    t0 = 1_800_000_000.0
+    feed(rx, [s.cc(1, t0)], t0)
+    first = rx.get_timer()
+    assert first is not None and first > t0
+    out: list[bytes] = []
+    t = t0
+    probes = 0
+    while probes < 50:  # a probe every 0.1 s (< the backoff window K*GRTT)
+        t += 0.1
+        out += run_until(rx, t)
+        if out:
+            break
+        probes += 1
+        feed(rx, [s.cc(1 + probes, t)], t)
+        assert rx.get_timer() == first  # pending answer not pushed out
+    assert probes >= 2  # several newer probes arrived while the answer was pending
+    (a,) = [M.decode(b) for b in out]
+    assert isinstance(a, M.NormAck) and a.ack_type == M.ACK_CC
+    cc = a.cc()
+    assert cc is not None and cc.cc_sequence == 1 + probes  # answers the newest probe
+    held = first - (t0 + 0.1 * probes)
+    echo = a.grtt_response_sec + a.grtt_response_usec * 1e-6
+    assert echo == pytest.approx(t0 + 0.1 * probes + held, abs=2e-6)  # send_time + hold time
+
+
 def test_cc_hint_echoes_arrival_time_and_authenticated_copy_is_not_reapplied() -> None:
     """RFC 5776 §4.3 step 5: ``congestion_control_hint`` (the probe at arrival, before
     authentication) sets the echo; the same probe released authenticated 0.3 s later is

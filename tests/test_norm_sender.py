@@ -689,3 +689,42 @@ def test_grtt_decays_quickly_after_a_late_answer() -> None:
     assert min(drops) >= 0.9 - 1e-9
     # steady again: probing backs off
     assert s._probe_interval >= s.cfg.probe_interval_min
+
+
+def test_grtt_converges_from_default_initial_estimate_over_5ms_path() -> None:
+    """Sender + receiver over a simulated 5 ms RTT path, default initial GRTT 0.5 s (RFC).
+    The first NORM_ACK(CC) (after RandomBackoff(K*GRTT)) makes the receiver the listed
+    CLR, which answers each later probe at once (RFC 5740 §5.5.2.2); probing every
+    2*RTT_clr while the estimate moves, the 0.9-per-interval decay of RFC 5401 §3.7.1
+    reaches the path RTT within a few seconds, so the end-of-transfer flush (robust_factor
+    x 2*GRTT) no longer takes ~20 s."""
+    s = NormSender(NormSenderConfig(node_id=1, instance_id=7, rate=6.25e6, seed=1))
+    assert s.grtt_est.grtt == 0.5
+    r = NormReceiver(ReceiverConfig(node_id=2), rng=random.Random(2))
+    m = Medium({"s": s, "r": r}, {}, delay=0.0025)
+    data = random.Random(1).randbytes(1_000_000)
+    s.enqueue_data(data)
+    got: list[bytes] = []
+    flushed: list[float] = []
+    trace: list[tuple[float, float]] = []
+
+    def until() -> bool:
+        trace.append((m.now - T0, s.grtt_est.grtt))
+        got.extend(e.data for e in events(r) if isinstance(e, ObjectReceived))
+        if any(isinstance(e, TxFlushCompleted) for e in events(s)):
+            flushed.append(m.now - T0)
+        return m.now - T0 >= 6.0
+
+    m.run(until, 7.0)
+    assert got == [data]
+    assert flushed and flushed[0] < 5.0, flushed  # was ~18 s
+    assert max(g for t, g in trace if t >= 4.0) < 0.05
+    assert 0.004 < s.grtt_est.grtt < 0.01  # the path RTT, not below it
+    # never faster than the rule allows: at most 10 % per probe interval
+    drops = [b / a for (_, a), (_, b) in zip(trace, trace[1:], strict=False) if b < a]
+    assert min(drops) >= 0.9 - 1e-9
+    assert r.stats.get("ack.cc_sent", 0) <= s.stats["tx.cmd.cc"]
+    # once steady, probing backs off again
+    n = s.stats["tx.cmd.cc"]
+    m.run(lambda: m.now - T0 >= 9.0, 9.5)
+    assert s.stats["tx.cmd.cc"] - n <= 5
