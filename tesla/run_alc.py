@@ -12,6 +12,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -218,13 +219,21 @@ def run_receive(args: argparse.Namespace) -> int:
     drv = Driver()
     loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
     add_endpoints(drv, rx, sock, None, loss=loss, iface=args.iface)
+    run_receiver(drv, sock, done, args.timeout, rx.stats)
+    return finish_receive(rx, sink, args, t0)
+
+
+def run_receiver(
+    drv: Driver, sock: Any, done: Callable[[], bool], timeout: float | None, stats: dict[str, int]
+) -> None:
+    """Run the receive loop until ``done`` (Ctrl-C ends it too), close the socket and add
+    the driver's drop counters (e.g. injected loss) to the receiver's ``stats``."""
     try:
-        drv.run(until=done, timeout=args.timeout)
+        drv.run(until=done, timeout=timeout)
     except KeyboardInterrupt:
         pass
     finally:
         sock.close()
     for k, v in drv.stats.items():
         if k.startswith("drop."):
-            rx.stats[k] = rx.stats.get(k, 0) + v
-    return finish_receive(rx, sink, args, t0)
+            stats[k] = stats.get(k, 0) + v

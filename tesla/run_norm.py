@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from alc.net import Driver, LossInjector, open_socket, parse_group
+from tesla.run_alc import run_receiver
 
 _ADDED: set[int] = set()
 
@@ -299,15 +300,7 @@ def run_receive(args: argparse.Namespace) -> int:
                 state["n"], state["last"] = n, now
             return bool(files) and now - state["last"] > args.idle_timeout
 
-        try:
-            drv.run(until=done, timeout=args.timeout)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            sock.close()
-        for k, v in drv.stats.items():
-            if k.startswith("drop."):
-                rx.stats[k] = rx.stats.get(k, 0) + v
+        run_receiver(drv, sock, done, args.timeout, rx.stats)
     summary = {
         "complete": bool(files) and not failures,
         "received": len(files),
