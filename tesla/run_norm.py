@@ -23,8 +23,6 @@ from typing import Any
 from alc.net import Driver, LossInjector, open_socket, parse_group
 from tesla.run_alc import run_receiver
 
-_ADDED: set[int] = set()
-
 
 def _node_list(text: str) -> list[int]:
     out = []
@@ -62,9 +60,8 @@ def _onoff(text: str) -> bool:
 
 def add_options(sub: str, p: argparse.ArgumentParser) -> None:
     """OPTION_HOOKS entry: NORM options for ``send`` and ``receive``."""
-    if sub not in ("send", "receive") or id(p) in _ADDED:
+    if sub not in ("send", "receive"):
         return
-    _ADDED.add(id(p))
     g = p.add_argument_group("NORM (--protocol norm)")
     g.add_argument(
         "--node-id",

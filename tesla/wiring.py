@@ -89,7 +89,6 @@ DEFAULT_SYNC_RETRY = 0.25
 #: Group MAC function used with ``--group-mac`` (TESLA-MAC value, out of band with K_g)
 GROUP_MAC_ID = 2
 
-_ADDED: set[int] = set()
 _clock = time.time
 
 
@@ -126,9 +125,8 @@ def _addr(text: str) -> Address:
 
 def add_options(sub: str, p: argparse.ArgumentParser) -> None:
     """OPTION_HOOKS entry: TESLA options for ``send``, ``receive`` and ``demo``."""
-    if sub not in ("send", "receive", "demo") or id(p) in _ADDED:
+    if sub not in ("send", "receive", "demo"):
         return
-    _ADDED.add(id(p))
     g = p.add_argument_group("TESLA authentication (RFC 5776)")
     g.add_argument(
         "--no-auth", action="store_true", help="plain mode: no TESLA (default: authenticated)"
