@@ -16,7 +16,6 @@ the default suite.  Group random in 239.255.0.0/16, random port, interface 127.0
 from __future__ import annotations
 
 import hashlib
-import heapq
 import multiprocessing as mp
 import os
 import random
@@ -24,6 +23,7 @@ import time
 from typing import Any
 
 import pytest
+from medium import Medium
 
 from alc.net import Driver, LossInjector, open_socket
 from norm.receiver import NormReceiver, ObjectReceived, ReceiverConfig
@@ -162,44 +162,6 @@ def test_three_receivers_20mb_loopback() -> None:
 # --------------------------------------------------------------------------- simulated medium
 
 
-class _Medium:
-    """Sans-I/O multicast medium in virtual time: every datagram reaches every other engine
-    after ``delay`` unless that node loses it (independent, seeded loss per receiver)."""
-
-    def __init__(self, engines: dict[str, Any], loss: float, seed: int, delay: float = 0.002):
-        self.engines, self.loss, self.delay = engines, loss, delay
-        self.rng = random.Random(seed)
-        self.q: list[tuple[float, int, str, bytes, str]] = []
-        self.n = 0
-        self.now = 1_700_000_000.0
-
-    def addr(self, name: str) -> tuple[str, int]:
-        return ("127.0.0.1", 1000 + list(self.engines).index(name))
-
-    def run(self, until: Any, limit: float) -> bool:
-        end = self.now + limit
-        while self.now < end:
-            for name, e in self.engines.items():
-                t = e.get_timer()
-                if t is not None and t <= self.now:
-                    e.handle_timer(self.now)
-                for d, _dst in e.datagrams_to_send(self.now):
-                    for other in self.engines:
-                        if other != name and (other == "s" or self.rng.random() >= self.loss):
-                            self.n += 1
-                            heapq.heappush(self.q, (self.now + self.delay, self.n, other, d, name))
-            if until():
-                return True
-            ts = [t for e in self.engines.values() if (t := e.get_timer()) is not None]
-            if self.q:
-                ts.append(self.q[0][0])
-            self.now = max(min(ts) if ts else self.now + 0.01, self.now + 1e-5)
-            while self.q and self.q[0][0] <= self.now:
-                _, _, dst, d, src = heapq.heappop(self.q)
-                self.engines[dst].receive_datagram(d, self.addr(src), self.now)
-        return False
-
-
 def _simulated(suppress: bool, seed: int, n_rx: int = 8) -> tuple[int, int]:
     data = random.Random(seed).randbytes(64_000)
     snd = NormSender(
@@ -224,7 +186,7 @@ def _simulated(suppress: bool, seed: int, n_rx: int = 8) -> tuple[int, int]:
                     got[n] = ev.data
         return len(got) == n_rx
 
-    assert _Medium({"s": snd, **rxs}, LOSS, seed).run(until, 120.0)
+    assert Medium({"s": snd, **rxs}, {n: LOSS for n in rxs}, seed=seed).run(until, 120.0)
     assert all(g == data for g in got.values())
     sent = sum(r.stats.get("nack.sent", 0) for r in rxs.values())
     return sent, sum(r.stats.get("nack.suppressed", 0) for r in rxs.values())

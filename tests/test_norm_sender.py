@@ -3,11 +3,11 @@ sender + several NormReceivers (NACK suppression)."""
 
 from __future__ import annotations
 
-import heapq
 import random
 from typing import Any
 
 import pytest
+from medium import Medium
 
 from norm import messages as M
 from norm.cc import CC_START, GrttEstimator, NormCC, tcp_rate
@@ -338,50 +338,6 @@ def test_sender_cc_probe_carries_node_list_and_rate() -> None:
 
 
 # ---------------------------------------------------------------------------- simulated medium
-
-
-class Medium:
-    """Multicast medium: every datagram reaches every other engine after ``delay`` unless
-    the receiving node loses it (independent loss per receiver)."""
-
-    def __init__(
-        self, engines: dict[str, Any], loss: dict[str, float], delay: float = 0.002, seed: int = 1
-    ) -> None:
-        self.engines = engines
-        self.loss = loss
-        self.delay = delay
-        self.rng = random.Random(seed)
-        self.q: list[tuple[float, int, str, bytes, str]] = []
-        self.n = 0
-        self.now = T0
-
-    def addr(self, name: str) -> tuple[str, int]:
-        return ("127.0.0.1", 1000 + list(self.engines).index(name))
-
-    def run(self, until: Any, limit: float) -> bool:
-        while self.now < T0 + limit:
-            for name, e in self.engines.items():
-                t = e.get_timer()
-                if t is not None and t <= self.now:
-                    e.handle_timer(self.now)
-                for d, dst in e.datagrams_to_send(self.now):
-                    for other in self.engines:
-                        if other == name or (dst is not None and dst != self.addr(other)):
-                            continue  # unicast goes to its destination only
-                        if self.rng.random() >= self.loss.get(other, 0.0):
-                            self.n += 1
-                            heapq.heappush(self.q, (self.now + self.delay, self.n, other, d, name))
-            if until():
-                return True
-            ts = [t for e in self.engines.values() if (t := e.get_timer()) is not None]
-            if self.q:
-                ts.append(self.q[0][0])
-            nxt = min(ts) if ts else self.now + 0.01
-            self.now = max(nxt, self.now + 1e-5)
-            while self.q and self.q[0][0] <= self.now:
-                _, _, dst, d, src = heapq.heappop(self.q)
-                self.engines[dst].receive_datagram(d, self.addr(src), self.now)
-        return False
 
 
 def _multi(
