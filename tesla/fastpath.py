@@ -72,7 +72,12 @@ from cryptography.hazmat.primitives.hmac import HMAC
 from alc.errors import DecodeError
 from tesla.authenticator import TeslaSender
 from tesla.crypto import F_prime, hash_algorithm
-from tesla.verifier import DROP_REASONS, REPLAY_MEMORY_INTERVALS, TeslaReceiver
+from tesla.verifier import (
+    DROP_REASONS,
+    PER_PACKET_OVERHEAD,
+    REPLAY_MEMORY_INTERVALS,
+    TeslaReceiver,
+)
 
 if TYPE_CHECKING:
     from alc.mmsg import Slab
@@ -447,6 +452,68 @@ def verify_packed(
 
 
 # ---------------------------------------------------------------------------- receiver
+#: octets of each datagram packed for the uniform lane (LCT header through the tag)
+LANE_PREFIX = 128
+#: header layouts (and intervals) per batch beyond which the general path is used
+LANE_MAX_CLASSES = 4
+
+
+class _LaneView:
+    """State-independent facts of a batch for :meth:`FastTeslaReceiver._lane`."""
+
+    __slots__ = ("params", "n", "lens", "elig", "off", "typ", "i", "moff", "keys")
+
+    def __init__(self, params: Any, n: int) -> None:
+        self.params = params
+        self.n = n
+        self.lens = np.zeros(n, dtype=np.int64)
+        self.elig = np.zeros(n, dtype=bool)
+        self.off = np.zeros(n, dtype=np.int64)
+        self.typ = np.zeros(n, dtype=np.int64)
+        self.i = self.off
+        self.moff = self.off
+        self.keys: np.ndarray | None = None
+
+
+def _lct_walk(data: bytes, asid: int) -> tuple[int, int, list[int]] | None:
+    """The walk of ``TeslaReceiver._locate`` (ALC) over one datagram: ``(offset of our
+    EXT_AUTH, header end, the octet positions the walk read)``, None where it raises."""
+    n = len(data)
+    if n < 4:
+        return None
+    b1 = data[1]
+    end = data[2] << 2
+    start = 4 + (((data[0] >> 2) & 3) + 1) * 4 + ((b1 >> 5) & 4) + ((b1 >> 3) & 0xC)
+    start += ((b1 >> 3) & 2) * 2
+    if end > n or start > end:
+        return None
+    cols = [0, 1, 2]
+    found = -1
+    pos = start
+    while pos < end:
+        het = data[pos]
+        cols.append(pos)
+        if het >= 128:
+            pos += 4
+            continue
+        if pos + 1 >= end:
+            return None
+        cols.append(pos + 1)
+        ln = data[pos + 1] << 2
+        if ln == 0 or pos + ln > end:
+            return None
+        if het == 1 and ln >= 4:
+            cols.append(pos + 2)
+            if data[pos + 2] >> 4 == asid:
+                if found >= 0:
+                    return None
+                found = pos
+        pos += ln
+    if found < 0:
+        return None
+    return found, end, cols
+
+
 class FastTeslaReceiver(TeslaReceiver):
     """Batch receiver with the reference's decisions (see module doc).
 
@@ -470,6 +537,9 @@ class FastTeslaReceiver(TeslaReceiver):
         self.pool_use = pool_use
         self._hdr_scratch = Scratch()
         self._auth_scratch = Scratch()
+        self._lane_scratch = Scratch()
+        #: datagrams buffered by the uniform lane (:meth:`_lane`), for tests and benchmarks
+        self.lane_packets = 0
 
     # -- what can observe an interval in flight in the pool collects it first ----------
     @property
@@ -518,13 +588,247 @@ class FastTeslaReceiver(TeslaReceiver):
         times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
         ms: Sequence[Any] = metas if metas is not None else [None] * n
         k = 0
+        lane: _LaneView | None = None
+        misses = 0
         while k < n:
             if not self._ready:
                 self._drain()
                 super().receive(pkts[k], float(times[k]), ms[k])
                 k += 1
                 continue
+            if misses < 2 and self._lane_enabled():
+                if lane is None or lane.params is not self.params:
+                    lane = self._lane_view(pkts)
+                m = self._lane(lane, pkts, times, ms, k)
+                if m:
+                    k += m
+                    misses = 0
+                    continue
+                # one packet the lane cannot take (first of an interval, a new key, a
+                # signalling or damaged packet): the reference decides it, then the lane
+                # goes on; two in a row hand the rest to the general batch path
+                misses += 1
+                if misses == 1:
+                    self._drain()
+                    super().receive(pkts[k], float(times[k]), ms[k])
+                    k += 1
+                    continue
             k = self._run(pkts, times, ms, k)
+            misses = 0
+
+    # -- the uniform lane: the reference's per-packet fast path, over a whole batch ------
+    def _lane_enabled(self) -> bool:
+        return bool(
+            self._fast and self._hb == 2 and self.early_discard is None and self.cc_hint is None
+        )
+
+    def _lane_view(self, pkts: list[bytes]) -> _LaneView:
+        """What the lane needs of each datagram, independent of receiver state: the first
+        :data:`LANE_PREFIX` octets are packed in fixed-stride rows (one ``struct`` call);
+        the reference walk of ``_locate`` runs on one representative datagram per header
+        layout (usually 1-3 per batch: Type 1, 2 and 3 tags), and a datagram has that
+        layout iff every octet the walk read (flags, HDR_LEN, each HET/HEL, the ASID/Type
+        octet of each EXT_AUTH) equals the representative's and its length covers the
+        header: then ``_locate`` finds the same offset in it."""
+        p = self.params
+        n = len(pkts)
+        P = LANE_PREFIX
+        lv = _LaneView(p, n)
+        lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
+        lv.lens = lens
+        # its own buffer: ``keys`` stays a view of it while the batch is processed
+        buf = self._lane_scratch.get(n * P)
+        _splitter(np.full(n, P, dtype=np.int64), None).pack_into(buf, 0, *pkts)
+        a2 = np.frombuffer(buf, dtype=np.uint8, count=n * P).reshape(n, P)
+        elig = lv.elig
+        off = lv.off
+        typ = lv.typ
+        kp = self._kp
+        tag_len = self._tag_len
+        # Types 3 and 4 (next-chain commitment, last key of the previous chain) go the
+        # reference's full path, whose decisions for a pending interval are the same
+        # checks plus the chain test, the cached-key test (Type 4) and the stored
+        # commitment (Type 3): multi-chain sessions (RFC 5776 §3.4.5-§3.4.6) send Type 3
+        # in most intervals
+        lane_types = (1, 2) if p is None or p.single_chain else (1, 2, 3, 4)
+        left = np.ones(n, dtype=bool)
+        r = 0
+        for _ in range(LANE_MAX_CLASSES):
+            walk = _lct_walk(pkts[r], self.asid)
+            if walk is None:
+                left[r] = False
+            else:
+                found, end, cols = walk
+                ca = np.asarray(cols, dtype=np.intp)
+                same = (a2[:, ca] == a2[r, ca]).all(axis=1) & (lens >= end) & left
+                left &= ~same
+                t = pkts[r][found + 2] & 15
+                if end <= P and t in lane_types and pkts[r][found + 1] << 2 == tag_len[t]:
+                    elig |= same
+                    off[same] = found
+                    typ[same] = t
+            nxt = np.flatnonzero(left[r:])
+            if not len(nxt):
+                break
+            r += int(nxt[0])
+        if not elig.any():
+            return lv
+        o = int(off[int(np.argmax(elig))])
+        if bool((off[elig] == o).all()):
+            # one EXT_AUTH offset (the usual case): column slices, no gathers
+            lv.i = a2[:, o + 4 : o + 8].copy().view(">u4").ravel().astype(np.int64)
+            lv.moff = np.where(typ == 2, o + 8, o + 8 + kp)
+            lv.keys = a2[:, o + 8 : o + 8 + kp]  # the key (Types 1, 4) or commitment (3)
+            return lv
+        flat = a2.ravel()
+        at = np.arange(0, n * P, P, dtype=np.int64) + off
+        lv.i = _gather_u32(flat, at + 4)
+        lv.moff = off + np.where(typ == 2, 8, 8 + kp)
+        k1 = np.flatnonzero(elig & (typ != 2))
+        if len(k1):
+            lv.keys = np.zeros((n, kp), dtype=np.uint8)
+            lv.keys[k1] = flat[(at[k1] + 8)[:, None] + np.arange(kp)]
+        return lv
+
+    def _lane(
+        self, lv: _LaneView, pkts: list[bytes], times: np.ndarray, ms: Sequence[Any], k: int
+    ) -> int:
+        """Buffer the longest run of datagrams from ``k`` that the reference would buffer
+        through its fast path (``TeslaReceiver.receive``: eligible layout, an interval
+        already pending, inside its safe window, ``i`` above the last legitimate key, the
+        same verified K_{i-d} for Type 1, room in the interval and in the buffer), in
+        bulk; returns how many (0: the reference must decide datagram k)."""
+        elig = lv.elig
+        if not elig[k]:
+            return 0
+        n = lv.n
+        bad = np.flatnonzero(~elig[k:])
+        m = int(bad[0]) if len(bad) else n - k
+        e = k + m
+        i = lv.i[k:e]
+        t = times[k:e]
+        typ = lv.typ[k:e]
+        i0 = int(i[0])
+        single = bool((i == i0).all())
+        ws = [i0] if single else _distinct(i).tolist()
+        if len(ws) > LANE_MAX_CLASSES:  # many short intervals: the first few this time
+            ws = ws[:LANE_MAX_CLASSES]
+            m = int(np.argmax(i > ws[-1]))
+            e = k + m
+            i, t, typ = i[:m], t[:m], typ[:m]
+            if m == 0:
+                return 0
+        ok = np.ones(m, dtype=bool)
+        mk = self._max_known
+        lim = self.max_packets_per_interval
+        assert self.params is not None
+        n1 = self.params.n_chain + 1
+        pends = []
+        for w in ws:
+            rows = None if single else np.flatnonzero(i == w)
+            pend = self._pending.get(w)
+            if pend is None or w <= mk:
+                if rows is None:
+                    return 0
+                ok[rows] = False
+                continue
+            pends.append((w, pend, rows))
+            tt = t if rows is None else t[rows]
+            ty = typ if rows is None else typ[rows]
+            good = (pend.lo <= tt) & (tt < pend.hi)
+            t1 = ty == 1
+            if t1.any():
+                key1 = pend.key1
+                if key1 is None or lv.keys is None:
+                    good &= ~t1
+                else:
+                    kk = lv.keys[k:e] if rows is None else lv.keys[k + rows]
+                    good &= ~t1 | (kk == np.frombuffer(key1, dtype=np.uint8)).all(axis=1)
+            t3 = ty >= 3
+            if t3.any():  # the full path: its own bounds, and no chain switch
+                b = self._bounds.get(w)
+                if b is None or w // n1 > self._max_chain_seen:
+                    good &= ~t3
+                else:
+                    good &= ~t3 | ((b[0] <= tt) & (tt < b[1]))
+                    t4 = ty == 4
+                    if t4.any():  # the last key of chain j-1, already in the key cache
+                        known = self._keycache.get((w // n1) * n1 - 1)
+                        if known is None or lv.keys is None:
+                            good &= ~t4
+                        else:
+                            kk = lv.keys[k:e] if rows is None else lv.keys[k + rows]
+                            good &= ~t4 | (kk == np.frombuffer(known, dtype=np.uint8)).all(axis=1)
+            room = lim - len(pend.pkts)
+            if rows is None:
+                ok &= good
+                ok[max(0, room) :] = False
+            else:
+                ok[rows] &= good
+                ok[rows[max(0, room) :]] = False
+        bad = np.flatnonzero(~ok)
+        if len(bad):
+            m = int(bad[0])
+            e = k + m
+        if m == 0:
+            return 0
+        cost = lv.lens[k:e] + PER_PACKET_OVERHEAD
+        cum = np.cumsum(cost)
+        fit = int(np.searchsorted(cum, self.max_buffered_bytes - self._buffered, side="right"))
+        if fit < m:
+            m = fit
+            e = k + m
+            if m == 0:
+                return 0
+            cum = cum[:m]
+        moff = lv.moff
+        added = 0
+        for _w, pend, rows in pends:
+            r0, r1 = k, e
+            if single:
+                sel = None
+                pend_pk = pkts[k:e]
+                cnt = m
+            else:
+                assert rows is not None
+                sel = rows[rows < m] + k
+                cnt = len(sel)
+                if not cnt:
+                    continue
+                if int(sel[-1]) - int(sel[0]) == cnt - 1:  # contiguous: a slice
+                    r0, r1 = int(sel[0]), int(sel[-1]) + 1
+                    sel = None
+                    pend_pk = pkts[r0:r1]
+                else:
+                    pend_pk = [pkts[j] for j in sel.tolist()]
+            base = len(pend.pkts)
+            ty = lv.typ[r0:r1] if sel is None else lv.typ[sel]
+            js = np.flatnonzero(ty == 3)
+            if len(js):
+                assert lv.keys is not None
+                cm = lv.keys[(r0 + js) if sel is None else sel[js]]
+                if bool((cm == cm[0]).all()):  # one entry for the run (see _finish)
+                    pend.commits.append((base + js, cm[0].tobytes()))
+                else:
+                    vals = [row.tobytes() for row in cm]
+                    pend.commits.extend(zip((base + js).tolist(), vals, strict=True))
+                self._ver += 1
+            pend.pkts.extend(pend_pk)
+            if sel is None:
+                pend.metas.extend(ms[r0:r1])
+                pend.moffs.extend(moff[r0:r1].tolist())
+                c = int(cum[r1 - 1 - k]) - (int(cum[r0 - 1 - k]) if r0 > k else 0)
+            else:
+                sl = sel.tolist()
+                pend.metas.extend([ms[j] for j in sl])
+                pend.moffs.extend(moff[sel].tolist())
+                c = int(lv.lens[sel].sum()) + PER_PACKET_OVERHEAD * cnt
+            pend.goffs.extend([-1] * cnt)
+            pend.nbytes += c
+            added += c
+        self._account(added, m)
+        self.lane_packets += m
+        return m
 
     # -- one run of packets with constant session parameters --------------------------
     def _run(self, pkts: list[bytes], times: np.ndarray, ms: Sequence[Any], k0: int) -> int:
@@ -948,8 +1252,15 @@ class FastTeslaReceiver(TeslaReceiver):
             if len(keep) == n:
                 seen = dict.fromkeys(map(itemgetter(1), pend.commits))
             else:
-                okset = set(keep)
-                seen = dict.fromkeys(c for idx, c in pend.commits if idx in okset)
+                # an entry is (index, commitment) or, from the lane, (index array, one
+                # commitment shared by those datagrams)
+                okm = np.zeros(n, dtype=bool)
+                okm[keep_a] = True
+                seen = dict.fromkeys(
+                    c
+                    for idx, c in pend.commits
+                    if (okm[idx] if type(idx) is int else bool(okm[idx].any()))
+                )
             for commitment in seen:
                 self._new_chain_commitment(p.chain_of(w) + 1, commitment)
         metas = pend.metas

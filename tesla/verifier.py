@@ -241,7 +241,9 @@ class _Pending:
         self.metas: list[Any] = []  # caller's per-packet data (e.g. source address)
         self.moffs: list[int] = []  # offset of the MAC field in each packet
         self.goffs: list[int] = []  # offset of the Group MAC field, -1 if none
-        self.commits: list[tuple[int, bytes]] = []  # (packet index, Type 3 commitment)
+        # (packet index, Type 3 commitment); FastTeslaReceiver's lane also stores
+        # (index array, one commitment shared by those packets)
+        self.commits: list[tuple[Any, bytes]] = []
         self.nbytes = 0
 
 
