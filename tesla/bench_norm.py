@@ -1,0 +1,440 @@
+"""End-to-end NORM file transfer on loopback: authenticated (TESLA) vs plain vs NRL NORM.
+
+Issue 6 asks for "end-to-end authenticated file transfer rates on loopback for ALC and
+NORM beside flute-alc and NRL NORM moving the same files unauthenticated", target
+"authenticated NORM >= 0.5x NRL NORM's", ratio measured in one run.  ALC is in
+:func:`tesla.benchcmd.end_to_end`; this module does NORM::
+
+    python -c "from tesla.bench_norm import norm_end_to_end; norm_end_to_end(print, False)"
+
+One random file (20 MiB, 4 MiB with ``quick``) is moved three times in one run:
+
+1. **ours NORM + TESLA**: :class:`norm.sender.NormSender` -> :func:`tesla.fastpath.sign_batch`
+   (every datagram: EXT_AUTH, HMAC-SHA-256) -> ``sendmmsg`` -> ``recvmmsg`` ->
+   :class:`tesla.fastpath.FastTeslaReceiver` (safe-packet test, key checks, buffering,
+   batch MAC verification) -> only authenticated datagrams -> :class:`norm.receiver.NormReceiver`.
+   The time runs until the receiver engine delivers the object, so it includes the d
+   intervals the last keys take to be disclosed (the sender keeps flushing, and fills
+   silent intervals with key disclosures).  Key chain and RSA key generation are setup,
+   not transfer time (as in the ALC line).
+2. **ours NORM, no auth**: the same without the TESLA layer.
+3. **NRL NORM** (libnorm1 through ``tests/nrl.py``, its own sender and receiver, each
+   instance with its own protocol thread) unauthenticated, from enqueue to the
+   receiver's NORM_RX_OBJECT_COMPLETED.
+
+Ours runs sender and receiver interleaved in one process (one core), in chunks of at
+most ``chunk`` datagrams: the sender engine is asked for its next datagrams (its rate is
+set to 1 TB/s so the token bucket only cuts the output into chunks), they are sent, the
+receiver socket is drained of exactly those datagrams, and receiver feedback (GRTT
+probe answers) goes back to the sender over the network.  Both of ours and NRL use the
+same network setup: a random group in 239.255.0.0/16, random port, interface
+127.0.0.1, TTL 1, multicast loop on, sender and receiver sockets both joined (so, as in
+NRL, each side also receives its own datagrams and discards them).  Same file, segment
+1400 B, block 64, parity 16 (FEC Encoding ID 5, none sent proactively), no loss, CC
+off, initial GRTT 10 ms.  NRL cannot be interleaved: it is run with a configured
+transmit rate, at each rate of ``nrl_rates_mbps``, and its best time is the one the
+ratio uses (above ~500 Mbit/s on a 2-vCPU machine NRL overruns its own receiver and
+gets slower through NACK repair, so a single very high rate would understate it).
+
+Every transfer is checked bit-exact (:class:`TransferError` otherwise).  The returned
+dict maps ``"auth"``, ``"plain"``, ``"nrl"`` (best NRL) and ``"nrl@<rate>"`` to elapsed
+seconds; a line that failed or was skipped is absent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import random
+import select
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TransferError", "norm_end_to_end", "run_nrl", "run_ours"]
+
+SEGMENT = 1400
+BLOCK = 64
+PARITY = 16
+GRTT = 0.01
+#: our sender's rate (bytes/s): never the limit, the token bucket only cuts chunks
+OUR_RATE = 1e12
+TIMEOUT = 60.0
+#: NORM message types a receiver sends (NACK, ACK, REPORT); 1..3 are sender messages
+_FEEDBACK = (4, 5, 6)
+
+
+class TransferError(RuntimeError):
+    """The receiver did not deliver the file bit-exact (or in time)."""
+
+
+def _group() -> tuple[str, int]:
+    """A random group in 239.255.0.0/16 and a random port (the project's network rule)."""
+    return f"239.255.{random.randint(1, 254)}.{random.randint(1, 254)}", random.randint(
+        20000, 60000
+    )
+
+
+def _sender_msgs(slab: Any) -> int:
+    """Datagrams of the last batch that are NORM sender messages (not feedback)."""
+    n = int(slab.count)
+    if n == 0:
+        return 0
+    t = slab.data[:n, 0] & 15
+    return int(((t >= 1) & (t <= 3)).sum())
+
+
+def _feedback_rows(slab: Any) -> np.ndarray:
+    n = int(slab.count)
+    t = slab.data[:n, 0] & 15
+    return np.flatnonzero((t >= 4) & (t <= 6))
+
+
+# ----------------------------------------------------------------------------- ours
+def run_ours(
+    data: bytes,
+    auth: bool,
+    *,
+    chunk: int = 256,
+    tint_ms: int = 50,
+    d: int = 2,
+    stats: dict[str, Any] | None = None,
+) -> float:
+    """Seconds to move ``data`` with our NORM engines over loopback multicast (see the
+    module doc), TESLA-authenticated if ``auth``.  Raises :class:`TransferError` unless
+    the receiver delivers ``data`` bit-exact.  ``stats`` (optional) receives the
+    engines' and TESLA counters."""
+    from alc.mmsg import Slab, recv_batch, send_batch
+    from alc.net import open_socket
+    from norm.receiver import NormReceiver, ObjectReceived, ReceiverConfig
+    from norm.sender import NormSender, NormSenderConfig
+
+    group = _group()
+    s_tx = open_socket(group, "127.0.0.1", receive=True, ttl=1)  # sender: data out, feedback in
+    s_rx = open_socket(group, "127.0.0.1", receive=True, ttl=1)  # receiver
+    rows = chunk + 64
+    slab_r = Slab(rows, 2048)
+    slab_s = Slab(rows, 2048)
+    cfg = NormSenderConfig(
+        node_id=1,
+        segment_size=SEGMENT,
+        block_size=BLOCK,
+        num_parity=PARITY,
+        rate=OUR_RATE,
+        burst=chunk * (SEGMENT + 64) / OUR_RATE,  # bucket depth: about ``chunk`` datagrams
+        grtt=GRTT,
+        seed=1,
+    )
+    ts: Any = None
+    frx: Any = None
+    if auth:  # setup (RSA key, key chain) is not transfer time, as in the ALC line
+        from tesla.authenticator import ControlTemplate, TeslaSender
+        from tesla.bootstrap_sig import generate_private_key
+        from tesla.fastpath import FastTeslaReceiver, Scratch, sign_batch
+        from tesla.ntp import posix_to_ntp
+        from tesla.params import TeslaParams
+
+        priv = generate_private_key(2048)
+        now0 = time.time()
+        params = TeslaParams(
+            t0_ntp=posix_to_ntp(now0 - 0.001),
+            tint_ms=tint_ms,
+            n_chain=max(1000, int(2 * TIMEOUT * 1000 / tint_ms)),
+            d=d,
+        )
+        scratch = Scratch()
+    try:
+        # -- the clock starts before the engines exist: their setup is transfer work
+        t_start = time.perf_counter()
+        snd = NormSender(cfg)
+        if auth:
+            from norm.quantize import quantize_backoff, quantize_gsize, quantize_rtt
+
+            t_setup = time.perf_counter()
+            tpl = ControlTemplate(
+                source_id=snd.node_id,
+                instance_id=snd.instance_id,
+                grtt=quantize_rtt(snd.grtt),
+                backoff=quantize_backoff(cfg.backoff),
+                gsize=quantize_gsize(cfg.group_size),
+            )
+            ts = TeslaSender(params, priv, protocol="norm", template=tpl)
+            ts.chains.key(ts.interval_at(time.time()))  # the chain: O(N), setup
+            frx = FastTeslaReceiver(
+                priv.public_key(),
+                protocol="norm",
+                max_clock_error_ms=5,
+                template=ControlTemplate(source_id=2),
+            )
+            t_start += time.perf_counter() - t_setup
+        snd.enqueue_data(data, info=b"bench.bin")
+        rxe = NormReceiver(ReceiverConfig(node_id=2), random.Random(1))
+        got: list[bytes] = []
+        fb_out = 0
+
+        def deliver(pkts: Sequence[bytes], now: float) -> None:
+            rd = rxe.receive_datagram
+            for p in pkts:
+                rd(p, None, now)
+
+        def receive(now: float) -> None:
+            """One slab of the receiver socket through (TESLA and) the NORM receiver."""
+            fb = _feedback_rows(slab_r)
+            if len(fb):  # our own looped-back feedback: no TESLA tag, to the engine as is
+                allp = slab_r.datagrams()
+                fbs = set(fb.tolist())
+                deliver([allp[k] for k in sorted(fbs)], now)
+                rest = [p for k, p in enumerate(allp) if k not in fbs]
+                if auth and rest:
+                    frx.receive_batch(rest, now)
+                elif rest:
+                    deliver(rest, now)
+            elif auth:
+                frx.receive_slab(slab_r)
+            else:
+                deliver(slab_r.datagrams(), now)
+            if auth and frx.has_authenticated:
+                pk, _ = frx.pop_authenticated_lists()
+                deliver(pk, now)
+
+        def _stats() -> dict[str, Any]:
+            d: dict[str, Any] = {"sender": dict(snd.stats), "receiver": dict(rxe.stats)}
+            if auth:
+                d["tesla"] = dict(frx.stats)
+            return d
+
+        deadline = time.time() + TIMEOUT
+        while not got:
+            now = time.time()
+            if now > deadline:
+                raise TransferError(f"no file after {TIMEOUT:g} s{_irregular(_stats())}")
+            # sender: feedback in (its own looped-back datagrams are discarded)
+            while recv_batch(s_tx, slab_s):
+                for k in _feedback_rows(slab_s).tolist():
+                    snd.receive_datagram(slab_s.datagram(k), slab_s.addr(k), now)
+            out: list[Any] = []
+            if auth:
+                out.extend(ts.control_packets(now))
+            dg = snd.datagrams_to_send(now)
+            if dg:
+                pk = [p for p, _ in dg]
+                if auth:
+                    # signed when sent (the engine took its time producing them)
+                    buf, st, ln = sign_batch(ts, pk, time.time(), scratch)
+                    mv = memoryview(buf)
+                    out.extend(mv[a : a + b] for a, b in zip(st.tolist(), ln.tolist(), strict=True))
+                else:
+                    out.extend(pk)
+            if out:
+                send_batch(s_tx, out, group)
+            # receiver: exactly what was sent (blocking), then its timers and feedback
+            want = len(out) + fb_out
+            fb_out = 0
+            while want > 0:
+                r, _, _ = select.select([s_rx], [], [], 2.0)
+                if not r:
+                    raise TransferError("loopback datagrams lost")
+                recv_batch(s_rx, slab_r)
+                want -= int(slab_r.count)
+                receive(time.time())
+            now = time.time()
+            fb = rxe.datagrams_to_send(now)
+            if fb:
+                for p, a in fb:
+                    send_batch(s_rx, [p], a if a is not None else group)
+                fb_out = len(fb)  # looped back to the receiver socket too
+            while (ev := rxe.next_event()) is not None:
+                if isinstance(ev, ObjectReceived):
+                    got.append(ev.data)
+            if got or out or fb:
+                continue
+            # idle (all data sent, keys of the last intervals not yet disclosed): sleep
+            # until the next timer of either side
+            tms = [t for t in (snd.get_timer(), rxe.get_timer()) if t is not None]
+            if auth and (t := ts.next_deadline()) is not None:
+                tms.append(t)
+            wait = min(tms) - time.time() if tms else 0.001
+            if wait > 0:
+                select.select([s_tx], [], [], min(wait, 0.005))
+        elapsed = time.perf_counter() - t_start
+        if stats is not None:
+            stats.update(_stats())
+        if got[0] != data:
+            raise TransferError(f"received object differs ({len(got[0])} of {len(data)} bytes)")
+        return elapsed
+    finally:
+        s_tx.close()
+        s_rx.close()
+
+
+# ----------------------------------------------------------------------------- NRL
+def load_nrl() -> tuple[ModuleType | None, str]:
+    """``tests/nrl.py`` (the ctypes harness) with libnorm loaded, or (None, reason)."""
+    mod: ModuleType | None = None
+    try:
+        mod = importlib.import_module("tests.nrl")
+    except ImportError:
+        path = Path(__file__).resolve().parents[1] / "tests" / "nrl.py"
+        if not path.is_file():
+            return None, f"the NRL harness tests/nrl.py is not here ({path})"
+        spec = importlib.util.spec_from_file_location("_bench_nrl", path)
+        if spec is None or spec.loader is None:
+            return None, f"cannot load {path}"
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    assert mod is not None
+    try:
+        mod.load()
+    except OSError as e:
+        return None, f"libnorm (NRL NORM, Debian libnorm1) not installed: {e}"
+    return mod, ""
+
+
+def run_nrl(nrl: Any, path: str, data: bytes, rate_mbps: float) -> float:
+    """Seconds from NRL's NormFileEnqueue to its receiver's completion (the received file
+    compared bit-exact); NRL sender and receiver as two instances in this process."""
+    group, port = _group()
+    rx = nrl.Instance()
+    tx = None
+    cache = tempfile.mkdtemp(prefix="bench-nrl-")
+    th = None
+    try:
+        rx.set_cache_directory(cache)
+        rs = rx.session(group, port, 2)
+        rs.set_loopback_multicast()
+        rs.start_receiver()
+        th = nrl.ReceiverThread(rx)
+        th.start()
+        tx = nrl.Instance()
+        ss = tx.session(group, port, 1)
+        ss.set_loopback_multicast()
+        ss.start_sender(
+            segment=SEGMENT,
+            block=BLOCK,
+            parity=PARITY,
+            rate_bps=rate_mbps * 1e6,
+            grtt=GRTT,
+            buffer_space=64 * 1024 * 1024,
+        )
+        time.sleep(0.2)  # both sessions up (NRL's threads), as bench/compare_nrl.py
+        t0 = time.monotonic()
+        ss.enqueue_file(path)
+        if not th.wait(TIMEOUT):
+            raise TransferError(f"NRL: no file after {TIMEOUT:g} s")
+        assert th.last_done is not None
+        el = float(th.last_done - t0)
+        if th.received[0].data != data:
+            raise TransferError("NRL: received file differs")
+        return el
+    finally:
+        if th is not None:
+            th.stop()
+        if tx is not None:
+            tx.close()
+        rx.close()
+        shutil.rmtree(cache, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- main
+def norm_end_to_end(
+    out: Callable[[str], None],
+    quick: bool,
+    size: int | None = None,
+    *,
+    tint_ms: int = 50,
+    chunk: int = 256,
+    nrl_rates_mbps: Sequence[float] | None = None,
+    strict: bool = False,
+) -> dict[str, float]:
+    """Authenticated NORM loopback transfer beside ours plain and NRL NORM (module doc).
+
+    Prints one line per transfer (seconds, Mbit/s of file data) and the ratios; returns
+    the elapsed seconds by line (absent: failed or skipped).  ``strict`` re-raises a
+    failed transfer instead of printing it."""
+    size = size if size is not None else (4 if quick else 20) << 20
+    if nrl_rates_mbps is None:
+        nrl_rates_mbps = (300, 400, 600) if not quick else (400,)
+    data = os.urandom(size)
+    mib = size / (1 << 20)
+    out(
+        f"NORM end-to-end loopback, {mib:g} MiB file, segment {SEGMENT} B, block {BLOCK}, "
+        f"parity {PARITY} (FEC ID 5, none proactive), no loss, CC off, GRTT 10 ms, "
+        f"multicast 239.255.x.y iface 127.0.0.1 TTL 1; ours: sender and receiver interleaved "
+        f"in one process, rate unlimited ({chunk}-datagram chunks), TESLA HMAC-SHA-256 "
+        f"T_int {tint_ms} ms d 2; NRL: configured rate "
+        + "/".join(f"{r:g}" for r in nrl_rates_mbps)
+        + " Mbit/s, best used:"
+    )
+    res: dict[str, float] = {}
+
+    def line(label: str, el: float, note: str = "") -> None:
+        out(f"  {label:<26}{el:8.3f} s {size * 8 / el / 1e6:9.1f} Mbit/s{note}")
+
+    for key, label, auth in (
+        ("auth", "NORM ours + TESLA", True),
+        ("plain", "NORM ours, no auth", False),
+    ):
+        st: dict[str, Any] = {}
+        try:
+            el = run_ours(data, auth, chunk=chunk, tint_ms=tint_ms, stats=st)
+        except Exception as e:  # noqa: BLE001 - report and go on
+            if strict:
+                raise
+            out(f"  {label:<26}failed: {e}")
+            continue
+        res[key] = el
+        line(label, el, _irregular(st))
+    nrl, why = load_nrl()
+    if nrl is None:
+        out(f"  {'NRL NORM, no auth':<26}skipped: {why}")
+    else:
+        d = tempfile.mkdtemp(prefix="bench-norm-")
+        try:
+            path = os.path.join(d, "bench.bin")
+            Path(path).write_bytes(data)
+            for r in nrl_rates_mbps:
+                label = f"NRL NORM {nrl.version()} @{r:g}M"
+                try:
+                    el = run_nrl(nrl, path, data, r)
+                except Exception as e:  # noqa: BLE001
+                    if strict:
+                        raise
+                    out(f"  {label:<26}failed: {e}")
+                    continue
+                res[f"nrl@{r:g}"] = el
+                line(label, el)
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        best = [v for k, v in res.items() if k.startswith("nrl@")]
+        if best:
+            res["nrl"] = min(best)
+    if "auth" in res and "nrl" in res:
+        out(
+            f"  ratio authenticated NORM / NRL NORM (best rate) unauthenticated: "
+            f"{res['nrl'] / res['auth']:.2f}x (target >= 0.5x)"
+        )
+    if "auth" in res and "plain" in res:
+        out(f"  ratio authenticated / our plain NORM: {res['plain'] / res['auth']:.2f}x")
+    if "plain" in res and "nrl" in res:
+        out(f"  ratio our plain NORM / NRL NORM: {res['nrl'] / res['plain']:.2f}x")
+    return res
+
+
+def _irregular(st: dict[str, Any]) -> str:
+    """A note when the transfer was not the clean lossless one (drops, NACK repair)."""
+    parts = []
+    snd = st.get("sender", {})
+    rxs = st.get("receiver", {})
+    if snd.get("rx.nack"):
+        parts.append(f"{snd['rx.nack']} NACKs")
+    for k, v in {**rxs, **{"tesla." + k: v for k, v in st.get("tesla", {}).items()}}.items():
+        if ".drop." in f".{k}" and v and "own_" not in k:
+            parts.append(f"{k}={v}")
+    return f"  ({', '.join(parts)})" if parts else ""

@@ -1,0 +1,61 @@
+"""Correctness (not timing) of the NORM end-to-end bench (tesla/bench_norm.py, issue 6).
+
+A 256 KiB file through the three lines of ``norm_end_to_end``: ours with TESLA, ours
+plain, NRL NORM.  A line is in the returned dict only when its receiver delivered the
+file bit-exact (``strict=True`` raises otherwise); the ratio lines must be printed.
+Network: random groups in 239.255.0.0/16, interface 127.0.0.1, TTL 1.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tesla import bench_norm
+from tesla.bench_norm import TransferError, norm_end_to_end, run_ours
+
+SIZE = 256 << 10
+
+
+def test_norm_end_to_end_three_lines_bit_exact() -> None:
+    lines: list[str] = []
+    res = norm_end_to_end(lines.append, True, SIZE, strict=True)
+    text = "\n".join(lines)
+    assert "auth" in res and "plain" in res, text
+    assert any(ln.lstrip().startswith("NORM ours + TESLA") and "Mbit/s" in ln for ln in lines)
+    assert any(ln.lstrip().startswith("NORM ours, no auth") and "Mbit/s" in ln for ln in lines)
+    assert any("ratio authenticated / our plain NORM:" in ln for ln in lines), text
+    assert all(v > 0 for v in res.values())
+    nrl, why = bench_norm.load_nrl()
+    if nrl is None:
+        assert any("skipped: " + why in ln for ln in lines), text
+        pytest.skip(f"NRL line skipped: {why}")
+    assert "nrl" in res, text
+    assert any(ln.lstrip().startswith("NRL NORM") and "Mbit/s" in ln for ln in lines), text
+    assert any("ratio authenticated NORM / NRL NORM" in ln for ln in lines), text
+
+
+@pytest.mark.parametrize("auth", [True, False])
+def test_run_ours_detects_a_corrupted_file(auth: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bit-exact check is real: flip one octet of what the receiver delivers."""
+    import norm.receiver as nr
+
+    real = nr.ObjectReceived.__init__
+
+    def corrupt(self: nr.ObjectReceived, *a: object, **kw: object) -> None:
+        real(self, *a, **kw)  # type: ignore[arg-type]
+        self.data = b"\x00" + self.data[1:] if self.data[:1] != b"\x00" else b"\x01" + self.data[1:]
+
+    monkeypatch.setattr(nr.ObjectReceived, "__init__", corrupt)
+    with pytest.raises(TransferError, match="differs"):
+        run_ours(os.urandom(64 << 10), auth)
+
+
+def test_nrl_missing_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without libnorm the NRL line says why it was skipped; the others still run."""
+    monkeypatch.setattr(bench_norm, "load_nrl", lambda: (None, "libnorm not installed (test)"))
+    lines: list[str] = []
+    res = norm_end_to_end(lines.append, True, 64 << 10, strict=True)
+    assert "nrl" not in res and "auth" in res and "plain" in res
+    assert any("skipped: libnorm not installed (test)" in ln for ln in lines)
