@@ -49,6 +49,7 @@ import os
 import random
 import select
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -288,7 +289,12 @@ def load_nrl() -> tuple[ModuleType | None, str]:
         if spec is None or spec.loader is None:
             return None, f"cannot load {path}"
         mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
+        sys.modules[spec.name] = mod  # dataclasses look their module up there
+        try:
+            spec.loader.exec_module(mod)
+        except Exception as e:  # noqa: BLE001 - a reason to print, not a crash
+            del sys.modules[spec.name]
+            return None, f"cannot load {path}: {e}"
     assert mod is not None
     try:
         mod.load()
