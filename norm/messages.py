@@ -517,24 +517,14 @@ class NormData:
     msg_type = NORM_DATA
 
     def encode(self) -> bytes:
-        pid = _encode_pid(self.fec_id, self.m, self.sbn, self.esi, self.sbl)
-        ext = _encode_exts(self.extensions)
-        return (
-            _OBJ.pack(
-                0x10 | NORM_DATA,
-                (16 + len(pid) + len(ext)) >> 2,
-                self.sequence,
-                self.source_id,
-                self.instance_id,
-                self.grtt,
-                (self.backoff << 4) | self.gsize,
-                self.flags,
-                self.fec_id,
-                self.object_id,
-            )
-            + pid
-            + ext
-            + self.payload
+        return encode_data(
+            (self.sequence, self.source_id, self.instance_id, self.grtt, self.backoff, self.gsize),
+            self.flags,
+            self.fec_id,
+            self.object_id,
+            _encode_pid(self.fec_id, self.m, self.sbn, self.esi, self.sbl),
+            _encode_exts(self.extensions),
+            self.payload,
         )
 
     @property
@@ -543,6 +533,41 @@ class NormData:
 
     def fti(self) -> ExtFti | None:
         return find_ext(self.extensions, EXT_FTI)  # type: ignore[return-value]
+
+
+def encode_data(
+    hdr: tuple[int, int, int, int, int, int],
+    flags: int,
+    fec_id: int,
+    object_id: int,
+    pid: bytes,
+    ext: bytes,
+    payload: bytes | bytearray | memoryview,
+) -> bytes:
+    """NORM_DATA octets from already encoded parts: ``hdr`` = (sequence, source_id,
+    instance_id, grtt, backoff, gsize) (quantized), ``pid`` = FEC payload id
+    (:func:`encode_payload_id`), ``ext`` = encoded header extensions.  What
+    :meth:`NormData.encode` produces, for a sender that keeps the parts that do not change
+    per message (the EXT_FTI of an object) encoded."""
+    seq, src, inst, grtt, backoff, gsize = hdr
+    head = _OBJ.pack(
+        0x10 | NORM_DATA,
+        (16 + len(pid) + len(ext)) >> 2,
+        seq,
+        src,
+        inst,
+        grtt,
+        (backoff << 4) | gsize,
+        flags,
+        fec_id,
+        object_id,
+    )
+    return b"".join((head, pid, ext, payload))
+
+
+def encode_payload_id(fec_id: int, m: int, sbn: int, esi: int, sbl: int = 0) -> bytes:
+    """The FEC payload id of a NORM_DATA (or FLUSH/SQUELCH) message."""
+    return _encode_pid(fec_id, m, sbn, esi, sbl)
 
 
 def _sender_fields(buf: bytes) -> tuple[int, int, int, int, int, int]:

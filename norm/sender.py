@@ -216,6 +216,7 @@ class _TxObject:
             m=self.m,
             last_is_max_n=cfg.fti_last_is_max_n,
         )
+        self.fti_wire = self.fti.encode()
         sym_len = S + 8 if kind == KIND_STREAM else S
         self.scheme: FecScheme | None = None
         if self.fec_id != 0 and P > 0:
@@ -417,6 +418,8 @@ class NormSender:
         self._credit_time: float | None = None
         self._ready_at: float | None = None
         self._started = False
+        self._grtt_memo: tuple[tuple[float, float, int, float], float] | None = None
+        self._hdr_memo: tuple[tuple[float, int, int], tuple[int, int, int]] | None = None
         self._last_rate = self.rate
 
     # ------------------------------------------------------------------------ public API
@@ -431,8 +434,15 @@ class NormSender:
     @property
     def grtt(self) -> float:
         """Advertised GRTT (unquantized) = max(estimate, segment/rate), RFC 5740 §5.5.1."""
-        g = max(self.grtt_est.grtt, self.cfg.segment_size / max(self.rate, 1.0))
-        return unquantize_rtt(quantize_rtt(min(g, self.cfg.grtt_max)))
+        cfg = self.cfg
+        key = (self.grtt_est.grtt, self.rate, cfg.segment_size, cfg.grtt_max)
+        memo = self._grtt_memo  # every message header reads it: quantize once per change
+        if memo is not None and memo[0] == key:
+            return memo[1]
+        g = max(key[0], cfg.segment_size / max(key[1], 1.0))
+        v = unquantize_rtt(quantize_rtt(min(g, cfg.grtt_max)))
+        self._grtt_memo = (key, v)
+        return v
 
     def enqueue_data(self, data: bytes, info: bytes | None = None, unreliable: bool = False) -> int:
         return self._enqueue(KIND_DATA, data, len(data), info, unreliable)
@@ -735,14 +745,15 @@ class NormSender:
     def _hdr(self) -> tuple[int, int, int, int, int, int]:
         seq = self._seq
         self._seq = (seq + 1) & 0xFFFF
-        return (
-            seq,
-            self.node_id,
-            self.instance_id,
-            quantize_rtt(self.grtt),
-            quantize_backoff(self.cfg.backoff),
-            quantize_gsize(self.cfg.group_size),
-        )
+        cfg = self.cfg
+        key = (self.grtt, cfg.backoff, cfg.group_size)
+        memo = self._hdr_memo
+        if memo is None or memo[0] != key:
+            memo = self._hdr_memo = (
+                key,
+                (quantize_rtt(key[0]), quantize_backoff(key[1]), quantize_gsize(key[2])),
+            )
+        return (seq, self.node_id, self.instance_id, *memo[1])
 
     # ---- packet selection ----------------------------------------------------------------
     def _next_packet(self, now: float) -> bytes | None:
@@ -805,18 +816,19 @@ class NormSender:
     def _data_msg(
         self, obj: _TxObject, sbn: int, esi: int, payload: bytes, flags: int = 0
     ) -> bytes:
-        return M.NormData(
-            *self._hdr(),
-            flags=obj.flags | flags,
-            fec_id=obj.fec_id,
-            object_id=obj.id,
-            sbn=sbn,
-            esi=esi,
-            sbl=obj.block_len(sbn) if obj.fec_id == 129 else 0,
-            extensions=[obj.fti],
-            payload=payload,
-            m=obj.m,
-        ).encode()
+        # = M.NormData(..., extensions=[obj.fti], ...).encode(), with the object's EXT_FTI
+        # encoded once (every NORM_DATA carries it)
+        return M.encode_data(
+            self._hdr(),
+            obj.flags | flags,
+            obj.fec_id,
+            obj.id,
+            M.encode_payload_id(
+                obj.fec_id, obj.m, sbn, esi, obj.block_len(sbn) if obj.fec_id == 129 else 0
+            ),
+            obj.fti_wire,
+            payload,
+        )
 
     def _info_msg(self, obj: _TxObject, flags: int = 0) -> bytes:
         return M.NormInfo(
