@@ -61,6 +61,7 @@ are written with one fancy-index assignment; a :class:`Scratch` reuses the outpu
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Sequence
 from itertools import chain
 from operator import add, itemgetter
@@ -528,7 +529,8 @@ class FastTeslaReceiver(TeslaReceiver):
         pool_use: int = 0,
         **kw: Any,
     ) -> None:
-        self._job: tuple[Any, int, Any, np.ndarray, np.ndarray] | None = None
+        #: intervals in flight in the worker pool: (job, interval, pending, control mask)
+        self._jobs: deque[tuple[Any, int, Any, np.ndarray]] = deque()
         super().__init__(*args, **kw)
         self.pool = pool
         #: fraction of an interval's rows this process hashes itself (main + workers)
@@ -609,7 +611,6 @@ class FastTeslaReceiver(TeslaReceiver):
                 # goes on; two in a row hand the rest to the general batch path
                 misses += 1
                 if misses == 1:
-                    self._drain()
                     super().receive(pkts[k], float(times[k]), ms[k])
                     k += 1
                     continue
@@ -859,7 +860,6 @@ class FastTeslaReceiver(TeslaReceiver):
         sig_idx = np.flatnonzero(sig)
         m = int(sig_idx[0]) if len(sig_idx) else n  # packets [0, m) are tags or malformed
         if m == 0:
-            self._drain()
             super().receive(sub[0], float(times[k0]), ms[k0])
             return k0 + 1
         if m < n:
@@ -975,7 +975,6 @@ class FastTeslaReceiver(TeslaReceiver):
                 if buf_idx:
                     self._bulk_buffer(sub, ms, k0, buf_idx, i, moff, goff, typ, commits, keymat, pb)
             if e < pb_n:
-                self._drain()
                 super().receive(sub[e], float(t[e]), ms[k0 + e])
                 e += 1
             s = e
@@ -1161,7 +1160,6 @@ class FastTeslaReceiver(TeslaReceiver):
         moffs = np.asarray(pend.moffs, dtype=np.int64)
         goffs = np.asarray(pend.goffs, dtype=np.int64)
         pool = self.pool
-        self._drain()  # release order: an interval in flight is released first
         keys = self.keys
         if (
             pool is not None
@@ -1169,18 +1167,21 @@ class FastTeslaReceiver(TeslaReceiver):
             and n >= POOL_MIN_PACKETS
             and (not pend.commits or (keys is not None and keys.has_chain(p.chain_of(w) + 1)))
         ):
-            # asynchronous: the workers hash while this process parses what follows; the
-            # result is collected at the next point that could observe it (_drain).  A
-            # new chain commitment (stored, then older chains flushed) and NORM (replay
-            # state) stay synchronous; a commitment of a chain already stored is a no-op.
-            packed = pool.pack(pkts)
-            if packed is not None:
-                data, st, lens = packed
-                ctl = _ctl_mask(data, st, lens, hb)
-                tags = _zero_fields(data, st, moffs, goffs, km)
-                job = pool.submit(n, mac_key, p.mac_id, km, self.pool_main_share, self.pool_use)
-                self._job = (job, w, pend, tags, ctl)
+            # asynchronous: the workers zero the fields and hash while this process parses
+            # what follows; jobs finish oldest first when something could observe them
+            # (_drain).  A new chain commitment (stored, then older chains flushed) and
+            # NORM (replay state) stay synchronous; a commitment of a chain already
+            # stored is a no-op.
+            slot = pool.pack(pkts, moffs, goffs)
+            while slot is None and self._jobs:  # the ring is full: finish the oldest
+                self._collect_one()
+                slot = pool.pack(pkts, moffs, goffs)
+            if slot is not None:
+                ctl = _ctl_mask(slot.data, slot.starts, slot.lens, hb)
+                job = pool.submit(slot, mac_key, p.mac_id, km, self.pool_main_share, self.pool_use)
+                self._jobs.append((job, w, pend, ctl))
                 return
+        self._drain()  # release order: the intervals in flight are released first
         oks: list[np.ndarray] = []
         tagl: list[np.ndarray] = []
         ctls: list[np.ndarray] = []
@@ -1200,15 +1201,23 @@ class FastTeslaReceiver(TeslaReceiver):
             ok, tags, ctl = np.concatenate(oks), np.concatenate(tagl), np.concatenate(ctls)
         self._finish(w, pend, ok, tags, ctl)
 
-    def _drain(self) -> None:
-        """Collect the interval in flight in the worker pool, if any, and finish it."""
-        j = self._job
-        if j is None:
-            return
-        self._job = None
-        job, w, pend, tags, ctl = j
-        ok = (job.result() == tags).all(axis=1)
+    def _collect_one(self) -> None:
+        """Finish the oldest interval in flight in the worker pool."""
+        job, w, pend, ctl = self._jobs.popleft()
+        tags, digs = job.result()
+        ok = (digs == tags).all(axis=1)
         self._finish(w, pend, ok, tags, ctl)
+
+    def _drain(self) -> None:
+        """Finish every interval in flight in the worker pool, oldest first."""
+        while self._jobs:
+            self._collect_one()
+
+    def _is_replay(self, i: int, data: bytes, off: int, typ: int) -> bool:
+        # the replay memory holds the accepted tags of verified intervals: those in
+        # flight first
+        self._drain()
+        return bool(super()._is_replay(i, data, off, typ))
 
     def flush(self) -> None:
         """Finish the verification in flight (with a pool): its counters and releases."""

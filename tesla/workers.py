@@ -1,32 +1,35 @@
-"""Worker processes that compute the per-packet HMACs of a verification batch.
+"""Worker processes that compute the per-packet HMACs of verification batches.
 
 The MAC loop is the only per-packet work of the batch verifier
 (:func:`tesla.fastpath.verify_packed`) and it holds the GIL (threads give nothing for
 packets below ~2 KiB), so the parallel form is processes.  A :class:`WorkerPool` owns
-three ``multiprocessing.shared_memory`` blocks -- packed datagrams (with MAC/Group MAC
-fields already zeroed by the caller), a row table (start, length) and the digest output
--- and ``n`` worker processes.  :meth:`WorkerPool.mac_packed` copies one batch into
-shared memory, sends each worker a row range over a pipe (a few octets: range, key,
-MAC type), and the workers write the truncated digests straight into the output block;
-the caller compares tags as one numpy operation.  Only the key of one interval (already
-disclosed and verified, so no longer secret) crosses the pipe.
+three ``multiprocessing.shared_memory`` blocks used as rings -- packed datagrams, a row
+table (start, length, MAC field offset, Group MAC field offset) and the output (the
+received MAC fields and the computed digests, truncated) -- and ``n`` worker processes.
 
 Pipelined form (what :class:`tesla.fastpath.FastTeslaReceiver` uses): :meth:`WorkerPool.pack`
-packs the datagrams straight into the shared input block (no intermediate buffer), the
-caller zeroes the fields there, :meth:`WorkerPool.submit` starts the workers and returns
-a :class:`MacJob` at once, and :meth:`MacJob.result` later hashes the caller's own share
-of the rows (``main_share``: main process + 1 worker uses both cores of a 2-CPU
-machine) and collects the workers'.  One job in flight at a time.
+packs an interval's datagrams at the head of the ring (one ``struct`` call, no
+intermediate buffer), :meth:`WorkerPool.submit` sends each worker a row range over a pipe
+(a few octets: range, key, MAC type) and returns a :class:`MacJob` at once.  The workers
+read out and zero the MAC (and Group MAC) fields themselves (RFC 5776 §3.3.1), hash, and
+write the fields and digests into the output ring, so the caller touches none of the
+datagram octets again.  Several jobs can be in flight; they are collected oldest first
+(:meth:`MacJob.result`), and :meth:`pack` returns None when the ring has no room until the
+oldest is collected.  Only the key of an interval already disclosed and verified (so no
+longer secret) crosses the pipe.  ``main_share``: the caller hashes the last rows of a
+job itself when it collects it (main process + 1 worker on a 2-CPU machine).
 
-Batches larger than the shared blocks are processed in chunks (:meth:`mac_packed`).  Use as a context manager
-or call :meth:`close`; worker start uses ``fork`` on Linux (the shared blocks are
-inherited, nothing is re-attached), ``spawn`` elsewhere.
+:meth:`mac_packed` is the synchronous form over already zeroed datagrams (chunks when the
+batch exceeds the blocks).  Use as a context manager or call :meth:`close`; worker start
+uses ``fork`` on Linux (the shared blocks are inherited), ``spawn`` elsewhere.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import struct
 import sys
+from collections import deque
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.shared_memory import SharedMemory
@@ -34,47 +37,120 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["WorkerPool", "MacJob", "DEFAULT_WORKERS"]
+__all__ = ["WorkerPool", "MacJob", "PackedSlot", "DEFAULT_WORKERS", "zero_and_hash"]
 
 DEFAULT_WORKERS = 2
-_ROW = 16  # int64 start + int64 length
+_ROW = 32  # int64 start, length, MAC field offset (-1: none), Group MAC offset (-1)
 _DIG = 64  # max digest octets (SHA-512)
+_OUT = 2 * _DIG  # per row: MAC field as received, then the computed digest
+
+
+def zero_and_hash(
+    data: Any,
+    arr: np.ndarray,
+    rows: np.ndarray,
+    out: np.ndarray,
+    key: bytes,
+    mac_id: int,
+    km: int,
+) -> None:
+    """For the rows ``rows`` (n, 4) of ``arr``/``data`` (the same block as numpy and as a
+    buffer): copy each MAC field to ``out[:, :km]``, zero it and the Group MAC field,
+    and write the HMAC digests, truncated to ``km``, to ``out[:, _DIG:_DIG + km]``."""
+    from tesla.fastpath import mac_rows
+
+    n = len(rows)
+    if n == 0:
+        return
+    st = rows[:, 0]
+    ln = rows[:, 1]
+    mo = rows[:, 2]
+    if bool(mo[0] >= 0):
+        at = st + mo
+        a0 = int(at[0])
+        step = int(at[1] - at[0]) if n > 1 else 0
+        if step > 0 and bool((np.diff(at) == step).all()):
+            # evenly spaced fields (one datagram length, one layout): a strided view
+            fld = np.lib.stride_tricks.as_strided(
+                arr[a0:], shape=(n, km), strides=(step, 1), writeable=True
+            )
+        else:
+            fld = None
+        if fld is not None:
+            out[:, :km] = fld
+            fld[...] = 0
+        else:
+            midx = at[:, None] + np.arange(km)
+            out[:, :km] = arr[midx]
+            arr[midx] = 0
+        go = rows[:, 3]
+        g = go >= 0
+        if g.any():
+            arr[(st[g] + go[g])[:, None] + np.arange(4)] = 0
+    raw = mac_rows(data, st, ln, key, mac_id)
+    hl = len(raw) // n
+    out[:, _DIG : _DIG + km] = np.frombuffer(raw, dtype=np.uint8).reshape(n, hl)[:, :km]
 
 
 def _worker(conn: Connection, names: tuple[str, str, str] | None, blocks: Any) -> None:
-    from tesla.fastpath import mac_rows
-
     if blocks is None:
         assert names is not None
         blocks = tuple(SharedMemory(name=nm) for nm in names)
     shm_in, shm_rows, shm_out = blocks
-    rows = np.ndarray((shm_rows.size // _ROW, 2), dtype=np.int64, buffer=shm_rows.buf)
-    out = np.ndarray((shm_out.size // _DIG, _DIG), dtype=np.uint8, buffer=shm_out.buf)
+    rows = np.ndarray((shm_rows.size // _ROW, 4), dtype=np.int64, buffer=shm_rows.buf)
+    out = np.ndarray((shm_out.size // _OUT, _OUT), dtype=np.uint8, buffer=shm_out.buf)
     data = shm_in.buf
+    arr = np.ndarray((shm_in.size,), dtype=np.uint8, buffer=data)
     try:
         while True:
             msg = conn.recv()
             if msg is None:
                 break
             lo, hi, key, mac_id, km = msg
-            r = rows[lo:hi]
-            raw = mac_rows(data, r[:, 0], r[:, 1], key, mac_id)
-            n = hi - lo
-            hl = len(raw) // n if n else 0
-            if n:
-                out[lo:hi, :km] = np.frombuffer(raw, dtype=np.uint8).reshape(n, hl)[:, :km]
-            conn.send(n)
+            zero_and_hash(data, arr, rows[lo:hi], out[lo:hi], key, mac_id, km)
+            conn.send(hi - lo)
     except (EOFError, KeyboardInterrupt):
         pass
     finally:
-        del rows, out, data
+        del rows, out, data, arr
+
+
+def _fit(head: int, size: int, tail: int | None, cap: int) -> int | None:
+    """Start of a free region of ``size`` in a ring whose used part is [tail, head)
+    (wrapping; ``tail`` None: empty), or None."""
+    if tail is None:
+        return 0 if size <= cap else None
+    if head == tail:
+        return None  # full (jobs in flight and no gap)
+    if head > tail:
+        if head + size <= cap:
+            return head
+        return 0 if size <= tail else None
+    return head if head + size <= tail else None
+
+
+class PackedSlot:
+    """An interval packed into the ring, not yet submitted (see :meth:`WorkerPool.pack`)."""
+
+    __slots__ = ("d0", "d1", "r0", "n", "data", "starts", "lens")
+
+    def __init__(
+        self, d0: int, d1: int, r0: int, n: int, data: np.ndarray, starts: np.ndarray, lens: np.ndarray
+    ) -> None:
+        self.d0 = d0
+        self.d1 = d1
+        self.r0 = r0
+        self.n = n
+        self.data = data  # uint8 view of the whole input block
+        self.starts = starts  # absolute offsets in ``data``
+        self.lens = lens
 
 
 class WorkerPool:
     """``n`` MAC worker processes over shared memory (see module doc)."""
 
     def __init__(
-        self, n: int = DEFAULT_WORKERS, capacity: int = 32 << 20, max_rows: int = 1 << 16
+        self, n: int = DEFAULT_WORKERS, capacity: int = 64 << 20, max_rows: int = 1 << 17
     ) -> None:
         if n < 1:
             raise ValueError("n >= 1")
@@ -83,9 +159,9 @@ class WorkerPool:
         self.max_rows = max_rows
         self._in = SharedMemory(create=True, size=capacity)
         self._rows = SharedMemory(create=True, size=max_rows * _ROW)
-        self._out = SharedMemory(create=True, size=max_rows * _DIG)
-        self.rows = np.ndarray((max_rows, 2), dtype=np.int64, buffer=self._rows.buf)
-        self.out = np.ndarray((max_rows, _DIG), dtype=np.uint8, buffer=self._out.buf)
+        self._out = SharedMemory(create=True, size=max_rows * _OUT)
+        self.rows = np.ndarray((max_rows, 4), dtype=np.int64, buffer=self._rows.buf)
+        self.out = np.ndarray((max_rows, _OUT), dtype=np.uint8, buffer=self._out.buf)
         self.data = np.ndarray((capacity,), dtype=np.uint8, buffer=self._in.buf)
         fork = sys.platform.startswith("linux")
         ctx: Any = mp.get_context("fork" if fork else "spawn")
@@ -102,8 +178,11 @@ class WorkerPool:
             self._procs.append(pr)
         self.batches = 0
         self._closed = False
-        self._job: MacJob | None = None
+        self._inflight: deque[MacJob] = deque()
+        self._dh = 0  # data ring head
+        self._rh = 0  # row ring head
         self.jobs = 0  # batches started with submit()
+        self._structs: dict[tuple[int, int], struct.Struct] = {}
 
     def __enter__(self) -> WorkerPool:
         return self
@@ -111,6 +190,15 @@ class WorkerPool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def in_flight(self) -> int:
+        """Jobs submitted and not yet collected."""
+        return len(self._inflight)
+
+    def oldest(self) -> MacJob | None:
+        return self._inflight[0] if self._inflight else None
+
+    # -- synchronous form -----------------------------------------------------------
     def mac_packed(
         self,
         arr: np.ndarray,
@@ -120,14 +208,16 @@ class WorkerPool:
         mac_id: int,
         km: int,
     ) -> np.ndarray:
-        """Truncated HMACs (``km`` octets) of ``arr[starts[k]:starts[k]+lens[k]]`` for
-        every k, computed by the workers; returns an ``(n, km)`` uint8 array."""
+        """Truncated HMACs (``km`` octets) of ``arr[starts[k]:starts[k]+lens[k]]`` (MAC
+        fields already zeroed) for every k, computed by the workers; returns an
+        ``(n, km)`` uint8 array.  Needs no job in flight."""
+        if self._inflight:
+            raise RuntimeError("jobs in flight: collect them first")
         n = len(starts)
         res = np.empty((n, km), dtype=np.uint8)
         k = 0
         ends = starts + lens
         while k < n:
-            # largest chunk [k, m) that fits the shared blocks
             m = min(n, k + self.max_rows)
             base = int(starts[k])
             lim = base + self.capacity
@@ -139,75 +229,87 @@ class WorkerPool:
             cnt = m - k
             self.rows[:cnt, 0] = starts[k:m] - base
             self.rows[:cnt, 1] = lens[k:m]
-            # split rows so each worker hashes about the same number of octets
-            cum = np.cumsum(lens[k:m])
-            cuts = [0]
-            for w in range(1, self.n):
-                cuts.append(int(np.searchsorted(cum, cum[-1] * w / self.n)))
-            cuts.append(cnt)
-            busy = []
-            for w in range(self.n):
-                lo, hi = cuts[w], cuts[w + 1]
-                if hi > lo:
-                    self._conns[w].send((lo, hi, key, mac_id, km))
-                    busy.append(w)
+            self.rows[:cnt, 2:] = -1
+            busy = self._send_split(0, cnt, key, mac_id, km, self.n)
             for w in busy:
                 self._conns[w].recv()
-            res[k:m] = self.out[:cnt, :km]
+            res[k:m] = self.out[:cnt, _DIG : _DIG + km]
             k = m
         self.batches += 1
         return res
 
-    # -- asynchronous form: pack once into shared memory, hash while the caller goes on --
-    def pack(self, pkts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """Pack ``pkts`` back to back into the shared input block (one ``struct`` call, no
-        intermediate buffer) and fill the row table: returns ``(data, starts, lens)``
-        (``data`` is the writable uint8 view of the whole block), or None if they do not
-        fit.  The caller zeroes the MAC fields in ``data`` and then calls :meth:`submit`.
-        Only one batch can be in flight: its :class:`MacJob` must be collected first."""
-        from tesla.fastpath import _splitter
+    def _send_split(self, lo: int, hi: int, key: bytes, mac_id: int, km: int, nw: int) -> list[int]:
+        """Send rows [lo, hi) to ``nw`` workers, split so each hashes about the same
+        number of octets; returns the workers that got rows."""
+        busy: list[int] = []
+        if hi <= lo:
+            return busy
+        cum = np.cumsum(self.rows[lo:hi, 1])
+        cuts = [lo]
+        for w in range(1, nw):
+            cuts.append(lo + int(np.searchsorted(cum, cum[-1] * w / nw)))
+        cuts.append(hi)
+        for w in range(nw):
+            a, b = cuts[w], cuts[w + 1]
+            if b > a:
+                self._conns[w].send((a, b, key, mac_id, km))
+                busy.append(w)
+        return busy
 
-        if self._job is not None:
-            raise RuntimeError("a MacJob is in flight: collect its result() first")
+    # -- pipelined form ---------------------------------------------------------------
+    def pack(
+        self, pkts: Sequence[bytes], moffs: np.ndarray, goffs: np.ndarray
+    ) -> PackedSlot | None:
+        """Pack ``pkts`` back to back at the head of the ring with their MAC and Group MAC
+        field offsets (``goffs`` -1: none).  None if they do not fit now (collect the
+        oldest job and retry) or never (larger than the blocks: ``in_flight`` is 0)."""
         n = len(pkts)
         if n == 0 or n > self.max_rows:
             return None
         lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
-        starts = np.cumsum(lens) - lens
-        if int(starts[-1] + lens[-1]) > self.capacity:
+        total = int(lens.sum())
+        tail_d = self._inflight[0].d0 if self._inflight else None
+        tail_r = self._inflight[0].r0 if self._inflight else None
+        if not self._inflight:
+            self._dh = self._rh = 0
+        d0 = _fit(self._dh, total, tail_d, self.capacity)
+        r0 = _fit(self._rh, n, tail_r, self.max_rows)
+        if d0 is None or r0 is None:
             return None
+        starts = np.cumsum(lens) - lens + d0
+        from tesla.fastpath import _splitter
+
         buf = self._in.buf
         assert buf is not None
-        _splitter(lens, None).pack_into(buf, 0, *pkts)
-        self.rows[:n, 0] = starts
-        self.rows[:n, 1] = lens
-        return self.data, starts, lens
+        _splitter(lens, None).pack_into(buf, d0, *pkts)
+        rows = self.rows[r0 : r0 + n]
+        rows[:, 0] = starts
+        rows[:, 1] = lens
+        rows[:, 2] = moffs
+        rows[:, 3] = goffs
+        self._dh = d0 + total
+        self._rh = r0 + n
+        return PackedSlot(d0, d0 + total, r0, n, self.data, starts, lens)
 
     def submit(
-        self, n: int, key: bytes, mac_id: int, km: int, main_share: float = 0.0, use: int = 0
+        self,
+        slot: PackedSlot,
+        key: bytes,
+        mac_id: int,
+        km: int,
+        main_share: float = 0.0,
+        use: int = 0,
     ) -> MacJob:
-        """Start hashing the ``n`` packed rows: ``use`` workers (0 = all) take the first
-        rows, split by octets, and the last ``main_share`` of the rows are left to the
-        caller's process, which hashes them in :meth:`MacJob.result` (so both cores of a
-        2-CPU machine work: main + 1 worker).  Returns at once."""
+        """Start the workers on ``slot``: ``use`` workers (0 = all) take the first rows,
+        split by octets, and the last ``main_share`` of the rows are left to the caller,
+        which hashes them when it collects the job.  Returns at once."""
+        n = slot.n
         nw = self.n if use <= 0 else min(use, self.n)
-        m = min(n, int(round(n * main_share))) if nw else n
+        m = min(n, int(round(n * main_share)))
         cut = n - m
-        busy: list[int] = []
-        if cut:
-            ln = self.rows[:cut, 1]
-            cum = np.cumsum(ln)
-            cuts = [0]
-            for w in range(1, nw):
-                cuts.append(int(np.searchsorted(cum, cum[-1] * w / nw)))
-            cuts.append(cut)
-            for w in range(nw):
-                lo, hi = cuts[w], cuts[w + 1]
-                if hi > lo:
-                    self._conns[w].send((lo, hi, key, mac_id, km))
-                    busy.append(w)
-        job = MacJob(self, n, cut, busy, key, mac_id, km)
-        self._job = job
+        busy = self._send_split(slot.r0, slot.r0 + cut, key, mac_id, km, nw)
+        job = MacJob(self, slot, cut, busy, key, mac_id, km)
+        self._inflight.append(job)
         self.jobs += 1
         return job
 
@@ -228,6 +330,7 @@ class WorkerPool:
             c.close()
         self._conns = []
         self._procs = []
+        self._inflight.clear()
         del self.rows, self.out, self.data
         for s in (self._in, self._rows, self._out):
             s.close()
@@ -238,42 +341,57 @@ class WorkerPool:
 
 
 class MacJob:
-    """One batch in flight in a :class:`WorkerPool` (see :meth:`WorkerPool.submit`)."""
+    """One packed interval in flight in a :class:`WorkerPool` (see :meth:`WorkerPool.submit`)."""
 
-    __slots__ = ("pool", "n", "cut", "busy", "key", "mac_id", "km")
+    __slots__ = ("pool", "slot", "cut", "busy", "key", "mac_id", "km", "d0", "r0")
 
     def __init__(
-        self, pool: WorkerPool, n: int, cut: int, busy: list[int], key: bytes, mac_id: int, km: int
+        self,
+        pool: WorkerPool,
+        slot: PackedSlot,
+        cut: int,
+        busy: list[int],
+        key: bytes,
+        mac_id: int,
+        km: int,
     ) -> None:
         self.pool = pool
-        self.n = n
+        self.slot = slot
         self.cut = cut
         self.busy = busy
         self.key = key
         self.mac_id = mac_id
         self.km = km
+        self.d0 = slot.d0
+        self.r0 = slot.r0
 
-    def result(self) -> np.ndarray:
-        """The ``(n, km)`` truncated digests: hashes the caller's share of the rows here,
-        then waits for the workers'."""
-        from tesla.fastpath import mac_rows
-
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(MAC fields as received, computed digests)``, each ``(n, km)``: hashes the
+        caller's share of the rows here, then waits for the workers'.  Jobs are
+        collected oldest first."""
         pool = self.pool
-        n, cut, km = self.n, self.cut, self.km
-        res = np.empty((n, km), dtype=np.uint8)
+        if not pool._inflight or pool._inflight[0] is not self:
+            raise RuntimeError("collect the oldest MacJob first")
+        n, cut, km, r0 = self.slot.n, self.cut, self.km, self.r0
         try:
             if cut < n:
-                r = pool.rows[cut:n]
                 buf = pool._in.buf
                 assert buf is not None
-                raw = mac_rows(buf, r[:, 0], r[:, 1], self.key, self.mac_id)
-                hl = len(raw) // (n - cut)
-                res[cut:] = np.frombuffer(raw, dtype=np.uint8).reshape(n - cut, hl)[:, :km]
+                zero_and_hash(
+                    buf,
+                    pool.data,
+                    pool.rows[r0 + cut : r0 + n],
+                    pool.out[r0 + cut : r0 + n],
+                    self.key,
+                    self.mac_id,
+                    km,
+                )
             for w in self.busy:
                 pool._conns[w].recv()
+            o = pool.out[r0 : r0 + n]
+            tags = o[:, :km].copy()
+            digs = o[:, _DIG : _DIG + km].copy()
         finally:
-            pool._job = None
-        if cut:
-            res[:cut] = pool.out[:cut, :km]
+            pool._inflight.popleft()
         pool.batches += 1
-        return res
+        return tags, digs

@@ -111,3 +111,56 @@ def test_pipelined_pool_same_decisions_on_random_mixes(
     assert ref.stats["accepted"] > 300
     _compare(ref, fast)
     assert pool.jobs > before + 3
+
+
+def test_ring_jobs_in_flight_wrap_and_fifo() -> None:
+    """Several jobs in flight in a small ring: pack refuses when the ring is full,
+    collecting the oldest frees room (the ring wraps), and every job's MAC fields and
+    digests equal the in-process computation over the zeroed datagrams."""
+    rng = random.Random(9)
+    key = os.urandom(32)
+    km = 16
+    with WorkerPool(2, capacity=20_000, max_rows=40) as p:
+        want: list[tuple[np.ndarray, np.ndarray]] = []
+        jobs = []
+        done = 0
+        for _ in range(30):
+            n = rng.randrange(1, 12)
+            pkts = [rng.randbytes(rng.randrange(60, 1500)) for _ in range(n)]
+            moffs = np.array([rng.randrange(0, 40) for _ in pkts], dtype=np.int64)
+            goffs = np.array(
+                [rng.choice([-1, 44]) if len(b) > 48 else -1 for b in pkts], dtype=np.int64
+            )
+            slot = p.pack(pkts, moffs, goffs)
+            while slot is None:
+                assert jobs, "an empty ring must take a batch that fits"
+                tags, digs = jobs.pop(0).result()
+                assert np.array_equal(tags, want[done][0])
+                assert np.array_equal(digs, want[done][1])
+                done += 1
+                slot = p.pack(pkts, moffs, goffs)
+            jobs.append(p.submit(slot, key, 2, km, main_share=rng.choice([0.0, 0.5])))
+            zs = []
+            for b, mo, go in zip(pkts, moffs.tolist(), goffs.tolist(), strict=True):
+                z = bytearray(b)
+                z[mo : mo + km] = bytes(km)
+                if go >= 0:
+                    z[go : go + 4] = bytes(4)
+                zs.append(bytes(z))
+            tg = np.array(
+                [list(b[mo : mo + km]) for b, mo in zip(pkts, moffs.tolist(), strict=True)],
+                np.uint8,
+            )
+            pz = PackedBatch(zs)
+            raw = mac_rows(pz.buf, pz.starts, pz.lens, key, 2)
+            dg = np.frombuffer(raw, np.uint8).reshape(n, 32)[:, :km]
+            want.append((tg, dg))
+        assert p.in_flight == len(jobs) >= 2
+        with pytest.raises(RuntimeError):  # not the oldest
+            jobs[-1].result()
+        for j in jobs:
+            tags, digs = j.result()
+            assert np.array_equal(tags, want[done][0])
+            assert np.array_equal(digs, want[done][1])
+            done += 1
+        assert done == 30 and p.in_flight == 0
