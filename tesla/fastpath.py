@@ -5,6 +5,13 @@ whole batch of datagrams at once (:meth:`~FastTeslaReceiver.receive_batch`, or a
 :class:`alc.mmsg.Slab` filled by ``recvmmsg`` with :meth:`~FastTeslaReceiver.receive_slab`)
 and makes exactly the decisions the reference makes packet by packet:
 
+0. *the uniform lane* (:meth:`~FastTeslaReceiver._lane`): the common case -- runs of
+   Type 1/2/3/4 tags of intervals already pending, inside their safe window, with the
+   interval's verified key -- is the reference's per-packet fast path (and, for Types
+   3/4, its full path) made into ~20 numpy operations per batch over a packed header
+   prefix: one reference walk per header layout, then column compares.  A datagram it
+   cannot take goes to the reference ``receive``; two in a row hand the rest of the
+   batch to the general path below;
 1. *pure, vectorized over the batch* (numpy views of one packed buffer): LCT header
    length and extension-area start from the flag bits, a vectorized walk of the
    header extensions (one numpy step per extension, not per packet) locating the one
@@ -30,12 +37,13 @@ and makes exactly the decisions the reference makes packet by packet:
    (:func:`mac_rows`), and the tags compared as one numpy operation.  (``cryptography``'s
    HMAC copy beats both ``_hashlib`` HMAC copies and hand-made ipad/opad
    ``hashlib.sha256`` copies here, 64 B and 1400 B.)  With a
-   :class:`tesla.workers.WorkerPool`, an ALC interval is packed straight into shared
-   memory and hashed by the workers (optionally this process takes a share,
-   ``pool_main_share``) *while the receiver goes on parsing*; the result is collected
-   (counters, replay memory, release in order) at the next point that could observe it:
-   the next event packet, a replay test, the next verification, ``stats``,
-   ``pop_authenticated*``, ``has_authenticated``, ``close``, :meth:`flush`.
+   :class:`tesla.workers.WorkerPool`, an ALC interval is packed straight into the
+   pool's shared ring and the workers zero the fields and hash it (optionally this
+   process takes a share, ``pool_main_share``) *while the receiver goes on parsing*;
+   several intervals can be in flight, finished oldest first (counters, replay memory,
+   release in order) where a result could be observed: a replay test, a synchronous
+   verification, a full ring, ``stats``, ``pop_authenticated*``, ``has_authenticated``,
+   ``close``, :meth:`flush`.
 
 Decisions (accepted datagrams, their release order, every ``drop.*`` counter) are
 identical to the reference; drops found in bulk are reported as one ``("drop", reason,
@@ -406,9 +414,20 @@ def _zero_fields(
 ) -> np.ndarray:
     """Read out the ``km``-octet MAC fields (returned, ``(n, km)``) and zero them and the
     Group MAC fields (``goffs`` >= 0) in place: RFC 5776 §3.3.1."""
-    midx = (starts + moffs)[:, None] + np.arange(km)
-    tags = arr[midx]
-    arr[midx] = 0
+    at = starts + moffs
+    n = len(at)
+    step = int(at[1] - at[0]) if n > 1 else 0
+    if step >= km and bool((np.diff(at) == step).all()):
+        # evenly spaced fields (one datagram length and layout): a strided view
+        fld = np.lib.stride_tricks.as_strided(
+            arr[int(at[0]) :], shape=(n, km), strides=(step, 1), writeable=True
+        )
+        tags = fld.copy()
+        fld[...] = 0
+    else:
+        midx = at[:, None] + np.arange(km)
+        tags = arr[midx]
+        arr[midx] = 0
     gmask = goffs >= 0
     if gmask.any():
         arr[(starts[gmask] + goffs[gmask])[:, None] + np.arange(4)] = 0
