@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 import random
+import struct
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,6 +160,9 @@ class ReceiverConfig:
 
 # --------------------------------------------------------------------------- helpers
 
+_OBJ = struct.Struct(">BBHIHBBBBH")  # NORM_DATA/INFO common header (norm.messages)
+_U32 = struct.Struct(">I")
+
 
 def _diff16(a: int, b: int) -> int:
     return ((a - b + 0x8000) & 0xFFFF) - 0x8000
@@ -231,6 +235,8 @@ class _Sender:
     grtt: float = 0.5
     backoff: int = 4
     gsize: float = 10000.0
+    grtt_q: int = -1  # wire values grtt/gsize were unquantized from
+    gsize_q: int = -1
     fec_id: int = 5
     segment_size: int = 0
     synced: bool = False
@@ -298,6 +304,8 @@ class NormReceiver:
 
     # ------------------------------------------------------------------ Engine API
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
+        if data[:1] == b"\x12" and self._data_fast(data, addr, now):
+            return
         count(self.stats, "rx.datagrams")
         try:
             msg = M.decode(data, self.config.fec2_m)
@@ -342,6 +350,50 @@ class NormReceiver:
         elif isinstance(msg, M.NormCmdApplication):
             count(self.stats, "rx.application")
             self._events.append(ApplicationCommand(s.source_id, msg.content))
+
+    def _data_fast(self, data: bytes, addr: Address | None, now: float) -> bool:
+        """The common NORM_DATA (FEC ID 5, at most an EXT_FTI, a known sender and an
+        object whose FTI is known, not a stream) without building message objects: the
+        same checks and state changes as the general path below, which handles
+        everything else (returns False, having changed nothing)."""
+        n = len(data)
+        if n < 20 or data[13] != 5:
+            return False
+        hl = data[1] << 2
+        if hl > n or hl < 20:
+            return False
+        if hl != 20 and (data[20] != M.EXT_FTI or data[21] << 2 != hl - 20):
+            return False  # other extensions: the general decoder
+        _, _, seq, src, inst, grtt, bg, flags, _, oid = _OBJ.unpack_from(data, 0)
+        if flags & M.FLAG_STREAM or src == self.config.node_id:
+            return False
+        s = self.senders.get(src)
+        if s is None or s.instance_id != inst or not s.synced:
+            return False
+        ordinal = self._ordinal(s, oid)
+        o = s.objects.get(ordinal)
+        if (
+            o is None
+            or o.fti is None
+            or o.fec_id != 5
+            or ordinal < s.sync_ord
+            or ordinal in s.done
+            or o.flags & M.FLAG_STREAM
+        ):
+            return False
+        st = self.stats
+        st["rx.datagrams"] = st.get("rx.datagrams", 0) + 1
+        if addr is not None:
+            s.addr = addr
+        self._heard(s, seq, grtt, bg >> 4, bg & 0xF, n, now)
+        st["rx.data"] = st.get("rx.data", 0) + 1
+        if flags & M.FLAG_INFO:
+            o.info_expected = True
+        w = _U32.unpack_from(data, 16)[0]
+        sbn, esi = w >> 8, w & 0xFF
+        self._object_segment(s, o, sbn, esi, 0, data[hl:], now)
+        self._advance_pos(s, (ordinal, sbn, esi), now)
+        return True
 
     def congestion_control_hint(self, data: bytes, now: float) -> None:
         """RFC 5776 §4.3 step 5: the CC part of a sender message that is *not yet
@@ -427,14 +479,23 @@ class NormReceiver:
         return s
 
     def _sender_heard(self, s: _Sender, msg: Any, raw: bytes, now: float) -> None:
-        s.grtt = unquantize_rtt(msg.grtt)
-        s.backoff = msg.backoff
-        s.gsize = unquantize_gsize(msg.gsize)
+        self._heard(s, msg.sequence, msg.grtt, msg.backoff, msg.gsize, len(raw), now)
+
+    def _heard(
+        self, s: _Sender, seq: int, grtt: int, backoff: int, gsize: int, nbytes: int, now: float
+    ) -> None:
+        """A message of sender ``s`` (header fields as on the wire, ``nbytes`` long)."""
+        if grtt != s.grtt_q:
+            s.grtt = unquantize_rtt(grtt)
+            s.grtt_q = grtt
+        s.backoff = backoff
+        if gsize != s.gsize_q:
+            s.gsize = unquantize_gsize(gsize)
+            s.gsize_q = gsize
         s.last_heard = now
         s.inactivity_count = 0
         s.inactivity_deadline = now + self._t_inactivity(s)
         # loss estimate from sender sequence gaps (feeds EXT_CC only, never reliability)
-        seq = msg.sequence
         if s.seq_expected is not None:
             gap = (seq - s.seq_expected) & 0xFFFF
             if 0 < gap < 0x8000:
@@ -447,7 +508,7 @@ class NormReceiver:
         s.seq_received += 1
         if s.rate_start is None:
             s.rate_start = now
-        s.rate_bytes += len(raw)
+        s.rate_bytes += nbytes
         span = now - s.rate_start
         if span >= max(s.grtt, 0.01):
             s.recv_rate = s.rate_bytes / span
@@ -662,14 +723,18 @@ class NormReceiver:
         self._advance_pos(s, pos, now)
 
     def _on_object_data(self, s: _Sender, o: _Object, msg: M.NormData, now: float) -> None:
+        self._object_segment(s, o, msg.sbn, msg.esi, msg.sbl, msg.payload, now)
+
+    def _object_segment(
+        self, s: _Sender, o: _Object, sbn: int, esi: int, sbl: int, payload: bytes, now: float
+    ) -> None:
         assert o.fti is not None
-        sbn, esi = msg.sbn, msg.esi
         nblocks = len(o.block_lens)
         if sbn >= nblocks:
             count(self.stats, "drop.bad_sbn")
             return
         k = o.block_lens[sbn]
-        if o.fec_id == 129 and msg.sbl and msg.sbl != k:
+        if o.fec_id == 129 and sbl and sbl != k:
             count(self.stats, "drop.bad_block_length")
             return
         blk = o.blocks.get(sbn)
@@ -685,7 +750,6 @@ class NormReceiver:
             return
         assert o.buf is not None
         e = o.fti.segment_size
-        payload = msg.payload
         if esi < k:
             off = (o.block_start[sbn] + esi) * e
             want = min(e, o.fti.object_size - off)
