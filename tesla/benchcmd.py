@@ -14,13 +14,23 @@ ns/packet, packets/s and the ratio to the OpenSSL rate for:
   packed buffer ready for ``sendmmsg``.
 * ``receiver ref`` -- :meth:`TeslaReceiver.receive` per packet (reference receiver).
 * ``receiver fast`` -- :meth:`FastTeslaReceiver.receive_batch` (1024-packet batches)
-  on one core, and ``receiver fast+2w`` with a 2-process :class:`WorkerPool`.
+  on one core, ``receiver fast 4096/b`` the same in 4096-packet batches (a socket driver
+  can coalesce four 1024-datagram ``recvmmsg`` calls), and ``receiver fast+2w`` with a
+  2-process :class:`WorkerPool`.
 
 Receiver figures are per *authenticated* packet, from an in-memory list of datagrams of
 a valid stream (T_int 100 ms, d = 2, arrival = send time + 1 ms): parse, safe-packet
 test, key processing, buffering and the batch MAC verification are all inside the
 timed region; generating the stream is not.  Every ratio is ``openssl_ns / our_ns``
 (1.0 = as fast as OpenSSL's HMAC on one core).
+
+On a shared machine one ``openssl speed`` run moves by 15-20% from run to run, and with
+it every ratio of its block; so every figure is a best (lowest) of several: each of our
+lines the best of 5 runs (3 with ``--quick``), and the two reference lines are sampled
+*between* our lines (:class:`Reference`: a py-copy repetition before each line, a 1 s
+``openssl speed`` run before every other line and at the end, at least 5 runs; every 5th
+line and at least 3 runs with ``--quick``), their best taken and their number and spread
+printed.  The load average is printed at the start and at the end.
 
 Then the receiver buffer bound at the highest rate this machine sends on loopback
 (``sendmmsg``, 1400 B): formula vs measured (``max_buffered_bytes``, tracemalloc peak,
@@ -204,7 +214,8 @@ def openssl_hmac_ns(hash_name: str, size: int, seconds: int = 1) -> tuple[float,
     return size / bps * 1e9, " ".join(cmd[1:])
 
 
-def inprocess_copy_ns(pkts: Sequence[bytes], alg: int, repeat: int) -> float:
+def _copy_loop(pkts: Sequence[bytes], alg: int) -> Callable[[], None]:
+    """The py-copy ceiling loop: one HMAC keyed once, copy/update/finalize per packet."""
     from cryptography.hazmat.primitives.hmac import HMAC
 
     from tesla.crypto import hash_algorithm
@@ -217,7 +228,74 @@ def inprocess_copy_ns(pkts: Sequence[bytes], alg: int, repeat: int) -> float:
             h.update(p)
             h.finalize()
 
-    return _best(run, repeat) / len(pkts) * 1e9
+    return run
+
+
+def inprocess_copy_ns(pkts: Sequence[bytes], alg: int, repeat: int) -> float:
+    return _best(_copy_loop(pkts, alg), repeat) / len(pkts) * 1e9
+
+
+class Reference:
+    """The reference lines of one block (``openssl`` and ``py-copy``), sampled between
+    our lines rather than once at the start: :meth:`probe` before each of our lines runs
+    one repetition of the py-copy loop and, every ``openssl_every`` probes, one
+    ``openssl speed -seconds N`` run; :meth:`finish` probes once more (with openssl) and
+    tops openssl up to ``min_runs`` runs.  Each reference is the best (lowest ns/pkt) of
+    its samples, like our lines, so that a burst of load on the shared machine during
+    one sample moves neither the reference nor every ratio of the block."""
+
+    def __init__(
+        self,
+        hname: str,
+        alg: int,
+        size: int,
+        pkts: Sequence[bytes],
+        *,
+        seconds: int = 1,
+        openssl_every: int = 2,
+        min_runs: int = 5,
+    ) -> None:
+        self.hname, self.size, self.seconds = hname, size, seconds
+        self.every, self.min_runs = max(1, openssl_every), min_runs
+        self.ossl: list[float] = []
+        self.py: list[float] = []
+        self.cmd = ""
+        self._n_pkts = len(pkts)
+        self._run_py = _copy_loop(pkts, alg)
+        self._probes = 0
+        self._no_openssl = False
+
+    def _openssl(self) -> None:
+        if self._no_openssl:
+            return
+        r = openssl_hmac_ns(self.hname, self.size, self.seconds)
+        if r is None:
+            self._no_openssl = not self.ossl  # no binary (or it never parses): stop trying
+            return
+        self.ossl.append(r[0])
+        self.cmd = r[1]
+
+    def _py(self) -> None:
+        gc.collect()
+        t = clock()
+        self._run_py()
+        self.py.append((clock() - t) / self._n_pkts * 1e9)
+
+    def probe(self) -> None:
+        if self._probes % self.every == 0:
+            self._openssl()
+        self._probes += 1
+        self._py()
+
+    def finish(self) -> None:
+        self._openssl()
+        self._py()
+        while not self._no_openssl and 0 < len(self.ossl) < self.min_runs:
+            self._openssl()
+
+    @staticmethod
+    def spread(xs: Sequence[float], what: str) -> str:
+        return f"(best of {len(xs)} {what}, {min(xs):.0f}..{max(xs):.0f} ns/pkt)"
 
 
 def hmac_digest_ns(pkts: Sequence[bytes], alg: int, repeat: int) -> float:
@@ -246,33 +324,29 @@ def warmed_sender(
 
 
 def sender_wrap_ns(alg: int, size: int, n: int, repeat: int) -> float:
-    rng = random.Random(2)
-    best = float("inf")
-    for _ in range(repeat):
-        s, raws, now = warmed_sender(alg, size, n, rng)
-        w = s.wrap
-        gc.collect()
-        t = clock()
+    # one warmed sender for all repetitions (building its key chain takes ~0.4 s; a
+    # sender that has already wrapped packets in this interval is the steady state)
+    s, raws, now = warmed_sender(alg, size, n, random.Random(2))
+    w = s.wrap
+
+    def run() -> None:
         for p in raws:
             w(p, now)
-        best = min(best, clock() - t)
-    return best / n * 1e9
+
+    return _best(run, repeat) / n * 1e9
 
 
 def sender_batch_ns(alg: int, size: int, n: int, repeat: int, batch: int = 1024) -> float:
     from tesla.fastpath import Scratch, sign_batch
 
-    rng = random.Random(2)
-    best = float("inf")
-    for _ in range(repeat):
-        s, raws, now = warmed_sender(alg, size, n, rng)
-        scratch = Scratch()  # a send loop reuses its output buffer (sign, send, sign...)
-        gc.collect()
-        t = clock()
+    s, raws, now = warmed_sender(alg, size, n, random.Random(2))
+    scratch = Scratch()  # a send loop reuses its output buffer (sign, send, sign...)
+
+    def run() -> None:
         for k in range(0, n, batch):
             sign_batch(s, raws[k : k + batch], now, scratch)
-        best = min(best, clock() - t)
-    return best / n * 1e9
+
+    return _best(run, repeat) / n * 1e9
 
 
 def receiver_ns(
@@ -647,7 +721,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         memory_bound(a.memory_child, 1400, a.quick, lambda t: print(t, flush=True))
         return 0
     quick = a.quick
-    repeat = 2 if quick else 3
+    repeat = 3 if quick else 5  # every line is the best of `repeat` runs
     n_pkts = 4000 if quick else 20000
     per_int = 1000 if quick else 2500
     n_int = max(2, n_pkts // per_int)
@@ -658,9 +732,10 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         print(s, flush=True)
         lines.append(s)
 
+    t_run = time.perf_counter()
     out(
         f"tesla-mcast bench{' --quick' if quick else ''}: {os.cpu_count()} CPUs, "
-        f"load avg {os.getloadavg()[0]:.2f} (figures are noisy on a shared machine)"
+        f"load avg {_loadavg()} (figures are noisy on a shared machine)"
     )
     pool = None
     if a.workers > 0:
@@ -695,7 +770,13 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
             out(f"  memory child failed: {r.stderr.strip()[-300:]}")
     if not a.no_e2e:
         end_to_end(out, quick)
+    out(f"load avg at the end {_loadavg()} ({time.perf_counter() - t_run:.0f} s run)")
     return 0
+
+
+def _loadavg() -> str:
+    """``1-min 5-min 15-min`` load averages."""
+    return "{:.2f} {:.2f} {:.2f} (1/5/15 min)".format(*os.getloadavg())
 
 
 def _profile(
@@ -710,49 +791,81 @@ def _profile(
     pool: Any,
     quick: bool,
 ) -> None:
+    """One block.  Every line is the best of ``repeat`` runs (receiver_ns, _best); the
+    two reference lines are sampled between our lines (:class:`Reference`), so the block
+    is printed once all of it is measured."""
     rng = random.Random(size)
     pkts = [rng.randbytes(size) for _ in range(n_pkts)]
-    ossl = openssl_hmac_ns(hname, size, 1 if quick else 3)
-    py = inprocess_copy_ns(pkts, alg, repeat)
-    if ossl is not None:
-        ref_ns, src = ossl
-        src = "openssl " + src
+    ref = Reference(
+        hname, alg, size, pkts, seconds=1, openssl_every=5 if quick else 2, min_runs=repeat
+    )
+    rows: list[tuple[str, float, str]] = []
+    kernel = ""
+
+    def line(name: str, measure: Callable[[], tuple[float, str]]) -> None:
+        ref.probe()
+        ns, extra = measure()
+        rows.append((name, ns, extra))
+
+    def rx(mode: str, fmt: str, **kw: Any) -> Callable[[], tuple[float, str]]:
+        def m() -> tuple[float, str]:
+            ns, acc = receiver_ns(stream, mode, repeat, **kw)
+            return ns, fmt.format(acc=acc)
+
+        return m
+
+    nw = min(n_pkts, 5000 if quick else 20000)
+    line("hmac.digest loop", lambda: (hmac_digest_ns(pkts, alg, repeat), ""))
+    line("sender wrap", lambda: (sender_wrap_ns(alg, size, nw, repeat), ""))
+    line("sender batch", lambda: (sender_batch_ns(alg, size, nw, repeat), ""))
+    s = make_sender(alg, disclose_every=disclose_every_for(size))
+    stream = make_stream(s, n_int, per_int, size)
+    data_size = len(stream[len(stream) // 2][1])
+    line("receiver ref", rx("ref", f"({{acc}} auth, {data_size} B)"))
+    if hasattr(s, "protocol") and hasattr(make_receiver(fast=False), "receive_batch"):
+        line("receiver ref batch", rx("refbatch", "({acc} auth)"))
+    line("receiver fast 1 core", rx("fast", "({acc} auth)"))
+    line("receiver fast 4096/b", rx("fast", "({acc} auth, 4096-datagram batches)", batch=4096))
+    if pool is not None:
+        line("receiver fast 1 core", rx("fast", "({acc} auth, wall clock)", wall=True))
+        ns1 = rows[-1][1]
+        pool_lines: tuple[tuple[str, dict[str, Any]], ...] = (
+            (f"receiver fast+{pool.n}w", {}),
+            # pipelined on both cores: this process parses and hashes a share, 1 worker
+            ("receiver main+1w", {"pool_main_share": 0.3, "pool_use": 1}),
+        )
+        for name, kw in pool_lines:
+            ref.probe()
+            ns, acc = receiver_ns(stream, "fast", repeat, pool=pool, **kw)
+            rows.append((name, ns, f"({acc} auth, wall clock; {ns1 / ns:.2f}x 1 core)"))
+        ref.probe()
+        a, b = pool_speedup(stream, alg, pool, repeat + 2)
+        kernel = (
+            f"  MAC kernel alone, wall clock: 1 process {a:.0f} ns/pkt, {pool.n} workers "
+            f"{b:.0f} ns/pkt: speed-up {a / b:.2f}x"
+        )
+    ref.finish()
+
+    py = min(ref.py)
+    py_note = Reference.spread(ref.py, "interleaved runs")
+    if ref.ossl:
+        ref_ns = min(ref.ossl)
+        src = "openssl " + ref.cmd
+        ossl_note = Reference.spread(ref.ossl, f"{ref.seconds} s runs interleaved")
     else:
         ref_ns, src = py, "in-process cryptography HMAC copy loop (no openssl binary)"
-    out(f"HMAC-{hname.upper()} {size} B  (reference: {src})")
+        ossl_note = "(= py-copy)"
+    out(f"HMAC-{hname.upper()} {size} B  (reference: {src}; our lines: best of {repeat} runs)")
 
     def row(name: str, ns: float, extra: str = "") -> None:
         out(f"  {name:<22}{ns:9.0f} ns/pkt {1e9 / ns:12,.0f} pkt/s   {ref_ns / ns:5.2f}x {extra}")
 
-    row("openssl", ref_ns)
-    row("py-copy (ceiling)", py)
-    row("hmac.digest loop", hmac_digest_ns(pkts, alg, repeat))
-    nw = min(n_pkts, 5000 if quick else 20000)
-    row("sender wrap", sender_wrap_ns(alg, size, nw, repeat))
-    row("sender batch", sender_batch_ns(alg, size, nw, repeat))
-    s = make_sender(alg, disclose_every=disclose_every_for(size))
-    stream = make_stream(s, n_int, per_int, size)
-    data_size = len(stream[len(stream) // 2][1])
-    ns, acc = receiver_ns(stream, "ref", max(1, repeat - 1))
-    row("receiver ref", ns, f"({acc} auth, {data_size} B)")
-    if hasattr(s, "protocol") and hasattr(make_receiver(fast=False), "receive_batch"):
-        ns, acc = receiver_ns(stream, "refbatch", repeat)
-        row("receiver ref batch", ns, f"({acc} auth)")
-    ns, acc = receiver_ns(stream, "fast", repeat)
-    row("receiver fast 1 core", ns, f"({acc} auth)")
-    if pool is not None:
-        ns1, acc = receiver_ns(stream, "fast", repeat, wall=True)
-        row("receiver fast 1 core", ns1, f"({acc} auth, wall clock)")
-        ns, acc = receiver_ns(stream, "fast", repeat, pool=pool)
-        row(f"receiver fast+{pool.n}w", ns, f"({acc} auth, wall clock; {ns1 / ns:.2f}x 1 core)")
-        # pipelined on both cores: this process parses and hashes a share, 1 worker the rest
-        ns, acc = receiver_ns(stream, "fast", repeat, pool=pool, pool_main_share=0.3, pool_use=1)
-        row("receiver main+1w", ns, f"({acc} auth, wall clock; {ns1 / ns:.2f}x 1 core)")
-        a, b = pool_speedup(stream, alg, pool, repeat + 2)
-        out(
-            f"  MAC kernel alone, wall clock: 1 process {a:.0f} ns/pkt, {pool.n} workers "
-            f"{b:.0f} ns/pkt: speed-up {a / b:.2f}x"
-        )
+    row("openssl", ref_ns, ossl_note)
+    row("py-copy (ceiling)", py, py_note)
+    for name, ns, extra in rows:
+        row(name, ns, extra)
+    if kernel:
+        out(kernel)
 
 
 if __name__ == "__main__":  # pragma: no cover
