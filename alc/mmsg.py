@@ -39,6 +39,7 @@ __all__ = [
     "Slab",
     "recv_batch",
     "send_batch",
+    "send_packed",
     "send_gso",
     "gso_supported",
 ]
@@ -74,6 +75,30 @@ class _Mmsghdr(ctypes.Structure):
 
 class _Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+# byte offsets in one mmsghdr, for numpy views of a whole array of them (no per-message
+# ctypes attribute access on the batch paths)
+_MM_SIZE = ctypes.sizeof(_Mmsghdr)
+_MM_NAME = _Msghdr.msg_name.offset
+_MM_NAMELEN = _Msghdr.msg_namelen.offset
+_MM_IOV = _Msghdr.msg_iov.offset
+_MM_IOVLEN = _Msghdr.msg_iovlen.offset
+_MM_FLAGS = _Msghdr.msg_flags.offset
+_MM_LEN = _Mmsghdr.msg_len.offset
+_IOV_SIZE = ctypes.sizeof(_Iovec)
+#: the numpy layout below assumes LP64 (8-octet pointers and size_t, 4-octet ints)
+_VECTOR_OK = (
+    ctypes.sizeof(ctypes.c_void_p) == 8
+    and ctypes.sizeof(ctypes.c_size_t) == 8
+    and _MM_SIZE % 8 == 0
+    and _IOV_SIZE == 16
+    and all(o % 8 == 0 for o in (_MM_NAME, _MM_IOV, _MM_IOVLEN))
+    and _MM_NAMELEN % 4 == 0
+    and _MM_FLAGS % 4 == 0
+    and _MM_LEN % 4 == 0
+    and sys.byteorder == "little"
+)
 
 
 def _load_libc() -> tuple[object | None, object | None]:
@@ -131,6 +156,11 @@ class Slab:
             h.msg_iovlen = 1
         self._rows_mv = [memoryview(self.data[k]) for k in range(rows)]
         self._addrs: list[tuple[str, int] | None] = [None] * rows
+        # 32-bit view of the mmsghdr array: msg_len, msg_flags and msg_namelen of every
+        # message read / reset as numpy columns
+        self._mm32 = np.frombuffer(memoryview(self._msgs).cast("B"), dtype=np.uint32).reshape(
+            rows, _MM_SIZE // 4
+        )
 
     def datagram(self, k: int) -> bytes:
         """Copy of datagram k of the last batch."""
@@ -181,8 +211,12 @@ def _recv_mmsg(sock: socket.socket, slab: Slab, block: bool) -> int:
     fd = sock.fileno()
     flags = MSG_WAITFORONE if block else MSG_DONTWAIT
     msgs = slab._msgs
-    for k in range(slab.count):  # reset what the last call changed
-        msgs[k].msg_hdr.msg_namelen = _SOCKADDR_LEN
+    vec = _VECTOR_OK
+    if vec:  # reset what the last call changed
+        slab._mm32[: slab.count, _MM_NAMELEN // 4] = _SOCKADDR_LEN
+    else:
+        for k in range(slab.count):
+            msgs[k].msg_hdr.msg_namelen = _SOCKADDR_LEN
     if block and sock.gettimeout() is not None:
         import select
 
@@ -199,12 +233,17 @@ def _recv_mmsg(sock: socket.socket, slab: Slab, block: bool) -> int:
             return 0
         raise OSError(e, os.strerror(e))
     lens = slab.lengths
-    trunc = 0
-    for k in range(n):
-        m = msgs[k]
-        lens[k] = m.msg_len
-        if m.msg_hdr.msg_flags & 0x20:  # MSG_TRUNC
-            trunc += 1
+    if vec:
+        mm = slab._mm32[:n]
+        lens[:n] = mm[:, _MM_LEN // 4]
+        trunc = int(np.count_nonzero(mm[:, _MM_FLAGS // 4] & 0x20))  # MSG_TRUNC
+    else:
+        trunc = 0
+        for k in range(n):
+            m = msgs[k]
+            lens[k] = m.msg_len
+            if m.msg_hdr.msg_flags & 0x20:
+                trunc += 1
     slab.truncated += trunc
     slab.stamps[:n] = now
     slab.count = n
@@ -309,6 +348,66 @@ def send_batch(
             raise OSError(e, os.strerror(e))
         sent += r
     del keep
+    return sent
+
+
+def send_packed(
+    sock: socket.socket,
+    buf: bytes | bytearray | memoryview | np.ndarray,
+    starts: np.ndarray | Sequence[int],
+    lens: np.ndarray | Sequence[int],
+    addr: tuple[str, int] | None = None,
+) -> int:
+    """Send datagram k = ``buf[starts[k] : starts[k] + lens[k]]`` for every k, in order,
+    with as few ``sendmmsg`` calls as possible; returns the number sent.
+
+    For a packed batch (e.g. :func:`tesla.fastpath.sign_batch` output, or datagrams
+    joined into one buffer): the iovec and mmsghdr arrays are filled as numpy columns,
+    with no per-datagram Python object (``send_batch`` costs a few microseconds of
+    Python per datagram).  Same blocking and fallback behaviour as :func:`send_batch`."""
+    st = np.asarray(starts, dtype=np.int64)
+    ln = np.asarray(lens, dtype=np.int64)
+    n = len(st)
+    if n == 0:
+        return 0
+    if len(ln) != n:
+        raise ValueError("starts and lens differ in length")
+    a = np.frombuffer(buf, dtype=np.uint8)
+    if bool((st < 0).any() or (ln < 0).any() or (st + ln > len(a)).any()):
+        raise ValueError("a datagram lies outside the buffer")
+    if not (HAVE_MMSG and _VECTOR_OK):
+        mv = a.data
+        return send_batch(
+            sock, [mv[x : x + y] for x, y in zip(st.tolist(), ln.tolist(), strict=True)], addr
+        )
+    assert _sendmmsg is not None
+    iov = np.empty((n, 2), dtype=np.uint64)
+    iov[:, 0] = a.ctypes.data + st
+    iov[:, 1] = ln
+    msgs = np.zeros((n, _MM_SIZE // 8), dtype=np.uint64)
+    name = _sockaddr(addr)
+    name_buf = ctypes.create_string_buffer(name) if name is not None else None
+    if name_buf is not None and name is not None:
+        msgs[:, _MM_NAME // 8] = ctypes.addressof(name_buf)
+        msgs.view(np.uint32)[:, _MM_NAMELEN // 4] = len(name)
+    msgs[:, _MM_IOV // 8] = iov.ctypes.data + _IOV_SIZE * np.arange(n, dtype=np.uint64)
+    msgs[:, _MM_IOVLEN // 8] = 1
+    fd = sock.fileno()
+    base = msgs.ctypes.data
+    ptr = ctypes.POINTER(_Mmsghdr)
+    sent = 0
+    while sent < n:
+        r = _sendmmsg(fd, ctypes.cast(base + sent * _MM_SIZE, ptr), n - sent, 0)  # type: ignore[operator]
+        if r < 0:
+            e = ctypes.get_errno()
+            if e == errno.EINTR:
+                continue
+            if e in (errno.EAGAIN, errno.ENOBUFS) and sent:
+                time.sleep(0)
+                continue
+            raise OSError(e, os.strerror(e))
+        sent += r
+    del a, iov, msgs, name_buf  # alive until here: the kernel read them
     return sent
 
 
