@@ -363,7 +363,21 @@ class NormReceiver:
         if hl > n or hl < 20:
             return False
         if hl != 20 and (data[20] != M.EXT_FTI or data[21] << 2 != hl - 20):
-            return False  # other extensions: the general decoder
+            # more than the EXT_FTI (e.g. an EXT_AUTH behind TESLA): a structural walk that
+            # fails where the decoder would; EXT_CC / EXT_RATE (checked bodies): general path
+            pos = 20
+            while pos < hl:
+                het = data[pos]
+                if het >= 128:
+                    if het == M.EXT_RATE:
+                        return False
+                    pos += 4
+                    continue
+                if pos + 1 >= hl or het == M.EXT_CC or data[pos + 1] == 0:
+                    return False
+                pos += data[pos + 1] << 2
+            if pos != hl:
+                return False
         _, _, seq, src, inst, grtt, bg, flags, _, oid = _OBJ.unpack_from(data, 0)
         if flags & M.FLAG_STREAM or src == self.config.node_id:
             return False
@@ -391,7 +405,7 @@ class NormReceiver:
             o.info_expected = True
         w = _U32.unpack_from(data, 16)[0]
         sbn, esi = w >> 8, w & 0xFF
-        self._object_segment(s, o, sbn, esi, 0, data[hl:], now)
+        self._object_segment(s, o, sbn, esi, 0, memoryview(data)[hl:], now)
         self._advance_pos(s, (ordinal, sbn, esi), now)
         return True
 
@@ -726,7 +740,14 @@ class NormReceiver:
         self._object_segment(s, o, msg.sbn, msg.esi, msg.sbl, msg.payload, now)
 
     def _object_segment(
-        self, s: _Sender, o: _Object, sbn: int, esi: int, sbl: int, payload: bytes, now: float
+        self,
+        s: _Sender,
+        o: _Object,
+        sbn: int,
+        esi: int,
+        sbl: int,
+        payload: bytes | memoryview,
+        now: float,
     ) -> None:
         assert o.fti is not None
         nblocks = len(o.block_lens)
@@ -762,7 +783,7 @@ class NormReceiver:
             if o.fec_id == 0 or esi >= n_limit or len(payload) > e:
                 count(self.stats, "drop.bad_parity")
                 return
-            blk.parity[esi] = payload
+            blk.parity[esi] = bytes(payload)
             o.nbytes += len(payload)
             self._bytes += len(payload)
         blk.recv.add(esi)
