@@ -1238,6 +1238,18 @@ class FastTeslaReceiver(TeslaReceiver):
         self._drain()
         return bool(super()._is_replay(i, data, off, typ))
 
+    def poll(self) -> None:
+        """Finish the intervals in flight whose workers are done; never waits."""
+        while self._jobs and self._jobs[0][0].ready():
+            self._collect_one()
+
+    def pop_ready(self) -> list[tuple[bytes, Any]]:
+        """Like :meth:`pop_authenticated`, without waiting for the intervals still in
+        flight in the worker pool (their datagrams come in a later call, in order)."""
+        self.poll()
+        pk, meta = TeslaReceiver.pop_authenticated_lists(self)
+        return list(zip(pk, meta, strict=True))
+
     def flush(self) -> None:
         """Finish the verification in flight (with a pool): its counters and releases."""
         self._drain()

@@ -365,6 +365,13 @@ class MacJob:
         self.d0 = slot.d0
         self.r0 = slot.r0
 
+    def ready(self) -> bool:
+        """Whether :meth:`result` would return without waiting (no caller share left,
+        every worker of the job has answered)."""
+        if self.cut < self.slot.n:
+            return False
+        return all(self.pool._conns[w].poll() for w in self.busy)
+
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """``(MAC fields as received, computed digests)``, each ``(n, km)``: hashes the
         caller's share of the rows here, then waits for the workers'.  Jobs are

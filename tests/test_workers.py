@@ -164,3 +164,36 @@ def test_ring_jobs_in_flight_wrap_and_fifo() -> None:
             assert np.array_equal(digs, want[done][1])
             done += 1
         assert done == 30 and p.in_flight == 0
+
+
+def test_pop_ready_never_waits_and_keeps_release_order(
+    pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pop_ready() returns only what is finished (intervals in flight stay in flight) and,
+    concatenated over calls and a final pop_authenticated(), equals the reference."""
+    import time
+
+    from test_fastpath import _pub
+
+    monkeypatch.setattr(fp, "POOL_MIN_PACKETS", 1)
+    snd = make_sender(2)
+    stream = make_stream(snd, 12, 40, 600)
+    ref = TeslaReceiver(_pub(), max_clock_error_ms=20)
+    fast = FastTeslaReceiver(_pub(), max_clock_error_ms=20, pool=pool)
+    for a, b in stream:
+        ref.receive(b, a)
+    got: list[tuple[bytes, object]] = []
+    saw_in_flight = False
+    for k in range(0, len(stream), 50):
+        ch = stream[k : k + 50]
+        fast.receive_batch([b for _, b in ch], np.array([a for a, _ in ch]))
+        saw_in_flight |= bool(fast._jobs)
+        got += fast.pop_ready()
+    assert saw_in_flight
+    deadline = time.monotonic() + 10
+    while fast._jobs and time.monotonic() < deadline:
+        got += fast.pop_ready()
+        time.sleep(0.001)
+    got += fast.pop_authenticated()
+    assert got == ref.pop_authenticated()
+    assert fast.stats["accepted"] == ref.stats["accepted"]
