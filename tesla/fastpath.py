@@ -434,6 +434,19 @@ def _zero_fields(
     return tags
 
 
+def _put_fields(arr: np.ndarray, at: np.ndarray, vals: np.ndarray) -> None:
+    """``arr[at[k] : at[k] + w] = vals[k]`` for every k (``vals`` is ``(n, w)``): one strided
+    view when the fields are evenly spaced (one datagram length and layout)."""
+    n, w = vals.shape
+    step = int(at[1] - at[0]) if n > 1 else 0
+    if step >= w and bool((np.diff(at) == step).all()):
+        np.lib.stride_tricks.as_strided(
+            arr[int(at[0]) :], shape=(n, w), strides=(step, 1), writeable=True
+        )[...] = vals
+    else:
+        arr[at[:, None] + np.arange(w)] = vals
+
+
 def _ctl_mask(arr: np.ndarray, st: np.ndarray, lens: np.ndarray, hb: int) -> np.ndarray:
     """The wrapper's key-disclosure-only packets (header octets, before zeroing)."""
     hdr_end = arr[st + hb].astype(np.int64) << 2
@@ -1436,7 +1449,7 @@ def sign_batch(
     raw = mac_rows(out, ostarts, olens, F_prime(sender.chains.key(stv.i), p.prf_id), p.mac_id)
     hl = len(raw) // n
     macs = np.frombuffer(raw, dtype=np.uint8).reshape(n, hl)[:, :km]
-    oa[mpos[:, None] + np.arange(km)] = macs
+    _put_fields(oa, mpos, macs)
     if g:
         assert sender.group_key is not None
         graw = mac_rows(out, ostarts, olens, sender.group_key, p.group_mac_id)
