@@ -1283,9 +1283,8 @@ class FastTeslaReceiver(TeslaReceiver):
         else:
             good = np.flatnonzero(ok)
             # cheap pre-check on the first 8 tag octets; exact check only if they collide
-            if len(good) > 1 and _has_dup_u64(
-                np.ascontiguousarray(tags[good, :8]).view(np.uint64).ravel()
-            ):
+            t8 = tags[:, :8] if not nbad else tags[good, :8]
+            if len(good) > 1 and _has_dup_u64(np.ascontiguousarray(t8).view(np.uint64).ravel()):
                 v = np.ascontiguousarray(tags[good]).view(np.dtype((np.void, km))).ravel()
                 _, first = np.unique(v, return_index=True)
                 if len(first) != len(good):
@@ -1294,7 +1293,7 @@ class FastTeslaReceiver(TeslaReceiver):
             keep_a = good
         if not len(keep_a):
             return
-        self._recent[w] = tags[keep_a].tobytes()
+        self._recent[w] = (tags if len(keep_a) == n else tags[keep_a]).tobytes()
         while len(self._recent) > REPLAY_MEMORY_INTERVALS:
             self._recent.popitem(last=False)
         cnt = self._counters()
