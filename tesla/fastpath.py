@@ -572,6 +572,7 @@ class FastTeslaReceiver(TeslaReceiver):
         self._hdr_scratch = Scratch()
         self._auth_scratch = Scratch()
         self._lane_scratch = Scratch()
+        self._slab: Slab | None = None  # the slab of the batch being processed, if any
         #: datagrams buffered by the uniform lane (:meth:`_lane`), for tests and benchmarks
         self.lane_packets = 0
 
@@ -600,9 +601,16 @@ class FastTeslaReceiver(TeslaReceiver):
 
     # -- entry points -------------------------------------------------------------
     def receive_slab(self, slab: Slab, metas: Sequence[Any] | None = None) -> None:
-        """Process the datagrams of a slab filled by :func:`alc.mmsg.recv_batch`."""
-        if slab.count:
-            self.receive_batch(slab.datagrams(), slab.stamps[: slab.count], metas)
+        """Process the datagrams of a slab filled by :func:`alc.mmsg.recv_batch`; the
+        lane reads the headers straight from the slab rows (no packing, lengths from
+        the slab)."""
+        n = slab.count
+        if n:
+            self._slab = slab
+            try:
+                self.receive_batch(slab.datagrams(), slab.stamps[:n], metas)
+            finally:
+                self._slab = None
 
     def receive_batch(
         self,
@@ -665,14 +673,21 @@ class FastTeslaReceiver(TeslaReceiver):
         header: then ``_locate`` finds the same offset in it."""
         p = self.params
         n = len(pkts)
-        P = LANE_PREFIX
         lv = _LaneView(p, n)
-        lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
+        slab = self._slab
+        if slab is not None and slab.count == n and slab.width >= LANE_PREFIX:
+            # the recvmmsg rows themselves (stable until the next receive into the slab)
+            a2 = slab.data[:n]
+            P = slab.width
+            lens = slab.lengths[:n]
+        else:
+            P = LANE_PREFIX
+            lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
+            # its own buffer: ``keys`` stays a view of it while the batch is processed
+            buf = self._lane_scratch.get(n * P)
+            _splitter(np.full(n, P, dtype=np.int64), None).pack_into(buf, 0, *pkts)
+            a2 = np.frombuffer(buf, dtype=np.uint8, count=n * P).reshape(n, P)
         lv.lens = lens
-        # its own buffer: ``keys`` stays a view of it while the batch is processed
-        buf = self._lane_scratch.get(n * P)
-        _splitter(np.full(n, P, dtype=np.int64), None).pack_into(buf, 0, *pkts)
-        a2 = np.frombuffer(buf, dtype=np.uint8, count=n * P).reshape(n, P)
         elig = lv.elig
         off = lv.off
         typ = lv.typ
@@ -713,7 +728,7 @@ class FastTeslaReceiver(TeslaReceiver):
             lv.moff = np.where(typ == 2, o + 8, o + 8 + kp)
             lv.keys = a2[:, o + 8 : o + 8 + kp]  # the key (Types 1, 4) or commitment (3)
             return lv
-        flat = a2.ravel()
+        flat = a2.reshape(-1)
         at = np.arange(0, n * P, P, dtype=np.int64) + off
         lv.i = _gather_u32(flat, at + 4)
         lv.moff = off + np.where(typ == 2, 8, 8 + kp)
