@@ -10,7 +10,8 @@ NORM beside flute-alc and NRL NORM moving the same files unauthenticated", targe
 One random file (20 MiB, 4 MiB with ``quick``) is moved three times in one run:
 
 1. **ours NORM + TESLA**: :class:`norm.sender.NormSender` -> :func:`tesla.fastpath.sign_batch`
-   (every datagram: EXT_AUTH, HMAC-SHA-256) -> ``sendmmsg`` -> ``recvmmsg`` ->
+   (every datagram: EXT_AUTH, HMAC-SHA-256, one packed buffer) ->
+   :func:`alc.mmsg.send_packed` (``sendmmsg``) -> ``recvmmsg`` ->
    :class:`tesla.fastpath.FastTeslaReceiver` (safe-packet test, key checks, buffering,
    batch MAC verification) -> only authenticated datagrams -> :class:`norm.receiver.NormReceiver`.
    The time runs until the receiver engine delivers the object, so it includes the d
@@ -32,9 +33,13 @@ same network setup: a random group in 239.255.0.0/16, random port, interface
 NRL, each side also receives its own datagrams and discards them).  Same file, segment
 1400 B, block 64, parity 16 (FEC Encoding ID 5, none sent proactively), no loss, CC
 off, initial GRTT 10 ms.  NRL cannot be interleaved: it is run with a configured
-transmit rate, at each rate of ``nrl_rates_mbps``, and its best time is the one the
-ratio uses (above ~500 Mbit/s on a 2-vCPU machine NRL overruns its own receiver and
-gets slower through NACK repair, so a single very high rate would understate it).
+transmit rate, at each rate of ``nrl_rates_mbps`` (default 300/400/600 Mbit/s), and its
+best time is the one the ratios use.  On a 2-vCPU machine NRL's best is near 300 Mbit/s:
+from there on its receiver loses datagrams (a monitor socket counted 5-25 NACKs and
+17-32k NORM_DATA for the 15k segments of 20 MiB at 300-1000 Mbit/s) and NACK repair makes
+it slower, so a single very high rate would understate it.  Each line runs ``repeat``
+times (2, 1 with ``quick``), the lines interleaved, and the best time counts, as in the
+ALC line.
 
 Every transfer is checked bit-exact (:class:`TransferError` otherwise).  The returned
 dict maps ``"auth"``, ``"plain"``, ``"nrl"`` (best NRL) and ``"nrl@<rate>"`` to elapsed
@@ -68,8 +73,6 @@ GRTT = 0.01
 #: our sender's rate (bytes/s): never the limit, the token bucket only cuts chunks
 OUR_RATE = 1e12
 TIMEOUT = 60.0
-#: NORM message types a receiver sends (NACK, ACK, REPORT); 1..3 are sender messages
-_FEEDBACK = (4, 5, 6)
 
 
 class TransferError(RuntimeError):
@@ -83,16 +86,9 @@ def _group() -> tuple[str, int]:
     )
 
 
-def _sender_msgs(slab: Any) -> int:
-    """Datagrams of the last batch that are NORM sender messages (not feedback)."""
-    n = int(slab.count)
-    if n == 0:
-        return 0
-    t = slab.data[:n, 0] & 15
-    return int(((t >= 1) & (t <= 3)).sum())
-
-
 def _feedback_rows(slab: Any) -> np.ndarray:
+    """Rows of the last batch that are NORM receiver messages (NACK, ACK, REPORT: types
+    4..6; the sender's are 1..3)."""
     n = int(slab.count)
     t = slab.data[:n, 0] & 15
     return np.flatnonzero((t >= 4) & (t <= 6))
@@ -246,10 +242,8 @@ def run_ours(
                 receive(time.time())
             now = time.time()
             fb = rxe.datagrams_to_send(now)
-            if fb:
-                for p, a in fb:
-                    send_batch(s_rx, [p], a if a is not None else group)
-                fb_out = len(fb)  # looped back to the receiver socket too
+            if fb:  # to the group (the engine is given no unicast addresses)
+                fb_out = send_batch(s_rx, [p for p, _ in fb], group)  # looped back here too
             while (ev := rxe.next_event()) is not None:
                 if isinstance(ev, ObjectReceived):
                     got.append(ev.data)
