@@ -630,6 +630,13 @@ class FastTeslaReceiver(TeslaReceiver):
         times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
         ms: Sequence[Any] = metas if metas is not None else [None] * n
         k = 0
+        if self.cc_hint is not None:
+            # congestion control before authentication (RFC 5776 §4.3 step 5) sees every
+            # datagram the reference would show it, in order: the reference path
+            rc = super().receive
+            for k in range(n):
+                rc(pkts[k], float(times[k]), ms[k])
+            return
         lane: _LaneView | None = None
         misses = 0
         while k < n:

@@ -296,7 +296,7 @@ class TeslaReceiver:
         self.macs = macs or HmacMacs()
         #: RFC 5776 §4.3 step 5 hook ``(datagram, now)``: called for a packet that passed
         #: steps 1-4, before it is buffered (per-datagram path; :meth:`receive_batch` falls
-        #: back to it when set; ``FastTeslaReceiver``'s bulk path, ALC only, does not call it)
+        #: back to it when set, and so does ``FastTeslaReceiver.receive_batch``)
         self.cc_hint: Callable[[bytes, float], None] | None = None
         self._stats: dict[str, int] = {f"drop.{r}": 0 for r in DROP_REASONS}
         self._stats.update(

@@ -162,6 +162,29 @@ def test_uniform_lane_takes_clean_streams_and_decides_as_reference(
     assert fast.lane_packets > (0.05 if mutate else 0.9) * acc, (fast.lane_packets, acc)
 
 
+@pytest.mark.parametrize("protocol", ["norm", "alc"])
+def test_cc_hint_sees_what_the_reference_shows_it(protocol: str) -> None:
+    """RFC 5776 §4.3 step 5: with a congestion-control hint set, the batch receiver calls
+    it for exactly the datagrams, times and order of the reference."""
+    rng = random.Random(21)
+    snd = make_sender(2, protocol=protocol)
+    stream = make_stream(snd, 6, 40, 300)
+    pk = _mutate(stream, rng, snd.params.key_len)
+    seen: dict[str, list[tuple[bytes, float]]] = {"ref": [], "fast": []}
+    ref = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    fast = FastTeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    ref.cc_hint = lambda d, t: seen["ref"].append((d, t))
+    fast.cc_hint = lambda d, t: seen["fast"].append((d, t))
+    for a, b in pk:
+        ref.receive(b, a)
+    for k in range(0, len(pk), 64):
+        ch = pk[k : k + 64]
+        fast.receive_batch([b for _, b in ch], np.array([a for a, _ in ch]))
+    assert len(seen["ref"]) > 100
+    assert seen["fast"] == seen["ref"]
+    _compare(ref, fast)
+
+
 def test_lane_multi_interval_batches_and_tight_bounds() -> None:
     """Batches spanning interval boundaries with a small per-interval limit and buffer
     bound: the lane stops where the reference would evict."""
