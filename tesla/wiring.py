@@ -216,6 +216,14 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
             help="TESLA buffer bound (packets waiting for their key)",
         )
         g.add_argument(
+            "--verify-workers",
+            type=_pos_int(0, 64),
+            default=0,
+            metavar="N",
+            help="ALC: N worker processes compute the MACs of each interval from shared "
+            "memory while this one parses on (default 0: in this process)",
+        )
+        g.add_argument(
             "--jitter",
             type=_ms,
             default=0.0,
@@ -581,6 +589,7 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
         max_clock_error_ms=args.max_clock_error,
         max_buffered_bytes=args.max_buffer,
         template=tpl,
+        pool=_worker_pool(int(getattr(args, "verify_workers", 0) or 0), protocol),
     )
     sync_addr = args.sync_addr if protocol == PROTO_ALC and direct else None
     live = not getattr(args, "from_pcap", None)
@@ -597,6 +606,19 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
     if sync_addr is not None:
         rx.side_channel = ("connect", sync_addr)
     return _Jitter(rx, jitter) if jitter > 0 else rx
+
+
+def _worker_pool(n: int, protocol: str) -> Any:
+    """A :class:`tesla.workers.WorkerPool` of ``n`` processes (ALC), closed at exit."""
+    if n <= 0 or protocol != PROTO_ALC:
+        return None
+    import atexit
+
+    from tesla.workers import WorkerPool
+
+    pool = WorkerPool(n)
+    atexit.register(pool.close)
+    return pool
 
 
 def tesla_summary(eng: Any) -> dict[str, Any] | None:

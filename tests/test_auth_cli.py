@@ -96,6 +96,40 @@ def test_pcap_round_trip_authenticated(
     assert n > t["accepted"] > 0
 
 
+def test_verify_workers_same_result(
+    capture: dict,
+    keys: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--verify-workers 2``: the intervals' MACs are computed by worker processes (every
+    interval, whatever its size, here) with the same files and counters as in-process."""
+    import tesla.fastpath as fp
+    import tesla.workers as tw
+
+    monkeypatch.setattr(fp, "POOL_MIN_PACKETS", 1)
+    pools: list[tw.WorkerPool] = []
+
+    class Recorded(tw.WorkerPool):
+        def __init__(self, *a: object, **kw: object) -> None:
+            super().__init__(*a, **kw)  # type: ignore[arg-type]
+            pools.append(self)
+
+    monkeypatch.setattr(tw, "WorkerPool", Recorded)
+    rc = receive_capture(capture, tmp_path / "w", keys["pub"], "--verify-workers", "2")
+    with_pool, err = tesla_of(capsys)
+    assert rc == 0, err
+    rc = receive_capture(capture, tmp_path / "p", keys["pub"])
+    plain, err = tesla_of(capsys)
+    assert rc == 0, err
+    assert len(pools) == 1 and pools[0].n == 2 and pools[0].jobs >= 1
+    pools[0].close()
+    assert with_pool["tesla"] == plain["tesla"]
+    for f in capture["files"]:
+        assert (tmp_path / "w" / f.name).read_bytes() == f.read_bytes()
+
+
 def test_wrong_public_key_fails(
     capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
