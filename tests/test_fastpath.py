@@ -334,3 +334,181 @@ def test_mac_rows_is_standard_hmac(layout: str, mac_id: int, name: str) -> None:
         hmac.digest(key, bytes(buf[s : s + ln]), name) for s, ln in zip(starts, lens, strict=True)
     )
     assert got == want
+
+
+# ---------------------------------------------------------------------------- NORM lane
+def _norm_stream(
+    snd: Any, n_intervals: int, per_interval: int, size: int, sources: int, seed: int
+) -> list[tuple[float, bytes]]:
+    """Like ``make_stream`` for NORM, the datagrams spread over ``sources`` NORM
+    source_ids (the wrapper's sequence numbers are one counter over all of them)."""
+    rng = random.Random(seed)
+    tint = snd.params.tint_ms / 1000.0
+    body = max(24, size - tag_overhead(snd))
+    out: list[tuple[float, bytes]] = [
+        (T0 + 1e-4 + 0.001, b) for b in snd.control_packets(T0 + 1e-4)
+    ]
+    k = 0
+    for j in range(n_intervals):
+        for q in range(per_interval):
+            t = T0 + j * tint + (q + 0.5) * tint * 0.05 / (per_interval + 1)
+            raw = raw_packet("norm", body, k, rng)
+            src = 1 + rng.randrange(sources)
+            raw = raw[:4] + src.to_bytes(4, "big") + raw[8:]
+            out.append((t + 0.001, snd.wrap(raw, t)))
+            k += 1
+    for j in range(n_intervals, n_intervals + snd.params.d + 1):
+        t = T0 + (j + 0.5) * tint
+        out.append((t + 0.001, snd.key_disclosure_packet(t)))
+    return out
+
+
+def _with_replays(
+    stream: list[tuple[float, bytes]], rng: random.Random, rate: float
+) -> list[tuple[float, bytes]]:
+    """Copies of earlier datagrams: right after the original (same interval: a
+    duplicate at verification) or up to a few intervals later (a NORM replay once the
+    original's interval is verified)."""
+    out = list(stream)
+    for t, b in stream[3:]:
+        if rng.random() < rate:
+            out.append((t + rng.choice([1e-5, rng.uniform(0.0, 0.4)]), b))
+    out.sort(key=lambda x: x[0])
+    return out
+
+
+@pytest.mark.parametrize("size,every,sources", [(1400, 1, 1), (64, 64, 1), (400, 3, 3)])
+@pytest.mark.parametrize("mutate", [False, True])
+def test_norm_lane_takes_clean_streams_and_decides_as_reference(
+    size: int, every: int, sources: int, mutate: bool
+) -> None:
+    """The NORM lane (FastTeslaReceiver._lane_norm) buffers almost every datagram of a
+    clean NORM stream -- Type 1, 2 and 3/4 tags over chain switches, one or several NORM
+    sources -- and with damaged, late and replayed datagrams mixed in it decides exactly
+    as the reference (whose NORM path is the full one, replay test included)."""
+    rng = random.Random(size + mutate + 100)
+    snd = make_sender(2, protocol="norm", n_chain=9, disclose_every=every)
+    stream = _norm_stream(snd, 25, 120, size, sources, seed=size)
+    pk = _mutate(stream, rng, snd.params.key_len) if mutate else stream
+    ref, fast = _feed(pk, rng, protocol="norm")
+    _compare(ref, fast)
+    acc = ref.stats["accepted"]
+    assert acc > 2000
+    assert fast.lane_packets > (0.05 if mutate else 0.9) * acc, (fast.lane_packets, acc)
+    assert ref._seq_hi == fast._seq_hi and ref._seq_seen == fast._seq_seen
+
+
+@pytest.mark.parametrize("sources", [1, 4])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_norm_lane_replays_and_duplicates(sources: int, seed: int) -> None:
+    """Copies of earlier datagrams (same interval: duplicates; later: NORM replays and
+    unsafe late copies) in batches of 1 to 1024: same decisions and replay state."""
+    rng = random.Random(seed)
+    snd = make_sender(2, protocol="norm", n_chain=9, disclose_every=rng.choice([1, 3]))
+    stream = _norm_stream(snd, 20, 150, 300, sources, seed=seed)
+    pk = _with_replays(stream, rng, 0.05)
+    ref, fast = _feed(pk, rng, protocol="norm")
+    _compare(ref, fast)
+    st = ref.stats
+    assert st["drop.replay"] > 10 and st["drop.duplicate"] > 10, st
+    # a replay next to the first datagram of an interval (two misses in a row) hands the
+    # rest of a batch to the general path
+    assert fast.lane_packets > 0.1 * st["accepted"], (fast.lane_packets, st["accepted"])
+    assert ref._seq_hi == fast._seq_hi and ref._seq_seen == fast._seq_seen
+
+
+def test_norm_lane_tight_bounds_and_multi_interval_batches() -> None:
+    rng = random.Random(12)
+    snd = make_sender(2, protocol="norm", n_chain=9)
+    stream = make_stream(snd, 12, 80, 300, spread=1.0)
+    ref, fast = _feed(
+        stream, rng, protocol="norm", max_buffered_bytes=60_000, max_packets_per_interval=70
+    )
+    assert ref.stats["drop.evicted"] > 0
+    assert fast.lane_packets > 0
+    _compare(ref, fast)
+
+
+def test_norm_accept_many_equals_reference_loop() -> None:
+    """_finish's bulk NORM replay-state update equals _norm_accept per datagram: rising
+    runs across the seen-set bound (trims) and the 16-bit wrap, several sources,
+    repeated and older sequence numbers (the loop), fewer than 8 datagrams."""
+    from tesla.verifier import NORM_SEQ_WINDOW
+
+    rng = random.Random(4)
+    a = FastTeslaReceiver(_pub(), protocol="norm")
+    b = FastTeslaReceiver(_pub(), protocol="norm")
+    seqs = {1: 65000, 2: 10, 3: 30000}
+    for _ in range(60):
+        n = rng.choice([3, 50, 700, 2 * NORM_SEQ_WINDOW + 5, 3000])
+        srcs = rng.choice([[1], [1, 2], [1, 2, 3]])
+        pkts = []
+        for _ in range(n):
+            src = rng.choice(srcs)
+            r = rng.random()
+            if r < 0.97:
+                seqs[src] = (seqs[src] + rng.choice([1, 1, 1, 2, 5])) & 0xFFFF
+                q = seqs[src]
+            elif r < 0.985:
+                q = seqs[src]  # repeated
+            else:
+                q = (seqs[src] - rng.randrange(1, 9000)) & 0xFFFF  # older
+            pkts.append(bytes([0x12, 5]) + q.to_bytes(2, "big") + src.to_bytes(4, "big"))
+        keep = sorted(rng.sample(range(n), rng.randrange(1, n + 1)))
+        nk = np.array(
+            [(int.from_bytes(p[4:8], "big") << 16) | int.from_bytes(p[2:4], "big") for p in pkts],
+            dtype=np.int64,
+        )
+        a._norm_accept_many(pkts, keep, np.array(keep, dtype=np.int64), nk)
+        for k in keep:
+            b._norm_accept(pkts[k])
+        assert a._seq_hi == b._seq_hi
+        assert a._seq_seen == b._seq_seen
+
+
+def test_norm_walk_layout_classes_locate_as_reference() -> None:
+    """_norm_walk equals the reference _locate (NORM) on fuzzed headers, and every
+    datagram that agrees with a walked one on the octets the walk read and covers its
+    header end is located at the same offset (the lane's layout classes)."""
+    from tesla.fastpath import _norm_walk
+
+    rng = random.Random(9)
+    snd = make_sender(2, protocol="norm", n_chain=9, disclose_every=3)
+    base = [b for _, b in make_stream(snd, 12, 6, 200)]
+    rx = TeslaReceiver(_pub(), protocol="norm")
+
+    def loc(p: bytes) -> int:
+        from alc.errors import DecodeError
+
+        try:
+            return rx._locate(p)
+        except DecodeError:
+            return -1
+
+    pkts: list[bytes] = []
+    for b in base:
+        pkts.append(b)
+        for _ in range(6):
+            bb = bytearray(b)
+            for _ in range(rng.randrange(1, 3)):
+                pos = rng.choice([0, 1, 12, 13, rng.randrange(min(len(bb), 90))])
+                bb[pos] = rng.choice([rng.randrange(256), 0x13, 0x12, 1, 3, 5, 129, 2])
+            pkts.append(bytes(bb[: rng.choice([len(bb), rng.randrange(len(bb) + 1)])]))
+    checked = 0
+    for p in pkts:
+        w = _norm_walk(p, 0)
+        want = loc(p)
+        if w is None:
+            assert want == -1 or len(p) < 8
+            continue
+        found, end, cols = w
+        assert found == want
+        for _ in range(5):  # change only octets the walk did not read
+            q = bytearray(p)
+            free = [j for j in range(len(q)) if j not in cols]
+            for j in rng.sample(free, min(4, len(free))):
+                q[j] = rng.randrange(256)
+            q = q[: rng.choice([len(q), end, max(end, len(q) - 1)])]
+            assert loc(bytes(q)) == found
+            checked += 1
+    assert checked > 200
