@@ -166,9 +166,19 @@ class AuthenticatedReceiver:
     def receive_datagrams(self, batch: list[tuple[bytes, Address | None]], now: float) -> None:
         """A batch of datagrams that arrived at ``now`` (e.g. one ``recvmmsg``)."""
         if self._norm:
-            for data, addr in batch:
-                self.receive_datagram(data, addr, now)
-            return
+            # receiver feedback carries no TESLA tag: to the engine at once, the rest
+            # through the verifier as one batch
+            fb = _NORM_FEEDBACK_TYPES
+            rest = []
+            for item in batch:
+                data = item[0]
+                if len(data) > 1 and data[0] & 15 in fb:
+                    self.engine.receive_datagram(data, item[1], now)
+                else:
+                    rest.append(item)
+            if not rest:
+                return
+            batch = rest
         self.tesla.receive_batch([d for d, _ in batch], now, [a for _, a in batch])
         if self.tesla.has_authenticated:
             self._release(now)

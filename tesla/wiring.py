@@ -474,13 +474,9 @@ class _AuthRx(AuthenticatedReceiver):
     def receive_datagrams(self, batch: list[tuple[bytes, Address | None]], now: float) -> None:
         """A batch that arrived at ``now`` (recvmmsg drivers)."""
         t = self._time(now)
-        base = getattr(super(), "receive_datagrams", None)
-        if base is not None and not self._norm:
-            base(batch, t)
-            return
-        for data, addr in batch:
-            if not self._overheard(data):
-                super().receive_datagram(data, addr, t)
+        if self._norm:
+            batch = [item for item in batch if not self._overheard(item[0])]
+        super().receive_datagrams(batch, t)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         return super().datagrams_to_send(now + self.offset)
