@@ -259,6 +259,51 @@ def locate_alc(pb: PackedBatch, asid: int) -> np.ndarray:
     return out
 
 
+def locate_classes(
+    pb: PackedBatch,
+    pkts: Sequence[bytes],
+    walker: Any,
+    asid: int,
+    max_classes: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(offsets, left)``: the offset of the one TESLA EXT_AUTH of ``asid`` in each
+    datagram of ``pb`` (``pkts`` the same datagrams), -1 where ``_locate`` raises, found
+    by ``walker`` (:func:`_norm_walk`: the reference walk, recording the octets it reads)
+    on one representative datagram per header layout; a datagram with the same octets
+    at those positions whose length covers the header end is located the same.  Rows of
+    ``left`` (layouts beyond ``max_classes`` walks, headers beyond the packed prefix) are
+    not decided: the caller walks them one by one."""
+    n = pb.n
+    out = np.full(n, -1, dtype=np.int64)
+    left = np.ones(n, dtype=bool)
+    if n == 0:
+        return out, left
+    arr = pb.arr
+    st = pb.starts
+    plens = pb.plens  # <= the lengths: a header past the packed prefix is left undecided
+    last = len(arr) - 1
+    r = 0
+    for _ in range(max_classes):
+        walk = walker(pkts[r], asid)
+        left[r] = False
+        if walk is not None:
+            found, end, cols = walk
+            idx = np.flatnonzero(left)
+            if len(idx):
+                ca = np.asarray(cols, dtype=np.int64)
+                g = arr[np.minimum(st[idx, None] + ca, last)]
+                rep = np.frombuffer(pkts[r], dtype=np.uint8)[ca]
+                same = idx[(g == rep).all(axis=1) & (plens[idx] >= end)]
+                out[same] = found
+                left[same] = False
+            out[r] = found
+        nxt = np.flatnonzero(left[r:])
+        if not len(nxt):
+            break
+        r += int(nxt[0])
+    return out, left
+
+
 def _unique_inv(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.unique(a, return_inverse=True)`` with a fast path for one distinct value (the
     common case in a batch: one interval); numpy 2's hash-based unique costs ~100 us."""
@@ -497,6 +542,8 @@ def verify_packed(
 LANE_PREFIX = 128
 #: header layouts (and intervals) per batch beyond which the general path is used
 LANE_MAX_CLASSES = 4
+#: NORM header layouts walked per run of the general path (then: one walk per datagram)
+LOCATE_MAX_CLASSES = 8
 
 
 class _LaneView:
@@ -1095,15 +1142,21 @@ class FastTeslaReceiver(TeslaReceiver):
                 ((pb.arr[pb.starts + 2].astype(np.int64) << 2) > pb.plens).any()
             ):
                 pb = PackedBatch(sub, None, self._hdr_scratch)
-        else:
-            pb = PackedBatch(sub, None, self._hdr_scratch)
+        else:  # NORM: the same (hdr_len is octet 1; a header past its datagram: malformed)
+            pb = PackedBatch(sub, HEADER_PREFIX, self._hdr_scratch)
+            if pb.plens is not pb.lens:
+                hl = pb.arr[pb.starts + 1].astype(np.int64) << 2
+                if bool(((hl > pb.plens) & (hl <= pb.lens)).any()):
+                    pb = PackedBatch(sub, None, self._hdr_scratch)
         n = pb.n
         arr = pb.arr
         st = pb.starts
         if self._hb == 2:
             off = locate_alc(pb, self.asid)
         else:
-            off = np.fromiter(map(self._locate_or_neg, sub), dtype=np.int64, count=n)
+            off, left = locate_classes(pb, sub, _norm_walk, self.asid, LOCATE_MAX_CLASSES)
+            for j in np.flatnonzero(left).tolist():
+                off[j] = self._locate_or_neg(sub[j])
         located = off >= 0
         offc = np.where(located, off, 0)
         typ = (arr[st + offc + 2] & 15).astype(np.int64)
@@ -1564,14 +1617,14 @@ class FastTeslaReceiver(TeslaReceiver):
     def _norm_accept_many(
         self, pkts: list[bytes], keep: list[int], keep_a: np.ndarray, nk: np.ndarray | None
     ) -> None:
-        """``_norm_accept(pkts[k]) for k in keep``, in bulk per source for the common case:
-        the kept sequence numbers of a source rising in serial order (each at most 0x7FFF
-        after the one before, the first not older than the source's highest accepted).
-        Then each datagram makes its sequence number the highest, so the highest ends at
-        the last one, and the seen set grows by all of them, trimmed exactly where the
-        reference trims it: adding up to ``2 * NORM_SEQ_WINDOW - len(seen)`` numbers
-        cannot make the set exceed the bound; at the bound, one datagram at a time.
-        Sources are independent, so each source's datagrams are taken on their own."""
+        """``_norm_accept(pkts[k]) for k in keep``, in bulk per source (sources are
+        independent) for the common case: the source's kept sequence numbers and its
+        highest accepted one span less than half the sequence space.  Then serial order
+        is the linear order of their offsets from the highest (or from the first if there
+        is none), so the highest after each datagram is the running maximum, and the seen
+        set grows by all of them, trimmed exactly where the reference trims it: adding up
+        to ``2 * NORM_SEQ_WINDOW - len(seen)`` numbers cannot make the set exceed the
+        bound; at the bound, one datagram at a time with the running maximum."""
         if nk is None or len(keep) < 8:
             for k in keep:
                 self._norm_accept(pkts[k])
@@ -1595,14 +1648,16 @@ class FastTeslaReceiver(TeslaReceiver):
         for u, rows in groups:
             sq = seq if rows is None else seq[rows]
             hi = his.get(u)
-            if (hi is not None and ((int(sq[0]) - hi) & 0xFFFF) >= 0x8000) or bool(
-                (((sq[1:] - sq[:-1]) & 0xFFFF) >= 0x8000).any()
-            ):
+            base = int(sq[0]) if hi is None else hi
+            rel = ((sq - base + 0x8000) & 0xFFFF) - 0x8000  # offsets in [-0x8000, 0x8000)
+            top = max(int(rel.max()), 0)
+            if top - min(int(rel.min()), 0) >= 0x8000:
                 for k in keep if rows is None else [keep[j] for j in rows.tolist()]:
                     self._norm_accept(pkts[k])
                 continue
             seen = self._seq_seen.setdefault(u, set())
             ql = sq.tolist()
+            run: list[int] | None = None
             pos = 0
             m = len(ql)
             while pos < m:
@@ -1611,13 +1666,15 @@ class FastTeslaReceiver(TeslaReceiver):
                     seen.update(ql[pos : pos + room])
                     pos += room
                     continue
-                h = ql[pos]  # at the bound: the reference's step for one datagram
-                seen.add(h)
+                if run is None:  # the highest after each datagram
+                    run = np.maximum.accumulate(np.maximum(rel, 0)).tolist()
+                seen.add(ql[pos])  # at the bound: the reference's step for one datagram
                 if len(seen) > bound:
+                    h = (base + run[pos]) & 0xFFFF
                     seen = {x for x in seen if ((h - x) & 0xFFFF) < win}
                     self._seq_seen[u] = seen
                 pos += 1
-            his[u] = ql[-1]
+            his[u] = (base + top) & 0xFFFF
 
     def _release(self, pkts: list[bytes], metas: list[Any], keep: list[int], full: bool) -> None:
         """Queue authenticated datagrams for :meth:`pop_authenticated`, in the reference's

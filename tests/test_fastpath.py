@@ -432,7 +432,8 @@ def test_norm_lane_tight_bounds_and_multi_interval_batches() -> None:
 def test_norm_accept_many_equals_reference_loop() -> None:
     """_finish's bulk NORM replay-state update equals _norm_accept per datagram: rising
     runs across the seen-set bound (trims) and the 16-bit wrap, several sources,
-    repeated and older sequence numbers (the loop), fewer than 8 datagrams."""
+    repeated and reordered sequence numbers, far-off ones (the loop), fewer than 8
+    datagrams."""
     from tesla.verifier import NORM_SEQ_WINDOW
 
     rng = random.Random(4)
@@ -451,8 +452,10 @@ def test_norm_accept_many_equals_reference_loop() -> None:
                 q = seqs[src]
             elif r < 0.985:
                 q = seqs[src]  # repeated
+            elif r < 0.998:
+                q = (seqs[src] - rng.randrange(1, 9000)) & 0xFFFF  # older (reordered)
             else:
-                q = (seqs[src] - rng.randrange(1, 9000)) & 0xFFFF  # older
+                q = (seqs[src] + rng.randrange(0x7000, 0x10000)) & 0xFFFF  # far off
             pkts.append(bytes([0x12, 5]) + q.to_bytes(2, "big") + src.to_bytes(4, "big"))
         keep = sorted(rng.sample(range(n), rng.randrange(1, n + 1)))
         nk = np.array(
@@ -512,3 +515,43 @@ def test_norm_walk_layout_classes_locate_as_reference() -> None:
             assert loc(bytes(q)) == found
             checked += 1
     assert checked > 200
+
+
+def test_locate_classes_norm_equals_reference_walk() -> None:
+    """The general path's NORM locator (layout classes, then one walk per datagram for
+    the rest) equals the reference _locate on fuzzed NORM headers, with full rows and
+    with header-prefix rows."""
+    from alc.errors import DecodeError
+    from tesla.fastpath import HEADER_PREFIX, _norm_walk, locate_classes
+
+    rng = random.Random(6)
+    snd = make_sender(2, protocol="norm", n_chain=9, disclose_every=3)
+    base = [b for _, b in make_stream(snd, 12, 8, 300)]
+    pkts: list[bytes] = []
+    for b in base:
+        pkts.append(b)
+        if rng.random() < 0.5:
+            bb = bytearray(b)
+            for _ in range(rng.randrange(1, 3)):
+                pos = rng.choice([0, 1, 12, 13, rng.randrange(min(len(bb), 90))])
+                bb[pos] = rng.choice([rng.randrange(256), 0x13, 0x12, 1, 3, 5, 129, 2])
+            pkts.append(bytes(bb[: rng.choice([len(bb), rng.randrange(len(bb) + 1)])]))
+    for asid in (0, 3):
+        rx = TeslaReceiver(_pub(), protocol="norm", asid=asid)
+
+        def loc(p: bytes, rx: TeslaReceiver = rx) -> int:
+            try:
+                return rx._locate(p)
+            except DecodeError:
+                return -1
+
+        want = [loc(p) for p in pkts]
+        for prefix in (None, HEADER_PREFIX):
+            for mc in (1, 4, 8, 1000):
+                pb = PackedBatch(pkts, prefix)
+                off, left = locate_classes(pb, pkts, _norm_walk, asid, mc)
+                got = [
+                    loc(p) if lf else o for p, o, lf in zip(pkts, off.tolist(), left, strict=True)
+                ]
+                assert got == want
+        assert sum(w >= 0 for w in want) > (len(pkts) // 2 if asid == 0 else -1)
