@@ -31,8 +31,10 @@ and makes exactly the decisions the reference makes packet by packet:
    "event" and goes through the reference ``receive`` itself, at its position; the
    packets between two events are dropped (by reason) or buffered in bulk, which is
    what the reference would do to each of them given the same state.  NORM datagrams
-   are located per packet (NORM base headers depend on the message type) and replay-
-   checked as in the lane, the rest is shared;
+   are located by layout classes (:func:`locate_classes`: NORM base headers depend on
+   the message type, so one reference walk per layout, then column compares; layouts
+   beyond a few per run: one walk per datagram) and replay-checked as in the lane, the
+   rest is shared;
 3. *batch MAC verification* (:meth:`_authenticate`, overriding the reference's): when
    K_w becomes legitimate, the interval's buffered datagrams are packed, 1024 at a time,
    into a reusable buffer (one ``struct.pack_into``), MAC and Group MAC fields read out
@@ -103,6 +105,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FastTeslaReceiver",
     "locate_alc",
+    "locate_classes",
     "mac_rows",
     "verify_packed",
     "sign_batch",
