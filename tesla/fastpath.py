@@ -722,13 +722,11 @@ class FastTeslaReceiver(TeslaReceiver):
         times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
         ms: Sequence[Any] = metas if metas is not None else [None] * n
         k = 0
-        if self.cc_hint is not None:
-            # congestion control before authentication (RFC 5776 §4.3 step 5) sees every
-            # datagram the reference would show it, in order: the reference path
-            rc = super().receive
-            for k in range(n):
-                rc(pkts[k], float(times[k]), ms[k])
-            return
+        # congestion control before authentication (RFC 5776 §4.3 step 5): the hint sees
+        # every datagram the reference would show it, in order -- the lane calls it for
+        # the datagrams it buffers, everything else takes the reference path (the general
+        # batch path does not call it)
+        hint = self.cc_hint
         lane: _LaneView | None = None
         lane_run = self._lane if self._hb == 2 else self._lane_norm
         misses = 0
@@ -738,11 +736,14 @@ class FastTeslaReceiver(TeslaReceiver):
                 super().receive(pkts[k], float(times[k]), ms[k])
                 k += 1
                 continue
-            if misses < 2 and self._lane_enabled():
+            if (misses < 2 or hint is not None) and self._lane_enabled():
                 if lane is None or lane.params is not self.params:
                     lane = self._lane_view(pkts)
                 m = lane_run(lane, pkts, times, ms, k)
                 if m:
+                    if hint is not None:
+                        for j in range(k, k + m):
+                            hint(pkts[j], float(times[j]))
                     k += m
                     misses = 0
                     continue
@@ -750,10 +751,14 @@ class FastTeslaReceiver(TeslaReceiver):
                 # signalling or damaged packet): the reference decides it, then the lane
                 # goes on; two in a row hand the rest to the general batch path
                 misses += 1
-                if misses == 1:
+                if misses == 1 or hint is not None:
                     super().receive(pkts[k], float(times[k]), ms[k])
                     k += 1
                     continue
+            if hint is not None:
+                super().receive(pkts[k], float(times[k]), ms[k])
+                k += 1
+                continue
             k = self._run(pkts, times, ms, k)
             misses = 0
 
@@ -764,7 +769,6 @@ class FastTeslaReceiver(TeslaReceiver):
         return bool(
             (self._fast and self._hb == 2 or self._hb == 1 and self._g == 0)
             and self.early_discard is None
-            and self.cc_hint is None
         )
 
     def _lane_view(self, pkts: list[bytes]) -> _LaneView:
