@@ -639,6 +639,33 @@ def _ext_walk(
     return found, end, cols
 
 
+def _lane_run(
+    lv: _LaneView, times: np.ndarray, k: int
+) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, bool, list[int]] | None:
+    """The run of eligible datagrams from ``k`` (at most :data:`LANE_MAX_CLASSES`
+    intervals): ``(m, end, i, t, typ, one interval, intervals)``, None if none."""
+    elig = lv.elig
+    if not elig[k]:
+        return None
+    bad = np.flatnonzero(~elig[k:])
+    m = int(bad[0]) if len(bad) else lv.n - k
+    e = k + m
+    i = lv.i[k:e]
+    t = times[k:e]
+    typ = lv.typ[k:e]
+    i0 = int(i[0])
+    single = bool((i == i0).all())
+    ws = [i0] if single else _distinct(i).tolist()
+    if len(ws) > LANE_MAX_CLASSES:  # many short intervals: the first few this time
+        ws = ws[:LANE_MAX_CLASSES]
+        m = int(np.argmax(i > ws[-1]))
+        if m == 0:
+            return None
+        e = k + m
+        i, t, typ = i[:m], t[:m], typ[:m]
+    return m, e, i, t, typ, single, ws
+
+
 class FastTeslaReceiver(TeslaReceiver):
     """Batch receiver with the reference's decisions (see module doc).
 
@@ -858,26 +885,10 @@ class FastTeslaReceiver(TeslaReceiver):
         already pending, inside its safe window, ``i`` above the last legitimate key, the
         same verified K_{i-d} for Type 1, room in the interval and in the buffer), in
         bulk; returns how many (0: the reference must decide datagram k)."""
-        elig = lv.elig
-        if not elig[k]:
+        run = _lane_run(lv, times, k)
+        if run is None:
             return 0
-        n = lv.n
-        bad = np.flatnonzero(~elig[k:])
-        m = int(bad[0]) if len(bad) else n - k
-        e = k + m
-        i = lv.i[k:e]
-        t = times[k:e]
-        typ = lv.typ[k:e]
-        i0 = int(i[0])
-        single = bool((i == i0).all())
-        ws = [i0] if single else _distinct(i).tolist()
-        if len(ws) > LANE_MAX_CLASSES:  # many short intervals: the first few this time
-            ws = ws[:LANE_MAX_CLASSES]
-            m = int(np.argmax(i > ws[-1]))
-            e = k + m
-            i, t, typ = i[:m], t[:m], typ[:m]
-            if m == 0:
-                return 0
+        m, e, i, t, typ, single, ws = run
         ok = np.ones(m, dtype=bool)
         mk = self._max_known
         lim = self.max_packets_per_interval
@@ -1022,26 +1033,10 @@ class FastTeslaReceiver(TeslaReceiver):
         does not matter: anything else stops the run); buffering changes none of those
         conditions for the datagrams after it (the replay state changes only at
         verification).  Returns how many (0: the reference decides datagram k)."""
-        elig = lv.elig
-        if not elig[k]:
+        run = _lane_run(lv, times, k)
+        if run is None:
             return 0
-        n = lv.n
-        bad = np.flatnonzero(~elig[k:])
-        m = int(bad[0]) if len(bad) else n - k
-        e = k + m
-        i = lv.i[k:e]
-        t = times[k:e]
-        typ = lv.typ[k:e]
-        i0 = int(i[0])
-        single = bool((i == i0).all())
-        ws = [i0] if single else _distinct(i).tolist()
-        if len(ws) > LANE_MAX_CLASSES:
-            ws = ws[:LANE_MAX_CLASSES]
-            m = int(np.argmax(i > ws[-1]))
-            e = k + m
-            i, t, typ = i[:m], t[:m], typ[:m]
-            if m == 0:
-                return 0
+        m, e, i, t, typ, single, ws = run
         ok = np.ones(m, dtype=bool)
         p = self.params
         assert p is not None
