@@ -334,10 +334,19 @@ def send_batch(
             h.msg_namelen = len(name_buf.raw) - 1
         h.msg_iov = ctypes.pointer(iov[k])
         h.msg_iovlen = 1
-    fd = sock.fileno()
+    sent = _sendmmsg_all(sock.fileno(), ctypes.addressof(msgs), n)
+    del keep
+    return sent
+
+
+def _sendmmsg_all(fd: int, base: int, n: int) -> int:
+    """``sendmmsg`` of the ``n`` mmsghdr at address ``base`` until all are sent (EINTR
+    retried; EAGAIN/ENOBUFS after a partial send: yield and go on); returns n."""
+    assert _sendmmsg is not None
+    ptr = ctypes.POINTER(_Mmsghdr)
     sent = 0
     while sent < n:
-        r = _sendmmsg(fd, ctypes.byref(msgs[sent]), n - sent, 0)  # type: ignore[operator]
+        r = _sendmmsg(fd, ctypes.cast(base + sent * _MM_SIZE, ptr), n - sent, 0)  # type: ignore[operator]
         if r < 0:
             e = ctypes.get_errno()
             if e == errno.EINTR:
@@ -347,7 +356,6 @@ def send_batch(
                 continue
             raise OSError(e, os.strerror(e))
         sent += r
-    del keep
     return sent
 
 
@@ -392,21 +400,7 @@ def send_packed(
         msgs.view(np.uint32)[:, _MM_NAMELEN // 4] = len(name)
     msgs[:, _MM_IOV // 8] = iov.ctypes.data + _IOV_SIZE * np.arange(n, dtype=np.uint64)
     msgs[:, _MM_IOVLEN // 8] = 1
-    fd = sock.fileno()
-    base = msgs.ctypes.data
-    ptr = ctypes.POINTER(_Mmsghdr)
-    sent = 0
-    while sent < n:
-        r = _sendmmsg(fd, ctypes.cast(base + sent * _MM_SIZE, ptr), n - sent, 0)  # type: ignore[operator]
-        if r < 0:
-            e = ctypes.get_errno()
-            if e == errno.EINTR:
-                continue
-            if e in (errno.EAGAIN, errno.ENOBUFS) and sent:
-                time.sleep(0)
-                continue
-            raise OSError(e, os.strerror(e))
-        sent += r
+    sent = _sendmmsg_all(sock.fileno(), msgs.ctypes.data, n)
     del a, iov, msgs, name_buf  # alive until here: the kernel read them
     return sent
 
