@@ -639,6 +639,24 @@ def _ext_walk(
     return found, end, cols
 
 
+def _same_key(
+    keys: np.ndarray, k: int, e: int, rows: np.ndarray | None, key: bytes
+) -> np.ndarray:
+    """Whether the key field of datagrams k..e (or ``k + rows``) equals ``key``."""
+    kk = keys[k:e] if rows is None else keys[k + rows]
+    return np.asarray((kk == np.frombuffer(key, dtype=np.uint8)).all(axis=1))
+
+
+def _merge_ok(ok: np.ndarray, good: np.ndarray, rows: np.ndarray | None, room: int) -> None:
+    """``ok &= good`` for an interval's rows (None: all), and no row past its ``room``."""
+    if rows is None:
+        ok &= good
+        ok[max(0, room) :] = False
+    else:
+        ok[rows] &= good
+        ok[rows[max(0, room) :]] = False
+
+
 def _lane_run(
     lv: _LaneView, times: np.ndarray, k: int
 ) -> tuple[int, int, np.ndarray, np.ndarray, np.ndarray, bool, list[int]] | None:
@@ -913,8 +931,7 @@ class FastTeslaReceiver(TeslaReceiver):
                 if key1 is None or lv.keys is None:
                     good &= ~t1
                 else:
-                    kk = lv.keys[k:e] if rows is None else lv.keys[k + rows]
-                    good &= ~t1 | (kk == np.frombuffer(key1, dtype=np.uint8)).all(axis=1)
+                    good &= ~t1 | _same_key(lv.keys, k, e, rows, key1)
             t3 = ty >= 3
             if t3.any():  # the full path: its own bounds, and no chain switch
                 b = self._bounds.get(w)
@@ -928,15 +945,8 @@ class FastTeslaReceiver(TeslaReceiver):
                         if known is None or lv.keys is None:
                             good &= ~t4
                         else:
-                            kk = lv.keys[k:e] if rows is None else lv.keys[k + rows]
-                            good &= ~t4 | (kk == np.frombuffer(known, dtype=np.uint8)).all(axis=1)
-            room = lim - len(pend.pkts)
-            if rows is None:
-                ok &= good
-                ok[max(0, room) :] = False
-            else:
-                ok[rows] &= good
-                ok[rows[max(0, room) :]] = False
+                            good &= ~t4 | _same_key(lv.keys, k, e, rows, known)
+            _merge_ok(ok, good, rows, lim - len(pend.pkts))
         bad = np.flatnonzero(~ok)
         if len(bad):
             m = int(bad[0])
@@ -1067,15 +1077,8 @@ class FastTeslaReceiver(TeslaReceiver):
                 if known is None or keys is None:
                     good &= ~sel
                 else:
-                    kk = keys[k:e] if rows is None else keys[k + rows]
-                    good &= ~sel | (kk == np.frombuffer(known, dtype=np.uint8)).all(axis=1)
-            room = lim - len(pend.pkts)
-            if rows is None:
-                ok &= good
-                ok[max(0, room) :] = False
-            else:
-                ok[rows] &= good
-                ok[rows[max(0, room) :]] = False
+                    good &= ~sel | _same_key(keys, k, e, rows, known)
+            _merge_ok(ok, good, rows, lim - len(pend.pkts))
         bad = np.flatnonzero(~ok)
         if len(bad):
             m = int(bad[0])
