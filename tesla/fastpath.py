@@ -465,19 +465,26 @@ def mac_rows(
     return b"".join(digs)
 
 
+def _field_view(arr: np.ndarray, at: np.ndarray, w: int) -> np.ndarray | None:
+    """The ``w``-octet fields at ``at`` as one writable strided ``(n, w)`` view of ``arr``
+    when they are evenly spaced (one datagram length and layout), else None."""
+    n = len(at)
+    step = int(at[1] - at[0]) if n > 1 else 0
+    if step >= w and bool((np.diff(at) == step).all()):
+        return np.lib.stride_tricks.as_strided(
+            arr[int(at[0]) :], shape=(n, w), strides=(step, 1), writeable=True
+        )
+    return None
+
+
 def _zero_fields(
     arr: np.ndarray, starts: np.ndarray, moffs: np.ndarray, goffs: np.ndarray, km: int
 ) -> np.ndarray:
     """Read out the ``km``-octet MAC fields (returned, ``(n, km)``) and zero them and the
     Group MAC fields (``goffs`` >= 0) in place: RFC 5776 §3.3.1."""
     at = starts + moffs
-    n = len(at)
-    step = int(at[1] - at[0]) if n > 1 else 0
-    if step >= km and bool((np.diff(at) == step).all()):
-        # evenly spaced fields (one datagram length and layout): a strided view
-        fld = np.lib.stride_tricks.as_strided(
-            arr[int(at[0]) :], shape=(n, km), strides=(step, 1), writeable=True
-        )
+    fld = _field_view(arr, at, km)
+    if fld is not None:
         tags = fld.copy()
         fld[...] = 0
     else:
@@ -491,16 +498,12 @@ def _zero_fields(
 
 
 def _put_fields(arr: np.ndarray, at: np.ndarray, vals: np.ndarray) -> None:
-    """``arr[at[k] : at[k] + w] = vals[k]`` for every k (``vals`` is ``(n, w)``): one strided
-    view when the fields are evenly spaced (one datagram length and layout)."""
-    n, w = vals.shape
-    step = int(at[1] - at[0]) if n > 1 else 0
-    if step >= w and bool((np.diff(at) == step).all()):
-        np.lib.stride_tricks.as_strided(
-            arr[int(at[0]) :], shape=(n, w), strides=(step, 1), writeable=True
-        )[...] = vals
+    """``arr[at[k] : at[k] + w] = vals[k]`` for every k (``vals`` is ``(n, w)``)."""
+    fld = _field_view(arr, at, vals.shape[1])
+    if fld is not None:
+        fld[...] = vals
     else:
-        arr[at[:, None] + np.arange(w)] = vals
+        arr[at[:, None] + np.arange(vals.shape[1])] = vals
 
 
 def _ctl_mask(arr: np.ndarray, st: np.ndarray, lens: np.ndarray, hb: int) -> np.ndarray:

@@ -57,36 +57,15 @@ def zero_and_hash(
     """For the rows ``rows`` (n, 4) of ``arr``/``data`` (the same block as numpy and as a
     buffer): copy each MAC field to ``out[:, :km]``, zero it and the Group MAC field,
     and write the HMAC digests, truncated to ``km``, to ``out[:, _DIG:_DIG + km]``."""
-    from tesla.fastpath import mac_rows
+    from tesla.fastpath import _zero_fields, mac_rows
 
     n = len(rows)
     if n == 0:
         return
     st = rows[:, 0]
     ln = rows[:, 1]
-    mo = rows[:, 2]
-    if bool(mo[0] >= 0):
-        at = st + mo
-        a0 = int(at[0])
-        step = int(at[1] - at[0]) if n > 1 else 0
-        if step > 0 and bool((np.diff(at) == step).all()):
-            # evenly spaced fields (one datagram length, one layout): a strided view
-            fld = np.lib.stride_tricks.as_strided(
-                arr[a0:], shape=(n, km), strides=(step, 1), writeable=True
-            )
-        else:
-            fld = None
-        if fld is not None:
-            out[:, :km] = fld
-            fld[...] = 0
-        else:
-            midx = at[:, None] + np.arange(km)
-            out[:, :km] = arr[midx]
-            arr[midx] = 0
-        go = rows[:, 3]
-        g = go >= 0
-        if g.any():
-            arr[(st[g] + go[g])[:, None] + np.arange(4)] = 0
+    if bool(rows[0, 2] >= 0):  # -1: fields already zeroed by the caller (mac_packed)
+        out[:, :km] = _zero_fields(arr, st, rows[:, 2], rows[:, 3], km)
     raw = mac_rows(data, st, ln, key, mac_id)
     hl = len(raw) // n
     out[:, _DIG : _DIG + km] = np.frombuffer(raw, dtype=np.uint8).reshape(n, hl)[:, :km]
