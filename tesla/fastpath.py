@@ -643,9 +643,12 @@ def _ext_walk(
 
 
 def _same_key(
-    keys: np.ndarray, k: int, e: int, rows: np.ndarray | None, key: bytes
+    keys: np.ndarray | None, k: int, e: int, rows: np.ndarray | None, key: bytes | None
 ) -> np.ndarray:
-    """Whether the key field of datagrams k..e (or ``k + rows``) equals ``key``."""
+    """Whether the key field of datagrams k..e (or ``k + rows``) equals ``key`` (all
+    False when there is no key to compare with)."""
+    if key is None or keys is None:
+        return np.zeros(e - k if rows is None else len(rows), dtype=bool)
     kk = keys[k:e] if rows is None else keys[k + rows]
     return np.asarray((kk == np.frombuffer(key, dtype=np.uint8)).all(axis=1))
 
@@ -930,11 +933,7 @@ class FastTeslaReceiver(TeslaReceiver):
             good = (pend.lo <= tt) & (tt < pend.hi)
             t1 = ty == 1
             if t1.any():
-                key1 = pend.key1
-                if key1 is None or lv.keys is None:
-                    good &= ~t1
-                else:
-                    good &= ~t1 | _same_key(lv.keys, k, e, rows, key1)
+                good &= ~t1 | _same_key(lv.keys, k, e, rows, pend.key1)
             t3 = ty >= 3
             if t3.any():  # the full path: its own bounds, and no chain switch
                 b = self._bounds.get(w)
@@ -945,10 +944,7 @@ class FastTeslaReceiver(TeslaReceiver):
                     t4 = ty == 4
                     if t4.any():  # the last key of chain j-1, already in the key cache
                         known = self._keycache.get((w // n1) * n1 - 1)
-                        if known is None or lv.keys is None:
-                            good &= ~t4
-                        else:
-                            good &= ~t4 | _same_key(lv.keys, k, e, rows, known)
+                        good &= ~t4 | _same_key(lv.keys, k, e, rows, known)
             _merge_ok(ok, good, rows, lim - len(pend.pkts))
         bad = np.flatnonzero(~ok)
         if len(bad):
@@ -1077,10 +1073,7 @@ class FastTeslaReceiver(TeslaReceiver):
                 if not sel.any():
                     continue
                 known = kc.get(x) if x >= 0 else None
-                if known is None or keys is None:
-                    good &= ~sel
-                else:
-                    good &= ~sel | _same_key(keys, k, e, rows, known)
+                good &= ~sel | _same_key(keys, k, e, rows, known)
             _merge_ok(ok, good, rows, lim - len(pend.pkts))
         bad = np.flatnonzero(~ok)
         if len(bad):
