@@ -231,10 +231,6 @@ def _copy_loop(pkts: Sequence[bytes], alg: int) -> Callable[[], None]:
     return run
 
 
-def inprocess_copy_ns(pkts: Sequence[bytes], alg: int, repeat: int) -> float:
-    return _best(_copy_loop(pkts, alg), repeat) / len(pkts) * 1e9
-
-
 class Reference:
     """The reference lines of one block (``openssl`` and ``py-copy``), sampled between
     our lines rather than once at the start: :meth:`probe` before each of our lines runs
@@ -321,32 +317,6 @@ def warmed_sender(
     now = T0 + 5.05
     s.wrap(raws[0], now)
     return s, raws, now
-
-
-def sender_wrap_ns(alg: int, size: int, n: int, repeat: int) -> float:
-    # one warmed sender for all repetitions (building its key chain takes ~0.4 s; a
-    # sender that has already wrapped packets in this interval is the steady state)
-    s, raws, now = warmed_sender(alg, size, n, random.Random(2))
-    w = s.wrap
-
-    def run() -> None:
-        for p in raws:
-            w(p, now)
-
-    return _best(run, repeat) / n * 1e9
-
-
-def sender_batch_ns(alg: int, size: int, n: int, repeat: int, batch: int = 1024) -> float:
-    from tesla.fastpath import Scratch, sign_batch
-
-    s, raws, now = warmed_sender(alg, size, n, random.Random(2))
-    scratch = Scratch()  # a send loop reuses its output buffer (sign, send, sign...)
-
-    def run() -> None:
-        for k in range(0, n, batch):
-            sign_batch(s, raws[k : k + batch], now, scratch)
-
-    return _best(run, repeat) / n * 1e9
 
 
 def _one_run(fn: Callable[[], float]) -> Callable[[], tuple[float, str]]:
