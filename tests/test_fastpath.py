@@ -27,6 +27,18 @@ from tesla.verifier import TeslaReceiver
 KEY_HOLDER: dict[str, Any] = {}
 
 
+@pytest.fixture(autouse=True, params=["kernel", "py-copy"])
+def mac_kernel(request: pytest.FixtureRequest) -> Any:
+    """Every test runs with the compiled MAC kernel and with the py-copy fallback."""
+    from tesla import mackernel
+
+    if request.param == "kernel":
+        assert mackernel.available(), mackernel.why_unavailable()
+    mackernel.set_enabled(request.param == "kernel")
+    yield request.param
+    mackernel.set_enabled(True)
+
+
 def _pub() -> Any:
     from tesla import benchcmd
 
