@@ -175,6 +175,7 @@ def make_receiver(fast: bool = True, pool: Any = None, **kw: Any) -> Any:
         return FastTeslaReceiver(_key().public_key(), pool=pool, **kw)
     kw.pop("pool_main_share", None)
     kw.pop("pool_use", None)
+    kw.pop("verify_threads", None)
     from tesla.verifier import TeslaReceiver
 
     return TeslaReceiver(_key().public_key(), **kw)
@@ -389,6 +390,9 @@ def receiver_ns(
             rb = rx.receive_batch
             for k in range(0, len(pkts), batch):
                 rb(pkts[k : k + batch], times[k : k + batch])
+        flush = getattr(rx, "flush", None)
+        if flush is not None:  # intervals still in flight in workers or threads count
+            flush()
         dt = clk() - t
         acc = len(rx.pop_authenticated())
         best = min(best, dt)

@@ -698,7 +698,9 @@ class FastTeslaReceiver(TeslaReceiver):
     """Batch receiver with the reference's decisions (see module doc).
 
     ``pool``: optional :class:`tesla.workers.WorkerPool` for the MAC loop of large
-    intervals."""
+    intervals.  ``verify_threads``: threads of the compiled kernel
+    (:mod:`tesla.mackernel`) that share each interval's verification, over the datagrams
+    in place (no copy, no pipe); the receiver waits for them, so nothing is deferred."""
 
     def __init__(
         self,
@@ -706,6 +708,7 @@ class FastTeslaReceiver(TeslaReceiver):
         pool: WorkerPool | None = None,
         pool_main_share: float = 0.0,
         pool_use: int = 0,
+        verify_threads: int = 0,
         **kw: Any,
     ) -> None:
         #: intervals in flight in the worker pool: (job, interval, pending, control mask)
@@ -716,6 +719,8 @@ class FastTeslaReceiver(TeslaReceiver):
         self.pool_main_share = pool_main_share
         #: workers of the pool used (0 = all)
         self.pool_use = pool_use
+        #: threads of the compiled kernel per interval verification (1: this thread)
+        self.verify_threads = max(1, verify_threads)
         self._hdr_scratch = Scratch()
         self._auth_scratch = Scratch()
         self._lane_scratch = Scratch()
@@ -1499,7 +1504,9 @@ class FastTeslaReceiver(TeslaReceiver):
                 self._jobs.append((job, w, pend, ctl))
                 return
         self._drain()  # release order: the intervals in flight are released first
-        got = mackernel.verify_objects(pkts, moffs, goffs, mac_key, p.mac_id, km)
+        got = mackernel.verify_objects(
+            pkts, moffs, goffs, mac_key, p.mac_id, km, threads=self.verify_threads
+        )
         if got is not None:  # the compiled loop, over the datagrams in place
             ok, tags, heads, lens = got
             hw = heads.shape[1]
@@ -1514,6 +1521,20 @@ class FastTeslaReceiver(TeslaReceiver):
                 )
             self._finish(w, pend, ok, tags, _ctl_mask(flat, st, lens, hb), nk)
             return
+        ok, tags, ctl, nk = self._verify_packed_chunks(pkts, moffs, goffs, mac_key)
+        self._finish(w, pend, ok, tags, ctl, nk)
+
+    def _verify_packed_chunks(
+        self, pkts: list[Any], moffs: np.ndarray, goffs: np.ndarray, mac_key: bytes
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """The packing path (any buffer type, no kernel needed): ``(ok, tags, control
+        mask, NORM source/sequence keys or None)``."""
+        p = self.params
+        assert p is not None
+        n = len(pkts)
+        km = self._km
+        hb = self._hb
+        pool = self.pool
         oks: list[np.ndarray] = []
         tagl: list[np.ndarray] = []
         ctls: list[np.ndarray] = []
@@ -1538,7 +1559,7 @@ class FastTeslaReceiver(TeslaReceiver):
         else:
             ok, tags, ctl = np.concatenate(oks), np.concatenate(tagl), np.concatenate(ctls)
         nk = (nks[0] if len(nks) == 1 else np.concatenate(nks)) if nks else None
-        self._finish(w, pend, ok, tags, ctl, nk)
+        return ok, tags, ctl, nk
 
     def _collect_one(self) -> None:
         """Finish the oldest interval in flight in the worker pool."""

@@ -226,11 +226,14 @@ def verify_objects(
     mac_id: int,
     km: int,
     head: int = 16,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
     """Verify the TESLA MAC of every datagram of ``pkts`` in place (MAC field of ``km``
     octets at ``moffs``, Group MAC field at ``goffs`` or -1, both read as zeros: RFC
     5776 §3.3.1) with HMAC keyed with ``key``.  Returns ``(ok, tags (n, km), heads (n,
-    head), lens)``, or None when the kernel is not to be used (then nothing was done)."""
+    head), lens)``, or None when the kernel is not to be used (then nothing was done).
+    ``threads`` > 1: the rows are shared among that many native threads (numba
+    ``prange``; compiled on first use)."""
     if mac_id not in _ALGS or km > _ALGS[mac_id][3]:
         return None
     got = _objects(pkts)
@@ -249,9 +252,13 @@ def verify_objects(
     heads = np.empty((n, head), dtype=np.uint8)
     lens = np.empty(n, dtype=np.int64)
     tb, off = st["layout"]
-    bad = st["jit"].verify_objects(
-        objs.ctypes.data, n, tb, off, mo, go, km, ictx, octx, mac_id, csize, dlen, block, tags, ok, heads, lens
-    )
+    args = (objs.ctypes.data, n, tb, off, mo, go, km, ictx, octx, mac_id, csize, dlen, block)
+    outs = (tags, ok, heads, lens)
+    if threads > 1 and n >= 2 * MIN_ROWS:
+        par = _parallel(st, threads)
+        bad = par.verify_objects_parallel(*args, *outs, min(threads, n // MIN_ROWS))
+    else:
+        bad = st["jit"].verify_objects(*args, *outs)
     if bad >= 0:
         return None
     return ok, tags, heads, lens
@@ -277,3 +284,18 @@ def rows_equal(rows: np.ndarray, value: np.ndarray) -> np.ndarray:
         if "error" not in st:
             return st["jit"].rows_equal(rows, value)
     return np.asarray((rows == value).all(axis=1))
+
+
+def _parallel(st: dict[str, Any], threads: int) -> Any:
+    """The ``prange`` module (imported, and so compiled or loaded from the cache, on
+    first use), with numba's thread count for the calling thread set to ``threads``."""
+    par = st.get("par")
+    if par is None:
+        with _lock:
+            from tesla import _mackernel_par
+
+            par = st["par"] = _mackernel_par
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    return par
