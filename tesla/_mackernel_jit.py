@@ -267,3 +267,25 @@ def rows_equal(rows: np.ndarray, value: np.ndarray) -> np.ndarray:
                 break
         out[k] = same
     return out
+
+
+@njit(cache=True, nogil=True)
+def object_lengths(objs: int, n: int, type_bytes: int, lens: np.ndarray) -> int:
+    """``lens[k]`` = length of object k; the index of the first that is not exactly
+    ``bytes`` (then stops), or -1."""
+    ptrs = carray(_u64_ptr(objs), (n,))
+    for k in range(n):
+        hdr = carray(_u64_ptr(ptrs[k]), (3,))
+        if hdr[1] != type_bytes:
+            return k
+        lens[k] = np.int64(hdr[2])
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def pack_objects(objs: int, n: int, data_off: int, dst: int, starts: np.ndarray, lens: np.ndarray) -> None:
+    """Copy object k's ``lens[k]`` octets to ``dst + starts[k]`` (lengths and types from
+    :func:`object_lengths`, destination checked by the caller)."""
+    ptrs = carray(_u64_ptr(objs), (n,))
+    for k in range(n):
+        memcpy(dst + starts[k], ptrs[k] + data_off, lens[k])

@@ -36,7 +36,11 @@ and makes exactly the decisions the reference makes packet by packet:
    beyond a few per run: one walk per datagram) and replay-checked as in the lane, the
    rest is shared;
 3. *batch MAC verification* (:meth:`_authenticate`, overriding the reference's): when
-   K_w becomes legitimate, the interval's buffered datagrams are packed, 1024 at a time,
+   K_w becomes legitimate, the compiled kernel (:func:`tesla.mackernel.verify_objects`)
+   checks every buffered datagram in place: one loop, libcrypto's SHA functions on
+   precomputed HMAC states, the MAC and Group MAC fields read as zeros, the tags and
+   verdicts returned as arrays (``verify_threads`` > 1: shared among native threads).
+   Without the kernel, the interval's buffered datagrams are packed, 1024 at a time,
    into a reusable buffer (one ``struct.pack_into``), MAC and Group MAC fields read out
    and zeroed with numpy fancy indexing, the rows cut back into ``bytes`` by one cached
    ``struct.Struct`` (a memoryview slice per row costs twice as much), one

@@ -299,3 +299,65 @@ def _parallel(st: dict[str, Any], threads: int) -> Any:
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
     return par
+
+
+def warm_up(threads: int = 1) -> bool:
+    """Load every loop now (from numba's disk cache, or compile it: seconds the first
+    time) with the argument types the receive and send paths use, so that a live
+    receiver does not stall on its first interval, a stall that would make the datagrams
+    read after it arrive late for the safe-packet test.  Returns whether the kernel is
+    in use."""
+    if not available():
+        return False
+    n = MIN_ROWS * 2
+    pkts = [bytes(range(k, k + 64)) for k in range(n)]
+    key = bytes(32)
+    for buf in (b"".join(pkts), bytearray(b"".join(pkts))):  # read-only and writable
+        hmac_rows(buf, np.arange(0, 64 * n, 64), np.full(n, 64), key, 2)
+    mo, go = np.full(n, 8, dtype=np.int64), np.full(n, -1, dtype=np.int64)
+    verify_objects(pkts, mo, go, key, 2, 16)
+    if threads > 1:
+        verify_objects(pkts, mo, go, key, 2, 16, threads=threads)
+    got = object_heads(pkts, 128, np.empty(n * 128, dtype=np.uint8))
+    assert got is not None
+    rows, lens = got
+    match_columns(rows, np.arange(4, dtype=np.intp), 0, lens, 4, np.ones(n, dtype=bool))
+    value = np.frombuffer(key[:16], dtype=np.uint8)
+    rows_equal(rows[:, 8:24], value)  # a strided column range, and a contiguous copy
+    rows_equal(np.ascontiguousarray(rows[:, 8:24]), value)
+    return True
+
+
+class Objects:
+    """A list of ``bytes`` datagrams held for the kernel: their lengths, read in place
+    (:func:`lengths_of`), and :meth:`copy_into` to pack them into a buffer."""
+
+    __slots__ = ("objs", "lens", "_st")
+
+    def __init__(self, objs: np.ndarray, lens: np.ndarray, st: dict[str, Any]) -> None:
+        self.objs, self.lens, self._st = objs, lens, st
+
+    def copy_into(self, dst: np.ndarray, starts: np.ndarray) -> None:
+        """Datagram k to ``dst[starts[k] : starts[k] + lens[k]]`` (one memcpy each)."""
+        s = np.ascontiguousarray(starts, dtype=np.int64)
+        if len(s) != len(self.lens) or not dst.flags.writeable:
+            raise ValueError("one start per datagram, in a writable buffer")
+        if len(s) and (int(s.min()) < 0 or int((s + self.lens).max()) > dst.size):
+            raise ValueError("row outside the buffer")
+        _off = self._st["layout"][1]
+        self._st["jit"].pack_objects(
+            self.objs.ctypes.data, len(s), _off, dst.ctypes.data, s, self.lens
+        )
+
+
+def lengths_of(pkts: Any) -> Objects | None:
+    """The lengths of ``pkts`` read in place (and a handle to copy them), or None when
+    the kernel is not to be used or an item is not exactly ``bytes``."""
+    got = _objects(pkts)
+    if got is None:
+        return None
+    st, objs = got
+    lens = np.empty(len(objs), dtype=np.int64)
+    if st["jit"].object_lengths(objs.ctypes.data, len(objs), st["layout"][0], lens) >= 0:
+        return None
+    return Objects(objs, lens, st)

@@ -224,6 +224,14 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
             "memory while this one parses on (default 0: in this process)",
         )
         g.add_argument(
+            "--verify-threads",
+            type=_pos_int(1, 64),
+            default=1,
+            metavar="N",
+            help="N native threads of the compiled MAC kernel share each interval's "
+            "verification (ALC and NORM; default 1)",
+        )
+        g.add_argument(
             "--jitter",
             type=_ms,
             default=0.0,
@@ -549,6 +557,13 @@ def _preload(protocol: str) -> None:
         importlib.import_module(mod)
 
 
+def _preload_kernel(threads: int) -> None:
+    """The MAC kernel too (numba import and compiled loops, up to seconds on first use)."""
+    from tesla import mackernel
+
+    mackernel.warm_up(threads)
+
+
 def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
     """``engine`` itself with ``--no-auth``, else a TESLA-verifying receiver engine that
     also exposes the ALC/NORM engine's attributes.  Exits with status 2 on a bad config."""
@@ -586,11 +601,13 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
         max_buffered_bytes=args.max_buffer,
         template=tpl,
         pool=_worker_pool(int(getattr(args, "verify_workers", 0) or 0), protocol),
+        verify_threads=int(getattr(args, "verify_threads", 1) or 1),
     )
     sync_addr = args.sync_addr if protocol == PROTO_ALC and direct else None
     live = not getattr(args, "from_pcap", None)
     if live:
         _preload(protocol)
+        _preload_kernel(int(getattr(args, "verify_threads", 1) or 1))
     rx = _AuthRx(
         tr,
         engine,

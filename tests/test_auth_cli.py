@@ -130,6 +130,37 @@ def test_verify_workers_same_result(
         assert (tmp_path / "w" / f.name).read_bytes() == f.read_bytes()
 
 
+def test_verify_threads_same_result(
+    capture: dict,
+    keys: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--verify-threads 2``: the intervals' MACs are checked by two native threads of
+    the compiled kernel, with the same files and counters as with one."""
+    import tesla.mackernel as mk
+
+    calls: list[int] = []
+    real = mk._parallel
+
+    def recorded(st: dict, threads: int) -> object:
+        calls.append(threads)
+        return real(st, threads)
+
+    monkeypatch.setattr(mk, "_parallel", recorded)
+    rc = receive_capture(capture, tmp_path / "t", keys["pub"], "--verify-threads", "2")
+    threaded, err = tesla_of(capsys)
+    assert rc == 0, err
+    assert calls and set(calls) == {2}
+    rc = receive_capture(capture, tmp_path / "p", keys["pub"])
+    plain, err = tesla_of(capsys)
+    assert rc == 0, err
+    assert threaded["tesla"] == plain["tesla"]
+    for f in capture["files"]:
+        assert (tmp_path / "t" / f.name).read_bytes() == f.read_bytes()
+
+
 def test_wrong_public_key_fails(
     capture: dict, keys: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

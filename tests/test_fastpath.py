@@ -90,10 +90,12 @@ def _mutate(
 
 
 def _feed(
-    pk: list[tuple[float, bytes]], rng: random.Random, **kw: Any
+    pk: list[tuple[float, bytes]], rng: random.Random, verify_threads: int = 1, **kw: Any
 ) -> tuple[TeslaReceiver, FastTeslaReceiver]:
     ref = TeslaReceiver(_pub(), max_clock_error_ms=20, **kw)
-    fast = FastTeslaReceiver(_pub(), max_clock_error_ms=20, **kw)
+    fast = FastTeslaReceiver(
+        _pub(), max_clock_error_ms=20, verify_threads=verify_threads, **kw
+    )
     for k, (a, b) in enumerate(pk):
         ref.receive(b, a, k)
     k = 0
@@ -123,6 +125,17 @@ def test_same_decisions_as_reference(protocol: str, group: bool, seed: int) -> N
     pk = _mutate(stream, rng, snd.params.key_len)
     ref, fast = _feed(pk, rng, protocol=protocol, group_key=gk)
     assert ref.stats["accepted"] > 300
+    _compare(ref, fast)
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+def test_same_decisions_with_verify_threads(protocol: str, mac_kernel: str) -> None:
+    """Intervals shared among 3 kernel threads (uneven row ranges) decide as the reference."""
+    rng = random.Random(11)
+    snd = make_sender(2, protocol=protocol, n_chain=9, disclose_every=3)
+    pk = _mutate(make_stream(snd, 20, 80, 400, seed=11), rng, snd.params.key_len)
+    ref, fast = _feed(pk, rng, verify_threads=3, protocol=protocol)
+    assert ref.stats["accepted"] > 800
     _compare(ref, fast)
 
 

@@ -162,3 +162,28 @@ def test_hmac_kernel_digest_of_random_keys_and_lengths_matches_hashlib_loop() ->
     assert out is not None
     ref = np.frombuffer(b"".join(hmac.digest(key, p, "sha256") for p in pkts), np.uint8)
     assert (out.reshape(-1) == ref).all()
+
+
+def test_lengths_and_copy_into_pack_like_bytes_join() -> None:
+    rng = random.Random(12)
+    pkts = [rng.randbytes(rng.randrange(0, 2000)) for _ in range(50)]
+    held = mk.lengths_of(pkts)
+    assert held is not None
+    assert held.lens.tolist() == [len(p) for p in pkts]
+    dst = np.zeros(sum(map(len, pkts)) + 30, dtype=np.uint8)
+    starts = np.cumsum(held.lens) - held.lens + 7
+    held.copy_into(dst, starts)
+    assert dst[7 : 7 + sum(map(len, pkts))].tobytes() == b"".join(pkts)
+    assert not dst[:7].any() and not dst[7 + sum(map(len, pkts)) :].any()
+    bad = starts.copy()
+    bad[-1] = dst.size - held.lens[-1] + 1  # one octet past the end: refused, nothing written
+    with pytest.raises(ValueError):
+        held.copy_into(np.zeros_like(dst), bad)
+    with pytest.raises(ValueError):
+        held.copy_into(np.frombuffer(bytes(dst.size), dtype=np.uint8), starts)  # read-only
+    assert mk.lengths_of([*pkts[:10], memoryview(b"x")]) is None
+
+
+def test_warm_up_loads_every_loop() -> None:
+    assert mk.warm_up(2)
+    assert "par" in mk._load()
