@@ -45,13 +45,38 @@ def stream(request: Any) -> tuple[str, int, list[tuple[float, bytes]]]:
     return hname, size, make_stream(s, 2, N // 2, size)
 
 
-def test_mac_kernel(benchmark: Any, stream: Any) -> None:
-    """The keyed-once copy loop over a packed buffer (the per-packet floor)."""
+@pytest.mark.parametrize("kernel", ["compiled", "py-copy"])
+def test_mac_kernel(benchmark: Any, stream: Any, kernel: str) -> None:
+    """``mac_rows`` over a packed buffer: the compiled loop (tesla.mackernel) or the
+    keyed-once ``cryptography`` copy loop (the pure-Python per-packet floor)."""
+    from tesla import mackernel
+
     hname, size, st = stream
     pb = PackedBatch([b for _, b in st])
     key = os.urandom(32)
-    benchmark(mac_rows, pb.buf, pb.starts, pb.lens, key, PROFILES[hname])
+    mackernel.set_enabled(kernel == "compiled")
+    try:
+        benchmark(mac_rows, pb.buf, pb.starts, pb.lens, key, PROFILES[hname])
+    finally:
+        mackernel.set_enabled(True)
     benchmark.extra_info["packets"] = pb.n
+
+
+def test_verify_objects(benchmark: Any, stream: Any) -> None:
+    """The receiver's verification loop over ``bytes`` datagrams in place (MAC field
+    read as zeros, tags compared), as ``FastTeslaReceiver._authenticate`` calls it."""
+    from tesla import mackernel
+
+    hname, size, st = stream
+    pkts = [b for _, b in st]
+    n = len(pkts)
+    moffs = np.full(n, 24, dtype=np.int64)
+    goffs = np.full(n, -1, dtype=np.int64)
+    km = 10 if hname == "sha1" else 16
+    key = os.urandom(32)
+    assert mackernel.available(), mackernel.why_unavailable()
+    benchmark(mackernel.verify_objects, pkts, moffs, goffs, key, PROFILES[hname], km)
+    benchmark.extra_info["packets"] = n
 
 
 def test_locate_alc(benchmark: Any, stream: Any) -> None:

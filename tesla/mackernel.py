@@ -191,7 +191,10 @@ def _objects(pkts: Any) -> tuple[dict[str, Any], np.ndarray] | None:
     if "error" in st or st["layout"] is None:
         return None
     objs = np.empty(n, dtype=object)
-    objs[:] = pkts
+    try:
+        objs[:] = pkts  # pointers (with references) to the items, whatever they are
+    except (ValueError, TypeError):  # items numpy takes for sequences of equal shape
+        return None
     return st, objs
 
 
