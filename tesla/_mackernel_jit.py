@@ -61,6 +61,16 @@ def _final(alg: int, md: int, ctx: int) -> None:
         SHA512_Final(md, ctx)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _outer(alg: int, ctx: int, md: int, octx: int, csize: int, dlen: int, dst: int) -> None:
+    """Finish the inner hash in ``ctx`` into ``md``, then the outer one (state ``octx``)
+    over it into ``dst`` (``dst`` may be ``md``)."""
+    _final(alg, md, ctx)
+    memcpy(ctx, octx, csize)
+    _update(alg, ctx, md, dlen)
+    _final(alg, dst, ctx)
+
+
 @njit(cache=True, nogil=True)
 def hmac_loop(
     buf: np.ndarray,
@@ -87,10 +97,7 @@ def hmac_loop(
     for k in range(starts.shape[0]):
         memcpy(wa, ia, csize)
         _update(alg, wa, ba + starts[k], lens[k])
-        _final(alg, ma, wa)
-        memcpy(wa, oc, csize)
-        _update(alg, wa, ma, dlen)
-        _final(alg, oa + k * stride, wa)
+        _outer(alg, wa, ma, oc, csize, dlen, oa + k * stride)
 
 
 # ------------------------------------------------------------ reading ``bytes`` objects
@@ -207,10 +214,7 @@ def verify_objects(
         _update(alg, wa, sa, cut)
         if cut < ln:
             _update(alg, wa, base + cut, ln - cut)
-        _final(alg, ma, wa)
-        memcpy(wa, oc, csize)
-        _update(alg, wa, ma, dlen)
-        _final(alg, ma, wa)
+        _outer(alg, wa, ma, oc, csize, dlen, ma)
         same = True
         for j in range(km):
             if md[j] != tags[k, j]:
