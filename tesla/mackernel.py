@@ -57,6 +57,7 @@ _ALGS: dict[int, tuple[str, int, int, int]] = {
 _CTX = 256  # octets reserved per hash state (>= every SHA*_CTX above)
 
 _lock = threading.Lock()
+_par_lock = threading.Lock()
 _state: dict[str, Any] = {}
 _enabled = os.environ.get("TESLA_MAC_KERNEL", "1") not in ("0", "no", "off", "")
 
@@ -258,8 +259,11 @@ def verify_objects(
     args = (objs.ctypes.data, n, tb, off, mo, go, km, ictx, octx, mac_id, csize, dlen, block)
     outs = (tags, ok, heads, lens)
     if threads > 1 and n >= 2 * MIN_ROWS:
-        par = _parallel(st, threads)
-        bad = par.verify_objects_parallel(*args, *outs, min(threads, n // MIN_ROWS))
+        # one parallel region at a time: numba's fallback threading layer (workqueue,
+        # without libgomp or tbb) aborts the process on concurrent launches
+        with _par_lock:
+            par = _parallel(st, threads)
+            bad = par.verify_objects_parallel(*args, *outs, min(threads, n // MIN_ROWS))
     else:
         bad = st["jit"].verify_objects(*args, *outs)
     if bad >= 0:
@@ -294,10 +298,9 @@ def _parallel(st: dict[str, Any], threads: int) -> Any:
     first use), with numba's thread count for the calling thread set to ``threads``."""
     par = st.get("par")
     if par is None:
-        with _lock:
-            from tesla import _mackernel_par
+        from tesla import _mackernel_par
 
-            par = st["par"] = _mackernel_par
+        par = st["par"] = _mackernel_par
     import numba
 
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
