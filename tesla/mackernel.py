@@ -298,6 +298,10 @@ def _parallel(st: dict[str, Any], threads: int) -> Any:
     first use), with numba's thread count for the calling thread set to ``threads``."""
     par = st.get("par")
     if par is None:
+        # idle OpenMP threads sleep instead of spinning (GNU libgomp's default spins for a
+        # while after each region, taking a core from the thread that parses on); read by
+        # libgomp when numba loads it, at the first parallel launch; a user's setting wins
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         from tesla import _mackernel_par
 
         par = st["par"] = _mackernel_par
