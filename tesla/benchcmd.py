@@ -771,7 +771,8 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         memory_bound(a.memory_child, 1400, a.quick, lambda t: print(t, flush=True))
         return 0
     quick = a.quick
-    repeat = 3 if quick else 5  # every line is the best of `repeat` runs
+    repeat = 3 if quick else 7  # every line is the best of `repeat` runs (7: bursts of
+    # load on the shared host last seconds and can cover 5 consecutive rounds of a line)
     n_pkts = 4000 if quick else 20000
     per_int = 1000 if quick else 2500
     n_int = max(2, n_pkts // per_int)
