@@ -39,7 +39,9 @@ and makes exactly the decisions the reference makes packet by packet:
    K_w becomes legitimate, the compiled kernel (:func:`tesla.mackernel.verify_objects`)
    checks every buffered datagram in place: one loop, libcrypto's SHA functions on
    precomputed HMAC states, the MAC and Group MAC fields read as zeros, the tags and
-   verdicts returned as arrays (``verify_threads`` > 1: shared among native threads).
+   verdicts returned as arrays (``verify_threads`` > 1: ALC intervals the pool could
+   defer go to background kernel threads while the receiver parses on, collected like
+   the pool's jobs; others are shared among native threads at once).
    Without the kernel, the interval's buffered datagrams are packed, 1024 at a time,
    into a reusable buffer (one ``struct.pack_into``), MAC and Group MAC fields read out
    and zeroed with numpy fancy indexing, the rows cut back into ``bytes`` by one cached
@@ -552,6 +554,7 @@ def verify_packed(
 
 
 # ---------------------------------------------------------------------------- receiver
+_NO_CTL = np.zeros(0, dtype=bool)  # placeholder of a kernel job's control mask
 #: octets of each datagram packed for the uniform lane (LCT header through the tag)
 LANE_PREFIX = 128
 #: header layouts (and intervals) per batch beyond which the general path is used
@@ -698,13 +701,51 @@ def _lane_run(
     return m, e, i, t, typ, single, ws
 
 
+class _KernelJob:
+    """An interval verified by the compiled kernel in background threads (the loop runs
+    without the GIL while the receiver parses on); the receiver's own share (the last
+    rows) is verified when the job is collected."""
+
+    __slots__ = ("futs", "own", "fallback")
+
+    def __init__(
+        self,
+        futs: list[Any],
+        own: mackernel.VerifyCall | None,
+        fallback: tuple[np.ndarray, np.ndarray, bytes],
+    ) -> None:
+        self.futs, self.own = futs, own
+        self.fallback = fallback  # (MAC offsets, Group MAC offsets, MAC key)
+
+    def ready(self) -> bool:
+        return all(f.done() for f in self.futs)
+
+    def result(self, hb: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(ok, tags, control mask)`` of the whole interval (None: an item was not
+        ``bytes``; nothing is decided then)."""
+        parts = [f.result() for f in self.futs]
+        if self.own is not None:
+            parts.append(self.own.run())
+        if any(x is None for x in parts):
+            return None
+        ok, tags, heads, lens = (
+            parts[0] if len(parts) == 1 else [np.concatenate(z) for z in zip(*parts, strict=True)]
+        )
+        hw = heads.shape[1]
+        st = np.arange(0, len(ok) * hw, hw, dtype=np.int64)
+        return ok, tags, _ctl_mask(heads.reshape(-1), st, lens, hb)
+
+
 class FastTeslaReceiver(TeslaReceiver):
     """Batch receiver with the reference's decisions (see module doc).
 
     ``pool``: optional :class:`tesla.workers.WorkerPool` for the MAC loop of large
-    intervals.  ``verify_threads``: threads of the compiled kernel
-    (:mod:`tesla.mackernel`) that share each interval's verification, over the datagrams
-    in place (no copy, no pipe); the receiver waits for them, so nothing is deferred."""
+    intervals.  ``verify_threads`` (N > 1): threads of the compiled kernel
+    (:mod:`tesla.mackernel`) over the datagrams in place (no copy, no pipe).  An ALC
+    interval that the pool could defer (see :meth:`_authenticate`) is handed to N-1
+    background threads, the receiver verifying the last ``verify_main_share`` of its rows
+    itself when it collects it (at the same observation points as the pool's); any other
+    interval is shared by N threads while the receiver waits."""
 
     def __init__(
         self,
@@ -713,6 +754,7 @@ class FastTeslaReceiver(TeslaReceiver):
         pool_main_share: float = 0.0,
         pool_use: int = 0,
         verify_threads: int = 0,
+        verify_main_share: float = 0.25,
         **kw: Any,
     ) -> None:
         #: intervals in flight in the worker pool: (job, interval, pending, control mask)
@@ -725,6 +767,9 @@ class FastTeslaReceiver(TeslaReceiver):
         self.pool_use = pool_use
         #: threads of the compiled kernel per interval verification (1: this thread)
         self.verify_threads = max(1, verify_threads)
+        #: share of a deferred interval's rows the receiver verifies itself on collection
+        self.verify_main_share = min(1.0, max(0.0, verify_main_share))
+        self._bg: Any = None  # background threads of deferred intervals (created on use)
         self._hdr_scratch = Scratch()
         self._auth_scratch = Scratch()
         self._lane_scratch = Scratch()
@@ -753,6 +798,9 @@ class FastTeslaReceiver(TeslaReceiver):
 
     def close(self) -> int:
         self._drain()
+        if self._bg is not None:
+            self._bg.shutdown()
+            self._bg = None
         return super().close()
 
     # -- entry points -------------------------------------------------------------
@@ -1487,12 +1535,16 @@ class FastTeslaReceiver(TeslaReceiver):
             goffs = np.asarray(pend.goffs, dtype=np.int64)
         pool = self.pool
         keys = self.keys
-        if (
-            pool is not None
-            and hb == 2
+        deferrable = (
+            hb == 2
             and n >= POOL_MIN_PACKETS
             and (not pend.commits or (keys is not None and keys.has_chain(p.chain_of(w) + 1)))
+        )
+        if deferrable and self.verify_threads > 1 and self._defer_to_threads(
+            w, pend, moffs, goffs, mac_key
         ):
+            return
+        if pool is not None and deferrable:
             # asynchronous: the workers zero the fields and hash while this process parses
             # what follows; jobs finish oldest first when something could observe them
             # (_drain).  A new chain commitment (stored, then older chains flushed) and
@@ -1527,6 +1579,44 @@ class FastTeslaReceiver(TeslaReceiver):
             return
         ok, tags, ctl, nk = self._verify_packed_chunks(pkts, moffs, goffs, mac_key)
         self._finish(w, pend, ok, tags, ctl, nk)
+
+    def _defer_to_threads(
+        self, w: int, pend: Any, moffs: np.ndarray, goffs: np.ndarray, mac_key: bytes
+    ) -> bool:
+        """Hand interval w to the background kernel threads (the pool's deferral: same
+        conditions, same collection points); False if the kernel cannot take it."""
+        p = self.params
+        assert p is not None
+        pkts = pend.pkts
+        n = len(pkts)
+        nb = self.verify_threads - 1
+        own = int(n * self.verify_main_share)
+        cut = n - own
+        cuts = [cut * j // nb for j in range(nb + 1)] + [n]
+        calls = []
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            if b <= a:
+                continue
+            c = mackernel.prepare_verify(
+                pkts[a:b] if (a, b) != (0, n) else pkts,
+                moffs[a:b],
+                goffs[a:b],
+                mac_key,
+                p.mac_id,
+                self._km,
+            )
+            if c is None:  # kernel off, too few rows, not bytes: the synchronous paths
+                return False
+            calls.append((a, b, c))
+        if self._bg is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._bg = ThreadPoolExecutor(nb, thread_name_prefix="tesla-mac")
+        futs = [self._bg.submit(c.run) for a, b, c in calls if b <= cut]
+        mine = [c for a, b, c in calls if b > cut]
+        job = _KernelJob(futs, mine[0] if mine else None, (moffs, goffs, mac_key))
+        self._jobs.append((job, w, pend, _NO_CTL))
+        return True
 
     def _verify_packed_chunks(
         self, pkts: list[Any], moffs: np.ndarray, goffs: np.ndarray, mac_key: bytes
@@ -1568,6 +1658,14 @@ class FastTeslaReceiver(TeslaReceiver):
     def _collect_one(self) -> None:
         """Finish the oldest interval in flight in the worker pool."""
         job, w, pend, ctl = self._jobs.popleft()
+        if isinstance(job, _KernelJob):
+            got = job.result(self._hb)
+            if got is None:  # not all bytes after all: the packing path decides
+                ok, tags, ctl, _nk = self._verify_packed_chunks(pend.pkts, *job.fallback)
+            else:
+                ok, tags, ctl = got
+            self._finish(w, pend, ok, tags, ctl)
+            return
         tags, digs = job.result()
         ok = (digs == tags).all(axis=1)
         self._finish(w, pend, ok, tags, ctl)

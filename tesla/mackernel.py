@@ -39,6 +39,8 @@ __all__ = [
     "object_heads",
     "set_enabled",
     "verify_objects",
+    "prepare_verify",
+    "VerifyCall",
     "MIN_ROWS",
     "why_unavailable",
 ]
@@ -222,6 +224,67 @@ def object_heads(
     return rows, lens
 
 
+class VerifyCall:
+    """A prepared :func:`verify_objects` call: everything that needs the GIL is done
+    by :func:`prepare_verify` (in the caller's thread); :meth:`run` is the compiled
+    loop alone, so a background thread holds the GIL only to enter and leave it."""
+
+    __slots__ = ("args", "outs", "_jit", "_objs")
+
+    def __init__(self, jit: Any, objs: np.ndarray, args: tuple[Any, ...], outs: tuple[np.ndarray, ...]) -> None:
+        self._jit, self._objs, self.args, self.outs = jit, objs, args, outs
+
+    def run(self, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(ok, tags, heads, lens)``, or None if an item is not exactly ``bytes``."""
+        tags, ok, heads, lens = self.outs
+        n = len(ok)
+        if threads > 1 and n >= 2 * MIN_ROWS:
+            # one parallel region at a time: numba's fallback threading layer (workqueue,
+            # without libgomp or tbb) aborts the process on concurrent launches
+            with _par_lock:
+                par = _parallel(_state, threads)
+                bad = par.verify_objects_parallel(*self.args, *self.outs, min(threads, n // MIN_ROWS))
+        else:
+            bad = self._jit.verify_objects(*self.args, *self.outs)
+        if bad >= 0:
+            return None
+        return ok, tags, heads, lens
+
+
+def prepare_verify(
+    pkts: Any,
+    moffs: np.ndarray,
+    goffs: np.ndarray,
+    key: bytes,
+    mac_id: int,
+    km: int,
+    head: int = 16,
+) -> VerifyCall | None:
+    """The call :func:`verify_objects` makes, prepared (None: kernel not to be used)."""
+    if mac_id not in _ALGS or km > _ALGS[mac_id][3]:
+        return None
+    got = _objects(pkts)
+    if got is None:
+        return None
+    st, objs = got
+    n = len(objs)
+    mo = np.ascontiguousarray(moffs, dtype=np.int64)
+    go = np.ascontiguousarray(goffs, dtype=np.int64)
+    if len(mo) != n or len(go) != n:
+        raise ValueError("one MAC and one Group MAC offset per datagram")
+    ictx, octx = _states(st, key, mac_id)
+    _prefix, csize, block, dlen = _ALGS[mac_id]
+    outs = (
+        np.empty((n, km), dtype=np.uint8),
+        np.empty(n, dtype=np.bool_),
+        np.empty((n, head), dtype=np.uint8),
+        np.empty(n, dtype=np.int64),
+    )
+    tb, off = st["layout"]
+    args = (objs.ctypes.data, n, tb, off, mo, go, km, ictx, octx, mac_id, csize, dlen, block)
+    return VerifyCall(st["jit"], objs, args, outs)
+
+
 def verify_objects(
     pkts: Any,
     moffs: np.ndarray,
@@ -238,37 +301,8 @@ def verify_objects(
     head), lens)``, or None when the kernel is not to be used (then nothing was done).
     ``threads`` > 1: the rows are shared among that many native threads (numba
     ``prange``; compiled on first use)."""
-    if mac_id not in _ALGS or km > _ALGS[mac_id][3]:
-        return None
-    got = _objects(pkts)
-    if got is None:
-        return None
-    st, objs = got
-    n = len(objs)
-    mo = np.ascontiguousarray(moffs, dtype=np.int64)
-    go = np.ascontiguousarray(goffs, dtype=np.int64)
-    if len(mo) != n or len(go) != n:
-        raise ValueError("one MAC and one Group MAC offset per datagram")
-    ictx, octx = _states(st, key, mac_id)
-    _prefix, csize, block, dlen = _ALGS[mac_id]
-    ok = np.empty(n, dtype=np.bool_)
-    tags = np.empty((n, km), dtype=np.uint8)
-    heads = np.empty((n, head), dtype=np.uint8)
-    lens = np.empty(n, dtype=np.int64)
-    tb, off = st["layout"]
-    args = (objs.ctypes.data, n, tb, off, mo, go, km, ictx, octx, mac_id, csize, dlen, block)
-    outs = (tags, ok, heads, lens)
-    if threads > 1 and n >= 2 * MIN_ROWS:
-        # one parallel region at a time: numba's fallback threading layer (workqueue,
-        # without libgomp or tbb) aborts the process on concurrent launches
-        with _par_lock:
-            par = _parallel(st, threads)
-            bad = par.verify_objects_parallel(*args, *outs, min(threads, n // MIN_ROWS))
-    else:
-        bad = st["jit"].verify_objects(*args, *outs)
-    if bad >= 0:
-        return None
-    return ok, tags, heads, lens
+    call = prepare_verify(pkts, moffs, goffs, key, mac_id, km, head)
+    return None if call is None else call.run(threads)
 
 
 def match_columns(

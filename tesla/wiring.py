@@ -228,8 +228,9 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
             type=_pos_int(1, 64),
             default=1,
             metavar="N",
-            help="N native threads of the compiled MAC kernel share each interval's "
-            "verification (ALC and NORM; default 1)",
+            help="N native threads of the compiled MAC kernel verify the MACs: ALC "
+            "intervals in N-1 background threads while this one parses on, other "
+            "intervals (NORM, new-chain commitments) shared by N threads (default 1)",
         )
         g.add_argument(
             "--jitter",

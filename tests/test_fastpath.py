@@ -139,6 +139,43 @@ def test_same_decisions_with_verify_threads(protocol: str, mac_kernel: str) -> N
     _compare(ref, fast)
 
 
+@pytest.mark.parametrize("threads,share", [(2, 0.0), (2, 0.3), (3, 0.5)])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_deferred_kernel_threads_same_decisions(
+    monkeypatch: pytest.MonkeyPatch, mac_kernel: str, threads: int, share: float, seed: int
+) -> None:
+    """ALC intervals handed to background kernel threads (collected at the next replay
+    test, synchronous verification, pop or stats, the receiver hashing its share then)
+    decide and release exactly as the reference: forged, unsafe, replayed, truncated
+    datagrams, chain switches (Type 3 commitments verified synchronously)."""
+    import tesla.fastpath as fp
+
+    monkeypatch.setattr(fp, "POOL_MIN_PACKETS", 16)
+    rng = random.Random(seed)
+    snd = make_sender(2, n_chain=9 if seed == 1 else 100, disclose_every=rng.choice([1, 3]))
+    pk = _mutate(make_stream(snd, 25, 60, rng.choice([120, 700]), seed=seed), rng, 32)
+    ref = TeslaReceiver(_pub(), max_clock_error_ms=20)
+    fast = FastTeslaReceiver(
+        _pub(), max_clock_error_ms=20, verify_threads=threads, verify_main_share=share
+    )
+    for k, (a, b) in enumerate(pk):
+        ref.receive(b, a, k)
+    deferred = 0
+    k = 0
+    while k < len(pk):
+        m = rng.choice([1, 7, 64, 300])
+        ch = pk[k : k + m]
+        fast.receive_batch([b for _, b in ch], np.array([a for a, _ in ch]), list(range(k, k + m)))
+        deferred += sum(type(j[0]).__name__ == "_KernelJob" for j in fast._jobs)
+        k += m
+    assert ref.stats["accepted"] > 400
+    _compare(ref, fast)
+    if mac_kernel == "kernel":
+        assert deferred > 3
+    else:
+        assert deferred == 0  # no kernel: nothing is deferred, all synchronous
+
+
 def test_same_decisions_under_tight_memory_bound() -> None:
     rng = random.Random(7)
     snd = make_sender(2)
