@@ -516,6 +516,17 @@ def _put_fields(arr: np.ndarray, at: np.ndarray, vals: np.ndarray) -> None:
         arr[at[:, None] + np.arange(vals.shape[1])] = vals
 
 
+def _rows_flat(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A C-contiguous ``(n, w)`` row array as one flat array and its row starts."""
+    w = rows.shape[1]
+    return rows.reshape(-1), np.arange(0, len(rows) * w, w, dtype=np.int64)
+
+
+def _norm_keys(arr: np.ndarray, st: np.ndarray) -> np.ndarray:
+    """NORM ``source_id << 16 | sequence`` of the datagrams starting at ``st``."""
+    return (_gather_u32(arr, st + 4) << 16) | (arr[st + 2].astype(np.int64) << 8) | arr[st + 3]
+
+
 def _ctl_mask(arr: np.ndarray, st: np.ndarray, lens: np.ndarray, hb: int) -> np.ndarray:
     """The wrapper's key-disclosure-only packets (header octets, before zeroing)."""
     hdr_end = arr[st + hb].astype(np.int64) << 2
@@ -731,9 +742,8 @@ class _KernelJob:
         ok, tags, heads, lens = (
             parts[0] if len(parts) == 1 else [np.concatenate(z) for z in zip(*parts, strict=True)]
         )
-        hw = heads.shape[1]
-        st = np.arange(0, len(ok) * hw, hw, dtype=np.int64)
-        return ok, tags, _ctl_mask(heads.reshape(-1), st, lens, hb)
+        flat, st = _rows_flat(heads)
+        return ok, tags, _ctl_mask(flat, st, lens, hb)
 
 
 class FastTeslaReceiver(TeslaReceiver):
@@ -1565,16 +1575,8 @@ class FastTeslaReceiver(TeslaReceiver):
         )
         if got is not None:  # the compiled loop, over the datagrams in place
             ok, tags, heads, lens = got
-            hw = heads.shape[1]
-            flat = heads.reshape(-1)
-            st = np.arange(0, n * hw, hw, dtype=np.int64)
-            nk = None
-            if hb == 1:
-                nk = (
-                    (_gather_u32(flat, st + 4) << 16)
-                    | (flat[st + 2].astype(np.int64) << 8)
-                    | flat[st + 3]
-                )
+            flat, st = _rows_flat(heads)
+            nk = _norm_keys(flat, st) if hb == 1 else None
             self._finish(w, pend, ok, tags, _ctl_mask(flat, st, lens, hb), nk)
             return
         ok, tags, ctl, nk = self._verify_packed_chunks(pkts, moffs, goffs, mac_key)
@@ -1641,10 +1643,7 @@ class FastTeslaReceiver(TeslaReceiver):
             # control-packet classification before the fields are zeroed (header octets)
             ctls.append(_ctl_mask(pb.arr, pb.starts, pb.lens, hb))
             if hb == 1:
-                a, st = pb.arr, pb.starts
-                nks.append(
-                    (_gather_u32(a, st + 4) << 16) | (a[st + 2].astype(np.int64) << 8) | a[st + 3]
-                )
+                nks.append(_norm_keys(pb.arr, pb.starts))
             okc, tagc = verify_packed(pb, moffs[c0:c1], goffs[c0:c1], mac_key, p.mac_id, km, pool)
             oks.append(okc)
             tagl.append(tagc)

@@ -232,6 +232,7 @@ class VerifyCall:
     __slots__ = ("args", "outs", "_jit", "_objs")
 
     def __init__(self, jit: Any, objs: np.ndarray, args: tuple[Any, ...], outs: tuple[np.ndarray, ...]) -> None:
+        # _objs: the object array whose buffer the loop reads (and its references)
         self._jit, self._objs, self.args, self.outs = jit, objs, args, outs
 
     def run(self, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
