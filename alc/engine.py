@@ -3,7 +3,14 @@
 Engines never read a clock and never touch a socket.  A driver (socket loop, pcap
 replayer, simulator) owns time and I/O and calls, in any order:
 
-* ``receive_datagram(data, addr, now)``: one UDP payload that arrived at ``now``.
+* ``receive_datagrams(datagrams, addrs, times)``: the batch entry, the one drivers use:
+  UDP payloads in arrival order, each with its source address and its own arrival time
+  (a socket driver gives the kernel's receive timestamp, a pcap replayer the capture
+  time, the simulator its virtual time).  :class:`BatchEntry` gives an engine this entry
+  as a loop over ``receive_datagram``; an engine that works on whole batches (the TESLA
+  receiver) overrides it.
+* ``receive_datagram(data, addr, now)``: one UDP payload that arrived at ``now`` (the
+  batch entry with one datagram).
 * ``handle_timer(now)``: called at (or after) the deadline ``get_timer()`` returned.
 * ``datagrams_to_send(now)``: UDP payloads due by ``now``; ``addr`` None means the
   session's group address/port.
@@ -19,13 +26,20 @@ under ``"drop.<reason>"``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 Address = tuple[str, int]
+#: per-datagram arrival times of a batch: a list of floats or a 1-D float64 numpy array
+Times = Sequence[float]
 
 
 class Engine(Protocol):
     stats: dict[str, int]
+
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None: ...
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None: ...
 
@@ -41,3 +55,17 @@ class Engine(Protocol):
 def count(stats: dict[str, int], key: str, n: int = 1) -> None:
     """Increment a counter in a stats dict."""
     stats[key] = stats.get(key, 0) + n
+
+
+class BatchEntry:
+    """The batch entry for an engine that handles one datagram at a time."""
+
+    def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
+        raise NotImplementedError
+
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        rx = self.receive_datagram
+        for k, data in enumerate(datagrams):
+            rx(data, addrs[k], float(times[k]))

@@ -7,10 +7,15 @@ not available (or ``use_mmsg=False``) it falls back to a non-blocking ``recv_int
 loop on ``memoryview`` rows.  No per-datagram Python object is created on the receive
 path: headers are then parsed as numpy views of the slab (see :mod:`tesla.fastpath`).
 
-Arrival time: one ``time.time()`` taken right after the system call returns is stored
-for every datagram of the batch.  It is never earlier than the true arrival, so the
-TESLA safe-packet test run on it can only be stricter (RFC 4082 §5 asks for the time
-"as early as possible"; a later time never accepts an unsafe packet).
+Arrival time: on a socket prepared with :func:`enable_rx_metadata` (``SO_TIMESTAMPNS``)
+each datagram's ``stamps[k]`` is the kernel's receive timestamp, taken when the datagram
+entered the socket, so a process stall between arrival and ``recvmmsg`` never makes a
+timely datagram look late (RFC 4082 §5 asks for the arrival time "as early as possible").
+Without it (or when a message carries no timestamp) one ``time.time()`` taken right after
+the system call is used: never earlier than the true arrival, so the TESLA safe-packet
+test run on it can only be stricter.  ``SO_RXQ_OVFL`` gives the kernel's count of
+datagrams this socket dropped for want of buffer space: ``Slab.kernel_drops`` is its
+latest value (cumulative, per socket).
 
 Send side: :func:`send_batch` hands a list of datagrams (or slab rows) to one
 ``sendmmsg(2)``; :func:`send_gso` sends one buffer of equal-size segments with
@@ -42,6 +47,7 @@ __all__ = [
     "send_packed",
     "send_gso",
     "gso_supported",
+    "enable_rx_metadata",
 ]
 
 #: row width of a default slab: largest UDP payload over IPv4
@@ -50,6 +56,13 @@ MSG_DONTWAIT = 0x40
 MSG_WAITFORONE = 0x10000
 SOL_UDP = 17
 UDP_SEGMENT = 103
+#: Linux socket options (asm-generic/socket.h): the 64-bit-time_t timespec form of
+#: SO_TIMESTAMPNS (SO_TIMESTAMPNS_OLD on LP64) and the socket drop counter
+SO_TIMESTAMPNS = 35
+SO_RXQ_OVFL = 40
+#: control buffer per message: cmsghdr (16) + timespec (16), cmsghdr (16) + u32 (8, aligned)
+_CTRL_LEN = 64
+_CMSG_HDR = 16
 _SOCKADDR_LEN = 28  # sockaddr_in6 is the largest we need
 
 
@@ -85,6 +98,7 @@ _MM_NAMELEN = _Msghdr.msg_namelen.offset
 _MM_IOV = _Msghdr.msg_iov.offset
 _MM_IOVLEN = _Msghdr.msg_iovlen.offset
 _MM_FLAGS = _Msghdr.msg_flags.offset
+_MM_CTRLLEN = _Msghdr.msg_controllen.offset
 _MM_LEN = _Mmsghdr.msg_len.offset
 _IOV_SIZE = ctypes.sizeof(_Iovec)
 #: the numpy layout below assumes LP64 (8-octet pointers and size_t, 4-octet ints)
@@ -97,6 +111,7 @@ _VECTOR_OK = (
     and _MM_NAMELEN % 4 == 0
     and _MM_FLAGS % 4 == 0
     and _MM_LEN % 4 == 0
+    and _MM_CTRLLEN % 8 == 0
     and sys.byteorder == "little"
 )
 
@@ -127,6 +142,19 @@ _recvmmsg, _sendmmsg = _load_libc()
 HAVE_MMSG = _recvmmsg is not None
 
 
+def enable_rx_metadata(sock: socket.socket) -> tuple[bool, bool]:
+    """Ask the kernel for a receive timestamp (``SO_TIMESTAMPNS``) and the socket's drop
+    counter (``SO_RXQ_OVFL``) with every datagram; returns which of the two are on."""
+    got = []
+    for opt in (SO_TIMESTAMPNS, SO_RXQ_OVFL):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, 1)
+            got.append(True)
+        except OSError:
+            got.append(False)
+    return got[0], got[1]
+
+
 class Slab:
     """Preallocated receive buffers: ``data[k, :lengths[k]]`` is datagram k of the last
     batch (k < ``count``), ``stamps[k]`` its arrival time, ``addr(k)`` its source."""
@@ -141,7 +169,12 @@ class Slab:
         self.stamps = np.zeros(rows, dtype=np.float64)
         self.count = 0
         self.truncated = 0  # datagrams longer than width seen (cut, flagged in stats)
+        #: latest SO_RXQ_OVFL value seen (datagrams the kernel dropped on this socket)
+        self.kernel_drops = 0
+        #: datagrams of the last batch whose arrival time is the kernel's timestamp
+        self.kernel_stamped = 0
         self._names = ctypes.create_string_buffer(rows * _SOCKADDR_LEN)
+        self._ctrl = np.zeros((rows, _CTRL_LEN // 8), dtype=np.uint64)
         self._iov = (_Iovec * rows)()
         self._msgs = (_Mmsghdr * rows)()
         base = self.data.ctypes.data
@@ -154,6 +187,8 @@ class Slab:
             h.msg_namelen = _SOCKADDR_LEN
             h.msg_iov = ctypes.pointer(self._iov[k])
             h.msg_iovlen = 1
+            h.msg_control = self._ctrl.ctypes.data + k * _CTRL_LEN
+            h.msg_controllen = _CTRL_LEN
         self._rows_mv = [memoryview(self.data[k]) for k in range(rows)]
         self._addrs: list[tuple[str, int] | None] = [None] * rows
         # 32-bit view of the mmsghdr array: msg_len, msg_flags and msg_namelen of every
@@ -161,19 +196,43 @@ class Slab:
         self._mm32 = np.frombuffer(memoryview(self._msgs).cast("B"), dtype=np.uint32).reshape(
             rows, _MM_SIZE // 4
         )
+        self._mm64 = self._mm32.view(np.uint64)
 
     def datagram(self, k: int) -> bytes:
         """Copy of datagram k of the last batch."""
         return self.data[k, : self.lengths[k]].tobytes()
 
     def datagrams(self) -> list[bytes]:
-        """Copies of every datagram of the last batch (for slow paths and tests)."""
+        """Copies of every datagram of the last batch, in arrival order."""
         n = self.count
         if n == 0:
             return []
-        flat = self.data[:n].tobytes()
+        lens = self.lengths[:n].tolist()
         w = self.width
-        return [flat[k * w : k * w + ln] for k, ln in enumerate(self.lengths[:n].tolist())]
+        if w <= 4096:  # narrow rows: one copy of the block, then slices
+            flat = self.data[:n].tobytes()
+            return [flat[k * w : k * w + ln] for k, ln in enumerate(lens)]
+        rows = self._rows_mv  # wide rows (65 536 for any UDP payload): only what arrived
+        return [bytes(rows[k][:ln]) for k, ln in enumerate(lens)]
+
+    def addrs(self) -> list[tuple[str, int] | None]:
+        """Source addresses of the last batch; one tuple object per distinct source."""
+        n = self.count
+        if n == 0:
+            return []
+        raw = np.frombuffer(memoryview(self._names), dtype=np.uint8, count=n * _SOCKADDR_LEN)
+        rows = raw.reshape(n, _SOCKADDR_LEN)
+        if n > 1 and not np.any(rows[1:] != rows[0]):
+            a = self.addr(0)
+            return [a] * n
+        seen: dict[bytes, tuple[str, int] | None] = {}
+        out: list[tuple[str, int] | None] = []
+        for k in range(n):
+            key = rows[k].tobytes()
+            if key not in seen:
+                seen[key] = self.addr(k)
+            out.append(seen[key])
+        return out
 
     def addr(self, k: int) -> tuple[str, int] | None:
         """Source address of datagram k (decoded lazily from the sockaddr buffer)."""
@@ -214,9 +273,11 @@ def _recv_mmsg(sock: socket.socket, slab: Slab, block: bool) -> int:
     vec = _VECTOR_OK
     if vec:  # reset what the last call changed
         slab._mm32[: slab.count, _MM_NAMELEN // 4] = _SOCKADDR_LEN
+        slab._mm64[: slab.count, _MM_CTRLLEN // 8] = _CTRL_LEN
     else:
         for k in range(slab.count):
             msgs[k].msg_hdr.msg_namelen = _SOCKADDR_LEN
+            msgs[k].msg_hdr.msg_controllen = _CTRL_LEN
     if block and sock.gettimeout() is not None:
         import select
 
@@ -248,7 +309,58 @@ def _recv_mmsg(sock: socket.socket, slab: Slab, block: bool) -> int:
     slab.stamps[:n] = now
     slab.count = n
     slab._addrs[:n] = [None] * n
+    _read_control(slab, n, now)
     return n
+
+
+def _read_control(slab: Slab, n: int, now: float) -> None:
+    """Kernel timestamps and drop counter from the control messages of the last batch.
+
+    The kernel writes SCM_TIMESTAMPNS before SO_RXQ_OVFL (net/socket.c
+    ``sock_recv_cmsgs``); the common layouts are read as numpy columns, anything else
+    by walking the cmsghdr chain of the message."""
+    slab.kernel_stamped = 0
+    if not _VECTOR_OK:
+        return
+    clen = slab._mm64[:n, _MM_CTRLLEN // 8]
+    if not clen.any():
+        return
+    c = slab._ctrl[:n]
+    lv = c[:, 1]  # cmsg_level | cmsg_type << 32 of the first cmsghdr
+    ts_first = (clen >= 32) & (c[:, 0] == 32) & (lv == (socket.SOL_SOCKET | SO_TIMESTAMPNS << 32))
+    if ts_first.all():
+        sec = c[:, 2].astype(np.float64)
+        nsec = c[:, 3].astype(np.float64)
+        stamps = sec + nsec * 1e-9
+        # a stamp after ``now`` is impossible (clock stepped between the two reads):
+        # keep the later bound only where it is earlier, never accept a future arrival
+        np.minimum(stamps, now, out=stamps)
+        slab.stamps[:n] = stamps
+        slab.kernel_stamped = n
+        ov = (clen >= 56) & (c[:, 4] == 20) & (c[:, 5] == (socket.SOL_SOCKET | SO_RXQ_OVFL << 32))
+        if ov[-1]:
+            slab.kernel_drops = int(c[-1, 6] & 0xFFFFFFFF)
+        elif ov.any():
+            slab.kernel_drops = int(c[np.flatnonzero(ov)[-1], 6] & 0xFFFFFFFF)
+        return
+    for k in range(n):
+        _walk_control(slab, k, int(clen[k]), now)
+
+
+def _walk_control(slab: Slab, k: int, clen: int, now: float) -> None:
+    raw = slab._ctrl[k].tobytes()[: min(clen, _CTRL_LEN)]
+    pos = 0
+    while pos + _CMSG_HDR <= len(raw):
+        ln, level, typ = struct.unpack_from("=QiI", raw, pos)
+        if ln < _CMSG_HDR or pos + ln > len(raw):
+            break
+        if level == socket.SOL_SOCKET and typ == SO_TIMESTAMPNS and ln >= 32:
+            sec, nsec = struct.unpack_from("=qq", raw, pos + _CMSG_HDR)
+            slab.stamps[k] = min(sec + nsec * 1e-9, now)
+            slab.kernel_stamped += 1
+        elif level == socket.SOL_SOCKET and typ == SO_RXQ_OVFL and ln >= 20:
+            slab.kernel_drops = struct.unpack_from("=I", raw, pos + _CMSG_HDR)[0]
+        pos += (ln + 7) & ~7
 
 
 def _recv_loop(sock: socket.socket, slab: Slab, block: bool) -> int:

@@ -1,8 +1,14 @@
 """UDP multicast sockets and a selector loop that drives sans-I/O engines.
 
-Receive path: on each wakeup the non-blocking socket is drained with ``recvfrom_into`` into
-one preallocated buffer (up to ``batch`` datagrams per wakeup) and each datagram handed to
-the engine; no asyncio ``DatagramProtocol`` (it caps at ~60k packets/s here).
+Receive path: on each wakeup the non-blocking socket is drained with one ``recvmmsg``
+(:func:`alc.mmsg.recv_batch`) into the endpoint's preallocated slab (up to ``batch``
+datagrams per wakeup), and the whole batch goes to the engine's batch entry
+``receive_datagrams`` with each datagram's own arrival time: the kernel's receive
+timestamp (``SO_TIMESTAMPNS``), so a stall of this process between arrival and read never
+makes a timely datagram late for the TESLA safe-packet test.  Datagrams the kernel
+dropped for want of socket buffer (``SO_RXQ_OVFL``) are counted as
+``drop.socket_overflow``.  No asyncio ``DatagramProtocol`` (it caps at ~60k packets/s
+here).
 
 Send path: ``engine.datagrams_to_send(now)`` is polled whenever the engine's timer is due;
 datagrams the kernel refuses (``EAGAIN``) are kept and retried when the socket is writable.
@@ -26,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from alc.engine import Address, Engine, count
+from alc.mmsg import Slab, enable_rx_metadata, recv_batch
 
 SIOCGIFADDR = 0x8915
 
@@ -113,6 +120,8 @@ def open_socket(
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
         else:
             s.bind((ifaddr or "0.0.0.0", 0))
+        if receive:
+            enable_rx_metadata(s)
         s.setblocking(False)
     except BaseException:
         s.close()
@@ -143,23 +152,31 @@ class Endpoint:
     loss: LossInjector | None = None
     on_sent: Callable[[float, bytes, Address], None] | None = None
     backlog: deque[tuple[bytes, Address]] = field(default_factory=deque)
+    slab: Slab | None = None
+    kernel_drops: int = 0  # last SO_RXQ_OVFL value seen on ``sock``
 
 
 class Driver:
     """Run engines on sockets until a predicate holds or a deadline passes.
 
     One selector for every endpoint; per wakeup: drain readable sockets (``batch`` max
-    each), fire due timers, send due datagrams.  ``stats`` counts ``rx``, ``tx``,
-    ``drop.injected_loss`` and ``tx.eagain``.
+    each, one ``recvmmsg``), fire due timers, send due datagrams.  ``stats`` counts
+    ``rx``, ``tx``, ``drop.injected_loss``, ``drop.socket_overflow`` (the kernel's
+    ``SO_RXQ_OVFL``), ``drop.truncated`` (longer than ``bufsize``) and ``tx.eagain``.
+
+    Arrival times are the kernel's receive timestamps when ``clock`` is ``time.time``
+    (the same clock); with another clock (tests) the clock read after each batch.
     """
 
-    def __init__(self, batch: int = 1024, bufsize: int = 65536, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, batch: int = 1024, bufsize: int = 65536, clock: Callable[[], float] = time.time
+    ) -> None:
         self.sel = selectors.DefaultSelector()
         self.endpoints: list[Endpoint] = []
         self.batch = batch
-        self.buf = bytearray(bufsize)
-        self.view = memoryview(self.buf)
+        self.bufsize = bufsize
         self.clock = clock
+        self._kernel_clock = clock is time.time
         self.stats: dict[str, int] = {}
 
     def add(
@@ -175,6 +192,9 @@ class Driver:
         ep = Endpoint(engine, sock, dest, loss, on_sent)
         self.endpoints.append(ep)
         if receive:
+            # rows are wide enough for any UDP payload; only the pages a datagram touches
+            # become resident
+            ep.slab = Slab(self.batch, self.bufsize)
             self.sel.register(sock, selectors.EVENT_READ, ep)
         return ep
 
@@ -182,36 +202,36 @@ class Driver:
         self.sel.close()
 
     def _drain(self, ep: Endpoint) -> None:
-        sock, buf, view, eng, loss = ep.sock, self.buf, self.view, ep.engine, ep.loss
-        recv = sock.recvfrom_into
-        now = self.clock()
-        n_rx = 0
-        n_lost = 0
-        # an engine that takes whole batches (e.g. the TESLA verifier, which parses and
-        # buffers a batch as arrays) gets the drained datagrams in one call
-        batch_rx = getattr(eng, "receive_datagrams", None)
-        got: list[tuple[bytes, Address | None]] = []
-        put = got.append if batch_rx is not None else None
-        for _ in range(self.batch):
-            try:
-                n, addr = recv(buf)
-            except (BlockingIOError, InterruptedError):
-                break
-            n_rx += 1
-            if loss is not None and loss.drop():
-                n_lost += 1
-                continue
-            if put is not None:
-                put((bytes(view[:n]), addr))
-            else:
-                eng.receive_datagram(bytes(view[:n]), addr, now)
-        if got:
-            assert batch_rx is not None
-            batch_rx(got, now)
-        if n_rx:
-            count(self.stats, "rx", n_rx)
-        if n_lost:
-            count(self.stats, "drop.injected_loss", n_lost)
+        slab = ep.slab
+        assert slab is not None
+        trunc = slab.truncated
+        n = recv_batch(ep.sock, slab)
+        if slab.kernel_drops != ep.kernel_drops:
+            # SO_RXQ_OVFL is the socket's cumulative count (wraps at 2^32)
+            count(self.stats, "drop.socket_overflow", (slab.kernel_drops - ep.kernel_drops) % (1 << 32))
+            ep.kernel_drops = slab.kernel_drops
+        if n == 0:
+            return
+        if slab.truncated != trunc:
+            count(self.stats, "drop.truncated", slab.truncated - trunc)
+        count(self.stats, "rx", n)
+        datagrams = slab.datagrams()
+        addrs = slab.addrs()
+        if self._kernel_clock:
+            times: list[float] = slab.stamps[:n].tolist()
+        else:
+            times = [self.clock()] * n
+        loss = ep.loss
+        if loss is not None and loss.rate > 0:
+            keep = [k for k in range(n) if not loss.drop()]
+            if len(keep) != n:
+                count(self.stats, "drop.injected_loss", n - len(keep))
+                datagrams = [datagrams[k] for k in keep]
+                addrs = [addrs[k] for k in keep]
+                times = [times[k] for k in keep]
+                if not keep:
+                    return
+        ep.engine.receive_datagrams(datagrams, addrs, times)
 
     def _send(self, ep: Endpoint, now: float) -> bool:
         """Send due datagrams; False if the socket buffer is full (backlog kept)."""

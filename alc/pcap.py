@@ -251,6 +251,11 @@ class PcapWriter:
         self.close()
 
 
+#: a replay batch spans at most this much capture time and this many datagrams
+REPLAY_BATCH_SPAN = 0.002
+REPLAY_BATCH_MAX = 64
+
+
 def replay(
     engine: Engine,
     path: str | Path,
@@ -260,26 +265,57 @@ def replay(
     until: Callable[[], bool] | None = None,
     drain_timers: bool = True,
 ) -> float | None:
-    """Feed the UDP datagrams of a capture into ``engine`` with capture timestamps as ``now``.
+    """Feed the UDP datagrams of a capture into ``engine`` with capture timestamps as
+    arrival times, through its batch entry ``receive_datagrams`` (as a socket driver
+    does: up to :data:`REPLAY_BATCH_MAX` datagrams spanning at most
+    :data:`REPLAY_BATCH_SPAN` s of capture time per call).
 
-    Timers the engine asks for are fired in capture time: before each datagram, every
-    deadline that is <= its timestamp.  ``until`` stops early when it returns True.  With
-    ``drain_timers`` the remaining timers are fired after the last datagram (time then
-    jumps to each deadline), so object/session timeouts resolve.  Returns the last ``now``.
+    Timers the engine asks for are fired in capture time: a batch never reaches past the
+    engine's deadline, and every deadline <= a datagram's timestamp fires before it.
+    ``until`` stops early when it returns True.  With ``drain_timers`` the remaining
+    timers are fired after the last datagram (time then jumps to each deadline), so
+    object/session timeouts resolve.  Returns the last ``now``.
     """
     now: float | None = None
-    for d in read_udp(path, dst_addr, dst_port, src_addr):
-        now = d.ts
+    data: list[bytes] = []
+    addrs: list[Address | None] = []
+    times: list[float] = []
+    limit = 0.0
+
+    def flush() -> None:
+        if data:
+            engine.receive_datagrams(data, addrs, times)
+            data.clear()
+            addrs.clear()
+            times.clear()
+
+    def fire(upto: float) -> None:
         t = engine.get_timer()
-        while t is not None and t <= now:
+        while t is not None and t <= upto:
             engine.handle_timer(t)
             nt = engine.get_timer()
             if nt is not None and nt <= t:
                 break
             t = nt
-        engine.receive_datagram(d.payload, d.src, now)
-        if until is not None and until():
-            return now
+
+    for d in read_udp(path, dst_addr, dst_port, src_addr):
+        if data and (d.ts > limit or len(data) >= REPLAY_BATCH_MAX):
+            flush()
+            if until is not None and until():
+                return now
+        now = d.ts
+        if not data:
+            fire(now)
+            t = engine.get_timer()
+            limit = now + REPLAY_BATCH_SPAN
+            if t is not None and t < limit:
+                limit = t
+        data.append(d.payload)
+        addrs.append(d.src)
+        times.append(now)
+    flush()
+    if until is not None and until():
+        return now
     if drain_timers and now is not None:
         for _ in range(10000):
             if until is not None and until():

@@ -44,7 +44,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from alc.engine import Address, count
+from alc.engine import Address, BatchEntry, count
 from alc.errors import DecodeError
 from alc.ext import walk_extensions
 
@@ -247,7 +247,7 @@ def content_decode(data: bytes, encoding: str | None, max_size: int = 1 << 34) -
         raise DecodeError("Content-Encoding", str(e)) from None
 
 
-class AlcReceiver:
+class AlcReceiver(BatchEntry):
     """FLUTE/ALC receiver engine.  See module docstring."""
 
     def __init__(self, config: ReceiverConfig | None = None) -> None:

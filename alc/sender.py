@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alc.engine import Address, count
+from alc.engine import Address, BatchEntry, count
 
 NTP_OFFSET = 2208988800
 FEC_IDS = {"nocode": 0, "rs": 5, "raptorq": 6}
@@ -121,7 +121,7 @@ def _pid_packer(encoding_id: int) -> Any:
     return None
 
 
-class AlcSender:
+class AlcSender(BatchEntry):
     """FLUTE sender engine.  See module docstring."""
 
     def __init__(self, config: SenderConfig | None = None) -> None:

@@ -829,7 +829,7 @@ class FastTeslaReceiver(TeslaReceiver):
     def receive_batch(
         self,
         packets: Sequence[bytes],
-        now: float | np.ndarray,
+        now: float | Sequence[float] | np.ndarray,
         metas: Sequence[Any] | None = None,
     ) -> None:
         """Process ``packets`` (in arrival order) that arrived at ``now`` (one POSIX time

@@ -28,9 +28,10 @@ start and every ``sync_retry`` seconds until D_t is known.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from alc.engine import Address, Engine
+from alc.engine import Address, BatchEntry, Engine, Times
 from alc.errors import DecodeError
 from tesla.authenticator import PROTO_NORM, TeslaSender, ext_area
 from tesla.verifier import TeslaReceiver
@@ -68,7 +69,7 @@ def _is_sync_request(data: bytes, asid: int, protocol: str) -> bool:
     return False
 
 
-class AuthenticatedSender:
+class AuthenticatedSender(BatchEntry):
     """Engine = ALC/NORM sender engine + :class:`TeslaSender` (see module doc)."""
 
     def __init__(self, engine: Engine, tesla_sender: TeslaSender) -> None:
@@ -128,7 +129,7 @@ class AuthenticatedSender:
         return eng_done and not self.tesla.disclosure_pending()
 
 
-class AuthenticatedReceiver:
+class AuthenticatedReceiver(BatchEntry):
     """Engine = :class:`TeslaReceiver` in front of an ALC/NORM receiver engine."""
 
     def __init__(
@@ -163,25 +164,31 @@ class AuthenticatedReceiver:
         if t.has_authenticated:
             self._release(now)
 
-    def receive_datagrams(self, batch: list[tuple[bytes, Address | None]], now: float) -> None:
-        """A batch of datagrams that arrived at ``now`` (e.g. one ``recvmmsg``)."""
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        """A batch in arrival order, each datagram with its own arrival time (one
+        ``recvmmsg``, a stretch of a capture): verified as one batch."""
+        if not datagrams:
+            return
         if self._norm:
             # receiver feedback carries no TESLA tag: to the engine at once, the rest
             # through the verifier as one batch
             fb = _NORM_FEEDBACK_TYPES
-            rest = []
-            for item in batch:
-                data = item[0]
-                if len(data) > 1 and data[0] & 15 in fb:
-                    self.engine.receive_datagram(data, item[1], now)
-                else:
-                    rest.append(item)
-            if not rest:
-                return
-            batch = rest
-        self.tesla.receive_batch([d for d, _ in batch], now, [a for _, a in batch])
+            keep = [k for k, d in enumerate(datagrams) if not (len(d) > 1 and d[0] & 15 in fb)]
+            if len(keep) != len(datagrams):
+                kept = set(keep)
+                for k, d in enumerate(datagrams):
+                    if k not in kept:
+                        self.engine.receive_datagram(d, addrs[k], float(times[k]))
+                if not keep:
+                    return
+                datagrams = [datagrams[k] for k in keep]
+                addrs = [addrs[k] for k in keep]
+                times = [times[k] for k in keep]
+        self.tesla.receive_batch(datagrams, times, addrs)
         if self.tesla.has_authenticated:
-            self._release(now)
+            self._release(float(times[-1]))
 
     def _release(self, now: float) -> None:
         rx = self.engine.receive_datagram

@@ -440,7 +440,10 @@ class TeslaReceiver:
             rx(p, now)
 
     def receive_batch(
-        self, packets: Sequence[bytes], now: float, metas: Sequence[Any] | None = None
+        self,
+        packets: Sequence[bytes],
+        now: float | Sequence[float],
+        metas: Sequence[Any] | None = None,
     ) -> None:
         """Process datagrams that arrived together at ``now`` (e.g. one ``recvmmsg``
         batch), with the same result as calling :meth:`receive` on each in order.
@@ -453,8 +456,14 @@ class TeslaReceiver:
         their interval with list operations.  A packet that does not pass the array
         prechecks (first packet of an interval, new key, malformed, unsafe, forged,
         buffer full...) goes through the full per-packet path; its state changes are
-        taken into account for the rest of the batch.
+        taken into account for the rest of the batch.  ``now`` may also be one arrival
+        time per packet (then each packet is decided at its own time).
         """
+        if not isinstance(now, (int, float)):
+            ms: Sequence[Any] = metas if metas is not None else [None] * len(packets)
+            for k, p in enumerate(packets):
+                self.receive(p, float(now[k]), ms[k])
+            return
         self._receive_batch(list(packets), now, list(metas) if metas is not None else None)
 
     def _receive_batch(self, pk: list[bytes], now: float, metas: list[Any] | None) -> None:

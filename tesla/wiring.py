@@ -40,11 +40,11 @@ import socket
 import sys
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from alc.engine import Address, count
+from alc.engine import Address, BatchEntry, Times, count
 from alc.net import Driver, LossInjector, iface_address, parse_group
 from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
 from tesla.bootstrap_sig import load_private_key, load_public_key
@@ -458,10 +458,8 @@ class _AuthRx(AuthenticatedReceiver):
         return _Stats(super().stats, self.engine.stats)
 
     def _time(self, now: float) -> float:
-        if self.live:
-            # the driver reads a whole batch with the clock of its start: a datagram that
-            # arrived later would get an earlier (insecure) time for the safe-packet test
-            now = max(now, _clock())
+        # the driver gives each datagram its own arrival time (the kernel's receive
+        # timestamp, or a clock read after the datagram was received: never earlier)
         return now + self.offset
 
     def _overheard(self, data: bytes) -> bool:
@@ -477,15 +475,20 @@ class _AuthRx(AuthenticatedReceiver):
         return False
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
-        if not self._overheard(data):
-            super().receive_datagram(data, addr, self._time(now))
+        self.receive_datagrams([data], [addr], [now])
 
-    def receive_datagrams(self, batch: list[tuple[bytes, Address | None]], now: float) -> None:
-        """A batch that arrived at ``now`` (recvmmsg drivers)."""
-        t = self._time(now)
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        off = self.offset
+        ts: Times = [t + off for t in times] if off else times
         if self._norm:
-            batch = [item for item in batch if not self._overheard(item[0])]
-        super().receive_datagrams(batch, t)
+            keep = [k for k, d in enumerate(datagrams) if not self._overheard(d)]
+            if len(keep) != len(datagrams):
+                datagrams = [datagrams[k] for k in keep]
+                addrs = [addrs[k] for k in keep]
+                ts = [ts[k] for k in keep]
+        super().receive_datagrams(datagrams, addrs, ts)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         return super().datagrams_to_send(now + self.offset)
@@ -498,7 +501,7 @@ class _AuthRx(AuthenticatedReceiver):
         super().handle_timer(now + self.offset)
 
 
-class _Jitter:
+class _Jitter(BatchEntry):
     """Testing aid: holds each received datagram for a random 0..``jitter`` s."""
 
     def __init__(self, engine: Any, jitter: float, seed: int = 1) -> None:
@@ -519,14 +522,30 @@ class _Jitter:
 
     def _release(self, now: float) -> None:
         q = self._q
+        out: list[bytes] = []
+        addrs: list[Address | None] = []
+        times: list[float] = []
         while q and q[0][0] <= now:
-            _, _, data, addr = heapq.heappop(q)
-            self.engine.receive_datagram(data, addr, now)
+            t, _, data, addr = heapq.heappop(q)
+            out.append(data)
+            addrs.append(addr)
+            times.append(t)  # held until t: that is its arrival time for the receiver
+        if out:
+            self.engine.receive_datagrams(out, addrs, times)
+
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        rng, jitter, q = self._rng, self.jitter, self._q
+        for k, data in enumerate(datagrams):
+            self._n += 1
+            t = float(times[k])
+            heapq.heappush(q, (t + rng.random() * jitter, self._n, data, addrs[k]))
+        if len(times):
+            self._release(float(times[-1]))
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
-        self._n += 1
-        heapq.heappush(self._q, (now + self._rng.random() * self.jitter, self._n, data, addr))
-        self._release(now)
+        self.receive_datagrams([data], [addr], [now])
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         self._release(now)
@@ -681,7 +700,7 @@ class _Split:
         self.side = _SideView(self)
 
 
-class _MainView:
+class _MainView(BatchEntry):
     def __init__(self, split: _Split) -> None:
         self.s = split
         self.engine = split.engine
@@ -692,6 +711,11 @@ class _MainView:
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
         self.engine.receive_datagram(data, addr, now)
+
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        self.engine.receive_datagrams(datagrams, addrs, times)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         out: list[tuple[bytes, Address | None]] = []
