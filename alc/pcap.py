@@ -1,7 +1,9 @@
-"""Classic pcap reading, writing and replay into a sans-I/O engine.
+"""Capture reading (classic pcap and pcapng), writing and replay into a sans-I/O engine.
 
 * :func:`read_udp` yields ``UdpDatagram(ts, src, dst, payload)`` from a classic pcap file
-  (both byte orders, micro- and nanosecond magic) with link types Ethernet (1, with
+  (both byte orders, micro- and nanosecond magic) or a pcapng file (the default format of
+  Wireshark and tshark: several sections and interfaces, any ``if_tsresol`` and
+  ``if_tsoffset``; Enhanced, Simple and obsolete Packet Blocks) with link types Ethernet (1, with
   802.1Q tags), Linux SLL (113), Linux SLL2 (276), raw IP (12, 14, 101, 228), and BSD
   null/loopback (0); IPv4 and IPv6 carrying UDP.  Non-first IP fragments are skipped
   (counted in the reader's ``stats``).  Optional filters on destination address/port.
@@ -25,6 +27,11 @@ from typing import BinaryIO
 from alc.engine import Address, Engine, count
 from alc.errors import DecodeError
 
+#: pcapng Section Header Block type (the same in both byte orders)
+PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
+#: a pcapng block larger than this is refused (a packet block holds at most a 256 KiB
+#: snapshot in practice; this only stops a corrupt length from allocating gigabytes)
+MAX_PCAPNG_BLOCK = 16 << 20
 MAGIC_US = 0xA1B2C3D4
 MAGIC_NS = 0xA1B23C4D
 
@@ -63,8 +70,27 @@ class PcapReader:
         with open(self.path, "rb") as f:
             yield from self._iter(f)
 
+    def _accept(self, ts: float, frame: bytes, linktype: int) -> UdpDatagram | None:
+        stats = self.stats
+        count(stats, "frames")
+        parsed = _parse_frame(frame, linktype, stats)
+        if parsed is None:
+            return None
+        src, dst, payload = parsed
+        if self.dst_port is not None and dst[1] != self.dst_port:
+            return None
+        if self.dst_addr is not None and dst[0] != self.dst_addr:
+            return None
+        if self.src_addr is not None and src[0] != self.src_addr:
+            return None
+        count(stats, "udp")
+        return UdpDatagram(ts, src, dst, payload)
+
     def _iter(self, f: BinaryIO) -> Iterator[UdpDatagram]:
         head = f.read(24)
+        if head[:4] == PCAPNG_SHB:
+            yield from self._iter_ng(f, head)
+            return
         if len(head) < 24:
             raise DecodeError("pcap.header", "file shorter than the 24-octet global header")
         (magic,) = struct.unpack("<I", head[:4])
@@ -73,16 +99,13 @@ class PcapReader:
         else:
             (magic,) = struct.unpack(">I", head[:4])
             if magic not in (MAGIC_US, MAGIC_NS):
-                if head[:4] == b"\x0a\x0d\x0d\x0a":
-                    raise DecodeError("pcap.magic", "pcapng is not supported; convert with editcap -F pcap")
-                raise DecodeError("pcap.magic", f"not a classic pcap file (magic {head[:4].hex()})")
+                raise DecodeError(
+                    "pcap.magic", f"neither a pcap nor a pcapng file (magic {head[:4].hex()})"
+                )
             endian = ">"
         tsdiv = 1e9 if magic == MAGIC_NS else 1e6
         _, _, _, _, _, _, linktype = struct.unpack(endian + "IHHiIII", head)
         rec = struct.Struct(endian + "IIII")
-        want_dst = self.dst_addr
-        want_port = self.dst_port
-        want_src = self.src_addr
         stats = self.stats
         while True:
             rh = f.read(16)
@@ -95,19 +118,104 @@ class PcapReader:
             if len(frame) < incl:
                 count(stats, "drop.truncated_record")
                 return
-            count(stats, "frames")
-            parsed = _parse_frame(frame, linktype, stats)
-            if parsed is None:
-                continue
-            src, dst, payload = parsed
-            if want_port is not None and dst[1] != want_port:
-                continue
-            if want_dst is not None and dst[0] != want_dst:
-                continue
-            if want_src is not None and src[0] != want_src:
-                continue
-            count(stats, "udp")
-            yield UdpDatagram(sec + frac / tsdiv, src, dst, payload)
+            d = self._accept(sec + frac / tsdiv, frame, linktype)
+            if d is not None:
+                yield d
+
+    def _iter_ng(self, f: BinaryIO, head: bytes) -> Iterator[UdpDatagram]:
+        """pcapng (draft-ietf-opsawg-pcapng): blocks of ``type, total length, body,
+        total length``; each Section Header Block sets the byte order and starts a new
+        list of interfaces (link type, timestamp resolution and offset)."""
+        stats = self.stats
+        buf = head
+        endian = "<"
+        ifaces: list[tuple[int, float, int]] = []  # (linktype, seconds per tick, offset s)
+        while True:
+            if len(buf) < 8:
+                buf += f.read(8 - len(buf))
+                if len(buf) < 8:
+                    if buf:
+                        count(stats, "drop.truncated_record")
+                    return
+            btype = buf[:4]
+            if btype == PCAPNG_SHB:
+                if len(buf) < 12:
+                    buf += f.read(12 - len(buf))
+                if len(buf) < 12:
+                    count(stats, "drop.truncated_record")
+                    return
+                bom = buf[8:12]
+                if bom == b"\x4d\x3c\x2b\x1a":
+                    endian = "<"
+                elif bom == b"\x1a\x2b\x3c\x4d":
+                    endian = ">"
+                else:
+                    raise DecodeError("pcapng.byte_order_magic", bom.hex())
+                ifaces = []
+            (btype_n, blen) = struct.unpack(endian + "II", buf[:8])
+            if blen < 12 or blen % 4 or blen > MAX_PCAPNG_BLOCK:
+                raise DecodeError("pcapng.block_total_length", f"{blen} (block type {btype_n:#x})")
+            block = buf + f.read(blen - len(buf))
+            body = block[8 : blen - 4]
+            buf = b""
+            if len(block) != blen:
+                count(stats, "drop.truncated_record")
+                return
+            if btype_n == 1:  # Interface Description Block
+                if len(body) < 8:
+                    raise DecodeError("pcapng.idb", "shorter than 8 octets")
+                linktype = struct.unpack_from(endian + "H", body, 0)[0]
+                tick, offset = 1e-6, 0
+                for code, val in _ng_options(body, 8, endian):
+                    if code == 9 and val:  # if_tsresol
+                        v = val[0]
+                        tick = 2.0 ** -(v & 0x7F) if v & 0x80 else 10.0**-v
+                    elif code == 14 and len(val) >= 8:  # if_tsoffset, seconds
+                        offset = struct.unpack_from(endian + "q", val)[0]
+                ifaces.append((linktype, tick, offset))
+            elif btype_n in (6, 2):  # Enhanced Packet Block, obsolete Packet Block
+                if btype_n == 6:
+                    if len(body) < 20:
+                        raise DecodeError("pcapng.epb", "shorter than 20 octets")
+                    iid, th, tl, caplen, _orig = struct.unpack_from(endian + "IIIII", body)
+                else:
+                    if len(body) < 20:
+                        raise DecodeError("pcapng.pb", "shorter than 20 octets")
+                    iid, _drops, th, tl, caplen, _orig = struct.unpack_from(
+                        endian + "HHIIII", body
+                    )
+                if iid >= len(ifaces):
+                    raise DecodeError("pcapng.interface_id", f"{iid} of {len(ifaces)} interfaces")
+                if 20 + caplen > len(body):
+                    raise DecodeError("pcapng.captured_length", f"{caplen} > block body")
+                linktype, tick, offset = ifaces[iid]
+                d = self._accept(((th << 32) | tl) * tick + offset, body[20 : 20 + caplen], linktype)
+                if d is not None:
+                    yield d
+            elif btype_n == 3:  # Simple Packet Block: interface 0, no timestamp
+                if not ifaces or len(body) < 4:
+                    raise DecodeError("pcapng.spb", "no interface or shorter than 4 octets")
+                (orig,) = struct.unpack_from(endian + "I", body)
+                frame = body[4 : 4 + min(orig, len(body) - 4)]
+                count(stats, "spb_without_timestamp")
+                d = self._accept(0.0, frame, ifaces[0][0])
+                if d is not None:
+                    yield d
+            # other blocks (name resolution, statistics, custom, ...) carry no packets
+
+
+def _ng_options(body: bytes, pos: int, endian: str) -> Iterator[tuple[int, bytes]]:
+    """The options of a pcapng block body from ``pos`` (code, value), up to opt_endofopt."""
+    hdr = struct.Struct(endian + "HH")
+    while pos + 4 <= len(body):
+        code, ln = hdr.unpack_from(body, pos)
+        if code == 0:
+            return
+        val = body[pos + 4 : pos + 4 + ln]
+        if len(val) < ln:
+            return
+        yield code, val
+        pos += 4 + ((ln + 3) & ~3)
 
 
 def read_udp(
@@ -116,7 +224,8 @@ def read_udp(
     dst_port: int | None = None,
     src_addr: str | None = None,
 ) -> Iterator[UdpDatagram]:
-    """UDP datagrams of a classic pcap, optionally filtered by destination / source."""
+    """UDP datagrams of a pcap or pcapng capture, optionally filtered by destination /
+    source."""
     return iter(PcapReader(path, dst_addr, dst_port, src_addr))
 
 

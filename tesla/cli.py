@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--group", required=True, metavar="ADDR:PORT")
     r.add_argument("--out", required=True, metavar="DIR")
     r.add_argument(
-        "--from-pcap", metavar="FILE", help="replay a capture instead of opening a socket"
+        "--from-pcap", metavar="FILE", help="replay a capture (pcap or pcapng) instead of opening a socket"
     )
     r.add_argument("--tsi", type=_tsi, default=None, metavar="N", help="default: first TSI seen")
     r.add_argument("--sender", metavar="ADDR", help="accept packets from this source address only")
