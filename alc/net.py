@@ -68,6 +68,60 @@ def iface_address(iface: str | None) -> str | None:
         s.close()
 
 
+def iface_index(iface: str | None) -> int:
+    """Interface index for IPv6 (name such as ``eth0``, or a number); 0 = the kernel's
+    choice."""
+    if iface is None or iface == "":
+        return 0
+    if iface.isdigit():
+        return int(iface)
+    try:
+        return socket.if_nametoindex(iface)
+    except OSError as e:
+        raise ValueError(f"IPv6 multicast needs an interface name or index, not {iface!r}: {e}") from e
+
+
+#: Linux socket options not exported by :mod:`socket` (linux/in.h, linux/in6.h)
+IP_ADD_SOURCE_MEMBERSHIP = 39
+MCAST_JOIN_SOURCE_GROUP = 46
+IPV6_MULTICAST_LOOP = getattr(socket, "IPV6_MULTICAST_LOOP", 19)
+IPV6_MULTICAST_IF = getattr(socket, "IPV6_MULTICAST_IF", 17)
+#: struct group_source_req on LP64: u32 interface, 4 octets padding, two
+#: sockaddr_storage (128 octets each)
+_GSR = struct.Struct("=I4x128s128s")
+
+
+def _sockaddr_in6(addr: str) -> bytes:
+    raw = socket.inet_pton(socket.AF_INET6, addr)
+    return struct.pack("=HHI16sI", socket.AF_INET6, 0, 0, raw, 0)
+
+
+def join_group(
+    s: socket.socket, group: str, iface: str | None, source: str | None = None
+) -> None:
+    """Join ``group`` on ``iface``: any-source (IP_ADD_MEMBERSHIP / IPV6_JOIN_GROUP, an
+    IGMP or MLD join), or source-specific (S,G) when ``source`` is given, so the kernel
+    delivers only that source's datagrams (IP_ADD_SOURCE_MEMBERSHIP for IPv4,
+    MCAST_JOIN_SOURCE_GROUP for IPv6; RFC 4607)."""
+    if ipaddress.ip_address(group).version == 4:
+        ifaddr = iface_address(iface) or "0.0.0.0"
+        if source is None:
+            mreq = socket.inet_aton(group) + socket.inet_aton(ifaddr)
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        else:
+            # struct ip_mreq_source (Linux order): multiaddr, interface, sourceaddr
+            mreq = socket.inet_aton(group) + socket.inet_aton(ifaddr) + socket.inet_aton(source)
+            s.setsockopt(socket.IPPROTO_IP, IP_ADD_SOURCE_MEMBERSHIP, mreq)
+        return
+    idx = iface_index(iface)
+    if source is None:
+        mreq6 = socket.inet_pton(socket.AF_INET6, group) + struct.pack("=I", idx)
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq6)
+    else:
+        req = _GSR.pack(idx, _sockaddr_in6(group), _sockaddr_in6(source))
+        s.setsockopt(socket.IPPROTO_IPV6, MCAST_JOIN_SOURCE_GROUP, req)
+
+
 def open_socket(
     group: Address,
     iface: str | None = None,
@@ -77,17 +131,24 @@ def open_socket(
     loop: bool = True,
     rcvbuf: int = 32 * 1024 * 1024,
     sndbuf: int = 4 * 1024 * 1024,
+    source: str | None = None,
 ) -> socket.socket:
-    """A non-blocking UDP socket for ``group`` (multicast or unicast IPv4).
+    """A non-blocking UDP socket for ``group`` (multicast or unicast, IPv4 or IPv6).
 
     ``receive=True`` binds the group port with SO_REUSEADDR/SO_REUSEPORT and joins the
-    group on ``iface`` (name or address); either way IP_MULTICAST_IF, TTL and LOOP are set
-    for sending.  SO_RCVBUF is raised to ``rcvbuf`` (the kernel caps it at rmem_max; the
-    root-only SO_RCVBUFFORCE is tried first).
+    group on ``iface`` (IPv4: name or address; IPv6: name or index), source-specific
+    when ``source`` is given (:func:`join_group`); either way the multicast interface,
+    TTL / hop limit and loopback are set for sending.  SO_RCVBUF is raised to ``rcvbuf``
+    (the kernel caps it at rmem_max; the root-only SO_RCVBUFFORCE is tried first).
     """
     addr, port = group
-    ifaddr = iface_address(iface)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    ip = ipaddress.ip_address(addr)
+    v6 = ip.version == 6
+    if source is not None and ipaddress.ip_address(source).version != ip.version:
+        raise ValueError(f"source {source} and group {addr} are not of one address family")
+    ifaddr = None if v6 else iface_address(iface)
+    ifidx = iface_index(iface) if v6 else 0
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if hasattr(socket, "SO_REUSEPORT"):
@@ -105,21 +166,35 @@ def open_socket(
             s.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_SNDBUFFORCE", 32), sndbuf)
         except OSError:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
-        is_mc = ipaddress.IPv4Address(addr).is_multicast
-        if is_mc:
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if loop else 0)
-            if ifaddr:
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
-        else:
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, max(ttl, 1))
-        if receive:
-            s.bind((addr if is_mc else (ifaddr or addr), port))
+        is_mc = ip.is_multicast
+        if v6:
             if is_mc:
-                mreq = socket.inet_aton(addr) + socket.inet_aton(ifaddr or "0.0.0.0")
-                s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, ttl)
+                s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_LOOP, 1 if loop else 0)
+                if ifidx:
+                    s.setsockopt(socket.IPPROTO_IPV6, IPV6_MULTICAST_IF, ifidx)
+            else:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, max(ttl, 1))
+            if receive:
+                s.bind((addr if is_mc else "::", port, 0, ifidx if ip.is_link_local else 0))
+                if is_mc:
+                    join_group(s, addr, iface, source)
+            else:
+                s.bind(("::", 0))
         else:
-            s.bind((ifaddr or "0.0.0.0", 0))
+            if is_mc:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if loop else 0)
+                if ifaddr:
+                    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
+            else:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, max(ttl, 1))
+            if receive:
+                s.bind((addr if is_mc else (ifaddr or addr), port))
+                if is_mc:
+                    join_group(s, addr, iface, source)
+            else:
+                s.bind((ifaddr or "0.0.0.0", 0))
         if receive:
             enable_rx_metadata(s)
         s.setblocking(False)

@@ -324,7 +324,8 @@ def _checksum(data: bytes) -> int:
 
 
 class PcapWriter:
-    """Write UDP/IPv4 datagrams as Ethernet frames (zero MACs) to a classic pcap file."""
+    """Write UDP datagrams (IPv4 or IPv6, by the addresses given) as Ethernet frames
+    (zero MACs) to a classic pcap file."""
 
     def __init__(self, path: str | Path, snaplen: int = 262144) -> None:
         self._f: BinaryIO = open(path, "wb")  # noqa: SIM115
@@ -334,14 +335,24 @@ class PcapWriter:
 
     def write(self, ts: float, src: Address, dst: Address, payload: bytes) -> None:
         udp_len = 8 + len(payload)
-        total = 20 + udp_len
-        self._ident = (self._ident + 1) & 0xFFFF
-        sip = ipaddress.IPv4Address(src[0]).packed
-        dip = ipaddress.IPv4Address(dst[0]).packed
-        iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, self._ident, 0x4000, 1, 17, 0, sip, dip)
-        iph = iph[:10] + struct.pack("!H", _checksum(iph)) + iph[12:]
-        udph = _UDP.pack(src[1], dst[1], udp_len, 0)
-        frame = b"\0" * 12 + b"\x08\x00" + iph + udph + payload
+        dip_a = ipaddress.ip_address(dst[0])
+        if dip_a.version == 6:
+            sip6 = ipaddress.IPv6Address(src[0]).packed
+            # UDP over IPv6 must carry a checksum (RFC 8200 §8.1)
+            pseudo = sip6 + dip_a.packed + struct.pack("!I3xB", udp_len, 17)
+            csum = _checksum(pseudo + _UDP.pack(src[1], dst[1], udp_len, 0) + payload) or 0xFFFF
+            udph = _UDP.pack(src[1], dst[1], udp_len, csum)
+            iph = struct.pack("!IHBB", 6 << 28, udp_len, 17, 1) + sip6 + dip_a.packed
+            frame = b"\0" * 12 + b"\x86\xdd" + iph + udph + payload
+        else:
+            total = 20 + udp_len
+            self._ident = (self._ident + 1) & 0xFFFF
+            sip = ipaddress.IPv4Address(src[0]).packed
+            dip = dip_a.packed
+            iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, self._ident, 0x4000, 1, 17, 0, sip, dip)
+            iph = iph[:10] + struct.pack("!H", _checksum(iph)) + iph[12:]
+            udph = _UDP.pack(src[1], dst[1], udp_len, 0)
+            frame = b"\0" * 12 + b"\x08\x00" + iph + udph + payload
         sec = int(ts)
         usec = int(round((ts - sec) * 1e6))
         if usec >= 1_000_000:

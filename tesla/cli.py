@@ -120,7 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--tsi", type=_tsi, default=None, metavar="N", help="default: first TSI seen")
     r.add_argument("--sender", metavar="ADDR", help="accept packets from this source address only")
-    r.add_argument("--iface", metavar="NAME")
+    r.add_argument(
+        "--source",
+        metavar="ADDR",
+        help="source-specific multicast: join (ADDR, group) so the kernel delivers only "
+        "this source's datagrams (IPv4 or IPv6, RFC 4607)",
+    )
+    r.add_argument("--iface", metavar="NAME", help="interface (IPv4: name or address; IPv6: name)")
     r.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
     r.add_argument(
         "--timeout", type=float, default=None, metavar="S", help="give up after S seconds"

@@ -215,7 +215,7 @@ def run_receive(args: argparse.Namespace) -> int:
             return 2
         replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=done)
         return finish_receive(rx, sink, args, t0)
-    sock = open_socket(group, args.iface, receive=True)
+    sock = open_socket(group, args.iface, receive=True, source=getattr(args, "source", None))
     drv = Driver()
     loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
     add_endpoints(drv, rx, sock, None, loss=loss, iface=args.iface)
