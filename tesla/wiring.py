@@ -748,11 +748,14 @@ class _SideView(_MainView):
 
 
 def _side_socket(mode: str, addr: Address, iface: str | None) -> socket.socket:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    v6 = ipaddress.ip_address(addr[0]).version == 6
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         if mode == "listen":
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind(addr)
+        elif v6:
+            s.bind(("::1" if ipaddress.ip_address(addr[0]).is_loopback else "::", 0))
         else:
             host = iface_address(iface)
             if host is None:
