@@ -172,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="hashing limit vs our sender/receiver pipelines (--quick)")
     sub.add_parser("keygen", help="write the sender's RSA key pair: --out SENDER -> SENDER.pem/.pub")
     sub.add_parser("simulate", help="discrete-event simulation: SCENARIO.toml [--json] [--plot]")
+    sub.add_parser(
+        "inspect",
+        help="explain a capture datagram by datagram: CAPTURE [--protocol alc|norm] [--port P] "
+        "[--sender-key PUB] [--json]",
+    )
 
     for name, sp in (("send", s), ("receive", r), ("demo", d)):
         for hook in OPTION_HOOKS:
@@ -189,6 +194,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tesla.keygen import keygen_main
 
         return keygen_main(argv[1:])
+    if argv[:1] == ["inspect"]:  # inspect owns its options (tesla/inspect_cmd.py)
+        from tesla.inspect_cmd import inspect_main
+
+        return inspect_main(argv[1:])
     if argv[:1] == ["simulate"]:  # the simulator owns its options (tesla/sim/cli.py)
         from tesla.sim.cli import simulate_main
 
