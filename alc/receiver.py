@@ -12,19 +12,44 @@ TSI (and optional sender address) filtered (``drop.tsi`` / ``drop.sender``), the
 ID taken from the codepoint (FLUTE, RFC 6726 §5), TOI 0 reassembled per FDT Instance ID
 (EXT_FDT V=1 RFC 3926 or V=2 RFC 6726, EXT_CENC), other TOIs reassembled with the OTI from
 EXT_FTI or, failing that, from the FDT (packets of a TOI whose OTI is not known yet are
-cached, bounded).  Source symbols are written straight into the object's buffer; repair
+cached, bounded).  Source symbols are written straight into their source block's buffer; repair
 symbols are kept per block until the block can be decoded with the FEC building block.
 Duplicates and reordering are tolerated (``duplicates`` counter).  On completion the
 Content-MD5 (of the transported or the decoded body), the content decoding and the
 Content-Length are checked before :class:`FileReceived` is emitted.
 
-Memory bound (``max_objects``, ``max_buffered_bytes``): before a new object is allocated,
-the incomplete object with the oldest last activity is evicted while either bound would be
-exceeded; it is reported as ``ObjectFailed(reason="evicted")`` and counted in
-``drop.evicted``.  If it comes back (carousel) it starts from scratch.  An object larger
-than ``max_buffered_bytes`` on its own is refused: ``ObjectFailed("too_large")``, its
-packets counted in ``drop.too_large``.  Cached packets of undescribed TOIs count towards
-the byte bound and are dropped (``drop.pending_overflow``) beyond ``max_pending_bytes``.
+Hostile input (issue 15; figures in docs/security/alc.md).  Every OTI is validated by the
+FEC building block (DecodeError naming the field -> ``drop.bad_fti`` /
+``drop.fec_unsupported``).  Announced geometry must be sane or the object is refused
+(``drop.geometry_<rule>``, ``ObjectFailed("bad_geometry")``, later packets of the TOI
+``drop.geometry``): at most ``max_source_blocks`` source blocks, ``max_block_bytes``
+octets per source block (k*E), ``max_rs_block_length`` symbols per Reed-Solomon block,
+``max_fdt_bytes`` for an FDT Instance (its transfer length and decoded size).
+
+Memory bound.  Everything an object holds is charged to ``max_buffered_bytes`` as it is
+allocated, never what its OTI announces: ``OBJ_OVERHEAD`` when the object is created,
+then per source block on its first symbol ``BLOCK_OVERHEAD + k + min(k*E, L - offset)``
+(zero copy: ``BLOCK_OVERHEAD + 13k`` and ``len(datagram) + SYMBOL_OVERHEAD`` per datagram
+held), ``E + SYMBOL_OVERHEAD`` per repair symbol and ``k*(E + SYMBOL_OVERHEAD)`` per
+running block decoder (both released when the block is decoded), and
+``len + ENTRY_OVERHEAD`` per completed object no FDT describes yet.  An object is refused
+(``ObjectFailed("too_large")``, ``drop.too_large``) when its full source data and
+bookkeeping would exceed ``max_buffered_bytes`` on their own.  Eviction rule, applied
+whenever a charge would exceed ``max_buffered_bytes``, and before creating an object
+beyond ``max_objects``: first the oldest completed object no FDT describes
+(``drop.undescribed_evicted``; received again if the carousel repeats it), then the
+incomplete object with the oldest last activity (``ObjectFailed("evicted")``,
+``drop.evicted``; it starts from scratch if it comes back); a charge that still does not
+fit drops its packet (``drop.buffer_full``).  Packets of TOIs whose OTI is not known yet
+are cached within ``max_pending_bytes`` (``len + ENTRY_OVERHEAD`` each; beyond:
+``drop.pending_overflow``).  The content decoding of a file stops at min(Content-Length,
+``max_decoded_bytes``) octets (``ObjectFailed("decoded_too_large")``).  Tables, oldest
+entry evicted first and counted: FDT File entries ``max_announced``
+(``drop.announced_evicted``), failures ``max_failed`` (``drop.failed_evicted``),
+completed TOIs and FDT Instance IDs ``max_done`` each (``drop.done_evicted``), header
+caches 4096 + 1024 entries.  So the receiver holds at most ``max_buffered_bytes +
+max_pending_bytes`` + the tables, plus, while an object completes, its joined body
+(<= ``max_buffered_bytes``) and decoded body (<= ``max_decoded_bytes``).
 
 Timeouts: an incomplete object without a packet for ``object_timeout`` s fails with
 ``"timeout"``; one whose close-object (B) flag was seen fails ``"closed_incomplete"``
@@ -110,11 +135,11 @@ class ReceiverConfig:
     max_source_blocks: int = 1 << 20
     max_block_bytes: int = 16 << 20
     max_rs_block_length: int = 1024
-    max_fdt_bytes: int = 16 << 20
+    max_fdt_bytes: int = 4 << 20
     # content decoding cap: min(Content-Length, this); None = max_buffered_bytes
     max_decoded_bytes: int | None = None
     # table bounds, oldest entry evicted first (drop.<table>_evicted)
-    max_announced: int = 65536  # FDT File entries (announced, with received/instance-of)
+    max_announced: int = 16384  # FDT File entries (announced, with received/instance-of)
     max_failed: int = 4096  # TOI -> failure reason
     max_done: int = 65536  # completed TOIs and FDT Instance IDs (duplicate detection)
     check_expires: bool = True
@@ -134,7 +159,7 @@ class ReceiverConfig:
 OBJ_OVERHEAD = 2048
 BLOCK_OVERHEAD = 512
 SYMBOL_OVERHEAD = 128
-ENTRY_OVERHEAD = 160
+ENTRY_OVERHEAD = 256
 
 
 class _Block:
