@@ -49,7 +49,8 @@ entry evicted first and counted: FDT File entries ``max_announced``
 completed TOIs and FDT Instance IDs ``max_done`` each (``drop.done_evicted``), header
 caches 4096 + 1024 entries.  So the receiver holds at most ``max_buffered_bytes +
 max_pending_bytes`` + the tables, plus, while an object completes, its joined body
-(<= ``max_buffered_bytes``) and decoded body (<= ``max_decoded_bytes``).
+(<= ``max_buffered_bytes``) and its decoded body (<= 2 x ``max_decoded_bytes`` while
+zlib joins it).
 
 Timeouts: an incomplete object without a packet for ``object_timeout`` s fails with
 ``"timeout"``; one whose close-object (B) flag was seen fails ``"closed_incomplete"``
@@ -313,7 +314,8 @@ class DecodedTooLarge(DecodeError):
 
 def content_decode(data: bytes, encoding: str | None, max_size: int = 1 << 29) -> bytes:
     """Undo Content-Encoding (RFC 6726 §3.4.2); DecodedTooLarge once the output exceeds
-    ``max_size`` octets (no more than max_size + 1 octets are ever produced)."""
+    ``max_size`` octets (no more than max_size + 1 octets are ever produced; zlib joins
+    its output blocks at the end, so the peak is about twice that)."""
     if encoding in (None, "", "null"):
         return data
     wbits = {"gzip": 31, "x-gzip": 31, "zlib": 15, "deflate": -15}.get(encoding.lower())
@@ -568,7 +570,7 @@ class AlcReceiver:
             if key > 0:
                 self._fail(toi, "too_large")
             return None
-        while len(self._objs) >= c.max_objects:
+        while self._objs and len(self._objs) >= c.max_objects:
             self._evict(min(self._objs.values(), key=lambda o: o.last))
         if not self._make_room(ob.bytes, None):
             count(self.stats, "drop.buffer_full")

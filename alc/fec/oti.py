@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from alc.errors import DecodeError
@@ -69,7 +70,7 @@ class Blocks:
             raise IndexError(sbn)
         return self.large if sbn < self.i_large else self.small
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[int]:
         for sbn in range(self.n):
             yield self.large if sbn < self.i_large else self.small
 
