@@ -687,8 +687,17 @@ class AlcReceiver:
             # common case: one full-length source symbol, no decoder running
             off = esi * E
             if off + E <= b.size:
-                if b.refs is None:
+                refs = b.refs
+                if refs is None:
                     b.buf[off : off + E] = memoryview(data)[start:]
+                elif type(data) is bytes and (
+                    self._buffered + (cost := len(data) + SYMBOL_OVERHEAD)
+                    <= self.config.max_buffered_bytes
+                ):  # zero copy (inline _hold)
+                    refs[esi] = data
+                    b.roffs[esi] = start  # type: ignore[index]
+                    ob.bytes += cost
+                    self._buffered += cost
                 elif not self._hold(ob, b, esi, data, start):
                     return
                 have[esi] = 1
