@@ -135,7 +135,7 @@ class ReceiverConfig:
     # O(k^2) per block), transfer length of an FDT Instance (and its decoded size)
     max_source_blocks: int = 1 << 20
     max_block_bytes: int = 16 << 20
-    max_rs_block_length: int = 1024
+    max_rs_block_length: int = 255  # GF(2^8)'s own limit; GF(2^16) blocks alike
     max_fdt_bytes: int = 4 << 20
     # content decoding cap: min(Content-Length, this); None = max_buffered_bytes
     max_decoded_bytes: int | None = None
