@@ -1,8 +1,10 @@
 """Hostile input against the ALC/FLUTE receiver (issue 15): forged OTIs, announced geometry
 out of proportion to the packet, orphan objects, compression bombs, unbounded tables.
 
-Every test here failed before the fix (the figures of docs/security/alc.md come from
-``bench/hostile_alc_memory.py``, which runs the same scenarios in subprocesses)."""
+Every test here failed before the fix except two guards of the new charging model
+(``test_any_fti_bytes_give_a_scheme_or_a_decode_error``,
+``test_repair_symbols_are_charged_and_bounded``).  The figures of docs/security/alc.md
+come from ``bench/hostile_alc_memory.py``, which runs the same scenarios in subprocesses."""
 
 from __future__ import annotations
 
@@ -200,14 +202,17 @@ def test_rs16_long_blocks_are_refused() -> None:
 
 
 def test_repair_symbols_are_charged_and_bounded() -> None:
-    """Forged repair symbols (RS, ID 5) for one block: held within max_buffered_bytes."""
-    fti = encode_fti(OTI(5, 255 * 1000, 1000, 255, 255))
+    """Forged repair symbols (RS, ID 5), fewer than k per block so that none decodes:
+    held within max_buffered_bytes (the block buffer is charged on the first one)."""
+    fti = encode_fti(OTI(5, 100 * 1000, 1000, 100, 255))  # one block of k = 100
     rx = AlcReceiver(ReceiverConfig(tsi=1, max_buffered_bytes=200_000))
-    pkts = [fti_packet(toi, 5, fti, struct.pack("!I", esi | 0), bytes(1000))
-            for toi in (1, 2) for esi in range(1, 255)]
-    feed(rx, pkts)
+    pkts = [fti_packet(toi, 5, fti, struct.pack("!I", esi), bytes(1000))
+            for toi in (1, 2, 3) for esi in range(100, 199)]
+    _, peak = peak_of(lambda: feed(rx, pkts))
     assert rx.buffered_bytes <= 200_000
-    assert rx.stats.get("drop.buffer_full", 0) + rx.stats.get("drop.too_large", 0) > 0
+    assert rx.stats["drop.evicted"] + rx.stats.get("drop.buffer_full", 0) > 0
+    assert peak < 200_000 + (64 << 10), peak
+    assert "fec.blocks_decoded" not in rx.stats
 
 
 # ------------------------------------------------------------------ 3. orphan objects
