@@ -12,19 +12,45 @@ TSI (and optional sender address) filtered (``drop.tsi`` / ``drop.sender``), the
 ID taken from the codepoint (FLUTE, RFC 6726 §5), TOI 0 reassembled per FDT Instance ID
 (EXT_FDT V=1 RFC 3926 or V=2 RFC 6726, EXT_CENC), other TOIs reassembled with the OTI from
 EXT_FTI or, failing that, from the FDT (packets of a TOI whose OTI is not known yet are
-cached, bounded).  Source symbols are written straight into the object's buffer; repair
+cached, bounded).  Source symbols are written straight into their source block's buffer; repair
 symbols are kept per block until the block can be decoded with the FEC building block.
 Duplicates and reordering are tolerated (``duplicates`` counter).  On completion the
 Content-MD5 (of the transported or the decoded body), the content decoding and the
 Content-Length are checked before :class:`FileReceived` is emitted.
 
-Memory bound (``max_objects``, ``max_buffered_bytes``): before a new object is allocated,
-the incomplete object with the oldest last activity is evicted while either bound would be
-exceeded; it is reported as ``ObjectFailed(reason="evicted")`` and counted in
-``drop.evicted``.  If it comes back (carousel) it starts from scratch.  An object larger
-than ``max_buffered_bytes`` on its own is refused: ``ObjectFailed("too_large")``, its
-packets counted in ``drop.too_large``.  Cached packets of undescribed TOIs count towards
-the byte bound and are dropped (``drop.pending_overflow``) beyond ``max_pending_bytes``.
+Hostile input (issue 15; figures in docs/security/alc.md).  Every OTI is validated by the
+FEC building block (DecodeError naming the field -> ``drop.bad_fti`` /
+``drop.fec_unsupported``).  Announced geometry must be sane or the object is refused
+(``drop.geometry_<rule>``, ``ObjectFailed("bad_geometry")``, later packets of the TOI
+``drop.geometry``): at most ``max_source_blocks`` source blocks, ``max_block_bytes``
+octets per source block (k*E), ``max_rs_block_length`` symbols per Reed-Solomon block,
+``max_fdt_bytes`` for an FDT Instance (its transfer length and decoded size).
+
+Memory bound.  Everything an object holds is charged to ``max_buffered_bytes`` as it is
+allocated, never what its OTI announces: ``OBJ_OVERHEAD`` when the object is created,
+then per source block on its first symbol ``BLOCK_OVERHEAD + k + min(k*E, L - offset)``
+(zero copy: ``BLOCK_OVERHEAD + 13k`` and ``len(datagram) + SYMBOL_OVERHEAD`` per datagram
+held), ``E + SYMBOL_OVERHEAD`` per repair symbol and ``k*(E + SYMBOL_OVERHEAD)`` per
+running block decoder (both released when the block is decoded), and
+``len + ENTRY_OVERHEAD`` per completed object no FDT describes yet.  An object is refused
+(``ObjectFailed("too_large")``, ``drop.too_large``) when its full source data and
+bookkeeping would exceed ``max_buffered_bytes`` on their own.  Eviction rule, applied
+whenever a charge would exceed ``max_buffered_bytes``, and before creating an object
+beyond ``max_objects``: first the oldest completed object no FDT describes
+(``drop.undescribed_evicted``; received again if the carousel repeats it), then the
+incomplete object with the oldest last activity (``ObjectFailed("evicted")``,
+``drop.evicted``; it starts from scratch if it comes back); a charge that still does not
+fit drops its packet (``drop.buffer_full``).  Packets of TOIs whose OTI is not known yet
+are cached within ``max_pending_bytes`` (``len + ENTRY_OVERHEAD`` each; beyond:
+``drop.pending_overflow``).  The content decoding of a file stops at min(Content-Length,
+``max_decoded_bytes``) octets (``ObjectFailed("decoded_too_large")``).  Tables, oldest
+entry evicted first and counted: FDT File entries ``max_announced``
+(``drop.announced_evicted``), failures ``max_failed`` (``drop.failed_evicted``),
+completed TOIs and FDT Instance IDs ``max_done`` each (``drop.done_evicted``), header
+caches 4096 + 1024 entries.  So the receiver holds at most ``max_buffered_bytes +
+max_pending_bytes`` + the tables, plus, while an object completes, its joined body
+(<= ``max_buffered_bytes``) and its decoded body (<= 2 x ``max_decoded_bytes`` while
+zlib joins it).
 
 Timeouts: an incomplete object without a packet for ``object_timeout`` s fails with
 ``"timeout"``; one whose close-object (B) flag was seen fails ``"closed_incomplete"``
@@ -104,6 +130,19 @@ class ReceiverConfig:
     max_objects: int = 64
     max_buffered_bytes: int = 512 * 1024 * 1024
     max_pending_bytes: int = 16 * 1024 * 1024
+    # announced geometry (drop.geometry_<rule>, ObjectFailed "bad_geometry"): source
+    # blocks per object, octets per source block (k*E), RS block length (decoding is
+    # O(k^2) per block), transfer length of an FDT Instance (and its decoded size)
+    max_source_blocks: int = 1 << 20
+    max_block_bytes: int = 16 << 20
+    max_rs_block_length: int = 255  # GF(2^8)'s own limit; GF(2^16) blocks alike
+    max_fdt_bytes: int = 4 << 20
+    # content decoding cap: min(Content-Length, this); None = max_buffered_bytes
+    max_decoded_bytes: int | None = None
+    # table bounds, oldest entry evicted first (drop.<table>_evicted)
+    max_announced: int = 16384  # FDT File entries (announced, with received/instance-of)
+    max_failed: int = 4096  # TOI -> failure reason
+    max_done: int = 65536  # completed TOIs and FDT Instance IDs (duplicate detection)
     check_expires: bool = True
     fti_last_field: str = "max_n"
     rs_matrix: str = "rfc5510"  # "flute" for ypo/flute (flute-alc) parity, "nrl", ...
@@ -115,11 +154,57 @@ class ReceiverConfig:
 
 
 # ---------------------------------------------------------------------- state
+#: bytes charged per object, per source block, per held symbol on top of the payload
+#: octets (Python object headers, dict/list slots; measured with tracemalloc, see
+#: docs/security/alc.md), and per cached packet / table entry
+OBJ_OVERHEAD = 2048
+BLOCK_OVERHEAD = 512
+SYMBOL_OVERHEAD = 128
+ENTRY_OVERHEAD = 256
+
+
+class _Block:
+    """State of one source block, created when its first symbol arrives.
+
+    ``buf`` holds the block's octets of the object (``size`` = min(k*E, L - off)),
+    ``have`` one octet per source symbol (released when the block is done), ``repair``
+    the repair symbols held until the block can be decoded, ``dec`` a running decoder.
+    Zero copy: ``refs``/``roffs`` instead of ``buf``.
+    """
+
+    __slots__ = ("sbn", "k", "off", "size", "buf", "have", "nsrc", "repair", "dec", "refs",
+                 "roffs", "held")
+
+    def __init__(self, sbn: int, k: int, off: int, size: int, zero_copy: bool) -> None:
+        self.sbn = sbn
+        self.k = k
+        self.off = off
+        self.size = size
+        self.have = bytearray(k)
+        self.nsrc = 0  # source symbols held; -1 once the block is done
+        self.repair: dict[int, bytes] | None = None
+        self.dec: Any = None
+        self.held = k  # charged, released when the block is done
+        if zero_copy:
+            self.buf = bytearray(0)
+            self.refs: list[bytes | None] | None = [None] * k
+            self.roffs: array[int] | None = array("I", bytes(4 * k))
+        else:
+            self.buf = bytearray(size)
+            self.refs = None
+            self.roffs = None
+
+    def cost(self) -> int:
+        """Octets charged when the block is created."""
+        if self.refs is not None:
+            return BLOCK_OVERHEAD + self.held + 12 * self.k
+        return BLOCK_OVERHEAD + self.held + self.size
+
+
 class _Obj:
     __slots__ = (
-        "key", "toi", "oti", "scheme", "E", "L", "ks", "offs", "buf", "have", "nsrc",
-        "repair", "decoders", "left", "last", "closed_at", "cenc", "fdt_version",
-        "bytes", "pid", "eid", "refs", "roffs", "sbase",
+        "key", "toi", "oti", "scheme", "E", "L", "blocks", "nb", "blk", "left", "last",
+        "closed_at", "cenc", "fdt_version", "bytes", "pid", "eid", "zero_copy", "esi_limit",
     )
 
     def __init__(
@@ -132,39 +217,31 @@ class _Obj:
         self.scheme = scheme
         self.E: int = oti.symbol_length
         self.L: int = oti.transfer_length
-        self.ks: list[int] = list(scheme.block_lengths())
-        offs = []
-        pos = 0
-        for k in self.ks:
-            offs.append(pos)
-            pos += k * self.E
-        self.offs = offs
-        # zero copy: source symbol j (= sbase[sbn] + esi) is refs[j][roffs[j]:...]
-        self.refs: list[bytes | None] | None = None
-        self.roffs: array[int] | None = None
-        self.sbase: list[int] = []
-        if zero_copy:
-            self.buf = bytearray(0)
-            n = sum(self.ks)
-            self.refs = [None] * n
-            self.roffs = array("I", bytes(4 * n))
-            b = 0
-            for k in self.ks:
-                self.sbase.append(b)
-                b += k
-        else:
-            self.buf = bytearray(self.L)
-        self.have = [bytearray(k) for k in self.ks]
-        self.nsrc = [0] * len(self.ks)
-        self.repair: dict[int, dict[int, bytes]] = {}
-        self.decoders: dict[int, Any] = {}
-        self.left = sum(1 for k in self.ks if k > 0)
+        self.blocks = scheme.blocks  # RFC 5052 §9.1 partition, O(1) memory
+        self.nb: int = len(self.blocks)
+        # SBN -> _Block, created on the block's first symbol: the object's memory grows
+        # with the symbols received, never with the length announced
+        self.blk: dict[int, _Block] = {}
+        self.zero_copy = zero_copy
+        self.left = self.nb  # blocks not done yet (RFC 5052 §9.1: none is empty)
         self.last = now
         self.closed_at: float | None = None
         self.cenc = 0
         self.fdt_version = 0
-        self.bytes = self.L
+        self.bytes = OBJ_OVERHEAD  # octets charged to max_buffered_bytes
         self.pid = None
+        self.esi_limit = 1 << 24  # repair ESIs at or above it: drop.bad_esi
+
+    def new_block(self, sbn: int) -> _Block:
+        k = self.blocks[sbn]
+        off = self.blocks.start(sbn) * self.E
+        return _Block(sbn, k, off, min(k * self.E, self.L - off), self.zero_copy)
+
+    def max_cost(self) -> int:
+        """Octets charged once every source block is held (repair symbols aside)."""
+        nsym = self.blocks.total
+        per = 12 * nsym if self.zero_copy else self.L
+        return OBJ_OVERHEAD + self.nb * BLOCK_OVERHEAD + nsym + per
 
 
 @dataclass
@@ -231,7 +308,14 @@ def _exts_ok(buf: bytes, pos: int, end: int) -> bool:
     return True
 
 
-def content_decode(data: bytes, encoding: str | None, max_size: int = 1 << 34) -> bytes:
+class DecodedTooLarge(DecodeError):
+    """The content-decoded body would exceed its cap (a compression bomb)."""
+
+
+def content_decode(data: bytes, encoding: str | None, max_size: int = 1 << 29) -> bytes:
+    """Undo Content-Encoding (RFC 6726 §3.4.2); DecodedTooLarge once the output exceeds
+    ``max_size`` octets (no more than max_size + 1 octets are ever produced; zlib joins
+    its output blocks at the end, so the peak is about twice that)."""
     if encoding in (None, "", "null"):
         return data
     wbits = {"gzip": 31, "x-gzip": 31, "zlib": 15, "deflate": -15}.get(encoding.lower())
@@ -239,12 +323,14 @@ def content_decode(data: bytes, encoding: str | None, max_size: int = 1 << 34) -
         raise DecodeError("Content-Encoding", f"unsupported {encoding!r}")
     try:
         d = zlib.decompressobj(wbits)
-        out = d.decompress(data, max_size)
-        if not d.eof:
-            raise DecodeError("Content-Encoding", "truncated stream")
-        return out
+        out = d.decompress(data, max_size + 1)
     except zlib.error as e:
         raise DecodeError("Content-Encoding", str(e)) from None
+    if len(out) > max_size:
+        raise DecodedTooLarge("Content-Encoding", f"decoded body exceeds {max_size} octets")
+    if not d.eof:
+        raise DecodeError("Content-Encoding", "truncated stream")
+    return out
 
 
 class AlcReceiver(BatchEntry):
@@ -262,8 +348,9 @@ class AlcReceiver(BatchEntry):
         self._buffered = 0
         self._pending: dict[int, list[tuple[bytes, float]]] = {}
         self._pending_bytes = 0
-        self._done_tois: set[int] = set()
-        self._done_fdt: set[int] = set()
+        # ordered sets (dicts), oldest first, at most max_done entries each
+        self._done_tois: dict[int, None] = {}
+        self._done_fdt: dict[int, None] = {}
         self._undescribed: dict[int, bytes] = {}
         self.announced: dict[int, Any] = {}  # TOI -> effective FDTFile
         self.fdt_instance_of: dict[int, int] = {}
@@ -365,11 +452,12 @@ class AlcReceiver(BatchEntry):
                 return
             key = -1 - iid
         else:
-            if toi in self._done_tois:
+            if toi in self._done_tois or toi in self.received:
                 stats["duplicates"] = stats.get("duplicates", 0) + 1
                 return
-            if toi in self.failed and self.failed[toi] == "too_large":
-                count(stats, "drop.too_large")
+            reason = self.failed.get(toi)
+            if reason == "too_large" or reason == "bad_geometry":
+                count(stats, "drop." + ("too_large" if reason == "too_large" else "geometry"))
                 return
             key = toi
         ob = self._objs.get(key)
@@ -431,12 +519,32 @@ class AlcReceiver(BatchEntry):
             return None
 
     def _stash(self, key: int, data: bytes, now: float) -> None:
-        if self._pending_bytes + len(data) > self.config.max_pending_bytes:
+        cost = len(data) + ENTRY_OVERHEAD
+        if self._pending_bytes + cost > self.config.max_pending_bytes:
             count(self.stats, "drop.pending_overflow")
             return
-        self._pending.setdefault(key, []).append((data, now))
-        self._pending_bytes += len(data)
+        if type(data) is not bytes:  # a caller's reusable buffer: keep an immutable copy
+            data = bytes(data)
+        lst = self._pending.get(key)
+        if lst is None:
+            lst = self._pending[key] = []
+        lst.append((data, now))
+        self._pending_bytes += cost
         count(self.stats, "pending")
+
+    def _geometry(self, key: int, ob: _Obj) -> str | None:
+        """The announced-geometry rule ``ob`` breaks (counted ``drop.geometry_<rule>``)."""
+        c = self.config
+        if key < 0 and ob.L > c.max_fdt_bytes:
+            return "fdt_length"
+        if ob.nb > c.max_source_blocks:
+            return "blocks"
+        kmax = ob.blocks.max()
+        if kmax * ob.E > c.max_block_bytes:
+            return "block_bytes"
+        if ob.eid in (2, 5, 129) and kmax > c.max_rs_block_length:
+            return "rs_block_length"
+        return None
 
     def _new_object(self, key: int, toi: int, oti: Any, now: float) -> _Obj | None:
         from alc.fec import get_scheme
@@ -450,32 +558,86 @@ class AlcReceiver(BatchEntry):
         except DecodeError:
             count(self.stats, "drop.fec_unsupported")
             return None
-        L = oti.transfer_length
-        if L > c.max_buffered_bytes:
+        ob = _Obj(key, toi, scheme.oti, scheme, now, c.zero_copy)
+        rule = self._geometry(key, ob)
+        if rule is not None:
+            count(self.stats, "drop.geometry_" + rule)
+            if key > 0:
+                self._fail(toi, "bad_geometry")
+            return None
+        if ob.max_cost() > c.max_buffered_bytes:
             count(self.stats, "drop.too_large")
             if key > 0:
                 self._fail(toi, "too_large")
             return None
-        while self._objs and (
-            len(self._objs) >= c.max_objects or self._buffered + L > c.max_buffered_bytes
-        ):
-            victim = min(self._objs.values(), key=lambda o: o.last)
-            self._drop_obj(victim)
-            count(self.stats, "drop.evicted")
-            if victim.key > 0:
-                self._events.append(ObjectFailed(victim.toi, self._name(victim.toi), "evicted"))
-        try:
-            ob = _Obj(key, toi, oti, scheme, now, c.zero_copy)
-        except (DecodeError, ValueError, OverflowError, MemoryError):
-            count(self.stats, "drop.bad_oti")
+        while self._objs and len(self._objs) >= c.max_objects:
+            self._evict(min(self._objs.values(), key=lambda o: o.last))
+        if not self._make_room(ob.bytes, None):
+            count(self.stats, "drop.buffer_full")
             return None
+        ob.esi_limit = getattr(scheme, "n_limit", 1 << 24)
         self._objs[key] = ob
         self._buffered += ob.bytes
         return ob
 
+    def _make_room(self, cost: int, keep: _Obj | None) -> bool:
+        """Eviction rule of ``max_buffered_bytes``: while ``cost`` more octets would not
+        fit, evict the oldest completed undescribed object, else the incomplete object
+        (other than ``keep``) with the oldest last activity.  False if nothing is left."""
+        lim = self.config.max_buffered_bytes
+        while self._buffered + cost > lim:
+            if self._undescribed:
+                self._evict_undescribed(next(iter(self._undescribed)))
+                continue
+            victim = None
+            for o in self._objs.values():
+                if o is not keep and (victim is None or o.last < victim.last):
+                    victim = o
+            if victim is None:
+                return False
+            self._evict(victim)
+        return True
+
+    def _evict(self, victim: _Obj) -> None:
+        self._drop_obj(victim)
+        victim.blk = {}
+        count(self.stats, "drop.evicted")
+        if victim.key > 0:
+            self._events.append(ObjectFailed(victim.toi, self._name(victim.toi), "evicted"))
+
+    def _evict_undescribed(self, toi: int) -> None:
+        d = self._undescribed.pop(toi)
+        self._buffered -= len(d) + ENTRY_OVERHEAD
+        self._done_tois.pop(toi, None)  # received again if the carousel repeats it
+        count(self.stats, "drop.undescribed_evicted")
+
     def _drop_obj(self, ob: _Obj) -> None:
         self._objs.pop(ob.key, None)
         self._buffered -= ob.bytes
+        ob.bytes = 0
+
+    def _charge(self, ob: _Obj, b: _Block, cost: int) -> bool:
+        """Charge ``cost`` octets held for block ``b`` (released when it is done)."""
+        if self._buffered + cost > self.config.max_buffered_bytes and not self._make_room(
+            cost, ob
+        ):
+            count(self.stats, "drop.buffer_full")
+            return False
+        b.held += cost
+        ob.bytes += cost
+        self._buffered += cost
+        return True
+
+    def _new_block(self, ob: _Obj, sbn: int) -> _Block | None:
+        b = ob.new_block(sbn)
+        cost = b.cost()
+        if not self._make_room(cost, ob):
+            count(self.stats, "drop.buffer_full")
+            return None
+        ob.blk[sbn] = b
+        ob.bytes += cost
+        self._buffered += cost
+        return b
 
     # ------------------------------------------------------------------ symbols
     def _symbol(self, ob: _Obj, data: bytes, hlen: int, close: bool, now: float) -> None:
@@ -505,50 +667,55 @@ class AlcReceiver(BatchEntry):
             except DecodeError:
                 count(stats, "drop.malformed")
                 return
-        ks = ob.ks
-        if sbn >= len(ks):
-            count(stats, "drop.bad_sbn")
-            return
-        k = ks[sbn]
-        nsrc = ob.nsrc
-        if nsrc[sbn] < 0:  # block already decoded: surplus symbol
+        b = ob.blk.get(sbn)
+        if b is None:
+            if sbn >= ob.nb:
+                count(stats, "drop.bad_sbn")
+                return
+            b = self._new_block(ob, sbn)
+            if b is None:
+                return
+        if b.nsrc < 0:  # block already decoded: surplus symbol
             stats["redundant"] = stats.get("redundant", 0) + 1
             return
-        have = ob.have[sbn]
+        k = b.k
+        have = b.have
         start = hlen + pl
         plen = len(data) - start
         E = ob.E
-        if esi < k and plen == E and not have[esi] and sbn not in ob.decoders:
+        if esi < k and plen == E and not have[esi] and b.dec is None:
             # common case: one full-length source symbol, no decoder running
-            off = ob.offs[sbn] + esi * E
-            if off + E <= ob.L:
-                refs = ob.refs
+            off = esi * E
+            if off + E <= b.size:
+                refs = b.refs
                 if refs is None:
-                    ob.buf[off : off + E] = memoryview(data)[start:]
-                elif type(data) is bytes:  # zero copy (inline _hold)
-                    j = ob.sbase[sbn] + esi
-                    refs[j] = data
-                    ob.roffs[j] = start  # type: ignore[index]
-                    ob.bytes += start
-                    self._buffered += start
-                else:
-                    self._hold(ob, ob.sbase[sbn] + esi, data, start)
+                    b.buf[off : off + E] = memoryview(data)[start:]
+                elif type(data) is bytes and (
+                    self._buffered + (cost := len(data) + SYMBOL_OVERHEAD)
+                    <= self.config.max_buffered_bytes
+                ):  # zero copy (inline _hold)
+                    refs[esi] = data
+                    b.roffs[esi] = start  # type: ignore[index]
+                    ob.bytes += cost
+                    self._buffered += cost
+                elif not self._hold(ob, b, esi, data, start):
+                    return
                 have[esi] = 1
-                n = nsrc[sbn] + 1
-                nsrc[sbn] = n
+                n = b.nsrc + 1
+                b.nsrc = n
                 if n == k:
-                    self._block_done(ob, sbn)
-                elif sbn in ob.repair and n + len(ob.repair[sbn]) >= k:
+                    self._block_done(ob, b)
+                elif b.repair and n + len(b.repair) >= k:
                     # repair symbols came first: this source symbol may be the k-th
-                    self._try_decode(ob, sbn)
+                    self._try_decode(ob, b)
                 if ob.left == 0:
                     self._complete(ob, now)
                 return
         if esi < k:
             # source symbol(s) -- Compact No-Code senders may pack g consecutive symbols
             while plen > 0 and esi < k:
-                off = ob.offs[sbn] + esi * E
-                want = min(E, ob.L - off)
+                off = esi * E
+                want = min(E, b.size - off)
                 n = min(want, plen)
                 if n != want or (eid != 0 and plen != want and plen != E):
                     # (a last source symbol padded to E, as ypo/flute sends it, is accepted)
@@ -557,13 +724,13 @@ class AlcReceiver(BatchEntry):
                 if have[esi]:
                     stats["duplicates"] = stats.get("duplicates", 0) + 1
                 else:
-                    if ob.refs is None:
-                        ob.buf[off : off + n] = data[start : start + n]
-                    else:
-                        self._hold(ob, ob.sbase[sbn] + esi, data, start)
+                    if b.refs is None:
+                        b.buf[off : off + n] = data[start : start + n]
+                    elif not self._hold(ob, b, esi, data, start):
+                        return
                     have[esi] = 1
-                    ob.nsrc[sbn] += 1
-                    dec = ob.decoders.get(sbn)
+                    b.nsrc += 1
+                    dec = b.dec
                     if dec is not None:
                         sym = data[start : start + n]
                         if n < E:
@@ -574,15 +741,15 @@ class AlcReceiver(BatchEntry):
                             count(stats, "drop.fec_decode")
                             return
                         if ready:
-                            self._decode_block(ob, sbn)
+                            self._decode_block(ob, b)
                             break
-                    if ob.nsrc[sbn] == k:
-                        self._block_done(ob, sbn)
+                    if b.nsrc == k:
+                        self._block_done(ob, b)
                         break
-                    rep = ob.repair.get(sbn)
-                    if dec is None and rep and ob.nsrc[sbn] + len(rep) >= k:
+                    rep = b.repair
+                    if dec is None and rep and b.nsrc + len(rep) >= k:
                         # repair symbols came first: this source symbol may be the k-th
-                        self._try_decode(ob, sbn)
+                        self._try_decode(ob, b)
                         break
                 start += n
                 plen -= n
@@ -593,147 +760,186 @@ class AlcReceiver(BatchEntry):
                 self._complete(ob, now)
             return
         # repair symbol
-        if eid == 0:
+        if eid == 0 or esi >= ob.esi_limit:
             count(stats, "drop.bad_esi")
             return
         if plen != E:
             count(stats, "drop.symbol_length")
             return
-        rep = ob.repair.setdefault(sbn, {})
-        if esi in rep:
+        rep = b.repair
+        if rep is None:
+            rep = b.repair = {}
+        elif esi in rep:
             stats["duplicates"] = stats.get("duplicates", 0) + 1
             return
-        rep[esi] = data[start:]
-        ob.bytes += E
-        self._buffered += E
-        dec = ob.decoders.get(sbn)
+        if not self._charge(ob, b, E + SYMBOL_OVERHEAD):
+            return
+        sym = rep[esi] = data[start:]
+        dec = b.dec
         if dec is not None:
             try:
-                ready = dec.add(esi, rep[esi])
+                ready = dec.add(esi, sym)
             except DecodeError:
                 count(stats, "drop.fec_decode")
                 return
             if ready:
-                self._decode_block(ob, sbn)
-        elif ob.nsrc[sbn] + len(rep) >= k:
-            self._try_decode(ob, sbn)
+                self._decode_block(ob, b)
+        elif b.nsrc + len(rep) >= k:
+            self._try_decode(ob, b)
         if ob.left == 0:
             self._complete(ob, now)
 
-    def _hold(self, ob: _Obj, j: int, data: bytes, start: int) -> None:
-        """Zero copy: keep source symbol j as a reference into ``data`` (its header
-        octets are accounted on top of the object's payload reservation)."""
-        assert ob.refs is not None and ob.roffs is not None
+    def _hold(self, ob: _Obj, b: _Block, esi: int, data: bytes, start: int) -> bool:
+        """Zero copy: keep source symbol ``esi`` of ``b`` as a reference into ``data``
+        (the whole datagram is held: charged with its length)."""
+        assert b.refs is not None and b.roffs is not None
         if type(data) is not bytes:  # a caller's reusable buffer: keep an immutable copy
             data = bytes(data)
-        ob.refs[j] = data
-        ob.roffs[j] = start
-        ob.bytes += start
-        self._buffered += start
+        cost = len(data) + SYMBOL_OVERHEAD
+        if self._buffered + cost > self.config.max_buffered_bytes and not self._make_room(
+            cost, ob
+        ):
+            count(self.stats, "drop.buffer_full")
+            return False
+        b.refs[esi] = data
+        b.roffs[esi] = start
+        ob.bytes += cost  # (held until the object completes)
+        self._buffered += cost
+        return True
 
-    def _sym(self, ob: _Obj, sbn: int, esi: int) -> bytes | memoryview:
-        """Source symbol (sbn, esi) as held (its length: min(E, L - offset))."""
-        off = ob.offs[sbn] + esi * ob.E
-        n = min(ob.E, ob.L - off)
-        if ob.refs is None:
-            return memoryview(ob.buf)[off : off + n]
-        assert ob.roffs is not None
-        j = ob.sbase[sbn] + esi
-        ref = ob.refs[j]
+    def _sym(self, ob: _Obj, b: _Block, esi: int) -> bytes | memoryview:
+        """Source symbol ``esi`` of ``b`` as held (its length: min(E, size - offset))."""
+        off = esi * ob.E
+        n = min(ob.E, b.size - off)
+        if b.refs is None:
+            return memoryview(b.buf)[off : off + n]
+        assert b.roffs is not None
+        ref = b.refs[esi]
         assert ref is not None
-        st = ob.roffs[j]
+        st = b.roffs[esi]
         return memoryview(ref)[st : st + n]
 
-    def _source_symbols(self, ob: _Obj, sbn: int) -> list[tuple[int, bytes]]:
+    def _source_symbols(self, ob: _Obj, b: _Block) -> list[tuple[int, bytes]]:
         E = ob.E
         out = []
-        for esi, h in enumerate(ob.have[sbn]):
+        for esi, h in enumerate(b.have):
             if h:
-                sym = bytes(self._sym(ob, sbn, esi))
+                sym = bytes(self._sym(ob, b, esi))
                 if len(sym) < E:
                     sym += bytes(E - len(sym))
                 out.append((esi, sym))
         return out
 
-    def _try_decode(self, ob: _Obj, sbn: int) -> None:
+    def _try_decode(self, ob: _Obj, b: _Block) -> None:
+        # the decoder keeps its own copy of up to k symbols: charged until the block is done
+        if not self._charge(ob, b, b.k * (ob.E + SYMBOL_OVERHEAD)):
+            return
         try:
-            dec = ob.scheme.block_decoder(sbn)
+            dec = ob.scheme.block_decoder(b.sbn)
             ready = False
-            for esi, sym in self._source_symbols(ob, sbn):
-                ready = dec.add(esi, sym) or ready
-            for esi, sym in ob.repair.get(sbn, {}).items():
+            for esi, sym in self._source_symbols(ob, b):
                 ready = dec.add(esi, sym) or ready
         except DecodeError:
             count(self.stats, "drop.fec_decode")
             return
-        ob.decoders[sbn] = dec
+        rep = b.repair or {}
+        for esi in list(rep):
+            try:
+                ready = dec.add(esi, rep[esi]) or ready
+            except DecodeError:
+                # a symbol the code cannot hold: forget it (not retried on every packet)
+                del rep[esi]
+                count(self.stats, "drop.fec_decode")
+        b.dec = dec
         if ready:
-            self._decode_block(ob, sbn)
+            self._decode_block(ob, b)
 
-    def _decode_block(self, ob: _Obj, sbn: int) -> None:
-        dec = ob.decoders.pop(sbn)
+    def _decode_block(self, ob: _Obj, b: _Block) -> None:
+        dec = b.dec
+        b.dec = None
         try:
             syms = dec.decode()
         except DecodeError:
             count(self.stats, "drop.fec_decode")
             return
         E = ob.E
-        base = ob.offs[sbn]
-        have = ob.have[sbn]
-        refs = ob.refs
-        for esi in range(ob.ks[sbn]):
+        have = b.have
+        refs = b.refs
+        for esi in range(b.k):
             if not have[esi]:
                 if refs is not None:
-                    refs[ob.sbase[sbn] + esi] = bytes(syms[esi])  # roffs stays 0
+                    refs[esi] = bytes(syms[esi])  # roffs stays 0
+                    cost = E + SYMBOL_OVERHEAD
+                    ob.bytes += cost
+                    self._buffered += cost
                     continue
-                off = base + esi * E
-                n = min(E, ob.L - off)
-                ob.buf[off : off + n] = syms[esi][:n]
+                off = esi * E
+                n = min(E, b.size - off)
+                b.buf[off : off + n] = syms[esi][:n]
         count(self.stats, "fec.blocks_decoded")
-        self._block_done(ob, sbn)
+        self._block_done(ob, b)
 
-    def _block_done(self, ob: _Obj, sbn: int) -> None:
-        ob.nsrc[sbn] = -1
+    def _block_done(self, ob: _Obj, b: _Block) -> None:
+        b.nsrc = -1
         ob.left -= 1
-        rep = ob.repair.pop(sbn, None)
-        if rep:
-            freed = len(rep) * ob.E
-            ob.bytes -= freed
-            self._buffered -= freed
-        ob.decoders.pop(sbn, None)
-        ob.have[sbn] = bytearray(0)
+        freed = b.held
+        b.held = 0
+        ob.bytes -= freed
+        self._buffered -= freed
+        b.repair = None
+        b.dec = None
+        b.have = bytearray(0)
 
     # ------------------------------------------------------------------ completion
+    def _mark_done(self, done: dict[int, None], key: int) -> None:
+        """Completed TOIs / FDT Instance IDs, the oldest forgotten beyond ``max_done``."""
+        done[key] = None
+        if len(done) > self.config.max_done:
+            old = next(iter(done))
+            del done[old]
+            count(self.stats, "drop.done_evicted")
+            if done is self._done_tois and old in self._undescribed:
+                self._evict_undescribed(old)
+
     def _complete(self, ob: _Obj, now: float) -> None:
         self._drop_obj(ob)
-        refs = ob.refs
-        if refs is None:
-            data = bytes(ob.buf)
+        blk = ob.blk
+        ob.blk = {}
+        if not ob.zero_copy:
+            if ob.nb == 1:
+                data = bytes(blk[0].buf)
+            else:
+                data = b"".join([blk[i].buf for i in range(ob.nb)])
         else:
-            # symbol j sits at offset j*E of the object (blocks are contiguous); only
-            # the object's last symbol may be shorter than E
+            # every symbol is E octets; only the object's last one may be shorter
             E = ob.E
-            assert ob.roffs is not None
-            parts = [memoryview(r)[o : o + E] for r, o in zip(refs, ob.roffs, strict=True)]  # type: ignore[arg-type]
+            parts = []
+            for i in range(ob.nb):
+                b = blk[i]
+                assert b.refs is not None and b.roffs is not None
+                for r, o in zip(b.refs, b.roffs, strict=True):
+                    parts.append(memoryview(r)[o : o + E])  # type: ignore[arg-type]
             if parts:
                 parts[-1] = parts[-1][: ob.L - (len(parts) - 1) * E]
             data = b"".join(parts)
             del parts
-            ob.refs = None  # release the datagrams now
+        del blk
         if ob.key < 0:
-            self._done_fdt.add(-1 - ob.key)
+            self._mark_done(self._done_fdt, -1 - ob.key)
             self._pending.pop(ob.key, None)
             self._fdt_complete(-1 - ob.key, ob, data, now)
             return
-        self._done_tois.add(ob.toi)
+        self._mark_done(self._done_tois, ob.toi)
         count(self.stats, "objects_completed")
         entry = self.announced.get(ob.toi)
         if entry is None:
             if not self.config.flute:
                 self._events.append(ObjectReceived(ob.toi, data))
             else:
+                # kept for an FDT that may describe it later, within max_buffered_bytes
                 self._undescribed[ob.toi] = data
-                self._buffered += len(data)
+                self._buffered += len(data) + ENTRY_OVERHEAD
+                self._make_room(0, None)
             return
         self._deliver(ob.toi, entry, data)
 
@@ -743,10 +949,18 @@ class AlcReceiver(BatchEntry):
             md5 = entry.md5_digest
         except DecodeError:
             md5 = None
+        # decompression cap: the announced Content-Length, and max_decoded_bytes
+        c = self.config
+        cap = c.max_buffered_bytes if c.max_decoded_bytes is None else c.max_decoded_bytes
+        if entry.content_length is not None:
+            cap = min(cap, entry.content_length)
         body = data
         if md5 is not None and hashlib.md5(data).digest() != md5:
             try:
-                body = content_decode(data, entry.content_encoding)
+                body = content_decode(data, entry.content_encoding, cap)
+            except DecodedTooLarge:
+                self._fail(toi, "decoded_too_large")
+                return
             except DecodeError:
                 self._fail(toi, "md5")
                 return
@@ -755,7 +969,10 @@ class AlcReceiver(BatchEntry):
                 return
         else:
             try:
-                body = content_decode(data, entry.content_encoding)
+                body = content_decode(data, entry.content_encoding, cap)
+            except DecodedTooLarge:
+                self._fail(toi, "decoded_too_large")
+                return
             except DecodeError:
                 self._fail(toi, "content_encoding")
                 return
@@ -782,6 +999,9 @@ class AlcReceiver(BatchEntry):
             return
         self.failed[toi] = reason
         count(self.stats, f"fail.{reason}")
+        if len(self.failed) > self.config.max_failed:  # oldest entry first
+            del self.failed[next(iter(self.failed))]
+            count(self.stats, "drop.failed_evicted")
         self._events.append(ObjectFailed(toi, self._name(toi), reason))
 
     def _name(self, toi: int) -> str | None:
@@ -792,11 +1012,11 @@ class AlcReceiver(BatchEntry):
         from alc.fdt import decode_fdt, decompress_fdt
 
         try:
-            xml = decompress_fdt(data, ob.cenc)
+            xml = decompress_fdt(data, ob.cenc, self.config.max_fdt_bytes)
             inst = decode_fdt(xml)
         except DecodeError:
             count(self.stats, "drop.bad_fdt")
-            self._done_fdt.discard(iid)
+            self._done_fdt.pop(iid, None)
             return
         if self.config.check_expires and self._expired(inst.expires, now):
             count(self.stats, "drop.fdt_expired")
@@ -813,17 +1033,23 @@ class AlcReceiver(BatchEntry):
             self.announced[f.toi] = eff
             self.fdt_instance_of[f.toi] = iid
             new.append(eff)
+            if len(self.announced) > self.config.max_announced:  # oldest entry first
+                old_toi = next(iter(self.announced))
+                del self.announced[old_toi]
+                self.fdt_instance_of.pop(old_toi, None)
+                self.received.pop(old_toi, None)
+                count(self.stats, "drop.announced_evicted")
         self._events.append(FdtReceived(iid, ob.fdt_version, new))
         for eff in new:
             toi = eff.toi
             if toi in self._undescribed:
                 d = self._undescribed.pop(toi)
-                self._buffered -= len(d)
+                self._buffered -= len(d) + ENTRY_OVERHEAD
                 self._deliver(toi, eff, d)
             pend = self._pending.pop(toi, None)
             if pend:
                 for pkt, t in pend:
-                    self._pending_bytes -= len(pkt)
+                    self._pending_bytes -= len(pkt) + ENTRY_OVERHEAD
                     try:
                         hd = parse_lct(pkt)
                     except DecodeError:
@@ -880,6 +1106,7 @@ class AlcReceiver(BatchEntry):
                 self._fail(ob.toi, "session_" + reason)
         for toi, d in self._undescribed.items():
             self._events.append(ObjectReceived(toi, d))
+            self._buffered -= len(d) + ENTRY_OVERHEAD
         self._undescribed.clear()
         for toi in self.announced:
             if toi not in self.received and toi not in self.failed:
@@ -902,11 +1129,11 @@ class AlcReceiver(BatchEntry):
         total = 0
         for ob in self._objs.values():
             total += ob.L
-            for sbn, k in enumerate(ob.ks):
-                if ob.nsrc[sbn] < 0:
-                    have += k * ob.E
+            for b in ob.blk.values():
+                if b.nsrc < 0:
+                    have += b.size
                 else:
-                    have += (ob.nsrc[sbn] + len(ob.repair.get(sbn, ()))) * ob.E
+                    have += (b.nsrc + len(b.repair or ())) * ob.E
         return min(have, total), total
 
     @property

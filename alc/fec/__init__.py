@@ -20,6 +20,8 @@ from __future__ import annotations
 from alc.errors import DecodeError
 from alc.fec.oti import (
     OTI,
+    Blocks,
+    blocks,
     decode_fti,
     encode_fti,
     oti_from_fdt_attributes,
@@ -32,9 +34,11 @@ from alc.fec.schemes import RS_MATRICES, BlockDecoder, CompactNoCode, FecScheme,
 __all__ = [
     "OTI",
     "RS_MATRICES",
+    "Blocks",
     "BlockDecoder",
     "CompactNoCode",
     "DecodeError",
+    "blocks",
     "FecScheme",
     "ReedSolomon",
     "decode_fti",

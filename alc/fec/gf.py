@@ -282,10 +282,15 @@ class RSCode:
         gf = self.gf
         pts = evaluation_points(gf, matrix, np.arange(self.base_k, dtype=np.int64))
         self._pts = pts
-        # log of prod_{l != i} (x_i - x_l): denominators of the Lagrange basis polynomials
-        diff = pts[:, None] ^ pts[None, :]
-        np.fill_diagonal(diff, 1)
-        self._log_den = gf.log[diff].sum(axis=1) % gf.order
+        # log of prod_{l != i} (x_i - x_l): denominators of the Lagrange basis polynomials,
+        # in row chunks (a base_k x base_k matrix is 34 GB for GF(2^16), base_k = 65535)
+        log_den = np.empty(self.base_k, dtype=np.int64)
+        step = max(1, (1 << 20) // self.base_k)
+        for r0 in range(0, self.base_k, step):
+            diff = pts[r0 : r0 + step, None] ^ pts[None, :]
+            diff[np.arange(diff.shape[0]), np.arange(r0, r0 + diff.shape[0])] = 1
+            log_den[r0 : r0 + step] = gf.log[diff].sum(axis=1) % gf.order
+        self._log_den = log_den
 
     def columns(self, esis: list[int]) -> Arr:
         """Columns of GM for the given ESIs, shape (k, len(esis)).

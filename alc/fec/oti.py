@@ -5,11 +5,16 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from alc.errors import DecodeError
 
 SUPPORTED_IDS = (0, 2, 5, 6, 129)
+
+#: RFC 6330 §4.4.1.2: largest transfer length F, and K'max (§5.1.2, Table 2)
+RAPTORQ_MAX_F = 946270874880
+RAPTORQ_MAX_K = 56403
 
 #: Meaning of the last EXT_FTI field of IDs 2, 5 and 129.
 #: ``"max_n"``: RFC 5510 / RFC 5445 "maximum number of encoding symbols" (k + parity).
@@ -36,8 +41,75 @@ class OTI:
     alignment: int = 4
 
 
-def partition(transfer_length: int, symbol_length: int, max_source_block_length: int) -> list[int]:
-    """RFC 5052 §9.1 block partitioning: source symbols of each source block (index = SBN).
+class Blocks:
+    """Source block lengths of an object without a list: ``t`` source symbols split into
+    ``n`` blocks, the first ``t mod n`` of ``ceil(t/n)`` symbols, the others of
+    ``floor(t/n)`` (RFC 5052 §9.1, and RFC 6330 §4.4.1.2 Partition[Kt, Z]).
+
+    O(1) memory whatever the announced geometry (a forged OTI may announce 2^24 blocks).
+    Indexing, ``len``, iteration and ``==`` with a list behave like the list of lengths.
+    """
+
+    __slots__ = ("n", "large", "small", "i_large")
+
+    def __init__(self, t: int, n: int) -> None:
+        if t < 0 or n < 0 or (t and not n):
+            raise DecodeError("source blocks", f"{t} source symbols in {n} blocks")
+        self.n = n if t else 0
+        self.large = -(-t // n) if t else 0
+        self.small = t // n if t else 0
+        self.i_large = t - self.small * n if t else 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, sbn: int) -> int:
+        if sbn < 0:
+            sbn += self.n
+        if not 0 <= sbn < self.n:
+            raise IndexError(sbn)
+        return self.large if sbn < self.i_large else self.small
+
+    def __iter__(self) -> Iterator[int]:
+        for sbn in range(self.n):
+            yield self.large if sbn < self.i_large else self.small
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Blocks):
+            return (self.n, self.large, self.small, self.i_large) == (
+                other.n, other.large, other.small, other.i_large)
+        if isinstance(other, list):
+            return len(other) == self.n and list(self) == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def start(self, sbn: int) -> int:
+        """Source symbols before block ``sbn`` (its first symbol's index in the object)."""
+        if sbn <= self.i_large:
+            return sbn * self.large
+        return self.i_large * self.large + (sbn - self.i_large) * self.small
+
+    @property
+    def total(self) -> int:
+        return self.i_large * self.large + (self.n - self.i_large) * self.small
+
+    def max(self) -> int:
+        return self.large if self.n else 0
+
+    def distinct(self) -> list[int]:
+        """The distinct non-zero block lengths (one or two)."""
+        out = [self.large] if self.i_large else []
+        if self.small and self.n > self.i_large:
+            out.append(self.small)
+        return out
+
+    def __repr__(self) -> str:
+        return f"Blocks(n={self.n}, {self.i_large}x{self.large} + {self.n - self.i_large}x{self.small})"
+
+
+def blocks(transfer_length: int, symbol_length: int, max_source_block_length: int) -> Blocks:
+    """RFC 5052 §9.1 block partitioning as a :class:`Blocks` (O(1) memory).
 
     ``transfer_length`` L = 0 gives no block.  Raises DecodeError for E = 0 or B = 0 when
     L > 0 (such values can only come from a malformed OTI).
@@ -45,17 +117,23 @@ def partition(transfer_length: int, symbol_length: int, max_source_block_length:
     if transfer_length < 0:
         raise DecodeError("Transfer-Length", "negative")
     if transfer_length == 0:
-        return []
+        return Blocks(0, 0)
     if symbol_length <= 0:
         raise DecodeError("Encoding-Symbol-Length", "must be > 0")
     if max_source_block_length <= 0:
         raise DecodeError("Maximum-Source-Block-Length", "must be > 0")
     t = -(-transfer_length // symbol_length)
-    n = -(-t // max_source_block_length)
-    a_large = -(-t // n)
-    a_small = t // n
-    i_large = t - a_small * n
-    return [a_large] * i_large + [a_small] * (n - i_large)
+    return Blocks(t, -(-t // max_source_block_length))
+
+
+def partition(transfer_length: int, symbol_length: int, max_source_block_length: int) -> list[int]:
+    """RFC 5052 §9.1 block partitioning: source symbols of each source block (index = SBN).
+
+    ``transfer_length`` L = 0 gives no block.  Raises DecodeError for E = 0 or B = 0 when
+    L > 0 (such values can only come from a malformed OTI).  The list has one entry per
+    block: for geometry from the wire use :func:`blocks` (O(1) memory).
+    """
+    return list(blocks(transfer_length, symbol_length, max_source_block_length))
 
 
 # --------------------------------------------------------------------------- EXT_FTI
@@ -160,16 +238,10 @@ def decode_fti(encoding_id: int, body: bytes, *, last_field: str = "max_n") -> O
         _res, t, z, n, al = struct.unpack_from("!BHBHB", body, 5)
         if t == 0:
             raise DecodeError("EXT_FTI.T", "symbol size 0")
-        if al == 0 or t % al:
-            raise DecodeError("EXT_FTI.Al", f"alignment {al} does not divide T={t}")
         if z == 0 and f:
             raise DecodeError("EXT_FTI.Z", "0 source blocks")
-        if n == 0:
-            raise DecodeError("EXT_FTI.N", "0 sub-blocks")
-        if f > 946270874880:
-            raise DecodeError("EXT_FTI.F", "transfer length above RFC 6330 limit")
         kt = -(-f // t)
-        return OTI(
+        oti = OTI(
             6,
             f,
             t,
@@ -178,6 +250,8 @@ def decode_fti(encoding_id: int, body: bytes, *, last_field: str = "max_n") -> O
             num_sub_blocks=n,
             alignment=al,
         )
+        validate(oti)
+        return oti
     tl = int.from_bytes(body[0:6], "big")
     inst = 0
     m = 8
@@ -207,15 +281,39 @@ def _num_blocks(oti: OTI) -> int:
     return -(-t // oti.max_source_block_length)
 
 
+def _validate_raptorq(oti: OTI) -> None:
+    """RFC 6330 §4.3/§4.4.1.2 constraints on (F, T, Z, N, Al).  A receiver takes Z from
+    the wire (only a sender may leave it 0 for the defaults); every block holds at least
+    one symbol (Z <= Kt) and at most K'max; every sub-symbol at least Al octets."""
+    f, t, z = oti.transfer_length, oti.symbol_length, oti.num_source_blocks
+    n, al = oti.num_sub_blocks, oti.alignment
+    if f > RAPTORQ_MAX_F:
+        raise DecodeError("EXT_FTI.F", f"transfer length {f} above the RFC 6330 limit")
+    if not 0 < al < 256 or t % al:
+        raise DecodeError("EXT_FTI.Al", f"alignment {al} does not divide T={t}")
+    if not 0 < n < (1 << 16) or n > t // al:
+        raise DecodeError("EXT_FTI.N", f"N={n} sub-blocks outside 1..T/Al={t // al}")
+    if not 0 <= z <= 256:
+        raise DecodeError("EXT_FTI.Z", f"Z={z} source blocks outside 1..256")
+    kt = -(-f // t)
+    if z > kt:  # (Z = 0: sender side, "let the scheme choose")
+        raise DecodeError("EXT_FTI.Z", f"Z={z} source blocks for Kt={kt} source symbols")
+    if z and -(-kt // z) > RAPTORQ_MAX_K:
+        raise DecodeError("EXT_FTI.Z", f"source blocks of {-(-kt // z)} symbols exceed K'max")
+
+
 def validate(oti: OTI) -> None:
-    """Raise DecodeError if the OTI values are unusable for its scheme."""
+    """Raise DecodeError (naming the field) if the OTI values are unusable for its scheme:
+    every division and table size of the scheme is safe after this check."""
     if oti.encoding_id not in SUPPORTED_IDS:
         raise DecodeError("FEC Encoding ID", f"unsupported FEC Encoding ID {oti.encoding_id}")
-    if oti.transfer_length < 0:
-        raise DecodeError("Transfer-Length", "negative")
-    if oti.symbol_length <= 0:
-        raise DecodeError("Encoding-Symbol-Length", "must be > 0")
+    if not 0 <= oti.transfer_length < (1 << 48):
+        raise DecodeError("Transfer-Length", f"{oti.transfer_length} outside 0..2^48-1")
+    if not 0 < oti.symbol_length < (1 << 16):
+        # 16 bits in every scheme's EXT_FTI (RFC 5445 §3.2, RFC 5510 §4.2.4, RFC 6330 §3.3.3)
+        raise DecodeError("Encoding-Symbol-Length", f"{oti.symbol_length} outside 1..65535")
     if oti.encoding_id == 6:
+        _validate_raptorq(oti)
         return
     if oti.max_source_block_length <= 0:
         raise DecodeError("Maximum-Source-Block-Length", "must be > 0")

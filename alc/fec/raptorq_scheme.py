@@ -20,7 +20,7 @@ import struct
 import raptorq
 
 from alc.errors import DecodeError
-from alc.fec.oti import OTI
+from alc.fec.oti import OTI, RAPTORQ_MAX_K, Blocks, validate
 from alc.fec.schemes import BlockDecoder, FecScheme
 
 #: K' column of RFC 6330 Table 2 (§5.6).
@@ -506,7 +506,7 @@ K_PRIME = (
 
 _MEMORY = 10 * 1024 * 1024  # decoder memory the crate's with_defaults() assumes
 _AL = 8  # alignment the crate's with_defaults() uses
-MAX_K = 56403
+MAX_K = RAPTORQ_MAX_K
 
 
 def _kl(t: int, n: int) -> int:
@@ -569,29 +569,24 @@ class RaptorQ(FecScheme):
     payload_id_length = 4
 
     def __init__(self, oti: OTI) -> None:
+        validate(oti)
         t = oti.symbol_length
         if t < 64 or t % 8:
             raise DecodeError(
                 "EXT_FTI.T", f"symbol size {t}: raptorq binding needs T % 8 == 0, T >= 64"
             )
-        if oti.transfer_length > 946270874880:
-            raise DecodeError("EXT_FTI.F", "transfer length above RFC 6330 limit")
-        z, n, al = default_parameters(oti.transfer_length, t)
         if oti.num_source_blocks == 0:  # sender: let the crate's defaults decide
+            z, n, al = default_parameters(oti.transfer_length, t)
             oti = dataclasses.replace(oti, num_source_blocks=z, num_sub_blocks=n, alignment=al)
-        if not 0 < oti.num_source_blocks <= 256:
-            raise DecodeError("EXT_FTI.Z", f"Z={oti.num_source_blocks} outside 1..256")
-        if oti.alignment <= 0 or t % oti.alignment:
-            raise DecodeError("EXT_FTI.Al", "alignment must divide T")
+            validate(oti)
         kt = math.ceil(oti.transfer_length / t)
         z = oti.num_source_blocks
-        kl = math.ceil(kt / z)
-        if kl > MAX_K:
-            raise DecodeError("EXT_FTI.Z", f"source blocks of {kl} symbols exceed K'max")
-        oti = dataclasses.replace(oti, max_source_block_length=kl)
+        if not 0 < z:
+            raise DecodeError("EXT_FTI.Z", f"Z={z} source blocks")
+        oti = dataclasses.replace(oti, max_source_block_length=math.ceil(kt / z))
         self.oti = oti
         self._blocks = self._compute_block_lengths()
-        for k in set(self._blocks):
+        for k in self._blocks.distinct():
             _zz, nn, _ = default_parameters(k * t, t)
             if nn != oti.num_sub_blocks or (nn > 1 and oti.alignment != _AL):
                 raise DecodeError(
@@ -599,15 +594,12 @@ class RaptorQ(FecScheme):
                     f"N={oti.num_sub_blocks}, Al={oti.alignment} unsupported by the raptorq binding",
                 )
 
-    def _compute_block_lengths(self) -> list[int]:
+    def _compute_block_lengths(self) -> Blocks:
         o = self.oti
         if o.transfer_length == 0:
-            return []
-        kt = math.ceil(o.transfer_length / o.symbol_length)
-        z = o.num_source_blocks
-        kl, ks = math.ceil(kt / z), kt // z
-        zl = kt - ks * z
-        return [kl] * zl + [ks] * (z - zl)
+            return Blocks(0, 0)
+        # RFC 6330 §4.4.1.2: Partition[Kt, Z]
+        return Blocks(math.ceil(o.transfer_length / o.symbol_length), o.num_source_blocks)
 
     def encode_payload_id(self, sbn: int, esi: int) -> bytes:
         if not (0 <= sbn < 256 and 0 <= esi < 1 << 24):

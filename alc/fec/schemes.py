@@ -10,7 +10,7 @@ import numpy.typing as npt
 
 from alc.errors import DecodeError
 from alc.fec.gf import max_symbols, rs_code
-from alc.fec.oti import OTI, encode_fti, partition, validate
+from alc.fec.oti import OTI, Blocks, blocks, encode_fti, validate
 
 
 class BlockDecoder:
@@ -65,9 +65,9 @@ class FecScheme:
         self.oti = oti
         self._blocks = self._compute_block_lengths()
 
-    def _compute_block_lengths(self) -> list[int]:
+    def _compute_block_lengths(self) -> Blocks:
         o = self.oti
-        return partition(o.transfer_length, o.symbol_length, o.max_source_block_length)
+        return blocks(o.transfer_length, o.symbol_length, o.max_source_block_length)
 
     # -- payload ID ---------------------------------------------------------
     def encode_payload_id(self, sbn: int, esi: int) -> bytes:
@@ -84,7 +84,13 @@ class FecScheme:
 
     # -- blocks ---------------------------------------------------------------
     def block_lengths(self) -> list[int]:
+        """One entry per source block: a sender's view (its object exists).  A receiver
+        uses :attr:`blocks` (O(1) memory whatever the announced number of blocks)."""
         return list(self._blocks)
+
+    @property
+    def blocks(self) -> Blocks:
+        return self._blocks
 
     def block_length(self, sbn: int) -> int:
         if not 0 <= sbn < len(self._blocks):
@@ -102,7 +108,7 @@ class FecScheme:
 
     def source_symbol_offset(self, sbn: int, esi: int) -> int:
         """Byte offset in the object of source symbol (sbn, esi)."""
-        return (sum(self._blocks[:sbn]) + esi) * self.oti.symbol_length
+        return (self._blocks.start(sbn) + esi) * self.oti.symbol_length
 
     def max_encoding_symbols(self, sbn: int) -> int:
         """Max number of encoding symbols (source + repair) of a block."""
@@ -276,7 +282,7 @@ class ReedSolomon(FecScheme):
             max_symbols(self.m, rs_matrix), 1 << (16 if oti.encoding_id == 129 else self.m)
         )
         super().__init__(oti)
-        if self._blocks and max(self._blocks) > self.n_limit:
+        if self._blocks.max() > self.n_limit:
             raise DecodeError("Maximum-Source-Block-Length", "block longer than the code allows")
 
     # payload IDs ------------------------------------------------------------
