@@ -173,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--group", default=None, metavar="ADDR:PORT", help="default: random 239.255.x.y")
     d.add_argument("--out", default=None, metavar="DIR")
+    d.add_argument("--overwrite", action="store_true", help="replace files existing in --out")
     d.add_argument("--timeout", type=float, default=60.0)
     d.add_argument("--json", action="store_true")
 
