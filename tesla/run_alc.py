@@ -179,7 +179,8 @@ def summarize(rx: AlcReceiver, sink: FileSink, elapsed: float, stop: str | None 
         "received": sum(1 for t in rx.announced if t in sink.delivered),
         "files": sink.files,
         "missing": missing,
-        "failures": sink.failures,
+        # an object failed in one carousel round may arrive in the next
+        "failures": [f for f in sink.failures if f.get("toi") not in sink.delivered],
         "stats": merged_stats(rx.stats, sink),
         "tesla": tesla_summary(rx),
         "elapsed_s": round(elapsed, 3),
@@ -235,15 +236,39 @@ def open_output(args: argparse.Namespace) -> FileSink | None:
     return FileSink(out)
 
 
-def run_receive(args: argparse.Namespace) -> int:
-    group = parse_group(args.group)
+def receive_group(args: argparse.Namespace) -> tuple[str, int] | None:
+    """``--group`` parsed, and ``--from-pcap`` present (configuration errors: message, None)."""
+    try:
+        group = parse_group(args.group)
+    except ValueError as e:
+        print(f"error: --group {args.group}: {e}", file=sys.stderr)
+        return None
     if args.from_pcap and not Path(args.from_pcap).is_file():
         print(f"error: {args.from_pcap}: no such file", file=sys.stderr)
+        return None
+    return group
+
+
+def open_receive_socket(group: tuple[str, int], iface: str | None) -> Any | None:
+    """The receive socket (joined), or None after a one-line configuration error."""
+    try:
+        return open_socket(group, iface, receive=True)
+    except (OSError, ValueError) as e:
+        print(f"error: cannot receive on {group[0]}:{group[1]}: {e}", file=sys.stderr)
+        return None
+
+
+def run_receive(args: argparse.Namespace) -> int:
+    group = receive_group(args)
+    if group is None:
         return 2
     sink = open_output(args)
     if sink is None:
         return 2
     rx = wrap_receiver(AlcReceiver(receiver_config(args)), args, "alc")  # TESLA unless --no-auth
+    sock = None if args.from_pcap else open_receive_socket(group, args.iface)
+    if sock is None and not args.from_pcap:
+        return 2
     t0 = time.time()
 
     def done() -> bool:
@@ -255,7 +280,6 @@ def run_receive(args: argparse.Namespace) -> int:
             if args.from_pcap:
                 stop = guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=done))
             else:
-                sock = open_socket(group, args.iface, receive=True)
                 drv = Driver()
                 loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
                 add_endpoints(drv, rx, sock, None, loss=loss, iface=args.iface)
@@ -281,7 +305,7 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
         return
 
-    fired = []
+    fired: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
         if not fired:  # the first one ends the loop; later ones must not cut the summary

@@ -26,6 +26,8 @@ from tesla.run_alc import (
     guarded,
     is_internal_error,
     merged_stats,
+    open_receive_socket,
+    receive_group,
     report_stop,
     run_receiver,
     terminate_as_interrupt,
@@ -252,11 +254,10 @@ def run_receive(args: argparse.Namespace) -> int:
         SenderEnded,
     )
 
-    group = parse_group(args.group)
-    if args.from_pcap and not Path(args.from_pcap).is_file():
-        print(f"error: {args.from_pcap}: no such file", file=sys.stderr)
+    group = receive_group(args)
+    if group is None:
         return 2
-    try:  # configuration error: before the first datagram
+    try:  # configuration errors: before the first datagram
         out = OutputDir(
             Path(args.out),
             overwrite=bool(getattr(args, "overwrite", False)),
@@ -274,6 +275,9 @@ def run_receive(args: argparse.Namespace) -> int:
     from tesla.wiring import tesla_line, tesla_summary, wrap_receiver
 
     rx = wrap_receiver(rx, args, "norm")  # TESLA unless --no-auth
+    sock = None if args.from_pcap else open_receive_socket(group, args.iface)
+    if sock is None and not args.from_pcap:
+        return 2
     sink = ReceivedFiles(out)  # files on disk under their final name, write failures
     files = sink.files
     failures = sink.failures
@@ -299,7 +303,7 @@ def run_receive(args: argparse.Namespace) -> int:
     t0 = time.time()
     with terminate_as_interrupt():  # SIGTERM like Ctrl-C: the summary is still written
         try:
-            stop = _receive_loop(args, rx, group, pump, state, sink)
+            stop = _receive_loop(args, rx, group, sock, pump, state, sink)
             if stop is None or stop == "interrupted":
                 stop = guarded(pump) or stop
         finally:
@@ -336,6 +340,7 @@ def _receive_loop(
     args: argparse.Namespace,
     rx: Any,
     group: tuple[str, int],
+    sock: Any,
     pump: Callable[[], bool],
     state: dict[str, Any],
     sink: ReceivedFiles,
@@ -348,7 +353,6 @@ def _receive_loop(
         return guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=pump))
     from tesla.wiring import add_endpoints
 
-    sock = open_socket(group, args.iface, receive=True)
     drv = Driver()
     loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
     add_endpoints(drv, rx, sock, group, loss=loss, iface=args.iface)

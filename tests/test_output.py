@@ -274,6 +274,25 @@ def test_no_space_fails_that_file_only(tmp_path: Path, monkeypatch: pytest.Monke
     assert sink.delivered == {1, 4} and sink.failed == {2: "no_space", 3: "io"}
 
 
+def test_os_name_too_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file system with a NAME_MAX below 255 (ENAMETOOLONG from the OS): counted
+    name_too_long, nothing left behind."""
+    out = OutputDir(tmp_path)
+    real_open = os.open
+
+    def short_names(path: Any, flags: int, *a: Any, **k: Any) -> int:
+        if flags & os.O_CREAT and len(os.fsencode(path)) > 143:
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", short_names)
+    sink = ReceivedFiles(out)
+    assert sink.deliver(1, "long", lambda: "d/" + "n" * 200, b"x", {}) is None
+    assert sink.deliver(2, "short", lambda: "d/" + "n" * 100, b"y", {}) is not None
+    assert sink.stats == {"fail.name_too_long": 1}
+    assert _tree(tmp_path) == {"d/" + "n" * 100: b"y"}
+
+
 def test_failure_message_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sink = ReceivedFiles(OutputDir(tmp_path))
     sink.deliver(9, "TOI 9 'x'", lambda: flute_relpath("a\nb/../" + "z" * 10_000), b"", {"toi": 9})
@@ -424,6 +443,20 @@ def test_cli_out_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         assert rc == 2 and err.startswith("error: --out") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+def test_cli_configuration_errors_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], protocol: str) -> None:
+    """Bad --group, unknown --iface, missing capture: exit 2, one line, no traceback."""
+    base = ["receive", "--protocol", protocol, "--no-auth", "--out", str(tmp_path / "o"), "--timeout", "0.1"]
+    for extra, msg in (
+        (["--group", "nonsense"], "error: --group nonsense:"),
+        (["--group", rand_group(), "--iface", "nosuch0"], "error: cannot receive on"),
+        (["--group", rand_group(), "--from-pcap", str(tmp_path / "none.pcap")], "no such file"),
+    ):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1, err
+
+
 def test_cli_internal_error_still_writes_the_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -547,8 +580,8 @@ def test_live_receiver_killed_mid_transfer(tmp_path: Path, sig: int) -> None:
     tx = None
     try:
         time.sleep(1.0)  # join
-        tx = _live_sender([big, small], group, "40M")  # big first: ~2.5 s in flight
-        time.sleep(1.5)
+        tx = _live_sender([big, small], group, "20M")  # big first: ~5 s in flight
+        time.sleep(2.5)
         assert rx.poll() is None and tx.poll() is None
         rx.send_signal(sig)
         stdout, stderr = rx.communicate(timeout=30)
@@ -564,6 +597,7 @@ def test_live_receiver_killed_mid_transfer(tmp_path: Path, sig: int) -> None:
     if sig == signal.SIGTERM:
         s = json.loads(stdout)
         assert s["stopped"] == "interrupted" and not s["complete"] and s["files"] == []
+        assert s["stats"]["packets"] > 100  # it was receiving the big file
         assert left == [] and "Traceback" not in stderr
 
 
