@@ -11,6 +11,7 @@ import functools
 import json
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -249,7 +250,7 @@ def receive_group(args: argparse.Namespace) -> tuple[str, int] | None:
     return group
 
 
-def open_receive_socket(group: tuple[str, int], iface: str | None) -> Any | None:
+def open_receive_socket(group: tuple[str, int], iface: str | None) -> socket.socket | None:
     """The receive socket (joined), or None after a one-line configuration error."""
     try:
         return open_socket(group, iface, receive=True)
@@ -280,6 +281,7 @@ def run_receive(args: argparse.Namespace) -> int:
             if args.from_pcap:
                 stop = guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=done))
             else:
+                assert sock is not None
                 drv = Driver()
                 loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
                 add_endpoints(drv, rx, sock, None, loss=loss, iface=args.iface)
