@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from alc.errors import DecodeError
 from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.output import OutputDir, OutputError, ReceivedFiles, flute_relpath
 from alc.pcap import PcapWriter, replay
@@ -124,13 +123,9 @@ class FileSink(ReceivedFiles):
         while (ev := rx.next_event()) is not None:
             if isinstance(ev, FileReceived):
                 entry = announced.get(ev.toi)
+                # the engine checked Content-Length and Content-MD5 on this very buffer; the
+                # writer checks the length on disk (hashing it again would cost ~2 s/GiB here)
                 length = entry.content_length if entry is not None else None
-                md5 = None
-                if entry is not None and not ev.content_encoding:
-                    try:  # without Content-Encoding the announced MD5 is that of the bytes written
-                        md5 = entry.md5_digest
-                    except DecodeError:
-                        md5 = None
                 name = ev.name
                 self.deliver(
                     ev.toi,
@@ -139,7 +134,6 @@ class FileSink(ReceivedFiles):
                     ev.data,
                     {"toi": ev.toi, "name": name},
                     length=length,
-                    md5=md5,
                 )
             elif isinstance(ev, ObjectFailed):
                 self.failures.append({"toi": ev.toi, "name": ev.name, "reason": ev.reason})
