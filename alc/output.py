@@ -206,8 +206,6 @@ class TempFile:
             break
         else:
             raise OutputError("io", f"{rel}: no free temporary name")
-        self._md5: Any = hashlib.md5()
-        self._seq_end = 0  # end of the sequentially written prefix (MD5 done up to here)
         self.size = 0
         self.done = False
 
@@ -224,12 +222,6 @@ class TempFile:
                 pos += os.pwrite(self.fd, view[pos:], offset + pos)
         except OSError as e:
             raise _os_error(e, f"{self.rel}: write") from None
-        if self._md5 is not None:
-            if offset == self._seq_end:
-                self._md5.update(view)
-                self._seq_end += len(view)
-            else:
-                self._md5 = None  # out of order: MD5 read back at commit
         self.size = max(self.size, offset + len(view))
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
@@ -253,8 +245,7 @@ class TempFile:
                 if length is not None and size != length:
                     raise OutputError("length", f"{self.rel}: {size} bytes written, {length} expected")
                 if md5 is not None:
-                    got = self._md5.digest() if self._md5 is not None and self._seq_end == size else self._read_md5()
-                    if got != md5:
+                    if self._read_md5() != md5:  # what is on disk, read back (page cache)
                         raise OutputError("md5", f"{self.rel}: MD5 of the written file differs")
                 if self._owner.fsync:
                     os.fsync(self.fd)
