@@ -174,7 +174,10 @@ def rename_noreplace(dir_fd: int, src: str, dst: str) -> None:
         if err not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
             raise OSError(err, os.strerror(err), dst)
     os.link(src, dst, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
-    os.unlink(src, dir_fd=dir_fd)
+    try:
+        os.unlink(src, dir_fd=dir_fd)
+    except OSError:
+        pass  # the file is complete under dst; a second (temporary) link to it is harmless
 
 
 # ------------------------------------------------------------------------ files
