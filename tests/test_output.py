@@ -563,7 +563,7 @@ def _live_sender(files: list[Path], group: str, rate: str) -> subprocess.Popen[s
     )
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "SIGINT"])
 def test_live_receiver_killed_mid_transfer(tmp_path: Path, sig: int) -> None:
     """`tesla-mcast receive` killed while a large file is in flight: nothing under a final
     name; with SIGTERM or SIGINT the JSON summary is still written and no temporary file is
