@@ -114,7 +114,21 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("receive", help="receive files from a multicast group or a capture")
     r.add_argument("--protocol", choices=sorted(RUNNERS), default="alc")
     r.add_argument("--group", required=True, metavar="ADDR:PORT")
-    r.add_argument("--out", required=True, metavar="DIR")
+    r.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="output directory (created; must be writable): FLUTE paths are kept below it, "
+        "see docs/security/output.md",
+    )
+    r.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace files that already exist in --out (default: never; the file fails 'exists')",
+    )
+    r.add_argument(
+        "--fsync", action="store_true", help="fsync each file before it gets its final name"
+    )
     r.add_argument(
         "--from-pcap", metavar="FILE", help="replay a capture (pcap or pcapng) instead of opening a socket"
     )
@@ -165,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--group", default=None, metavar="ADDR:PORT", help="default: random 239.255.x.y")
     d.add_argument("--out", default=None, metavar="DIR")
+    d.add_argument("--overwrite", action="store_true", help="replace files existing in --out")
     d.add_argument("--timeout", type=float, default=60.0)
     d.add_argument("--json", action="store_true")
 

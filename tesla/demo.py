@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from alc.net import Driver, LossInjector, open_socket, parse_group
+from alc.output import OutputDir, OutputError
 from alc.receiver import AlcReceiver, ReceiverConfig
 from alc.sender import AlcSender, SenderConfig
 from tesla.run_alc import FileSink
@@ -56,7 +57,11 @@ def run_demo(args: argparse.Namespace) -> int:
         sender.add_bytes(data, name)
     rx = AlcReceiver(ReceiverConfig(tsi=tsi, session_timeout=5.0, object_timeout=5.0))
     outdir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="tesla-mcast-demo-"))
-    sink = FileSink(outdir)
+    try:  # configuration error before any socket (docs/security/output.md)
+        sink = FileSink(OutputDir(outdir, overwrite=bool(getattr(args, "overwrite", False))))
+    except OutputError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
     rsock = open_socket(group, "127.0.0.1", receive=True, ttl=1, loop=True)
     ssock = open_socket(group, "127.0.0.1", receive=False, ttl=1, loop=True)
     rx_eng, tx_eng, auth_info = demo_auth(rx, sender, args, tsi)  # TESLA unless --no-auth
@@ -96,6 +101,7 @@ def run_demo(args: argparse.Namespace) -> int:
         rsock.close()
         ssock.close()
         drv.close()
+        sink.out.close()  # no temporary file left behind
     elapsed = time.time() - t0
     sink.pump(rx)
     progress(time.time(), force=True)

@@ -12,16 +12,26 @@ Options on top of the ALC ones (added through ``tesla.cli.OPTION_HOOKS`` by
 from __future__ import annotations
 
 import argparse
-import hashlib
+import functools
 import json
-import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from alc.net import Driver, LossInjector, open_socket, parse_group
-from tesla.run_alc import run_receiver
+from alc.output import OutputDir, OutputError, ReceivedFiles, plain_relpath
+from tesla.run_alc import (
+    guarded,
+    is_internal_error,
+    merged_stats,
+    open_receive_socket,
+    receive_group,
+    report_stop,
+    run_receiver,
+    terminate_as_interrupt,
+)
 
 
 def _node_list(text: str) -> list[int]:
@@ -220,10 +230,19 @@ def run_send(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- receive
 
 
-def _safe_name(name: str | None, oid: int) -> str:
-    from tesla.run_alc import safe_name
-
-    return safe_name(name) if name else f"norm-object-{oid}"
+def object_relpath(info: bytes | None, source_id: int, instance_id: int, object_id: int) -> str:
+    """Relative output path of a received NORM object: the NORM_INFO content up to the first
+    NUL (NRL convention: the file name), UTF-8, under the :func:`alc.output.plain_relpath`
+    rules; without NORM_INFO (or an empty one) ``norm-object-SOURCE-INSTANCE-OBJECT``
+    (NormNodeId, instance and object ids in decimal)."""
+    name = (info or b"").split(b"\0", 1)[0]
+    if not name:
+        return f"norm-object-{source_id}-{instance_id}-{object_id}"
+    try:
+        text = name.decode("utf-8")
+    except UnicodeDecodeError:
+        raise OutputError("bad_name", f"NORM_INFO name is not UTF-8: {name[:60]!r}") from None
+    return plain_relpath(text)
 
 
 def run_receive(args: argparse.Namespace) -> int:
@@ -235,37 +254,45 @@ def run_receive(args: argparse.Namespace) -> int:
         SenderEnded,
     )
 
-    group = parse_group(args.group)
+    group = receive_group(args)
+    if group is None:
+        return 2
+    try:  # configuration errors: before the first datagram
+        out = OutputDir(
+            Path(args.out),
+            overwrite=bool(getattr(args, "overwrite", False)),
+            fsync=bool(getattr(args, "fsync", False)),
+        )
+    except OutputError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
     cfg = ReceiverConfig(
         node_id=args.node_id or 2,
         silent=getattr(args, "silent", False),
         nack_suppression=not getattr(args, "no_suppress", False),
     )
     rx: Any = NormReceiver(cfg)
-    from tesla.wiring import add_endpoints, tesla_line, tesla_summary, wrap_receiver
+    from tesla.wiring import tesla_line, tesla_summary, wrap_receiver
 
     rx = wrap_receiver(rx, args, "norm")  # TESLA unless --no-auth
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    files: list[dict[str, Any]] = []
-    failures: list[dict[str, Any]] = []
+    sock = None if args.from_pcap else open_receive_socket(group, args.iface, args.source)
+    if sock is None and not args.from_pcap:
+        return 2
+    sink = ReceivedFiles(out)  # files on disk under their final name, write failures
+    files = sink.files
+    failures = sink.failures
     state: dict[str, Any] = {"ended": False, "last": time.time(), "n": -1}
 
     def pump() -> bool:
         while (ev := rx.next_event()) is not None:
             if isinstance(ev, ObjectReceived):
-                path = out / _safe_name(ev.name, ev.object_id)
-                tmp = path.with_name(path.name + ".part")
-                tmp.write_bytes(ev.data)
-                os.replace(tmp, path)
-                files.append(
-                    {
-                        "object_id": ev.object_id,
-                        "name": ev.name,
-                        "path": str(path),
-                        "bytes": len(ev.data),
-                        "sha256": hashlib.sha256(ev.data).hexdigest(),
-                    }
+                key = (ev.source_id, ev.instance_id, ev.object_id)
+                sink.deliver(
+                    key,
+                    f"NORM object {ev.object_id} {ev.name!r}"[:120],
+                    functools.partial(object_relpath, ev.info, *key),
+                    ev.data,
+                    {"object_id": ev.object_id, "name": ev.name},
                 )
             elif isinstance(ev, ObjectAborted):
                 failures.append({"object_id": ev.object_id, "reason": ev.reason})
@@ -274,50 +301,69 @@ def run_receive(args: argparse.Namespace) -> int:
         return bool(state["ended"])
 
     t0 = time.time()
+    with terminate_as_interrupt():  # SIGTERM like Ctrl-C: the summary is still written
+        try:
+            stop = _receive_loop(args, rx, group, sock, pump, state, sink)
+            if stop is None or stop == "interrupted":
+                stop = guarded(pump) or stop
+        finally:
+            out.close()  # no temporary file outlives the session
+        summary = {
+            "complete": bool(files) and not failures and not is_internal_error(stop),
+            "received": len(files),
+            "files": files,
+            "failures": failures,
+            "stats": merged_stats(rx.stats, sink),
+            "tesla": tesla_summary(rx),
+            "elapsed_s": round(time.time() - t0, 3),
+        }
+        if stop is not None:
+            summary["stopped"] = stop
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            for f in files:
+                print(f"{f['path']}  {f['bytes']} bytes  sha256 {f['sha256']}")
+            if (line := tesla_line(rx)) is not None:
+                print(line, file=sys.stderr)
+        report_stop(stop)
+        if not files and not failures:
+            print("error: no NORM object received", file=sys.stderr)
+            return 1
+        if failures:
+            print(f"error: {len(failures)} object(s) aborted or not written", file=sys.stderr)
+            return 1
+        return 1 if is_internal_error(stop) else 0
+
+
+def _receive_loop(
+    args: argparse.Namespace,
+    rx: Any,
+    group: tuple[str, int],
+    sock: Any,
+    pump: Callable[[], bool],
+    state: dict[str, Any],
+    sink: ReceivedFiles,
+) -> str | None:
+    """Replay or live receive until the sender ends (or idle/timeout); -> the stop reason of
+    :func:`tesla.run_alc.guarded`."""
     if args.from_pcap:
         from alc.pcap import replay
 
-        if not Path(args.from_pcap).is_file():
-            print(f"error: {args.from_pcap}: no such file", file=sys.stderr)
-            return 2
-        replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=pump)
-        pump()
-    else:
-        sock = open_socket(group, args.iface, receive=True, source=getattr(args, "source", None))
-        drv = Driver()
-        loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
-        add_endpoints(drv, rx, sock, group, loss=loss, iface=args.iface)
+        return guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=pump))
+    from tesla.wiring import add_endpoints
 
-        def done() -> bool:
-            if pump():
-                return True
-            n = rx.stats.get("rx.datagrams", 0)
-            now = time.time()
-            if n != state["n"]:
-                state["n"], state["last"] = n, now
-            return bool(files) and now - state["last"] > args.idle_timeout
+    drv = Driver()
+    loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
+    add_endpoints(drv, rx, sock, group, loss=loss, iface=args.iface)
 
-        run_receiver(drv, sock, done, args.timeout, rx.stats)
-    summary = {
-        "complete": bool(files) and not failures,
-        "received": len(files),
-        "files": files,
-        "failures": failures,
-        "stats": dict(sorted(rx.stats.items())),
-        "tesla": tesla_summary(rx),
-        "elapsed_s": round(time.time() - t0, 3),
-    }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    else:
-        for f in files:
-            print(f"{f['path']}  {f['bytes']} bytes  sha256 {f['sha256']}")
-        if (line := tesla_line(rx)) is not None:
-            print(line, file=sys.stderr)
-    if not files:
-        print("error: no NORM object received", file=sys.stderr)
-        return 1
-    if failures:
-        print(f"error: {len(failures)} object(s) aborted", file=sys.stderr)
-        return 1
-    return 0
+    def done() -> bool:
+        if pump():
+            return True
+        n = rx.stats.get("rx.datagrams", 0)
+        now = time.time()
+        if n != state["n"]:
+            state["n"], state["last"] = n, now
+        return bool(sink.files or sink.failed) and now - state["last"] > args.idle_timeout
+
+    return run_receiver(drv, sock, done, args.timeout, rx.stats)

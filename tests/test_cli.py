@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from helpers import rand_group
 
+from alc.output import OutputError, flute_relpath
 from alc.pcap import PcapWriter, read_udp
 from tesla.cli import RUNNERS, build_parser, main
-from tesla.run_alc import parse_rate, safe_name
+from tesla.run_alc import parse_rate
 
 PY = [sys.executable, "-m", "tesla.cli"]
 
@@ -34,10 +35,12 @@ def make_inputs(tmp_path: Path) -> list[Path]:
 def test_parse_helpers() -> None:
     assert parse_rate("20M") == 20e6 and parse_rate("800k") == 800e3 and parse_rate("1e6") == 1e6
     assert parse_rate("1.5G") == 1.5e9
-    assert safe_name("file:///tmp/x/y.bin") == "y.bin"
-    assert safe_name("http://example.com/a/b.html") == "b.html"
-    assert safe_name("../../etc/passwd") == "passwd"
-    assert safe_name("..") == "unnamed"
+    # FLUTE paths are kept below --out (docs/security/output.md); escapes are refused
+    assert flute_relpath("file:///tmp/x/y.bin") == "tmp/x/y.bin"
+    assert flute_relpath("http://example.com/a/b.html") == "a/b.html"
+    for bad in ("../../etc/passwd", "..", "", "http://host/"):
+        with pytest.raises(OutputError):
+            flute_relpath(bad)
 
 
 def test_protocol_dispatch_point() -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from alc.output import flute_relpath
 from alc.receiver import AlcReceiver, FileReceived, ReceiverConfig
 from alc.sender import AlcSender, SenderConfig
-from tesla.run_alc import safe_name
 
 flute = pytest.importorskip("flute")
 from flute import receiver as fl_receiver  # noqa: E402
@@ -54,7 +54,7 @@ def _our_receive(pkts: list[bytes], tsi: int, loss: float = 0.0, **cfg: object) 
     got = {}
     while (e := rx.next_event()) is not None:
         if isinstance(e, FileReceived):
-            got[safe_name(e.name)] = e.data
+            got[flute_relpath(e.name)] = e.data
     assert rx.all_announced_complete(), rx.stats
     return got
 
