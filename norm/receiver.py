@@ -47,7 +47,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from alc.engine import Address, count
+from alc.engine import Address, BatchEntry, count
 from alc.errors import DecodeError
 from alc.fec import OTI, get_scheme, partition
 from norm import messages as M
@@ -286,7 +286,7 @@ class _Sender:
 # --------------------------------------------------------------------------- receiver
 
 
-class NormReceiver:
+class NormReceiver(BatchEntry):
     """Sans-I/O NORM receiver (see module docstring)."""
 
     def __init__(

@@ -44,7 +44,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from alc.engine import Address, count
+from alc.engine import Address, BatchEntry, count
 from alc.errors import DecodeError
 from alc.fec import OTI, FecScheme, get_scheme, partition
 from norm import messages as M
@@ -330,7 +330,7 @@ class _AckRound:
     payloads: dict[int, bytes] = field(default_factory=dict)
 
 
-class NormSender:
+class NormSender(BatchEntry):
     """Sans-I/O NORM sender (see module docstring)."""
 
     def __init__(self, cfg: NormSenderConfig) -> None:
