@@ -188,8 +188,10 @@ def summarize(rx: AlcReceiver, sink: FileSink, elapsed: float, stop: str | None 
 def finish_receive(
     rx: AlcReceiver, sink: FileSink, args: argparse.Namespace, t0: float, stop: str | None = None
 ) -> int:
-    if stop is None or stop == "interrupted":
-        stop = guarded(lambda: sink.pump(rx)) or stop
+    # files the engine completed (and checked) before the session stopped are written,
+    # also after an internal error: the events were queued before it
+    pumped = guarded(lambda: sink.pump(rx))
+    stop = stop or pumped
     sink.out.close()  # no temporary file outlives the session
     summary = summarize(rx, sink, time.time() - t0, stop)
     if args.json:
