@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -41,18 +42,50 @@ def write_random_files(
     return out
 
 
+def wait_joined(addr: str, limit: float = 30.0) -> bool:
+    """Wait until some process on this host has joined the IPv4 group ``addr`` (read from
+    ``/proc/net/igmp``): a receiver process takes a variable time to start (interpreter,
+    imports, key loading), a fixed delay is too short on a loaded machine."""
+    want = socket.inet_aton(addr)[::-1].hex().upper()
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            with open("/proc/net/igmp") as f:
+                if any(line.split()[:1] == [want] for line in f):
+                    time.sleep(0.1)  # the join is in; the socket is bound before it
+                    return True
+        except OSError:
+            return False
+        time.sleep(0.05)
+    return False
+
+
+def _group_of(args: list[str]) -> str | None:
+    if "--group" in args:
+        host = args[args.index("--group") + 1].rpartition(":")[0]
+        try:
+            socket.inet_aton(host)
+            return host
+        except OSError:
+            return None
+    return None
+
+
 def receive_while_sending(
     recv_args: list[str], send_args: list[str], timeout: float, join_delay: float = 1.0
 ) -> tuple[subprocess.CompletedProcess[str], int, str, str]:
-    """Start ``tesla-mcast receive`` (``recv_args``), give it ``join_delay`` s to join
-    the group, run ``tesla-mcast send`` (``send_args``) to completion, then wait for the
-    receiver (each with ``timeout`` s; a receiver still running is killed).
+    """Start ``tesla-mcast receive`` (``recv_args``), wait until it has joined the group
+    (IPv4 multicast: :func:`wait_joined`; otherwise ``join_delay`` s), run ``tesla-mcast
+    send`` (``send_args``) to completion, then wait for the receiver (each with
+    ``timeout`` s; a receiver still running is killed).
     -> (sender result, receiver exit status, receiver stdout, receiver stderr)."""
     rx = subprocess.Popen(
         PY + recv_args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        time.sleep(join_delay)
+        group = _group_of(recv_args)
+        if group is None or not socket.inet_aton(group)[0] >= 224 or not wait_joined(group):
+            time.sleep(join_delay)
         tx = subprocess.run(PY + send_args, capture_output=True, text=True, timeout=timeout)
         stdout, stderr = rx.communicate(timeout=timeout)
     finally:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import wait_joined
 
 from alc.net import open_socket
 
@@ -65,18 +66,6 @@ def test_ssm_source_family_must_match_group() -> None:
         open_socket(("232.1.1.1", 4000), "127.0.0.1", receive=True, source="::1")
 
 
-def _wait_joined(addr: str, dev: str, limit: float = 20.0) -> None:
-    """Wait until the receiver process has joined ``addr`` on ``dev`` (``ip maddr``); a
-    fixed delay is not enough on a loaded machine (interpreter start, imports)."""
-    end = time.time() + limit
-    while time.time() < end:
-        r = subprocess.run(["ip", "maddr", "show", "dev", dev], capture_output=True, text=True)
-        if f" {addr}" in r.stdout or f" {addr}\n" in r.stdout:
-            time.sleep(0.2)
-            return
-        time.sleep(0.1)
-
-
 def _cli_transfer(tmp_path: Path, group: str, extra_rx: list[str], auth: bool = True,
                   protocol: str = "alc", iface: str = "127.0.0.1", timeout: float = 60) -> tuple[int, str, Path]:
     f = tmp_path / "data.bin"
@@ -91,7 +80,7 @@ def _cli_transfer(tmp_path: Path, group: str, extra_rx: list[str], auth: bool = 
               str(out), "--timeout", str(timeout), "--idle-timeout", "3", *auth_rx, *extra_rx],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    _wait_joined(group.rpartition(":")[0], "lo")
+    wait_joined(group.rpartition(":")[0])
     carousel = ["--carousel", "4"] if protocol == "alc" else []  # a slow receiver start
     tx = subprocess.run(
         PY + ["send", str(f), "--protocol", protocol, "--group", group, "--iface", iface,
