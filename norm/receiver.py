@@ -156,6 +156,11 @@ class ReceiverConfig:
     silent: bool = False  # never NACK (EMCON)
     cc_feedback: bool = True  # answer NORM_CMD(CC)+EXT_RATE with NORM_ACK(CC)
     default_segment_size: int = 1400  # NACK size bound before any FTI was seen
+    # Extra delay before the sender's messages reach this engine, on top of the network
+    # (behind TESLA: data of interval i is released when K_i is disclosed, up to
+    # (d+1)*T_int later).  Added to the NACK holdoff, so a receiver does not ask again for
+    # repairs that are sent but still waiting for their key (docs/tesla-choices.md).
+    release_delay: float = 0.0
 
 
 # --------------------------------------------------------------------------- helpers
@@ -245,9 +250,12 @@ class _Sender:
     objects: dict[int, _Object] = field(default_factory=dict)  # by ordinal
     done: set[int] = field(default_factory=set)  # finished/aborted ordinals >= sync_ord
     pos: tuple[int, int, int] = (-1, -1, -1)  # sender transmit position (ord, sbn, esi)
+    pos_inclusive: bool = False  # pos came from a FLUSH: everything through it was sent
     # NACK state
     nack_state: str = "idle"  # idle | backoff | holdoff
     nack_deadline: float = 0.0
+    nack_start: float = 0.0  # when the backoff / holdoff began
+    nack_frac: float = 0.0  # backoff drawn as a fraction of K*GRTT (rescaled with GRTT)
     cycle_pos: tuple[int, int, int] = (-1, -1, -1)
     cycle_inclusive: bool = False
     heard_objects: set[int] = field(default_factory=set)
@@ -502,6 +510,8 @@ class NormReceiver:
         if grtt != s.grtt_q:
             s.grtt = unquantize_rtt(grtt)
             s.grtt_q = grtt
+            if s.nack_state != "idle":
+                self._rescale_nack_timer(s, backoff)
         s.backoff = backoff
         if gsize != s.gsize_q:
             s.gsize = unquantize_gsize(gsize)
@@ -988,8 +998,8 @@ class NormReceiver:
             s.max_ord = ordinal
             self._enforce_pending(s)
         pos = (ordinal, msg.sbn, msg.esi)
-        if pos > s.pos:
-            s.pos = pos
+        if pos >= s.pos:
+            s.pos, s.pos_inclusive = pos, True
         # positions before the sync point need nothing (delivered or given up)
         needs = self._needs(s, pos, inclusive=True) if ordinal >= s.sync_ord else []
         if needs:
@@ -1088,7 +1098,7 @@ class NormReceiver:
         old = s.pos
         if pos <= old:
             return
-        s.pos = pos
+        s.pos, s.pos_inclusive = pos, False
         if old[0] >= 0 and (pos[0] != old[0] or pos[1] != old[1]):
             # block or object boundary: an initiation point (§5.3)
             if s.nack_state == "idle" and self._needs(s, pos, inclusive=False):
@@ -1296,6 +1306,8 @@ class NormReceiver:
             return
         k, grtt = s.backoff, s.grtt
         t = random_backoff(k * grtt, s.gsize, self.rng)
+        s.nack_start = now
+        s.nack_frac = t / (k * grtt) if k * grtt > 0 else 0.0
         s.cycle_pos, s.cycle_inclusive = pos, inclusive
         s.heard_objects.clear()
         s.heard_info.clear()
@@ -1305,9 +1317,24 @@ class NormReceiver:
         count(self.stats, "nack.cycles")
         if self.config.ssm and t > (k - 1) * grtt:
             count(self.stats, "nack.suppressed_ssm")
-            s.nack_state, s.nack_deadline = "holdoff", now + (k + 2) * grtt
+            s.nack_state, s.nack_deadline = "holdoff", now + self._holdoff(s)
             return
         s.nack_state, s.nack_deadline = "backoff", now + t
+
+    def _holdoff(self, s: _Sender) -> float:
+        """T_rcvrHoldoff = (K+2)*GRTT (RFC 5740 §5.3), plus the release delay of an
+        authentication layer (the repairs reach us that much later)."""
+        return (s.backoff + 2) * s.grtt + self.config.release_delay
+
+    def _rescale_nack_timer(self, s: _Sender, k: int) -> None:
+        """The advertised GRTT changed during a backoff or holdoff: rescale the timer
+        (RFC 5740 §5.3 asks this for T_inactivity; the sender's repair aggregation and
+        flush follow its current GRTT, so a holdoff timed with a stale, larger GRTT
+        outlasts the whole flush and ends the session in holdoff)."""
+        if s.nack_state == "backoff":
+            s.nack_deadline = s.nack_start + s.nack_frac * k * s.grtt
+        else:
+            s.nack_deadline = s.nack_start + (k + 2) * s.grtt + self.config.release_delay
 
     def _covered(self, s: _Sender, n: _Need) -> bool:
         if n.ordinal in s.heard_objects:
@@ -1335,14 +1362,21 @@ class NormReceiver:
 
     def _backoff_expired(self, s: _Sender, now: float) -> None:
         needs = self._needs(s, s.cycle_pos, s.cycle_inclusive)
-        grtt, k = s.grtt, s.backoff
-        s.nack_state, s.nack_deadline = "holdoff", now + (k + 2) * grtt
+        s.nack_state, s.nack_start = "holdoff", now
+        s.nack_deadline = now + self._holdoff(s)
         if not needs:
             count(self.stats, "nack.nothing_needed")
             return
+        # suppression: our needs up to the position at initiation (condition 2)
         if self.config.nack_suppression and all(self._covered(s, n) for n in needs):
             count(self.stats, "nack.suppressed")
             return
+        # content: "up through the coding block prior to the most recently heard ordinal
+        # transmission position" (RFC 5740 §5.3), not only up to the initiation point: a
+        # cycle started at the first block boundary would otherwise ask for that block
+        # alone while the rest of the transfer went by during the backoff
+        if s.pos > s.cycle_pos:
+            needs = self._needs(s, s.pos, s.pos_inclusive) or needs
         self._send_nack(s, needs, now)
 
     def _send_nack(self, s: _Sender, needs: list[_Need], now: float) -> None:

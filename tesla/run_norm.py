@@ -115,6 +115,19 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
         g.add_argument("--silent", action="store_true", help="never NACK (EMCON)")
 
 
+#: minimum duration of the sender's flush (the NORM_CMD(FLUSH) repetitions before EOT): a
+#: receiver process reading its socket late must still be able to NACK before the EOT
+#: (RFC 5740 §5.3 likewise bounds T_inactivity below by 1 s); behind TESLA the release
+#: delay (d+1)*T_int is added (docs/tesla-choices.md)
+FLUSH_MIN_TIME = 1.0
+
+
+def release_delay(d: int, tint_ms: int) -> float:
+    """Longest wait of an authenticated NORM message for its key: sent in interval i,
+    it is released when K_i is disclosed in interval i + d, at most (d+1)*T_int later."""
+    return (d + 1) * tint_ms / 1000.0
+
+
 def _rate_bytes(args: argparse.Namespace) -> float:
     r = float(getattr(args, "rate", 10e6) or 0.0)
     return r / 8.0 if r > 0 else 1e12  # 0 = unlimited
@@ -151,6 +164,12 @@ def run_send(args: argparse.Namespace) -> int:
         grtt=args.grtt,
         robust_factor=args.robust_factor,
         eot_repeats=3,
+        flush_min_time=FLUSH_MIN_TIME
+        + (
+            0.0
+            if getattr(args, "no_auth", False)
+            else release_delay(getattr(args, "disclosure_delay", 3), getattr(args, "tint", 100))
+        ),
     )
     try:
         sender = NormSender(cfg)

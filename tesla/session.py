@@ -146,6 +146,7 @@ class AuthenticatedReceiver:
         self.sync_retry = sync_retry
         self._next_sync: float | None = None
         self._norm = tesla_receiver.protocol == PROTO_NORM
+        self._release_delay_set = False
         hint = getattr(engine, "congestion_control_hint", None)
         if cc_preauth and self._norm and hint is not None:
             tesla_receiver.cc_hint = hint
@@ -184,6 +185,14 @@ class AuthenticatedReceiver:
             self._release(now)
 
     def _release(self, now: float) -> None:
+        if self._norm and not self._release_delay_set and self.tesla.params is not None:
+            # NORM: the engine sees sender messages up to (d+1)*T_int late (its NACK
+            # holdoff covers that, docs/tesla-choices.md "TESLA-aware NORM timing")
+            self._release_delay_set = True
+            p = self.tesla.params
+            cfg = getattr(self.engine, "config", None)
+            if cfg is not None and hasattr(cfg, "release_delay"):
+                cfg.release_delay = (p.d + 1) * p.tint_ms / 1000.0
         rx = self.engine.receive_datagram
         pk, meta = self.tesla.pop_authenticated_lists()
         for k in range(len(pk)):
