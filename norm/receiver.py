@@ -161,6 +161,19 @@ class ReceiverConfig:
     # (d+1)*T_int later).  Added to the NACK holdoff, so a receiver does not ask again for
     # repairs that are sent but still waiting for their key (docs/tesla-choices.md).
     release_delay: float = 0.0
+    # Join policy (RFC 5740 §5.2), the object a new sender's state starts at:
+    # "current": objects that begin while we listen: sync on a non-repair NORM_INFO, a
+    #   block-0 NORM_DATA or stream data (the RFC's recommended "blocks >= the first
+    #   non-repair message received", at object granularity: a FILE/DATA object joined
+    #   mid-way can never complete, so it is skipped); and an object we were present for
+    #   from its start even if those first messages were lost to us (see presence_hint)
+    # "stream": as current, and a stream joined mid-way is repaired from the oldest block
+    #   the sender still buffers (NRL's NORM_SYNC_STREAM)
+    # "all": every object the sender still holds: sync on any non-repair message and ask
+    #   for the ``join_history`` objects before it (the sender squelches those it dropped)
+    join_policy: str = "current"
+    join_history: int = 128
+    max_presence: int = 64  # presence hints kept (senders not yet synchronized)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -309,6 +322,11 @@ class NormReceiver:
         self._out: list[tuple[bytes, Address | None]] = []
         self._bytes = 0
         self._cc_preauth = False  # congestion_control_hint in use (see there)
+        if self.config.join_policy not in ("current", "stream", "all"):
+            raise ValueError(f"unknown join policy {self.config.join_policy!r}")
+        # (source_id, instance_id) -> earliest object id whose start (non-repair NORM_INFO
+        # or block-0 NORM_DATA) we received before we could use it (presence_hint)
+        self._presence: dict[tuple[int, int], int] = {}
 
     # ------------------------------------------------------------------ Engine API
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
@@ -452,6 +470,48 @@ class NormReceiver:
             return
         self._on_cc(s, msg, now, hint=True)
 
+    @property
+    def presence_wanted(self) -> bool:
+        """True while some sender is unknown or not synchronized: an authentication layer
+        then passes every datagram to :meth:`presence_hint` before verifying it."""
+        return not self.senders or not all(s.synced for s in self.senders.values())
+
+    def presence_hint(self, data: bytes, now: float) -> None:
+        """A datagram we received but may never get to use (before authentication: it
+        can still be dropped as unsafe, e.g. at a cold start).  If it is the start of an
+        object (non-repair NORM_INFO or block-0 NORM_DATA) of a sender we are not
+        synchronized to, we were present from that object's start: the join policy syncs
+        to it when the sender's first usable message arrives, and the lost start is
+        NACKed (RFC 5740 §5.2: a receiver "joining" at the first message received).
+        Nothing else is changed; a forged hint can only make us ask the sender for more
+        of its own objects (a bounded NACK, squelched by the sender if unknown).  At most
+        ``max_presence`` senders are tracked."""
+        if len(data) < 20 or data[0] & 0x0F not in (M.NORM_INFO, M.NORM_DATA):
+            return
+        _, _, _, src, inst, _, _, flags, _, oid = _OBJ.unpack_from(data, 0)
+        if flags & M.FLAG_REPAIR or src == self.config.node_id:
+            return
+        s = self.senders.get(src)
+        if s is not None and s.instance_id == inst and s.synced:
+            return
+        if data[0] & 0x0F == M.NORM_DATA and not flags & M.FLAG_STREAM:
+            try:
+                msg = M.decode(data, self.config.fec2_m)
+            except DecodeError:
+                return
+            if not isinstance(msg, M.NormData) or msg.sbn != 0:
+                return
+        key = (src, inst)
+        old = self._presence.get(key)
+        if old is None:
+            if len(self._presence) >= self.config.max_presence:
+                count(self.stats, "drop.presence_full")
+                return
+            self._presence[key] = oid
+            count(self.stats, "rx.presence_hint")
+        elif _diff16(oid, old) < 0:
+            self._presence[key] = oid
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         self.handle_timer(now)
         out, self._out = self._out, []
@@ -562,11 +622,12 @@ class NormReceiver:
     ) -> _Object | None:
         ordinal = self._ordinal(s, oid)
         if not s.synced:
-            if not sync_ok or is_repairish:
+            start = None if is_repairish else self._sync_start(s, ordinal, sync_ok)
+            if start is None:
                 count(self.stats, "drop.not_synced")
                 return None
             s.synced = True
-            s.sync_ord = s.max_ord = ordinal
+            s.sync_ord, s.max_ord = start, ordinal
         if ordinal < s.sync_ord:
             count(self.stats, "drop.old_object")
             return None
@@ -596,6 +657,23 @@ class NormReceiver:
             count(self.stats, "drop.object_type_mismatch")  # STREAM bit is fixed per object
             return None
         return o
+
+    def _sync_start(self, s: _Sender, ordinal: int, sync_ok: bool) -> int | None:
+        """First object ordinal of interest when a non-repair message of object
+        ``ordinal`` arrives from a sender we are not synchronized to (join policy, see
+        :class:`ReceiverConfig`); None: not yet."""
+        cfg = self.config
+        if cfg.join_policy == "all":
+            count(self.stats, "rx.sync_all")
+            return ordinal - max(0, min(cfg.join_history, cfg.max_pending_objects // 2))
+        hint = self._presence.pop((s.source_id, s.instance_id), None)
+        if hint is not None:
+            h = ordinal + _diff16(hint, ordinal & 0xFFFF)
+            if ordinal - cfg.max_pending_objects // 2 < h <= ordinal:
+                if h < ordinal or not sync_ok:
+                    count(self.stats, "rx.sync_presence")  # the start we could not use
+                return h
+        return ordinal if sync_ok else None
 
     def _enforce_pending(self, s: _Sender) -> None:
         assert s.max_ord is not None

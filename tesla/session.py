@@ -147,6 +147,7 @@ class AuthenticatedReceiver:
         self._next_sync: float | None = None
         self._norm = tesla_receiver.protocol == PROTO_NORM
         self._release_delay_set = False
+        self._presence = getattr(engine, "presence_hint", None) if self._norm else None
         hint = getattr(engine, "congestion_control_hint", None)
         if cc_preauth and self._norm and hint is not None:
             tesla_receiver.cc_hint = hint
@@ -160,6 +161,8 @@ class AuthenticatedReceiver:
             self.engine.receive_datagram(data, addr, now)  # receiver feedback: no TESLA tag
             return
         t = self.tesla
+        if self._presence is not None and self.engine.presence_wanted:
+            self._presence(data, now)
         t.receive(data, now, addr)
         if t.has_authenticated:
             self._release(now)
@@ -180,6 +183,11 @@ class AuthenticatedReceiver:
             if not rest:
                 return
             batch = rest
+            if self._presence is not None and self.engine.presence_wanted:
+                # NORM join policy: what we received before authenticating it counts as
+                # presence (a cold start's unsafe drops), see NormReceiver.presence_hint
+                for item in batch:
+                    self._presence(item[0], now)
         self.tesla.receive_batch([d for d, _ in batch], now, [a for _, a in batch])
         if self.tesla.has_authenticated:
             self._release(now)

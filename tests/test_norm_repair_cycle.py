@@ -165,3 +165,67 @@ def test_release_delay_flush_covers_authentication(seed: int) -> None:
     got, aborted, rx, files, _ = _run(0.1, seed, snd, cfg, release=(tint, d))
     assert not aborted, (aborted, rx.stats)
     assert [got.get(i) == f for i, f in enumerate(files)] == [True] * 3
+
+
+class ColdStart:
+    """The first ``n`` sender datagrams reach the receiver but are unusable (as TESLA's
+    unsafe drops at a cold start): with ``presence`` they are shown to
+    ``NormReceiver.presence_hint`` first (what tesla.session does before verifying)."""
+
+    def __init__(self, engine: NormReceiver, n: int, presence: bool) -> None:
+        self.engine, self.n, self.presence = engine, n, presence
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        if self.n > 0 and data[0] & 15 not in (4, 5, 6):
+            self.n -= 1
+            if self.presence and self.engine.presence_wanted:
+                self.engine.presence_hint(data, now)
+            return
+        self.engine.receive_datagram(data, addr, now)
+
+
+def _cold(n: int, presence: bool, policy: str = "current", sizes: tuple[int, ...] = (1 << 20,)):
+    rnd = random.Random(n)
+    files = [rnd.randbytes(k) for k in sizes]
+    snd = NormSender(NormSenderConfig(node_id=1, rate=RATE, grtt=0.01, seed=3, eot_repeats=3))
+    for i, f in enumerate(files):
+        snd.enqueue_data(f, info=f"f{i}".encode())
+    snd.end()
+    rx = NormReceiver(ReceiverConfig(node_id=2, join_policy=policy), random.Random(3))
+    got: dict[int, bytes] = {}
+    ended: list[Any] = []
+
+    def until() -> bool:
+        while (ev := rx.next_event()) is not None:
+            if isinstance(ev, ObjectReceived):
+                got[ev.object_id] = ev.data
+            elif isinstance(ev, SenderEnded):
+                ended.append(ev)
+        return bool(ended)
+
+    med = Medium({"s": snd, "r": ColdStart(rx, n, presence)}, {"r": 0.05}, seed=3)
+    assert med.run(until, 60.0), rx.stats
+    return got, files, rx
+
+
+def test_cold_start_receiver_present_from_the_start_repairs_the_lost_start() -> None:
+    """The first 300 datagrams (INFO and blocks 0-3 of a 1 MiB object) reach the receiver
+    unusable; it was present from the object's start, so it syncs to that object when
+    the first usable message (block 4) arrives and NACKs the first blocks."""
+    got, files, rx = _cold(300, presence=True)
+    assert got.get(0) == files[0], rx.stats
+    assert rx.stats["rx.sync_presence"] == 1
+
+
+def test_late_join_current_skips_the_object_in_progress_all_repairs_it() -> None:
+    """No presence (the receiver was not there): policy "current" skips the object in
+    progress and takes the next one; policy "all" repairs the object in progress too."""
+    sizes = (1 << 20, 5000)
+    got, files, rx = _cold(300, presence=False, sizes=sizes)
+    assert 0 not in got and got.get(1) == files[1], rx.stats
+    got, files, rx = _cold(300, presence=False, policy="all", sizes=sizes)
+    assert got.get(0) == files[0] and got.get(1) == files[1], rx.stats
+    assert rx.stats["rx.sync_all"] == 1
