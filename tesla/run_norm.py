@@ -113,6 +113,25 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
             help="never suppress NACKs on overheard feedback (testing)",
         )
         g.add_argument("--silent", action="store_true", help="never NACK (EMCON)")
+        g.add_argument(
+            "--join-policy",
+            choices=["current", "stream", "all"],
+            default="current",
+            help="objects a receiver joining a running session asks for (RFC 5740 §5.2): "
+            "current (default, the RFC's recommendation: objects that start while we "
+            "listen, including one whose first datagrams we received unusable), stream "
+            "(as current, a stream from the oldest block the sender holds), all (every "
+            "object the sender still holds)",
+        )
+        g.add_argument(
+            "--drop-first",
+            type=int,
+            default=0,
+            metavar="N",
+            help="testing: the first N sender datagrams arrive unusable (a cold start): "
+            "authenticated, past their safe window (TESLA drops them as unsafe); plain, "
+            "discarded once seen",
+        )
 
 
 #: minimum duration of the sender's flush (the NORM_CMD(FLUSH) repetitions before EOT): a
@@ -239,6 +258,57 @@ def run_send(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- receive
 
 
+class ColdStart:
+    """``receive --drop-first N`` (testing aid): the first ``n`` sender datagrams arrive
+    unusable, as at a cold start.  Authenticated: they reach the TESLA layer with an
+    arrival time 10 s late, so the verifier drops them as unsafe (its own path, counted
+    ``tesla.drop.unsafe``).  Plain: the NORM receiver sees them as presence only
+    (:meth:`norm.receiver.NormReceiver.presence_hint`) and they are dropped
+    (``drop.cold_start``).  Receiver feedback (NACK/ACK) is never held back."""
+
+    LATE = 10.0
+
+    def __init__(self, engine: Any, norm_rx: Any, n: int, authenticated: bool) -> None:
+        self.engine, self.norm_rx, self.n, self.auth = engine, norm_rx, n, authenticated
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.engine, name)
+
+    def _unusable(self, batch: list[tuple[bytes, Any]], now: float) -> list[tuple[bytes, Any]]:
+        rest = []
+        for item in batch:
+            data = item[0]
+            if self.n > 0 and len(data) > 1 and data[0] & 15 not in (4, 5, 6):
+                self.n -= 1
+                if self.auth:
+                    self.engine.receive_datagram(data, item[1], now + self.LATE)
+                else:
+                    if self.norm_rx.presence_wanted:
+                        self.norm_rx.presence_hint(data, now)
+                    st = self.norm_rx.stats
+                    st["drop.cold_start"] = st.get("drop.cold_start", 0) + 1
+                continue
+            rest.append(item)
+        return rest
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        for d, a in self._unusable([(data, addr)], now):
+            self.engine.receive_datagram(d, a, now)
+
+    def receive_datagrams(self, batch: list[tuple[bytes, Any]], now: float) -> None:
+        rest = self._unusable(batch, now) if self.n > 0 else batch
+        if not rest:
+            return
+        many = getattr(self.engine, "receive_datagrams", None)
+        if many is not None:
+            many(rest, now)
+        else:
+            for d, a in rest:
+                self.engine.receive_datagram(d, a, now)
+
+
 def _safe_name(name: str | None, oid: int) -> str:
     from tesla.run_alc import safe_name
 
@@ -259,11 +329,15 @@ def run_receive(args: argparse.Namespace) -> int:
         node_id=args.node_id or 2,
         silent=getattr(args, "silent", False),
         nack_suppression=not getattr(args, "no_suppress", False),
+        join_policy=getattr(args, "join_policy", "current"),
     )
     rx: Any = NormReceiver(cfg)
     from tesla.wiring import add_endpoints, tesla_line, tesla_summary, wrap_receiver
 
+    norm_rx = rx
     rx = wrap_receiver(rx, args, "norm")  # TESLA unless --no-auth
+    if getattr(args, "drop_first", 0) > 0:
+        rx = ColdStart(rx, norm_rx, args.drop_first, authenticated=rx is not norm_rx)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     files: list[dict[str, Any]] = []
