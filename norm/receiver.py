@@ -226,6 +226,11 @@ class _Object:
     stream_pending: dict[int, tuple[bytes, int]] = field(default_factory=dict)
     stream_pending_bytes: int = 0
     stream_end: int | None = None
+    # join policy "stream": delivery waits for the first segment of block stream_start
+    # (the oldest the sender holds); stream_block_off: block -> offset of its segment 0
+    stream_hold: bool = False
+    stream_start: int = 0
+    stream_block_off: dict[int, int] = field(default_factory=dict)
     finished: bool = False
 
     @property
@@ -947,6 +952,10 @@ class NormReceiver:
             return
         if o.stream_low < 0:
             o.stream_low = sbn
+            if self.config.join_policy == "stream" and sbn > 0:
+                # joined mid-stream: repair from the beginning of what the sender still
+                # buffers (it squelches blocks it dropped), deliver from there
+                o.stream_low, o.stream_start, o.stream_hold = 0, 0, True
         if sbn < o.stream_low:
             count(self.stats, "rx.duplicate")
             return
@@ -957,6 +966,7 @@ class NormReceiver:
             for old_sbn in [b for b in o.blocks if b < new_low]:
                 self._free_block(o, o.blocks.pop(old_sbn))
             o.stream_low = new_low
+            o.stream_start = max(o.stream_start, new_low)
         blk = o.blocks.get(sbn)
         if blk is None:
             blk = o.blocks[sbn] = _Block(k)
@@ -979,7 +989,7 @@ class NormReceiver:
             blk.source[esi] = msg.payload
             o.nbytes += len(msg.payload)
             self._bytes += len(msg.payload)
-            self._stream_segment(s, o, msg.payload)
+            self._stream_segment(s, o, msg.payload, (sbn, esi))
         else:
             blk.parity[esi] = msg.payload
             o.nbytes += len(msg.payload)
@@ -1004,7 +1014,7 @@ class NormReceiver:
                 count(self.stats, "drop.fec_decode")
                 return
             for i in missing:
-                self._stream_segment(s, o, out[i])
+                self._stream_segment(s, o, out[i], (sbn, i))
             count(self.stats, "rx.fec_blocks_decoded")
         blk.done = True
         self._free_block(o, blk)
@@ -1012,17 +1022,23 @@ class NormReceiver:
             del o.blocks[o.stream_low]
             o.stream_low += 1
 
-    def _stream_segment(self, s: _Sender, o: _Object, sym: bytes) -> None:
+    def _stream_segment(
+        self, s: _Sender, o: _Object, sym: bytes, pos: tuple[int, int] | None = None
+    ) -> None:
         try:
             hdr, data = M.StreamHeader.decode(sym)
         except DecodeError:
             count(self.stats, "drop.bad_stream_header")
             return
         off = hdr.payload_offset
-        if o.stream_next is None:
+        if o.stream_hold:
+            if pos is not None and pos[1] == 0 and pos[0] >= o.stream_start:
+                if len(o.stream_block_off) < self.config.stream_max_blocks:
+                    o.stream_block_off[pos[0]] = off
+            self._stream_release(o)
+        elif o.stream_next is None:
             o.stream_next = off
-        rel = (off - o.stream_next) & 0xFFFFFFFF
-        if rel >= 0x80000000:
+        if o.stream_next is not None and (off - o.stream_next) & 0xFFFFFFFF >= 0x80000000:
             return  # already delivered
         if hdr.payload_len == 0:
             if hdr.payload_msg_start == M.STREAM_END:
@@ -1035,6 +1051,15 @@ class NormReceiver:
             return
         o.stream_pending[off] = (data, hdr.payload_msg_start)
         o.stream_pending_bytes += len(data)
+
+    def _stream_release(self, o: _Object) -> None:
+        """Join policy "stream": start delivery once block ``stream_start``'s first
+        segment is known."""
+        off = o.stream_block_off.get(o.stream_start)
+        if off is not None:
+            o.stream_hold = False
+            o.stream_next = off
+            o.stream_block_off.clear()
 
     def _stream_deliver(self, s: _Sender, o: _Object) -> None:
         while o.stream_next is not None:
@@ -1163,6 +1188,12 @@ class NormReceiver:
             for sbn in [b for b in o.blocks if b < msg.sbn]:
                 self._free_block(o, o.blocks.pop(sbn))
             o.stream_low = msg.sbn
+            if o.stream_hold and o.stream_start < msg.sbn:
+                o.stream_start = msg.sbn  # the oldest block the sender still holds
+                for b in [b for b in o.stream_block_off if b < msg.sbn]:
+                    del o.stream_block_off[b]
+                self._stream_release(o)
+                self._stream_deliver(s, o)
         for oid in msg.invalid_objects:
             ordinal = self._ordinal(s, oid)
             o = s.objects.get(ordinal)
