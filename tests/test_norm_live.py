@@ -208,3 +208,21 @@ def test_late_join(tmp_path: Path, policy: str) -> None:
         assert (tmp_path / "out0" / "big.bin").read_bytes() == files[0].read_bytes()
         assert summ["stats"]["rx.sync_all"] == 1
         assert rc == 0, err
+
+
+def test_demo_norm_repairs_injected_loss_with_nacks(capsys: pytest.CaptureFixture[str]) -> None:
+    """``tesla-mcast demo --protocol norm`` (authenticated by default): injected loss is
+    repaired by NACKs, the summary counts them."""
+    from tesla.cli import main
+
+    rc = main(
+        ["demo", "--protocol", "norm", "--files", "2", "--size", "300000", "--loss", "0.1",
+         "--json"]
+    )  # fmt: skip
+    out = capsys.readouterr()
+    assert rc == 0, out.err
+    summ = json.loads(out.out)
+    assert summ["files_ok"] == summ["files"] == 2
+    assert summ["nacks_sent"] >= 1 and summ["repairs_sent"] >= 1
+    assert summ["tesla"]["accepted"] > 0
+    assert "NACKs sent" in out.err and "repairs sent" in out.err
