@@ -148,6 +148,7 @@ class AuthenticatedReceiver:
         self._norm = tesla_receiver.protocol == PROTO_NORM
         self._release_delay_set = False
         self._presence = getattr(engine, "presence_hint", None) if self._norm else None
+        self._engine_any: Any = engine  # NormReceiver.presence_wanted (when _presence)
         hint = getattr(engine, "congestion_control_hint", None)
         if cc_preauth and self._norm and hint is not None:
             tesla_receiver.cc_hint = hint
@@ -161,7 +162,7 @@ class AuthenticatedReceiver:
             self.engine.receive_datagram(data, addr, now)  # receiver feedback: no TESLA tag
             return
         t = self.tesla
-        if self._presence is not None and self.engine.presence_wanted:
+        if self._presence is not None and self._engine_any.presence_wanted:
             self._presence(data, now)
         t.receive(data, now, addr)
         if t.has_authenticated:
@@ -183,7 +184,7 @@ class AuthenticatedReceiver:
             if not rest:
                 return
             batch = rest
-            if self._presence is not None and self.engine.presence_wanted:
+            if self._presence is not None and self._engine_any.presence_wanted:
                 # NORM join policy: what we received before authenticating it counts as
                 # presence (a cold start's unsafe drops), see NormReceiver.presence_hint
                 for item in batch:
