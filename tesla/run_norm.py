@@ -3,7 +3,8 @@
 Options on top of the ALC ones (added through ``tesla.cli.OPTION_HOOKS`` by
 :func:`add_options`): ``--node-id``, ``--segment``, ``--block``, ``--parity``,
 ``--auto-parity``, ``--ack NODE,...``, ``--cc on|off``, ``--fec-id``, ``--grtt``,
-``--no-suppress`` (receiver testing aid).  The ALC ``--rate`` (bits/s), ``--group``, ``--iface``,
+``--no-suppress`` (receiver testing aid), ``--join-policy current|stream|all`` and
+``--drop-first N`` (receiver, cold-start testing aid).  The ALC ``--rate`` (bits/s), ``--group``, ``--iface``,
 ``--ttl``, ``--pcap``, ``--out``, ``--from-pcap``, ``--loss``, ``--timeout``,
 ``--idle-timeout``, ``--json`` keep their meaning.  ``--fec`` / ``--symbol-length`` /
 ``--block-length`` are ALC options; NORM uses ``--fec-id`` / ``--segment`` / ``--block``.

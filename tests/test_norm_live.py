@@ -146,7 +146,11 @@ def test_three_files_under_receive_loss(tmp_path: Path, loss: float, auth: bool)
     tx, res = _session(tmp_path, files, auth=auth, loss=loss)
     assert tx.returncode == 0, tx.stderr
     _check(files, tmp_path, res)
-    assert res[0][1]["stats"]["nack.sent"] >= 1  # repaired by NACKs, not by luck
+    st = res[0][1]["stats"]
+    assert st["nack.sent"] >= 1  # repaired by NACKs, not by luck
+    # the EOT reached the engine: authenticated, its key was disclosed after the last data
+    # (silent-period disclosures), within the sender's lifetime
+    assert st["rx.sender_eot"] == 1
 
 
 @pytest.mark.slow
