@@ -500,12 +500,18 @@ class NormReceiver:
         if s is not None and s.instance_id == inst and s.synced:
             return
         if data[0] & 0x0F == M.NORM_DATA and not flags & M.FLAG_STREAM:
-            try:
-                msg = M.decode(data, self.config.fec2_m)
-            except DecodeError:
-                return
-            if not isinstance(msg, M.NormData) or msg.sbn != 0:
-                return
+            fec_id = data[13]
+            if fec_id in (5, 129) and len(data) >= 20:  # FEC Payload ID at 16 (RFC 5510/5740)
+                w = _U32.unpack_from(data, 16)[0]
+                if (w >> 8 if fec_id == 5 else w) != 0:
+                    return
+            else:
+                try:
+                    msg = M.decode(data, self.config.fec2_m)
+                except DecodeError:
+                    return
+                if not isinstance(msg, M.NormData) or msg.sbn != 0:
+                    return
         key = (src, inst)
         old = self._presence.get(key)
         if old is None:
