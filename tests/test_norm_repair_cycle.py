@@ -282,3 +282,30 @@ def test_late_join_stream_policy() -> None:
     got, whole, rx = _late_stream("stream", 5)
     assert whole.endswith(got) and 0 < len(got) < len(whole)
     assert rx.stats["rx.squelch"] >= 1
+
+
+def test_presence_hint_bounds_and_filters() -> None:
+    """Only the start of an object counts (NORM_INFO, block-0 NORM_DATA), never a repair,
+    our own node id, a later block or garbage; at most ``max_presence`` senders."""
+    snd = NormSender(NormSenderConfig(node_id=1, rate=1e9, grtt=0.01, block_size=4, seed=1))
+    snd.enqueue_data(bytes(20_000), info=b"x")
+    pkts = [p for k in range(50) for p, _ in snd.datagrams_to_send(1_700_000_000.0 + k * 0.01)]
+    rx = NormReceiver(ReceiverConfig(node_id=2, max_presence=2))
+    later = [p for p in pkts if p[0] & 15 == 2 and int.from_bytes(p[16:19], "big") > 0]
+    assert later
+    for p in later:  # blocks > 0 only
+        rx.presence_hint(p, 0.0)
+    rx.presence_hint(b"\xff" * 40, 0.0)  # garbage
+    assert rx._presence == {}
+    data0 = next(p for p in pkts if p[0] & 15 == 2)
+    rep = bytearray(data0)
+    rep[12] |= 0x01  # flags: NORM_FLAG_REPAIR
+    rx.presence_hint(bytes(rep), 0.0)
+    assert rx._presence == {}
+    rx.presence_hint(data0, 0.0)
+    assert rx._presence == {(1, snd.instance_id): 0}
+    for src in (7, 8, 9):  # forged senders: bounded
+        forged = bytearray(data0)
+        forged[4:8] = src.to_bytes(4, "big")
+        rx.presence_hint(bytes(forged), 0.0)
+    assert len(rx._presence) == 2 and rx.stats["drop.presence_full"] == 2
