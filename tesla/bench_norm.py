@@ -2,7 +2,8 @@
 
 Issue 6 asks for "end-to-end authenticated file transfer rates on loopback for ALC and
 NORM beside flute-alc and NRL NORM moving the same files unauthenticated", target
-"authenticated NORM >= 0.5x NRL NORM's", ratio measured in one run.  ALC is in
+"authenticated NORM >= 0.5x NRL NORM's" (raised to 1.5x by issue 11), ratio measured in
+one run.  ALC is in
 :func:`tesla.benchcmd.end_to_end`; this module does NORM::
 
     python -c "from tesla.bench_norm import norm_end_to_end; norm_end_to_end(print, False)"
@@ -450,7 +451,7 @@ def norm_end_to_end(
     if "auth" in res and "nrl" in res:
         out(
             f"  ratio authenticated NORM / NRL NORM (best rate) unauthenticated: "
-            f"{res['nrl'] / res['auth']:.2f}x (target >= 0.5x)"
+            f"{res['nrl'] / res['auth']:.2f}x (target >= 1.5x, issue 11)"
         )
     if "auth" in res and "plain" in res:
         out(f"  ratio authenticated / our plain NORM: {res['plain'] / res['auth']:.2f}x")
