@@ -156,6 +156,24 @@ class ReceiverConfig:
     silent: bool = False  # never NACK (EMCON)
     cc_feedback: bool = True  # answer NORM_CMD(CC)+EXT_RATE with NORM_ACK(CC)
     default_segment_size: int = 1400  # NACK size bound before any FTI was seen
+    # Extra delay before the sender's messages reach this engine, on top of the network
+    # (behind TESLA: data of interval i is released when K_i is disclosed, up to
+    # (d+1)*T_int later).  Added to the NACK holdoff, so a receiver does not ask again for
+    # repairs that are sent but still waiting for their key (docs/tesla-choices.md).
+    release_delay: float = 0.0
+    # Join policy (RFC 5740 §5.2), the object a new sender's state starts at:
+    # "current": objects that begin while we listen: sync on a non-repair NORM_INFO, a
+    #   block-0 NORM_DATA or stream data (the RFC's recommended "blocks >= the first
+    #   non-repair message received", at object granularity: a FILE/DATA object joined
+    #   mid-way can never complete, so it is skipped); and an object we were present for
+    #   from its start even if those first messages were lost to us (see presence_hint)
+    # "stream": as current, and a stream joined mid-way is repaired from the oldest block
+    #   the sender still buffers (NRL's NORM_SYNC_STREAM)
+    # "all": every object the sender still holds: sync on any non-repair message and ask
+    #   for the ``join_history`` objects before it (the sender squelches those it dropped)
+    join_policy: str = "current"
+    join_history: int = 128
+    max_presence: int = 64  # presence hints kept (senders not yet synchronized)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -208,6 +226,11 @@ class _Object:
     stream_pending: dict[int, tuple[bytes, int]] = field(default_factory=dict)
     stream_pending_bytes: int = 0
     stream_end: int | None = None
+    # join policy "stream": delivery waits for the first segment of block stream_start
+    # (the oldest the sender holds); stream_block_off: block -> offset of its segment 0
+    stream_hold: bool = False
+    stream_start: int = 0
+    stream_block_off: dict[int, int] = field(default_factory=dict)
     finished: bool = False
 
     @property
@@ -245,9 +268,12 @@ class _Sender:
     objects: dict[int, _Object] = field(default_factory=dict)  # by ordinal
     done: set[int] = field(default_factory=set)  # finished/aborted ordinals >= sync_ord
     pos: tuple[int, int, int] = (-1, -1, -1)  # sender transmit position (ord, sbn, esi)
+    pos_inclusive: bool = False  # pos came from a FLUSH: everything through it was sent
     # NACK state
     nack_state: str = "idle"  # idle | backoff | holdoff
     nack_deadline: float = 0.0
+    nack_start: float = 0.0  # when the backoff / holdoff began
+    nack_frac: float = 0.0  # backoff drawn as a fraction of K*GRTT (rescaled with GRTT)
     cycle_pos: tuple[int, int, int] = (-1, -1, -1)
     cycle_inclusive: bool = False
     heard_objects: set[int] = field(default_factory=set)
@@ -301,6 +327,11 @@ class NormReceiver(BatchEntry):
         self._out: list[tuple[bytes, Address | None]] = []
         self._bytes = 0
         self._cc_preauth = False  # congestion_control_hint in use (see there)
+        if self.config.join_policy not in ("current", "stream", "all"):
+            raise ValueError(f"unknown join policy {self.config.join_policy!r}")
+        # (source_id, instance_id) -> earliest object id whose start (non-repair NORM_INFO
+        # or block-0 NORM_DATA) we received before we could use it (presence_hint)
+        self._presence: dict[tuple[int, int], int] = {}
 
     # ------------------------------------------------------------------ Engine API
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
@@ -444,6 +475,54 @@ class NormReceiver(BatchEntry):
             return
         self._on_cc(s, msg, now, hint=True)
 
+    @property
+    def presence_wanted(self) -> bool:
+        """True while some sender is unknown or not synchronized: an authentication layer
+        then passes every datagram to :meth:`presence_hint` before verifying it."""
+        return not self.senders or not all(s.synced for s in self.senders.values())
+
+    def presence_hint(self, data: bytes, now: float) -> None:
+        """A datagram we received but may never get to use (before authentication: it
+        can still be dropped as unsafe, e.g. at a cold start).  If it is the start of an
+        object (non-repair NORM_INFO or block-0 NORM_DATA) of a sender we are not
+        synchronized to, we were present from that object's start: the join policy syncs
+        to it when the sender's first usable message arrives, and the lost start is
+        NACKed (RFC 5740 §5.2: a receiver "joining" at the first message received).
+        Nothing else is changed; a forged hint can only make us ask the sender for more
+        of its own objects (a bounded NACK, squelched by the sender if unknown).  At most
+        ``max_presence`` senders are tracked."""
+        if len(data) < 20 or data[0] & 0x0F not in (M.NORM_INFO, M.NORM_DATA):
+            return
+        _, _, _, src, inst, _, _, flags, _, oid = _OBJ.unpack_from(data, 0)
+        if flags & M.FLAG_REPAIR or src == self.config.node_id:
+            return
+        s = self.senders.get(src)
+        if s is not None and s.instance_id == inst and s.synced:
+            return
+        if data[0] & 0x0F == M.NORM_DATA and not flags & M.FLAG_STREAM:
+            fec_id = data[13]
+            if fec_id in (5, 129) and len(data) >= 20:  # FEC Payload ID at 16 (RFC 5510/5740)
+                w = _U32.unpack_from(data, 16)[0]
+                if (w >> 8 if fec_id == 5 else w) != 0:
+                    return
+            else:
+                try:
+                    msg = M.decode(data, self.config.fec2_m)
+                except DecodeError:
+                    return
+                if not isinstance(msg, M.NormData) or msg.sbn != 0:
+                    return
+        key = (src, inst)
+        old = self._presence.get(key)
+        if old is None:
+            if len(self._presence) >= self.config.max_presence:
+                count(self.stats, "drop.presence_full")
+                return
+            self._presence[key] = oid
+            count(self.stats, "rx.presence_hint")
+        elif _diff16(oid, old) < 0:
+            self._presence[key] = oid
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         self.handle_timer(now)
         out, self._out = self._out, []
@@ -502,6 +581,8 @@ class NormReceiver(BatchEntry):
         if grtt != s.grtt_q:
             s.grtt = unquantize_rtt(grtt)
             s.grtt_q = grtt
+            if s.nack_state != "idle":
+                self._rescale_nack_timer(s, backoff)
         s.backoff = backoff
         if gsize != s.gsize_q:
             s.gsize = unquantize_gsize(gsize)
@@ -552,11 +633,12 @@ class NormReceiver(BatchEntry):
     ) -> _Object | None:
         ordinal = self._ordinal(s, oid)
         if not s.synced:
-            if not sync_ok or is_repairish:
+            start = None if is_repairish else self._sync_start(s, ordinal, sync_ok)
+            if start is None:
                 count(self.stats, "drop.not_synced")
                 return None
             s.synced = True
-            s.sync_ord = s.max_ord = ordinal
+            s.sync_ord, s.max_ord = start, ordinal
         if ordinal < s.sync_ord:
             count(self.stats, "drop.old_object")
             return None
@@ -586,6 +668,23 @@ class NormReceiver(BatchEntry):
             count(self.stats, "drop.object_type_mismatch")  # STREAM bit is fixed per object
             return None
         return o
+
+    def _sync_start(self, s: _Sender, ordinal: int, sync_ok: bool) -> int | None:
+        """First object ordinal of interest when a non-repair message of object
+        ``ordinal`` arrives from a sender we are not synchronized to (join policy, see
+        :class:`ReceiverConfig`); None: not yet."""
+        cfg = self.config
+        if cfg.join_policy == "all":
+            count(self.stats, "rx.sync_all")
+            return ordinal - max(0, min(cfg.join_history, cfg.max_pending_objects // 2))
+        hint = self._presence.pop((s.source_id, s.instance_id), None)
+        if hint is not None:
+            h = ordinal + _diff16(hint, ordinal & 0xFFFF)
+            if ordinal - cfg.max_pending_objects // 2 < h <= ordinal:
+                if h < ordinal or not sync_ok:
+                    count(self.stats, "rx.sync_presence")  # the start we could not use
+                return h
+        return ordinal if sync_ok else None
 
     def _enforce_pending(self, s: _Sender) -> None:
         assert s.max_ord is not None
@@ -859,6 +958,10 @@ class NormReceiver(BatchEntry):
             return
         if o.stream_low < 0:
             o.stream_low = sbn
+            if self.config.join_policy == "stream" and sbn > 0:
+                # joined mid-stream: repair from the beginning of what the sender still
+                # buffers (it squelches blocks it dropped), deliver from there
+                o.stream_low, o.stream_start, o.stream_hold = 0, 0, True
         if sbn < o.stream_low:
             count(self.stats, "rx.duplicate")
             return
@@ -869,6 +972,7 @@ class NormReceiver(BatchEntry):
             for old_sbn in [b for b in o.blocks if b < new_low]:
                 self._free_block(o, o.blocks.pop(old_sbn))
             o.stream_low = new_low
+            o.stream_start = max(o.stream_start, new_low)
         blk = o.blocks.get(sbn)
         if blk is None:
             blk = o.blocks[sbn] = _Block(k)
@@ -891,7 +995,7 @@ class NormReceiver(BatchEntry):
             blk.source[esi] = msg.payload
             o.nbytes += len(msg.payload)
             self._bytes += len(msg.payload)
-            self._stream_segment(s, o, msg.payload)
+            self._stream_segment(s, o, msg.payload, (sbn, esi))
         else:
             blk.parity[esi] = msg.payload
             o.nbytes += len(msg.payload)
@@ -916,7 +1020,7 @@ class NormReceiver(BatchEntry):
                 count(self.stats, "drop.fec_decode")
                 return
             for i in missing:
-                self._stream_segment(s, o, out[i])
+                self._stream_segment(s, o, out[i], (sbn, i))
             count(self.stats, "rx.fec_blocks_decoded")
         blk.done = True
         self._free_block(o, blk)
@@ -924,17 +1028,23 @@ class NormReceiver(BatchEntry):
             del o.blocks[o.stream_low]
             o.stream_low += 1
 
-    def _stream_segment(self, s: _Sender, o: _Object, sym: bytes) -> None:
+    def _stream_segment(
+        self, s: _Sender, o: _Object, sym: bytes, pos: tuple[int, int] | None = None
+    ) -> None:
         try:
             hdr, data = M.StreamHeader.decode(sym)
         except DecodeError:
             count(self.stats, "drop.bad_stream_header")
             return
         off = hdr.payload_offset
-        if o.stream_next is None:
+        if o.stream_hold:
+            if pos is not None and pos[1] == 0 and pos[0] >= o.stream_start:
+                if len(o.stream_block_off) < self.config.stream_max_blocks:
+                    o.stream_block_off[pos[0]] = off
+            self._stream_release(o)
+        elif o.stream_next is None:
             o.stream_next = off
-        rel = (off - o.stream_next) & 0xFFFFFFFF
-        if rel >= 0x80000000:
+        if o.stream_next is not None and (off - o.stream_next) & 0xFFFFFFFF >= 0x80000000:
             return  # already delivered
         if hdr.payload_len == 0:
             if hdr.payload_msg_start == M.STREAM_END:
@@ -947,6 +1057,15 @@ class NormReceiver(BatchEntry):
             return
         o.stream_pending[off] = (data, hdr.payload_msg_start)
         o.stream_pending_bytes += len(data)
+
+    def _stream_release(self, o: _Object) -> None:
+        """Join policy "stream": start delivery once block ``stream_start``'s first
+        segment is known."""
+        off = o.stream_block_off.get(o.stream_start)
+        if off is not None:
+            o.stream_hold = False
+            o.stream_next = off
+            o.stream_block_off.clear()
 
     def _stream_deliver(self, s: _Sender, o: _Object) -> None:
         while o.stream_next is not None:
@@ -988,8 +1107,8 @@ class NormReceiver(BatchEntry):
             s.max_ord = ordinal
             self._enforce_pending(s)
         pos = (ordinal, msg.sbn, msg.esi)
-        if pos > s.pos:
-            s.pos = pos
+        if pos >= s.pos:
+            s.pos, s.pos_inclusive = pos, True
         # positions before the sync point need nothing (delivered or given up)
         needs = self._needs(s, pos, inclusive=True) if ordinal >= s.sync_ord else []
         if needs:
@@ -1075,6 +1194,12 @@ class NormReceiver(BatchEntry):
             for sbn in [b for b in o.blocks if b < msg.sbn]:
                 self._free_block(o, o.blocks.pop(sbn))
             o.stream_low = msg.sbn
+            if o.stream_hold and o.stream_start < msg.sbn:
+                o.stream_start = msg.sbn  # the oldest block the sender still holds
+                for b in [b for b in o.stream_block_off if b < msg.sbn]:
+                    del o.stream_block_off[b]
+                self._stream_release(o)
+                self._stream_deliver(s, o)
         for oid in msg.invalid_objects:
             ordinal = self._ordinal(s, oid)
             o = s.objects.get(ordinal)
@@ -1088,7 +1213,7 @@ class NormReceiver(BatchEntry):
         old = s.pos
         if pos <= old:
             return
-        s.pos = pos
+        s.pos, s.pos_inclusive = pos, False
         if old[0] >= 0 and (pos[0] != old[0] or pos[1] != old[1]):
             # block or object boundary: an initiation point (§5.3)
             if s.nack_state == "idle" and self._needs(s, pos, inclusive=False):
@@ -1296,6 +1421,8 @@ class NormReceiver(BatchEntry):
             return
         k, grtt = s.backoff, s.grtt
         t = random_backoff(k * grtt, s.gsize, self.rng)
+        s.nack_start = now
+        s.nack_frac = t / (k * grtt) if k * grtt > 0 else 0.0
         s.cycle_pos, s.cycle_inclusive = pos, inclusive
         s.heard_objects.clear()
         s.heard_info.clear()
@@ -1305,9 +1432,24 @@ class NormReceiver(BatchEntry):
         count(self.stats, "nack.cycles")
         if self.config.ssm and t > (k - 1) * grtt:
             count(self.stats, "nack.suppressed_ssm")
-            s.nack_state, s.nack_deadline = "holdoff", now + (k + 2) * grtt
+            s.nack_state, s.nack_deadline = "holdoff", now + self._holdoff(s)
             return
         s.nack_state, s.nack_deadline = "backoff", now + t
+
+    def _holdoff(self, s: _Sender) -> float:
+        """T_rcvrHoldoff = (K+2)*GRTT (RFC 5740 §5.3), plus the release delay of an
+        authentication layer (the repairs reach us that much later)."""
+        return (s.backoff + 2) * s.grtt + self.config.release_delay
+
+    def _rescale_nack_timer(self, s: _Sender, k: int) -> None:
+        """The advertised GRTT changed during a backoff or holdoff: rescale the timer
+        (RFC 5740 §5.3 asks this for T_inactivity; the sender's repair aggregation and
+        flush follow its current GRTT, so a holdoff timed with a stale, larger GRTT
+        outlasts the whole flush and ends the session in holdoff)."""
+        if s.nack_state == "backoff":
+            s.nack_deadline = s.nack_start + s.nack_frac * k * s.grtt
+        else:
+            s.nack_deadline = s.nack_start + (k + 2) * s.grtt + self.config.release_delay
 
     def _covered(self, s: _Sender, n: _Need) -> bool:
         if n.ordinal in s.heard_objects:
@@ -1335,14 +1477,21 @@ class NormReceiver(BatchEntry):
 
     def _backoff_expired(self, s: _Sender, now: float) -> None:
         needs = self._needs(s, s.cycle_pos, s.cycle_inclusive)
-        grtt, k = s.grtt, s.backoff
-        s.nack_state, s.nack_deadline = "holdoff", now + (k + 2) * grtt
+        s.nack_state, s.nack_start = "holdoff", now
+        s.nack_deadline = now + self._holdoff(s)
         if not needs:
             count(self.stats, "nack.nothing_needed")
             return
+        # suppression: our needs up to the position at initiation (condition 2)
         if self.config.nack_suppression and all(self._covered(s, n) for n in needs):
             count(self.stats, "nack.suppressed")
             return
+        # content: "up through the coding block prior to the most recently heard ordinal
+        # transmission position" (RFC 5740 §5.3), not only up to the initiation point: a
+        # cycle started at the first block boundary would otherwise ask for that block
+        # alone while the rest of the transfer went by during the backoff
+        if s.pos > s.cycle_pos:
+            needs = self._needs(s, s.pos, s.pos_inclusive) or needs
         self._send_nack(s, needs, now)
 
     def _send_nack(self, s: _Sender, needs: list[_Need], now: float) -> None:

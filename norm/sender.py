@@ -158,6 +158,12 @@ class NormSenderConfig:
     set_repair_flags: bool = True  # NORM_FLAG_REPAIR/EXPLICIT on repairs (RFC; NRL never)
     repair_adv: bool = False  # multicast NORM_CMD(REPAIR_ADV) per repair cycle (unicast NACKs)
     eot_repeats: int | None = None  # default robust_factor
+    # The robust_factor NORM_CMD(FLUSH) before EOT span at least this long (spacing
+    # max(2*GRTT, flush_min_time/robust_factor)).  With a GRTT of 1 ms the RFC flush is over
+    # in 40 ms: a receiver process that reads its socket a little late, or that sees our
+    # messages only when their TESLA key is disclosed ((d+1)*T_int later), would get the
+    # EOT before it could NACK.  0 = RFC 5740 timing only.
+    flush_min_time: float = 0.0
     seed: int | None = None
 
 
@@ -572,7 +578,13 @@ class NormSender(BatchEntry):
             ts.append(self._ready_at if self._ready_at is not None else -math.inf)
         if self._flush_remaining and not self._busy():
             ts.append(self._flush_next)
-        if self._eot_remaining:
+        if self._eot_remaining or (
+            self._ending
+            and not self._eot_done
+            and not self._flush_remaining
+            and not self._ack_rounds
+            and not self._busy()
+        ):
             ts.append(self._eot_next)
         for r in self._ack_rounds:
             ts.append(r.next_time)
@@ -999,9 +1011,13 @@ class NormSender(BatchEntry):
 
     def _flush_packet(self, now: float) -> bytes | None:
         self._flush_remaining -= 1
-        self._flush_next = now + 2 * self.grtt
+        spacing = self.cfg.flush_min_time / max(1, self.cfg.robust_factor)
+        self._flush_next = now + max(2 * self.grtt, spacing)
         if self._flush_remaining == 0:
             self._events.append(TxFlushCompleted())
+            # the last FLUSH gets its interval too: a NACK it elicits must still find us
+            # before the EOT
+            self._eot_next = max(self._eot_next, self._flush_next)
         pos = self._last_pos
         if pos is None:
             return None

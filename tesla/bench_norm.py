@@ -2,7 +2,8 @@
 
 Issue 6 asks for "end-to-end authenticated file transfer rates on loopback for ALC and
 NORM beside flute-alc and NRL NORM moving the same files unauthenticated", target
-"authenticated NORM >= 0.5x NRL NORM's", ratio measured in one run.  ALC is in
+"authenticated NORM >= 0.5x NRL NORM's" (raised to 1.5x by issue 11), ratio measured in
+one run.  ALC is in
 :func:`tesla.benchcmd.end_to_end`; this module does NORM::
 
     python -c "from tesla.bench_norm import norm_end_to_end; norm_end_to_end(print, False)"
@@ -132,12 +133,17 @@ def run_ours(
     ts: Any = None
     frx: Any = None
     if auth:  # setup (RSA key, key chain) is not transfer time, as in the ALC line
+        from tesla import mackernel
         from tesla.authenticator import ControlTemplate, TeslaSender
         from tesla.bootstrap_sig import generate_private_key
         from tesla.fastpath import FastTeslaReceiver, Scratch, sign_batch
         from tesla.ntp import posix_to_ntp
         from tesla.params import TeslaParams
 
+        # numba and the compiled MAC loops: loaded before, not measured (as the ALC line);
+        # a first-use compile inside the transfer stalls the first chunk past its safe
+        # window (264 unsafe drops from a fresh process, issue 11)
+        mackernel.warm_up()
         priv = generate_private_key(2048)
         now0 = time.time()
         params = TeslaParams(
@@ -172,7 +178,10 @@ def run_ours(
             )
             t_start += time.perf_counter() - t_setup
         snd.enqueue_data(data, info=b"bench.bin")
-        rxe = NormReceiver(ReceiverConfig(node_id=2), random.Random(1))
+        # behind TESLA the engine sees sender messages up to (d+1)*T_int late
+        rel = (d + 1) * tint_ms / 1000.0 if auth else 0.0
+        rxe = NormReceiver(ReceiverConfig(node_id=2, release_delay=rel), random.Random(1))
+        hint = rxe.presence_hint
         got: list[bytes] = []
         fb_out = 0
 
@@ -190,10 +199,16 @@ def run_ours(
                 deliver([allp[k] for k in sorted(fbs)], now)
                 rest = [p for k, p in enumerate(allp) if k not in fbs]
                 if auth and rest:
+                    if rxe.presence_wanted:  # a cold start's unsafe drops count as presence
+                        for p in rest:
+                            hint(p, now)
                     frx.receive_batch(rest, now)
                 elif rest:
                     deliver(rest, now)
             elif auth:
+                if rxe.presence_wanted:
+                    for p in slab_r.datagrams():
+                        hint(p, now)
                 frx.receive_slab(slab_r)
             else:
                 deliver(slab_r.datagrams(), now)
@@ -436,7 +451,7 @@ def norm_end_to_end(
     if "auth" in res and "nrl" in res:
         out(
             f"  ratio authenticated NORM / NRL NORM (best rate) unauthenticated: "
-            f"{res['nrl'] / res['auth']:.2f}x (target >= 0.5x)"
+            f"{res['nrl'] / res['auth']:.2f}x (target >= 1.5x, issue 11)"
         )
     if "auth" in res and "plain" in res:
         out(f"  ratio authenticated / our plain NORM: {res['plain'] / res['auth']:.2f}x")

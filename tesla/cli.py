@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser(
         "demo", help="loopback multicast sender + receiver transferring generated files"
     )
+    d.add_argument(
+        "--protocol",
+        choices=sorted(RUNNERS),
+        default="alc",
+        help="alc (FLUTE, repair symbols sent ahead) or norm (NACK-based repair)",
+    )
     d.add_argument("--files", type=int, default=3)
     d.add_argument(
         "--size", type=int, default=2_000_000, metavar="BYTES", help="size of the largest file"

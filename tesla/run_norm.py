@@ -3,7 +3,8 @@
 Options on top of the ALC ones (added through ``tesla.cli.OPTION_HOOKS`` by
 :func:`add_options`): ``--node-id``, ``--segment``, ``--block``, ``--parity``,
 ``--auto-parity``, ``--ack NODE,...``, ``--cc on|off``, ``--fec-id``, ``--grtt``,
-``--no-suppress`` (receiver testing aid).  The ALC ``--rate`` (bits/s), ``--group``, ``--iface``,
+``--no-suppress`` (receiver testing aid), ``--join-policy current|stream|all`` and
+``--drop-first N`` (receiver, cold-start testing aid).  The ALC ``--rate`` (bits/s), ``--group``, ``--iface``,
 ``--ttl``, ``--pcap``, ``--out``, ``--from-pcap``, ``--loss``, ``--timeout``,
 ``--idle-timeout``, ``--json`` keep their meaning.  ``--fec`` / ``--symbol-length`` /
 ``--block-length`` are ALC options; NORM uses ``--fec-id`` / ``--segment`` / ``--block``.
@@ -16,10 +17,11 @@ import functools
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from alc.engine import Times
 from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.output import OutputDir, OutputError, ReceivedFiles, plain_relpath
 from tesla.run_alc import (
@@ -123,6 +125,38 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
             help="never suppress NACKs on overheard feedback (testing)",
         )
         g.add_argument("--silent", action="store_true", help="never NACK (EMCON)")
+        g.add_argument(
+            "--join-policy",
+            choices=["current", "stream", "all"],
+            default="current",
+            help="objects a receiver joining a running session asks for (RFC 5740 §5.2): "
+            "current (default, the RFC's recommendation: objects that start while we "
+            "listen, including one whose first datagrams we received unusable), stream "
+            "(as current, a stream from the oldest block the sender holds), all (every "
+            "object the sender still holds)",
+        )
+        g.add_argument(
+            "--drop-first",
+            type=int,
+            default=0,
+            metavar="N",
+            help="testing: the first N sender datagrams arrive unusable (a cold start): "
+            "authenticated, past their safe window (TESLA drops them as unsafe); plain, "
+            "discarded once seen",
+        )
+
+
+#: minimum duration of the sender's flush (the NORM_CMD(FLUSH) repetitions before EOT): a
+#: receiver process reading its socket late must still be able to NACK before the EOT
+#: (RFC 5740 §5.3 likewise bounds T_inactivity below by 1 s); behind TESLA the release
+#: delay (d+1)*T_int is added (docs/tesla-choices.md)
+FLUSH_MIN_TIME = 1.0
+
+
+def release_delay(d: int, tint_ms: int) -> float:
+    """Longest wait of an authenticated NORM message for its key: sent in interval i,
+    it is released when K_i is disclosed in interval i + d, at most (d+1)*T_int later."""
+    return (d + 1) * tint_ms / 1000.0
 
 
 def _rate_bytes(args: argparse.Namespace) -> float:
@@ -161,6 +195,12 @@ def run_send(args: argparse.Namespace) -> int:
         grtt=args.grtt,
         robust_factor=args.robust_factor,
         eot_repeats=3,
+        flush_min_time=FLUSH_MIN_TIME
+        + (
+            0.0
+            if getattr(args, "no_auth", False)
+            else release_delay(getattr(args, "disclosure_delay", 3), getattr(args, "tint", 100))
+        ),
     )
     try:
         sender = NormSender(cfg)
@@ -245,6 +285,50 @@ def object_relpath(info: bytes | None, source_id: int, instance_id: int, object_
     return plain_relpath(text)
 
 
+class ColdStart:
+    """``receive --drop-first N`` (testing aid): the first ``n`` sender datagrams arrive
+    unusable, as at a cold start.  Authenticated: they reach the TESLA layer with an
+    arrival time 10 s late, so the verifier drops them as unsafe (its own path, counted
+    ``tesla.drop.unsafe``).  Plain: the NORM receiver sees them as presence only
+    (:meth:`norm.receiver.NormReceiver.presence_hint`) and they are dropped
+    (``drop.cold_start``).  Receiver feedback (NACK/ACK) is never held back."""
+
+    LATE = 10.0
+
+    def __init__(self, engine: Any, norm_rx: Any, n: int, authenticated: bool) -> None:
+        self.engine, self.norm_rx, self.n, self.auth = engine, norm_rx, n, authenticated
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.engine, name)
+
+    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+        self.receive_datagrams([data], [addr], [now])
+
+    def receive_datagrams(self, datagrams: Sequence[bytes], addrs: Sequence[Any], times: Times) -> None:
+        keep: list[int] = []
+        for k, data in enumerate(datagrams):
+            if self.n > 0 and len(data) > 1 and data[0] & 15 not in (4, 5, 6):
+                self.n -= 1
+                now = float(times[k])
+                if self.auth:
+                    self.engine.receive_datagrams([data], [addrs[k]], [now + self.LATE])
+                else:
+                    if self.norm_rx.presence_wanted:
+                        self.norm_rx.presence_hint(data, now)
+                    st = self.norm_rx.stats
+                    st["drop.cold_start"] = st.get("drop.cold_start", 0) + 1
+                continue
+            keep.append(k)
+        if len(keep) == len(datagrams):
+            self.engine.receive_datagrams(datagrams, addrs, times)
+        elif keep:
+            self.engine.receive_datagrams(
+                [datagrams[k] for k in keep], [addrs[k] for k in keep], [times[k] for k in keep]
+            )
+
+
 def run_receive(args: argparse.Namespace) -> int:
     from norm.receiver import (
         NormReceiver,
@@ -270,11 +354,15 @@ def run_receive(args: argparse.Namespace) -> int:
         node_id=args.node_id or 2,
         silent=getattr(args, "silent", False),
         nack_suppression=not getattr(args, "no_suppress", False),
+        join_policy=getattr(args, "join_policy", "current"),
     )
     rx: Any = NormReceiver(cfg)
     from tesla.wiring import tesla_line, tesla_summary, wrap_receiver
 
+    norm_rx = rx
     rx = wrap_receiver(rx, args, "norm")  # TESLA unless --no-auth
+    if getattr(args, "drop_first", 0) > 0:
+        rx = ColdStart(rx, norm_rx, args.drop_first, authenticated=rx is not norm_rx)
     sock = None if args.from_pcap else open_receive_socket(group, args.iface, args.source)
     if sock is None and not args.from_pcap:
         return 2

@@ -147,6 +147,9 @@ class AuthenticatedReceiver(BatchEntry):
         self.sync_retry = sync_retry
         self._next_sync: float | None = None
         self._norm = tesla_receiver.protocol == PROTO_NORM
+        self._release_delay_set = False
+        self._presence = getattr(engine, "presence_hint", None) if self._norm else None
+        self._engine_any: Any = engine  # NormReceiver.presence_wanted (when _presence)
         hint = getattr(engine, "congestion_control_hint", None)
         if cc_preauth and self._norm and hint is not None:
             tesla_receiver.cc_hint = hint
@@ -156,13 +159,7 @@ class AuthenticatedReceiver(BatchEntry):
         return _merged(self.engine.stats, self.tesla.stats)
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
-        if self._norm and len(data) > 1 and data[0] & 15 in _NORM_FEEDBACK_TYPES:
-            self.engine.receive_datagram(data, addr, now)  # receiver feedback: no TESLA tag
-            return
-        t = self.tesla
-        t.receive(data, now, addr)
-        if t.has_authenticated:
-            self._release(now)
+        self.receive_datagrams([data], [addr], [now])
 
     def receive_datagrams(
         self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
@@ -186,11 +183,24 @@ class AuthenticatedReceiver(BatchEntry):
                 datagrams = [datagrams[k] for k in keep]
                 addrs = [addrs[k] for k in keep]
                 times = [times[k] for k in keep]
+            if self._presence is not None and self._engine_any.presence_wanted:
+                # NORM join policy: what we received before authenticating it counts as
+                # presence (a cold start's unsafe drops), see NormReceiver.presence_hint
+                for k, d in enumerate(datagrams):
+                    self._presence(d, float(times[k]))
         self.tesla.receive_batch(datagrams, times, addrs)
         if self.tesla.has_authenticated:
             self._release(float(times[-1]))
 
     def _release(self, now: float) -> None:
+        if self._norm and not self._release_delay_set and self.tesla.params is not None:
+            # NORM: the engine sees sender messages up to (d+1)*T_int late (its NACK
+            # holdoff covers that, docs/tesla-choices.md "TESLA-aware NORM timing")
+            self._release_delay_set = True
+            p = self.tesla.params
+            cfg = getattr(self.engine, "config", None)
+            if cfg is not None and hasattr(cfg, "release_delay"):
+                cfg.release_delay = (p.d + 1) * p.tint_ms / 1000.0
         rx = self.engine.receive_datagram
         pk, meta = self.tesla.pop_authenticated_lists()
         for k in range(len(pk)):

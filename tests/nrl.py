@@ -148,6 +148,11 @@ def _declare(lib: ctypes.CDLL) -> None:
         "NormDataAccessData": (ctypes.c_void_p, [vp]),
         "NormNodeGetId": (u32, [vp]),
         "NormNodeGetGrtt": (d, [vp]),
+        "NormStreamOpen": (vp, [vp, u32, cp, ctypes.c_uint]),
+        "NormStreamWrite": (ctypes.c_uint, [vp, cp, ctypes.c_uint]),
+        "NormStreamFlush": (None, [vp, b, i]),
+        "NormStreamClose": (None, [vp, b]),
+        "NormStreamRead": (b, [vp, cp, ctypes.POINTER(ctypes.c_uint)]),
     }
     for name, (res, args) in sig.items():
         fn = getattr(lib, name)
@@ -294,6 +299,16 @@ class Instance:
         got = lib.NormObjectGetInfo(obj, buf, n + 1)
         return buf.raw[:got]
 
+    def stream_read(self, obj: int) -> bytes:
+        """Everything NormStreamRead has for a receive stream now."""
+        out = bytearray()
+        buf = ctypes.create_string_buffer(65536)
+        while True:
+            n = ctypes.c_uint(65536)
+            if not self.lib.NormStreamRead(obj, buf, ctypes.byref(n)) or n.value == 0:
+                return bytes(out)
+            out += buf.raw[: n.value]
+
     def object_payload(self, obj: int) -> tuple[int, bytes, str | None]:
         lib = self.lib
         otype = lib.NormObjectGetType(obj)
@@ -402,6 +417,22 @@ class Session:
         if not h:
             raise RuntimeError("NormDataEnqueue failed")
         return int(h)
+
+    # ---- streams (NORM_OBJECT_STREAM) ---------------------------------------------------------
+    def stream_open(self, buffer_size: int, info: bytes = b"") -> int:
+        h = self.lib.NormStreamOpen(self.handle, buffer_size, info or None, len(info))
+        if not h:
+            raise RuntimeError("NormStreamOpen failed")
+        return int(h)
+
+    def stream_write(self, stream: int, data: bytes) -> int:
+        """Bytes NRL accepted (fewer than ``len(data)`` when its stream buffer is full)."""
+        return int(self.lib.NormStreamWrite(stream, data, len(data)))
+
+    def stream_close(self, stream: int) -> None:
+        """Flush (end of message, active flush) and close gracefully (NORM_STREAM_END)."""
+        self.lib.NormStreamFlush(stream, True, 2)  # NORM_FLUSH_ACTIVE
+        self.lib.NormStreamClose(stream, True)
 
     def add_acking_node(self, node_id: int) -> None:
         self.lib.NormAddAckingNode(self.handle, node_id)

@@ -1,6 +1,6 @@
 """Live interoperability with NRL NORM (Debian libnorm1) on loopback multicast.
 
-Both directions, files bit-exact, loss injected on both sides:
+Both directions, files and NORM_OBJECT_STREAM bit-exact, loss injected on both sides:
 
 * NRL sender -> our NormReceiver (NRL NormSetTxLoss + our LossInjector on receive);
 * our NormSender -> NRL receiver (NRL NormSetRxLoss + NormSetTxLoss on its NACKs).
@@ -282,3 +282,105 @@ def test_nrl_acks_our_watermark(tmp_path: Path) -> None:
         inst.close()
     assert done and done[0].acked == [2] and not done[0].failed, (done, time.monotonic() - t0)
     assert th.received and th.received[0].data == data
+
+
+# ---------------------------------------------------------------------------- streams
+
+
+def test_nrl_stream_to_our_receiver_with_loss() -> None:
+    """NRL NormStreamOpen/Write/Close -> our receiver (10 % receive loss): the bytes in
+    order, bit-exact, and the graceful close seen as NORM_STREAM_END."""
+    from norm.receiver import StreamData, StreamEnd
+
+    group, port = nrl.random_group(), nrl.random_port()
+    data = os.urandom(2_000_000)
+    rx = NormReceiver(ReceiverConfig(node_id=2))
+    sock = open_socket((group, port), "127.0.0.1", receive=True, ttl=1)
+    drv = Driver()
+    drv.add(rx, sock, (group, port), loss=LossInjector(0.1, seed=3))
+    inst = nrl.Instance()
+    buf = bytearray()
+    ended: list[StreamEnd] = []
+    try:
+        ss = inst.session(group, port, 1)
+        ss.set_loopback_multicast(ttl=1)
+        ss.start_sender(segment=1400, block=64, parity=16, rate_bps=20e6, grtt=0.01)
+        st = ss.stream_open(4 << 20, b"nrl-stream")
+        pos = 0
+
+        def done() -> bool:
+            nonlocal pos
+            while pos < len(data) and (n := ss.stream_write(st, data[pos : pos + 65536])):
+                pos += n
+                if pos >= len(data):
+                    ss.stream_close(st)
+            while inst.next_event(0) is not None:
+                pass
+            while (ev := rx.next_event()) is not None:
+                if isinstance(ev, StreamData):
+                    buf.extend(ev.data)
+                elif isinstance(ev, StreamEnd):
+                    ended.append(ev)
+            return bool(ended)
+
+        assert drv.run(until=done, timeout=60.0), rx.stats
+    finally:
+        sock.close()
+        inst.close()
+    assert bytes(buf) == data
+    assert rx.stats["nack.sent"] >= 1 and rx.stats["rx.streams_ended"] == 1
+
+
+def test_our_stream_to_nrl_receiver_with_loss() -> None:
+    """Our open_stream/stream_write/stream_close -> NRL's receiver (10 % receive loss at
+    NRL): NormStreamRead returns the bytes in order, bit-exact."""
+    import threading
+
+    group, port = nrl.random_group(), nrl.random_port()
+    data = os.urandom(2_000_000)
+    inst = nrl.Instance()
+    got = bytearray()
+    done = threading.Event()
+
+    def pump() -> None:
+        while not done.is_set():
+            ev = inst.next_event(0.05)
+            updated = ("NORM_RX_OBJECT_UPDATED", "NORM_RX_OBJECT_COMPLETED")
+            if ev is not None and ev.object and ev.name in updated:
+                got.extend(inst.stream_read(ev.object))
+                if len(got) >= len(data):
+                    done.set()
+
+    snd = NormSender(NormSenderConfig(node_id=1, rate=2.5e6, grtt=0.01, seed=2))
+    sid = snd.open_stream(info=b"our-stream")
+    sent = 0
+
+    def feed(now: float) -> None:
+        nonlocal sent
+        obj = snd.objects[sid]
+        # stay within the sender's stream buffer (64 blocks) ahead of its transmit position
+        if sent < len(data) and obj.stream_next[0] - obj.sbn < 32:
+            chunk = data[sent : sent + 100_000]
+            snd.stream_write(sid, chunk, eom=True)
+            sent += len(chunk)
+            if sent >= len(data):
+                snd.stream_close(sid)
+
+    th = threading.Thread(target=pump, daemon=True)
+    sock = open_socket((group, port), "127.0.0.1", receive=True, ttl=1)
+    try:
+        rs = inst.session(group, port, 2)
+        rs.set_loopback_multicast(ttl=1)
+        rs.set_rx_loss(10)
+        rs.start_receiver()
+        th.start()
+        drv = Driver()
+        drv.add(snd, sock, (group, port))
+        assert drv.run(until=done.is_set, timeout=60.0, on_tick=feed, tick=0.01), snd.stats
+    finally:
+        done.set()
+        th.join(5)
+        sock.close()
+        inst.close()
+    assert bytes(got) == data
+    assert snd.stats["rx.nack"] >= 1

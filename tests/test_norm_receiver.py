@@ -349,8 +349,13 @@ def test_nack_whole_block_object_and_info() -> None:
     pkts += s.all_source(3)[1:]  # object 2 entirely lost, object 3 loses its NORM_INFO
     t, out = feed(rx, pkts, 50.0)
     out += run_until(rx, t + CYCLE)
-    # the first cycle started at the block boundary inside object 1: block 1 only
-    assert req_summary(nacks(out)[0]) == [(M.NACK_ITEMS, M.NACK_BLOCK, [(1, 1, 0)])]
+    # the first cycle started at the block boundary inside object 1; its NACK goes up
+    # through the most recently heard position (RFC 5740 §5.3), not only to that boundary
+    assert req_summary(nacks(out)[0]) == [
+        (M.NACK_ITEMS, M.NACK_BLOCK, [(1, 1, 0)]),
+        (M.NACK_ITEMS, M.NACK_OBJECT, [(2, 0, 0)]),
+        (M.NACK_ITEMS, M.NACK_INFO, [(3, 0, 0)]),
+    ]
     t, out = feed(rx, [s.flush(3, 2, 3)], t + 1)
     out += run_until(rx, t + CYCLE)
     n = nacks(out)[0]
