@@ -1100,12 +1100,14 @@ class NormReceiver:
                 return
             item = o.stream_pending.pop(nxt, None)
             if item is None:
-                if (
-                    not o.stream_pending
-                    or o.stream_pending_bytes * 2 < self.config.stream_buffer_max
+                seg = o.fti.segment_size + 8 if o.fti is not None else 0
+                if not o.stream_pending or (
+                    o.stream_pending_bytes * 2 < self.config.stream_buffer_max
+                    and self._bytes + seg <= self.config.max_bytes
                 ):
                     return
-                # the hole is not being repaired and the buffer is filling: skip it
+                # the hole is not being repaired and the buffer is filling (this stream's
+                # or max_bytes): skip it
                 count(self.stats, "drop.stream_gap")
                 o.stream_next = min(o.stream_pending, key=lambda off: (off - nxt) & 0xFFFFFFFF)
                 continue
