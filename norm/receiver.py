@@ -40,6 +40,7 @@ Counters: ``rx.*``, ``nack.*``, ``ack.*`` and ``drop.<reason>``.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import struct
@@ -183,26 +184,23 @@ def _diff16(a: int, b: int) -> int:
 
 
 def _add_range(ranges: list[tuple[int, int]], lo: int, hi: int) -> int:
-    """Insert [lo, hi] into sorted disjoint ``ranges`` (merging); returns the change
-    in the number of ranges (0 or 1, or negative after merges)."""
+    """Insert [lo, hi] into sorted disjoint ``ranges`` (merging adjacent/overlapping
+    ones, O(log n) search); returns the change in the number of ranges."""
     before = len(ranges)
-    out: list[tuple[int, int]] = []
-    placed = False
-    for a, b in ranges:
-        if b < lo - 1:
-            out.append((a, b))
-        elif a > hi + 1:
-            if not placed:
-                out.append((lo, hi))
-                placed = True
-            out.append((a, b))
-        else:
-            lo, hi = min(lo, a), max(hi, b)
-    if not placed:
-        out.append((lo, hi))
-    out.sort()
-    ranges[:] = out
+    i = bisect.bisect_left(ranges, (lo, lo))
+    if i > 0 and ranges[i - 1][1] >= lo - 1:
+        i -= 1
+    j = i
+    while j < len(ranges) and ranges[j][0] <= hi + 1:
+        lo, hi = min(lo, ranges[j][0]), max(hi, ranges[j][1])
+        j += 1
+    ranges[i:j] = [(lo, hi)]
     return len(ranges) - before
+
+
+def _in_ranges(ranges: list[tuple[int, int]], x: int) -> bool:
+    i = bisect.bisect_right(ranges, (x, 1 << 62))
+    return i > 0 and ranges[i - 1][1] >= x
 
 
 class _Geometry:
@@ -1521,7 +1519,7 @@ class NormReceiver:
             return False
         if n.kind == "info":
             return n.ordinal in s.heard_info
-        if any(lo <= n.sbn <= hi for lo, hi in s.heard_blocks.get(n.ordinal, ())):
+        if _in_ranges(s.heard_blocks.get(n.ordinal, []), n.sbn):
             return True
         if n.kind == "block":
             return False
@@ -1530,14 +1528,15 @@ class NormReceiver:
         heard = s.heard_segs.get((n.ordinal, n.sbn))
         if not heard:
             return False
-        if all(any(lo <= e <= hi for lo, hi in heard) for e in n.esis):
+        if all(_in_ranges(heard, e) for e in n.esis):
             return True
         # other receivers asked for at least as many symbols we do not hold yet (the
         # ranges are disjoint and clipped to the block's code length)
         o = s.objects.get(n.ordinal)
         blk = o.blocks.get(n.sbn) if o else None
         got = blk.recv if blk else set()
-        wanted = sum(hi - lo + 1 - sum(1 for e in got if lo <= e <= hi) for lo, hi in heard)
+        wanted = sum(hi - lo + 1 for lo, hi in heard)
+        wanted -= sum(1 for e in got if _in_ranges(heard, e))
         return wanted >= n.erasures
 
     def _backoff_expired(self, s: _Sender, now: float) -> None:

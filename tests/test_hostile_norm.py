@@ -398,7 +398,6 @@ def test_unmatched_echo_moves_neither_grtt_nor_cc() -> None:
     seq = max(snd._probe_sent_time)
     grtt0, rate0 = snd.grtt_est.grtt, snd.rate
     ext = M.ExtCC(seq, M.CC_CLR | M.CC_RTT, 0x40, 0, 0x1000)
-    echo = M.sec_usec_to_time if False else None  # noqa: F841 (no such helper needed)
     old = T0 - 50.0
     for i, (sec, usec, cc_seq) in enumerate(
         [(int(old), 0, seq), (int(T0) + 1, 0, (seq + 7) & 0xFFFF), (int(T0) - 1, 0, seq)]
@@ -458,3 +457,42 @@ def test_forged_stale_probes_do_not_reach_the_echo(age: float) -> None:
     assert st.get("cc_hint.stale", 0) + st.get("cc_hint.implausible", 0) == 51
     assert snd.engine.grtt < 0.05
     assert st["tesla.drop.bad_mac"] == 51
+
+
+def test_authenticated_session_forged_feedback() -> None:
+    """Through the TESLA session: receiver feedback carries no tag, so forged NACKs reach
+    the NORM engine.  A forged NACK for the whole object heard every millisecond used to
+    suppress our real NACK for ever (a lost segment was never repaired); a NORM_REPORT is
+    dropped by the session, counted."""
+    from test_cc_preauth import T_START, make_session, run
+
+    blob = random.Random(8).randbytes(200_000)
+    snd, rx = make_session(blob)
+    lost: list[bytes] = []
+    real_send = snd.datagrams_to_send
+
+    def send(now: float) -> list[tuple[bytes, Any]]:
+        out = real_send(now)
+        if not lost:
+            for i, (data, _a) in enumerate(out):
+                if data[0] & 15 == M.NORM_DATA and data[16:20] == bytes([0, 0, 1, 3]):
+                    lost.append(data)  # sbn 1, esi 3: lost once
+                    return out[:i] + out[i + 1 :]
+        return out
+
+    snd.datagrams_to_send = send  # type: ignore[method-assign]
+    oid = 0
+    report = bytes([0x10 | M.NORM_REPORT, 2]) + bytes(6)
+
+    def inject(now: float) -> list[bytes]:
+        if now < T_START + 0.05:
+            return []
+        return [forged_nack(oid, 0, M.NACK_ITEMS, M.NACK_OBJECT, 0, 0, fec=5), report]
+
+    _, got = run(snd, rx, t_end=6.0, inject=inject)
+    st = rx.stats
+    print("session, forged feedback:", {k: v for k, v in st.items() if k.startswith("nack.")})
+    assert lost
+    assert got == [blob]
+    assert st["nack.suppressed"] >= 1 and st["nack.sent"] >= 1
+    assert st["tesla.drop.report"] > 1000
