@@ -85,6 +85,7 @@ CC_ARRIVALS_KEPT = 256  # arrival times of not yet authenticated probes, per sen
 OBJECT_STATE_BYTES = 2048
 BLOCK_STATE_BYTES = 512
 ESI_STATE_BYTES = 32
+SEGMENT_STATE_BYTES = 160  # a held segment: bytes object header, dict slot, tuple
 
 # --------------------------------------------------------------------------- events
 
@@ -882,9 +883,13 @@ class NormReceiver:
             if o.fec_id == 0 or esi >= n_limit or len(payload) > e:
                 count(self.stats, "drop.bad_parity")
                 return
+            cost = len(payload) + SEGMENT_STATE_BYTES
+            if self._bytes + cost > self.config.max_bytes:
+                count(self.stats, "drop.buffer_full")  # the parity only: source still fits
+                return
             blk.parity[esi] = bytes(payload)
-            o.nbytes += len(payload)
-            self._bytes += len(payload)
+            o.nbytes += cost
+            self._bytes += cost
         blk.recv.add(esi)
         o.last_progress = now
         if len(blk.recv) >= k:
@@ -929,6 +934,7 @@ class NormReceiver:
 
     def _free_block(self, o: _Object, blk: _Block) -> None:
         n = sum(len(p) for p in blk.parity.values()) + sum(len(p) for p in blk.source.values())
+        n += SEGMENT_STATE_BYTES * (len(blk.parity) + len(blk.source))
         if o.is_stream:
             o.stream_block_bytes -= n + blk.charged
         n += blk.charged
@@ -997,10 +1003,11 @@ class NormReceiver:
         if esi >= blk.k and (o.fec_id == 0 or esi >= getattr(o.scheme, "n_limit", 0)):
             count(self.stats, "drop.bad_parity")
             return
-        if not self._stream_room(o, sbn, len(msg.payload)):
+        cost = len(msg.payload) + SEGMENT_STATE_BYTES
+        if not self._stream_room(o, sbn, cost):
             return
         blk.recv.add(esi)
-        self._stream_hold(o, len(msg.payload))
+        self._stream_hold(o, cost)
         if esi < blk.k:
             blk.source[esi] = msg.payload
             self._stream_segment(s, o, msg.payload)
@@ -1080,13 +1087,14 @@ class NormReceiver:
         if o.stream_pending_bytes + len(data) > self.config.stream_buffer_max:
             count(self.stats, "drop.stream_buffer_full")
             return
-        if self._bytes + len(data) > self.config.max_bytes:
+        cost = len(data) + SEGMENT_STATE_BYTES
+        if self._bytes + cost > self.config.max_bytes:
             count(self.stats, "drop.buffer_full")  # a hole, skipped by _stream_deliver
             return
         o.stream_pending[off] = (data, hdr.payload_msg_start)
         o.stream_pending_bytes += len(data)
-        o.nbytes += len(data)
-        self._bytes += len(data)
+        o.nbytes += cost
+        self._bytes += cost
 
     def _stream_deliver(self, s: _Sender, o: _Object) -> None:
         while o.stream_next is not None:
@@ -1111,8 +1119,8 @@ class NormReceiver:
                 continue
             data, ms = item
             o.stream_pending_bytes -= len(data)
-            o.nbytes -= len(data)
-            self._bytes -= len(data)
+            o.nbytes -= len(data) + SEGMENT_STATE_BYTES
+            self._bytes -= len(data) + SEGMENT_STATE_BYTES
             self._events.append(StreamData(s.source_id, o.oid, nxt, data, ms))
             count(self.stats, "rx.stream_bytes", len(data))
             o.stream_next = (nxt + len(data)) & 0xFFFFFFFF
