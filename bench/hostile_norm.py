@@ -238,11 +238,96 @@ def scen_sender() -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
     return run, figures
 
 
+def scen_overheard_cap() -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
+    """Worst case of the overheard bound: 1000 forged NACKs of 100 disjoint NACK_BLOCK
+    items each, for an object of 16,000 known blocks (4-byte segments, B = 1)."""
+    snd = NormSender(
+        NormSenderConfig(
+            node_id=1,
+            instance_id=77,
+            segment_size=4,
+            block_size=1,
+            num_parity=4,
+            rate=1e9,
+            seed=1,
+        )
+    )
+    oid = snd.enqueue_data(random.Random(6).randbytes(64_000))
+    eng = NormReceiver(NRC(node_id=10), rng=random.Random(1))
+    for p in drain(snd, T0, T0 + 0.02, 0.001):
+        if p[0] & 15 == M.NORM_DATA and p[16:20] == bytes([0, 0, 1, 0]):
+            continue
+        eng.receive_datagram(p, None, T0 + 0.02)
+    assert eng.senders[1].nack_state == "backoff"
+    pkts = []
+    for n in range(1000):
+        items = [M.RepairItem(5, oid, (2 * (100 * n + j) + 1) % 16000) for j in range(100)]
+        req = M.RepairRequest(M.NACK_ITEMS, M.NACK_BLOCK, items)
+        pkts.append(M.NormNack(0, 99, 1, 77, requests=[req]).encode())
+
+    def run() -> None:
+        for p in pkts:
+            eng.receive_datagram(p, None, T0 + 0.021)
+
+    def figures() -> dict[str, Any]:
+        s = eng.senders[1]
+        return {
+            "packets": len(pkts),
+            "packet_bytes": len(pkts[0]),
+            "ranges_held": s.heard_ranges,
+            "bound_ranges": R.MAX_HEARD_RANGES,
+            "drop.nack_heard_full": eng.stats.get("drop.nack_heard_full", 0),
+        }
+
+    return run, figures
+
+
+def scen_sender_total() -> tuple[Callable[[], None], Callable[[], dict[str, Any]]]:
+    """The sender's total bound: 49 NACKs from 49 receivers, each over every symbol of
+    a different block (2048 each, 100,352 in all)."""
+    snd = NormSender(
+        NormSenderConfig(
+            node_id=1,
+            instance_id=77,
+            segment_size=100,
+            block_size=1024,
+            num_parity=1024,
+            rate=1e9,
+            seed=1,
+        )
+    )
+    oid = snd.enqueue_data(random.Random(7).randbytes(5_000_000))
+    fec, m = snd.fec_id, snd.fec_m
+    pkts = []
+    for i in range(49):
+        a = M.RepairItem(fec, oid, i, 0, m=m)
+        b = M.RepairItem(fec, oid, i, 2047, m=m)
+        req = M.RepairRequest(M.NACK_RANGES, M.NACK_SEGMENT, [a, b])
+        pkts.append(M.NormNack(0, 100 + i, 1, snd.instance_id, requests=[req]).encode())
+
+    def run() -> None:
+        for p in pkts:
+            snd.receive_datagram(p, None, T0)
+
+    def figures() -> dict[str, Any]:
+        held = sum(len(b.esis) for n in snd._agg.values() for b in n.blocks.values())
+        return {
+            "packets": len(pkts),
+            "esis_held": held,
+            "bound_esis": S.MAX_REPAIR_SYMBOLS,
+            "drop.repair_state_full": snd.stats.get("drop.repair_state_full", 0),
+        }
+
+    return run, figures
+
+
 SCENARIOS = {
     "info": scen_info,
     "stream": scen_stream,
     "overheard": scen_overheard,
     "sender": scen_sender,
+    "overheard_cap": scen_overheard_cap,
+    "sender_total": scen_sender_total,
 }
 
 
@@ -264,15 +349,18 @@ def measure(name: str, mode: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    if len(sys.argv) == 3:
-        print(json.dumps(measure(sys.argv[1], sys.argv[2])))
+    if sys.argv[1:2] == ["--child"]:
+        print(json.dumps(measure(sys.argv[2], sys.argv[3])))
         return
     names = sys.argv[1:] or list(SCENARIOS)
     for name in names:
         out: dict[str, Any] = {"scenario": name}
         for mode in ("tracemalloc", "rss"):
             r = subprocess.run(
-                [sys.executable, __file__, name, mode], capture_output=True, text=True, check=True
+                [sys.executable, __file__, "--child", name, mode],
+                capture_output=True,
+                text=True,
+                check=True,
             )
             out.update(json.loads(r.stdout))
         print(json.dumps(out))

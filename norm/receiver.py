@@ -77,6 +77,7 @@ __all__ = [
 MAX_OUT_QUEUE = 1024  # feedback datagrams held for datagrams_to_send
 MAX_NEEDS = 2048  # repair needs evaluated per NACK decision (a NACK holds far fewer)
 MAX_HEARD_RANGES = 4096  # overheard repair ranges kept per sender and NACK cycle
+ENDED_KEPT = 4096  # ended sender instances remembered (late packets are not a new sender)
 CC_ARRIVALS_KEPT = 256  # arrival times of not yet authenticated probes, per sender
 # State an unauthenticated packet can make us hold is charged to ``max_bytes`` (measured
 # with tracemalloc, rounded up; docs/security/norm.md): per object (record, FEC scheme,
@@ -377,7 +378,8 @@ class NormReceiver:
         self.rng = rng if rng is not None else random.Random(0)
         self.stats: dict[str, int] = {}
         self.senders: dict[int, _Sender] = {}
-        self._ended: set[tuple[int, int]] = set()
+        # (source_id, instance_id) of ended senders, oldest forgotten beyond ENDED_KEPT
+        self._ended: dict[tuple[int, int], None] = {}
         self._events: deque[Any] = deque()
         self._out: list[tuple[bytes, Address | None]] = []
         self._bytes = 0
@@ -618,7 +620,9 @@ class NormReceiver:
                 self._abort(s, o, reason)
         self.senders.pop(s.source_id, None)
         if reason != "restart":
-            self._ended.add((s.source_id, s.instance_id))
+            self._ended[(s.source_id, s.instance_id)] = None
+            if len(self._ended) > ENDED_KEPT:
+                del self._ended[next(iter(self._ended))]
         count(self.stats, f"rx.sender_{reason}")
         self._events.append(SenderEnded(s.source_id, s.instance_id, reason))
 

@@ -67,7 +67,7 @@ KIND_STREAM = "stream"
 # Receiver feedback carries no authentication (RFC 5740 §7, RFC 5776 §5.2): bounds on
 # what one NACK/ACK can make us hold (docs/security/norm.md).
 PROBES_REMEMBERED = 64  # send times of our last NORM_CMD(CC), to check feedback echoes
-MAX_NACK_EXPANSION = 16384  # objects + blocks + symbols one NACK may add to repair state
+MAX_NACK_EXPANSION = 8192  # objects + blocks + symbols one NACK may add to repair state
 MAX_REPAIR_SYMBOLS = 1 << 16  # explicit symbols in the aggregated repair state
 MAX_SQUELCH_IDS = 1024  # invalid object ids held for the next NORM_CMD(SQUELCH)
 
