@@ -168,11 +168,11 @@ class ReceiverConfig:
     nack_suppression: bool = True  # False: overheard NACKs/REPAIR_ADV never cancel our NACK
     silent: bool = False  # never NACK (EMCON)
     cc_feedback: bool = True  # answer NORM_CMD(CC)+EXT_RATE with NORM_ACK(CC)
-    default_segment_size: int = 1400  # NACK size bound before any FTI was seen
     # unauthenticated NORM_CMD(CC) (congestion_control_hint): |(arrival - send_time) -
     # reference| above cc_hint_jitter s is implausible; at most one per cc_hint_min_gap s
     cc_hint_jitter: float = 0.05
     cc_hint_min_gap: float = 0.005
+    default_segment_size: int = 1400  # NACK size bound before any FTI was seen
 
 
 # --------------------------------------------------------------------------- helpers
@@ -329,7 +329,9 @@ class _Sender:
     heard_segs: dict[tuple[int, int], list[tuple[int, int]]] = field(default_factory=dict)
     heard_erasures: dict[tuple[int, int], int] = field(default_factory=dict)
     heard_ranges: int = 0
-    nack_suppressed: set[tuple[int, int]] = field(default_factory=set)  # needs of last cycle
+    # (ordinal, SBN) of needs found covered by overheard feedback -> the cycle (its
+    # holdoff deadline) in which they were (see _covered)
+    nack_suppressed: dict[tuple[int, int], float] = field(default_factory=dict)
     # inactivity
     last_heard: float = 0.0
     inactivity_deadline: float = 0.0
@@ -1007,16 +1009,20 @@ class NormReceiver:
         if esi >= blk.k and (o.fec_id == 0 or esi >= getattr(o.scheme, "n_limit", 0)):
             count(self.stats, "drop.bad_parity")
             return
-        cost = len(msg.payload) + SEGMENT_STATE_BYTES
-        if not self._stream_room(o, sbn, cost):
+        if not self._stream_room(o, sbn, len(msg.payload) + SEGMENT_STATE_BYTES):
             return
+        self._stream_hold(o, SEGMENT_STATE_BYTES)  # + the payload, charged below
+        o.stream_block_bytes += len(msg.payload)
         blk.recv.add(esi)
-        self._stream_hold(o, cost)
         if esi < blk.k:
             blk.source[esi] = msg.payload
+            o.nbytes += len(msg.payload)
+            self._bytes += len(msg.payload)
             self._stream_segment(s, o, msg.payload)
         else:
             blk.parity[esi] = msg.payload
+            o.nbytes += len(msg.payload)
+            self._bytes += len(msg.payload)
         o.last_progress = now
         if blk.n_source >= blk.k or (len(blk.recv) >= blk.k and o.fec_id != 0):
             self._complete_stream_block(s, o, sbn, blk)
@@ -1525,6 +1531,24 @@ class NormReceiver:
         s.nack_state, s.nack_deadline = "backoff", now + t
 
     def _covered(self, s: _Sender, n: _Need) -> bool:
+        """May overheard feedback suppress need ``n`` this cycle?  Overheard NACKs may be
+        forged (no TESLA tag on feedback): they delay a need by one cycle at most, a need
+        found covered in the previous cycle is NACKed now anyway."""
+        if not self._heard_covers(s, n):
+            return False
+        key = (n.ordinal, n.sbn)
+        cycle = s.nack_deadline  # set when this cycle's holdoff began: one value per cycle
+        prev = s.nack_suppressed.get(key)
+        if prev is not None and prev != cycle:
+            del s.nack_suppressed[key]
+            count(self.stats, "nack.suppression_overridden")
+            return False
+        if len(s.nack_suppressed) >= 2 * MAX_NEEDS:
+            s.nack_suppressed.clear()  # bounded (needs of past cycles)
+        s.nack_suppressed[key] = cycle
+        return True
+
+    def _heard_covers(self, s: _Sender, n: _Need) -> bool:
         if n.ordinal in s.heard_objects:
             return True
         if n.kind == "object":
@@ -1559,15 +1583,8 @@ class NormReceiver:
             count(self.stats, "nack.nothing_needed")
             return
         if self.config.nack_suppression and all(self._covered(s, n) for n in needs):
-            # overheard NACKs may be forged (no TESLA tag on feedback): they delay a need
-            # by one cycle at most; a need suppressed last cycle is NACKed now anyway
-            keys = {(n.ordinal, n.sbn) for n in needs}
-            if not keys & s.nack_suppressed:
-                s.nack_suppressed = keys
-                count(self.stats, "nack.suppressed")
-                return
-            count(self.stats, "nack.suppression_overridden")
-        s.nack_suppressed = set()
+            count(self.stats, "nack.suppressed")
+            return
         self._send_nack(s, needs, now)
 
     def _send_nack(self, s: _Sender, needs: list[_Need], now: float) -> None:

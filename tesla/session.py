@@ -13,8 +13,8 @@ NACK/ACK feedback) goes to the engine.
 only authenticated ones reach the engine (with the address they arrived from).  NORM
 receiver feedback carries no TESLA tag (RFC 5776 authenticates sender messages only), so
 what a receiver acts on before (without) authentication is limited, and each bounded
-(``docs/tesla-choices.md`` row 35, ``docs/security/norm.md``): an overheard NORM_NACK
-only feeds NACK suppression, for content we know, kept as ranges, at most
+(``docs/tesla-choices.md`` "Before authentication", ``docs/security/norm.md``): an
+overheard NORM_NACK only feeds NACK suppression, for content we know, kept as ranges, at most
 ``norm.receiver.MAX_HEARD_RANGES`` per cycle, and delays a need of ours by one NACK cycle
 at most; an overheard NORM_ACK is only counted; NORM_REPORT is dropped here
 (``tesla.drop.report``).  At the sender (``AuthenticatedSender``) NACK/ACK go to the
@@ -150,11 +150,11 @@ class AuthenticatedReceiver:
     ) -> None:
         self.tesla = tesla_receiver
         self.engine = engine
+        self._own: dict[str, int] = {}  # counters of this wrapper
         self.sync_addr = sync_addr
         self.sync_retry = sync_retry
         self._next_sync: float | None = None
         self._norm = tesla_receiver.protocol == PROTO_NORM
-        self._own: dict[str, int] = {}  # counters of this wrapper
         hint = getattr(engine, "congestion_control_hint", None)
         if cc_preauth and self._norm and hint is not None:
             tesla_receiver.cc_hint = hint
