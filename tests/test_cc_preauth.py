@@ -32,7 +32,7 @@ TINT_MS, D = 100, 3
 
 
 def make_session(
-    blob: bytes, *, cc_preauth: bool = True, grtt0: float = 0.02
+    blob: bytes, *, cc_preauth: bool = True, grtt0: float = 0.02, end: bool = True
 ) -> tuple[AuthenticatedSender, AuthenticatedReceiver]:
     params = TeslaParams(t0_ntp=posix_to_ntp(T_START), tint_ms=TINT_MS, n_chain=2000, d=D)
     eng = NormSender(
@@ -41,7 +41,8 @@ def make_session(
         )
     )
     eng.enqueue_data(blob)
-    eng.end()
+    if end:
+        eng.end()
     tpl = ControlTemplate(source_id=1, instance_id=77)
     snd = AuthenticatedSender(eng, TeslaSender(params, KEY, protocol=PROTO_NORM, template=tpl))
     tr = TeslaReceiver(
