@@ -237,6 +237,29 @@ class _Geometry:
         return (self[i] for i in range(self.n))
 
 
+class _ObjectBuffer:
+    """The data of a DATA/FILE object, one buffer per source block allocated at the
+    block's first segment: memory follows the blocks received, not the announced size."""
+
+    __slots__ = ("size", "e", "lens", "starts", "blocks")
+
+    def __init__(self, size: int, e: int, lens: _Geometry, starts: _Geometry) -> None:
+        self.size, self.e, self.lens, self.starts = size, e, lens, starts
+        self.blocks: dict[int, bytearray] = {}
+
+    def block_size(self, sbn: int) -> int:
+        return min(self.lens[sbn] * self.e, self.size - self.starts[sbn] * self.e)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        blocks = self.blocks
+        return b"".join(
+            blocks.get(sbn) or bytes(self.block_size(sbn)) for sbn in range(len(self.lens))
+        )
+
+
 @dataclass
 class _Block:
     k: int
@@ -264,7 +287,7 @@ class _Object:
     scheme: Any = None
     block_lens: _Geometry = field(default_factory=_Geometry)
     block_start: _Geometry = field(default_factory=_Geometry)
-    buf: bytearray | None = None
+    buf: _ObjectBuffer | None = None
     blocks: dict[int, _Block] = field(default_factory=dict)
     blocks_done: int = 0
     first_incomplete: int = 0  # lowest block number not decoded yet
@@ -783,18 +806,21 @@ class NormReceiver:
         self._bytes += n
         return True
 
-    def _alloc(self, s: _Sender, o: _Object) -> bool:
-        if o.buf is not None or o.fti is None:
-            return o.buf is not None
-        size = o.fti.object_size
-        if self._bytes + size > self.config.max_bytes:
-            count(self.stats, "drop.buffer_full")
-            self._abort(s, o, "buffer_full")
-            return False
-        o.buf = bytearray(size)
-        o.nbytes += size
-        self._bytes += size
-        return True
+    def _alloc(self, s: _Sender, o: _Object, sbn: int) -> bytearray | None:
+        """The buffer of source block ``sbn``, allocated and charged at its first segment
+        (None: it does not fit ``max_bytes``, object aborted, ``drop.buffer_full``)."""
+        assert o.fti is not None
+        buf = o.buf
+        if buf is None:
+            e = o.fti.segment_size
+            buf = o.buf = _ObjectBuffer(o.fti.object_size, e, o.block_lens, o.block_start)
+        bb = buf.blocks.get(sbn)
+        if bb is None:
+            size = buf.block_size(sbn)
+            if not self._charge(s, o, size):
+                return None
+            bb = buf.blocks[sbn] = bytearray(size)
+        return bb
 
     # ------------------------------------------------------------------ message handlers
     def _on_info(self, s: _Sender, msg: M.NormInfo, now: float) -> None:
@@ -873,17 +899,17 @@ class NormReceiver:
         if blk.done or esi in blk.recv:
             count(self.stats, "rx.duplicate")
             return
-        if not self._alloc(s, o):
+        bb = self._alloc(s, o, sbn)
+        if bb is None:
             return
-        assert o.buf is not None
         e = o.fti.segment_size
         if esi < k:
-            off = (o.block_start[sbn] + esi) * e
-            want = min(e, o.fti.object_size - off)
+            off = esi * e
+            want = min(e, len(bb) - off)
             if len(payload) != want:
                 count(self.stats, "drop.bad_length")
                 return
-            o.buf[off : off + want] = payload
+            bb[off : off + want] = payload
         else:
             n_limit = getattr(o.scheme, "n_limit", 0)
             if o.fec_id == 0 or esi >= n_limit or len(payload) > e:
@@ -908,14 +934,14 @@ class NormReceiver:
         e = o.fti.segment_size
         missing = [i for i in range(k) if i not in blk.recv]
         if missing:
-            base = o.block_start[sbn] * e
+            bb = o.buf.blocks[sbn]
             try:
                 # the scheme covers one block (see _set_fti): k given here
                 dec = o.scheme.block_decoder(0, k=k)
                 for i in range(k):
                     if i in blk.recv:
-                        off = base + i * e
-                        dec.add(i, bytes(o.buf[off : min(off + e, len(o.buf))]))
+                        off = i * e
+                        dec.add(i, bytes(bb[off : min(off + e, len(bb))]))
                 for j, sym in sorted(blk.parity.items()):
                     if dec.add(j, sym):
                         break
@@ -927,9 +953,9 @@ class NormReceiver:
                 blk.recv = {i for i in blk.recv if i < k}
                 return
             for i in missing:
-                off = base + i * e
-                end = min(off + e, len(o.buf))
-                o.buf[off:end] = out[i][: end - off]
+                off = i * e
+                end = min(off + e, len(bb))
+                bb[off:end] = out[i][: end - off]
             count(self.stats, "rx.fec_blocks_decoded")
             count(self.stats, "rx.fec_symbols_recovered", len(missing))
         self._free_block(o, blk)

@@ -160,6 +160,27 @@ def test_many_blocks_are_charged_per_block() -> None:
     assert eng2.stats.get("drop.buffer_full", 0) >= 1  # 4000 blocks of state did not fit
 
 
+def test_first_data_allocates_one_block_not_the_object() -> None:
+    """One 1.4 KB NORM_DATA announcing a 64 MiB object used to get a zeroed 64 MiB
+    buffer; now only its block (64 x 1400 B) is allocated and charged."""
+    eng = NormReceiver(NRC(node_id=10))
+    fti = M.ExtFti.build(5, 64 << 20, 1400, 64, 0)
+    pkt = M.NormData(
+        **hdr(),
+        flags=0,
+        fec_id=5,
+        object_id=0,
+        sbn=0,
+        esi=0,
+        extensions=[fti],
+        payload=bytes(1400),
+    ).encode()
+    peak = peak_of(lambda: eng.receive_datagram(pkt, None, T0))
+    print("NORM_DATA announcing 64 MiB: peak", peak, "charged", eng._bytes)
+    assert eng._bytes < 128 * 1024
+    assert peak < 256 * 1024, peak
+
+
 # --------------------------------------------------------------------------- 2. streams
 def test_stream_held_to_max_bytes() -> None:
     """A stream whose blocks never complete (one source segment of each lost, no parity)
