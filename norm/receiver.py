@@ -27,9 +27,11 @@ STREAM) and the NACK state machine:
   NORM_ACK(FLUSH) carrying the watermark once everything through it is received; ACK_REQ
   -> NORM_ACK(ack_type, ack_id); response time uniform over 1 GRTT.
 * **Limits** (:class:`ReceiverConfig`): ``max_senders``, ``max_pending_objects`` per sender
-  (older incomplete objects are aborted), ``max_bytes`` of buffered object data over all
-  senders (new objects that do not fit are aborted), ``max_object_size``,
-  ``stream_buffer_max`` per stream, ``object_timeout`` (no progress) and the sender
+  (older incomplete objects are aborted), ``max_bytes`` of buffered object data and
+  per-object/per-block state over all senders (``*_STATE_BYTES``; what does not fit is
+  aborted or dropped, streams evict their oldest blocks), ``max_object_size``,
+  ``max_object_blocks``, ``stream_buffer_max`` per stream, overheard NACK content
+  (``MAX_HEARD_RANGES``), ``object_timeout`` (no progress) and the sender
   inactivity timeout ``max(1 s, robust_factor*2*GRTT)`` repeated ``robust_factor`` times,
   after which the sender state is freed.
 
