@@ -27,6 +27,7 @@ CC_LEAVE = 0x10
 
 NORM_GRTT_MIN = 0.001
 NORM_GRTT_MAX = 15.0
+MAX_CC_NODES = 1024  # receivers tracked (feedback is unauthenticated: any node_id)
 
 
 def tcp_rate(size: float, rtt: float, loss: float) -> float:
@@ -230,7 +231,7 @@ class NormCC:
         """Per-receiver RTT from ``grtt_response`` (RFC 5740 §5.5.2.1 smoothing)."""
         if not rtt > 0.0:
             return
-        n = self.nodes.setdefault(node_id, CcNode(node_id))
+        n = self._node(node_id, 0.0)
         if node_id in (self.clr, self.plr) and n.rtt > 0:
             n.rtt = 0.9 * n.rtt + 0.1 * rtt
         elif cc_rtt is not None and cc_rtt > 0 and n.rtt_valid:
@@ -255,7 +256,7 @@ class NormCC:
         """One EXT_CC report from ``node_id`` (NACK or ACK), RFC 5740 §5.5.2.3."""
         if rtt_sample is not None:
             self.rtt_sample(node_id, rtt_sample, cc_rtt)
-        n = self.nodes.setdefault(node_id, CcNode(node_id))
+        n = self._node(node_id, now)
         n.flags, n.rate, n.loss, n.last_heard = flags, rate, loss, now
         if ((cc_sequence - n.cc_sequence) & 0xFFFF) < 0x8000:
             n.cc_sequence = cc_sequence
@@ -265,6 +266,22 @@ class NormCC:
             self.slow_start = False
         self._select_clr()
         self._adjust(now, grtt)
+
+    def _node(self, node_id: int, now: float) -> CcNode:
+        """The state of ``node_id``; a new one replaces the least recently heard receiver
+        other than the CLR/PLR once MAX_CC_NODES are tracked."""
+        n = self.nodes.get(node_id)
+        if n is None:
+            if len(self.nodes) >= MAX_CC_NODES:
+                old = min(
+                    (x for x in self.nodes.values() if x.node_id not in (self.clr, self.plr)),
+                    key=lambda x: x.last_heard,
+                    default=None,
+                )
+                if old is not None:
+                    del self.nodes[old.node_id]
+            n = self.nodes[node_id] = CcNode(node_id, last_heard=now)
+        return n
 
     def _select_clr(self) -> None:
         """Lowest-rate receiver is the CLR; within 10 % the larger RTT wins; not LEAVE ones."""

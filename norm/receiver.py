@@ -4,8 +4,8 @@ Per remote sender (keyed by ``source_id``; a new ``instance_id`` restarts its st
 receiver keeps the advertised GRTT/backoff/group size, its transport objects (DATA, FILE,
 STREAM) and the NACK state machine:
 
-* **Segmentation** (§5.1.1, RFC 5052 §9.1) through :func:`alc.fec.partition`; source symbols
-  go straight into the object buffer; when a block has ``k`` symbols but misses source
+* **Segmentation** (§5.1.1, RFC 5052 §9.1, :class:`_Geometry`: O(1) per object); source
+  symbols go straight into the object buffer; when a block has ``k`` symbols but misses source
   symbols, it is decoded with :mod:`alc.fec` (``rs_matrix="nrl"`` by default: NRL NORM's
   Reed-Solomon generator; parity ESIs start at ``k``).  EXT_FTI's last field for fec_id 2/5
   is read as the number of parity symbols (NRL) unless ``fti_last_is_max_n``.
@@ -27,9 +27,11 @@ STREAM) and the NACK state machine:
   NORM_ACK(FLUSH) carrying the watermark once everything through it is received; ACK_REQ
   -> NORM_ACK(ack_type, ack_id); response time uniform over 1 GRTT.
 * **Limits** (:class:`ReceiverConfig`): ``max_senders``, ``max_pending_objects`` per sender
-  (older incomplete objects are aborted), ``max_bytes`` of buffered object data over all
-  senders (new objects that do not fit are aborted), ``max_object_size``,
-  ``stream_buffer_max`` per stream, ``object_timeout`` (no progress) and the sender
+  (older incomplete objects are aborted), ``max_bytes`` of buffered object data and
+  per-object/per-block state over all senders (``*_STATE_BYTES``; what does not fit is
+  aborted or dropped, streams evict their oldest blocks), ``max_object_size``,
+  ``max_object_blocks``, ``stream_buffer_max`` per stream, overheard NACK content
+  (``MAX_HEARD_RANGES``), ``object_timeout`` (no progress) and the sender
   inactivity timeout ``max(1 s, robust_factor*2*GRTT)`` repeated ``robust_factor`` times,
   after which the sender state is freed.
 
@@ -40,6 +42,7 @@ Counters: ``rx.*``, ``nack.*``, ``ack.*`` and ``drop.<reason>``.
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 import struct
@@ -49,7 +52,7 @@ from typing import Any
 
 from alc.engine import Address, BatchEntry, count
 from alc.errors import DecodeError
-from alc.fec import OTI, get_scheme, partition
+from alc.fec import OTI, get_scheme
 from norm import messages as M
 from norm.quantize import (
     quantize_loss,
@@ -75,6 +78,17 @@ __all__ = [
 
 MAX_OUT_QUEUE = 1024  # feedback datagrams held for datagrams_to_send
 MAX_NEEDS = 2048  # repair needs evaluated per NACK decision (a NACK holds far fewer)
+MAX_HEARD_RANGES = 4096  # overheard repair ranges kept per sender and NACK cycle
+ENDED_KEPT = 4096  # ended sender instances remembered (late packets are not a new sender)
+CC_ARRIVALS_KEPT = 256  # arrival times of not yet authenticated probes, per sender
+# State an unauthenticated packet can make us hold is charged to ``max_bytes`` (measured
+# with tracemalloc, rounded up; docs/security/norm.md): per object (record, FEC scheme,
+# geometry), per source block of a DATA/FILE object (record, ESI set of up to k entries,
+# the done-block entry), per held stream segment (its bytes).
+OBJECT_STATE_BYTES = 2048
+BLOCK_STATE_BYTES = 512
+ESI_STATE_BYTES = 32
+SEGMENT_STATE_BYTES = 160  # a held segment: bytes object header, dict slot, tuple
 
 # --------------------------------------------------------------------------- events
 
@@ -147,6 +161,7 @@ class ReceiverConfig:
     max_bytes: int = 256 * 1024 * 1024  # buffered object data, all senders together
     max_object_size: int = 1 << 32  # also bounded by max_bytes
     max_object_segments: int = 1 << 21  # segments per DATA/FILE object
+    max_object_blocks: int = 1 << 18  # source blocks per DATA/FILE object (drop.bad_geometry)
     stream_buffer_max: int = 8 * 1024 * 1024  # out-of-order stream bytes held per stream
     stream_max_blocks: int = 1024  # stream blocks tracked per stream
     object_timeout: float | None = None  # abort an incomplete object without progress
@@ -155,6 +170,10 @@ class ReceiverConfig:
     nack_suppression: bool = True  # False: overheard NACKs/REPAIR_ADV never cancel our NACK
     silent: bool = False  # never NACK (EMCON)
     cc_feedback: bool = True  # answer NORM_CMD(CC)+EXT_RATE with NORM_ACK(CC)
+    # unauthenticated NORM_CMD(CC) (congestion_control_hint): |(arrival - send_time) -
+    # reference| above cc_hint_jitter s is implausible; at most one per cc_hint_min_gap s
+    cc_hint_jitter: float = 0.05
+    cc_hint_min_gap: float = 0.005
     default_segment_size: int = 1400  # NACK size bound before any FTI was seen
     # Extra delay before the sender's messages reach this engine, on top of the network
     # (behind TESLA: data of interval i is released when K_i is disclosed, up to
@@ -186,6 +205,81 @@ def _diff16(a: int, b: int) -> int:
     return ((a - b + 0x8000) & 0xFFFF) - 0x8000
 
 
+def _add_range(ranges: list[tuple[int, int]], lo: int, hi: int) -> int:
+    """Insert [lo, hi] into sorted disjoint ``ranges`` (merging adjacent/overlapping
+    ones, O(log n) search); returns the change in the number of ranges."""
+    before = len(ranges)
+    i = bisect.bisect_left(ranges, (lo, lo))
+    if i > 0 and ranges[i - 1][1] >= lo - 1:
+        i -= 1
+    j = i
+    while j < len(ranges) and ranges[j][0] <= hi + 1:
+        lo, hi = min(lo, ranges[j][0]), max(hi, ranges[j][1])
+        j += 1
+    ranges[i:j] = [(lo, hi)]
+    return len(ranges) - before
+
+
+def _in_ranges(ranges: list[tuple[int, int]], x: int) -> bool:
+    i = bisect.bisect_right(ranges, (x, 1 << 62))
+    return i > 0 and ranges[i - 1][1] >= x
+
+
+class _Geometry:
+    """RFC 5052 §9.1 block partitioning of one object, computed per block (O(1) state,
+    whatever the number of blocks an EXT_FTI announces): ``lens[sbn]`` source symbols of
+    block ``sbn``, ``len(lens)`` blocks; with ``starts=True`` item ``sbn`` is the index of
+    its first source symbol instead."""
+
+    __slots__ = ("n", "a_large", "a_small", "i_large", "starts")
+
+    def __init__(self, symbols: int = 0, max_block_len: int = 1, starts: bool = False) -> None:
+        n = -(-symbols // max_block_len) if symbols > 0 else 0
+        self.n = n
+        self.a_large = -(-symbols // n) if n else 0
+        self.a_small = symbols // n if n else 0
+        self.i_large = symbols - self.a_small * n if n else 0
+        self.starts = starts
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, sbn: int) -> int:
+        if not 0 <= sbn < self.n:
+            raise IndexError(sbn)
+        if self.starts:
+            if sbn <= self.i_large:
+                return sbn * self.a_large
+            return self.i_large * self.a_large + (sbn - self.i_large) * self.a_small
+        return self.a_large if sbn < self.i_large else self.a_small
+
+    def __iter__(self) -> Any:
+        return (self[i] for i in range(self.n))
+
+
+class _ObjectBuffer:
+    """The data of a DATA/FILE object, one buffer per source block allocated at the
+    block's first segment: memory follows the blocks received, not the announced size."""
+
+    __slots__ = ("size", "e", "lens", "starts", "blocks")
+
+    def __init__(self, size: int, e: int, lens: _Geometry, starts: _Geometry) -> None:
+        self.size, self.e, self.lens, self.starts = size, e, lens, starts
+        self.blocks: dict[int, bytearray] = {}
+
+    def block_size(self, sbn: int) -> int:
+        return min(self.lens[sbn] * self.e, self.size - self.starts[sbn] * self.e)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        blocks = self.blocks
+        return b"".join(
+            blocks.get(sbn) or bytes(self.block_size(sbn)) for sbn in range(len(self.lens))
+        )
+
+
 @dataclass
 class _Block:
     k: int
@@ -194,6 +288,7 @@ class _Block:
     source: dict[int, bytes] = field(default_factory=dict)  # stream objects only
     done: bool = False
     first_req: list[int] | None = None  # first set of parity ESIs requested (§5.3)
+    charged: int = 0  # stream blocks: state bytes charged, given back by _free_block
 
     @property
     def n_source(self) -> int:
@@ -210,9 +305,9 @@ class _Object:
     info_expected: bool = False
     fti: M.FtiParams | None = None
     scheme: Any = None
-    block_lens: list[int] = field(default_factory=list)
-    block_start: list[int] = field(default_factory=list)
-    buf: bytearray | None = None
+    block_lens: _Geometry = field(default_factory=_Geometry)
+    block_start: _Geometry = field(default_factory=_Geometry)
+    buf: _ObjectBuffer | None = None
     blocks: dict[int, _Block] = field(default_factory=dict)
     blocks_done: int = 0
     first_incomplete: int = 0  # lowest block number not decoded yet
@@ -225,6 +320,7 @@ class _Object:
     stream_next: int | None = None  # next stream offset to deliver
     stream_pending: dict[int, tuple[bytes, int]] = field(default_factory=dict)
     stream_pending_bytes: int = 0
+    stream_block_bytes: int = 0  # held for FEC in blocks (<= stream_buffer_max)
     stream_end: int | None = None
     # join policy "stream": delivery waits for the first segment of block stream_start
     # (the oldest the sender holds); stream_block_off: block -> offset of its segment 0
@@ -278,9 +374,15 @@ class _Sender:
     cycle_inclusive: bool = False
     heard_objects: set[int] = field(default_factory=set)
     heard_info: set[int] = field(default_factory=set)
-    heard_blocks: set[tuple[int, int]] = field(default_factory=set)
-    heard_segs: dict[tuple[int, int], set[int]] = field(default_factory=dict)
+    # overheard repair content, kept as ranges (ordinal -> SBN ranges, (ordinal, SBN) ->
+    # ESI ranges) for known objects/blocks only, at most MAX_HEARD_RANGES per cycle
+    heard_blocks: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    heard_segs: dict[tuple[int, int], list[tuple[int, int]]] = field(default_factory=dict)
     heard_erasures: dict[tuple[int, int], int] = field(default_factory=dict)
+    heard_ranges: int = 0
+    # (ordinal, SBN) of needs found covered by overheard feedback -> the cycle (its
+    # holdoff deadline) in which they were (see _covered)
+    nack_suppressed: dict[tuple[int, int], float] = field(default_factory=dict)
     # inactivity
     last_heard: float = 0.0
     inactivity_deadline: float = 0.0
@@ -295,6 +397,13 @@ class _Sender:
     # CC probes already applied before authentication (congestion_control_hint): their
     # (cc_sequence, send_time) keys, so the authenticated copy is not applied again
     cc_hinted: deque[tuple[int, int, int]] = field(default_factory=lambda: deque(maxlen=64))
+    # plausibility of unauthenticated probes (see _cc_plausible): arrival times of probe
+    # candidates (at most CC_ARRIVALS_KEPT), arrival - send_time of the last authenticated
+    # probes whose arrival we saw, newest authenticated send_time, last applied hint
+    cc_arrivals: dict[tuple[int, int, int], float] = field(default_factory=dict)
+    cc_offsets: deque[float] = field(default_factory=lambda: deque(maxlen=8))
+    cc_auth_send: float | None = None
+    cc_hint_last: float = -1e18
     seq_expected: int | None = None
     seq_received: int = 0
     seq_lost: int = 0
@@ -322,7 +431,8 @@ class NormReceiver(BatchEntry):
         self.rng = rng if rng is not None else random.Random(0)
         self.stats: dict[str, int] = {}
         self.senders: dict[int, _Sender] = {}
-        self._ended: set[tuple[int, int]] = set()
+        # (source_id, instance_id) of ended senders, oldest forgotten beyond ENDED_KEPT
+        self._ended: dict[tuple[int, int], None] = {}
         self._events: deque[Any] = deque()
         self._out: list[tuple[bytes, Address | None]] = []
         self._bytes = 0
@@ -618,7 +728,9 @@ class NormReceiver(BatchEntry):
                 self._abort(s, o, reason)
         self.senders.pop(s.source_id, None)
         if reason != "restart":
-            self._ended.add((s.source_id, s.instance_id))
+            self._ended[(s.source_id, s.instance_id)] = None
+            if len(self._ended) > ENDED_KEPT:
+                del self._ended[next(iter(self._ended))]
         count(self.stats, f"rx.sender_{reason}")
         self._events.append(SenderEnded(s.source_id, s.instance_id, reason))
 
@@ -660,7 +772,7 @@ class NormReceiver(BatchEntry):
             if ordinal > s.max_ord:
                 s.max_ord = ordinal
             self._enforce_pending(s)
-            if o.finished:
+            if o.finished or not self._charge(s, o, OBJECT_STATE_BYTES):
                 return None
         if o.fti is None:
             o.flags = flags
@@ -751,11 +863,18 @@ class NormReceiver(BatchEntry):
                 count(self.stats, "drop.object_too_large")
                 self._abort(s, o, "object_too_large")
                 return False
+            geo = _Geometry(-(-p.object_size // p.segment_size), p.max_block_len)
+            if not stream and len(geo) > self.config.max_object_blocks:
+                count(self.stats, "drop.bad_geometry")
+                self._abort(s, o, "bad_geometry")
+                return False
             n_par = p.num_parity
             max_n = p.max_block_len + n_par
             if msg.fec_id == 5 or (msg.fec_id == 2 and p.m == 8):
                 max_n = min(max_n, 255)
-            tl = p.max_block_len * e if stream else p.object_size
+            # the scheme sees one block (the largest): its own RFC 5052 partition of the
+            # whole object would be a list as long as the announced number of blocks
+            tl = p.max_block_len * e if stream else min(p.object_size, geo.a_large * e)
             oti = OTI(msg.fec_id, tl, e, p.max_block_len, max_n, p.instance_id, p.m, p.g)
             scheme = (
                 get_scheme(oti, rs_matrix=self.config.rs_matrix)
@@ -773,25 +892,36 @@ class NormReceiver(BatchEntry):
         s.fec_id = msg.fec_id
         s.segment_size = p.segment_size
         if not stream:
-            o.block_lens = partition(p.object_size, p.segment_size, p.max_block_len)
-            acc = 0
-            for b in o.block_lens:
-                o.block_start.append(acc)
-                acc += b
+            o.block_lens = geo
+            o.block_start = _Geometry(-(-p.object_size // p.segment_size), p.max_block_len, True)
         return True
 
-    def _alloc(self, s: _Sender, o: _Object) -> bool:
-        if o.buf is not None or o.fti is None:
-            return o.buf is not None
-        size = o.fti.object_size
-        if self._bytes + size > self.config.max_bytes:
+    def _charge(self, s: _Sender, o: _Object, n: int) -> bool:
+        """Charge ``n`` bytes of state of object ``o`` to ``max_bytes`` (given back when
+        the object ends); False (object aborted, ``drop.buffer_full``) if they do not fit."""
+        if self._bytes + n > self.config.max_bytes:
             count(self.stats, "drop.buffer_full")
             self._abort(s, o, "buffer_full")
             return False
-        o.buf = bytearray(size)
-        o.nbytes = size
-        self._bytes += size
+        o.nbytes += n
+        self._bytes += n
         return True
+
+    def _alloc(self, s: _Sender, o: _Object, sbn: int) -> bytearray | None:
+        """The buffer of source block ``sbn``, allocated and charged at its first segment
+        (None: it does not fit ``max_bytes``, object aborted, ``drop.buffer_full``)."""
+        assert o.fti is not None
+        buf = o.buf
+        if buf is None:
+            e = o.fti.segment_size
+            buf = o.buf = _ObjectBuffer(o.fti.object_size, e, o.block_lens, o.block_start)
+        bb = buf.blocks.get(sbn)
+        if bb is None:
+            size = buf.block_size(sbn)
+            if not self._charge(s, o, size):
+                return None
+            bb = buf.blocks[sbn] = bytearray(size)
+        return bb
 
     # ------------------------------------------------------------------ message handlers
     def _on_info(self, s: _Sender, msg: M.NormInfo, now: float) -> None:
@@ -803,6 +933,8 @@ class NormReceiver(BatchEntry):
             return
         o.info_expected = True
         if o.info is None:
+            if not self._charge(s, o, len(msg.payload)):
+                return
             o.info = msg.payload
         self._set_fti(s, o, msg, now)
         if o.fec_id < 0:
@@ -862,29 +994,35 @@ class NormReceiver(BatchEntry):
             if sbn in o.done_blocks:
                 count(self.stats, "rx.duplicate")
                 return
+            if not self._charge(s, o, BLOCK_STATE_BYTES + ESI_STATE_BYTES * k):
+                return
             blk = o.blocks[sbn] = _Block(k)
         if blk.done or esi in blk.recv:
             count(self.stats, "rx.duplicate")
             return
-        if not self._alloc(s, o):
+        bb = self._alloc(s, o, sbn)
+        if bb is None:
             return
-        assert o.buf is not None
         e = o.fti.segment_size
         if esi < k:
-            off = (o.block_start[sbn] + esi) * e
-            want = min(e, o.fti.object_size - off)
+            off = esi * e
+            want = min(e, len(bb) - off)
             if len(payload) != want:
                 count(self.stats, "drop.bad_length")
                 return
-            o.buf[off : off + want] = payload
+            bb[off : off + want] = payload
         else:
             n_limit = getattr(o.scheme, "n_limit", 0)
             if o.fec_id == 0 or esi >= n_limit or len(payload) > e:
                 count(self.stats, "drop.bad_parity")
                 return
+            cost = len(payload) + SEGMENT_STATE_BYTES
+            if self._bytes + cost > self.config.max_bytes:
+                count(self.stats, "drop.buffer_full")  # the parity only: source still fits
+                return
             blk.parity[esi] = bytes(payload)
-            o.nbytes += len(payload)
-            self._bytes += len(payload)
+            o.nbytes += cost
+            self._bytes += cost
         blk.recv.add(esi)
         o.last_progress = now
         if len(blk.recv) >= k:
@@ -897,13 +1035,14 @@ class NormReceiver(BatchEntry):
         e = o.fti.segment_size
         missing = [i for i in range(k) if i not in blk.recv]
         if missing:
-            base = o.block_start[sbn] * e
+            bb = o.buf.blocks[sbn]
             try:
-                dec = o.scheme.block_decoder(sbn)
+                # the scheme covers one block (see _set_fti): k given here
+                dec = o.scheme.block_decoder(0, k=k)
                 for i in range(k):
                     if i in blk.recv:
-                        off = base + i * e
-                        dec.add(i, bytes(o.buf[off : min(off + e, len(o.buf))]))
+                        off = i * e
+                        dec.add(i, bytes(bb[off : min(off + e, len(bb))]))
                 for j, sym in sorted(blk.parity.items()):
                     if dec.add(j, sym):
                         break
@@ -915,9 +1054,9 @@ class NormReceiver(BatchEntry):
                 blk.recv = {i for i in blk.recv if i < k}
                 return
             for i in missing:
-                off = base + i * e
-                end = min(off + e, len(o.buf))
-                o.buf[off:end] = out[i][: end - off]
+                off = i * e
+                end = min(off + e, len(bb))
+                bb[off:end] = out[i][: end - off]
             count(self.stats, "rx.fec_blocks_decoded")
             count(self.stats, "rx.fec_symbols_recovered", len(missing))
         self._free_block(o, blk)
@@ -928,6 +1067,11 @@ class NormReceiver(BatchEntry):
 
     def _free_block(self, o: _Object, blk: _Block) -> None:
         n = sum(len(p) for p in blk.parity.values()) + sum(len(p) for p in blk.source.values())
+        n += SEGMENT_STATE_BYTES * (len(blk.parity) + len(blk.source))
+        if o.is_stream:
+            o.stream_block_bytes -= n + blk.charged
+        n += blk.charged
+        blk.charged = 0
         o.nbytes -= n
         self._bytes -= n
         blk.parity.clear()
@@ -975,7 +1119,11 @@ class NormReceiver(BatchEntry):
             o.stream_start = max(o.stream_start, new_low)
         blk = o.blocks.get(sbn)
         if blk is None:
-            blk = o.blocks[sbn] = _Block(k)
+            cost = BLOCK_STATE_BYTES + ESI_STATE_BYTES * o.fti.max_block_len
+            if not self._stream_room(o, sbn, cost):
+                return
+            blk = o.blocks[sbn] = _Block(k, charged=cost)
+            self._stream_hold(o, cost)
         elif (
             o.fec_id == 129
             and msg.sbl
@@ -990,6 +1138,13 @@ class NormReceiver(BatchEntry):
         if len(msg.payload) > e or len(msg.payload) < 8 and esi < blk.k:
             count(self.stats, "drop.bad_length")
             return
+        if esi >= blk.k and (o.fec_id == 0 or esi >= getattr(o.scheme, "n_limit", 0)):
+            count(self.stats, "drop.bad_parity")
+            return
+        if not self._stream_room(o, sbn, len(msg.payload) + SEGMENT_STATE_BYTES):
+            return
+        self._stream_hold(o, SEGMENT_STATE_BYTES)  # + the payload, charged below
+        o.stream_block_bytes += len(msg.payload)
         blk.recv.add(esi)
         if esi < blk.k:
             blk.source[esi] = msg.payload
@@ -1004,6 +1159,31 @@ class NormReceiver(BatchEntry):
         if blk.n_source >= blk.k or (len(blk.recv) >= blk.k and o.fec_id != 0):
             self._complete_stream_block(s, o, sbn, blk)
         self._stream_deliver(s, o)
+
+    def _stream_room(self, o: _Object, sbn: int, n: int) -> bool:
+        """Room for ``n`` more bytes held in the blocks of stream ``o`` for block ``sbn``.
+
+        Bounds: the block buffers of one stream <= ``stream_buffer_max``; everything
+        buffered <= ``max_bytes``.  Eviction rule: the stream's oldest tracked blocks
+        before ``sbn`` are given up first (their source segments already went to the
+        reassembly, only their FEC repair is lost; ``drop.stream_evicted``); if that is
+        not enough the segment is dropped (``drop.buffer_full``)."""
+        cap, limit = self.config.stream_buffer_max, self.config.max_bytes
+        while o.stream_block_bytes + n > cap or self._bytes + n > limit:
+            while o.stream_low < sbn and o.stream_low not in o.blocks:
+                o.stream_low += 1
+            if o.stream_low >= sbn:
+                count(self.stats, "drop.buffer_full")
+                return False
+            self._free_block(o, o.blocks.pop(o.stream_low))
+            o.stream_low += 1
+            count(self.stats, "drop.stream_evicted")
+        return True
+
+    def _stream_hold(self, o: _Object, n: int) -> None:
+        o.stream_block_bytes += n
+        o.nbytes += n
+        self._bytes += n
 
     def _complete_stream_block(self, s: _Sender, o: _Object, sbn: int, blk: _Block) -> None:
         missing = [i for i in range(blk.k) if i not in blk.recv]
@@ -1055,8 +1235,14 @@ class NormReceiver(BatchEntry):
         if o.stream_pending_bytes + len(data) > self.config.stream_buffer_max:
             count(self.stats, "drop.stream_buffer_full")
             return
+        cost = len(data) + SEGMENT_STATE_BYTES
+        if self._bytes + cost > self.config.max_bytes:
+            count(self.stats, "drop.buffer_full")  # a hole, skipped by _stream_deliver
+            return
         o.stream_pending[off] = (data, hdr.payload_msg_start)
         o.stream_pending_bytes += len(data)
+        o.nbytes += cost
+        self._bytes += cost
 
     def _stream_release(self, o: _Object) -> None:
         """Join policy "stream": start delivery once block ``stream_start``'s first
@@ -1077,17 +1263,21 @@ class NormReceiver(BatchEntry):
                 return
             item = o.stream_pending.pop(nxt, None)
             if item is None:
-                if (
-                    not o.stream_pending
-                    or o.stream_pending_bytes * 2 < self.config.stream_buffer_max
+                seg = o.fti.segment_size + 8 if o.fti is not None else 0
+                if not o.stream_pending or (
+                    o.stream_pending_bytes * 2 < self.config.stream_buffer_max
+                    and self._bytes + seg <= self.config.max_bytes
                 ):
                     return
-                # the hole is not being repaired and the buffer is filling: skip it
+                # the hole is not being repaired and the buffer is filling (this stream's
+                # or max_bytes): skip it
                 count(self.stats, "drop.stream_gap")
                 o.stream_next = min(o.stream_pending, key=lambda off: (off - nxt) & 0xFFFFFFFF)
                 continue
             data, ms = item
             o.stream_pending_bytes -= len(data)
+            o.nbytes -= len(data) + SEGMENT_STATE_BYTES
+            self._bytes -= len(data) + SEGMENT_STATE_BYTES
             self._events.append(StreamData(s.source_id, o.oid, nxt, data, ms))
             count(self.stats, "rx.stream_bytes", len(data))
             o.stream_next = (nxt + len(data)) & 0xFFFFFFFF
@@ -1141,6 +1331,8 @@ class NormReceiver(BatchEntry):
             if key in s.cc_hinted:
                 count(self.stats, "cc_hint.duplicate")
                 return
+            if not self._cc_plausible(s, msg, key, now):
+                return
             s.cc_hinted.append(key)
             count(self.stats, "cc_hint.applied")
         else:
@@ -1151,6 +1343,12 @@ class NormReceiver(BatchEntry):
                 # known then) its arrival time is lost: applying it now would echo a hold
                 # time that includes the authentication delay.
                 count(self.stats, "rx.cc_prehinted" if key in s.cc_hinted else "rx.cc_unhinted")
+                t_send = sec_usec_to_time(msg.send_time_sec, msg.send_time_usec)
+                if s.cc_auth_send is None or t_send > s.cc_auth_send:
+                    s.cc_auth_send = t_send
+                arrival = s.cc_arrivals.pop(key, None)
+                if arrival is not None:  # authenticated: a reference for _cc_plausible
+                    s.cc_offsets.append(arrival - t_send)
                 return
         s.cc_send_time = (msg.send_time_sec, msg.send_time_usec)
         s.cc_recv_time = now
@@ -1177,6 +1375,34 @@ class NormReceiver(BatchEntry):
         # the backoff (NRL keeps its cc_timer running likewise).  Restarting it would starve
         # GRTT feedback whenever probes come faster than the K*GRTT backoff window (probing
         # every ~2*GRTT while the answer waits up to 4*GRTT: most rounds went unanswered).
+
+    def _cc_plausible(
+        self, s: _Sender, msg: M.NormCmdCC, key: tuple[int, int, int], now: float
+    ) -> bool:
+        """May a NORM_CMD(CC) that is not authenticated yet set our CC echo?  (RFC 5776
+        §6.1: forged CC information.)  Its send_time must be newer than the newest
+        authenticated probe's; once authenticated probes gave a reference (their
+        ``arrival - send_time``, the smallest of the last few), its own must be within
+        ``cc_hint_jitter`` of it (a stale or replayed send_time would inflate the RTT the
+        sender measures by the replay delay); and at most one per ``cc_hint_min_gap``
+        (each may trigger one NORM_ACK(CC)).  Its arrival is kept (bounded) so that, once
+        authenticated, it refreshes the reference even if it was refused here."""
+        t_send = sec_usec_to_time(msg.send_time_sec, msg.send_time_usec)
+        if s.cc_auth_send is not None and t_send <= s.cc_auth_send:
+            count(self.stats, "cc_hint.stale")
+            return False
+        if key not in s.cc_arrivals:
+            if len(s.cc_arrivals) >= CC_ARRIVALS_KEPT:
+                del s.cc_arrivals[next(iter(s.cc_arrivals))]
+            s.cc_arrivals[key] = now
+        if s.cc_offsets and abs(now - t_send - min(s.cc_offsets)) > self.config.cc_hint_jitter:
+            count(self.stats, "cc_hint.implausible")
+            return False
+        if now - s.cc_hint_last < self.config.cc_hint_min_gap:
+            count(self.stats, "cc_hint.rate_limited")
+            return False
+        s.cc_hint_last = now
+        return True
 
     def _on_squelch(self, s: _Sender, msg: M.NormCmdSquelch, now: float) -> None:
         count(self.stats, "rx.squelch")
@@ -1233,50 +1459,72 @@ class NormReceiver(BatchEntry):
             count(self.stats, "rx.ack_overheard")
 
     def _accumulate(self, s: _Sender, reqs: list[M.RepairRequest]) -> None:
-        budget = 65536  # bounded work and state per overheard message
+        """Overheard NACK / REPAIR_ADV content, for suppression (RFC 5740 §5.3).  Anyone can
+        send it (receiver feedback carries no TESLA tag), so only claims about content we
+        know are kept: objects between the sync point and the highest ordinal seen, blocks
+        and ESIs of objects whose FTI we hold, clipped to their geometry; ranges stay
+        ranges; at most MAX_HEARD_RANGES per cycle (beyond: ``drop.nack_heard_full``,
+        which can only make us NACK, never suppress)."""
+        if not s.synced or s.max_ord is None:
+            return
+        lo_ord, hi_ord = s.sync_ord, s.max_ord
         for r in reqs:
-            if budget <= 0:
-                break
             items = r.items
             if r.form == M.NACK_RANGES:
                 pairs = [(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
             else:
                 pairs = [(it, it) for it in items]
-            if r.form == M.NACK_ERASURES:
-                # the ESI field of each item is an erasure count for its block
-                for it in items:
-                    key = (self._ordinal(s, it.object_id), it.sbn)
-                    s.heard_erasures[key] = max(s.heard_erasures.get(key, 0), it.esi)
-                continue
             for a, b in pairs:
+                if s.heard_ranges >= MAX_HEARD_RANGES:
+                    count(self.stats, "drop.nack_heard_full")
+                    return
                 oa, ob = self._ordinal(s, a.object_id), self._ordinal(s, b.object_id)
                 if r.flags & M.NACK_OBJECT:
-                    n = max(0, min(ob - oa + 1, 1024, budget))
-                    budget -= n + 1
-                    s.heard_objects.update(range(oa, oa + n))
-                    s.heard_objects.add(oa)
+                    for o_ord in range(max(oa, lo_ord), min(ob, hi_ord) + 1):
+                        s.heard_objects.add(o_ord)
+                    continue
+                if not lo_ord <= oa <= hi_ord:
+                    count(self.stats, "rx.nack_heard_unknown")
                     continue
                 if r.flags & M.NACK_INFO:
                     s.heard_info.add(oa)
+                o = s.objects.get(oa)
+                if o is None or o.fti is None or not r.flags & (M.NACK_BLOCK | M.NACK_SEGMENT):
+                    continue
+                if o.is_stream:
+                    nblocks = o.stream_low + self.config.stream_max_blocks
+                else:
+                    nblocks = len(o.block_lens)
+                sa = a.sbn
+                sb = b.sbn if ob == oa else nblocks - 1
+                if r.form == M.NACK_ERASURES:
+                    # the ESI field of each item is an erasure count for its block
+                    if sa < nblocks:
+                        key = (oa, sa)
+                        if key not in s.heard_erasures:
+                            s.heard_ranges += 1
+                        s.heard_erasures[key] = max(s.heard_erasures.get(key, 0), a.esi)
+                    continue
                 if r.flags & M.NACK_BLOCK:
-                    if oa == ob:
-                        n = max(0, min(b.sbn - a.sbn + 1, 4096, budget))
-                        budget -= n + 1
-                        s.heard_blocks.update((oa, sbn) for sbn in range(a.sbn, a.sbn + n))
-                        s.heard_blocks.add((oa, a.sbn))
-                    else:
-                        s.heard_blocks.add((oa, a.sbn))
-                        s.heard_blocks.add((ob, b.sbn))
-                elif r.flags & M.NACK_SEGMENT:
-                    if oa == ob and a.sbn == b.sbn:
-                        seg = s.heard_segs.setdefault((oa, a.sbn), set())
-                        n = max(0, min(b.esi - a.esi + 1, budget))
-                        budget -= n + 1
-                        seg.update(range(a.esi, a.esi + n))
-                        seg.add(a.esi)
-                    else:
-                        s.heard_segs.setdefault((oa, a.sbn), set()).add(a.esi)
-                        s.heard_segs.setdefault((ob, b.sbn), set()).add(b.esi)
+                    sb = min(sb, nblocks - 1)
+                    if sa <= sb:
+                        s.heard_ranges += _add_range(s.heard_blocks.setdefault(oa, []), sa, sb)
+                    continue
+                # NACK_SEGMENT: ESIs a.esi.. of block sa through ..b.esi of block sb
+                n_limit = getattr(o.scheme, "n_limit", 0) or o.fti.max_block_len
+                for sbn in (sa, sb) if sb > sa else (sa,):
+                    if sbn >= nblocks:
+                        continue
+                    e0 = a.esi if sbn == sa else 0
+                    e1 = b.esi if sbn == sb else n_limit - 1
+                    e1 = min(e1, n_limit - 1)
+                    if e0 <= e1:
+                        lst = s.heard_segs.setdefault((oa, sbn), [])
+                        s.heard_ranges += _add_range(lst, e0, e1)
+                if sb > sa + 1:  # whole blocks in between
+                    mid = min(sb - 1, nblocks - 1)
+                    if sa + 1 <= mid:
+                        s.heard_ranges += _add_range(s.heard_blocks.setdefault(oa, []), sa + 1, mid)
 
     # ------------------------------------------------------------------ NACK procedure
     def _needs(self, s: _Sender, pos: tuple[int, int, int], inclusive: bool) -> list[_Need]:
@@ -1429,6 +1677,7 @@ class NormReceiver(BatchEntry):
         s.heard_blocks.clear()
         s.heard_segs.clear()
         s.heard_erasures.clear()
+        s.heard_ranges = 0
         count(self.stats, "nack.cycles")
         if self.config.ssm and t > (k - 1) * grtt:
             count(self.stats, "nack.suppressed_ssm")
@@ -1452,13 +1701,31 @@ class NormReceiver(BatchEntry):
             s.nack_deadline = s.nack_start + (k + 2) * s.grtt + self.config.release_delay
 
     def _covered(self, s: _Sender, n: _Need) -> bool:
+        """May overheard feedback suppress need ``n`` this cycle?  Overheard NACKs may be
+        forged (no TESLA tag on feedback): they delay a need by one cycle at most, a need
+        found covered in the previous cycle is NACKed now anyway."""
+        if not self._heard_covers(s, n):
+            return False
+        key = (n.ordinal, n.sbn)
+        cycle = s.nack_deadline  # set when this cycle's holdoff began: one value per cycle
+        prev = s.nack_suppressed.get(key)
+        if prev is not None and prev != cycle:
+            del s.nack_suppressed[key]
+            count(self.stats, "nack.suppression_overridden")
+            return False
+        if len(s.nack_suppressed) >= 2 * MAX_NEEDS:
+            s.nack_suppressed.clear()  # bounded (needs of past cycles)
+        s.nack_suppressed[key] = cycle
+        return True
+
+    def _heard_covers(self, s: _Sender, n: _Need) -> bool:
         if n.ordinal in s.heard_objects:
             return True
         if n.kind == "object":
             return False
         if n.kind == "info":
             return n.ordinal in s.heard_info
-        if (n.ordinal, n.sbn) in s.heard_blocks:
+        if _in_ranges(s.heard_blocks.get(n.ordinal, []), n.sbn):
             return True
         if n.kind == "block":
             return False
@@ -1467,13 +1734,16 @@ class NormReceiver(BatchEntry):
         heard = s.heard_segs.get((n.ordinal, n.sbn))
         if not heard:
             return False
-        if all(e in heard for e in n.esis):
+        if all(_in_ranges(heard, e) for e in n.esis):
             return True
-        # other receivers asked for at least as many symbols we do not hold yet
+        # other receivers asked for at least as many symbols we do not hold yet (the
+        # ranges are disjoint and clipped to the block's code length)
         o = s.objects.get(n.ordinal)
         blk = o.blocks.get(n.sbn) if o else None
         got = blk.recv if blk else set()
-        return sum(1 for e in heard if e not in got) >= n.erasures
+        wanted = sum(hi - lo + 1 for lo, hi in heard)
+        wanted -= sum(1 for e in got if _in_ranges(heard, e))
+        return wanted >= n.erasures
 
     def _backoff_expired(self, s: _Sender, now: float) -> None:
         needs = self._needs(s, s.cycle_pos, s.cycle_inclusive)

@@ -64,6 +64,12 @@ from norm.quantize import (
 KIND_DATA = "data"
 KIND_FILE = "file"
 KIND_STREAM = "stream"
+# Receiver feedback carries no authentication (RFC 5740 §7, RFC 5776 §5.2): bounds on
+# what one NACK/ACK can make us hold (docs/security/norm.md).
+PROBES_REMEMBERED = 64  # send times of our last NORM_CMD(CC), to check feedback echoes
+MAX_NACK_EXPANSION = 8192  # objects + blocks + symbols one NACK may add to repair state
+MAX_REPAIR_SYMBOLS = 1 << 16  # explicit symbols in the aggregated repair state
+MAX_SQUELCH_IDS = 1024  # invalid object ids held for the next NORM_CMD(SQUELCH)
 
 # ---------------------------------------------------------------------------- events
 
@@ -395,6 +401,8 @@ class NormSender(BatchEntry):
         self._queue_empty_reported = True
         # repair state
         self._agg: dict[int, _ObjNeed] = {}
+        self._agg_symbols = 0  # sum of the explicit ESI sets in _agg (<= MAX_REPAIR_SYMBOLS)
+        self._nack_budget = MAX_NACK_EXPANSION  # left for the NACK being merged
         self._agg_deadline: float | None = None
         self._holdoff_until = -math.inf
         self._repairs: list[tuple[tuple[int, int, int, int], int, int, int, int]] = []
@@ -978,6 +986,11 @@ class NormSender(BatchEntry):
         if self.cc is not None or self.cfg.probe == "active":
             exts.append(M.ExtRate(quantize_rate(self.rate)))
         sec, usec = time_to_sec_usec(now)
+        sent = self._probe_sent_time  # feedback echo check (_echo_matches)
+        sent.pop(ccseq, None)
+        sent[ccseq] = sec_usec_to_time(sec, usec)
+        if len(sent) > PROBES_REMEMBERED:
+            del sent[next(iter(sent))]
         # schedule the next probe
         if self.cc is not None and self.cc.clr is not None:
             interval = max(self.cc.rtt_clr, grtt, 0.01)
@@ -1120,17 +1133,38 @@ class NormSender(BatchEntry):
         return next(iter(self.objects)) if self.objects else self._next_oid
 
     # ---- feedback ------------------------------------------------------------------------
+    def _echo_matches(self, echo: float, cc_sequence: int | None, now: float) -> bool:
+        """Does a feedback's ``grtt_response`` (probe send_time + the receiver's hold time)
+        answer a NORM_CMD(CC) we sent?  It must not precede the send time of the probe
+        named by its EXT_CC ``cc_sequence`` (without EXT_CC: of some remembered probe), one
+        of our last PROBES_REMEMBERED probes, sent at most ``probe_interval_max +
+        grtt_max`` ago.  A forged or stale echo would otherwise set the GRTT (up to its
+        clamp) and the CC rate."""
+        horizon = now - self.cfg.probe_interval_max - self.cfg.grtt_max
+        sent = self._probe_sent_time
+        if cc_sequence is not None:
+            t = sent.get(cc_sequence)
+            return t is not None and t >= horizon and echo >= t - 1e-6
+        return any(horizon <= t <= echo + 1e-6 for t in sent.values())
+
     def _feedback_timing(self, msg: M.NormNack | M.NormAck, now: float) -> None:
         rtt: float | None = None
+        ext = msg.cc()
         if msg.grtt_response_sec or msg.grtt_response_usec:
-            rtt = now - sec_usec_to_time(msg.grtt_response_sec, msg.grtt_response_usec)
+            echo = sec_usec_to_time(msg.grtt_response_sec, msg.grtt_response_usec)
+            if not self._echo_matches(echo, ext.cc_sequence if ext is not None else None, now):
+                count(self.stats, "drop.cc_echo_unmatched")  # neither GRTT nor CC moves
+                return
+            rtt = now - echo
             if rtt <= 0:
                 rtt = 1e-6
             if rtt < 60.0:
                 self.grtt_est.sample(rtt)
             else:
                 rtt = None
-        ext = msg.cc()
+        elif ext is not None:
+            count(self.stats, "drop.cc_echo_unmatched")  # EXT_CC without any echo
+            return
         ccm = self.cc if self.cc is not None else self._rtt_cc
         if ccm is not None and ext is not None:
             if (
@@ -1180,6 +1214,7 @@ class NormSender(BatchEntry):
     def _on_nack(self, nack: M.NormNack, now: float) -> None:
         in_holdoff = now < self._holdoff_until and self._agg_deadline is None
         target: dict[int, _ObjNeed] = {}  # this NACK's needs (erasure counts add up)
+        self._nack_budget = MAX_NACK_EXPANSION
         n_items = 0
         for req in nack.requests:
             items = req.items
@@ -1200,7 +1235,12 @@ class NormSender(BatchEntry):
                 for sbn, bn in need.blocks.items():
                     ab = agg.blocks.setdefault(sbn, _BlkNeed())
                     ab.count = max(ab.count, bn.count)
-                    ab.esis |= bn.esis
+                    new = bn.esis - ab.esis
+                    if self._agg_symbols + len(new) > MAX_REPAIR_SYMBOLS:
+                        count(self.stats, "drop.repair_state_full")
+                        new = set()
+                    self._agg_symbols += len(new)
+                    ab.esis |= new
                     ab.whole |= bn.whole
         if in_holdoff:
             # RFC 5740 §5.4.1: during holdoff only content beyond the current (repair)
@@ -1236,9 +1276,12 @@ class NormSender(BatchEntry):
         b: M.RepairItem | None,
         form: int,
     ) -> None:
+        if not self._spend(1):
+            return
         obj = self.objects.get(oid)
         if obj is None or obj.unreliable:
-            self._squelch_invalid.add(oid)
+            if len(self._squelch_invalid) < MAX_SQUELCH_IDS:
+                self._squelch_invalid.add(oid)
             count(self.stats, "nack.invalid_object")
             return
         need = target.setdefault(oid, _ObjNeed())
@@ -1253,6 +1296,8 @@ class NormSender(BatchEntry):
         if flags & M.NACK_BLOCK:
             s = a.sbn
             for _ in range(1 << 16):
+                if not self._spend(1):
+                    return
                 if obj.has_block(s):
                     need.blocks.setdefault(s, _BlkNeed()).whole = True
                 elif obj.kind == KIND_STREAM:
@@ -1265,6 +1310,8 @@ class NormSender(BatchEntry):
         if a.sbn != b.sbn:
             # range spanning blocks: first block from a.esi, whole middle blocks, last to b.esi
             for s in range(a.sbn, b.sbn + 1):
+                if not self._spend(1):
+                    return
                 if not obj.has_block(s):
                     continue
                 k = obj.block_len(s)
@@ -1287,12 +1334,25 @@ class NormSender(BatchEntry):
             return
         k = obj.block_len(sbn)
         limit = k + obj.P
-        esis = [e for e in range(lo, min(hi, limit - 1) + 1)]
+        hi = min(hi, limit - 1)
+        if hi >= lo and not self._spend(hi - lo + 1):
+            hi = lo + self._nack_budget - 1  # what is left of this NACK's budget
+            self._nack_budget = 0
+        esis = [e for e in range(lo, hi + 1)]
         bn.count += len(set(esis) - bn.esis)
         bn.esis.update(esis)
         if not obj.block_complete(sbn):
             bn.count = 0  # explicit only for an unfinished stream block
         _ = k
+
+    def _spend(self, n: int) -> bool:
+        """Take ``n`` units of the current NACK's expansion budget (MAX_NACK_EXPANSION);
+        False, counted ``drop.nack_expansion``, when it is exhausted."""
+        if n > self._nack_budget:
+            count(self.stats, "drop.nack_expansion")
+            return False
+        self._nack_budget -= n
+        return True
 
     def _merge_holdoff(self, late: dict[int, _ObjNeed]) -> None:
         pos = self._repair_pos
@@ -1315,6 +1375,7 @@ class NormSender(BatchEntry):
 
     def _start_repair(self, now: float) -> None:
         agg, self._agg = self._agg, {}
+        self._agg_symbols = 0
         self._agg_deadline = None
         self._holdoff_until = now + self.grtt
         if self.cfg.repair_adv and agg:

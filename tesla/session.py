@@ -11,8 +11,15 @@ NACK/ACK feedback) goes to the engine.
 
 ``AuthenticatedReceiver(tesla_receiver, engine)``: datagrams go through the verifier;
 only authenticated ones reach the engine (with the address they arrived from).  NORM
-receiver feedback (NACK/ACK/REPORT of other receivers, used for suppression) carries no
-TESLA tag (RFC 5776 §5.2) and is passed to the engine as is.  Congestion control
+receiver feedback carries no TESLA tag (RFC 5776 authenticates sender messages only), so
+what a receiver acts on before (without) authentication is limited, and each bounded
+(``docs/tesla-choices.md`` "Before authentication", ``docs/security/norm.md``): an
+overheard NORM_NACK only feeds NACK suppression, for content we know, kept as ranges, at most
+``norm.receiver.MAX_HEARD_RANGES`` per cycle, and delays a need of ours by one NACK cycle
+at most; an overheard NORM_ACK is only counted; NORM_REPORT is dropped here
+(``tesla.drop.report``).  At the sender (``AuthenticatedSender``) NACK/ACK go to the
+engine, whose repair state per NACK and in total is capped and whose GRTT/CC only move
+on an echo of a probe it sent.  Congestion control
 before authentication (RFC 5776 §4.3 step 5, ``cc_preauth=True``, NORM only): the
 verifier hands every packet that passed the safe-packet test (and Group MAC / key checks)
 to the engine's ``congestion_control_hint(data, now)`` before buffering it, so the NORM
@@ -33,6 +40,7 @@ from typing import Any
 
 from alc.engine import Address, BatchEntry, Engine, Times
 from alc.errors import DecodeError
+from norm import messages as M
 from tesla.authenticator import PROTO_NORM, TeslaSender, ext_area
 from tesla.verifier import TeslaReceiver
 
@@ -143,6 +151,7 @@ class AuthenticatedReceiver(BatchEntry):
     ) -> None:
         self.tesla = tesla_receiver
         self.engine = engine
+        self._own: dict[str, int] = {}  # counters of this wrapper
         self.sync_addr = sync_addr
         self.sync_retry = sync_retry
         self._next_sync: float | None = None
@@ -156,7 +165,17 @@ class AuthenticatedReceiver(BatchEntry):
 
     @property
     def stats(self) -> dict[str, int]:
-        return _merged(self.engine.stats, self.tesla.stats)
+        out = _merged(self.engine.stats, self.tesla.stats)
+        out.update(self._own)
+        return out
+
+    def _feedback(self, data: bytes, addr: Address | None, now: float) -> None:
+        """Receiver feedback (no TESLA tag): NACK/ACK to the engine, whose use of it is
+        bounded (see module doc); NORM_REPORT is never acted on."""
+        if data[0] & 15 == M.NORM_REPORT:
+            self._own["tesla.drop.report"] = self._own.get("tesla.drop.report", 0) + 1
+            return
+        self.engine.receive_datagram(data, addr, now)
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
         self.receive_datagrams([data], [addr], [now])
@@ -177,7 +196,7 @@ class AuthenticatedReceiver(BatchEntry):
                 kept = set(keep)
                 for k, d in enumerate(datagrams):
                     if k not in kept:
-                        self.engine.receive_datagram(d, addrs[k], float(times[k]))
+                        self._feedback(d, addrs[k], float(times[k]))
                 if not keep:
                     return
                 datagrams = [datagrams[k] for k in keep]

@@ -250,7 +250,11 @@ def test_grtt_measured_from_nack_response() -> None:
     s = NormSender(cfg(grtt=0.001))
     oid, now = _sent_all(s)
     req = M.RepairRequest(M.NACK_ITEMS, M.NACK_SEGMENT, [item(s, oid, 0, 0)])
-    s.receive_datagram(nack(s, [req], resp=now - 0.2), None, now)
+    # the echo answers our first probe (sent at T0, held 10 us by the receiver); one that
+    # answers no probe we sent moves nothing (tests/test_hostile_norm.py)
+    s.receive_datagram(nack(s, [req], resp=T0 - 0.2), None, now)
+    assert s.grtt_est.grtt == 0.001 and s.stats["drop.cc_echo_unmatched"] == 1
+    s.receive_datagram(nack(s, [req], resp=T0 + 0.00001), None, T0 + 0.2)
     assert 0.19 < s.grtt_est.grtt < 0.21
     assert s.grtt >= 0.2  # advertised, quantized upward
 
