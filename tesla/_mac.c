@@ -5,8 +5,9 @@
  * OpenSSL's public EVP digest API: the key pads are absorbed once into two EVP_MD_CTX
  * (RFC 2104 §4 "precomputation"), then per row the inner state is copied
  * (EVP_MD_CTX_copy_ex), the row absorbed and finished, and the same done with the
- * outer state over the inner digest.  No struct size or layout of OpenSSL or CPython
- * is assumed.  Every row and field is checked against its buffer before any hashing;
+ * outer state over the inner digest.  SHA-256 on x86-64 CPUs with the SHA extensions:
+ * our own SHA-256 over those instructions instead (below).  No struct size or layout of
+ * OpenSSL or CPython is assumed.  Every row and field is checked against its buffer before any hashing;
  * the loops run without the GIL, with every buffer held (exported) for their duration.
  */
 #define PY_SSIZE_T_CLEAN
@@ -14,6 +15,7 @@
 #include <Python.h>
 
 #include <openssl/evp.h>
+#include <stdint.h>
 #include <string.h>
 
 /* TESLA PRF/MAC registry values 0..4 (RFC 5776 §5) */
@@ -24,9 +26,146 @@ static EVP_MD *mds[5]; /* fetched once at module init */
 /* fields whose blocks end within this many octets are zeroed in a stack copy */
 #define SCRATCH 2048
 
+/* ---------------------------------------------------------- SHA-256 with SHA-NI
+ * On x86-64 CPUs with the SHA extensions, HMAC-SHA-256 (TESLA's default) runs on our own
+ * SHA-256 (FIPS 180-4) over the CPU's SHA instructions: the keyed states are then plain
+ * eight-word arrays of ours, copied per row without the EVP layer's per-copy allocation.
+ * Elsewhere (and for the other hashes) the EVP path below is used.  The known-answer
+ * check of tesla.mackernel covers whichever path is active; set_native_sha256(False)
+ * forces EVP. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_SHANI 1
+
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+/* nb 64-octet blocks into the state (words H0..H7) */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sha256_ni(uint32_t st[8], const unsigned char *p, size_t nb)
+{
+    const __m128i MASK = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[0]), 0xB1); /* CDAB */
+    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[4]), 0x1B); /* EFGH */
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);    /* ABEF */
+    s1 = _mm_blend_epi16(s1, t, 0xF0);         /* CDGH */
+    while (nb--) {
+        __m128i a0 = s0, c0 = s1, w[4], m;
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) {
+            if (i < 4) {
+                w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), MASK);
+            } else { /* W[t] from W[t-16], W[t-15], W[t-7], W[t-2] (FIPS 180-4 §6.2.2) */
+                __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(w[i & 3], w[(i + 1) & 3]),
+                                          _mm_alignr_epi8(w[(i + 3) & 3], w[(i + 2) & 3], 4));
+                w[i & 3] = _mm_sha256msg2_epu32(x, w[(i + 3) & 3]);
+            }
+            m = _mm_add_epi32(w[i & 3], _mm_loadu_si128((const __m128i *)&K256[4 * i]));
+            s1 = _mm_sha256rnds2_epu32(s1, s0, m);
+            s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(m, 0x0E));
+        }
+        s0 = _mm_add_epi32(s0, a0);
+        s1 = _mm_add_epi32(s1, c0);
+        p += 64;
+    }
+    t = _mm_shuffle_epi32(s0, 0x1B);      /* FEBA */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);     /* DCHG */
+    s0 = _mm_blend_epi16(t, s1, 0xF0);    /* DCBA */
+    s1 = _mm_alignr_epi8(s1, t, 8);       /* HGFE */
+    _mm_storeu_si128((__m128i *)&st[0], s0);
+    _mm_storeu_si128((__m128i *)&st[4], s1);
+}
+
+static int cpu_has_shani(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 9)) || !(c & (1u << 19)))
+        return 0; /* SSSE3, SSE4.1 */
+    if (__get_cpuid_max(0, NULL) < 7)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b >> 29) & 1; /* SHA */
+}
+#endif
+
+static int use_shani = 0; /* set at module init from CPUID */
+
 typedef struct {
-    EVP_MD_CTX *i, *o, *w; /* inner and outer keyed states, work state */
+    uint32_t h[8];
+    uint64_t len;      /* octets absorbed */
+    unsigned char buf[64];
+    size_t num;        /* octets waiting in buf */
+} s256;
+
+static void s256_update(s256 *c, const unsigned char *p, size_t n)
+{
+#ifdef HAVE_SHANI
+    c->len += n;
+    if (c->num) {
+        size_t m = 64 - c->num < n ? 64 - c->num : n;
+        memcpy(c->buf + c->num, p, m);
+        c->num += m;
+        p += m;
+        n -= m;
+        if (c->num < 64)
+            return;
+        sha256_ni(c->h, c->buf, 1);
+        c->num = 0;
+    }
+    if (n >= 64) {
+        sha256_ni(c->h, p, n / 64);
+        p += n / 64 * 64;
+        n %= 64;
+    }
+    if (n) {
+        memcpy(c->buf, p, n);
+        c->num = n;
+    }
+#else
+    (void)c; (void)p; (void)n;
+#endif
+}
+
+static void s256_final(s256 *c, unsigned char out[32])
+{
+    uint64_t bits = c->len * 8;
+    c->buf[c->num++] = 0x80;
+    if (c->num > 56) {
+        memset(c->buf + c->num, 0, 64 - c->num);
+#ifdef HAVE_SHANI
+        sha256_ni(c->h, c->buf, 1);
+#endif
+        c->num = 0;
+    }
+    memset(c->buf + c->num, 0, 56 - c->num);
+    for (int j = 0; j < 8; j++)
+        c->buf[63 - j] = (unsigned char)(bits >> (8 * j));
+#ifdef HAVE_SHANI
+    sha256_ni(c->h, c->buf, 1);
+#endif
+    for (int j = 0; j < 8; j++) {
+        out[4 * j] = (unsigned char)(c->h[j] >> 24);
+        out[4 * j + 1] = (unsigned char)(c->h[j] >> 16);
+        out[4 * j + 2] = (unsigned char)(c->h[j] >> 8);
+        out[4 * j + 3] = (unsigned char)c->h[j];
+    }
+}
+
+/* ------------------------------------------------------------------ HMAC core */
+typedef struct {
+    EVP_MD_CTX *i, *o, *w; /* EVP path: inner and outer keyed states, work state */
     int dlen, block;
+    int ni;                /* SHA-NI path: the same three as s256 */
+    s256 si, so, sw;
 } hkey;
 
 static void hkey_free(hkey *h)
@@ -43,13 +182,10 @@ static int hkey_init(hkey *h, int alg, const unsigned char *key, size_t klen)
     unsigned char kb[EVP_MAX_MD_SIZE], pad[MAX_BLOCK];
     unsigned int kl = 0;
     const EVP_MD *md = mds[alg];
-    h->i = EVP_MD_CTX_new();
-    h->o = EVP_MD_CTX_new();
-    h->w = EVP_MD_CTX_new();
     h->dlen = EVP_MD_get_size(md);
     h->block = EVP_MD_get_block_size(md);
-    if (!h->i || !h->o || !h->w || h->block <= 0 || h->block > MAX_BLOCK || h->dlen <= 0
-        || h->dlen > EVP_MAX_MD_SIZE)
+    h->ni = alg == 2 && use_shani;
+    if (h->block <= 0 || h->block > MAX_BLOCK || h->dlen <= 0 || h->dlen > EVP_MAX_MD_SIZE)
         goto fail;
     if (klen > (size_t)h->block) { /* a key longer than a block is hashed first */
         if (!EVP_Digest(key, klen, kb, &kl, md, NULL))
@@ -59,6 +195,23 @@ static int hkey_init(hkey *h, int alg, const unsigned char *key, size_t klen)
     }
     for (int j = 0; j < h->block; j++)
         pad[j] = (unsigned char)(((size_t)j < klen ? key[j] : 0) ^ 0x36);
+    if (h->ni) {
+        static const uint32_t IV[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+        memset(&h->si, 0, sizeof h->si);
+        memcpy(h->si.h, IV, sizeof IV);
+        h->so = h->si;
+        s256_update(&h->si, pad, 64);
+        for (int j = 0; j < 64; j++)
+            pad[j] ^= 0x36 ^ 0x5c;
+        s256_update(&h->so, pad, 64);
+        return 0;
+    }
+    h->i = EVP_MD_CTX_new();
+    h->o = EVP_MD_CTX_new();
+    h->w = EVP_MD_CTX_new();
+    if (!h->i || !h->o || !h->w)
+        goto fail;
     if (!EVP_DigestInit_ex(h->i, md, NULL) || !EVP_DigestUpdate(h->i, pad, h->block))
         goto fail;
     for (int j = 0; j < h->block; j++)
@@ -73,26 +226,51 @@ fail:
     return -1;
 }
 
+static int h_start(hkey *h)
+{
+    if (h->ni) {
+        h->sw = h->si;
+        return 1;
+    }
+    return EVP_MD_CTX_copy_ex(h->w, h->i);
+}
+
+static int h_update(hkey *h, const unsigned char *p, size_t n)
+{
+    if (h->ni) {
+        s256_update(&h->sw, p, n);
+        return 1;
+    }
+    return EVP_DigestUpdate(h->w, p, n);
+}
+
 /* Finish the inner hash in the work state, then the outer one into out (dlen octets). */
 static int hmac_finish(hkey *h, unsigned char *out)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
+    if (h->ni) {
+        s256_final(&h->sw, md);
+        h->sw = h->so;
+        s256_update(&h->sw, md, 32);
+        s256_final(&h->sw, out);
+        return 1;
+    }
     return EVP_DigestFinal_ex(h->w, md, NULL) && EVP_MD_CTX_copy_ex(h->w, h->o)
         && EVP_DigestUpdate(h->w, md, (size_t)h->dlen) && EVP_DigestFinal_ex(h->w, out, NULL);
 }
 
 static int hmac_one(hkey *h, const unsigned char *p, size_t n, unsigned char *out)
 {
-    return EVP_MD_CTX_copy_ex(h->w, h->i) && EVP_DigestUpdate(h->w, p, n) && hmac_finish(h, out);
+    return h_start(h) && h_update(h, p, n) && hmac_finish(h, out);
 }
 
 static const unsigned char ZEROS[256];
 
-static int update_zeros(EVP_MD_CTX *w, size_t n)
+static int update_zeros(hkey *h, size_t n)
 {
     while (n) {
         size_t m = n < sizeof ZEROS ? n : sizeof ZEROS;
-        if (!EVP_DigestUpdate(w, ZEROS, m))
+        if (!h_update(h, ZEROS, m))
             return 0;
         n -= m;
     }
@@ -105,10 +283,10 @@ static int hmac_zeroed(hkey *h, const unsigned char *p, size_t n, size_t a1, siz
                        size_t a2, size_t b2, unsigned char *out)
 {
     size_t fe = b1 > b2 ? b1 : b2;
-    if (!EVP_MD_CTX_copy_ex(h->w, h->i))
+    if (!h_start(h))
         return 0;
     if (fe == 0)
-        return EVP_DigestUpdate(h->w, p, n) && hmac_finish(h, out);
+        return h_update(h, p, n) && hmac_finish(h, out);
     size_t blk = (size_t)h->block, cut = (fe + blk - 1) / blk * blk;
     if (cut > n)
         cut = n;
@@ -119,9 +297,9 @@ static int hmac_zeroed(hkey *h, const unsigned char *p, size_t n, size_t a1, siz
         memcpy(s, p, cut);
         memset(s + a1, 0, b1 - a1);
         memset(s + a2, 0, b2 - a2);
-        if (!EVP_DigestUpdate(h->w, s, cut))
+        if (!h_update(h, s, cut))
             return 0;
-        return (cut == n || EVP_DigestUpdate(h->w, p + cut, n - cut)) && hmac_finish(h, out);
+        return (cut == n || h_update(h, p + cut, n - cut)) && hmac_finish(h, out);
     }
     /* far fields: data and zero runs in order (the non-empty ranges sorted, overlapping
      * or touching ones merged) */
@@ -140,13 +318,13 @@ static int hmac_zeroed(hkey *h, const unsigned char *p, size_t n, size_t a1, siz
     }
     size_t pos = 0;
     for (int r = 0; r < nr; r++) {
-        if (ra[r] > pos && !EVP_DigestUpdate(h->w, p + pos, ra[r] - pos))
+        if (ra[r] > pos && !h_update(h, p + pos, ra[r] - pos))
             return 0;
-        if (!update_zeros(h->w, rb[r] - ra[r]))
+        if (!update_zeros(h, rb[r] - ra[r]))
             return 0;
         pos = rb[r];
     }
-    return (pos == n || EVP_DigestUpdate(h->w, p + pos, n - pos)) && hmac_finish(h, out);
+    return (pos == n || h_update(h, p + pos, n - pos)) && hmac_finish(h, out);
 }
 
 /* ------------------------------------------------------------------ argument helpers */
@@ -619,7 +797,28 @@ static PyObject *openssl_version(PyObject *self, PyObject *noarg)
     return PyUnicode_FromString(OpenSSL_version(OPENSSL_VERSION));
 }
 
+static PyObject *native_sha256(PyObject *self, PyObject *noarg)
+{
+    return PyBool_FromLong(use_shani);
+}
+
+static PyObject *set_native_sha256(PyObject *self, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+#ifdef HAVE_SHANI
+    use_shani = on && cpu_has_shani();
+#endif
+    return PyBool_FromLong(use_shani);
+}
+
 static PyMethodDef methods[] = {
+    {"native_sha256", native_sha256, METH_NOARGS,
+     "Whether HMAC-SHA-256 runs on the CPU's SHA instructions (else OpenSSL EVP)."},
+    {"set_native_sha256", set_native_sha256, METH_O,
+     "Use the SHA-instruction path for SHA-256 where the CPU has it (True) or EVP (False);\n"
+     "returns whether it is used.  Not to be called while a loop runs."},
     {"hmac_rows", hmac_rows, METH_VARARGS, hmac_rows_doc},
     {"mac_arena", mac_arena, METH_VARARGS, mac_arena_doc},
     {"verify_seq", verify_seq, METH_VARARGS, verify_seq_doc},
@@ -633,6 +832,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef moddef = {
     PyModuleDef_HEAD_INIT, "tesla._mac",
     "Native HMAC loops of tesla.mackernel (OpenSSL EVP, limited API).", -1, methods,
+    NULL, NULL, NULL, NULL,
 };
 
 PyMODINIT_FUNC PyInit__mac(void)
@@ -645,5 +845,8 @@ PyMODINIT_FUNC PyInit__mac(void)
             return NULL;
         }
     }
+#ifdef HAVE_SHANI
+    use_shani = cpu_has_shani();
+#endif
     return PyModule_Create(&moddef);
 }

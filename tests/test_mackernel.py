@@ -36,6 +36,32 @@ def _compiler() -> str | None:
 def _kernel_on() -> Any:
     yield
     mk.set_enabled(True)
+    if mk.available():
+        mk._load()["mod"].set_native_sha256(True)
+
+
+#: every hash, and SHA-256 also on the OpenSSL EVP path where the SHA-NI path is used
+HASHES = [
+    pytest.param((a, False), id=NAMES[a]) for a in sorted(NAMES)
+] + [pytest.param((2, True), id="sha256-evp")]
+
+
+def _path(evp: bool) -> None:
+    """The kernel, on the EVP path for SHA-256 if ``evp`` (skip if that is no change)."""
+    _kernel()
+    mod = mk._load()["mod"]
+    if evp and not mod.native_sha256():
+        pytest.skip("SHA-256 is on the EVP path anyway (no SHA-NI)")
+    mod.set_native_sha256(not evp)
+
+
+def test_sha_ni_path_is_used_where_the_cpu_has_it() -> None:
+    _kernel()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    has = any(" sha_ni" in ln for ln in flags.splitlines() if ln.startswith("flags"))
+    mod = mk._load()["mod"]
+    assert mod.native_sha256() == has
+    assert ("SHA-NI" in mk.describe()) == has
 
 
 def test_extension_built_and_loaded_when_a_compiler_is_present() -> None:
@@ -48,7 +74,7 @@ def test_extension_built_and_loaded_when_a_compiler_is_present() -> None:
     mod = mk._load()["mod"]
     assert mod.__file__.endswith(".abi3.so"), mod.__file__  # the limited-API build
     assert Path(mod.__file__).parent == ROOT / "tesla"
-    assert "native C over OpenSSL" in mk.describe()
+    assert "native C" in mk.describe() and "OpenSSL" in mk.describe()
 
 
 def _kernel() -> None:
@@ -56,14 +82,15 @@ def _kernel() -> None:
         pytest.skip(f"no native kernel: {mk.why_unavailable()}")
 
 
-@pytest.mark.parametrize("mac_id", sorted(NAMES))
+@pytest.mark.parametrize("hash_path", HASHES)
 @pytest.mark.parametrize("key_len", [0, 16, 32, 64, 65, 129, 200])  # 200: longer than every block
-def test_hmac_rows_is_standard_hmac(mac_id: int, key_len: int) -> None:
-    _kernel()
+def test_hmac_rows_is_standard_hmac(hash_path: tuple[int, bool], key_len: int) -> None:
+    mac_id, evp = hash_path
+    _path(evp)
     rng = random.Random(mac_id * 1000 + key_len)
     key = rng.randbytes(key_len)
-    lens = [0, 1, 55, 56, 63, 64, 65, 111, 112, 127, 128, 129, 1400, 3000]
-    pkts = [rng.randbytes(rng.choice(lens)) for _ in range(40)]
+    lens = [*range(0, 260), 1400, 3000]  # every padding case of both block sizes
+    pkts = [rng.randbytes(n) for n in lens]
     buf = b"".join(pkts)
     ln = np.array([len(p) for p in pkts], dtype=np.int64)
     st = np.cumsum(ln) - ln
@@ -141,11 +168,15 @@ def _arena_case(seed: int, n: int = 300) -> tuple[bytes, list[tuple[int, int, in
     return b"".join(parts), rows, ml, gl
 
 
-@pytest.mark.parametrize("mac_id", sorted(NAMES))
-@pytest.mark.parametrize("kernel", [True, False], ids=["native", "python"])
-def test_mac_arena_equals_zeroed_field_definition(mac_id: int, kernel: bool) -> None:
+@pytest.mark.parametrize(
+    "hash_path, kernel",
+    [pytest.param(h.values[0], True, id=f"{h.id}-native") for h in HASHES]
+    + [pytest.param((a, False), False, id=f"{NAMES[a]}-python") for a in sorted(NAMES)],
+)
+def test_mac_arena_equals_zeroed_field_definition(hash_path: tuple[int, bool], kernel: bool) -> None:
+    mac_id, evp = hash_path
     if kernel:
-        _kernel()
+        _path(evp)
     mk.set_enabled(kernel)
     arena_b, rows, ml, gl = _arena_case(100 + mac_id, 120 if kernel else 40)
     arena = np.frombuffer(bytearray(arena_b), dtype=np.uint8)  # writable: must stay as is
@@ -226,10 +257,11 @@ def _layout_ok(ln: int, mo: int, go: int, km: int) -> bool:
     return not (go >= 0 and go < mo + km and mo < go + 4)
 
 
-@pytest.mark.parametrize("mac_id", sorted(NAMES))
+@pytest.mark.parametrize("hash_path", HASHES)
 @pytest.mark.parametrize("threads", [1, 3])
-def test_verify_objects_equals_zeroed_field_definition(mac_id: int, threads: int) -> None:
-    _kernel()
+def test_verify_objects_equals_zeroed_field_definition(hash_path: tuple[int, bool], threads: int) -> None:
+    mac_id, evp = hash_path
+    _path(evp)
     rng = random.Random(77 + mac_id)
     key = rng.randbytes(32)
     km = 10 if mac_id == 0 else 16
@@ -420,6 +452,37 @@ def test_known_answer_failure_means_fallback(
         mk._state.clear()
         mk._state.update(saved)
     assert mk.available()
+
+
+class _WrongShaNi(_Wrong):
+    """An extension whose SHA-NI path of SHA-256 is off by one bit (EVP is right)."""
+
+    def hmac_rows(self, alg: int, key: bytes, buf: Any, st: Any, ln: Any, out: np.ndarray) -> None:
+        self.real.hmac_rows(alg, key, buf, st, ln, out)
+        if alg == 2 and self.real.native_sha256():
+            out[0, 0] ^= 1
+
+
+def test_sha_ni_failure_means_evp(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _path(evp=True)  # skips without SHA-NI
+    real = mk._load()["mod"]
+    real.set_native_sha256(True)
+    import tesla
+
+    monkeypatch.setattr(tesla, "_mac", _WrongShaNi(real), raising=False)
+    monkeypatch.setitem(sys.modules, "tesla._mac", tesla._mac)
+    saved = dict(mk._state)
+    mk._state.clear()
+    try:
+        assert mk.available()
+        assert not real.native_sha256()
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "SHA-NI" in err and "EVP" in err
+    finally:
+        mk._state.clear()
+        mk._state.update(saved)
 
 
 def test_import_and_load_change_nothing_global() -> None:
