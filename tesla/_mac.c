@@ -5,10 +5,11 @@
  * OpenSSL's public EVP digest API: the key pads are absorbed once into two EVP_MD_CTX
  * (RFC 2104 §4 "precomputation"), then per row the inner state is copied
  * (EVP_MD_CTX_copy_ex), the row absorbed and finished, and the same done with the
- * outer state over the inner digest.  SHA-256 on x86-64 CPUs with the SHA extensions:
- * our own SHA-256 over those instructions instead (below).  No struct size or layout of
- * OpenSSL or CPython is assumed.  Every row and field is checked against its buffer before any hashing;
- * the loops run without the GIL, with every buffer held (exported) for their duration.
+ * outer state over the inner digest.  SHA-1 and SHA-256 on x86-64 CPUs with the SHA
+ * extensions: our own over those instructions instead (below).  No struct size or
+ * layout of OpenSSL or CPython is assumed.  Every row and field is checked against its
+ * buffer before any hashing; the loops run without the GIL, with every buffer held
+ * (exported) for their duration.
  */
 #define PY_SSIZE_T_CLEAN
 #define Py_LIMITED_API 0x030B0000
@@ -26,12 +27,12 @@ static EVP_MD *mds[5]; /* fetched once at module init */
 /* fields whose blocks end within this many octets are zeroed in a stack copy */
 #define SCRATCH 2048
 
-/* ---------------------------------------------------------- SHA-256 with SHA-NI
- * On x86-64 CPUs with the SHA extensions, HMAC-SHA-256 (TESLA's default) runs on our own
- * SHA-256 (FIPS 180-4) over the CPU's SHA instructions: the keyed states are then plain
- * eight-word arrays of ours, copied per row without the EVP layer's per-copy allocation.
- * Elsewhere (and for the other hashes) the EVP path below is used.  The known-answer
- * check of tesla.mackernel covers whichever path is active; set_native_sha256(False)
+/* ---------------------------------------------------- SHA-1 and SHA-256 with SHA-NI
+ * On x86-64 CPUs with the SHA extensions, HMAC-SHA-256 (TESLA's default) and HMAC-SHA-1
+ * run on our own SHA-256 / SHA-1 (FIPS 180-4) over the CPU's SHA instructions: the keyed
+ * states are then plain word arrays of ours, copied per row without the EVP layer's
+ * per-copy allocation.  Elsewhere (and for SHA-224/384/512) the EVP path below is used.  The known-answer
+ * check of tesla.mackernel covers whichever path is active; set_sha_ni(False)
  * forces EVP. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -85,6 +86,44 @@ static void sha256_ni(uint32_t st[8], const unsigned char *p, size_t nb)
     _mm_storeu_si128((__m128i *)&st[4], s1);
 }
 
+/* nb 64-octet blocks into the SHA-1 state (words H0..H4) */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sha1_ni(uint32_t st[5], const unsigned char *p, size_t nb)
+{
+    const __m128i MASK = _mm_set_epi64x(0x0001020304050607ULL, 0x08090a0b0c0d0e0fULL);
+    __m128i abcd = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)st), 0x1B);
+    __m128i e0 = _mm_set_epi32((int)st[4], 0, 0, 0);
+    while (nb--) {
+        __m128i abcd0 = abcd, e00 = e0, w[4], e[2];
+        e[0] = e0;
+        e[1] = e0;
+#pragma GCC unroll 20
+        for (int i = 0; i < 20; i++) { /* 4 rounds each (FIPS 180-4 §6.1.2) */
+            int c = i & 1;
+            if (i < 4) {
+                w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), MASK);
+            } else { /* W[t] = ROTL1(W[t-3] ^ W[t-8] ^ W[t-14] ^ W[t-16]) */
+                w[i & 3] = _mm_sha1msg2_epu32(
+                    _mm_xor_si128(_mm_sha1msg1_epu32(w[i & 3], w[(i + 1) & 3]), w[(i + 2) & 3]),
+                    w[(i + 3) & 3]);
+            }
+            e[c] = i == 0 ? _mm_add_epi32(e[0], w[0]) : _mm_sha1nexte_epu32(e[c], w[i & 3]);
+            e[c ^ 1] = abcd;
+            switch (i / 5) {
+            case 0: abcd = _mm_sha1rnds4_epu32(abcd, e[c], 0); break;
+            case 1: abcd = _mm_sha1rnds4_epu32(abcd, e[c], 1); break;
+            case 2: abcd = _mm_sha1rnds4_epu32(abcd, e[c], 2); break;
+            default: abcd = _mm_sha1rnds4_epu32(abcd, e[c], 3); break;
+            }
+        }
+        e0 = _mm_sha1nexte_epu32(e[0], e00);
+        abcd = _mm_add_epi32(abcd, abcd0);
+        p += 64;
+    }
+    _mm_storeu_si128((__m128i *)st, _mm_shuffle_epi32(abcd, 0x1B));
+    st[4] = (uint32_t)_mm_extract_epi32(e0, 3);
+}
+
 static int cpu_has_shani(void)
 {
     unsigned a, b, c, d;
@@ -100,15 +139,40 @@ static int cpu_has_shani(void)
 static int use_shani = 0; /* set at module init from CPUID */
 
 typedef struct {
-    uint32_t h[8];
+    uint32_t h[8];     /* SHA-256: H0..H7; SHA-1: H0..H4 */
     uint64_t len;      /* octets absorbed */
     unsigned char buf[64];
     size_t num;        /* octets waiting in buf */
-} s256;
+    int sha1;
+} shs;
 
-static void s256_update(s256 *c, const unsigned char *p, size_t n)
+static void shs_blocks(shs *c, const unsigned char *p, size_t nb)
 {
 #ifdef HAVE_SHANI
+    if (c->sha1)
+        sha1_ni(c->h, p, nb);
+    else
+        sha256_ni(c->h, p, nb);
+#else
+    (void)c; (void)p; (void)nb;
+#endif
+}
+
+static void shs_init(shs *c, int sha1)
+{
+    static const uint32_t IV256[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                      0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    static const uint32_t IV1[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
+    memset(c, 0, sizeof *c);
+    c->sha1 = sha1;
+    if (sha1)
+        memcpy(c->h, IV1, sizeof IV1);
+    else
+        memcpy(c->h, IV256, sizeof IV256);
+}
+
+static void shs_update(shs *c, const unsigned char *p, size_t n)
+{
     c->len += n;
     if (c->num) {
         size_t m = 64 - c->num < n ? 64 - c->num : n;
@@ -118,11 +182,11 @@ static void s256_update(s256 *c, const unsigned char *p, size_t n)
         n -= m;
         if (c->num < 64)
             return;
-        sha256_ni(c->h, c->buf, 1);
+        shs_blocks(c, c->buf, 1);
         c->num = 0;
     }
     if (n >= 64) {
-        sha256_ni(c->h, p, n / 64);
+        shs_blocks(c, p, n / 64);
         p += n / 64 * 64;
         n %= 64;
     }
@@ -130,29 +194,23 @@ static void s256_update(s256 *c, const unsigned char *p, size_t n)
         memcpy(c->buf, p, n);
         c->num = n;
     }
-#else
-    (void)c; (void)p; (void)n;
-#endif
 }
 
-static void s256_final(s256 *c, unsigned char out[32])
+/* the digest (20 or 32 octets) into out; the state is spent */
+static void shs_final(shs *c, unsigned char *out)
 {
     uint64_t bits = c->len * 8;
     c->buf[c->num++] = 0x80;
     if (c->num > 56) {
         memset(c->buf + c->num, 0, 64 - c->num);
-#ifdef HAVE_SHANI
-        sha256_ni(c->h, c->buf, 1);
-#endif
+        shs_blocks(c, c->buf, 1);
         c->num = 0;
     }
     memset(c->buf + c->num, 0, 56 - c->num);
     for (int j = 0; j < 8; j++)
         c->buf[63 - j] = (unsigned char)(bits >> (8 * j));
-#ifdef HAVE_SHANI
-    sha256_ni(c->h, c->buf, 1);
-#endif
-    for (int j = 0; j < 8; j++) {
+    shs_blocks(c, c->buf, 1);
+    for (int j = 0; j < (c->sha1 ? 5 : 8); j++) {
         out[4 * j] = (unsigned char)(c->h[j] >> 24);
         out[4 * j + 1] = (unsigned char)(c->h[j] >> 16);
         out[4 * j + 2] = (unsigned char)(c->h[j] >> 8);
@@ -164,8 +222,8 @@ static void s256_final(s256 *c, unsigned char out[32])
 typedef struct {
     EVP_MD_CTX *i, *o, *w; /* EVP path: inner and outer keyed states, work state */
     int dlen, block;
-    int ni;                /* SHA-NI path: the same three as s256 */
-    s256 si, so, sw;
+    int ni;                /* SHA-NI path (SHA-1, SHA-256): the same three */
+    shs si, so, sw;
 } hkey;
 
 static void hkey_free(hkey *h)
@@ -184,7 +242,7 @@ static int hkey_init(hkey *h, int alg, const unsigned char *key, size_t klen)
     const EVP_MD *md = mds[alg];
     h->dlen = EVP_MD_get_size(md);
     h->block = EVP_MD_get_block_size(md);
-    h->ni = alg == 2 && use_shani;
+    h->ni = (alg == 0 || alg == 2) && use_shani;
     if (h->block <= 0 || h->block > MAX_BLOCK || h->dlen <= 0 || h->dlen > EVP_MAX_MD_SIZE)
         goto fail;
     if (klen > (size_t)h->block) { /* a key longer than a block is hashed first */
@@ -196,15 +254,12 @@ static int hkey_init(hkey *h, int alg, const unsigned char *key, size_t klen)
     for (int j = 0; j < h->block; j++)
         pad[j] = (unsigned char)(((size_t)j < klen ? key[j] : 0) ^ 0x36);
     if (h->ni) {
-        static const uint32_t IV[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                                       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-        memset(&h->si, 0, sizeof h->si);
-        memcpy(h->si.h, IV, sizeof IV);
+        shs_init(&h->si, alg == 0);
         h->so = h->si;
-        s256_update(&h->si, pad, 64);
+        shs_update(&h->si, pad, 64);
         for (int j = 0; j < 64; j++)
             pad[j] ^= 0x36 ^ 0x5c;
-        s256_update(&h->so, pad, 64);
+        shs_update(&h->so, pad, 64);
         return 0;
     }
     h->i = EVP_MD_CTX_new();
@@ -238,7 +293,7 @@ static int h_start(hkey *h)
 static int h_update(hkey *h, const unsigned char *p, size_t n)
 {
     if (h->ni) {
-        s256_update(&h->sw, p, n);
+        shs_update(&h->sw, p, n);
         return 1;
     }
     return EVP_DigestUpdate(h->w, p, n);
@@ -249,10 +304,10 @@ static int hmac_finish(hkey *h, unsigned char *out)
 {
     unsigned char md[EVP_MAX_MD_SIZE];
     if (h->ni) {
-        s256_final(&h->sw, md);
+        shs_final(&h->sw, md);
         h->sw = h->so;
-        s256_update(&h->sw, md, 32);
-        s256_final(&h->sw, out);
+        shs_update(&h->sw, md, (size_t)h->dlen);
+        shs_final(&h->sw, out);
         return 1;
     }
     return EVP_DigestFinal_ex(h->w, md, NULL) && EVP_MD_CTX_copy_ex(h->w, h->o)
@@ -797,12 +852,12 @@ static PyObject *openssl_version(PyObject *self, PyObject *noarg)
     return PyUnicode_FromString(OpenSSL_version(OPENSSL_VERSION));
 }
 
-static PyObject *native_sha256(PyObject *self, PyObject *noarg)
+static PyObject *sha_ni(PyObject *self, PyObject *noarg)
 {
     return PyBool_FromLong(use_shani);
 }
 
-static PyObject *set_native_sha256(PyObject *self, PyObject *arg)
+static PyObject *set_sha_ni(PyObject *self, PyObject *arg)
 {
     int on = PyObject_IsTrue(arg);
     if (on < 0)
@@ -814,10 +869,10 @@ static PyObject *set_native_sha256(PyObject *self, PyObject *arg)
 }
 
 static PyMethodDef methods[] = {
-    {"native_sha256", native_sha256, METH_NOARGS,
-     "Whether HMAC-SHA-256 runs on the CPU's SHA instructions (else OpenSSL EVP)."},
-    {"set_native_sha256", set_native_sha256, METH_O,
-     "Use the SHA-instruction path for SHA-256 where the CPU has it (True) or EVP (False);\n"
+    {"sha_ni", sha_ni, METH_NOARGS,
+     "Whether HMAC-SHA-1 and -SHA-256 run on the CPU's SHA instructions (else OpenSSL EVP)."},
+    {"set_sha_ni", set_sha_ni, METH_O,
+     "Use the SHA-instruction path for SHA-1/-256 where the CPU has it (True) or EVP (False);\n"
      "returns whether it is used.  Not to be called while a loop runs."},
     {"hmac_rows", hmac_rows, METH_VARARGS, hmac_rows_doc},
     {"mac_arena", mac_arena, METH_VARARGS, mac_arena_doc},

@@ -37,22 +37,22 @@ def _kernel_on() -> Any:
     yield
     mk.set_enabled(True)
     if mk.available():
-        mk._load()["mod"].set_native_sha256(True)
+        mk._load()["mod"].set_sha_ni(True)
 
 
-#: every hash, and SHA-256 also on the OpenSSL EVP path where the SHA-NI path is used
-HASHES = [
-    pytest.param((a, False), id=NAMES[a]) for a in sorted(NAMES)
-] + [pytest.param((2, True), id="sha256-evp")]
+#: every hash, and SHA-1/-256 also on the OpenSSL EVP path where the SHA-NI path is used
+HASHES = [pytest.param((a, False), id=NAMES[a]) for a in sorted(NAMES)] + [
+    pytest.param((a, True), id=f"{NAMES[a]}-evp") for a in (0, 2)
+]
 
 
 def _path(evp: bool) -> None:
-    """The kernel, on the EVP path for SHA-256 if ``evp`` (skip if that is no change)."""
+    """The kernel, on the EVP path for SHA-1/-256 if ``evp`` (skip if that is no change)."""
     _kernel()
     mod = mk._load()["mod"]
-    if evp and not mod.native_sha256():
-        pytest.skip("SHA-256 is on the EVP path anyway (no SHA-NI)")
-    mod.set_native_sha256(not evp)
+    if evp and not mod.sha_ni():
+        pytest.skip("SHA-1/-256 are on the EVP path anyway (no SHA-NI)")
+    mod.set_sha_ni(not evp)
 
 
 def test_sha_ni_path_is_used_where_the_cpu_has_it() -> None:
@@ -60,7 +60,7 @@ def test_sha_ni_path_is_used_where_the_cpu_has_it() -> None:
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     has = any(" sha_ni" in ln for ln in flags.splitlines() if ln.startswith("flags"))
     mod = mk._load()["mod"]
-    assert mod.native_sha256() == has
+    assert mod.sha_ni() == has
     assert ("SHA-NI" in mk.describe()) == has
 
 
@@ -455,11 +455,11 @@ def test_known_answer_failure_means_fallback(
 
 
 class _WrongShaNi(_Wrong):
-    """An extension whose SHA-NI path of SHA-256 is off by one bit (EVP is right)."""
+    """An extension whose SHA-NI path of SHA-1 is off by one bit (EVP is right)."""
 
     def hmac_rows(self, alg: int, key: bytes, buf: Any, st: Any, ln: Any, out: np.ndarray) -> None:
         self.real.hmac_rows(alg, key, buf, st, ln, out)
-        if alg == 2 and self.real.native_sha256():
+        if alg == 0 and self.real.sha_ni():
             out[0, 0] ^= 1
 
 
@@ -468,7 +468,7 @@ def test_sha_ni_failure_means_evp(
 ) -> None:
     _path(evp=True)  # skips without SHA-NI
     real = mk._load()["mod"]
-    real.set_native_sha256(True)
+    real.set_sha_ni(True)
     import tesla
 
     monkeypatch.setattr(tesla, "_mac", _WrongShaNi(real), raising=False)
@@ -477,7 +477,7 @@ def test_sha_ni_failure_means_evp(
     mk._state.clear()
     try:
         assert mk.available()
-        assert not real.native_sha256()
+        assert not real.sha_ni()
         err = capsys.readouterr().err
         assert len(err.splitlines()) == 1 and "SHA-NI" in err and "EVP" in err
     finally:
