@@ -301,6 +301,28 @@ def test_verify_objects_equals_zeroed_field_definition(hash_path: tuple[int, boo
             assert tags[k].tobytes() == p[mos[k] : mos[k] + km]
 
 
+def test_verify_objects_refuses_overlapping_fields_even_with_a_matching_tag() -> None:
+    """A Group MAC field overlapping the MAC field is no layout the receiver buffers: not
+    accepted even when the MAC field holds the HMAC computed with both fields zeroed."""
+    _kernel()
+    key = b"k" * 32
+    km = 16
+    pkts, mos, gos = [], [], []
+    for go in range(4, 30):  # MAC field at 10..26; Group MAC at go..go+4
+        p = bytearray(random.Random(go).randbytes(100))
+        p[10 : 10 + km] = _zeroed_hmac(bytes(p), 10, km, go, 4, key, "sha256")[:km]
+        pkts.append(bytes(p))
+        mos.append(10)
+        gos.append(go)
+    got = mk.verify_objects(pkts, np.array(mos), np.array(gos), key, 2, km)
+    assert got is not None
+    ok = got[0]
+    overlap = [g < 10 + km and 10 < g + 4 for g in gos]
+    assert ok.tolist() == [not o and _reference_verdict(p, 10, g, km, key, "sha256") for p, g, o in zip(pkts, gos, overlap, strict=True)]
+    assert any(overlap) and not ok[np.array(overlap)].any()
+    assert ok[~np.array(overlap)].all()  # apart (and only apart) the tag is accepted
+
+
 def test_object_loops_give_way_on_anything_but_buffers() -> None:
     _kernel()
     pkts: list[object] = [bytes(40) for _ in range(mk.MIN_ROWS)]
