@@ -399,6 +399,51 @@ def test_warm_up_loads_the_kernel() -> None:
     assert mk._pool is not None
 
 
+def test_the_loops_release_the_gil() -> None:
+    """While a kernel call hashes in one thread, Python code runs in another (what
+    ``--verify-threads`` relies on): the main thread keeps taking time samples inside the
+    middle third of the call's span (with the GIL held through the call it could take
+    none there)."""
+    _kernel()
+    import threading
+    import time
+
+    n = 30000
+    one = os.urandom(1400)
+    zeros = np.zeros(n, dtype=np.int64)
+    lens = np.full(n, 1400, dtype=np.int64)
+    pkts = [one] * n
+    calls = {
+        "hmac_rows": lambda: mk.hmac_rows(one, zeros, lens, b"k", 2),
+        "mac_arena": lambda: mk.mac_arena("sha256", b"k", one, zeros, lens, zeros + 8, 16, zeros - 1, 0),
+        "verify_objects": lambda: mk.verify_objects(pkts, zeros + 8, zeros - 1, b"k", 2, 16),
+    }
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)  # GIL hand-overs at the call's edges stay short
+    try:
+        for name, call in calls.items():
+            span: list[float] = []
+
+            def work(call: Any = call, span: list[float] = span) -> None:
+                t0 = time.perf_counter()
+                call()
+                span += [t0, time.perf_counter()]
+
+            t = threading.Thread(target=work)
+            samples: list[float] = []
+            t.start()
+            while t.is_alive():
+                samples.append(time.perf_counter())
+            t.join()
+            t0, t1 = span
+            third = (t1 - t0) / 3  # hand-overs at the call's edges can take milliseconds
+            inside = [x for x in samples if t0 + third < x < t1 - third]
+            assert t1 - t0 > 0.01, (name, t1 - t0)  # long enough to tell
+            assert len(inside) > 100, (name, len(inside), t1 - t0)
+    finally:
+        sys.setswitchinterval(old)
+
+
 # ------------------------------------------------------------- load, fallback, env
 def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
     e = {k: v for k, v in os.environ.items() if k != "TESLA_MAC_KERNEL"}
