@@ -47,7 +47,7 @@ def stream(request: Any) -> tuple[str, int, list[tuple[float, bytes]]]:
 
 @pytest.mark.parametrize("kernel", ["compiled", "py-copy"])
 def test_mac_kernel(benchmark: Any, stream: Any, kernel: str) -> None:
-    """``mac_rows`` over a packed buffer: the compiled loop (tesla.mackernel) or the
+    """``mac_rows`` over a packed buffer: the native loop (tesla.mackernel) or the
     keyed-once ``cryptography`` copy loop (the pure-Python per-packet floor)."""
     from tesla import mackernel
 
@@ -76,6 +76,40 @@ def test_verify_objects(benchmark: Any, stream: Any) -> None:
     key = os.urandom(32)
     assert mackernel.available(), mackernel.why_unavailable()
     benchmark(mackernel.verify_objects, pkts, moffs, goffs, key, PROFILES[hname], km)
+    benchmark.extra_info["packets"] = n
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_verify_objects_threads(benchmark: Any, stream: Any, threads: int) -> None:
+    """``verify_objects`` with its rows cut over ``threads`` threads (the GIL released)."""
+    from tesla import mackernel
+
+    hname, size, st = stream
+    pkts = [b for _, b in st]
+    n = len(pkts)
+    moffs = np.full(n, 24, dtype=np.int64)
+    goffs = np.full(n, -1, dtype=np.int64)
+    km = 10 if hname == "sha1" else 16
+    assert mackernel.warm_up(threads), mackernel.why_unavailable()
+    benchmark(mackernel.verify_objects, pkts, moffs, goffs, os.urandom(32), PROFILES[hname], km, 16, threads)
+    benchmark.extra_info["packets"] = n
+
+
+def test_mac_arena(benchmark: Any, stream: Any) -> None:
+    """``mac_arena`` over an interval arena (the datagrams back to back, MAC field read as
+    zeros), as the arena receiver calls it."""
+    from tesla import mackernel
+
+    hname, size, st = stream
+    pb = PackedBatch([b for _, b in st])
+    n = pb.n
+    moffs = np.full(n, 24, dtype=np.int64)
+    goffs = np.full(n, -1, dtype=np.int64)
+    km = 10 if hname == "sha1" else 16
+    arena = np.frombuffer(pb.buf, dtype=np.uint8)
+    assert mackernel.available(), mackernel.why_unavailable()
+    key = os.urandom(32)
+    benchmark(mackernel.mac_arena, hname, key, arena, pb.starts, pb.lens, moffs, km, goffs, 0)
     benchmark.extra_info["packets"] = n
 
 

@@ -1,41 +1,46 @@
-"""A compiled HMAC loop over packed rows: the MAC kernel of the batch paths (issue 6).
+"""The native MAC kernel: HMAC (RFC 2104) over many rows in one call (issues 6, 12).
 
 Why: the best per-packet MAC Python itself can do is one ``cryptography`` HMAC keyed
 once and ``copy()``/``update()``/``finalize()``-ed per packet (the py-copy loop).  Those
-three calls cost more than the hashing below ~1 KiB (they allocate and free three
-OpenSSL digest contexts and a Python object per packet), which caps a receiver at
-about 0.4x the OpenSSL HMAC rate for 64-octet packets whatever the rest of it does.
+three calls cost more than the hashing below ~1 KiB, which caps a receiver at about 0.4x
+the OpenSSL HMAC rate for 64-octet packets whatever the rest of it does.
 
-What: a loop compiled by numba (``njit``, cached on disk, GIL released) that, for every
-row ``buf[start:start + len]``, copies a precomputed inner hash state (the key XOR ipad
-block already absorbed, RFC 2104 §4 "precomputation"), absorbs the row, finishes, and
-does the same with the outer state over the inner digest.  The hashing is the system
-libcrypto's one-shot-free ``SHA*_Update``/``SHA*_Final`` (the same assembly, SHA-NI
-where the CPU has it, that ``openssl speed`` measures), called by symbol from the
-compiled loop: no allocation and no Python object per packet.  The states are plain
-``SHA*_CTX`` structs, copied by value.
+What: ``tesla._mac``, a small C extension (Python limited API, abi3; source
+``tesla/_mac.c``) built at install time by setuptools (``setup.py``).  It keys two
+OpenSSL EVP digest states once per call (RFC 2104 §4 "precomputation") and, per row,
+copies the inner state, absorbs the row, finishes, and does the same with the outer
+state, all through libcrypto's public EVP API, without the GIL.  On x86-64 CPUs with the
+SHA extensions, SHA-256 (TESLA's default) and SHA-1 run on the extension's own SHA-256 /
+SHA-1 over those instructions instead (the EVP copy allocates per packet, which costs
+~60 ns of a 64-octet packet's ~250).  Datagrams are read
+through ``PyBytes_AsStringAndSize`` or the buffer protocol (held for the loop); rows
+and fields are checked against their buffers in C before any hashing, so no argument
+can make it read outside a buffer.
 
-Fallback: without numba or without a libcrypto that exports those functions (or with
-``TESLA_MAC_KERNEL=0`` in the environment), :func:`hmac_rows` returns None and callers
-use the py-copy loop; both give identical octets (``tests/test_mackernel.py``).
-
-Safety: rows are bounds-checked against the buffer before the compiled loop runs (it
-reads raw memory), so no row table can make it read outside the buffer.
+Fallback: when the extension is missing (no compiler at install), fails its
+known-answer check against ``cryptography``'s HMAC at load, or ``TESLA_MAC_KERNEL=0`` is
+in the environment (or :func:`set_enabled` (False)), :func:`hmac_rows` and the object
+loops return None and callers use the py-copy loop; :func:`mac_arena` computes the same
+tags in Python.  A missing or failing extension is said in one line on stderr, once.
+Importing this module changes nothing in the process; the extension is loaded on
+first use.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
+import sys
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 __all__ = [
     "available",
+    "describe",
     "hmac_rows",
+    "mac_arena",
     "object_heads",
     "set_enabled",
     "verify_objects",
@@ -45,82 +50,94 @@ __all__ = [
     "why_unavailable",
 ]
 
-#: rows from which the kernel is used (below: the py-copy loop, and numba is not loaded)
+#: rows from which the kernel is used (below: the py-copy loop)
 MIN_ROWS = 8
 
-# TESLA PRF/MAC registry value -> (OpenSSL function prefix, SHA*_CTX size, block, digest)
-_ALGS: dict[int, tuple[str, int, int, int]] = {
-    0: ("SHA1", 96, 64, 20),
-    1: ("SHA224", 112, 64, 28),
-    2: ("SHA256", 112, 64, 32),
-    3: ("SHA384", 216, 128, 48),
-    4: ("SHA512", 216, 128, 64),
-}
-_CTX = 256  # octets reserved per hash state (>= every SHA*_CTX above)
+#: TESLA PRF/MAC registry value (RFC 5776 §5) -> hashlib / cryptography name
+HASH_NAMES = {0: "sha1", 1: "sha224", 2: "sha256", 3: "sha384", 4: "sha512"}
+_HASH_IDS = {v: k for k, v in HASH_NAMES.items()}
+_DIGEST = {0: 20, 1: 28, 2: 32, 3: 48, 4: 64}
 
 _lock = threading.Lock()
-_par_lock = threading.Lock()
 _state: dict[str, Any] = {}
-_enabled = os.environ.get("TESLA_MAC_KERNEL", "1") not in ("0", "no", "off", "")
+_enabled = os.environ.get("TESLA_MAC_KERNEL", "1").strip().lower() not in ("0", "no", "off", "")
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 
 
 def set_enabled(on: bool) -> None:
-    """Use the kernel (True, if available) or always the py-copy loop (False)."""
+    """Use the kernel (True, if available) or always the pure-Python paths (False)."""
     global _enabled
     _enabled = on
 
 
 def _load() -> dict[str, Any]:
-    """Load libcrypto and numba and build the kernel once (``{"error": ...}`` if not)."""
+    """Import the extension and check it once (``{"error": ...}`` if it cannot be used:
+    then one line on stderr says so)."""
     with _lock:
         if _state:
             return _state
         try:
-            _state.update(_build())
+            from tesla import _mac  # type: ignore[attr-defined]
+
+            try:
+                _known_answers(_mac)
+            except RuntimeError as e:
+                if not _mac.sha_ni() or not ("sha256" in str(e) or "sha1" in str(e)):
+                    raise
+                # the SHA-instruction path of SHA-1/-256 failed: the OpenSSL EVP path alone
+                _mac.set_sha_ni(False)
+                _known_answers(_mac)
+                print(f"tesla: {e} on the SHA-NI path; using OpenSSL EVP", file=sys.stderr)
+            _state["mod"] = _mac
+            _state["path"] = getattr(_mac, "__file__", "tesla._mac")
         except Exception as e:  # noqa: BLE001 - any failure means: use the fallback
             _state["error"] = f"{type(e).__name__}: {e}"
+            print(
+                f"tesla: native MAC kernel unavailable ({_state['error']}); "
+                "using the pure-Python MAC loop",
+                file=sys.stderr,
+            )
         return _state
 
 
-def _build() -> dict[str, Any]:
-    path = ctypes.util.find_library("crypto")
-    if path is None:
-        raise OSError("no libcrypto found")
-    lib = ctypes.CDLL(path)
-    for prefix, *_ in _ALGS.values():
-        for fn in ("Init", "Update", "Final"):
-            if not hasattr(lib, f"{prefix}_{fn}"):
-                raise OSError(f"{path} does not export {prefix}_{fn}")
-    from llvmlite import binding as llb  # numba's own dependency
+def _known_answers(mod: Any) -> None:
+    """Every hash, short and long keys (longer than the block), odd lengths, and a
+    datagram with its fields read as zeros, against ``cryptography``'s HMAC."""
+    msgs = [b"", b"abc", bytes(range(64)), bytes(range(256)) * 3 + b"\x01"]
+    buf = b"".join(msgs)
+    ln = np.array([len(m) for m in msgs], dtype=np.int64)
+    st = np.cumsum(ln) - ln
+    for alg in HASH_NAMES:
+        for key in (b"key", bytes(range(32)), bytes(range(200))):
+            out = np.empty((len(msgs), mod.digest_size(alg)), dtype=np.uint8)
+            mod.hmac_rows(alg, key, buf, st, ln, out)
+            for k, m in enumerate(msgs):
+                if out[k].tobytes() != _py_hmac(key, m, alg):
+                    raise RuntimeError(f"known-answer check failed for {HASH_NAMES[alg]}")
+        key = bytes(range(40))
+        m = msgs[3]
+        zeroed = m[:8] + bytes(16) + m[24:100] + bytes(4) + m[104:]
+        one = np.zeros(1, dtype=np.int64)
+        out = np.empty((1, mod.digest_size(alg)), dtype=np.uint8)
+        mod.mac_arena(
+            alg, key, m, one, np.array([len(m)]), one + 8, 16, one + 100, 4, out
+        )
+        if out[0].tobytes() != _py_hmac(key, zeroed, alg):
+            raise RuntimeError(f"known-answer check (zeroed fields) failed for {HASH_NAMES[alg]}")
 
-    llb.load_library_permanently(path)  # resolve the SHA*_ symbols of the compiled loop
-    from tesla import _mackernel_jit as jit
 
-    return {"lib": lib, "jit": jit, "path": path, "keys": {}, "layout": _object_layout()}
+def _py_hmac(key: bytes, data: bytes, alg: int) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.hmac import HMAC
 
-
-def _object_layout() -> tuple[int, int] | None:
-    """``(address of the bytes type, offset of a bytes object's data)`` when this
-    interpreter lays ``bytes`` out as CPython does (``ob_refcnt``, ``ob_type``,
-    ``ob_size`` words, then the octets), checked on probe objects; else None (the
-    object loops are then not used)."""
-    import sys
-
-    if sys.implementation.name != "cpython" or ctypes.sizeof(ctypes.c_void_p) != 8:
-        return None
-    off = bytes.__basicsize__ - 1
-    for b in (b"", b"\x01", bytes(range(256)) * 3, b"tesla-" + bytes(8)):
-        if ctypes.c_void_p.from_address(id(b) + 8).value != id(bytes):
-            return None
-        if ctypes.c_ssize_t.from_address(id(b) + 16).value != len(b):
-            return None
-        if ctypes.string_at(id(b) + off, len(b)) != b:
-            return None
-    return id(bytes), off
+    h = HMAC(key, getattr(hashes, HASH_NAMES[alg].upper())())
+    h.update(data)
+    return h.finalize()
 
 
 def available() -> bool:
-    """Whether :func:`hmac_rows` uses the compiled kernel (loads it on first call)."""
+    """Whether the native kernel is used (loads it on first call)."""
     return _enabled and "error" not in _load()
 
 
@@ -131,33 +148,24 @@ def why_unavailable() -> str | None:
     return _load().get("error")
 
 
-def _states(st: dict[str, Any], key: bytes, mac_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """The inner and outer hash states of HMAC keyed with ``key`` (RFC 2104 §2), cached
-    for the last few keys (one per interval in use)."""
-    cache: dict[tuple[bytes, int], tuple[np.ndarray, np.ndarray]] = st["keys"]
-    got = cache.get((key, mac_id))
-    if got is not None:
-        return got
-    prefix, _csize, block, _dlen = _ALGS[mac_id]
-    lib = st["lib"]
-    if len(key) > block:
-        h = ctypes.create_string_buffer(_CTX)
-        md = ctypes.create_string_buffer(64)
-        getattr(lib, f"{prefix}_Init")(h)
-        getattr(lib, f"{prefix}_Update")(h, key, ctypes.c_size_t(len(key)))
-        getattr(lib, f"{prefix}_Final")(md, h)
-        key = md.raw[: _ALGS[mac_id][3]]
-    k = key.ljust(block, b"\0")
-    out = []
-    for pad in (0x36, 0x5C):
-        h = ctypes.create_string_buffer(_CTX)
-        getattr(lib, f"{prefix}_Init")(h)
-        getattr(lib, f"{prefix}_Update")(h, bytes(b ^ pad for b in k), ctypes.c_size_t(block))
-        out.append(np.frombuffer(h.raw, dtype=np.uint8).copy())
-    if len(cache) >= 8:
-        cache.pop(next(iter(cache)))
-    cache[(key, mac_id)] = got = (out[0], out[1])
-    return got
+def describe() -> str:
+    """One line for reports: what computes the MACs."""
+    if not available():
+        return f"off ({why_unavailable()}): py-copy loop"
+    mod = _state["mod"]
+    sha = "SHA-1/-256 on SHA-NI, other hashes " if mod.sha_ni() else ""
+    return f"native C, {sha}over {mod.openssl_version()} EVP ({os.path.basename(_state['path'])})"
+
+
+def _mod() -> Any:
+    """The extension when it is to be used, else None."""
+    if not _enabled:
+        return None
+    return _load().get("mod")
+
+
+def _i64(a: Any) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def hmac_rows(
@@ -165,91 +173,158 @@ def hmac_rows(
 ) -> np.ndarray | None:
     """Full HMAC digests ``(n, digest length)`` of ``buf[s:s+l]`` for every row, or None
     when the kernel is not to be used (disabled, unavailable, fewer than
-    :data:`MIN_ROWS` rows, an unknown hash): then the caller runs the py-copy loop."""
+    :data:`MIN_ROWS` rows, an unknown hash): then the caller runs the py-copy loop.
+    ValueError if a row is outside ``buf``."""
     n = len(starts)
-    if n < MIN_ROWS or not _enabled or mac_id not in _ALGS:
+    if n < MIN_ROWS or mac_id not in HASH_NAMES:
         return None
-    st = _load()
-    if "error" in st:
+    mod = _mod()
+    if mod is None:
         return None
-    arr = buf if isinstance(buf, np.ndarray) else np.frombuffer(buf, dtype=np.uint8)
-    s = np.ascontiguousarray(starts, dtype=np.int64)
-    ln = np.ascontiguousarray(lens, dtype=np.int64)
-    if int(s.min()) < 0 or int(ln.min()) < 0 or int((s + ln).max()) > arr.size:
-        raise ValueError("row outside the buffer")
-    ictx, octx = _states(st, key, mac_id)
-    _prefix, csize, _block, dlen = _ALGS[mac_id]
-    out = np.empty((n, dlen), dtype=np.uint8)
-    st["jit"].hmac_loop(arr, s, ln, ictx, octx, out, mac_id, csize, dlen)
+    out = np.empty((n, _DIGEST[mac_id]), dtype=np.uint8)
+    mod.hmac_rows(mac_id, key, buf, _i64(starts), _i64(lens), out)
     return out
 
 
-def _objects(pkts: Any) -> tuple[dict[str, Any], np.ndarray] | None:
-    """The loaded kernel and an object array of ``pkts`` (its buffer holds the object
-    pointers the loops read), or None when the object loops are not to be used."""
-    n = len(pkts)
-    if n < MIN_ROWS or not _enabled:
-        return None
-    st = _load()
-    if "error" in st or st["layout"] is None:
-        return None
-    objs = np.empty(n, dtype=object)
-    try:
-        objs[:] = pkts  # pointers (with references) to the items, whatever they are
-    except (ValueError, TypeError):  # items numpy takes for sequences of equal shape
-        return None
-    return st, objs
+def _hash_id(hash_name: str | int) -> int:
+    if isinstance(hash_name, int):
+        if hash_name not in HASH_NAMES:
+            raise ValueError(f"unknown TESLA MAC/PRF hash {hash_name}")
+        return hash_name
+    alg = _HASH_IDS.get(hash_name.lower().replace("-", "").replace("_", ""))
+    if alg is None:
+        raise ValueError(f"unknown hash {hash_name!r}")
+    return alg
+
+
+def mac_arena(
+    hash_name: str | int,
+    key: bytes,
+    arena: Any,
+    offsets: Any,
+    lengths: Any,
+    mac_offsets: Any,
+    mac_len: int,
+    gmac_offsets: Any,
+    gmac_len: int,
+) -> np.ndarray:
+    """HMAC of every datagram of an interval arena: ``tags[k]`` (full digest, shape
+    ``(n, digest length)``) of ``arena[offsets[k] : offsets[k] + lengths[k]]`` with its
+    ``mac_len`` octets at ``mac_offsets[k]`` and ``gmac_len`` octets at
+    ``gmac_offsets[k]`` (offsets within the datagram, -1: no field) read as zeros, RFC
+    5776 §3.3.1 (fields may overlap; the union is zero).  Nothing is written into the
+    arena.  ``hash_name``: "sha1" .. "sha512" or the TESLA registry value.  ValueError
+    (nothing computed) if a datagram is outside the arena or a field outside its
+    datagram.  Native without the GIL when the kernel is loaded, else in Python."""
+    alg = _hash_id(hash_name)
+    of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)
+    n = len(of)
+    if not (len(ln) == len(mo) == len(go) == n):
+        raise ValueError("one length, MAC offset and Group MAC offset per datagram")
+    out = np.empty((n, _DIGEST[alg]), dtype=np.uint8)
+    mod = _mod()
+    if mod is not None:
+        mod.mac_arena(alg, key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), out)
+        return out
+    # the pure-Python path: the same checks, then zeroed copies through the py-copy loop
+    mv = memoryview(arena).cast("B")
+    size = mv.nbytes
+    if mac_len < 0 or gmac_len < 0:
+        raise ValueError("negative field length")
+    for k in range(n):
+        s, m, a, b = int(of[k]), int(ln[k]), int(mo[k]), int(go[k])
+        if s < 0 or m < 0 or s + m > size:
+            raise ValueError(f"datagram {k} outside the arena")
+        if (a != -1 and (a < 0 or a + mac_len > m)) or (b != -1 and (b < 0 or b + gmac_len > m)):
+            raise ValueError(f"datagram {k}: a field outside the datagram")
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.hmac import HMAC
+
+    copy = HMAC(key, getattr(hashes, HASH_NAMES[alg].upper())()).copy
+    for k in range(n):
+        s, m, a, b = int(of[k]), int(ln[k]), int(mo[k]), int(go[k])
+        z = bytearray(mv[s : s + m])
+        if a >= 0:
+            z[a : a + mac_len] = bytes(mac_len)
+        if b >= 0:
+            z[b : b + gmac_len] = bytes(gmac_len)
+        h = copy()
+        h.update(bytes(z))
+        out[k] = np.frombuffer(h.finalize(), dtype=np.uint8)
+    return out
 
 
 def object_heads(
     pkts: Any, width: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """``(rows (n, width) uint8, lens int64)``: the first ``width`` octets of every
-    datagram of ``pkts`` (zero-filled) and its length, read in place; None when the
-    kernel is not to be used or an item is not exactly ``bytes``.  ``out``: a C-contiguous
-    uint8 array of at least ``n * width`` octets to hold the rows (reused warm memory)."""
-    got = _objects(pkts)
-    if got is None:
+    datagram of ``pkts`` (zero-filled) and its length; None when the kernel is not to be
+    used or an item is not a buffer.  ``out``: a C-contiguous uint8 array of at least
+    ``n * width`` octets to hold the rows (reused warm memory)."""
+    n = len(pkts)
+    if n < MIN_ROWS:
         return None
-    st, objs = got
-    n = len(objs)
-    if out is not None and out.size >= n * width and out.flags.c_contiguous:
+    mod = _mod()
+    if mod is None:
+        return None
+    if out is not None and out.size >= n * width and out.flags.c_contiguous and out.dtype == np.uint8:
         rows = out.reshape(-1)[: n * width].reshape(n, width)
     else:
         rows = np.empty((n, width), dtype=np.uint8)
     lens = np.empty(n, dtype=np.int64)
-    tb, off = st["layout"]
-    if st["jit"].object_heads(objs.ctypes.data, n, tb, off, rows, lens) >= 0:
+    if mod.heads(pkts, rows, lens) >= 0:
         return None
     return rows, lens
 
 
 class VerifyCall:
-    """A prepared :func:`verify_objects` call: everything that needs the GIL is done
-    by :func:`prepare_verify` (in the caller's thread); :meth:`run` is the compiled
-    loop alone, so a background thread holds the GIL only to enter and leave it."""
+    """A prepared :func:`verify_objects` call; :meth:`run` is the native loop (the GIL
+    is released while it hashes), so it can run in a background thread."""
 
-    __slots__ = ("args", "outs", "_jit", "_objs")
+    __slots__ = ("args", "outs", "_mod", "_pkts")
 
-    def __init__(self, jit: Any, objs: np.ndarray, args: tuple[Any, ...], outs: tuple[np.ndarray, ...]) -> None:
-        # _objs: the object array whose buffer the loop reads (and its references)
-        self._jit, self._objs, self.args, self.outs = jit, objs, args, outs
+    def __init__(
+        self, mod: Any, pkts: Any, args: tuple[Any, ...], outs: tuple[np.ndarray, ...]
+    ) -> None:
+        self._mod, self._pkts, self.args, self.outs = mod, pkts, args, outs
 
     def run(self, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(ok, tags, heads, lens)``, or None if an item is not exactly ``bytes``."""
+        """``(ok, tags, heads, lens)``, or None if an item is not a buffer.  ``threads``
+        > 1: the rows are cut into that many chunks, run by a thread pool (and this
+        thread) in parallel."""
         tags, ok, heads, lens = self.outs
         n = len(ok)
-        if threads > 1 and n >= 2 * MIN_ROWS:
-            # one parallel region at a time: numba's fallback threading layer (workqueue,
-            # without libgomp or tbb) aborts the process on concurrent launches
-            with _par_lock:
-                par = _parallel(_state, threads)
-                bad = par.verify_objects_parallel(*self.args, *self.outs, min(threads, n // MIN_ROWS))
-        else:
-            bad = self._jit.verify_objects(*self.args, *self.outs)
-        if bad >= 0:
+        alg, key, mo, go, km = self.args
+        f = self._mod.verify_seq
+        if threads <= 1 or n < 2 * MIN_ROWS:
+            bad = f(alg, key, self._pkts, 0, n, mo, go, km, tags, ok, heads, lens)
+            return None if bad >= 0 else (ok, tags, heads, lens)
+        t = min(threads, n // MIN_ROWS)
+        cuts = [n * j // t for j in range(t + 1)]
+
+        def part(a: int, b: int) -> int:
+            return int(f(alg, key, self._pkts, a, b, mo[a:b], go[a:b], km, tags[a:b], ok[a:b], heads[a:b], lens[a:b]))
+
+        ex = _executor(t - 1)
+        futs = [ex.submit(part, a, b) for a, b in zip(cuts[:-2], cuts[1:-1], strict=True)]
+        mine = part(cuts[-2], cuts[-1])
+        if mine >= 0 or any(fu.result() >= 0 for fu in futs):
             return None
         return ok, tags, heads, lens
+
+
+def _executor(threads: int) -> ThreadPoolExecutor:
+    """The kernel's thread pool (created on first use, grown when more threads are
+    asked for)."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < threads:
+            old = _pool
+            _pool = ThreadPoolExecutor(threads, thread_name_prefix="tesla-mac")
+            _pool_size = threads
+            if old is not None:
+                old.shutdown(wait=False)
+        return _pool
 
 
 def prepare_verify(
@@ -262,28 +337,25 @@ def prepare_verify(
     head: int = 16,
 ) -> VerifyCall | None:
     """The call :func:`verify_objects` makes, prepared (None: kernel not to be used)."""
-    if mac_id not in _ALGS or km > _ALGS[mac_id][3]:
+    if mac_id not in HASH_NAMES or not 0 < km <= _DIGEST[mac_id]:
         return None
-    got = _objects(pkts)
-    if got is None:
+    n = len(pkts)
+    if n < MIN_ROWS:
         return None
-    st, objs = got
-    n = len(objs)
-    mo = np.ascontiguousarray(moffs, dtype=np.int64)
-    go = np.ascontiguousarray(goffs, dtype=np.int64)
+    mod = _mod()
+    if mod is None:
+        return None
+    mo = _i64(moffs)
+    go = _i64(goffs)
     if len(mo) != n or len(go) != n:
         raise ValueError("one MAC and one Group MAC offset per datagram")
-    ictx, octx = _states(st, key, mac_id)
-    _prefix, csize, block, dlen = _ALGS[mac_id]
     outs = (
         np.empty((n, km), dtype=np.uint8),
         np.empty(n, dtype=np.bool_),
         np.empty((n, head), dtype=np.uint8),
         np.empty(n, dtype=np.int64),
     )
-    tb, off = st["layout"]
-    args = (objs.ctypes.data, n, tb, off, mo, go, km, ictx, octx, mac_id, csize, dlen, block)
-    return VerifyCall(st["jit"], objs, args, outs)
+    return VerifyCall(mod, pkts, (mac_id, key, mo, go, km), outs)
 
 
 def verify_objects(
@@ -300,8 +372,8 @@ def verify_objects(
     octets at ``moffs``, Group MAC field at ``goffs`` or -1, both read as zeros: RFC
     5776 §3.3.1) with HMAC keyed with ``key``.  Returns ``(ok, tags (n, km), heads (n,
     head), lens)``, or None when the kernel is not to be used (then nothing was done).
-    ``threads`` > 1: the rows are shared among that many native threads (numba
-    ``prange``; compiled on first use)."""
+    A field outside its datagram, or overlapping fields: ``ok`` False.  ``threads`` >
+    1: the rows are shared among that many threads (the GIL released)."""
     call = prepare_verify(pkts, moffs, goffs, key, mac_id, km, head)
     return None if call is None else call.run(threads)
 
@@ -310,99 +382,55 @@ def match_columns(
     rows: np.ndarray, cols: np.ndarray, r: int, lens: np.ndarray, end: int, left: np.ndarray
 ) -> np.ndarray:
     """``left & (lens >= end) & (rows[:, cols] == rows[r, cols]).all(axis=1)``: the
-    datagrams whose header octets at ``cols`` equal datagram r's (compiled when the
-    kernel is loaded, numpy otherwise)."""
-    if _enabled and len(rows) >= MIN_ROWS:
-        st = _load()
-        if "error" not in st:
-            return st["jit"].match_columns(rows, cols, r, lens, end, left)
+    datagrams whose header octets at ``cols`` equal datagram r's."""
     return np.asarray((rows[:, cols] == rows[r, cols]).all(axis=1) & (lens >= end) & left)
 
 
 def rows_equal(rows: np.ndarray, value: np.ndarray) -> np.ndarray:
     """``(rows == value).all(axis=1)`` for ``(n, w)`` uint8 rows and a ``w``-octet value."""
-    if _enabled and len(rows) >= MIN_ROWS:
-        st = _load()
-        if "error" not in st:
-            return st["jit"].rows_equal(rows, value)
     return np.asarray((rows == value).all(axis=1))
 
 
-def _parallel(st: dict[str, Any], threads: int) -> Any:
-    """The ``prange`` module (imported, and so compiled or loaded from the cache, on
-    first use), with numba's thread count for the calling thread set to ``threads``."""
-    par = st.get("par")
-    if par is None:
-        # idle OpenMP threads sleep instead of spinning (GNU libgomp's default spins for a
-        # while after each region, taking a core from the thread that parses on); read by
-        # libgomp when numba loads it, at the first parallel launch; a user's setting wins
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-        from tesla import _mackernel_par
-
-        par = st["par"] = _mackernel_par
-    import numba
-
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-    return par
-
-
 def warm_up(threads: int = 1) -> bool:
-    """Load every loop now (from numba's disk cache, or compile it: seconds the first
-    time) with the argument types the receive and send paths use, so that a live
-    receiver does not stall on its first interval, a stall that would make the datagrams
-    read after it arrive late for the safe-packet test.  Returns whether the kernel is
-    in use."""
+    """Load the kernel now (import and known-answer check), so that a live receiver does
+    not pay it on its first interval; with ``threads`` > 1 start the thread pool too.
+    Returns whether the kernel is in use."""
     if not available():
         return False
-    n = MIN_ROWS * 2
-    pkts = [bytes(range(k, k + 64)) for k in range(n)]
-    key = bytes(32)
-    for buf in (b"".join(pkts), bytearray(b"".join(pkts))):  # read-only and writable
-        hmac_rows(buf, np.arange(0, 64 * n, 64), np.full(n, 64), key, 2)
-    mo, go = np.full(n, 8, dtype=np.int64), np.full(n, -1, dtype=np.int64)
-    verify_objects(pkts, mo, go, key, 2, 16)
     if threads > 1:
-        verify_objects(pkts, mo, go, key, 2, 16, threads=threads)
-    got = object_heads(pkts, 128, np.empty(n * 128, dtype=np.uint8))
-    assert got is not None
-    rows, lens = got
-    match_columns(rows, np.arange(4, dtype=np.intp), 0, lens, 4, np.ones(n, dtype=bool))
-    value = np.frombuffer(key[:16], dtype=np.uint8)
-    rows_equal(rows[:, 8:24], value)  # a strided column range, and a contiguous copy
-    rows_equal(np.ascontiguousarray(rows[:, 8:24]), value)
+        _executor(threads - 1)
     return True
 
 
 class Objects:
-    """A list of ``bytes`` datagrams held for the kernel: their lengths, read in place
+    """A sequence of datagrams held for the kernel: their lengths
     (:func:`lengths_of`), and :meth:`copy_into` to pack them into a buffer."""
 
-    __slots__ = ("objs", "lens", "_st")
+    __slots__ = ("pkts", "lens", "_mod")
 
-    def __init__(self, objs: np.ndarray, lens: np.ndarray, st: dict[str, Any]) -> None:
-        self.objs, self.lens, self._st = objs, lens, st
+    def __init__(self, pkts: Any, lens: np.ndarray, mod: Any) -> None:
+        self.pkts, self.lens, self._mod = pkts, lens, mod
 
     def copy_into(self, dst: np.ndarray, starts: np.ndarray) -> None:
-        """Datagram k to ``dst[starts[k] : starts[k] + lens[k]]`` (one memcpy each)."""
-        s = np.ascontiguousarray(starts, dtype=np.int64)
+        """Datagram k to ``dst[starts[k] : starts[k] + lens[k]]`` (one memcpy each);
+        ValueError (nothing written) if one does not fit or ``dst`` is read-only."""
+        s = _i64(starts)
         if len(s) != len(self.lens) or not dst.flags.writeable:
             raise ValueError("one start per datagram, in a writable buffer")
-        if len(s) and (int(s.min()) < 0 or int((s + self.lens).max()) > dst.size):
-            raise ValueError("row outside the buffer")
-        _off = self._st["layout"][1]
-        self._st["jit"].pack_objects(
-            self.objs.ctypes.data, len(s), _off, dst.ctypes.data, s, self.lens
-        )
+        if self._mod.pack(self.pkts, dst, s) >= 0:
+            raise ValueError("an item is no longer a buffer")
 
 
 def lengths_of(pkts: Any) -> Objects | None:
-    """The lengths of ``pkts`` read in place (and a handle to copy them), or None when
-    the kernel is not to be used or an item is not exactly ``bytes``."""
-    got = _objects(pkts)
-    if got is None:
+    """The lengths of ``pkts`` (and a handle to copy them), or None when the kernel is
+    not to be used or an item is not a buffer."""
+    n = len(pkts)
+    if n < MIN_ROWS:
         return None
-    st, objs = got
-    lens = np.empty(len(objs), dtype=np.int64)
-    if st["jit"].object_lengths(objs.ctypes.data, len(objs), st["layout"][0], lens) >= 0:
+    mod = _mod()
+    if mod is None:
         return None
-    return Objects(objs, lens, st)
+    lens = np.empty(n, dtype=np.int64)
+    if mod.heads(pkts, np.empty(0, dtype=np.uint8), lens) >= 0:
+        return None
+    return Objects(pkts, lens, mod)

@@ -578,7 +578,7 @@ def _preload(protocol: str) -> None:
 
 
 def _preload_kernel(threads: int) -> None:
-    """The MAC kernel too (numba import and compiled loops, up to seconds on first use)."""
+    """The MAC kernel too (extension import and its known-answer check)."""
     from tesla import mackernel
 
     mackernel.warm_up(threads)

@@ -1,14 +1,21 @@
-"""tesla.mackernel: the compiled HMAC loops give standard HMAC (RFC 2104) for every TESLA
-MAC type, verify datagrams in place exactly as the zero-the-fields definition of RFC 5776
-§3.3.1 says, never read outside a datagram or a buffer, and give way (None) to the py-copy
-loop where they must.  The kernel is a dependency: if it cannot load, these tests fail
-with the reason instead of passing on the fallback."""
+"""tesla.mackernel: the native HMAC loops (tesla/_mac.c) give standard HMAC (RFC 2104) for
+every TESLA MAC type, compute MACs exactly as the zero-the-fields definition of RFC 5776
+§3.3.1 says without writing into the datagrams, refuse rows outside their buffers, and
+give way to the pure-Python path (with the same results) where they must.  Where a C
+compiler is present the extension must have been built and loaded: CI cannot pass on the
+fallback silently."""
 
 from __future__ import annotations
 
 import hmac
 import os
 import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,18 +24,73 @@ from tesla import mackernel as mk
 from tesla.fastpath import PackedBatch, mac_rows
 
 NAMES = {0: "sha1", 1: "sha224", 2: "sha256", 3: "sha384", 4: "sha512"}
+ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_kernel_loads() -> None:
-    assert mk.available(), f"MAC kernel unavailable: {mk.why_unavailable()}"
+def _compiler() -> str | None:
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    return shutil.which(cc) or shutil.which("cc")
 
 
-@pytest.mark.parametrize("mac_id", sorted(NAMES))
-@pytest.mark.parametrize("key_len", [16, 32, 64, 200])  # 200: longer than every block
-def test_hmac_rows_is_standard_hmac(mac_id: int, key_len: int) -> None:
+@pytest.fixture(autouse=True)
+def _kernel_on() -> Any:
+    yield
+    mk.set_enabled(True)
+    if mk.available():
+        mk._load()["mod"].set_sha_ni(True)
+
+
+#: every hash, and SHA-1/-256 also on the OpenSSL EVP path where the SHA-NI path is used
+HASHES = [pytest.param((a, False), id=NAMES[a]) for a in sorted(NAMES)] + [
+    pytest.param((a, True), id=f"{NAMES[a]}-evp") for a in (0, 2)
+]
+
+
+def _path(evp: bool) -> None:
+    """The kernel, on the EVP path for SHA-1/-256 if ``evp`` (skip if that is no change)."""
+    _kernel()
+    mod = mk._load()["mod"]
+    if evp and not mod.sha_ni():
+        pytest.skip("SHA-1/-256 are on the EVP path anyway (no SHA-NI)")
+    mod.set_sha_ni(not evp)
+
+
+def test_sha_ni_path_is_used_where_the_cpu_has_it() -> None:
+    _kernel()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    has = any(" sha_ni" in ln for ln in flags.splitlines() if ln.startswith("flags"))
+    mod = mk._load()["mod"]
+    assert mod.sha_ni() == has
+    assert ("SHA-NI" in mk.describe()) == has
+
+
+def test_extension_built_and_loaded_when_a_compiler_is_present() -> None:
+    if _compiler() is None:
+        pytest.skip("no C compiler: the install uses the pure-Python MAC loop")
+    assert mk.available(), (
+        f"MAC kernel unavailable although a C compiler is present: {mk.why_unavailable()} "
+        "(pip install -e . builds tesla/_mac.c; it needs libssl-dev)"
+    )
+    mod = mk._load()["mod"]
+    assert mod.__file__.endswith(".abi3.so"), mod.__file__  # the limited-API build
+    assert Path(mod.__file__).parent == ROOT / "tesla"
+    assert "native C" in mk.describe() and "OpenSSL" in mk.describe()
+
+
+def _kernel() -> None:
+    if not mk.available():
+        pytest.skip(f"no native kernel: {mk.why_unavailable()}")
+
+
+@pytest.mark.parametrize("hash_path", HASHES)
+@pytest.mark.parametrize("key_len", [0, 16, 32, 64, 65, 129, 200])  # 200: longer than every block
+def test_hmac_rows_is_standard_hmac(hash_path: tuple[int, bool], key_len: int) -> None:
+    mac_id, evp = hash_path
+    _path(evp)
     rng = random.Random(mac_id * 1000 + key_len)
     key = rng.randbytes(key_len)
-    pkts = [rng.randbytes(rng.choice([0, 1, 55, 56, 63, 64, 65, 127, 128, 129, 1400, 3000])) for _ in range(40)]
+    lens = [*range(0, 260), 1400, 3000]  # every padding case of both block sizes
+    pkts = [rng.randbytes(n) for n in lens]
     buf = b"".join(pkts)
     ln = np.array([len(p) for p in pkts], dtype=np.int64)
     st = np.cumsum(ln) - ln
@@ -39,84 +101,154 @@ def test_hmac_rows_is_standard_hmac(mac_id: int, key_len: int) -> None:
 
 
 def test_hmac_rows_rejects_rows_outside_the_buffer() -> None:
+    _kernel()
     buf = bytes(100)
     n = mk.MIN_ROWS
     st = np.zeros(n, dtype=np.int64)
-    for bad_st, bad_ln in [(90, 11), (-1, 5), (0, -1)]:
+    for bad_st, bad_ln in [(90, 11), (-1, 5), (0, -1), (101, 0), (2**62, 2**62), (1, 2**63 - 1)]:
         s = st.copy()
         ln = np.full(n, 10, dtype=np.int64)
         s[3], ln[3] = bad_st, bad_ln
         with pytest.raises(ValueError):
             mk.hmac_rows(buf, s, ln, b"k" * 16, 2)
+    with pytest.raises(ValueError):  # one length per start
+        mk.hmac_rows(buf, st, np.full(n + 1, 1), b"k" * 16, 2)
 
 
 def test_mac_rows_uses_the_kernel_and_the_fallback_alike() -> None:
+    _kernel()
     rng = random.Random(5)
     pkts = [rng.randbytes(rng.randrange(20, 1500)) for _ in range(100)]
     pb = PackedBatch(pkts)
     key = rng.randbytes(32)
     with_kernel = mac_rows(pb.buf, pb.starts, pb.lens, key, 2)
     mk.set_enabled(False)
-    try:
-        assert mk.hmac_rows(pb.buf, pb.starts, pb.lens, key, 2) is None
-        without = mac_rows(pb.buf, pb.starts, pb.lens, key, 2)
-    finally:
-        mk.set_enabled(True)
+    assert mk.hmac_rows(pb.buf, pb.starts, pb.lens, key, 2) is None
+    without = mac_rows(pb.buf, pb.starts, pb.lens, key, 2)
     assert with_kernel == without
 
 
+# ----------------------------------------------------------------------- mac_arena
+def _zeroed_hmac(p: bytes, mo: int, ml: int, go: int, gl: int, key: bytes, name: str) -> bytes:
+    """RFC 5776 §3.3.1 literally: a copy with the fields zeroed, then HMAC."""
+    z = bytearray(p)
+    if mo >= 0:
+        z[mo : mo + ml] = bytes(ml)
+    if go >= 0:
+        z[go : go + gl] = bytes(gl)
+    return hmac.digest(key, bytes(z), name)
+
+
+def _arena_case(seed: int, n: int = 300) -> tuple[bytes, list[tuple[int, int, int, int]], int, int]:
+    """An arena of n datagrams at gaps, with MAC and Group MAC fields absent, apart,
+    adjacent, overlapping, at the very start and the very end, and far in (past the
+    kernel's stack copy of the first 2 KiB)."""
+    rng = random.Random(seed)
+    ml, gl = 16, 4
+    parts: list[bytes] = []
+    rows = []
+    pos = 0
+    for _ in range(n):
+        gap = rng.randrange(0, 5)
+        parts.append(rng.randbytes(gap))
+        pos += gap
+        ln = rng.choice([0, 3, 20, 64, 100, 200, 1400, 5000])
+        mo = -1 if ln < ml or rng.random() < 0.1 else rng.randrange(0, ln - ml + 1)
+        if ln < gl or rng.random() < 0.4:
+            go = -1
+        elif mo >= 0 and rng.random() < 0.3:  # overlapping or touching the MAC field
+            go = max(0, min(ln - gl, mo + rng.randrange(-gl, ml + 1)))
+        else:
+            go = rng.randrange(0, ln - gl + 1)
+        if ln >= ml and rng.random() < 0.05:
+            mo = ln - ml  # the field ends the datagram
+        parts.append(rng.randbytes(ln))
+        rows.append((pos, ln, mo, go))
+        pos += ln
+    return b"".join(parts), rows, ml, gl
+
+
+@pytest.mark.parametrize(
+    "hash_path, kernel",
+    [pytest.param(h.values[0], True, id=f"{h.id}-native") for h in HASHES]
+    + [pytest.param((a, False), False, id=f"{NAMES[a]}-python") for a in sorted(NAMES)],
+)
+def test_mac_arena_equals_zeroed_field_definition(hash_path: tuple[int, bool], kernel: bool) -> None:
+    mac_id, evp = hash_path
+    if kernel:
+        _path(evp)
+    mk.set_enabled(kernel)
+    arena_b, rows, ml, gl = _arena_case(100 + mac_id, 120 if kernel else 40)
+    arena = np.frombuffer(bytearray(arena_b), dtype=np.uint8)  # writable: must stay as is
+    of, ln, mo, go = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    key = random.Random(mac_id).randbytes(200 if mac_id == 4 else 32)
+    tags = mk.mac_arena(NAMES[mac_id], key, arena, of, ln, mo, ml, go, gl)
+    assert tags.shape == (len(rows), len(hmac.digest(b"", b"", NAMES[mac_id])))
+    assert arena.tobytes() == arena_b
+    assert any(g >= 0 and m >= 0 and g < m + ml and m < g + gl for _, _, m, g in rows)
+    for k, (s, n, m, g) in enumerate(rows):
+        want = _zeroed_hmac(arena_b[s : s + n], m, ml, g, gl, key, NAMES[mac_id])
+        assert tags[k].tobytes() == want, (k, n, m, g)
+    # the registry value names the hash too
+    assert (mk.mac_arena(mac_id, key, arena, of[:5], ln[:5], mo[:5], ml, go[:5], gl) == tags[:5]).all()
+
+
+def test_mac_arena_native_and_python_agree() -> None:
+    _kernel()
+    arena, rows, ml, gl = _arena_case(7, 60)
+    args = [np.array(c, dtype=np.int64) for c in zip(*rows, strict=True)]
+    of, ln, mo, go = args
+    native = mk.mac_arena("sha256", b"k" * 32, arena, of, ln, mo, ml, go, gl)
+    mk.set_enabled(False)
+    python = mk.mac_arena("SHA-256", b"k" * 32, arena, of, ln, mo, ml, go, gl)
+    assert (native == python).all()
+
+
+@pytest.mark.parametrize("kernel", [True, False], ids=["native", "python"])
+def test_mac_arena_refuses_anything_outside(kernel: bool) -> None:
+    if kernel:
+        _kernel()
+    mk.set_enabled(kernel)
+    arena = np.zeros(1000, dtype=np.uint8)
+    good = dict(of=[0, 100, 500], ln=[100, 400, 500], mo=[8, 8, -1], go=[-1, 40, 496])
+    ml, gl = 16, 4
+
+    def call(**kw: list[int]) -> np.ndarray:
+        a = {**good, **kw}
+        return mk.mac_arena(
+            "sha256", b"k", arena, a["of"], a["ln"], a["mo"], ml, a["go"], gl
+        )
+
+    assert call().shape == (3, 32)
+    bad = [
+        dict(of=[0, 100, 501]),  # past the arena's end
+        dict(of=[-1, 100, 500]),
+        dict(ln=[100, 400, 501]),
+        dict(ln=[-5, 400, 500]),
+        dict(of=[0, 2**62, 500]),
+        dict(ln=[2**63 - 1, 400, 500]),
+        dict(mo=[85, 8, -1]),  # MAC field past its datagram's end
+        dict(mo=[-2, 8, -1]),
+        dict(go=[-1, 397, 496]),  # Group MAC field past its datagram's end
+        dict(go=[-1, 40, 497]),
+        dict(go=[-1, 2**62, 496]),
+        dict(mo=[8, 8]),  # not one per datagram
+    ]
+    for kw in bad:
+        with pytest.raises(ValueError):
+            call(**kw)
+    with pytest.raises(ValueError):
+        mk.mac_arena("md5", b"k", arena, [0], [10], [-1], 0, [-1], 0)
+
+
+# ------------------------------------------------------------------- verify_objects
 def _reference_verdict(p: bytes, mo: int, go: int, km: int, key: bytes, name: str) -> bool:
     """RFC 5776 §3.3.1 literally: zero the MAC (and Group MAC) field, HMAC, compare."""
     if mo < 0 or mo + km > len(p) or (go >= 0 and go + 4 > len(p)):
         return False
     if go >= 0 and go < mo + km and mo < go + 4:
         return False  # overlapping fields: no datagram the receiver buffers has them
-    z = bytearray(p)
-    z[mo : mo + km] = bytes(km)
-    if go >= 0:
-        z[go : go + 4] = bytes(4)
-    return hmac.digest(key, bytes(z), name)[:km] == p[mo : mo + km]
-
-
-@pytest.mark.parametrize("mac_id", sorted(NAMES))
-def test_verify_objects_equals_zeroed_field_definition(mac_id: int) -> None:
-    rng = random.Random(77 + mac_id)
-    key = rng.randbytes(32)
-    km = 10 if mac_id == 0 else 16
-    pkts: list[bytes] = []
-    mos: list[int] = []
-    gos: list[int] = []
-    for _ in range(400):
-        ln = rng.choice([0, 3, 30, 64, 100, 200, 1400, 9000])
-        p = bytearray(rng.randbytes(ln))
-        r = rng.random()
-        mo = rng.randrange(-3, ln + 5) if r < 0.15 else rng.randrange(0, max(1, ln - km + 1))
-        go = -1 if rng.random() < 0.5 else rng.randrange(-1, ln + 3)
-        # most datagrams carry a correct tag, the others a random one or a flipped bit
-        if rng.random() < 0.7 and _layout_ok(ln, mo, go, km):
-            z = bytearray(p)
-            z[mo : mo + km] = bytes(km)
-            if go >= 0:
-                z[go : go + 4] = bytes(4)
-            p[mo : mo + km] = hmac.digest(key, bytes(z), NAMES[mac_id])[:km]
-            if go >= 0 and rng.random() < 0.5:  # the Group MAC field's octets don't count
-                p[go : go + 4] = rng.randbytes(4)
-            if rng.random() < 0.1:
-                p[rng.randrange(ln)] ^= 1
-        pkts.append(bytes(p))
-        mos.append(mo)
-        gos.append(go)
-    got = mk.verify_objects(pkts, np.array(mos), np.array(gos), key, mac_id, km, head=16)
-    assert got is not None
-    ok, tags, heads, lens = got
-    want = [_reference_verdict(p, m, g, km, key, NAMES[mac_id]) for p, m, g in zip(pkts, mos, gos, strict=True)]
-    assert ok.tolist() == want
-    assert sum(want) > 100
-    for k, p in enumerate(pkts):
-        assert lens[k] == len(p)
-        assert heads[k].tobytes() == p[:16].ljust(16, b"\0")
-        if mos[k] >= 0 and mos[k] + km <= len(p) and (gos[k] < 0 or gos[k] + 4 <= len(p)):
-            assert tags[k].tobytes() == p[mos[k] : mos[k] + km]
+    return _zeroed_hmac(p, mo, km, go, 4, key, name)[:km] == p[mo : mo + km]
 
 
 def _layout_ok(ln: int, mo: int, go: int, km: int) -> bool:
@@ -125,17 +257,90 @@ def _layout_ok(ln: int, mo: int, go: int, km: int) -> bool:
     return not (go >= 0 and go < mo + km and mo < go + 4)
 
 
-def test_object_loops_give_way_on_anything_but_bytes() -> None:
+@pytest.mark.parametrize("hash_path", HASHES)
+@pytest.mark.parametrize("threads", [1, 3])
+def test_verify_objects_equals_zeroed_field_definition(hash_path: tuple[int, bool], threads: int) -> None:
+    mac_id, evp = hash_path
+    _path(evp)
+    rng = random.Random(77 + mac_id)
+    key = rng.randbytes(32)
+    km = 10 if mac_id == 0 else 16
+    pkts: list[Any] = []
+    mos: list[int] = []
+    gos: list[int] = []
+    for j in range(400):
+        ln = rng.choice([0, 3, 30, 64, 100, 200, 1400, 9000])
+        p = bytearray(rng.randbytes(ln))
+        r = rng.random()
+        mo = rng.randrange(-3, ln + 5) if r < 0.15 else rng.randrange(0, max(1, ln - km + 1))
+        go = -1 if rng.random() < 0.5 else rng.randrange(-1, ln + 3)
+        # most datagrams carry a correct tag, the others a random one or a flipped bit
+        if rng.random() < 0.7 and _layout_ok(ln, mo, go, km):
+            p[mo : mo + km] = _zeroed_hmac(bytes(p), mo, km, go, 4, key, NAMES[mac_id])[:km]
+            if go >= 0 and rng.random() < 0.5:  # the Group MAC field's octets don't count
+                p[go : go + 4] = rng.randbytes(4)
+            if rng.random() < 0.1:
+                p[rng.randrange(ln)] ^= 1
+        # bytes, and any other buffer alike
+        pkts.append(bytes(p) if j % 7 else (bytearray(p) if j % 2 else memoryview(bytes(p))))
+        mos.append(mo)
+        gos.append(go)
+    got = mk.verify_objects(
+        pkts, np.array(mos), np.array(gos), key, mac_id, km, head=16, threads=threads
+    )
+    assert got is not None
+    ok, tags, heads, lens = got
+    want = [_reference_verdict(bytes(p), m, g, km, key, NAMES[mac_id]) for p, m, g in zip(pkts, mos, gos, strict=True)]
+    assert ok.tolist() == want
+    assert sum(want) > 100
+    for k, p in enumerate(pkts):
+        p = bytes(p)
+        assert lens[k] == len(p)
+        assert heads[k].tobytes() == p[:16].ljust(16, b"\0")
+        if mos[k] >= 0 and mos[k] + km <= len(p) and (gos[k] < 0 or gos[k] + 4 <= len(p)):
+            assert tags[k].tobytes() == p[mos[k] : mos[k] + km]
+
+
+def test_verify_objects_refuses_overlapping_fields_even_with_a_matching_tag() -> None:
+    """A Group MAC field overlapping the MAC field is no layout the receiver buffers: not
+    accepted even when the MAC field holds the HMAC computed with both fields zeroed."""
+    _kernel()
+    key = b"k" * 32
+    km = 16
+    pkts, mos, gos = [], [], []
+    for go in range(4, 30):  # MAC field at 10..26; Group MAC at go..go+4
+        p = bytearray(random.Random(go).randbytes(100))
+        p[10 : 10 + km] = _zeroed_hmac(bytes(p), 10, km, go, 4, key, "sha256")[:km]
+        pkts.append(bytes(p))
+        mos.append(10)
+        gos.append(go)
+    got = mk.verify_objects(pkts, np.array(mos), np.array(gos), key, 2, km)
+    assert got is not None
+    ok = got[0]
+    overlap = [g < 10 + km and 10 < g + 4 for g in gos]
+    assert ok.tolist() == [not o and _reference_verdict(p, 10, g, km, key, "sha256") for p, g, o in zip(pkts, gos, overlap, strict=True)]
+    assert any(overlap) and not ok[np.array(overlap)].any()
+    assert ok[~np.array(overlap)].all()  # apart (and only apart) the tag is accepted
+
+
+def test_object_loops_give_way_on_anything_but_buffers() -> None:
+    _kernel()
     pkts: list[object] = [bytes(40) for _ in range(mk.MIN_ROWS)]
-    pkts[5] = bytearray(40)
+    pkts[5] = "forty octets? no, a str"
     mo = np.full(len(pkts), 4)
     go = np.full(len(pkts), -1)
     assert mk.verify_objects(pkts, mo, go, b"k" * 16, 2, 16) is None
     assert mk.object_heads(pkts, 32) is None
+    assert mk.lengths_of(pkts) is None
+    pkts[5] = bytes(40)
     assert mk.verify_objects(pkts[:5], mo[:5], go[:5], b"k" * 16, 2, 16) is None  # < MIN_ROWS
+    assert mk.verify_objects(pkts, mo, go, b"k" * 16, 2, 33) is None  # km > digest
+    with pytest.raises(ValueError):
+        mk.verify_objects(pkts, mo[:-1], go, b"k" * 16, 2, 16)
 
 
 def test_object_heads_and_row_compares_equal_numpy() -> None:
+    _kernel()
     rng = random.Random(9)
     pkts = [rng.randbytes(rng.randrange(0, 300)) for _ in range(300)]
     got = mk.object_heads(pkts, 128)
@@ -154,6 +359,7 @@ def test_object_heads_and_row_compares_equal_numpy() -> None:
 
 
 def test_hmac_kernel_digest_of_random_keys_and_lengths_matches_hashlib_loop() -> None:
+    _kernel()
     # one larger run, as the receiver feeds it (thousands of rows, one key)
     key = os.urandom(32)
     pkts = [os.urandom(random.Random(k).randrange(1, 1500)) for k in range(3000)]
@@ -165,6 +371,7 @@ def test_hmac_kernel_digest_of_random_keys_and_lengths_matches_hashlib_loop() ->
 
 
 def test_lengths_and_copy_into_pack_like_bytes_join() -> None:
+    _kernel()
     rng = random.Random(12)
     pkts = [rng.randbytes(rng.randrange(0, 2000)) for _ in range(50)]
     held = mk.lengths_of(pkts)
@@ -175,15 +382,184 @@ def test_lengths_and_copy_into_pack_like_bytes_join() -> None:
     held.copy_into(dst, starts)
     assert dst[7 : 7 + sum(map(len, pkts))].tobytes() == b"".join(pkts)
     assert not dst[:7].any() and not dst[7 + sum(map(len, pkts)) :].any()
-    bad = starts.copy()
-    bad[-1] = dst.size - held.lens[-1] + 1  # one octet past the end: refused, nothing written
-    with pytest.raises(ValueError):
-        held.copy_into(np.zeros_like(dst), bad)
+    for last in (dst.size - held.lens[-1] + 1, -1, 2**62):  # past either end: refused
+        bad = starts.copy()
+        bad[-1] = last
+        fresh = np.zeros_like(dst)
+        with pytest.raises(ValueError):
+            held.copy_into(fresh, bad)
+        assert not fresh.any()  # nothing written
     with pytest.raises(ValueError):
         held.copy_into(np.frombuffer(bytes(dst.size), dtype=np.uint8), starts)  # read-only
-    assert mk.lengths_of([*pkts[:10], memoryview(b"x")]) is None
 
 
-def test_warm_up_loads_every_loop() -> None:
+def test_warm_up_loads_the_kernel() -> None:
+    _kernel()
     assert mk.warm_up(2)
-    assert "par" in mk._load()
+    assert mk._pool is not None
+
+
+def test_the_loops_release_the_gil() -> None:
+    """While a kernel call hashes in one thread, Python code runs in another (what
+    ``--verify-threads`` relies on): the main thread keeps taking time samples inside the
+    middle third of the call's span (with the GIL held through the call it could take
+    none there)."""
+    _kernel()
+    import threading
+    import time
+
+    n = 30000
+    one = os.urandom(1400)
+    zeros = np.zeros(n, dtype=np.int64)
+    lens = np.full(n, 1400, dtype=np.int64)
+    pkts = [one] * n
+    calls = {
+        "hmac_rows": lambda: mk.hmac_rows(one, zeros, lens, b"k", 2),
+        "mac_arena": lambda: mk.mac_arena("sha256", b"k", one, zeros, lens, zeros + 8, 16, zeros - 1, 0),
+        "verify_objects": lambda: mk.verify_objects(pkts, zeros + 8, zeros - 1, b"k", 2, 16),
+    }
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)  # GIL hand-overs at the call's edges stay short
+    try:
+        for name, call in calls.items():
+            span: list[float] = []
+
+            def work(call: Any = call, span: list[float] = span) -> None:
+                t0 = time.perf_counter()
+                call()
+                span += [t0, time.perf_counter()]
+
+            t = threading.Thread(target=work)
+            samples: list[float] = []
+            t.start()
+            while t.is_alive():
+                samples.append(time.perf_counter())
+            t.join()
+            t0, t1 = span
+            third = (t1 - t0) / 3  # hand-overs at the call's edges can take milliseconds
+            inside = [x for x in samples if t0 + third < x < t1 - third]
+            assert t1 - t0 > 0.01, (name, t1 - t0)  # long enough to tell
+            assert len(inside) > 100, (name, len(inside), t1 - t0)
+    finally:
+        sys.setswitchinterval(old)
+
+
+# ------------------------------------------------------------- load, fallback, env
+def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
+    e = {k: v for k, v in os.environ.items() if k != "TESLA_MAC_KERNEL"}
+    e.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=e, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_env_zero_forces_the_fallback_silently() -> None:
+    r = _python(
+        "from tesla import mackernel as m, fastpath as f\n"
+        "print(m.available(), m.hmac_rows(bytes(80), [0]*8, [10]*8, b'k', 2))\n"
+        "print(f.mac_rows(b'abc', [0], [3], b'k', 2).hex())",
+        TESLA_MAC_KERNEL="0",
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    assert lines[:2] == ["False", "None"]
+    assert lines[2] == hmac.digest(b"k", b"abc", "sha256").hex()
+    assert r.stderr == ""
+
+
+def test_missing_extension_falls_back_with_one_line() -> None:
+    r = _python(
+        "import sys; sys.modules['tesla._mac'] = None  # as if never built\n"
+        "from tesla import mackernel as m, fastpath as f\n"
+        "print(m.available(), m.hmac_rows(bytes(80), [0]*8, [10]*8, b'k', 2))\n"
+        "print(f.mac_rows(b'abc', [0], [3], b'k', 2).hex())\n"
+        "print(m.mac_arena('sha1', b'k', b'abcdef', [0], [6], [1], 2, [-1], 0)[0].tobytes().hex())"
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split()
+    assert out[:2] == ["False", "None"]
+    assert out[2] == hmac.digest(b"k", b"abc", "sha256").hex()
+    assert out[3] == hmac.digest(b"k", b"a\0\0def", "sha1").hex()
+    assert len(r.stderr.splitlines()) == 1
+    assert "native MAC kernel unavailable" in r.stderr and "pure-Python" in r.stderr
+
+
+class _Wrong:
+    """An extension whose HMAC is off by one bit."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    def hmac_rows(self, alg: int, key: bytes, buf: Any, st: Any, ln: Any, out: np.ndarray) -> None:
+        self.real.hmac_rows(alg, key, buf, st, ln, out)
+        if alg == 3:
+            out[-1, 0] ^= 1
+
+
+def test_known_answer_failure_means_fallback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _kernel()
+    import tesla
+
+    monkeypatch.setattr(tesla, "_mac", _Wrong(mk._load()["mod"]), raising=False)
+    monkeypatch.setitem(sys.modules, "tesla._mac", tesla._mac)
+    saved = dict(mk._state)
+    mk._state.clear()
+    try:
+        assert not mk.available()
+        assert "known-answer check failed for sha384" in (mk.why_unavailable() or "")
+        assert mk.hmac_rows(bytes(80), np.zeros(8), np.full(8, 10), b"k", 2) is None
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "sha384" in err
+    finally:
+        mk._state.clear()
+        mk._state.update(saved)
+    assert mk.available()
+
+
+class _WrongShaNi(_Wrong):
+    """An extension whose SHA-NI path of SHA-1 is off by one bit (EVP is right)."""
+
+    def hmac_rows(self, alg: int, key: bytes, buf: Any, st: Any, ln: Any, out: np.ndarray) -> None:
+        self.real.hmac_rows(alg, key, buf, st, ln, out)
+        if alg == 0 and self.real.sha_ni():
+            out[0, 0] ^= 1
+
+
+def test_sha_ni_failure_means_evp(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _path(evp=True)  # skips without SHA-NI
+    real = mk._load()["mod"]
+    real.set_sha_ni(True)
+    import tesla
+
+    monkeypatch.setattr(tesla, "_mac", _WrongShaNi(real), raising=False)
+    monkeypatch.setitem(sys.modules, "tesla._mac", tesla._mac)
+    saved = dict(mk._state)
+    mk._state.clear()
+    try:
+        assert mk.available()
+        assert not real.sha_ni()
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "SHA-NI" in err and "EVP" in err
+    finally:
+        mk._state.clear()
+        mk._state.update(saved)
+
+
+def test_import_and_load_change_nothing_global() -> None:
+    r = _python(
+        "import os, sys, threading\n"
+        "env = dict(os.environ); th = threading.active_count()\n"
+        "from tesla import mackernel as m\n"
+        "ok = m.available()\n"
+        "print(dict(os.environ) == env, threading.active_count() == th,\n"
+        "      'numba' in sys.modules, 'llvmlite' in sys.modules)"
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True", "True", "False", "False"]

@@ -1,0 +1,907 @@
+/* tesla._mac: the native MAC kernel of tesla.mackernel (HMAC, RFC 2104, over many rows).
+ *
+ * Python limited API (abi3, 3.11+) only: datagrams are read with PyBytes_AsStringAndSize
+ * or the buffer protocol, never through object internals.  Hashing goes through
+ * OpenSSL's public EVP digest API: the key pads are absorbed once into two EVP_MD_CTX
+ * (RFC 2104 §4 "precomputation"), then per row the inner state is copied
+ * (EVP_MD_CTX_copy_ex), the row absorbed and finished, and the same done with the
+ * outer state over the inner digest.  SHA-1 and SHA-256 on x86-64 CPUs with the SHA
+ * extensions: our own over those instructions instead (below).  No struct size or
+ * layout of OpenSSL or CPython is assumed.  Every row and field is checked against its
+ * buffer before any hashing; the loops run without the GIL, with every buffer held
+ * (exported) for their duration.
+ */
+#define PY_SSIZE_T_CLEAN
+#define Py_LIMITED_API 0x030B0000
+#include <Python.h>
+
+#include <openssl/evp.h>
+#include <stdint.h>
+#include <string.h>
+
+/* TESLA PRF/MAC registry values 0..4 (RFC 5776 §5) */
+static const char *const MD_NAMES[5] = {"SHA1", "SHA224", "SHA256", "SHA384", "SHA512"};
+static EVP_MD *mds[5]; /* fetched once at module init */
+
+#define MAX_BLOCK 256 /* every digest here has a block of 64 or 128 octets */
+/* fields whose blocks end within this many octets are zeroed in a stack copy */
+#define SCRATCH 2048
+
+/* ---------------------------------------------------- SHA-1 and SHA-256 with SHA-NI
+ * On x86-64 CPUs with the SHA extensions, HMAC-SHA-256 (TESLA's default) and HMAC-SHA-1
+ * run on our own SHA-256 / SHA-1 (FIPS 180-4) over the CPU's SHA instructions: the keyed
+ * states are then plain word arrays of ours, copied per row without the EVP layer's
+ * per-copy allocation.  Elsewhere (and for SHA-224/384/512) the EVP path below is used.  The known-answer
+ * check of tesla.mackernel covers whichever path is active; set_sha_ni(False)
+ * forces EVP. */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#include <immintrin.h>
+#define HAVE_SHANI 1
+
+static const uint32_t K256[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+};
+
+/* nb 64-octet blocks into the state (words H0..H7) */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sha256_ni(uint32_t st[8], const unsigned char *p, size_t nb)
+{
+    const __m128i MASK = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i t = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[0]), 0xB1); /* CDAB */
+    __m128i s1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&st[4]), 0x1B); /* EFGH */
+    __m128i s0 = _mm_alignr_epi8(t, s1, 8);    /* ABEF */
+    s1 = _mm_blend_epi16(s1, t, 0xF0);         /* CDGH */
+    while (nb--) {
+        __m128i a0 = s0, c0 = s1, w[4], m;
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) {
+            if (i < 4) {
+                w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), MASK);
+            } else { /* W[t] from W[t-16], W[t-15], W[t-7], W[t-2] (FIPS 180-4 §6.2.2) */
+                __m128i x = _mm_add_epi32(_mm_sha256msg1_epu32(w[i & 3], w[(i + 1) & 3]),
+                                          _mm_alignr_epi8(w[(i + 3) & 3], w[(i + 2) & 3], 4));
+                w[i & 3] = _mm_sha256msg2_epu32(x, w[(i + 3) & 3]);
+            }
+            m = _mm_add_epi32(w[i & 3], _mm_loadu_si128((const __m128i *)&K256[4 * i]));
+            s1 = _mm_sha256rnds2_epu32(s1, s0, m);
+            s0 = _mm_sha256rnds2_epu32(s0, s1, _mm_shuffle_epi32(m, 0x0E));
+        }
+        s0 = _mm_add_epi32(s0, a0);
+        s1 = _mm_add_epi32(s1, c0);
+        p += 64;
+    }
+    t = _mm_shuffle_epi32(s0, 0x1B);      /* FEBA */
+    s1 = _mm_shuffle_epi32(s1, 0xB1);     /* DCHG */
+    s0 = _mm_blend_epi16(t, s1, 0xF0);    /* DCBA */
+    s1 = _mm_alignr_epi8(s1, t, 8);       /* HGFE */
+    _mm_storeu_si128((__m128i *)&st[0], s0);
+    _mm_storeu_si128((__m128i *)&st[4], s1);
+}
+
+/* nb 64-octet blocks into the SHA-1 state (words H0..H4) */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sha1_ni(uint32_t st[5], const unsigned char *p, size_t nb)
+{
+    const __m128i MASK = _mm_set_epi64x(0x0001020304050607ULL, 0x08090a0b0c0d0e0fULL);
+    __m128i abcd = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)st), 0x1B);
+    __m128i e0 = _mm_set_epi32((int)st[4], 0, 0, 0);
+    while (nb--) {
+        __m128i abcd0 = abcd, e00 = e0, w[4], e[2];
+        e[0] = e0;
+        e[1] = e0;
+#pragma GCC unroll 20
+        for (int i = 0; i < 20; i++) { /* 4 rounds each (FIPS 180-4 §6.1.2) */
+            int c = i & 1;
+            if (i < 4) {
+                w[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(p + 16 * i)), MASK);
+            } else { /* W[t] = ROTL1(W[t-3] ^ W[t-8] ^ W[t-14] ^ W[t-16]) */
+                w[i & 3] = _mm_sha1msg2_epu32(
+                    _mm_xor_si128(_mm_sha1msg1_epu32(w[i & 3], w[(i + 1) & 3]), w[(i + 2) & 3]),
+                    w[(i + 3) & 3]);
+            }
+            e[c] = i == 0 ? _mm_add_epi32(e[0], w[0]) : _mm_sha1nexte_epu32(e[c], w[i & 3]);
+            e[c ^ 1] = abcd;
+            switch (i / 5) {
+            case 0: abcd = _mm_sha1rnds4_epu32(abcd, e[c], 0); break;
+            case 1: abcd = _mm_sha1rnds4_epu32(abcd, e[c], 1); break;
+            case 2: abcd = _mm_sha1rnds4_epu32(abcd, e[c], 2); break;
+            default: abcd = _mm_sha1rnds4_epu32(abcd, e[c], 3); break;
+            }
+        }
+        e0 = _mm_sha1nexte_epu32(e[0], e00);
+        abcd = _mm_add_epi32(abcd, abcd0);
+        p += 64;
+    }
+    _mm_storeu_si128((__m128i *)st, _mm_shuffle_epi32(abcd, 0x1B));
+    st[4] = (uint32_t)_mm_extract_epi32(e0, 3);
+}
+
+static int cpu_has_shani(void)
+{
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 9)) || !(c & (1u << 19)))
+        return 0; /* SSSE3, SSE4.1 */
+    if (__get_cpuid_max(0, NULL) < 7)
+        return 0;
+    __cpuid_count(7, 0, a, b, c, d);
+    return (b >> 29) & 1; /* SHA */
+}
+#endif
+
+static int use_shani = 0; /* set at module init from CPUID */
+
+typedef struct {
+    uint32_t h[8];     /* SHA-256: H0..H7; SHA-1: H0..H4 */
+    uint64_t len;      /* octets absorbed */
+    unsigned char buf[64];
+    size_t num;        /* octets waiting in buf */
+    int sha1;
+} shs;
+
+static void shs_blocks(shs *c, const unsigned char *p, size_t nb)
+{
+#ifdef HAVE_SHANI
+    if (c->sha1)
+        sha1_ni(c->h, p, nb);
+    else
+        sha256_ni(c->h, p, nb);
+#else
+    (void)c; (void)p; (void)nb;
+#endif
+}
+
+static void shs_init(shs *c, int sha1)
+{
+    static const uint32_t IV256[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                                      0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+    static const uint32_t IV1[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
+    memset(c, 0, sizeof *c);
+    c->sha1 = sha1;
+    if (sha1)
+        memcpy(c->h, IV1, sizeof IV1);
+    else
+        memcpy(c->h, IV256, sizeof IV256);
+}
+
+static void shs_update(shs *c, const unsigned char *p, size_t n)
+{
+    c->len += n;
+    if (c->num) {
+        size_t m = 64 - c->num < n ? 64 - c->num : n;
+        memcpy(c->buf + c->num, p, m);
+        c->num += m;
+        p += m;
+        n -= m;
+        if (c->num < 64)
+            return;
+        shs_blocks(c, c->buf, 1);
+        c->num = 0;
+    }
+    if (n >= 64) {
+        shs_blocks(c, p, n / 64);
+        p += n / 64 * 64;
+        n %= 64;
+    }
+    if (n) {
+        memcpy(c->buf, p, n);
+        c->num = n;
+    }
+}
+
+/* the digest (20 or 32 octets) into out; the state is spent */
+static void shs_final(shs *c, unsigned char *out)
+{
+    uint64_t bits = c->len * 8;
+    c->buf[c->num++] = 0x80;
+    if (c->num > 56) {
+        memset(c->buf + c->num, 0, 64 - c->num);
+        shs_blocks(c, c->buf, 1);
+        c->num = 0;
+    }
+    memset(c->buf + c->num, 0, 56 - c->num);
+    for (int j = 0; j < 8; j++)
+        c->buf[63 - j] = (unsigned char)(bits >> (8 * j));
+    shs_blocks(c, c->buf, 1);
+    for (int j = 0; j < (c->sha1 ? 5 : 8); j++) {
+        out[4 * j] = (unsigned char)(c->h[j] >> 24);
+        out[4 * j + 1] = (unsigned char)(c->h[j] >> 16);
+        out[4 * j + 2] = (unsigned char)(c->h[j] >> 8);
+        out[4 * j + 3] = (unsigned char)c->h[j];
+    }
+}
+
+/* ------------------------------------------------------------------ HMAC core */
+typedef struct {
+    EVP_MD_CTX *i, *o, *w; /* EVP path: inner and outer keyed states, work state */
+    int dlen, block;
+    int ni;                /* SHA-NI path (SHA-1, SHA-256): the same three */
+    shs si, so, sw;
+} hkey;
+
+static void hkey_free(hkey *h)
+{
+    EVP_MD_CTX_free(h->i);
+    EVP_MD_CTX_free(h->o);
+    EVP_MD_CTX_free(h->w);
+    h->i = h->o = h->w = NULL;
+}
+
+/* The keyed states of HMAC (RFC 2104 §2); 0 on success.  Runs without the GIL. */
+static int hkey_init(hkey *h, int alg, const unsigned char *key, size_t klen)
+{
+    unsigned char kb[EVP_MAX_MD_SIZE], pad[MAX_BLOCK];
+    unsigned int kl = 0;
+    const EVP_MD *md = mds[alg];
+    h->dlen = EVP_MD_get_size(md);
+    h->block = EVP_MD_get_block_size(md);
+    h->ni = (alg == 0 || alg == 2) && use_shani;
+    if (h->block <= 0 || h->block > MAX_BLOCK || h->dlen <= 0 || h->dlen > EVP_MAX_MD_SIZE)
+        goto fail;
+    if (klen > (size_t)h->block) { /* a key longer than a block is hashed first */
+        if (!EVP_Digest(key, klen, kb, &kl, md, NULL))
+            goto fail;
+        key = kb;
+        klen = kl;
+    }
+    for (int j = 0; j < h->block; j++)
+        pad[j] = (unsigned char)(((size_t)j < klen ? key[j] : 0) ^ 0x36);
+    if (h->ni) {
+        shs_init(&h->si, alg == 0);
+        h->so = h->si;
+        shs_update(&h->si, pad, 64);
+        for (int j = 0; j < 64; j++)
+            pad[j] ^= 0x36 ^ 0x5c;
+        shs_update(&h->so, pad, 64);
+        return 0;
+    }
+    h->i = EVP_MD_CTX_new();
+    h->o = EVP_MD_CTX_new();
+    h->w = EVP_MD_CTX_new();
+    if (!h->i || !h->o || !h->w)
+        goto fail;
+    if (!EVP_DigestInit_ex(h->i, md, NULL) || !EVP_DigestUpdate(h->i, pad, h->block))
+        goto fail;
+    for (int j = 0; j < h->block; j++)
+        pad[j] ^= 0x36 ^ 0x5c;
+    if (!EVP_DigestInit_ex(h->o, md, NULL) || !EVP_DigestUpdate(h->o, pad, h->block))
+        goto fail;
+    if (!EVP_DigestInit_ex(h->w, md, NULL))
+        goto fail;
+    return 0;
+fail:
+    hkey_free(h);
+    return -1;
+}
+
+static int h_start(hkey *h)
+{
+    if (h->ni) {
+        h->sw = h->si;
+        return 1;
+    }
+    return EVP_MD_CTX_copy_ex(h->w, h->i);
+}
+
+static int h_update(hkey *h, const unsigned char *p, size_t n)
+{
+    if (h->ni) {
+        shs_update(&h->sw, p, n);
+        return 1;
+    }
+    return EVP_DigestUpdate(h->w, p, n);
+}
+
+/* Finish the inner hash in the work state, then the outer one into out (dlen octets). */
+static int hmac_finish(hkey *h, unsigned char *out)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    if (h->ni) {
+        shs_final(&h->sw, md);
+        h->sw = h->so;
+        shs_update(&h->sw, md, (size_t)h->dlen);
+        shs_final(&h->sw, out);
+        return 1;
+    }
+    return EVP_DigestFinal_ex(h->w, md, NULL) && EVP_MD_CTX_copy_ex(h->w, h->o)
+        && EVP_DigestUpdate(h->w, md, (size_t)h->dlen) && EVP_DigestFinal_ex(h->w, out, NULL);
+}
+
+static int hmac_one(hkey *h, const unsigned char *p, size_t n, unsigned char *out)
+{
+    return h_start(h) && h_update(h, p, n) && hmac_finish(h, out);
+}
+
+static const unsigned char ZEROS[256];
+
+static int update_zeros(hkey *h, size_t n)
+{
+    while (n) {
+        size_t m = n < sizeof ZEROS ? n : sizeof ZEROS;
+        if (!h_update(h, ZEROS, m))
+            return 0;
+        n -= m;
+    }
+    return 1;
+}
+
+/* HMAC of p[0:n] with p[a1:b1] and p[a2:b2] read as zeros (empty ranges: a == b; the
+ * ranges may overlap; all within [0, n]).  Nothing is written into p. */
+static int hmac_zeroed(hkey *h, const unsigned char *p, size_t n, size_t a1, size_t b1,
+                       size_t a2, size_t b2, unsigned char *out)
+{
+    size_t fe = b1 > b2 ? b1 : b2;
+    if (!h_start(h))
+        return 0;
+    if (fe == 0)
+        return h_update(h, p, n) && hmac_finish(h, out);
+    size_t blk = (size_t)h->block, cut = (fe + blk - 1) / blk * blk;
+    if (cut > n)
+        cut = n;
+    if (cut <= SCRATCH) {
+        /* the whole blocks holding the fields, copied with the fields zeroed: the rest
+         * is absorbed in place, block-aligned */
+        unsigned char s[SCRATCH];
+        memcpy(s, p, cut);
+        memset(s + a1, 0, b1 - a1);
+        memset(s + a2, 0, b2 - a2);
+        if (!h_update(h, s, cut))
+            return 0;
+        return (cut == n || h_update(h, p + cut, n - cut)) && hmac_finish(h, out);
+    }
+    /* far fields: data and zero runs in order (the non-empty ranges sorted, overlapping
+     * or touching ones merged) */
+    size_t ra[2], rb[2];
+    int nr = 0;
+    if (a1 < b1) { ra[nr] = a1; rb[nr++] = b1; }
+    if (a2 < b2) { ra[nr] = a2; rb[nr++] = b2; }
+    if (nr == 2 && ra[1] < ra[0]) {
+        size_t t = ra[0]; ra[0] = ra[1]; ra[1] = t;
+        t = rb[0]; rb[0] = rb[1]; rb[1] = t;
+    }
+    if (nr == 2 && ra[1] <= rb[0]) {
+        if (rb[1] > rb[0])
+            rb[0] = rb[1];
+        nr = 1;
+    }
+    size_t pos = 0;
+    for (int r = 0; r < nr; r++) {
+        if (ra[r] > pos && !h_update(h, p + pos, ra[r] - pos))
+            return 0;
+        if (!update_zeros(h, rb[r] - ra[r]))
+            return 0;
+        pos = rb[r];
+    }
+    return (pos == n || h_update(h, p + pos, n - pos)) && hmac_finish(h, out);
+}
+
+/* ------------------------------------------------------------------ argument helpers */
+
+static int get_alg(int alg)
+{
+    if (alg < 0 || alg > 4 || mds[alg] == NULL) {
+        PyErr_Format(PyExc_ValueError, "unknown TESLA MAC/PRF hash %d", alg);
+        return -1;
+    }
+    return 0;
+}
+
+/* A C-contiguous buffer of n items of itemsize octets (n < 0: any count, set it). */
+static int get_array(PyObject *o, Py_buffer *v, int writable, Py_ssize_t itemsize,
+                     Py_ssize_t *n, const char *what)
+{
+    int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(o, v, flags) < 0)
+        return -1;
+    if (v->itemsize != itemsize || (itemsize == 8 && v->format != NULL
+            && strchr("qlQL", v->format[strlen(v->format) - 1]) == NULL)
+        || (itemsize == 8 && v->format != NULL && strchr(v->format, '>') != NULL)) {
+        PyErr_Format(PyExc_TypeError, "%s: expected an array of %zd-octet %s", what, itemsize,
+                     itemsize == 8 ? "integers (int64)" : "items");
+        PyBuffer_Release(v);
+        return -1;
+    }
+    Py_ssize_t cnt = v->len / itemsize;
+    if (*n >= 0 && cnt != *n) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd items, expected %zd", what, cnt, *n);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    *n = cnt;
+    return 0;
+}
+
+/* One held datagram of a sequence: its octets and what keeps them alive. */
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t n;
+    PyObject *obj;  /* a reference (bytes), or NULL when view holds the export */
+    Py_buffer *view;
+} held;
+
+typedef struct {
+    held *items;
+    Py_buffer *views; /* allocated on the first item that is not bytes */
+    Py_ssize_t n, nviews;
+} heldseq;
+
+static void heldseq_release(heldseq *s)
+{
+    for (Py_ssize_t k = 0; k < s->n; k++) {
+        if (s->items[k].view)
+            PyBuffer_Release(s->items[k].view);
+        Py_XDECREF(s->items[k].obj);
+    }
+    PyMem_Free(s->items);
+    PyMem_Free(s->views);
+    s->items = NULL;
+    s->views = NULL;
+    s->n = 0;
+}
+
+/* Hold seq[lo:hi] (bytes or any C-contiguous buffer).  Returns -1 with all held, the
+ * index (from lo) of the first item that is neither (nothing held), or -2 on an error
+ * (exception set). */
+static Py_ssize_t heldseq_get(heldseq *s, PyObject *seq, Py_ssize_t lo, Py_ssize_t hi)
+{
+    s->items = NULL;
+    s->views = NULL;
+    s->n = 0;
+    s->nviews = 0;
+    Py_ssize_t len = PySequence_Size(seq);
+    if (len < 0)
+        return -2;
+    if (lo < 0 || hi > len || lo > hi) {
+        PyErr_SetString(PyExc_ValueError, "row range outside the sequence");
+        return -2;
+    }
+    Py_ssize_t n = hi - lo;
+    s->items = PyMem_Calloc(n ? (size_t)n : 1, sizeof(held));
+    if (!s->items) {
+        PyErr_NoMemory();
+        return -2;
+    }
+    int is_list = PyList_Check(seq), is_tuple = PyTuple_Check(seq);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *it;
+        if (is_list) {
+            it = PyList_GetItem(seq, lo + k);
+            Py_XINCREF(it);
+        } else if (is_tuple) {
+            it = PyTuple_GetItem(seq, lo + k);
+            Py_XINCREF(it);
+        } else {
+            it = PySequence_GetItem(seq, lo + k);
+        }
+        if (it == NULL) {
+            heldseq_release(s);
+            return -2;
+        }
+        held *h = &s->items[k];
+        if (PyBytes_Check(it)) {
+            char *p;
+            if (PyBytes_AsStringAndSize(it, &p, &h->n) < 0) {
+                Py_DECREF(it);
+                heldseq_release(s);
+                return -2;
+            }
+            h->p = (const unsigned char *)p;
+            h->obj = it;
+            s->n = k + 1;
+            continue;
+        }
+        if (!PyObject_CheckBuffer(it)) {
+            Py_DECREF(it);
+            heldseq_release(s);
+            return k;
+        }
+        if (s->views == NULL) {
+            s->views = PyMem_Calloc((size_t)(n - k), sizeof(Py_buffer));
+            if (!s->views) {
+                Py_DECREF(it);
+                heldseq_release(s);
+                PyErr_NoMemory();
+                return -2;
+            }
+        }
+        Py_buffer *v = &s->views[s->nviews];
+        int r = PyObject_GetBuffer(it, v, PyBUF_C_CONTIGUOUS);
+        Py_DECREF(it);  /* the export holds the object */
+        if (r < 0) {
+            PyErr_Clear();
+            heldseq_release(s);
+            return k;
+        }
+        s->nviews++;
+        h->view = v;
+        h->p = v->buf;
+        h->n = v->len;
+        s->n = k + 1;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------------------ entry points */
+
+PyDoc_STRVAR(hmac_rows_doc,
+"hmac_rows(alg, key, buf, starts, lens, out)\n--\n\n"
+"out[k] = HMAC(key, buf[starts[k]:starts[k] + lens[k]]) for every row (full digests,\n"
+"out a writable C-contiguous buffer of n * digest size octets); ValueError if a row\n"
+"is outside buf (nothing hashed then).");
+
+static PyObject *hmac_rows(PyObject *self, PyObject *args)
+{
+    int alg;
+    Py_buffer key, buf, st = {0}, ln = {0}, out = {0};
+    PyObject *sto, *lno, *outo;
+    if (!PyArg_ParseTuple(args, "iy*y*OOO", &alg, &key, &buf, &sto, &lno, &outo))
+        return NULL;
+    PyObject *ret = NULL;
+    hkey h = {0};
+    Py_ssize_t n = -1, outn = -1;
+    if (get_alg(alg) < 0 || get_array(sto, &st, 0, 8, &n, "starts") < 0)
+        goto done;
+    if (get_array(lno, &ln, 0, 8, &n, "lens") < 0 || get_array(outo, &out, 1, 1, &outn, "out") < 0)
+        goto done;
+    const int64_t *s = st.buf, *l = ln.buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (s[k] < 0 || l[k] < 0 || s[k] > buf.len || l[k] > buf.len - s[k]) {
+            PyErr_Format(PyExc_ValueError, "row %zd outside the buffer", k);
+            goto done;
+        }
+    }
+    int dlen = EVP_MD_get_size(mds[alg]);
+    if (outn != n * dlen) {
+        PyErr_SetString(PyExc_ValueError, "out: one digest per row");
+        goto done;
+    }
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    ok = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
+    unsigned char *o = out.buf;
+    const unsigned char *b = buf.buf;
+    for (Py_ssize_t k = 0; ok && k < n; k++)
+        ok = hmac_one(&h, b + s[k], (size_t)l[k], o + k * dlen);
+    hkey_free(&h);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
+        goto done;
+    }
+    ret = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&buf);
+    if (st.obj) PyBuffer_Release(&st);
+    if (ln.obj) PyBuffer_Release(&ln);
+    if (out.obj) PyBuffer_Release(&out);
+    return ret;
+}
+
+PyDoc_STRVAR(mac_arena_doc,
+"mac_arena(alg, key, arena, offsets, lengths, mac_offsets, mac_len, gmac_offsets,\n"
+"          gmac_len, out)\n--\n\n"
+"out[k] = HMAC(key, datagram k) over arena[offsets[k]:offsets[k] + lengths[k]] with\n"
+"its mac_len octets at mac_offsets[k] and gmac_len octets at gmac_offsets[k] (both\n"
+"relative to the datagram; -1: no field) read as zeros (RFC 5776 §3.3.1); nothing is\n"
+"written into the arena.  ValueError if a datagram is outside the arena or a field\n"
+"outside its datagram (nothing hashed then).");
+
+static PyObject *mac_arena(PyObject *self, PyObject *args)
+{
+    int alg;
+    Py_ssize_t mlen, glen;
+    Py_buffer key, arena, of = {0}, ln = {0}, mo = {0}, go = {0}, out = {0};
+    PyObject *ofo, *lno, *moo, *goo, *outo;
+    if (!PyArg_ParseTuple(args, "iy*y*OOOnOnO", &alg, &key, &arena, &ofo, &lno, &moo, &mlen,
+                          &goo, &glen, &outo))
+        return NULL;
+    PyObject *ret = NULL;
+    hkey h = {0};
+    Py_ssize_t n = -1, outn = -1;
+    if (get_alg(alg) < 0 || get_array(ofo, &of, 0, 8, &n, "offsets") < 0)
+        goto done;
+    if (get_array(lno, &ln, 0, 8, &n, "lengths") < 0
+        || get_array(moo, &mo, 0, 8, &n, "mac_offsets") < 0
+        || get_array(goo, &go, 0, 8, &n, "gmac_offsets") < 0
+        || get_array(outo, &out, 1, 1, &outn, "out") < 0)
+        goto done;
+    if (mlen < 0 || glen < 0) {
+        PyErr_SetString(PyExc_ValueError, "negative field length");
+        goto done;
+    }
+    const int64_t *s = of.buf, *l = ln.buf, *m = mo.buf, *g = go.buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (s[k] < 0 || l[k] < 0 || s[k] > arena.len || l[k] > arena.len - s[k]) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd outside the arena", k);
+            goto done;
+        }
+        if ((m[k] != -1 && (m[k] < 0 || m[k] > l[k] || mlen > l[k] - m[k]))
+            || (g[k] != -1 && (g[k] < 0 || g[k] > l[k] || glen > l[k] - g[k]))) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd: a field outside the datagram", k);
+            goto done;
+        }
+    }
+    int dlen = EVP_MD_get_size(mds[alg]);
+    if (outn != n * dlen) {
+        PyErr_SetString(PyExc_ValueError, "out: one digest per datagram");
+        goto done;
+    }
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    ok = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
+    unsigned char *o = out.buf;
+    const unsigned char *b = arena.buf;
+    for (Py_ssize_t k = 0; ok && k < n; k++) {
+        size_t a1 = 0, b1 = 0, a2 = 0, b2 = 0;
+        if (m[k] >= 0) { a1 = (size_t)m[k]; b1 = a1 + (size_t)mlen; }
+        if (g[k] >= 0) { a2 = (size_t)g[k]; b2 = a2 + (size_t)glen; }
+        ok = hmac_zeroed(&h, b + s[k], (size_t)l[k], a1, b1, a2, b2, o + k * dlen);
+    }
+    hkey_free(&h);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
+        goto done;
+    }
+    ret = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&arena);
+    if (of.obj) PyBuffer_Release(&of);
+    if (ln.obj) PyBuffer_Release(&ln);
+    if (mo.obj) PyBuffer_Release(&mo);
+    if (go.obj) PyBuffer_Release(&go);
+    if (out.obj) PyBuffer_Release(&out);
+    return ret;
+}
+
+PyDoc_STRVAR(verify_seq_doc,
+"verify_seq(alg, key, pkts, lo, hi, moffs, goffs, km, tags, ok, heads, lens) -> int\n--\n\n"
+"For datagram j = pkts[lo + j] (bytes or a C-contiguous buffer): lens[j] = its length,\n"
+"heads[j] = its first octets (zero-filled), tags[j] = its km-octet MAC field at\n"
+"moffs[j], ok[j] = that field equals the HMAC of the datagram with the MAC field and\n"
+"the 4-octet Group MAC field at goffs[j] (-1: none) read as zeros, truncated to km\n"
+"(RFC 5776 §3.3.1).  A field outside its datagram, or overlapping fields: ok False\n"
+"(and tags zero if the MAC field is outside).  Returns -1, or the index (from lo) of\n"
+"the first item that is not a buffer (then nothing was done).");
+
+static PyObject *verify_seq(PyObject *self, PyObject *args)
+{
+    int alg;
+    Py_ssize_t lo, hi, km;
+    Py_buffer key, mo = {0}, go = {0}, tg = {0}, okb = {0}, hd = {0}, ln = {0};
+    PyObject *seq, *moo, *goo, *tgo, *oko, *hdo, *lno;
+    if (!PyArg_ParseTuple(args, "iy*OnnOOnOOOO", &alg, &key, &seq, &lo, &hi, &moo, &goo, &km,
+                          &tgo, &oko, &hdo, &lno))
+        return NULL;
+    PyObject *ret = NULL;
+    hkey h = {0};
+    heldseq hs = {0};
+    Py_ssize_t n = hi - lo, tn = -1, hn = -1;
+    if (get_alg(alg) < 0)
+        goto done;
+    int dlen = EVP_MD_get_size(mds[alg]);
+    if (n < 0 || km < 1 || km > dlen) {
+        PyErr_SetString(PyExc_ValueError, "bad row range or MAC length");
+        goto done;
+    }
+    if (get_array(moo, &mo, 0, 8, &n, "moffs") < 0 || get_array(goo, &go, 0, 8, &n, "goffs") < 0
+        || get_array(tgo, &tg, 1, 1, &tn, "tags") < 0 || get_array(oko, &okb, 1, 1, &n, "ok") < 0
+        || get_array(hdo, &hd, 1, 1, &hn, "heads") < 0 || get_array(lno, &ln, 1, 8, &n, "lens") < 0)
+        goto done;
+    if (tn != n * km || (n && hn % n) || (!n && hn)) {
+        PyErr_SetString(PyExc_ValueError, "tags: km octets per row; heads: equal rows");
+        goto done;
+    }
+    Py_ssize_t H = n ? hn / n : 0;
+    Py_ssize_t bad = heldseq_get(&hs, seq, lo, hi);
+    if (bad == -2)
+        goto done;
+    if (bad >= 0) {
+        ret = PyLong_FromSsize_t(bad);
+        goto done;
+    }
+    int fine = 1;
+    Py_BEGIN_ALLOW_THREADS
+    fine = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
+    const int64_t *m = mo.buf, *g = go.buf;
+    int64_t *lens = ln.buf;
+    unsigned char *tags = tg.buf, *okp = okb.buf, *heads = hd.buf, md[EVP_MAX_MD_SIZE];
+    for (Py_ssize_t k = 0; fine && k < n; k++) {
+        const unsigned char *p = hs.items[k].p;
+        Py_ssize_t L = hs.items[k].n, c = L < H ? L : H;
+        lens[k] = L;
+        memcpy(heads + k * H, p, (size_t)c);
+        memset(heads + k * H + c, 0, (size_t)(H - c));
+        okp[k] = 0;
+        unsigned char *t = tags + k * km;
+        if (m[k] < 0 || m[k] > L || km > L - m[k] || (g[k] >= 0 && (g[k] > L || 4 > L - g[k]))) {
+            memset(t, 0, (size_t)km);
+            continue;
+        }
+        memcpy(t, p + m[k], (size_t)km);
+        if (g[k] >= 0 && g[k] < m[k] + km && m[k] < g[k] + 4)
+            continue; /* overlapping fields: not a layout the receiver produces */
+        size_t a2 = g[k] >= 0 ? (size_t)g[k] : 0, b2 = g[k] >= 0 ? a2 + 4 : 0;
+        fine = hmac_zeroed(&h, p, (size_t)L, (size_t)m[k], (size_t)(m[k] + km), a2, b2, md);
+        okp[k] = fine && memcmp(md, t, (size_t)km) == 0;
+    }
+    hkey_free(&h);
+    Py_END_ALLOW_THREADS
+    if (!fine) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
+        goto done;
+    }
+    ret = PyLong_FromLong(-1);
+done:
+    heldseq_release(&hs);
+    PyBuffer_Release(&key);
+    if (mo.obj) PyBuffer_Release(&mo);
+    if (go.obj) PyBuffer_Release(&go);
+    if (tg.obj) PyBuffer_Release(&tg);
+    if (okb.obj) PyBuffer_Release(&okb);
+    if (hd.obj) PyBuffer_Release(&hd);
+    if (ln.obj) PyBuffer_Release(&ln);
+    return ret;
+}
+
+PyDoc_STRVAR(heads_doc,
+"heads(pkts, rows, lens) -> int\n--\n\n"
+"lens[k] = len(pkts[k]); rows (n * width octets) gets the first width octets of each\n"
+"(zero-filled).  Returns -1, or the index of the first item that is not a buffer.");
+
+static PyObject *heads(PyObject *self, PyObject *args)
+{
+    PyObject *seq, *rwo, *lno;
+    Py_buffer rw = {0}, ln = {0};
+    if (!PyArg_ParseTuple(args, "OOO", &seq, &rwo, &lno))
+        return NULL;
+    PyObject *ret = NULL;
+    heldseq hs = {0};
+    Py_ssize_t n = PySequence_Size(seq), rn = -1;
+    if (n < 0 || get_array(lno, &ln, 1, 8, &n, "lens") < 0 || get_array(rwo, &rw, 1, 1, &rn, "rows") < 0)
+        goto done;
+    if ((n && rn % n) || (!n && rn)) {
+        PyErr_SetString(PyExc_ValueError, "rows: one row of equal width per datagram");
+        goto done;
+    }
+    Py_ssize_t W = n ? rn / n : 0;
+    Py_ssize_t bad = heldseq_get(&hs, seq, 0, n);
+    if (bad == -2)
+        goto done;
+    if (bad < 0) {
+        unsigned char *r = rw.buf;
+        int64_t *lens = ln.buf;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            Py_ssize_t L = hs.items[k].n, c = L < W ? L : W;
+            lens[k] = L;
+            memcpy(r + k * W, hs.items[k].p, (size_t)c);
+            memset(r + k * W + c, 0, (size_t)(W - c));
+        }
+    }
+    ret = PyLong_FromSsize_t(bad);
+done:
+    heldseq_release(&hs);
+    if (rw.obj) PyBuffer_Release(&rw);
+    if (ln.obj) PyBuffer_Release(&ln);
+    return ret;
+}
+
+PyDoc_STRVAR(pack_doc,
+"pack(pkts, dst, starts) -> int\n--\n\n"
+"dst[starts[k]:starts[k] + len(pkts[k])] = pkts[k] for every k; ValueError (nothing\n"
+"written) if one would not fit in dst.  Returns -1, or the index of the first item that\n"
+"is not a buffer (nothing written).");
+
+static PyObject *pack(PyObject *self, PyObject *args)
+{
+    PyObject *seq, *dso, *sto;
+    Py_buffer ds = {0}, st = {0};
+    if (!PyArg_ParseTuple(args, "OOO", &seq, &dso, &sto))
+        return NULL;
+    PyObject *ret = NULL;
+    heldseq hs = {0};
+    Py_ssize_t n = PySequence_Size(seq), dn = -1;
+    if (n < 0 || get_array(sto, &st, 0, 8, &n, "starts") < 0 || get_array(dso, &ds, 1, 1, &dn, "dst") < 0)
+        goto done;
+    Py_ssize_t bad = heldseq_get(&hs, seq, 0, n);
+    if (bad == -2)
+        goto done;
+    if (bad < 0) {
+        const int64_t *s = st.buf;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            if (s[k] < 0 || s[k] > dn || hs.items[k].n > dn - s[k]) {
+                PyErr_Format(PyExc_ValueError, "datagram %zd outside the buffer", k);
+                goto done;
+            }
+        }
+        unsigned char *d = ds.buf;
+        for (Py_ssize_t k = 0; k < n; k++)
+            memcpy(d + s[k], hs.items[k].p, (size_t)hs.items[k].n);
+    }
+    ret = PyLong_FromSsize_t(bad);
+done:
+    heldseq_release(&hs);
+    if (ds.obj) PyBuffer_Release(&ds);
+    if (st.obj) PyBuffer_Release(&st);
+    return ret;
+}
+
+PyDoc_STRVAR(digest_size_doc, "digest_size(alg) -> int\n--\n\nOctets of the hash's output.");
+
+static PyObject *digest_size(PyObject *self, PyObject *arg)
+{
+    long alg = PyLong_AsLong(arg);
+    if (alg == -1 && PyErr_Occurred())
+        return NULL;
+    if (get_alg((int)alg) < 0)
+        return NULL;
+    return PyLong_FromLong(EVP_MD_get_size(mds[alg]));
+}
+
+static PyObject *openssl_version(PyObject *self, PyObject *noarg)
+{
+    return PyUnicode_FromString(OpenSSL_version(OPENSSL_VERSION));
+}
+
+static PyObject *sha_ni(PyObject *self, PyObject *noarg)
+{
+    return PyBool_FromLong(use_shani);
+}
+
+static PyObject *set_sha_ni(PyObject *self, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+#ifdef HAVE_SHANI
+    use_shani = on && cpu_has_shani();
+#endif
+    return PyBool_FromLong(use_shani);
+}
+
+static PyMethodDef methods[] = {
+    {"sha_ni", sha_ni, METH_NOARGS,
+     "Whether HMAC-SHA-1 and -SHA-256 run on the CPU's SHA instructions (else OpenSSL EVP)."},
+    {"set_sha_ni", set_sha_ni, METH_O,
+     "Use the SHA-instruction path for SHA-1/-256 where the CPU has it (True) or EVP (False);\n"
+     "returns whether it is used.  Not to be called while a loop runs."},
+    {"hmac_rows", hmac_rows, METH_VARARGS, hmac_rows_doc},
+    {"mac_arena", mac_arena, METH_VARARGS, mac_arena_doc},
+    {"verify_seq", verify_seq, METH_VARARGS, verify_seq_doc},
+    {"heads", heads, METH_VARARGS, heads_doc},
+    {"pack", pack, METH_VARARGS, pack_doc},
+    {"digest_size", digest_size, METH_O, digest_size_doc},
+    {"openssl_version", openssl_version, METH_NOARGS, "The libcrypto version string."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moddef = {
+    PyModuleDef_HEAD_INIT, "tesla._mac",
+    "Native HMAC loops of tesla.mackernel (OpenSSL EVP, limited API).", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__mac(void)
+{
+    for (int a = 0; a < 5; a++) {
+        if (mds[a] == NULL)
+            mds[a] = EVP_MD_fetch(NULL, MD_NAMES[a], NULL);
+        if (mds[a] == NULL) {
+            PyErr_Format(PyExc_ImportError, "libcrypto has no %s digest", MD_NAMES[a]);
+            return NULL;
+        }
+    }
+#ifdef HAVE_SHANI
+    use_shani = cpu_has_shani();
+#endif
+    return PyModule_Create(&moddef);
+}
