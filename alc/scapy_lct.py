@@ -123,7 +123,7 @@ class Pad4Field(XStrLenField):
 
     def __init__(self, name: str, length_from: Any, lead: int = 0) -> None:
         self.lead = lead
-        XStrLenField.__init__(self, name, None, length_from=length_from)
+        XStrLenField.__init__(self, name, None, length_from=length_from)  # type: ignore[arg-type]
 
     def addfield(self, pkt: Packet, s: bytes, val: bytes | None) -> bytes:
         if val is None:
@@ -176,7 +176,7 @@ class LCTExtGeneric(VarHeaderExtension):
         if cls is not LCTExtGeneric:
             return cls
         if _pkt and _pkt[0] == EXT_FTI:
-            return _fti_class(kargs.get("_parent"))
+            return _fti_class(kargs.get("_parent"), _pkt)
         return _ext_base_dispatch(LCT_EXTENSIONS, LCTExtFixed, LCTExtGeneric, _pkt)
 
 
@@ -397,10 +397,19 @@ def fec_encoding_id(codepoint: int) -> int:
     return int(conf.contribs["LCT"]["codepoint_fec"].get(codepoint, codepoint))
 
 
-def _fti_class(parent: Any) -> Any:
+#: octets of each EXT_FTI layout after HET/HEL (before padding), as :func:`alc.fec.decode_fti`
+FTI_BODY_LENGTH = {0: 14, 2: 14, 5: 10, 6: 12, 129: 14}
+
+
+def _fti_class(parent: Any, pkt: bytes) -> Any:
+    """The EXT_FTI layer of the FEC Encoding ID of the parent header's codepoint; the
+    untyped one when the extension is too short for that layout (as the codec rejects it)."""
     if parent is None or getattr(parent, "codepoint", None) is None:
         return LCTExtFTI
-    return LCT_FTI.get(fec_encoding_id(parent.codepoint), LCTExtFTI)
+    eid = fec_encoding_id(parent.codepoint)
+    if eid not in LCT_FTI or len(pkt) < 2 or pkt[1] * 4 - 2 < FTI_BODY_LENGTH[eid]:
+        return LCTExtFTI
+    return LCT_FTI[eid]
 
 
 # --------------------------------------------------------------------------- LCT header

@@ -104,8 +104,12 @@ class NORMExtGeneric(VarHeaderExtension):
             return cls
         het = _pkt[0]
         if het == M.EXT_FTI:
+            # the typed layout only when the extension has its exact size (as ExtFti.params)
             fec_id = getattr(kargs.get("_parent"), "fec_id", None)
-            return NORM_FTI.get(fec_id, NORMExtFTI) if fec_id is not None else NORMExtFTI
+            typed = NORM_FTI.get(fec_id) if fec_id is not None else None
+            if typed is None or len(_pkt) < 2 or _pkt[1] * 4 - 2 != NORM_FTI_BODY_LENGTH[fec_id]:
+                return NORMExtFTI
+            return typed
         found = NORM_EXTENSIONS.get(het)
         if found is not None:
             return found
@@ -241,6 +245,8 @@ class NORMExtFTI129(NORMExtGeneric):
 
 
 NORM_FTI: dict[int, Any] = {0: NORMExtFTI0, 2: NORMExtFTI2, 5: NORMExtFTI5, 129: NORMExtFTI129}
+#: octets after HET/HEL of each fec_id's EXT_FTI (RFC 5740 §4.2.1: HEL 4, HEL 3 for fec_id 5)
+NORM_FTI_BODY_LENGTH = {0: 14, 2: 14, 5: 10, 129: 14}
 NORM_EXTENSIONS: dict[int, Any] = {
     M.EXT_AUTH: NORMExtAuth,
     M.EXT_CC: NORMExtCC,

@@ -41,7 +41,6 @@ from scapy.packet import Packet, bind_layers
 from alc.scapy_lct import LCTExtAuth, Pad4Field
 from norm.scapy_norm import NORMExtAuth
 from tesla.extauth import (
-    BOOTSTRAP_FIXED,
     GROUP_MAC_LEN,
     KEY_LEN,
     LEGACY_SYNC_TYPES,
@@ -80,7 +79,8 @@ def set_layout(layout: TagLayout) -> None:
 
 
 def get_layout() -> TagLayout:
-    return conf.contribs["RFC5776"]["layout"]  # type: ignore[no-any-return]
+    layout: TagLayout = conf.contribs["RFC5776"]["layout"]
+    return layout
 
 
 def layout_from_bootstrap(b: Packet, sig_len: int | None = None) -> TagLayout:
@@ -159,9 +159,9 @@ class TeslaAuthUnknown(TeslaAuth):
     name = "RFC 5776 EXT_AUTH (unknown Type)"
 
 
-def _pad(name: str, field: str, length: Any) -> Pad4Field:
-    """Padding of ``field`` (``length(p)`` octets) to the next word of the extension."""
-    return Pad4Field(name, length_from=lambda p: pad4(length(p)) - length(p), lead=2)
+def _pad(name: str, end: Any) -> Pad4Field:
+    """Zero padding after a field that ends ``end(p)`` octets (modulo 4) into the extension."""
+    return Pad4Field(name, length_from=lambda p: pad4(end(p)) - end(p), lead=2)
 
 
 def _kp(p: Packet) -> int:
@@ -195,13 +195,13 @@ class TeslaBootstrap(TeslaAuth):
         IntField("n", 0),
         IntField("i", 0),
         XStrLenField("commitment", b"", length_from=_kp),
-        _pad("commitment_padding", "commitment", _kp),
+        _pad("commitment_padding", _kp),
         XStrLenField("signature", b"", length_from=lambda p: p.sig_len or 0),
-        _pad("signature_padding", "signature", lambda p: p.sig_len or 0),
+        _pad("signature_padding", lambda p: p.sig_len or 0),
         ConditionalField(BitField("P", 1, 1), lambda p: _flag(p, "A", "d_o_t")),
         ConditionalField(BitField("d_o_t", None, 63), lambda p: _flag(p, "A", "d_o_t")),
         ConditionalField(
-            XStrLenField("group_mac", None, length_from=lambda p: GROUP_MAC_LEN),
+            XStrLenField("group_mac", None, length_from=lambda p: GROUP_MAC_LEN),  # type: ignore[arg-type]
             lambda p: _flag(p, "G", "group_mac"),
         ),
     ]
@@ -214,9 +214,6 @@ class TeslaBootstrap(TeslaAuth):
             flags |= 1
         sig_len = p[8:10] if self.sig_len is not None else len(self.signature).to_bytes(2, "big")
         return p[:1] + bytes((flags,)) + p[2:8] + sig_len + p[10:] + pay
-
-
-assert BOOTSTRAP_FIXED == 32  # the fields above up to ``i`` are 30 octets after HET/HEL
 
 
 class TeslaAuthTag(TeslaAuth):
@@ -235,7 +232,7 @@ class TeslaAuthTag(TeslaAuth):
             lambda p: p.type != TYPE_TAG_NO_KEY,
         ),
         XStrLenField("mac", b"", length_from=lambda p: _sizes(p)[1]),
-        _pad("padding", "mac", lambda p: 8 + _sizes(p)[0] + _sizes(p)[1]),
+        _pad("padding", lambda p: 8 + _sizes(p)[0] + _sizes(p)[1]),
         XStrLenField("group_mac", b"", length_from=lambda p: _sizes(p)[2]),
     ]
 
@@ -276,7 +273,7 @@ class TeslaSyncResponse(TeslaAuth):
         LongField("t_s", 0),
         LongField("t_r", 0),
         XStrLenField("signature", b"", length_from=_resp_sig_len),
-        _pad("signature_padding", "signature", _resp_sig_len),
+        _pad("signature_padding", _resp_sig_len),
         XStrLenField("group_mac", b"", length_from=lambda p: _sizes(p)[1]),
     ]
 

@@ -35,6 +35,7 @@ from scapy.packet import NoPayload, Raw
 from scapy.utils import PcapReader
 
 from alc import scapy_lct as SL
+from alc.errors import DecodeError
 from alc.ext import HeaderExtension
 from alc.fec import OTI, encode_fti, get_scheme
 from alc.lct import ExtAuth, ExtCENC, ExtFDT, ExtFTI, ExtNop, ExtTime, LCTHeader
@@ -151,12 +152,16 @@ _FTI_USED = {0: 14, 2: 14, 5: 10, 6: 12, 129: 14}
 
 def check_lct_ext(le: Any, ce: Any, eid: int, layout: EA.TagLayout) -> None:
     enc = ce.encode()
-    if isinstance(ce, ExtFTI) and eid in SL.LCT_FTI:
+    if isinstance(ce, ExtFTI) and eid in SL.LCT_FTI and len(ce.body) >= _FTI_USED[eid]:
         assert type(le) is SL.LCT_FTI[eid]
-        oti = ce.fti_oti(eid)
+        assert le.hel * 4 == len(enc) and le.padding == ce.body[_FTI_USED[eid]:]
+        try:
+            oti = ce.fti_oti(eid)
+        except DecodeError:  # values the codec refuses: the layer still shows the octets
+            assert bytes(le) == enc
+            return
         for name in _FTI_FIELDS[eid]:
             assert getattr(le, name) == getattr(oti, name), name
-        assert le.hel * 4 == len(enc) and le.padding == ce.body[_FTI_USED[eid]:]
     elif isinstance(ce, ExtFTI):
         assert type(le) is SL.LCTExtFTI and le.body == ce.body
     elif isinstance(ce, ExtFDT):
@@ -217,7 +222,7 @@ def check_alc(raw: bytes, layout: EA.TagLayout | None = None) -> Any:
 
 
 def lct_ext_layer(ce: Any, eid: int, layout: EA.TagLayout) -> Any:
-    if isinstance(ce, ExtFTI) and eid in SL.LCT_FTI:
+    if isinstance(ce, ExtFTI) and eid in SL.LCT_FTI and len(ce.body) >= _FTI_USED[eid]:
         oti = ce.fti_oti(eid)
         return SL.LCT_FTI[eid](**{k: getattr(oti, k) for k in _FTI_FIELDS[eid]})
     if isinstance(ce, ExtFTI):
@@ -305,6 +310,8 @@ def lct_examples() -> list[tuple[str, LCTHeader, bytes]]:
         ExtNop(b"\0" * 6), HeaderExtension(77, b"ab"), HeaderExtension(250, b"xyz"), ExtAuth(EA.encode(TAG)[2:]),
         ExtFTI.from_oti(OTIS[0])])
     out.append(("flute-all", h, b""))
+    # an EXT_FTI too short for the scheme's layout (the codec refuses it) stays a body
+    out.append(("fti-too-short", LCTHeader(tsi=1, codepoint=0, extensions=[ExtFTI(b"\7" * 10)]), b""))
     # a codepoint that names no FEC scheme we know: EXT_FTI stays a body, the rest Raw
     out.append(("fti-unknown-scheme", LCTHeader(tsi=1, codepoint=130, extensions=[ExtFTI(b"\1" * 10)]), b"x"))
     return out
@@ -584,9 +591,13 @@ def check_item(li: Any, ci: M.RepairItem) -> None:
 
 def check_norm_ext(le: Any, ce: Any, fec_id: int | None, layout: EA.TagLayout) -> None:
     assert le.het == ce.het
-    if isinstance(ce, M.ExtFti) and fec_id in SN.NORM_FTI:
+    if isinstance(ce, M.ExtFti) and fec_id in SN.NORM_FTI and len(ce.body) == _FTI_USED[fec_id]:
         assert type(le) is SN.NORM_FTI[fec_id]
-        p = ce.params(fec_id)
+        try:
+            p = ce.params(fec_id)
+        except DecodeError:  # values the codec refuses: the layer still shows the octets
+            assert bytes(le) == ce.encode()
+            return
         for name in _NORM_FTI_FIELDS[fec_id]:
             assert getattr(le, name) == getattr(p, name), name
         assert le.num_parity == p.last_field if fec_id else True
@@ -650,7 +661,7 @@ def check_norm(raw: bytes, layout: EA.TagLayout | None = None) -> Any:
 
 
 def norm_ext_layer(ce: Any, fec_id: int | None, layout: EA.TagLayout) -> Any:
-    if isinstance(ce, M.ExtFti) and fec_id in SN.NORM_FTI:
+    if isinstance(ce, M.ExtFti) and fec_id in SN.NORM_FTI and len(ce.body) == _FTI_USED[fec_id]:
         p = ce.params(fec_id)
         kw = {k: getattr(p, k) for k in _NORM_FTI_FIELDS[fec_id]}
         if fec_id:
@@ -738,6 +749,8 @@ def norm_examples() -> list[tuple[str, Any, int]]:
         ("ack-flush", M.NormAck(1, 2, 3, 4, M.ACK_FLUSH, 0, 5, 6, [auth], items[2], b"more"), 8),
         ("ack-app", M.NormAck(1, 2, 3, 4, 17, 3, 5, 6, [], None, b"\x05\x00"), 8),
         ("report", M.NormReport(1, 2, 2, b"anything"), 8),
+        # an EXT_FTI of the wrong size for fec_id 0 (HEL 3, not 4) stays a body
+        ("data-0-fti-wrong-size", M.NormData(*H, 0, 0, 3, 4, 5, 0, [M.ExtFti(b"\7" * 10), auth], b"s"), 8),
         ("generic-exts", M.NormCmdEot(*H, 0, [M.HeaderExtension(9, b"ab"), M.HeaderExtension(200, b"xyz")]), 8),
     ]
     for f in (0, 2, 5, 129):
@@ -1025,6 +1038,27 @@ def test_bind_dissects_udp_ports(shared_dir: Path) -> None:
         SN.unbind(6003)
     with PcapReader(str(shared_dir / "interop" / "flute-plain.pcap")) as r:
         assert not next(iter(r)).haslayer(SL.LCT)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(0, 15), st.binary(min_size=3, max_size=80), st.booleans())
+def test_property_any_datagram_on_a_bound_port(low: int, rest: bytes, norm: bool) -> None:
+    """Any UDP payload on a bound port dissects without an exception and keeps its octets;
+    when our codec accepts it, every field shows as the codec decodes it and it re-builds."""
+    raw = bytes((0x10 | low,)) + rest  # version 1, so that the codecs accept some
+    SL.bind(4000)
+    SN.bind(5000)
+    try:
+        u = UDP(bytes(UDP(sport=1, dport=5000 if norm else 4000) / Raw(raw)))
+    finally:
+        SL.unbind(4000)
+        SN.unbind(5000)
+    assert bytes(u.payload) == raw
+    try:
+        M.decode(raw) if norm else LCTHeader.decode(raw)
+    except DecodeError:
+        return
+    check_norm(raw) if norm else check_alc(raw)
 
 
 # =========================================================================== packaging
