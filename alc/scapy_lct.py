@@ -36,6 +36,7 @@ from typing import Any
 from scapy.config import conf
 from scapy.fields import (
     BitField,
+    ByteEnumField,
     ByteField,
     ConditionalField,
     Field,
@@ -378,7 +379,11 @@ class LCTExtCENC(LCTExtFixed):
     """EXT_CENC (HET 193, RFC 6726 §3.4.3): content encoding of the FDT Instance."""
 
     name = "LCT EXT_CENC"
-    fields_desc = [ByteField("het", EXT_CENC), ByteField("CENC", 0), ShortField("reserved", 0)]
+    fields_desc = [
+        ByteField("het", EXT_CENC),
+        ByteEnumField("CENC", 0, {0: "null", 1: "zlib", 2: "deflate", 3: "gzip"}),
+        ShortField("reserved", 0),
+    ]
 
 
 #: HET -> layer (EXT_FTI is chosen per FEC Encoding ID, see :func:`fec_encoding_id`).

@@ -32,10 +32,13 @@ from typing import Any
 
 from scapy.config import conf
 from scapy.fields import (
+    BitEnumField,
     BitField,
+    ByteEnumField,
     ByteField,
     ConditionalField,
     FieldListField,
+    FlagsField,
     IntField,
     MultipleTypeField,
     PacketField,
@@ -81,6 +84,22 @@ __all__ = [
     "unbind",
 ]
 
+MSG_TYPES = {1: "INFO", 2: "DATA", 3: "CMD", 4: "NACK", 5: "ACK", 6: "REPORT"}
+FLAVORS = {
+    1: "FLUSH",
+    2: "EOT",
+    3: "SQUELCH",
+    4: "CC",
+    5: "REPAIR_ADV",
+    6: "ACK_REQ",
+    7: "APPLICATION",
+}
+OBJECT_FLAGS = ["REPAIR", "EXPLICIT", "INFO", "UNRELIABLE", "FILE", "STREAM"]
+NACK_FORMS = {1: "ITEMS", 2: "RANGES", 3: "ERASURES"}
+NACK_FLAGS = ["SEGMENT", "BLOCK", "INFO", "OBJECT"]
+CC_FLAGS = ["CLR", "PLR", "RTT", "START", "LEAVE", "LIMIT"]
+ACK_TYPES = {1: "CC", 2: "FLUSH"}
+
 #: ``fec2_m``: m of FEC Encoding ID 2 payload ids when no EXT_FTI in the message says it.
 conf.contribs.setdefault("NORM", {"fec2_m": 8})
 
@@ -106,10 +125,11 @@ class NORMExtGeneric(VarHeaderExtension):
         if het == M.EXT_FTI:
             # the typed layout only when the extension has its exact size (as ExtFti.params)
             fec_id = getattr(kargs.get("_parent"), "fec_id", None)
-            typed = NORM_FTI.get(fec_id) if fec_id is not None else None
-            if typed is None or len(_pkt) < 2 or _pkt[1] * 4 - 2 != NORM_FTI_BODY_LENGTH[fec_id]:
+            if not isinstance(fec_id, int) or fec_id not in NORM_FTI:
                 return NORMExtFTI
-            return typed
+            if len(_pkt) < 2 or _pkt[1] * 4 - 2 != NORM_FTI_BODY_LENGTH[fec_id]:
+                return NORMExtFTI
+            return NORM_FTI[fec_id]
         found = NORM_EXTENSIONS.get(het)
         if found is not None:
             return found
@@ -146,7 +166,7 @@ class NORMExtCC(NORMExtGeneric):
         ByteField("het", M.EXT_CC),
         ByteField("hel", None),
         ShortField("cc_sequence", 0),
-        ByteField("cc_flags", 0),
+        FlagsField("cc_flags", 0, 8, CC_FLAGS),
         ByteField("cc_rtt", 0),
         ShortField("cc_loss", 0),
         ShortField("cc_rate", 0),
@@ -312,8 +332,8 @@ class NORMRepairRequest(Packet):
 
     name = "NORM repair request"
     fields_desc = [
-        ByteField("form", M.NACK_ITEMS),
-        ByteField("flags", 0),
+        ByteEnumField("form", M.NACK_ITEMS, NACK_FORMS),
+        FlagsField("flags", 0, 8, NACK_FLAGS),
         ShortField("length", None),
         PacketListField("items", [], NORMRepairItem, length_from=lambda p: p.length or 0),
     ]
@@ -333,7 +353,7 @@ class NORMCCNode(Packet):
     name = "NORM cc_node"
     fields_desc = [
         IntField("node_id", 0),
-        ByteField("flags", 0),
+        FlagsField("flags", 0, 8, CC_FLAGS),
         ByteField("rtt", 0),
         ShortField("rate", 0),
     ]
@@ -348,7 +368,7 @@ class NORMCCNode(Packet):
 def _common(msg_type: int) -> list[Any]:
     return [
         BitField("version", M.NORM_VERSION, 4),
-        BitField("type", msg_type, 4),
+        BitEnumField("type", msg_type, 4, MSG_TYPES),
         ByteField("hdr_len", None),
         ShortField("sequence", 0),
         IntField("source_id", 0),
@@ -370,8 +390,8 @@ def _exts() -> PacketListField:
     )
 
 
-def _flavor(flavor: int) -> ByteField:
-    return ByteField("flavor", flavor)
+def _flavor(flavor: int) -> ByteEnumField:
+    return ByteEnumField("flavor", flavor, FLAVORS)
 
 
 class NORM(Packet):
@@ -424,7 +444,7 @@ class NORMInfo(NORM):
     fields_desc = [
         *_common(M.NORM_INFO),
         *_sender(),
-        ByteField("flags", 0),
+        FlagsField("flags", 0, 8, OBJECT_FLAGS),
         ByteField("fec_id", 5),
         ShortField("object_id", 0),
         _exts(),
@@ -438,7 +458,7 @@ class NORMData(NORM):
     fields_desc = [
         *_common(M.NORM_DATA),
         *_sender(),
-        ByteField("flags", 0),
+        FlagsField("flags", 0, 8, OBJECT_FLAGS),
         ByteField("fec_id", 5),
         ShortField("object_id", 0),
         *_pid_fields(),
@@ -546,7 +566,7 @@ class NORMCmdAckReq(_Cmd):
         *_sender(),
         _flavor(M.CMD_ACK_REQ),
         ByteField("reserved", 0),
-        ByteField("ack_type", 0),
+        ByteEnumField("ack_type", 0, ACK_TYPES),
         ByteField("ack_id", 0),
         _exts(),
         FieldListField("acking_nodes", [], IntField("node_id", 0)),
@@ -597,7 +617,7 @@ class NORMAck(NORM):
         *_common(M.NORM_ACK),
         IntField("server_id", 0),
         ShortField("instance_id", 0),
-        ByteField("ack_type", 0),
+        ByteEnumField("ack_type", 0, ACK_TYPES),
         ByteField("ack_id", 0),
         IntField("grtt_response_sec", 0),
         IntField("grtt_response_usec", 0),

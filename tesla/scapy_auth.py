@@ -18,6 +18,9 @@ Group MAC lengths come from the session layout ``conf.contribs["RFC5776"]["layou
 with :func:`layout_from_bootstrap`).  When the extension length does not fit the layout the
 lengths are inferred from it, with the rule of contrib/wireshark/rfc5776.lua: PRF and MAC
 functions of the same hash first, SHA-256 first of all, without then with a Group MAC.
+A length that fits the layout is read with it even when another set would fit too (a tag
+with HMAC-SHA-1 and a Group MAC is as long as one with HMAC-SHA-256 and none): set the
+layout of the session you look at.  Type 6 outside the layout: the whole rest is the signature.
 Fields left None on build (``sig_len``, flags ``G``/``A``, paddings) are computed.
 """
 
@@ -27,7 +30,9 @@ from typing import Any
 
 from scapy.config import conf
 from scapy.fields import (
+    BitEnumField,
     BitField,
+    ByteEnumField,
     ByteField,
     ConditionalField,
     IntField,
@@ -66,6 +71,26 @@ __all__ = [
     "set_layout",
     "tag_sizes",
 ]
+
+TYPES = {
+    0: "Bootstrap",
+    1: "Tag",
+    2: "Tag without key",
+    3: "Tag with new chain commitment",
+    4: "Tag with last key of previous chain",
+    5: "Sync Request",
+    6: "Sync Response",
+}
+# RFC 5776 §7 registries
+FUNCTIONS = {
+    0: "HMAC-SHA-1",
+    1: "HMAC-SHA-224",
+    2: "HMAC-SHA-256",
+    3: "HMAC-SHA-384",
+    4: "HMAC-SHA-512",
+}
+SIG_ALGOS = {0: "INVALID", 1: "RSASSA-PKCS1-v1_5", 2: "RSASSA-PSS"}
+SIG_HASHES = {0: "INVALID", 1: "SHA-1", 2: "SHA-224", 3: "SHA-256", 4: "SHA-384", 5: "SHA-512"}
 
 conf.contribs.setdefault("RFC5776", {"layout": TagLayout()})
 
@@ -134,7 +159,11 @@ class TeslaAuth(Packet):
 
     name = "RFC 5776 EXT_AUTH"
     match_subclass = True  # pkt[TeslaAuth] finds any Type
-    fields_desc = [BitField("asid", 0, 4), BitField("type", 0, 4), XStrField("body", b"")]
+    fields_desc = [
+        BitField("asid", 0, 4),
+        BitEnumField("type", 0, 4, TYPES),
+        XStrField("body", b""),
+    ]
 
     @classmethod
     def dispatch_hook(cls, _pkt: bytes | None = None, *args: Any, **kargs: Any) -> Any:
@@ -176,18 +205,18 @@ class TeslaBootstrap(TeslaAuth):
     name = "RFC 5776 Bootstrap (Type 0)"
     fields_desc = [
         BitField("asid", 0, 4),
-        BitField("type", TYPE_BOOTSTRAP, 4),
+        BitEnumField("type", TYPE_BOOTSTRAP, 4, TYPES),
         BitField("version", 0, 2),
         BitField("reserved_flags", 0, 3),
         BitField("S", 0, 1),
         BitField("G", None, 1),
         BitField("A", None, 1),
         ByteField("d", 3),
-        ByteField("prf_id", 2),
-        ByteField("mac_id", 2),
-        ByteField("group_mac_id", 0),
-        ByteField("sig_algo", 1),
-        ByteField("sig_hash", 3),
+        ByteEnumField("prf_id", 2, FUNCTIONS),
+        ByteEnumField("mac_id", 2, FUNCTIONS),
+        ByteEnumField("group_mac_id", 0, FUNCTIONS),
+        ByteEnumField("sig_algo", 1, SIG_ALGOS),
+        ByteEnumField("sig_hash", 3, SIG_HASHES),
         ShortField("sig_len", None),
         ShortField("reserved", 0),
         ShortField("t_int_ms", 100),
@@ -224,7 +253,7 @@ class TeslaAuthTag(TeslaAuth):
     name = "RFC 5776 Authentication Tag"
     fields_desc = [
         BitField("asid", 0, 4),
-        BitField("type", TYPE_TAG, 4),
+        BitEnumField("type", TYPE_TAG, 4, TYPES),
         ByteField("reserved", 0),
         IntField("i", 0),
         ConditionalField(
@@ -250,7 +279,7 @@ class TeslaSyncRequest(TeslaAuth):
     name = "RFC 5776 Sync Request (Type 5)"
     fields_desc = [
         BitField("asid", 0, 4),
-        BitField("type", TYPE_SYNC_REQUEST, 4),
+        BitEnumField("type", TYPE_SYNC_REQUEST, 4, TYPES),
         ByteField("reserved", 0),
         LongField("t_r", 0),
         XStrField("group_mac", b""),
@@ -268,7 +297,7 @@ class TeslaSyncResponse(TeslaAuth):
     name = "RFC 5776 Sync Response (Type 6)"
     fields_desc = [
         BitField("asid", 0, 4),
-        BitField("type", TYPE_SYNC_RESPONSE, 4),
+        BitEnumField("type", TYPE_SYNC_RESPONSE, 4, TYPES),
         ByteField("reserved", 0),
         LongField("t_s", 0),
         LongField("t_r", 0),
