@@ -215,7 +215,7 @@ class AlcSender(BatchEntry):
             # RaptorQ: T a multiple of Al = 8; Z blocks of about B symbols (at most 256 blocks)
             T = max(64, E - E % 8)
             kt = -(-length // T)
-            z = min(256, max(1, -(-kt // max(B, 1))))
+            z = min(256, max(1 if kt else 0, -(-kt // max(B, 1))))  # empty object: Z = 0
             return OTI(6, length, T, B, num_source_blocks=z, num_sub_blocks=1, alignment=8)
         raise ValueError(f"FEC Encoding ID {encoding_id} not supported by the sender")
 

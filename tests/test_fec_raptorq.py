@@ -124,3 +124,22 @@ def test_decoder_fuzz_only_decodeerror(items: list[tuple[int, bytes]]) -> None:
                 break
         except DecodeError:
             continue
+
+
+def test_empty_object_over_raptorq_round_trip() -> None:
+    """An empty file over RaptorQ: F = 0 has no source block (Z = 0, RFC 6330 §4.3);
+    the sender raised ZeroDivisionError deriving Z before."""
+    from alc.receiver import AlcReceiver, FileReceived, ReceiverConfig
+    from alc.sender import AlcSender, SenderConfig
+
+    s = AlcSender(SenderConfig(rate_bps=None, fec="raptorq"))
+    s.add_bytes(b"", "empty")
+    s.add_bytes(b"x" * 5000, "five")
+    r = AlcReceiver(ReceiverConfig())
+    for p in s.all_packets(1.8e9):
+        r.receive_datagram(p, None, 1.8e9)
+    got = {}
+    while (ev := r.next_event()) is not None:
+        if isinstance(ev, FileReceived):
+            got[ev.name] = ev.data
+    assert got == {"empty": b"", "five": b"x" * 5000}

@@ -522,6 +522,8 @@ def default_parameters(transfer_length: int, symbol_length: int) -> tuple[int, i
     """(Z, N, Al) the raptorq crate derives for (F, T); T must be a multiple of 8, >= 64."""
     t = symbol_length
     kt = math.ceil(transfer_length / t)
+    if kt == 0:  # an empty object: no source block (RFC 6330 §4.3, Z = ceil(Kt/KL) = 0)
+        return 0, 1, _AL
     n_max = t // (8 * _AL)
     z = math.ceil(kt / _kl(t, n_max))
     n = 1
@@ -581,9 +583,10 @@ class RaptorQ(FecScheme):
             validate(oti)
         kt = math.ceil(oti.transfer_length / t)
         z = oti.num_source_blocks
-        if not 0 < z:
+        if z <= 0 and kt:
             raise DecodeError("EXT_FTI.Z", f"Z={z} source blocks")
-        oti = dataclasses.replace(oti, max_source_block_length=math.ceil(kt / z))
+        # an empty object (F = 0) has no source block (Z = 0)
+        oti = dataclasses.replace(oti, max_source_block_length=math.ceil(kt / z) if z else 0)
         self.oti = oti
         self._blocks = self._compute_block_lengths()
         for k in self._blocks.distinct():
