@@ -311,7 +311,12 @@ def match_columns(
 ) -> np.ndarray:
     """``left & (lens >= end) & (rows[:, cols] == rows[r, cols]).all(axis=1)``: the
     datagrams whose header octets at ``cols`` equal datagram r's (compiled when the
-    kernel is loaded, numpy otherwise)."""
+    kernel is loaded, numpy otherwise).  Columns outside the rows raise ValueError: the
+    compiled loop does not check its indices (issue 15)."""
+    if len(cols) and (int(cols.min()) < 0 or int(cols.max()) >= rows.shape[1]):
+        raise ValueError("column outside the rows")
+    if not 0 <= r < len(rows) or len(lens) != len(rows) or len(left) != len(rows):
+        raise ValueError("row outside the rows")
     if _enabled and len(rows) >= MIN_ROWS:
         st = _load()
         if "error" not in st:
