@@ -151,3 +151,98 @@ def test_extension_fuzz_never_raises(protocol: str, mac_kernel: str) -> None:
     st = rx.stats
     drops = sum(v for k, v in st.items() if k.startswith("drop."))
     assert drops == nf + sum(v for k, v in ref.stats.items() if k.startswith("drop.")), st
+
+
+# ---------------------------------------------------------------- finding 2: key files
+def _corrupt_pem(pem: bytes) -> bytes:
+    """A PEM key whose algorithm OID is damaged: ``cryptography`` raises
+    ``UnsupportedAlgorithm`` (not ValueError) for it."""
+    import base64
+
+    lines = pem.strip().split(b"\n")
+    body = bytearray(base64.b64decode(b"".join(lines[1:-1])))
+    oid = bytes.fromhex("2a864886f70d010101")  # rsaEncryption
+    at = body.find(oid)
+    assert at >= 0
+    body[at + 5] ^= 0x40
+    return lines[0] + b"\n" + base64.encodebytes(bytes(body)) + lines[-1] + b"\n"
+
+
+@pytest.fixture(scope="module")
+def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    from tesla.bootstrap_sig import generate_private_key, private_key_pem, public_key_pem
+
+    d = tmp_path_factory.mktemp("keys")
+    k = generate_private_key(1024)
+    out: dict[str, Any] = {"dir": d}
+    for name, pem in (("pub", public_key_pem(k.public_key())), ("pem", private_key_pem(k))):
+        (d / f"good.{name}").write_bytes(pem)
+        (d / f"bad.{name}").write_bytes(_corrupt_pem(pem))
+        (d / f"garbage.{name}").write_bytes(b"-----BEGIN PUBLIC KEY-----\nzzzz\n")
+    os_fifo = d / "fifo"
+    import os
+
+    os.mkfifo(os_fifo)
+    return out
+
+
+def test_loaders_raise_only_value_error(key_files: dict[str, Any]) -> None:
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    from tesla.bootstrap_sig import load_private_key, load_public_key
+
+    d = key_files["dir"]
+    with pytest.raises(UnsupportedAlgorithm):  # what the library itself raises
+        from cryptography.hazmat.primitives import serialization
+
+        serialization.load_pem_public_key((d / "bad.pub").read_bytes())
+    for fn, name in ((load_public_key, "bad.pub"), (load_private_key, "bad.pem"),
+                     (load_public_key, "bad.pem"), (load_public_key, "garbage.pub"),
+                     (load_public_key, "fifo"), (load_private_key, "/dev/zero")):
+        with pytest.raises(ValueError):
+            fn(name if name.startswith("/") else d / name)
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+@pytest.mark.parametrize(
+    "cmd,option,name",
+    [("receive", "--sender-key", "bad.pub"), ("receive", "--sender-key", "bad.pem"),
+     ("receive", "--sender-key", "fifo"), ("receive", "--sender-key", "/dev/zero"),
+     ("receive", "--sender-key", "missing"), ("receive", "--group-mac", "/dev/zero"),
+     ("send", "--key", "bad.pem"), ("send", "--key", "garbage.pem"),
+     ("send", "--key", "/dev/zero"), ("send", "--key", "fifo")],
+)
+def test_corrupt_key_file_is_a_one_line_error_before_any_socket(
+    key_files: dict[str, Any], protocol: str, cmd: str, option: str, name: str,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A corrupt, special or missing key file: exit status 2, one line on stderr, no
+    traceback, and no socket opened (the CLI runs in this process, ``open_socket`` of
+    both runners replaced by a trap)."""
+    import tesla.run_alc
+    import tesla.run_norm
+    from tesla.cli import main
+
+    def trap(*a: Any, **k: Any) -> Any:
+        raise AssertionError("a socket was opened before the key was checked")
+
+    monkeypatch.setattr(tesla.run_alc, "open_socket", trap)
+    monkeypatch.setattr(tesla.run_norm, "open_socket", trap)
+    d = key_files["dir"]
+    path = name if name.startswith("/") else str(d / name)
+    group = "239.255.15.15:45015"
+    if cmd == "receive":
+        argv = ["receive", "--protocol", protocol, "--group", group, "--out", str(d / "out"),
+                "--sender-key", str(d / "good.pub")]
+    else:
+        (d / "f.bin").write_bytes(b"x" * 100)
+        argv = ["send", "--protocol", protocol, str(d / "f.bin"), "--group", group,
+                "--key", str(d / "good.pem")]
+    argv += [option, path]
+    with pytest.raises(SystemExit) as ei:
+        main(argv)
+    assert ei.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in err if not line.startswith("TESLA:")]
+    assert len(err) == 1 and err[0].startswith("tesla-mcast: error:"), err
+    assert "Traceback" not in err[0]
