@@ -100,6 +100,7 @@ from tesla.authenticator import (
 )
 from tesla.bootstrap_sig import verify as sig_verify
 from tesla.crypto import F_prime, MacContext, hash_algorithm
+from tesla.floodguard import DEFAULT_COPIES_PER_POSITION, PositionCap
 from tesla.keychain import KeyStatus, KeyVerifierSet
 from tesla.ntp import NTP_ONE_SECOND, NTP_UNIX_EPOCH_OFFSET, ntp_from_wire, posix_to_ntp
 from tesla.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
@@ -120,6 +121,7 @@ DROP_REASONS = (
     "flushed",
     "duplicate",
     "stale",
+    "flood",
 )
 #: accounted octets per buffered packet beyond its length (list slot, offsets, object)
 PER_PACKET_OVERHEAD = 64
@@ -231,7 +233,10 @@ class MemoMacs(HmacMacs):
 
 
 class _Pending:
-    __slots__ = ("pkts", "metas", "moffs", "goffs", "commits", "nbytes", "lo", "hi", "key1")
+    __slots__ = (
+        "pkts", "metas", "moffs", "goffs", "commits", "nbytes", "lo", "hi", "key1",
+        "positions", "scanned",
+    )
 
     def __init__(self, lo: float, hi: float) -> None:
         self.lo = lo  # safe-test thresholds of the interval (see _interval_bounds)
@@ -245,6 +250,9 @@ class _Pending:
         # (index array, one commitment shared by those packets)
         self.commits: list[tuple[Any, bytes]] = []
         self.nbytes = 0
+        # per-position cap (tesla/floodguard.py): position hashes, datagrams scanned
+        self.positions: dict[int, int] | None = None
+        self.scanned = 0
 
 
 class TeslaReceiver:
@@ -272,6 +280,7 @@ class TeslaReceiver:
         group_mac_id: int = 2,
         key_wait: float | None = DEFAULT_KEY_WAIT,
         macs: HmacMacs | None = None,
+        copies_per_position: int = DEFAULT_COPIES_PER_POSITION,
     ) -> None:
         if protocol not in HDR_LEN_OFFSET:
             raise ValueError("protocol must be 'alc' or 'norm'")
@@ -294,6 +303,10 @@ class TeslaReceiver:
         self.max_key_walk = max_key_walk
         self.key_wait = key_wait
         self.macs = macs or HmacMacs()
+        #: per-position cap applied when a buffer bound is reached (None: off)
+        self.position_cap: PositionCap | None = PositionCap(
+            HDR_LEN_OFFSET[protocol], 0, PER_PACKET_OVERHEAD, copies_per_position
+        ) if copies_per_position else None
         #: RFC 5776 §4.3 step 5 hook ``(datagram, now)``: called for a packet that passed
         #: steps 1-4, before it is buffered (per-datagram path; :meth:`receive_batch` falls
         #: back to it when set, and so does ``FastTeslaReceiver.receive_batch``)
@@ -825,9 +838,12 @@ class TeslaReceiver:
         cost = len(data) + PER_PACKET_OVERHEAD
         pend = self._pending.get(i)
         if pend is not None and len(pend.pkts) >= self.max_packets_per_interval:
-            self._drop("evicted")
-            return
+            self._cap_positions(i)
+            if len(pend.pkts) >= self.max_packets_per_interval:
+                self._drop("evicted")
+                return
         if self._buffered + cost > self.max_buffered_bytes:
+            self._cap_positions(None)
             while self._buffered + cost > self.max_buffered_bytes and self._pending:
                 oldest = min(self._pending)
                 if oldest >= i:
@@ -853,6 +869,23 @@ class TeslaReceiver:
         self._ver += 1
         if self._buffered > self._max_buffered:
             self._max_buffered = self._buffered
+
+    def _cap_positions(self, only: int | None) -> None:
+        """A buffer bound is reached: drop the datagrams beyond the first few of their
+        position in interval ``only`` (None: every pending interval), so that forged
+        copies cannot displace the datagrams they copy (issue 15, tesla/floodguard.py)."""
+        cap = self.position_cap
+        if cap is None:
+            return
+        if cap.km != self._km:
+            cap.km = self._km
+        for w in [only] if only is not None else list(self._pending):
+            n, freed = cap.compact(self._pending[w])
+            self._buffered -= freed
+            if n:
+                self._nbuf -= n
+                self._ver += 1
+                self._drop("flood", n)
 
     def _evict_interval(self, w: int, reason: str) -> None:
         self._ver += 1

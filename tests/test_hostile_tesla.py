@@ -246,3 +246,65 @@ def test_corrupt_key_file_is_a_one_line_error_before_any_socket(
     err = [line for line in err if not line.startswith("TESLA:")]
     assert len(err) == 1 and err[0].startswith("tesla-mcast: error:"), err
     assert "Traceback" not in err[0]
+
+
+# ---------------------------------------------------------------- finding 4: copy flood
+def _copy_flood(
+    protocol: str, copies: int, per: int = 20, size: int = 300
+) -> tuple[list[tuple[float, bytes]], list[tuple[float, bytes]]]:
+    """A valid stream where every data datagram is followed by ``copies`` forged copies
+    (payload octets changed, so the MAC fails; headers and tag unchanged)."""
+    snd = make_sender(2, protocol=protocol)
+    stream = sorted(make_stream(snd, 8, per, size, spread=0.9), key=lambda x: x[0])
+    out = []
+    for t, b in stream:
+        out.append((t, b))
+        if len(b) >= size - 8:
+            bb = bytearray(b)
+            for c in range(copies):
+                bb[-1 - (c % 64)] ^= 1 + (c >> 6) % 255
+                out.append((t, bytes(bb)))
+    return out, stream
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "batch"])
+@pytest.mark.parametrize(
+    "bound,cap", [(400_000, 1 << 16), (64 << 20, 200)], ids=["byte-bound", "interval-cap"]
+)
+def test_copy_flood_cannot_displace_the_real_datagrams(
+    protocol: str, fast: bool, bound: int, cap: int, mac_kernel: str
+) -> None:
+    """300 forged copies per legitimate datagram (the attack that made delivery fail):
+    every legitimate datagram is still released, the copies beyond the per-position cap
+    are counted ``drop.flood``, the buffer never exceeds its bound."""
+    if mac_kernel == "kernel" and not fast:
+        pytest.skip("the reference path has no kernel")
+    pk, legit = _copy_flood(protocol, 300)
+    ref = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    for a, b in legit:
+        ref.receive(b, a)
+    good = [d for d, _ in ref.pop_authenticated()]
+    cls = FastTeslaReceiver if fast else TeslaReceiver
+    rx = cls(
+        _pub(), max_clock_error_ms=20, protocol=protocol, max_buffered_bytes=bound,
+        max_packets_per_interval=cap,
+    )
+    peak = 0
+    if fast:
+        for k in range(0, len(pk), 512):
+            ch = pk[k : k + 512]
+            rx.receive_batch([b for _, b in ch], np.array([a for a, _ in ch]))
+            peak = max(peak, rx.stats["buffered_bytes"])
+    else:
+        for a, b in pk:
+            rx.receive(b, a)
+            peak = max(peak, rx.stats["buffered_bytes"])
+    got = [d for d, _ in rx.pop_authenticated()]
+    assert got == good
+    st = rx.stats
+    assert st["drop.flood"] > 0 and st["drop.evicted"] == 0, st
+    assert st["max_buffered_bytes"] <= bound and peak <= bound
+    forged = len(pk) - len(legit)
+    drops = sum(v for k, v in st.items() if k.startswith("drop."))
+    assert drops == forged + sum(v for k, v in ref.stats.items() if k.startswith("drop."))
