@@ -104,6 +104,7 @@ from tesla.floodguard import DEFAULT_COPIES_PER_POSITION, PositionCap
 from tesla.keychain import KeyStatus, KeyVerifierSet
 from tesla.ntp import NTP_ONE_SECOND, NTP_UNIX_EPOCH_OFFSET, ntp_from_wire, posix_to_ntp
 from tesla.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
+from tesla.ratelimit import SignatureGate, source_of
 from tesla.timesync import DirectSyncClient, indirect_dt_from_ms
 
 __all__ = ["DROP_REASONS", "HmacMacs", "MemoMacs", "TeslaReceiver", "PER_PACKET_OVERHEAD"]
@@ -122,6 +123,7 @@ DROP_REASONS = (
     "duplicate",
     "stale",
     "flood",
+    "rate_limited",
 )
 #: accounted octets per buffered packet beyond its length (list slot, offsets, object)
 PER_PACKET_OVERHEAD = 64
@@ -303,6 +305,8 @@ class TeslaReceiver:
         self.max_key_walk = max_key_walk
         self.key_wait = key_wait
         self.macs = macs or HmacMacs()
+        #: cache and rate limits of the RSA verifications (issue 15, tesla/ratelimit.py)
+        self.sig_gate = SignatureGate()
         #: per-position cap applied when a buffer bound is reached (None: off)
         self.position_cap: PositionCap | None = PositionCap(
             HDR_LEN_OFFSET[protocol], 0, PER_PACKET_OVERHEAD, copies_per_position
@@ -703,7 +707,7 @@ class TeslaReceiver:
         """RFC 5776 §4.3 steps 1-9 for one datagram whose EXT_AUTH is at ``off``."""
         typ = data[off + 2] & 15
         if typ == 0 or typ > 4:
-            self._signalling(data, off, typ, now)
+            self._signalling(data, off, typ, now, meta)
             return
         if not self._ready:
             self._drop("no_bootstrap")
@@ -1093,11 +1097,11 @@ class TeslaReceiver:
             self._seq_seen[src] = {s for s in seen if ((hi - s) & 0xFFFF) < NORM_SEQ_WINDOW}
 
     # ------------------------------------------------------------------ signalling
-    def _signalling(self, data: bytes, off: int, typ: int, now: float) -> None:
+    def _signalling(self, data: bytes, off: int, typ: int, now: float, meta: Any = None) -> None:
         if typ == 0:
-            self._bootstrap(data, off, now)
+            self._bootstrap(data, off, now, meta)
         elif typ == 6 or (typ == 8 and self.accept_legacy_sync_types):
-            self._sync_response(data, off, now)
+            self._sync_response(data, off, now, meta)
         else:
             self._drop("malformed")  # Type 5 is for the sender; 7..15 undefined
 
@@ -1112,7 +1116,28 @@ class TeslaReceiver:
         z[end - 4 : end] = b"\0\0\0\0"
         return self._gctx.verify(z, data[end - 4 : end])
 
-    def _bootstrap(self, data: bytes, off: int, now: float) -> None:
+    def _signature_ok(
+        self, data: bytes, message: bytes, signature: bytes, algo: int, h: int, meta: Any,
+        now: float,
+    ) -> bool:
+        """RSA verification of a signalling datagram through :attr:`sig_gate`: an
+        identical datagram takes its cached verdict, otherwise the source's and the
+        global RSA budget must allow it (else ``drop.rate_limited``).  Counts
+        ``drop.bad_signature`` when invalid."""
+        gate = self.sig_gate
+        dg = gate.digest(data)
+        ok = gate.cached(dg)
+        if ok is None:
+            if not gate.admit(source_of(meta), now):
+                self._drop("rate_limited")
+                return False
+            ok = sig_verify(self.public_key, message, signature, algo, h, self.pss_salt_length)
+            gate.remember(dg, ok)
+        if not ok:
+            self._drop("bad_signature")
+        return ok
+
+    def _bootstrap(self, data: bytes, off: int, now: float, meta: Any = None) -> None:
         try:
             msg = ea.decode(data, off)
         except DecodeError:
@@ -1131,22 +1156,7 @@ class TeslaReceiver:
         if msg.sig_hash not in self.allowed_sig_hashes:
             self._drop("bad_signature")
             return
-        z = bytearray(data)
-        so = off + ea.BOOTSTRAP_FIXED + ea.pad4(len(msg.commitment))
-        z[so : so + ea.pad4(len(msg.signature))] = bytes(ea.pad4(len(msg.signature)))
-        if msg.group_mac is not None:
-            end = off + (data[off + 1] << 2)
-            z[end - 4 : end] = b"\0\0\0\0"
-        if not sig_verify(
-            self.public_key,
-            bytes(z),
-            msg.signature,
-            msg.sig_algo,
-            msg.sig_hash,
-            self.pss_salt_length,
-        ):
-            self._drop("bad_signature")
-            return
+        # every check that needs no RSA comes first (issue 15: RSA work per forgery)
         try:
             params = TeslaParams(
                 t0_ntp=ntp_from_wire(msg.t0, now_ntp),
@@ -1166,18 +1176,35 @@ class TeslaReceiver:
             self._drop("malformed")
             return
         if self.params is not None:
-            # a later bootstrap for a chain we missed: static parameters must not change
-            assert self.params is not None and self.keys is not None
+            # a later bootstrap for a chain we missed: static parameters must not change,
+            # and its interval must be one the sender can have reached (RFC 5776 §4.3)
             if params != self.params:
                 self._drop("malformed")
                 return
-            self.keys.add_commitment(params.chain_of(msg.i), msg.commitment)
-            self.events.append(("new_chain", params.chain_of(msg.i)))
-            return
-        if self.group_key is not None and (
+            if self.d_t is not None and msg.i > (
+                (now - self._t0_posix + self._dt_s) / self._tint_s + 2
+            ):
+                self._drop("unsafe")
+                return
+        elif self.group_key is not None and (
             not params.group_mac or params.group_mac_id != self.group_mac_id
         ):
             self._drop("bad_group_mac")
+            return
+        z = bytearray(data)
+        so = off + ea.BOOTSTRAP_FIXED + ea.pad4(len(msg.commitment))
+        z[so : so + ea.pad4(len(msg.signature))] = bytes(ea.pad4(len(msg.signature)))
+        if msg.group_mac is not None:
+            end = off + (data[off + 1] << 2)
+            z[end - 4 : end] = b"\0\0\0\0"
+        if not self._signature_ok(
+            data, bytes(z), msg.signature, msg.sig_algo, msg.sig_hash, meta, now
+        ):
+            return
+        if self.params is not None:
+            assert self.keys is not None
+            self.keys.add_commitment(params.chain_of(msg.i), msg.commitment)
+            self.events.append(("new_chain", params.chain_of(msg.i)))
             return
         self.params = params
         self._t0_posix = (params.t0_ntp - _POSIX_OFFSET_NTP) / NTP_ONE_SECOND
@@ -1211,7 +1238,7 @@ class TeslaReceiver:
         self._ready = self.params is not None
         self.events.append(("d_t", d_t))
 
-    def _sync_response(self, data: bytes, off: int, now: float) -> None:
+    def _sync_response(self, data: bytes, off: int, now: float, meta: Any = None) -> None:
         if not self.sync_client.has_pending():
             self._drop("replay")  # RFC 5776 §6.2.1: no pending request -> drop at once
             return
@@ -1236,9 +1263,7 @@ class TeslaReceiver:
         if msg.group_mac is not None:
             end = off + (data[off + 1] << 2)
             z[end - 4 : end] = b"\0\0\0\0"
-        ok = sig_verify(self.public_key, bytes(z), msg.signature, algo, h, self.pss_salt_length)
-        if not ok:
-            self._drop("bad_signature")
+        if not self._signature_ok(data, bytes(z), msg.signature, algo, h, meta, now):
             return
         t_s = ntp_from_wire(msg.t_s, t_r)
         d_t = self.sync_client.on_response(t_s, t_r, True)

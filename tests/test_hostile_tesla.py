@@ -308,3 +308,148 @@ def test_copy_flood_cannot_displace_the_real_datagrams(
     forged = len(pk) - len(legit)
     drops = sum(v for k, v in st.items() if k.startswith("drop."))
     assert drops == forged + sum(v for k, v in ref.stats.items() if k.startswith("drop."))
+
+
+# ---------------------------------------------------------------- finding 3: RSA work
+SENDER = ("10.0.0.1", 4001)
+ATTACKER = ("10.6.6.6", 6666)
+
+
+def _count_rsa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the RSA verifications the verifier runs."""
+    import tesla.verifier as v
+
+    calls = [0]
+    real = v.sig_verify
+
+    def counted(*a: Any, **k: Any) -> bool:
+        calls[0] += 1
+        return bool(real(*a, **k))
+
+    monkeypatch.setattr(v, "sig_verify", counted)
+    return calls
+
+
+def _bootstrap_of(snd: Any, now: float) -> bytes:
+    from tesla.authenticator import ext_area
+    from tesla.extauth import find_ext_auth
+
+    for pkt in snd.control_packets(now):
+        start, end = ext_area(pkt, snd.protocol)
+        off = find_ext_auth(pkt, start, end, snd.params.asid)
+        if pkt[off + 2] & 15 == 0:
+            return pkt
+    raise AssertionError("no bootstrap")
+
+
+def _forge(pkt: bytes, protocol: str, k: int, **changes: Any) -> bytes:
+    """``pkt`` (a signalling datagram) with EXT_AUTH fields changed; the k-th forgery
+    also has its signature changed, so every forgery is distinct."""
+    import dataclasses
+
+    from tesla import extauth as ea
+    from tesla.authenticator import ext_area
+
+    start, end = ext_area(pkt, protocol)
+    off = ea.find_ext_auth(pkt, start, end, 0)
+    sl = 128  # the benchmark key: 1024 bits
+    lay = ea.TagLayout(32, 16, sl, False)
+    msg = ea.decode(pkt, off, lay)
+    sig = bytearray(msg.signature)
+    sig[k % len(sig)] ^= 1 + (k // len(sig)) % 255
+    msg = dataclasses.replace(msg, signature=bytes(sig), **changes)
+    ext = ea.encode(msg)
+    assert len(ext) == pkt[off + 1] << 2
+    return pkt[:off] + ext + pkt[off + len(ext) :]
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+def test_forged_bootstraps_cost_bounded_rsa_work(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2000 distinct forged bootstraps (another chain, bad signatures) at one instant
+    from an attacker's address: at most the source's burst of RSA verifications, the
+    rest ``drop.rate_limited``; the genuine bootstrap from the sender's address right
+    after them still initializes the receiver; an identical bootstrap is never verified
+    twice; after the bootstrap, forged ones for other chains with other parameters or
+    from the future cost no RSA at all."""
+    from tesla.benchcmd import T0
+    from tesla.ratelimit import SOURCE_BURST
+
+    calls = _count_rsa(monkeypatch)
+    snd = make_sender(2, protocol=protocol, n_chain=9)
+    boot = _bootstrap_of(snd, T0 + 1e-4)
+    rx = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    now = T0 + 0.001
+    n = 2000
+    for k in range(n):
+        rx.receive(_forge(boot, protocol, k, i=k * 7919 + 5), now, ATTACKER)
+    assert calls[0] <= SOURCE_BURST
+    st = rx.stats
+    assert st["drop.rate_limited"] + st["drop.bad_signature"] == n
+    assert st["drop.rate_limited"] >= n - SOURCE_BURST
+    assert not rx.initialized
+    rx.receive(boot, now, SENDER)
+    assert rx.initialized
+    before = calls[0]
+    for _ in range(50):  # the identical bootstrap again: chain known, ignored
+        rx.receive(boot, now, SENDER)
+    assert calls[0] == before
+    fresh = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    fresh.sig_gate = rx.sig_gate  # shared verdict cache: no second RSA for the same octets
+    fresh.receive(boot, now, SENDER)
+    assert fresh.initialized and calls[0] == before
+    # after the bootstrap: other parameters, or a chain from the future: no RSA
+    c0 = calls[0]
+    for k in range(200):  # at interval 9: chain 1 (intervals 10..19) may begin soon
+        rx.receive(_forge(boot, protocol, k, t_int_ms=1000 + k, i=10), T0 + 0.95, ATTACKER)
+        rx.receive(_forge(boot, protocol, k, i=1000 + k), T0 + 0.95, ATTACKER)
+    assert calls[0] == c0
+    assert rx.stats["drop.malformed"] >= 200 and rx.stats["drop.unsafe"] >= 200
+
+
+def test_rsa_rate_is_bounded_over_time_and_across_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sustained flood (10 s, 1000 distinct forgeries per second, each from another
+    spoofed address): RSA verifications <= global burst + global rate x time."""
+    from tesla.benchcmd import T0
+    from tesla.ratelimit import GLOBAL_BURST, GLOBAL_RATE
+
+    calls = _count_rsa(monkeypatch)
+    snd = make_sender(2)
+    boot = _bootstrap_of(snd, T0 + 1e-4)
+    rx = TeslaReceiver(_pub(), max_clock_error_ms=20)
+    for k in range(10_000):
+        now = T0 + k * 1e-3
+        rx.receive(_forge(boot, "alc", k, i=k + 10**6), now, (f"10.1.{k // 250}.{k % 250}", 1))
+    assert calls[0] <= GLOBAL_BURST + GLOBAL_RATE * 10.0
+    assert rx.stats["drop.rate_limited"] == 10_000 - calls[0]
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+def test_forged_sync_responses_cost_bounded_rsa_work(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Forged direct-sync responses matching the pending request (the attacker saw it:
+    NORM requests go to the group): at most the burst is verified, the rest
+    ``drop.rate_limited``; the genuine response from the sender's address is taken."""
+    from tesla.authenticator import ControlTemplate, TeslaSender
+    from tesla.benchcmd import T0, _key
+
+    calls = _count_rsa(monkeypatch)
+    snd = make_sender(2, protocol=protocol)
+    tpl = ControlTemplate(tsi=1, source_id=1, instance_id=77)
+    rx = TeslaReceiver(_pub(), protocol=protocol, sync="direct", template=tpl)
+    rx.receive(_bootstrap_of(snd, T0 + 1e-4), T0 + 0.001, SENDER)
+    req = rx.make_sync_request(T0 + 0.002)
+    tx = TeslaSender(snd.params, _key(), protocol=protocol, template=tpl)
+    resp = tx.handle_sync_request(req, ("10.0.0.9", 1), T0 + 0.003)
+    assert resp is not None
+    c0 = calls[0]
+    n = 1000
+    for k in range(n):
+        rx.receive(_forge(resp, protocol, k), T0 + 0.004, ATTACKER)
+    assert calls[0] - c0 <= 10
+    assert rx.stats["drop.rate_limited"] >= n - 10
+    assert rx.d_t is None
+    rx.receive(resp, T0 + 0.004, SENDER)
+    assert rx.d_t is not None
