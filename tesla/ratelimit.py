@@ -105,6 +105,19 @@ class SignatureGate:
         while len(self._verdicts) > self.cache_entries:
             self._verdicts.popitem(last=False)
 
+    def has_budget(self, source: Hashable, now: float) -> bool:
+        """Whether :meth:`admit` would allow a verification now (takes nothing)."""
+        g = self._global
+        if g is not None:
+            g.refill(now)
+            if g.tokens < 1.0:
+                return False
+        b = self._sources.get(source)
+        if b is None:
+            return True
+        b.refill(now)
+        return b.tokens >= 1.0
+
     def admit(self, source: Hashable, now: float) -> bool:
         """Whether one RSA verification for a message from ``source`` may run at
         ``now`` (takes a token from its bucket and from the global one)."""

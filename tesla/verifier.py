@@ -1137,7 +1137,19 @@ class TeslaReceiver:
             self._drop("bad_signature")
         return ok
 
+    def _out_of_budget(self, data: bytes, meta: Any, now: float) -> bool:
+        """No RSA budget left for this source and no cached verdict for this datagram:
+        refused at once (``drop.rate_limited``), before any parsing (a refused forgery
+        then costs a hash and a bucket look-up, not a decode)."""
+        gate = self.sig_gate
+        if gate.has_budget(source_of(meta), now) or gate.cached(gate.digest(data)) is not None:
+            return False
+        self._drop("rate_limited")
+        return True
+
     def _bootstrap(self, data: bytes, off: int, now: float, meta: Any = None) -> None:
+        if self._out_of_budget(data, meta, now):
+            return
         try:
             msg = ea.decode(data, off)
         except DecodeError:
@@ -1241,6 +1253,8 @@ class TeslaReceiver:
     def _sync_response(self, data: bytes, off: int, now: float, meta: Any = None) -> None:
         if not self.sync_client.has_pending():
             self._drop("replay")  # RFC 5776 §6.2.1: no pending request -> drop at once
+            return
+        if self._out_of_budget(data, meta, now):
             return
         algo, h = self._sig or (1, 3)
         sl = (self.public_key.key_size + 7) // 8
