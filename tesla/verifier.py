@@ -147,6 +147,9 @@ BATCH_MAX_EXTENSIONS = 6
 BATCH_MAX_RESTARTS = 16
 #: NORM sequence replay window (RFC 5776 §6.2.2), in messages
 NORM_SEQ_WINDOW = 4096
+#: seconds beyond the clock-error bound within which a first bootstrap's interval index
+#: must match the receiver's clock (else ``unsafe``, no RSA): issue 15
+BOOTSTRAP_TIME_SLACK = 60.0
 #: signature hashes accepted in a bootstrap (TESLA-SIG-CRYPTO-FUNC; SHA-1 refused)
 DEFAULT_ALLOWED_SIG_HASHES = frozenset({2, 3, 4, 5})
 
@@ -1203,6 +1206,9 @@ class TeslaReceiver:
         ):
             self._drop("bad_group_mac")
             return
+        elif not self._plausible_first(params, msg, now):
+            self._drop("unsafe")
+            return
         z = bytearray(data)
         so = off + ea.BOOTSTRAP_FIXED + ea.pad4(len(msg.commitment))
         z[so : so + ea.pad4(len(msg.signature))] = bytes(ea.pad4(len(msg.signature)))
@@ -1239,6 +1245,22 @@ class TeslaReceiver:
         elif self.sync_client.d_t is not None:
             self._set_dt(self.sync_client.d_t)
         self.events.append(("bootstrap", params))
+
+    def _plausible_first(self, params: TeslaParams, msg: ea.Bootstrap, now: float) -> bool:
+        """Indirect sync, before the first bootstrap: its interval index must be one the
+        sender can be in now, given its own T0 and T_int, the clock-error bound and
+        :data:`BOOTSTRAP_TIME_SLACK` (a receiver whose clock is wrong beyond its bound
+        still gets the bootstrap, then counts its datagrams ``unsafe``); a forgery
+        claiming another chain or another time costs no RSA.  (Direct sync: the offset
+        is unknown before the first exchange, not checked.)"""
+        if self.sync != "indirect":
+            return True
+        tint = params.tint_ms / 1000.0
+        t0 = (params.t0_ntp - _POSIX_OFFSET_NTP) / NTP_ONE_SECOND
+        slack = self.max_clock_error_ms / 1000.0 + self.d_err_ms / 1000.0 + BOOTSTRAP_TIME_SLACK
+        if msg.d_o_t is not None:
+            slack += msg.d_o_t / NTP_ONE_SECOND
+        return (now - slack - t0) / tint - params.d - 2 <= msg.i <= (now + slack - t0) / tint + 1
 
     def _set_dt(self, d_t: int) -> None:
         self.d_t = d_t

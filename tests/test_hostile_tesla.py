@@ -367,12 +367,13 @@ def _forge(pkt: bytes, protocol: str, k: int, **changes: Any) -> bytes:
 def test_forged_bootstraps_cost_bounded_rsa_work(
     protocol: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """2000 distinct forged bootstraps (another chain, bad signatures) at one instant
-    from an attacker's address: at most the source's burst of RSA verifications, the
-    rest ``drop.rate_limited``; the genuine bootstrap from the sender's address right
-    after them still initializes the receiver; an identical bootstrap is never verified
-    twice; after the bootstrap, forged ones for other chains with other parameters or
-    from the future cost no RSA at all."""
+    """Before the first bootstrap: 2000 forged bootstraps claiming other chains cost no
+    RSA (``unsafe``: not an interval the sender can be in); 2000 distinct time-consistent
+    ones (bad signatures) at one instant from an attacker's address cost at most the
+    source's burst of RSA verifications, the rest ``drop.rate_limited``; the genuine
+    bootstrap from the sender's address right after them still initializes the
+    receiver; an identical bootstrap is never verified twice; after the bootstrap,
+    forged ones with other parameters or from the future cost no RSA at all."""
     from tesla.benchcmd import T0
     from tesla.ratelimit import SOURCE_BURST
 
@@ -383,7 +384,11 @@ def test_forged_bootstraps_cost_bounded_rsa_work(
     now = T0 + 0.001
     n = 2000
     for k in range(n):
-        rx.receive(_forge(boot, protocol, k, i=k * 7919 + 5), now, ATTACKER)
+        rx.receive(_forge(boot, protocol, k, i=10**6 + k * 7919), now, ATTACKER)
+    assert calls[0] == 0 and rx.stats["drop.unsafe"] == n
+    rx = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    for k in range(n):
+        rx.receive(_forge(boot, protocol, k), now, ATTACKER)
     assert calls[0] <= SOURCE_BURST
     st = rx.stats
     assert st["drop.rate_limited"] + st["drop.bad_signature"] == n
@@ -420,7 +425,9 @@ def test_rsa_rate_is_bounded_over_time_and_across_sources(monkeypatch: pytest.Mo
     rx = TeslaReceiver(_pub(), max_clock_error_ms=20)
     for k in range(10_000):
         now = T0 + k * 1e-3
-        rx.receive(_forge(boot, "alc", k, i=k + 10**6), now, (f"10.1.{k // 250}.{k % 250}", 1))
+        # time-consistent (the interval of its arrival): passes every check but RSA
+        forged = _forge(boot, "alc", k, i=k // 100)
+        rx.receive(forged, now, (f"10.1.{k // 250}.{k % 250}", 1))
     assert calls[0] <= GLOBAL_BURST + GLOBAL_RATE * 10.0
     assert rx.stats["drop.rate_limited"] == 10_000 - calls[0]
 
