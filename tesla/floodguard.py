@@ -22,8 +22,11 @@ Cost: the cap is applied lazily, only when a buffer bound is reached (so the nor
 receive path and the batch lanes are unchanged), and incrementally: each interval
 remembers how far it was scanned and a table of position hashes (SipHash of the key
 octets, Python's per-process randomized ``hash``), so every buffered datagram is
-hashed at most once.  Each table entry is charged :data:`ENTRY_COST` octets to the
-buffer bound (it is memory an unauthenticated datagram made us allocate).
+hashed at most once.  The tables have their own budget, a fraction
+(:data:`TABLE_BUDGET_FRACTION`) of the buffer bound, each entry costing
+:data:`ENTRY_COST` octets (memory an unauthenticated datagram made us allocate): the
+scan stops when the budget is used (a flood of distinct positions, where the cap
+cannot help anyway), and the budget returns when the interval is verified or evicted.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_COPIES_PER_POSITION", "ENTRY_COST", "PositionCap"]
+__all__ = ["DEFAULT_COPIES_PER_POSITION", "ENTRY_COST", "TABLE_BUDGET_FRACTION", "PositionCap"]
 
 #: datagrams kept per position and interval (a sender may repeat a position inside one
 #: interval: NORM repairs, a short FLUTE carousel; identical copies are ``duplicate``)
 DEFAULT_COPIES_PER_POSITION = 4
-#: octets charged to the buffer bound per position-table entry (dict slot + int object)
+#: octets counted per position-table entry (dict slot + int object)
 ENTRY_COST = 96
+#: position tables of all pending intervals together: at most this fraction of the
+#: buffer bound (counted at ENTRY_COST per entry)
+TABLE_BUDGET_FRACTION = 1 / 16
 
 
 class PositionCap:
@@ -70,11 +76,12 @@ class PositionCap:
             tail = tail[:g] + tail[g + 4 :]
         return hash((head, tail))
 
-    def compact(self, pend: Any) -> tuple[int, int]:
+    def compact(self, pend: Any, room: int) -> tuple[int, int]:
         """Scan the datagrams buffered in ``pend`` since the last call and drop those
-        beyond the first ``copies`` of their position.  Returns ``(datagrams dropped,
-        octets to subtract from the buffer gauge)`` (negative when the new table
-        entries cost more than the drops freed)."""
+        beyond the first ``copies`` of their position.  New table entries cost
+        :data:`ENTRY_COST` each out of ``room`` (octets left in the table budget): the
+        scan stops where the next entry would not fit (the rest is scanned at a later
+        call).  Returns ``(datagrams dropped, octets they freed)``."""
         pkts = pend.pkts
         n = len(pkts)
         start = pend.scanned
@@ -83,29 +90,36 @@ class PositionCap:
         table = pend.positions
         if table is None:
             table = pend.positions = {}
-        before = len(table)
         moffs = pend.moffs
         goffs = pend.goffs
         cap = self.copies
         key = self._key
         keep: list[int] = []
         freed = 0
+        charge = 0
+        stop = n
         for j in range(start, n):
             d = pkts[j]
             h = key(d, moffs[j], goffs[j])
             c = table.get(h, 0)
-            if c < cap:
-                table[h] = c + 1
-                keep.append(j)
-            else:
+            if c >= cap:
                 freed += len(d) + self.overhead
-        charge = (len(table) - before) * ENTRY_COST
-        dropped = n - start - len(keep)
+                continue
+            if not c:
+                if charge + ENTRY_COST > room:
+                    stop = j  # no room for the entry: scanned up to here
+                    break
+                charge += ENTRY_COST
+            table[h] = c + 1
+            keep.append(j)
+        scanned = len(keep)
+        dropped = stop - start - scanned
         if dropped:
+            keep.extend(range(stop, n))
             self._cut(pend, start, keep, n)
-        pend.scanned = len(pend.pkts)
-        pend.nbytes += charge - freed
-        return dropped, freed - charge
+        pend.scanned = start + scanned
+        pend.nbytes -= freed
+        return dropped, freed
 
     @staticmethod
     def _cut(pend: Any, start: int, keep: list[int], n: int) -> None:

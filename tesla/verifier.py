@@ -100,7 +100,12 @@ from tesla.authenticator import (
 )
 from tesla.bootstrap_sig import verify as sig_verify
 from tesla.crypto import F_prime, MacContext, hash_algorithm
-from tesla.floodguard import DEFAULT_COPIES_PER_POSITION, PositionCap
+from tesla.floodguard import (
+    DEFAULT_COPIES_PER_POSITION,
+    ENTRY_COST,
+    TABLE_BUDGET_FRACTION,
+    PositionCap,
+)
 from tesla.keychain import KeyStatus, KeyVerifierSet
 from tesla.ntp import NTP_ONE_SECOND, NTP_UNIX_EPOCH_OFFSET, ntp_from_wire, posix_to_ntp
 from tesla.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
@@ -886,8 +891,14 @@ class TeslaReceiver:
             return
         if cap.km != self._km:
             cap.km = self._km
-        for w in [only] if only is not None else list(self._pending):
-            n, freed = cap.compact(self._pending[w])
+        pending = self._pending
+        used = sum(len(p.positions) for p in pending.values() if p.positions is not None)
+        budget = int(self.max_buffered_bytes * TABLE_BUDGET_FRACTION) - used * ENTRY_COST
+        for w in [only] if only is not None else list(pending):
+            pend = pending[w]
+            before = len(pend.positions) if pend.positions is not None else 0
+            n, freed = cap.compact(pend, max(0, budget))
+            budget -= (len(pend.positions or ()) - before) * ENTRY_COST
             self._buffered -= freed
             if n:
                 self._nbuf -= n

@@ -250,11 +250,11 @@ def test_corrupt_key_file_is_a_one_line_error_before_any_socket(
 
 # ---------------------------------------------------------------- finding 4: copy flood
 def _copy_flood(
-    protocol: str, copies: int, per: int = 20, size: int = 300
+    protocol: str, copies: int, per: int = 20, size: int = 300, n_chain: int = 100_000
 ) -> tuple[list[tuple[float, bytes]], list[tuple[float, bytes]]]:
     """A valid stream where every data datagram is followed by ``copies`` forged copies
     (payload octets changed, so the MAC fails; headers and tag unchanged)."""
-    snd = make_sender(2, protocol=protocol)
+    snd = make_sender(2, protocol=protocol, n_chain=n_chain)
     stream = sorted(make_stream(snd, 8, per, size, spread=0.9), key=lambda x: x[0])
     out = []
     for t, b in stream:
@@ -460,3 +460,51 @@ def test_forged_sync_responses_cost_bounded_rsa_work(
     assert rx.d_t is None
     rx.receive(resp, T0 + 0.004, SENDER)
     assert rx.d_t is not None
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+def test_copy_flood_across_chain_switches(protocol: str, mac_kernel: str) -> None:
+    """Chains of 10 intervals (Type 3 commitments, Type 4 keys): the copies dropped by
+    the cap take their commitments with them, the kept ones keep theirs; every
+    legitimate datagram is released across the chain switches."""
+    pk, legit = _copy_flood(protocol, 100, n_chain=9)
+    ref = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    for a, b in legit:
+        ref.receive(b, a)
+    good = [d for d, _ in ref.pop_authenticated()]
+    rx = FastTeslaReceiver(
+        _pub(), max_clock_error_ms=20, protocol=protocol, max_buffered_bytes=200_000
+    )
+    for k in range(0, len(pk), 256):
+        ch = pk[k : k + 256]
+        rx.receive_batch([b for _, b in ch], np.array([a for a, _ in ch]))
+    assert [d for d, _ in rx.pop_authenticated()] == good
+    assert rx.stats["drop.flood"] > 0 and rx.stats["drop.evicted"] == 0
+
+
+def test_distinct_position_flood_keeps_tables_in_budget() -> None:
+    """Forgeries at invented positions (another TOI in each): the cap cannot tell them
+    from new data; the buffer stays within its bound (older intervals and newcomers
+    evicted, as before), the position tables within their budget."""
+    from tesla.floodguard import ENTRY_COST, TABLE_BUDGET_FRACTION
+
+    snd = make_sender(2)
+    stream = sorted(make_stream(snd, 6, 20, 300, spread=0.9), key=lambda x: x[0])
+    pk = []
+    for t, b in stream:
+        pk.append((t, b))
+        if len(b) >= 292:
+            for c in range(200):
+                bb = bytearray(b)
+                bb[12:16] = (c + 1000).to_bytes(4, "big")  # the TOI of a 32-bit-TSI header
+                pk.append((t, bytes(bb)))
+    bound = 300_000
+    rx = TeslaReceiver(_pub(), max_clock_error_ms=20, max_buffered_bytes=bound)
+    worst = 0
+    for a, b in pk:
+        rx.receive(b, a)
+        used = sum(len(p.positions or ()) for p in rx._pending.values()) * ENTRY_COST
+        worst = max(worst, used)
+        assert rx.stats["buffered_bytes"] <= bound
+    assert worst <= bound * TABLE_BUDGET_FRACTION
+    assert rx.stats["drop.evicted"] > 0
