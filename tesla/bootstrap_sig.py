@@ -10,10 +10,13 @@ Signature length = modulus length in bytes, ceil(modBits/8) (RFC 4359).
 from __future__ import annotations
 
 import os
+import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
@@ -158,32 +161,61 @@ class SignatureVerifier:
 # ---- PEM ---------------------------------------------------------------------------------
 
 
+#: largest key file read (PEM RSA keys up to 7168 bits are a few KiB)
+MAX_KEY_FILE = 1 << 20
+
+
+def read_key_file(path: str | os.PathLike[str]) -> bytes:
+    """The octets of a key file: a regular file of at most :data:`MAX_KEY_FILE` octets
+    (ValueError for a FIFO, device or directory: /dev/zero must not be read to the end,
+    a FIFO without writer must not block; OSError if it cannot be opened)."""
+    fd = os.open(os.fspath(path), os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        data = f.read(MAX_KEY_FILE + 1)
+    if len(data) > MAX_KEY_FILE:
+        raise ValueError(f"larger than {MAX_KEY_FILE} octets: not a key file")
+    return data
+
+
 def _read(src: str | os.PathLike[str] | bytes) -> bytes:
-    if isinstance(src, bytes):
-        return src
-    return Path(src).read_bytes()
+    return src if isinstance(src, bytes) else read_key_file(src)
+
+
+def _parsed(load: Callable[[], Any]) -> Any:
+    """``load()`` with every parse failure as ValueError: ``cryptography`` raises
+    ``UnsupportedAlgorithm`` for an unknown key type (e.g. one corrupted OID octet)
+    besides ValueError/TypeError (issue 15: a corrupt key file ended the CLI with a
+    traceback)."""
+    try:
+        return load()
+    except UnsupportedAlgorithm as e:
+        raise ValueError(f"not a usable key ({e})") from None
 
 
 def load_private_key(
     src: str | os.PathLike[str] | bytes, password: bytes | None = None
 ) -> rsa.RSAPrivateKey:
-    """RSA private key from a PEM file path or PEM bytes."""
-    key = serialization.load_pem_private_key(_read(src), password=password)
+    """RSA private key from a PEM file path or PEM bytes (ValueError if unusable)."""
+    data = _read(src)
+    key = _parsed(lambda: serialization.load_pem_private_key(data, password=password))
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ValueError("not an RSA private key")
     return key
 
 
 def load_public_key(src: str | os.PathLike[str] | bytes) -> rsa.RSAPublicKey:
-    """RSA public key from a PEM public key, a PEM certificate, or a PEM private key."""
+    """RSA public key from a PEM public key, a PEM certificate, or a PEM private key
+    (ValueError if unusable)."""
     data = _read(src)
     key: object
     if b"BEGIN CERTIFICATE" in data:
-        key = x509.load_pem_x509_certificate(data).public_key()
+        key = _parsed(lambda: x509.load_pem_x509_certificate(data).public_key())
     elif b"PRIVATE KEY" in data:
-        key = serialization.load_pem_private_key(data, password=None).public_key()
+        key = _parsed(lambda: serialization.load_pem_private_key(data, None).public_key())
     else:
-        key = serialization.load_pem_public_key(data)
+        key = _parsed(lambda: serialization.load_pem_public_key(data))
     if not isinstance(key, rsa.RSAPublicKey):
         raise ValueError("not an RSA public key")
     return key

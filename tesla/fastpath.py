@@ -938,7 +938,9 @@ class FastTeslaReceiver(TeslaReceiver):
         walker = _lct_walk if self._hb == 2 else _norm_walk
         for _ in range(LANE_MAX_CLASSES):
             walk = walker(pkts[r], self.asid)
-            if walk is None:
+            if walk is None or walk[1] > P:
+                # no layout, or a header past the packed rows (its columns cannot be
+                # compared, issue 15): datagram r alone, left to the reference
                 left[r] = False
             else:
                 found, end, cols = walk
@@ -946,7 +948,7 @@ class FastTeslaReceiver(TeslaReceiver):
                 same = mackernel.match_columns(a2, ca, r, lens, end, left)
                 left &= ~same
                 t = pkts[r][found + 2] & 15
-                if end <= P and t in lane_types and pkts[r][found + 1] << 2 == tag_len[t]:
+                if t in lane_types and pkts[r][found + 1] << 2 == tag_len[t]:
                     elig |= same
                     off[same] = found
                     typ[same] = t

@@ -382,7 +382,12 @@ def match_columns(
     rows: np.ndarray, cols: np.ndarray, r: int, lens: np.ndarray, end: int, left: np.ndarray
 ) -> np.ndarray:
     """``left & (lens >= end) & (rows[:, cols] == rows[r, cols]).all(axis=1)``: the
-    datagrams whose header octets at ``cols`` equal datagram r's."""
+    datagrams whose header octets at ``cols`` equal datagram r's.  Columns or rows
+    outside the arrays raise ValueError (issue 15: a header past the packed rows)."""
+    if len(cols) and (int(cols.min()) < 0 or int(cols.max()) >= rows.shape[1]):
+        raise ValueError("column outside the rows")
+    if not 0 <= r < len(rows) or len(lens) != len(rows) or len(left) != len(rows):
+        raise ValueError("row outside the rows")
     return np.asarray((rows[:, cols] == rows[r, cols]).all(axis=1) & (lens >= end) & left)
 
 

@@ -100,9 +100,16 @@ from tesla.authenticator import (
 )
 from tesla.bootstrap_sig import verify as sig_verify
 from tesla.crypto import F_prime, MacContext, hash_algorithm
+from tesla.floodguard import (
+    DEFAULT_COPIES_PER_POSITION,
+    ENTRY_COST,
+    TABLE_BUDGET_FRACTION,
+    PositionCap,
+)
 from tesla.keychain import KeyStatus, KeyVerifierSet
 from tesla.ntp import NTP_ONE_SECOND, NTP_UNIX_EPOCH_OFFSET, ntp_from_wire, posix_to_ntp
 from tesla.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
+from tesla.ratelimit import SignatureGate, source_of
 from tesla.timesync import DirectSyncClient, indirect_dt_from_ms
 
 __all__ = ["DROP_REASONS", "HmacMacs", "MemoMacs", "TeslaReceiver", "PER_PACKET_OVERHEAD"]
@@ -120,6 +127,8 @@ DROP_REASONS = (
     "flushed",
     "duplicate",
     "stale",
+    "flood",
+    "rate_limited",
 )
 #: accounted octets per buffered packet beyond its length (list slot, offsets, object)
 PER_PACKET_OVERHEAD = 64
@@ -143,6 +152,9 @@ BATCH_MAX_EXTENSIONS = 6
 BATCH_MAX_RESTARTS = 16
 #: NORM sequence replay window (RFC 5776 §6.2.2), in messages
 NORM_SEQ_WINDOW = 4096
+#: seconds beyond the clock-error bound within which a first bootstrap's interval index
+#: must match the receiver's clock (else ``unsafe``, no RSA): issue 15
+BOOTSTRAP_TIME_SLACK = 60.0
 #: signature hashes accepted in a bootstrap (TESLA-SIG-CRYPTO-FUNC; SHA-1 refused)
 DEFAULT_ALLOWED_SIG_HASHES = frozenset({2, 3, 4, 5})
 
@@ -231,7 +243,10 @@ class MemoMacs(HmacMacs):
 
 
 class _Pending:
-    __slots__ = ("pkts", "metas", "moffs", "goffs", "commits", "nbytes", "lo", "hi", "key1")
+    __slots__ = (
+        "pkts", "metas", "moffs", "goffs", "commits", "nbytes", "lo", "hi", "key1",
+        "positions", "scanned",
+    )
 
     def __init__(self, lo: float, hi: float) -> None:
         self.lo = lo  # safe-test thresholds of the interval (see _interval_bounds)
@@ -245,6 +260,9 @@ class _Pending:
         # (index array, one commitment shared by those packets)
         self.commits: list[tuple[Any, bytes]] = []
         self.nbytes = 0
+        # per-position cap (tesla/floodguard.py): position hashes, datagrams scanned
+        self.positions: dict[int, int] | None = None
+        self.scanned = 0
 
 
 class TeslaReceiver:
@@ -272,6 +290,7 @@ class TeslaReceiver:
         group_mac_id: int = 2,
         key_wait: float | None = DEFAULT_KEY_WAIT,
         macs: HmacMacs | None = None,
+        copies_per_position: int = DEFAULT_COPIES_PER_POSITION,
     ) -> None:
         if protocol not in HDR_LEN_OFFSET:
             raise ValueError("protocol must be 'alc' or 'norm'")
@@ -294,6 +313,12 @@ class TeslaReceiver:
         self.max_key_walk = max_key_walk
         self.key_wait = key_wait
         self.macs = macs or HmacMacs()
+        #: cache and rate limits of the RSA verifications (issue 15, tesla/ratelimit.py)
+        self.sig_gate = SignatureGate()
+        #: per-position cap applied when a buffer bound is reached (None: off)
+        self.position_cap: PositionCap | None = PositionCap(
+            HDR_LEN_OFFSET[protocol], 0, PER_PACKET_OVERHEAD, copies_per_position
+        ) if copies_per_position else None
         #: RFC 5776 §4.3 step 5 hook ``(datagram, now)``: called for a packet that passed
         #: steps 1-4, before it is buffered (per-datagram path; :meth:`receive_batch` falls
         #: back to it when set, and so does ``FastTeslaReceiver.receive_batch``)
@@ -699,7 +724,7 @@ class TeslaReceiver:
         """RFC 5776 §4.3 steps 1-9 for one datagram whose EXT_AUTH is at ``off``."""
         typ = data[off + 2] & 15
         if typ == 0 or typ > 4:
-            self._signalling(data, off, typ, now)
+            self._signalling(data, off, typ, now, meta)
             return
         if not self._ready:
             self._drop("no_bootstrap")
@@ -834,9 +859,12 @@ class TeslaReceiver:
         cost = len(data) + PER_PACKET_OVERHEAD
         pend = self._pending.get(i)
         if pend is not None and len(pend.pkts) >= self.max_packets_per_interval:
-            self._drop("evicted")
-            return
+            self._cap_positions(i)
+            if len(pend.pkts) >= self.max_packets_per_interval:
+                self._drop("evicted")
+                return
         if self._buffered + cost > self.max_buffered_bytes:
+            self._cap_positions(None)
             while self._buffered + cost > self.max_buffered_bytes and self._pending:
                 oldest = min(self._pending)
                 if oldest >= i:
@@ -862,6 +890,29 @@ class TeslaReceiver:
         self._ver += 1
         if self._buffered > self._max_buffered:
             self._max_buffered = self._buffered
+
+    def _cap_positions(self, only: int | None) -> None:
+        """A buffer bound is reached: drop the datagrams beyond the first few of their
+        position in interval ``only`` (None: every pending interval), so that forged
+        copies cannot displace the datagrams they copy (issue 15, tesla/floodguard.py)."""
+        cap = self.position_cap
+        if cap is None:
+            return
+        if cap.km != self._km:
+            cap.km = self._km
+        pending = self._pending
+        used = sum(len(p.positions) for p in pending.values() if p.positions is not None)
+        budget = int(self.max_buffered_bytes * TABLE_BUDGET_FRACTION) - used * ENTRY_COST
+        for w in [only] if only is not None else list(pending):
+            pend = pending[w]
+            before = len(pend.positions) if pend.positions is not None else 0
+            n, freed = cap.compact(pend, max(0, budget))
+            budget -= (len(pend.positions or ()) - before) * ENTRY_COST
+            self._buffered -= freed
+            if n:
+                self._nbuf -= n
+                self._ver += 1
+                self._drop("flood", n)
 
     def _evict_interval(self, w: int, reason: str) -> None:
         self._ver += 1
@@ -1069,11 +1120,11 @@ class TeslaReceiver:
             self._seq_seen[src] = {s for s in seen if ((hi - s) & 0xFFFF) < NORM_SEQ_WINDOW}
 
     # ------------------------------------------------------------------ signalling
-    def _signalling(self, data: bytes, off: int, typ: int, now: float) -> None:
+    def _signalling(self, data: bytes, off: int, typ: int, now: float, meta: Any = None) -> None:
         if typ == 0:
-            self._bootstrap(data, off, now)
+            self._bootstrap(data, off, now, meta)
         elif typ == 6 or (typ == 8 and self.accept_legacy_sync_types):
-            self._sync_response(data, off, now)
+            self._sync_response(data, off, now, meta)
         else:
             self._drop("malformed")  # Type 5 is for the sender; 7..15 undefined
 
@@ -1088,7 +1139,40 @@ class TeslaReceiver:
         z[end - 4 : end] = b"\0\0\0\0"
         return self._gctx.verify(z, data[end - 4 : end])
 
-    def _bootstrap(self, data: bytes, off: int, now: float) -> None:
+    def _signature_ok(
+        self, data: bytes, message: bytes, signature: bytes, algo: int, h: int, meta: Any,
+        now: float,
+    ) -> bool:
+        """RSA verification of a signalling datagram through :attr:`sig_gate`: an
+        identical datagram takes its cached verdict, otherwise the source's and the
+        global RSA budget must allow it (else ``drop.rate_limited``).  Counts
+        ``drop.bad_signature`` when invalid."""
+        gate = self.sig_gate
+        dg = gate.digest(data)
+        ok = gate.cached(dg)
+        if ok is None:
+            if not gate.admit(source_of(meta), now):
+                self._drop("rate_limited")
+                return False
+            ok = sig_verify(self.public_key, message, signature, algo, h, self.pss_salt_length)
+            gate.remember(dg, ok)
+        if not ok:
+            self._drop("bad_signature")
+        return ok
+
+    def _out_of_budget(self, data: bytes, meta: Any, now: float) -> bool:
+        """No RSA budget left for this source and no cached verdict for this datagram:
+        refused at once (``drop.rate_limited``), before any parsing (a refused forgery
+        then costs a hash and a bucket look-up, not a decode)."""
+        gate = self.sig_gate
+        if gate.has_budget(source_of(meta), now) or gate.cached(gate.digest(data)) is not None:
+            return False
+        self._drop("rate_limited")
+        return True
+
+    def _bootstrap(self, data: bytes, off: int, now: float, meta: Any = None) -> None:
+        if self._out_of_budget(data, meta, now):
+            return
         try:
             msg = ea.decode(data, off)
         except DecodeError:
@@ -1107,22 +1191,7 @@ class TeslaReceiver:
         if msg.sig_hash not in self.allowed_sig_hashes:
             self._drop("bad_signature")
             return
-        z = bytearray(data)
-        so = off + ea.BOOTSTRAP_FIXED + ea.pad4(len(msg.commitment))
-        z[so : so + ea.pad4(len(msg.signature))] = bytes(ea.pad4(len(msg.signature)))
-        if msg.group_mac is not None:
-            end = off + (data[off + 1] << 2)
-            z[end - 4 : end] = b"\0\0\0\0"
-        if not sig_verify(
-            self.public_key,
-            bytes(z),
-            msg.signature,
-            msg.sig_algo,
-            msg.sig_hash,
-            self.pss_salt_length,
-        ):
-            self._drop("bad_signature")
-            return
+        # every check that needs no RSA comes first (issue 15: RSA work per forgery)
         try:
             params = TeslaParams(
                 t0_ntp=ntp_from_wire(msg.t0, now_ntp),
@@ -1142,18 +1211,38 @@ class TeslaReceiver:
             self._drop("malformed")
             return
         if self.params is not None:
-            # a later bootstrap for a chain we missed: static parameters must not change
-            assert self.params is not None and self.keys is not None
+            # a later bootstrap for a chain we missed: static parameters must not change,
+            # and its interval must be one the sender can have reached (RFC 5776 §4.3)
             if params != self.params:
                 self._drop("malformed")
                 return
-            self.keys.add_commitment(params.chain_of(msg.i), msg.commitment)
-            self.events.append(("new_chain", params.chain_of(msg.i)))
-            return
-        if self.group_key is not None and (
+            if self.d_t is not None and msg.i > (
+                (now - self._t0_posix + self._dt_s) / self._tint_s + 2
+            ):
+                self._drop("unsafe")
+                return
+        elif self.group_key is not None and (
             not params.group_mac or params.group_mac_id != self.group_mac_id
         ):
             self._drop("bad_group_mac")
+            return
+        elif not self._plausible_first(params, msg, now):
+            self._drop("unsafe")
+            return
+        z = bytearray(data)
+        so = off + ea.BOOTSTRAP_FIXED + ea.pad4(len(msg.commitment))
+        z[so : so + ea.pad4(len(msg.signature))] = bytes(ea.pad4(len(msg.signature)))
+        if msg.group_mac is not None:
+            end = off + (data[off + 1] << 2)
+            z[end - 4 : end] = b"\0\0\0\0"
+        if not self._signature_ok(
+            data, bytes(z), msg.signature, msg.sig_algo, msg.sig_hash, meta, now
+        ):
+            return
+        if self.params is not None:
+            assert self.keys is not None
+            self.keys.add_commitment(params.chain_of(msg.i), msg.commitment)
+            self.events.append(("new_chain", params.chain_of(msg.i)))
             return
         self.params = params
         self._t0_posix = (params.t0_ntp - _POSIX_OFFSET_NTP) / NTP_ONE_SECOND
@@ -1177,6 +1266,22 @@ class TeslaReceiver:
             self._set_dt(self.sync_client.d_t)
         self.events.append(("bootstrap", params))
 
+    def _plausible_first(self, params: TeslaParams, msg: ea.Bootstrap, now: float) -> bool:
+        """Indirect sync, before the first bootstrap: its interval index must be one the
+        sender can be in now, given its own T0 and T_int, the clock-error bound and
+        :data:`BOOTSTRAP_TIME_SLACK` (a receiver whose clock is wrong beyond its bound
+        still gets the bootstrap, then counts its datagrams ``unsafe``); a forgery
+        claiming another chain or another time costs no RSA.  (Direct sync: the offset
+        is unknown before the first exchange, not checked.)"""
+        if self.sync != "indirect":
+            return True
+        tint = params.tint_ms / 1000.0
+        t0 = (params.t0_ntp - _POSIX_OFFSET_NTP) / NTP_ONE_SECOND
+        slack = self.max_clock_error_ms / 1000.0 + self.d_err_ms / 1000.0 + BOOTSTRAP_TIME_SLACK
+        if msg.d_o_t is not None:
+            slack += msg.d_o_t / NTP_ONE_SECOND
+        return (now - slack - t0) / tint - params.d - 2 <= msg.i <= (now + slack - t0) / tint + 1
+
     def _set_dt(self, d_t: int) -> None:
         self.d_t = d_t
         self._dt_s = d_t / NTP_ONE_SECOND
@@ -1187,9 +1292,11 @@ class TeslaReceiver:
         self._ready = self.params is not None
         self.events.append(("d_t", d_t))
 
-    def _sync_response(self, data: bytes, off: int, now: float) -> None:
+    def _sync_response(self, data: bytes, off: int, now: float, meta: Any = None) -> None:
         if not self.sync_client.has_pending():
             self._drop("replay")  # RFC 5776 §6.2.1: no pending request -> drop at once
+            return
+        if self._out_of_budget(data, meta, now):
             return
         algo, h = self._sig or (1, 3)
         sl = (self.public_key.key_size + 7) // 8
@@ -1212,9 +1319,7 @@ class TeslaReceiver:
         if msg.group_mac is not None:
             end = off + (data[off + 1] << 2)
             z[end - 4 : end] = b"\0\0\0\0"
-        ok = sig_verify(self.public_key, bytes(z), msg.signature, algo, h, self.pss_salt_length)
-        if not ok:
-            self._drop("bad_signature")
+        if not self._signature_ok(data, bytes(z), msg.signature, algo, h, meta, now):
             return
         t_s = ntp_from_wire(msg.t_s, t_r)
         d_t = self.sync_client.on_response(t_s, t_r, True)

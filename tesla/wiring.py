@@ -44,10 +44,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from alc.engine import Address, BatchEntry, Times, count
 from alc.net import Driver, LossInjector, iface_address, parse_group
 from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
-from tesla.bootstrap_sig import load_private_key, load_public_key
+from tesla.bootstrap_sig import load_private_key, load_public_key, read_key_file
 from tesla.fastpath import FastTeslaReceiver
 from tesla.ntp import posix_to_ntp
 from tesla.params import D_MIN, DEFAULT_PRF, TeslaParams
@@ -255,8 +257,11 @@ def _load_key(path: str | None, option: str, loader: Callable[[str], Any], missi
         _fail(missing)
     try:
         return loader(path)
-    except (OSError, ValueError, TypeError) as e:
-        _fail(f"{option} {path}: {e}")
+    except OSError as e:
+        _fail(f"{option} {path}: {e.strerror or e}")
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
+        # one line whatever the parser says (issue 15: UnsupportedAlgorithm escaped)
+        _fail(f"{option} {path}: " + " ".join(str(e).split()))
 
 
 def _group_key(args: argparse.Namespace) -> bytes | None:
@@ -264,9 +269,11 @@ def _group_key(args: argparse.Namespace) -> bytes | None:
     if not path:
         return None
     try:
-        raw = Path(path).read_bytes()
+        raw = read_key_file(path)
     except OSError as e:
         _fail(f"--group-mac {path}: {e.strerror or e}")
+    except ValueError as e:
+        _fail(f"--group-mac {path}: {e}")
     text = raw.strip()
     try:
         if text and len(text) % 2 == 0:
