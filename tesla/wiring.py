@@ -41,7 +41,6 @@ import sys
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NoReturn
 
 from cryptography.exceptions import UnsupportedAlgorithm
