@@ -244,9 +244,18 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- helpers
 
 
+class ConfigExit(SystemExit):
+    """Exit status 2 after a one-line configuration error (bad key, TESLA option);
+    ``message`` is that line's text (:mod:`tesla.aio` raises it as a ValueError)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
 def _fail(msg: str) -> NoReturn:
     print(f"tesla-mcast: error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
+    raise ConfigExit(msg)
 
 
 def _load_key(path: str | None, option: str, loader: Callable[[str], Any], missing: str) -> Any:
