@@ -250,9 +250,9 @@ def cli_namespace(command: str, protocol: str, options: dict[str, Any], position
         raise ValueError(f"protocol must be 'alc' or 'norm', not {protocol!r}")
     parser = build_parser()
     sub: argparse.ArgumentParser | None = None
-    for a in parser._actions:
-        if isinstance(a, argparse._SubParsersAction):
-            sub = a.choices[command]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            sub = action.choices[command]
     assert sub is not None
     actions = {a.dest: a for a in sub._actions if a.option_strings}
     argv = [command, *positional, "--protocol", protocol]

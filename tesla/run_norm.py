@@ -446,7 +446,7 @@ def run_receive(args: argparse.Namespace) -> int:
         try:
             stop = _receive_loop(args, rs, sock)
             if stop is None or stop == "interrupted":
-                stop = guarded(rs.pump) or stop
+                stop = guarded(lambda: rs.pump(None)) or stop
         finally:
             sink.out.close()  # no temporary file outlives the session
         summary = rs.summary(time.time() - t0, stop)
@@ -474,7 +474,7 @@ def _receive_loop(args: argparse.Namespace, rs: ReceiveSession, sock: Any) -> st
     if args.from_pcap:
         from alc.pcap import replay
 
-        return guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=rs.pump))
+        return guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=lambda: rs.pump(None)))
     from tesla.wiring import add_endpoints
 
     drv = Driver()

@@ -183,8 +183,12 @@ def test_same_result_as_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     ]
     assert cli["tesla"]["accepted"] == live["tesla"]["accepted"]
     assert cli["tesla"]["drops"] == live["tesla"]["drops"]
-    keys = ("packets", "tesla.accepted", "objects_complete", "fdt_instances")
-    assert {k: cli["stats"].get(k) for k in keys} == {k: live["stats"].get(k) for k in keys}
+    # every counter but the buffer gauges (they depend on how datagrams were batched)
+    def counters(st: dict[str, int]) -> dict[str, int]:
+        return {k: v for k, v in st.items() if "buffered" not in k}
+
+    assert counters(cli["stats"]) == counters(live["stats"])
+    assert live["stats"]["files_completed"] == 1 and live["stats"]["tesla.accepted"] > 0
 
 
 def test_options_are_the_cli_options(tmp_path: Path) -> None:
