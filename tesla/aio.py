@@ -585,13 +585,25 @@ class Sender:
             await self._wake.wait()
 
     async def send_file(self, path: str | os.PathLike[str], name: str | None = None) -> None:
+        """Send a file (ALC: FLUTE Content-Location ``name``, default the file's name;
+        NORM: a NORM_OBJECT_FILE with NORM_INFO ``name``, as ``tesla-mcast send``)."""
         p = Path(path)
-        await self.send_bytes(p.read_bytes(), name=name or p.name)
+        if self.session.protocol == "alc":
+            await self.send_bytes(p.read_bytes(), name=name or p.name)
+            return
+        self._check()
+        oid = self.session.engine.enqueue_file(str(p), (name or p.name).encode())
+        self._start()
+        await self._wait(lambda: oid in self._sent)
 
-    async def send_bytes(self, data: bytes, name: str) -> None:
-        eng = self.session.engine
+    def _check(self) -> None:
         if self._ended:
             raise RuntimeError("sender closed")
+
+    async def send_bytes(self, data: bytes, name: str) -> None:
+        """Send ``data`` as a file called ``name`` (NORM: a NORM_OBJECT_DATA)."""
+        eng = self.session.engine
+        self._check()
         if self.session.protocol == "alc":
             if self._started:
                 raise RuntimeError(
