@@ -136,6 +136,7 @@ def test_cancel_mid_transfer(tmp_path: Path) -> None:
                         seen["task"].cancel()
 
         async with open_sender("alc", group=group, iface=IFACE, rate="4M", **txo) as tx:
+            seen["tx"] = tx
             seen["task"] = asyncio.create_task(receive())
             send = asyncio.create_task(tx.send_file(src))
             with pytest.raises(asyncio.CancelledError):
@@ -157,6 +158,8 @@ def test_cancel_mid_transfer(tmp_path: Path) -> None:
     assert not rx.summary["complete"] and rx.summary["tesla"]["accepted"] > 0
     assert rx.session.sink.out._open == {}
     assert [p.name for p in (tmp_path / "out").rglob("*")] == []  # nothing half-written
+    tx_socks = [ep.sock for ep in seen["tx"]._drv.endpoints]
+    assert tx_socks and all(s.fileno() == -1 for s in tx_socks)  # the sender's too
 
 
 def test_same_result_as_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
