@@ -52,7 +52,7 @@ from typing import Any
 
 from alc.net import Driver, Endpoint, drain_endpoint, open_socket, send_due
 from tesla.run_alc import ConfigError, ReceiveSession, SendSession, guarded
-from tesla.wiring import ConfigExit, add_endpoints, sender_finished
+from tesla.wiring import PRINT_ERRORS, ConfigExit, add_endpoints, sender_finished
 
 __all__ = [
     "BootstrapAccepted",
@@ -281,10 +281,13 @@ def cli_namespace(command: str, protocol: str, options: dict[str, Any], position
 
 def _built(build: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> Any:
     """A CLI builder's result; its configuration errors as :class:`ConfigError`."""
+    token = PRINT_ERRORS.set(False)  # raised here, not printed as the CLI's error line
     try:
         return build(args)
-    except ConfigExit as e:  # already printed by tesla.wiring as the CLI's error line
+    except ConfigExit as e:
         raise ConfigError(e.message) from None
+    finally:
+        PRINT_ERRORS.reset(token)
 
 
 # ----------------------------------------------------------------------------- driver

@@ -33,6 +33,7 @@ address go out through that side-channel socket (:class:`_Split`).
 from __future__ import annotations
 
 import argparse
+import contextvars
 import heapq
 import ipaddress
 import random
@@ -253,8 +254,14 @@ class ConfigExit(SystemExit):
         self.message = message
 
 
+#: False while a library caller (:mod:`tesla.aio`) builds engines: configuration errors
+#: are raised (ConfigExit) without the CLI's stderr line
+PRINT_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("PRINT_ERRORS", default=True)
+
+
 def _fail(msg: str) -> NoReturn:
-    print(f"tesla-mcast: error: {msg}", file=sys.stderr)
+    if PRINT_ERRORS.get():
+        print(f"tesla-mcast: error: {msg}", file=sys.stderr)
     raise ConfigExit(msg)
 
 

@@ -194,7 +194,7 @@ def test_same_result_as_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert live["stats"]["files_completed"] == 1 and live["stats"]["tesla.accepted"] > 0
 
 
-def test_options_are_the_cli_options(tmp_path: Path) -> None:
+def test_options_are_the_cli_options(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ns = cli_namespace("receive", "norm", {"group": "239.255.1.2:4000", "out": tmp_path, "no_auth": True})
     assert ns.idle_timeout == 10.0 and ns.join_policy == "current" and ns.no_auth
     with pytest.raises(ValueError, match="join-policy"):
@@ -206,6 +206,9 @@ def test_options_are_the_cli_options(tmp_path: Path) -> None:
         async with open_receiver("alc", group="239.255.1.2:4000", out=tmp_path / "o"):
             pass
 
+    capsys.readouterr()
     with pytest.raises(ConfigError, match="--sender-key"):
         asyncio.run(no_key())
+    assert capsys.readouterr().err == ""  # raised, not printed
+    assert list((tmp_path / "o").iterdir()) == []
     assert tesla.aio.open_receiver is open_receiver  # exported from the package
