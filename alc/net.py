@@ -277,69 +277,11 @@ class Driver:
         self.sel.close()
 
     def _drain(self, ep: Endpoint) -> None:
-        slab = ep.slab
-        assert slab is not None
-        trunc = slab.truncated
-        n = recv_batch(ep.sock, slab)
-        if slab.kernel_drops != ep.kernel_drops:
-            # SO_RXQ_OVFL is the socket's cumulative count (wraps at 2^32)
-            count(self.stats, "drop.socket_overflow", (slab.kernel_drops - ep.kernel_drops) % (1 << 32))
-            ep.kernel_drops = slab.kernel_drops
-        if n == 0:
-            return
-        if slab.truncated != trunc:
-            count(self.stats, "drop.truncated", slab.truncated - trunc)
-        count(self.stats, "rx", n)
-        datagrams = slab.datagrams()
-        addrs = slab.addrs()
-        if self._kernel_clock:
-            times: list[float] = slab.stamps[:n].tolist()
-        else:
-            times = [self.clock()] * n
-        loss = ep.loss
-        if loss is not None and loss.rate > 0:
-            keep = [k for k in range(n) if not loss.drop()]
-            if len(keep) != n:
-                count(self.stats, "drop.injected_loss", n - len(keep))
-                datagrams = [datagrams[k] for k in keep]
-                addrs = [addrs[k] for k in keep]
-                times = [times[k] for k in keep]
-                if not keep:
-                    return
-        ep.engine.receive_datagrams(datagrams, addrs, times)
+        drain_endpoint(ep, self.stats, None if self._kernel_clock else self.clock)
 
     def _send(self, ep: Endpoint, now: float) -> bool:
         """Send due datagrams; False if the socket buffer is full (backlog kept)."""
-        backlog = ep.backlog
-        if not backlog:
-            for data, addr in ep.engine.datagrams_to_send(now):
-                dst = addr or ep.dest
-                if dst is not None:
-                    backlog.append((data, dst))
-        sendto = ep.sock.sendto
-        sent = 0
-        ok = True
-        while backlog:
-            data, dst = backlog[0]
-            try:
-                sendto(data, dst)
-            except (BlockingIOError, InterruptedError):
-                count(self.stats, "tx.eagain")
-                ok = False
-                break
-            except OSError as e:
-                if e.errno in (errno.ENOBUFS, errno.EAGAIN):
-                    count(self.stats, "tx.eagain")
-                    ok = False
-                    break
-                raise
-            backlog.popleft()
-            sent += 1
-            if ep.on_sent is not None:
-                ep.on_sent(now, data, dst)
-        if sent:
-            count(self.stats, "tx", sent)
-        return ok
+        return send_due(ep, now, self.stats)
 
     def run(
         self,
@@ -384,3 +326,81 @@ class Driver:
                 continue
             for key, _mask in self.sel.select(wait):
                 self._drain(key.data)
+
+
+def drain_endpoint(
+    ep: Endpoint, stats: dict[str, int], clock: Callable[[], float] | None = None
+) -> int:
+    """One wakeup of a readable endpoint: one ``recvmmsg`` into ``ep.slab``, the whole batch
+    to ``ep.engine.receive_datagrams`` with the kernel's receive timestamps (``clock``:
+    another clock, read once after the batch, for tests).  Counts ``rx``,
+    ``drop.socket_overflow``, ``drop.truncated`` and ``drop.injected_loss`` in ``stats``.
+    Shared by :class:`Driver` and the asyncio driver (:mod:`tesla.aio`); -> datagrams read."""
+    slab = ep.slab
+    assert slab is not None
+    trunc = slab.truncated
+    n = recv_batch(ep.sock, slab)
+    if slab.kernel_drops != ep.kernel_drops:
+        # SO_RXQ_OVFL is the socket's cumulative count (wraps at 2^32)
+        count(stats, "drop.socket_overflow", (slab.kernel_drops - ep.kernel_drops) % (1 << 32))
+        ep.kernel_drops = slab.kernel_drops
+    if n == 0:
+        return 0
+    if slab.truncated != trunc:
+        count(stats, "drop.truncated", slab.truncated - trunc)
+    count(stats, "rx", n)
+    datagrams = slab.datagrams()
+    addrs = slab.addrs()
+    if clock is None:
+        times: list[float] = slab.stamps[:n].tolist()
+    else:
+        times = [clock()] * n
+    loss = ep.loss
+    if loss is not None and loss.rate > 0:
+        keep = [k for k in range(n) if not loss.drop()]
+        if len(keep) != n:
+            count(stats, "drop.injected_loss", n - len(keep))
+            datagrams = [datagrams[k] for k in keep]
+            addrs = [addrs[k] for k in keep]
+            times = [times[k] for k in keep]
+            if not keep:
+                return n
+    ep.engine.receive_datagrams(datagrams, addrs, times)
+    return n
+
+
+def send_due(ep: Endpoint, now: float, stats: dict[str, int]) -> bool:
+    """Send the endpoint's due datagrams (``engine.datagrams_to_send(now)`` once its backlog
+    is empty); False if the socket refused one (``EAGAIN``/``ENOBUFS``: counted
+    ``tx.eagain``, the rest kept in ``ep.backlog`` for when the socket is writable).
+    Shared by :class:`Driver` and the asyncio driver (:mod:`tesla.aio`)."""
+    backlog = ep.backlog
+    if not backlog:
+        for data, addr in ep.engine.datagrams_to_send(now):
+            dst = addr or ep.dest
+            if dst is not None:
+                backlog.append((data, dst))
+    sendto = ep.sock.sendto
+    sent = 0
+    ok = True
+    while backlog:
+        data, dst = backlog[0]
+        try:
+            sendto(data, dst)
+        except (BlockingIOError, InterruptedError):
+            count(stats, "tx.eagain")
+            ok = False
+            break
+        except OSError as e:
+            if e.errno in (errno.ENOBUFS, errno.EAGAIN):
+                count(stats, "tx.eagain")
+                ok = False
+                break
+            raise
+        backlog.popleft()
+        sent += 1
+        if ep.on_sent is not None:
+            ep.on_sent(now, data, dst)
+    if sent:
+        count(stats, "tx", sent)
+    return ok

@@ -17,9 +17,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alc.engine import Address
 from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.output import OutputDir, OutputError, ReceivedFiles, flute_relpath
 from alc.pcap import PcapWriter, replay
@@ -48,6 +50,42 @@ def parse_rate(text: str) -> float:
     return v
 
 
+class ConfigError(ValueError):
+    """A configuration error found before the first datagram (the CLI prints it as one
+    ``error:`` line and exits 2; :mod:`tesla.aio` raises it)."""
+
+
+@dataclass
+class SendSession:
+    """A sender built from the CLI options (:func:`build_sender`): ``engine`` is the
+    ALC/NORM engine (files are added to it), ``wrapped`` what the driver runs (TESLA
+    unless ``--no-auth``).  Shared by ``tesla-mcast send`` and :mod:`tesla.aio`."""
+
+    protocol: str
+    group: Address
+    engine: Any
+    wrapped: Any
+
+
+@dataclass
+class ReceiveSession:
+    """A receiver built from the CLI options (:func:`build_receiver`,
+    :func:`tesla.run_norm.build_receiver`), shared by ``tesla-mcast receive`` and
+    :mod:`tesla.aio`.  ``engine`` is what the driver feeds (TESLA unless ``--no-auth``);
+    ``pump(other)`` hands completed objects to ``sink`` (the output directory) and every
+    other engine event to ``other``; ``done()`` pumps and says whether the session is
+    over; ``summary(elapsed, stop)`` is the JSON summary of ``receive --json``."""
+
+    protocol: str
+    group: Address
+    engine: Any
+    sink: ReceivedFiles
+    loss: LossInjector | None
+    pump: Callable[[Callable[[Any], None] | None], bool]
+    done: Callable[[], bool]
+    summary: Callable[[float, str | None], dict[str, Any]]
+
+
 def sender_config(args: argparse.Namespace) -> SenderConfig:
     return SenderConfig(
         tsi=args.tsi,
@@ -62,16 +100,33 @@ def sender_config(args: argparse.Namespace) -> SenderConfig:
     )
 
 
+def build_sender(args: argparse.Namespace) -> SendSession:
+    """The ALC/FLUTE sender of ``tesla-mcast send --protocol alc`` (no file yet; add them
+    to ``.engine`` before the first send), wrapped in TESLA unless ``--no-auth``.
+    :class:`ConfigError` on a bad option (SystemExit(2) from :mod:`tesla.wiring` for a
+    bad key or TESLA parameter)."""
+    try:
+        group = parse_group(args.group)
+        sender = AlcSender(sender_config(args))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return SendSession("alc", group, sender, wrap_sender(sender, args, "alc"))
+
+
 def run_send(args: argparse.Namespace) -> int:
-    group = parse_group(args.group)
-    sender = AlcSender(sender_config(args))
-    for f in args.files:
-        p = Path(f)
+    files = [Path(f) for f in args.files]
+    for p in files:
         if not p.is_file():
-            print(f"error: {f}: no such file", file=sys.stderr)
+            print(f"error: {p}: no such file", file=sys.stderr)
             return 2
+    try:
+        ss = build_sender(args)  # TESLA unless --no-auth
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    group, sender, eng = ss.group, ss.engine, ss.wrapped
+    for p in files:
         sender.add_file(p)
-    eng = wrap_sender(sender, args, "alc")  # TESLA unless --no-auth
     writer = PcapWriter(args.pcap) if args.pcap else None
     src = ("127.0.0.1", 0)
     try:
@@ -118,7 +173,9 @@ class FileSink(ReceivedFiles):
     def __init__(self, out: Path | OutputDir, overwrite: bool = False) -> None:
         super().__init__(out if isinstance(out, OutputDir) else OutputDir(out, overwrite=overwrite))
 
-    def pump(self, rx: AlcReceiver) -> None:
+    def pump(self, rx: AlcReceiver, other: Callable[[Any], None] | None = None) -> None:
+        """Drain the engine's events: files are written, failures recorded, every other
+        event (TESLA's, for :mod:`tesla.aio`) goes to ``other``."""
         announced = getattr(rx, "announced", {})
         while (ev := rx.next_event()) is not None:
             if isinstance(ev, FileReceived):
@@ -137,6 +194,8 @@ class FileSink(ReceivedFiles):
                 )
             elif isinstance(ev, ObjectFailed):
                 self.failures.append({"toi": ev.toi, "name": ev.name, "reason": ev.reason})
+            elif other is not None:
+                other(ev)
 
 
 def receiver_config(args: argparse.Namespace) -> ReceiverConfig:
@@ -218,32 +277,68 @@ def finish_receive(
     return 1
 
 
-def open_output(args: argparse.Namespace) -> FileSink | None:
-    """The output directory, checked before the first datagram (configuration error:
-    message, None)."""
+def output_dir(args: argparse.Namespace) -> OutputDir:
+    """The ``--out`` directory, checked before the first datagram (:class:`ConfigError`)."""
     try:
-        out = OutputDir(
+        return OutputDir(
             Path(args.out),
             overwrite=bool(getattr(args, "overwrite", False)),
             fsync=bool(getattr(args, "fsync", False)),
         )
     except OutputError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        return None
-    return FileSink(out)
+        raise ConfigError(e.message) from None
 
 
-def receive_group(args: argparse.Namespace) -> tuple[str, int] | None:
-    """``--group`` parsed, and ``--from-pcap`` present (configuration errors: message, None)."""
+def parse_receive_group(args: argparse.Namespace) -> tuple[str, int]:
+    """``--group`` parsed, and ``--from-pcap`` present (:class:`ConfigError`)."""
     try:
         group = parse_group(args.group)
     except ValueError as e:
-        print(f"error: --group {args.group}: {e}", file=sys.stderr)
-        return None
-    if args.from_pcap and not Path(args.from_pcap).is_file():
-        print(f"error: {args.from_pcap}: no such file", file=sys.stderr)
-        return None
+        raise ConfigError(f"--group {args.group}: {e}") from None
+    if getattr(args, "from_pcap", None) and not Path(args.from_pcap).is_file():
+        raise ConfigError(f"{args.from_pcap}: no such file")
     return group
+
+
+def open_output(args: argparse.Namespace) -> FileSink | None:
+    """:func:`output_dir` as a :class:`FileSink` (configuration error: message, None)."""
+    try:
+        return FileSink(output_dir(args))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def receive_group(args: argparse.Namespace) -> tuple[str, int] | None:
+    """:func:`parse_receive_group` (configuration errors: message, None)."""
+    try:
+        return parse_receive_group(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return None
+
+
+def build_receiver(args: argparse.Namespace) -> ReceiveSession:
+    """The receiver of ``tesla-mcast receive --protocol alc``: group, output directory,
+    ALC/FLUTE engine wrapped in TESLA unless ``--no-auth`` (:class:`ConfigError`;
+    SystemExit(2) from :mod:`tesla.wiring` for a bad key or TESLA option).  No socket."""
+    group = parse_receive_group(args)
+    sink = FileSink(output_dir(args))
+    try:
+        rx = wrap_receiver(AlcReceiver(receiver_config(args)), args, "alc")  # TESLA unless --no-auth
+    except BaseException:
+        sink.out.close()
+        raise
+
+    def pump(other: Callable[[Any], None] | None = None) -> bool:
+        sink.pump(rx, other)
+        return rx.finished is not None or (rx.fdt_complete and rx.all_announced_complete())
+
+    def summary(elapsed: float, stop: str | None = None) -> dict[str, Any]:
+        return summarize(rx, sink, elapsed, stop)
+
+    loss = LossInjector(args.loss, args.loss_seed) if getattr(args, "loss", 0) else None
+    return ReceiveSession("alc", group, rx, sink, loss, pump, pump, summary)
 
 
 def open_receive_socket(
@@ -259,32 +354,28 @@ def open_receive_socket(
 
 
 def run_receive(args: argparse.Namespace) -> int:
-    group = receive_group(args)
-    if group is None:
+    try:
+        rs = build_receiver(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    sink = open_output(args)
-    if sink is None:
-        return 2
-    rx = wrap_receiver(AlcReceiver(receiver_config(args)), args, "alc")  # TESLA unless --no-auth
+    group, sink, rx = rs.group, rs.sink, rs.engine
+    assert isinstance(sink, FileSink)
     sock = None if args.from_pcap else open_receive_socket(group, args.iface, args.source)
     if sock is None and not args.from_pcap:
+        sink.out.close()
         return 2
     t0 = time.time()
-
-    def done() -> bool:
-        sink.pump(rx)
-        return rx.finished is not None or (rx.fdt_complete and rx.all_announced_complete())
 
     with terminate_as_interrupt():
         try:
             if args.from_pcap:
-                stop = guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=done))
+                stop = guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=rs.done))
             else:
                 assert sock is not None
                 drv = Driver()
-                loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
-                add_endpoints(drv, rx, sock, None, loss=loss, iface=args.iface)
-                stop = run_receiver(drv, sock, done, args.timeout, rx.stats)
+                add_endpoints(drv, rx, sock, None, loss=rs.loss, iface=args.iface)
+                stop = run_receiver(drv, sock, rs.done, args.timeout, rx.stats)
             return finish_receive(rx, sink, args, t0, stop)
         finally:
             sink.out.close()

@@ -23,13 +23,17 @@ from typing import Any
 
 from alc.engine import Times
 from alc.net import Driver, LossInjector, open_socket, parse_group
-from alc.output import OutputDir, OutputError, ReceivedFiles, plain_relpath
+from alc.output import OutputError, ReceivedFiles, plain_relpath
 from tesla.run_alc import (
+    ConfigError,
+    ReceiveSession,
+    SendSession,
     guarded,
     is_internal_error,
     merged_stats,
     open_receive_socket,
-    receive_group,
+    output_dir,
+    parse_receive_group,
     report_stop,
     run_receiver,
     terminate_as_interrupt,
@@ -167,21 +171,16 @@ def _rate_bytes(args: argparse.Namespace) -> float:
 # ----------------------------------------------------------------------------- send
 
 
-def run_send(args: argparse.Namespace) -> int:
-    from norm.sender import (
-        NormSender,
-        NormSenderConfig,
-        TxEotSent,
-        TxFlushCompleted,
-        TxWatermarkCompleted,
-    )
+def build_sender(args: argparse.Namespace) -> SendSession:
+    """The NORM sender of ``tesla-mcast send --protocol norm`` (no object yet: enqueue
+    them on ``.engine``, then ``.engine.end()``), wrapped in TESLA unless ``--no-auth``.
+    :class:`tesla.run_alc.ConfigError` on a bad option."""
+    from norm.sender import NormSender, NormSenderConfig
 
-    group = parse_group(args.group)
-    files = [Path(f) for f in args.files]
-    for f in files:
-        if not f.is_file():
-            print(f"error: {f}: no such file", file=sys.stderr)
-            return 2
+    try:
+        group = parse_group(args.group)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     cfg = NormSenderConfig(
         node_id=args.node_id or 1,
         segment_size=args.segment,
@@ -205,15 +204,32 @@ def run_send(args: argparse.Namespace) -> int:
     try:
         sender = NormSender(cfg)
     except ValueError as e:
+        raise ConfigError(str(e)) from None
+    from tesla.wiring import wrap_sender
+
+    return SendSession("norm", group, sender, wrap_sender(sender, args, "norm"))
+
+
+def run_send(args: argparse.Namespace) -> int:
+    from norm.sender import TxEotSent, TxFlushCompleted, TxWatermarkCompleted
+
+    files = [Path(f) for f in args.files]
+    for f in files:
+        if not f.is_file():
+            print(f"error: {f}: no such file", file=sys.stderr)
+            return 2
+    try:
+        ss = build_sender(args)  # TESLA unless --no-auth
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    group, sender, eng = ss.group, ss.engine, ss.wrapped
     oids = [sender.enqueue_file(str(f), f.name.encode()) for f in files]
     if args.ack and oids:
         sender.set_watermark(oids[-1], args.ack)
     sender.end()
-    from tesla.wiring import add_endpoints, sender_finished, wrap_sender
+    from tesla.wiring import add_endpoints, sender_finished
 
-    eng = wrap_sender(sender, args, "norm")  # TESLA unless --no-auth
     writer = None
     if args.pcap:
         from alc.pcap import PcapWriter
@@ -329,7 +345,10 @@ class ColdStart:
             )
 
 
-def run_receive(args: argparse.Namespace) -> int:
+def build_receiver(args: argparse.Namespace) -> ReceiveSession:
+    """The receiver of ``tesla-mcast receive --protocol norm``: group, output directory,
+    NORM engine wrapped in TESLA unless ``--no-auth`` (and the ``--drop-first`` testing
+    aid); :class:`tesla.run_alc.ConfigError`.  No socket."""
     from norm.receiver import (
         NormReceiver,
         ObjectAborted,
@@ -337,19 +356,10 @@ def run_receive(args: argparse.Namespace) -> int:
         ReceiverConfig,
         SenderEnded,
     )
+    from tesla.wiring import tesla_summary, wrap_receiver
 
-    group = receive_group(args)
-    if group is None:
-        return 2
-    try:  # configuration errors: before the first datagram
-        out = OutputDir(
-            Path(args.out),
-            overwrite=bool(getattr(args, "overwrite", False)),
-            fsync=bool(getattr(args, "fsync", False)),
-        )
-    except OutputError as e:
-        print(f"error: {e.message}", file=sys.stderr)
-        return 2
+    group = parse_receive_group(args)
+    out = output_dir(args)  # configuration errors: before the first datagram
     cfg = ReceiverConfig(
         node_id=args.node_id or 2,
         silent=getattr(args, "silent", False),
@@ -357,21 +367,20 @@ def run_receive(args: argparse.Namespace) -> int:
         join_policy=getattr(args, "join_policy", "current"),
     )
     rx: Any = NormReceiver(cfg)
-    from tesla.wiring import tesla_line, tesla_summary, wrap_receiver
-
     norm_rx = rx
-    rx = wrap_receiver(rx, args, "norm")  # TESLA unless --no-auth
+    try:
+        rx = wrap_receiver(rx, args, "norm")  # TESLA unless --no-auth
+    except BaseException:
+        out.close()
+        raise
     if getattr(args, "drop_first", 0) > 0:
         rx = ColdStart(rx, norm_rx, args.drop_first, authenticated=rx is not norm_rx)
-    sock = None if args.from_pcap else open_receive_socket(group, args.iface, args.source)
-    if sock is None and not args.from_pcap:
-        return 2
     sink = ReceivedFiles(out)  # files on disk under their final name, write failures
     files = sink.files
     failures = sink.failures
     state: dict[str, Any] = {"ended": False, "last": time.time(), "n": -1}
 
-    def pump() -> bool:
+    def pump(other: Callable[[Any], None] | None = None) -> bool:
         while (ev := rx.next_event()) is not None:
             if isinstance(ev, ObjectReceived):
                 key = (ev.source_id, ev.instance_id, ev.object_id)
@@ -386,27 +395,61 @@ def run_receive(args: argparse.Namespace) -> int:
                 failures.append({"object_id": ev.object_id, "reason": ev.reason})
             elif isinstance(ev, SenderEnded):
                 state["ended"] = True
+            if other is not None and not isinstance(ev, ObjectReceived):
+                other(ev)
         return bool(state["ended"])
 
-    t0 = time.time()
-    with terminate_as_interrupt():  # SIGTERM like Ctrl-C: the summary is still written
-        try:
-            stop = _receive_loop(args, rx, group, sock, pump, state, sink)
-            if stop is None or stop == "interrupted":
-                stop = guarded(pump) or stop
-        finally:
-            out.close()  # no temporary file outlives the session
-        summary = {
+    def done() -> bool:
+        """The sender ended, or files came and the session went idle (``--idle-timeout``)."""
+        if pump():
+            return True
+        n = rx.stats.get("rx.datagrams", 0)
+        now = time.time()
+        if n != state["n"]:
+            state["n"], state["last"] = n, now
+        return bool(sink.files or sink.failed) and now - state["last"] > args.idle_timeout
+
+    def summary(elapsed: float, stop: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "complete": bool(files) and not failures and not is_internal_error(stop),
             "received": len(files),
             "files": files,
             "failures": failures,
             "stats": merged_stats(rx.stats, sink),
             "tesla": tesla_summary(rx),
-            "elapsed_s": round(time.time() - t0, 3),
+            "elapsed_s": round(elapsed, 3),
         }
         if stop is not None:
-            summary["stopped"] = stop
+            out["stopped"] = stop
+        return out
+
+    loss = LossInjector(args.loss, args.loss_seed) if getattr(args, "loss", 0) else None
+    return ReceiveSession("norm", group, rx, sink, loss, pump, done, summary)
+
+
+def run_receive(args: argparse.Namespace) -> int:
+    from tesla.wiring import tesla_line
+
+    try:
+        rs = build_receiver(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    group, rx, sink = rs.group, rs.engine, rs.sink
+    files, failures = sink.files, sink.failures
+    sock = None if args.from_pcap else open_receive_socket(group, args.iface, args.source)
+    if sock is None and not args.from_pcap:
+        sink.out.close()
+        return 2
+    t0 = time.time()
+    with terminate_as_interrupt():  # SIGTERM like Ctrl-C: the summary is still written
+        try:
+            stop = _receive_loop(args, rs, sock)
+            if stop is None or stop == "interrupted":
+                stop = guarded(lambda: rs.pump(None)) or stop
+        finally:
+            sink.out.close()  # no temporary file outlives the session
+        summary = rs.summary(time.time() - t0, stop)
         if args.json:
             print(json.dumps(summary, indent=2))
         else:
@@ -424,34 +467,16 @@ def run_receive(args: argparse.Namespace) -> int:
         return 1 if is_internal_error(stop) else 0
 
 
-def _receive_loop(
-    args: argparse.Namespace,
-    rx: Any,
-    group: tuple[str, int],
-    sock: Any,
-    pump: Callable[[], bool],
-    state: dict[str, Any],
-    sink: ReceivedFiles,
-) -> str | None:
+def _receive_loop(args: argparse.Namespace, rs: ReceiveSession, sock: Any) -> str | None:
     """Replay or live receive until the sender ends (or idle/timeout); -> the stop reason of
     :func:`tesla.run_alc.guarded`."""
+    rx, group = rs.engine, rs.group
     if args.from_pcap:
         from alc.pcap import replay
 
-        return guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=pump))
+        return guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=lambda: rs.pump(None)))
     from tesla.wiring import add_endpoints
 
     drv = Driver()
-    loss = LossInjector(args.loss, args.loss_seed) if args.loss else None
-    add_endpoints(drv, rx, sock, group, loss=loss, iface=args.iface)
-
-    def done() -> bool:
-        if pump():
-            return True
-        n = rx.stats.get("rx.datagrams", 0)
-        now = time.time()
-        if n != state["n"]:
-            state["n"], state["last"] = n, now
-        return bool(sink.files or sink.failed) and now - state["last"] > args.idle_timeout
-
-    return run_receiver(drv, sock, done, args.timeout, rx.stats)
+    add_endpoints(drv, rx, sock, group, loss=rs.loss, iface=args.iface)
+    return run_receiver(drv, sock, rs.done, args.timeout, rx.stats)

@@ -33,6 +33,7 @@ address go out through that side-channel socket (:class:`_Split`).
 from __future__ import annotations
 
 import argparse
+import contextvars
 import heapq
 import ipaddress
 import random
@@ -245,9 +246,24 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------- helpers
 
 
+class ConfigExit(SystemExit):
+    """Exit status 2 after a one-line configuration error (bad key, TESLA option);
+    ``message`` is that line's text (:mod:`tesla.aio` raises it as a ValueError)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = message
+
+
+#: False while a library caller (:mod:`tesla.aio`) builds engines: configuration errors
+#: are raised (ConfigExit) without the CLI's stderr line
+PRINT_ERRORS: contextvars.ContextVar[bool] = contextvars.ContextVar("PRINT_ERRORS", default=True)
+
+
 def _fail(msg: str) -> NoReturn:
-    print(f"tesla-mcast: error: {msg}", file=sys.stderr)
-    raise SystemExit(2)
+    if PRINT_ERRORS.get():
+        print(f"tesla-mcast: error: {msg}", file=sys.stderr)
+    raise ConfigExit(msg)
 
 
 def _load_key(path: str | None, option: str, loader: Callable[[str], Any], missing: str) -> Any:

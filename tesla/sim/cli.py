@@ -94,6 +94,18 @@ def summary_line(rep: dict[str, Any]) -> str:
             f"drops {drops}")
 
 
+def plots_available() -> bool:
+    """True when the plotting module (the ``sim`` extra: matplotlib) imports; checked
+    before the simulation runs, so a missing extra costs one line, not a traceback."""
+    try:
+        import tesla.sim.plots  # noqa: F401
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "matplotlib":
+            raise
+        return False
+    return True
+
+
 def simulate_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.list_presets:
@@ -117,6 +129,9 @@ def simulate_main(argv: list[str] | None = None) -> int:
 
         write_public_key(args.sender_pub)
     out_dir = Path(args.plot) if args.plot else None
+    if out_dir is not None and not plots_available():
+        print("error: --plot needs matplotlib: pip install 'tesla-alc-norm[sim]'", file=sys.stderr)
+        return 2
     sweep = args.sweep or (d.get("sweep", {}).get("param") and
                            f"{d['sweep']['param']}=" + ",".join(map(str, d["sweep"]["values"])))
     wall0 = time.perf_counter()  # wall time only for the console, never in the report
