@@ -331,6 +331,8 @@ class ColdStart:
 
 def run_receive(args: argparse.Namespace) -> int:
     from norm.receiver import (
+        BlockReceived,
+        FileCompleted,
         NormReceiver,
         ObjectAborted,
         ObjectReceived,
@@ -355,6 +357,7 @@ def run_receive(args: argparse.Namespace) -> int:
         silent=getattr(args, "silent", False),
         nack_suppression=not getattr(args, "no_suppress", False),
         join_policy=getattr(args, "join_policy", "current"),
+        stream_files=True,  # files larger than memory: decoded blocks written as they complete
     )
     rx: Any = NormReceiver(cfg)
     from tesla.wiring import tesla_line, tesla_summary, wrap_receiver
@@ -382,7 +385,30 @@ def run_receive(args: argparse.Namespace) -> int:
                     ev.data,
                     {"object_id": ev.object_id, "name": ev.name},
                 )
+            elif isinstance(ev, BlockReceived):
+                # FILE objects: each decoded block at its offset in the temporary file
+                key = (ev.source_id, ev.instance_id, ev.object_id)
+                sink.block(
+                    key,
+                    f"NORM object {ev.object_id}",
+                    functools.partial(object_relpath, ev.info, *key),
+                    ev.offset,
+                    ev.data,
+                    {"object_id": ev.object_id},
+                )
+            elif isinstance(ev, FileCompleted):
+                key = (ev.source_id, ev.instance_id, ev.object_id)
+                sink.block_commit(
+                    key,
+                    f"NORM object {ev.object_id} {ev.name!r}"[:120],
+                    functools.partial(object_relpath, ev.info, *key),
+                    {"object_id": ev.object_id, "name": ev.name},
+                    length=ev.size,
+                )
             elif isinstance(ev, ObjectAborted):
+                for k in sink.open_keys():  # (ObjectAborted names no instance id)
+                    if k[0] == ev.source_id and k[2] == ev.object_id:
+                        sink.block_abort(k)
                 failures.append({"object_id": ev.object_id, "reason": ev.reason})
             elif isinstance(ev, SenderEnded):
                 state["ended"] = True
