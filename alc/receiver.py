@@ -1231,6 +1231,8 @@ class AlcReceiver(BatchEntry):
         total = 0
         for ob in self._objs.values():
             total += ob.L
+            if ob.done_sbn is not None:  # streamed: emitted blocks are forgotten (about B*E each)
+                have += ob.done_sbn.count(1) * ob.blocks.max() * ob.E
             for b in ob.blk.values():
                 if b.nsrc < 0:
                     have += b.size
