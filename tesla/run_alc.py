@@ -155,8 +155,9 @@ class FileSink(ReceivedFiles):
                 path = self.block_commit(
                     ev.toi, label, rel, {"toi": ev.toi, "name": ev.name}, length=ev.length, md5=ev.md5
                 )
-                if path is None and hasattr(rx, "reject"):
-                    rx.reject(ev.toi, self.failed.get(ev.toi, "io"))
+                reason = self.failed.get(ev.toi)
+                if path is None and reason in ("md5", "length") and hasattr(rx, "reject"):
+                    rx.reject(ev.toi, reason)  # bad data: a later carousel round may fix it
             elif isinstance(ev, ObjectFailed):
                 self.block_abort(ev.toi)
                 self.failures.append({"toi": ev.toi, "name": ev.name, "reason": ev.reason})

@@ -388,13 +388,14 @@ def run_receive(args: argparse.Namespace) -> int:
             elif isinstance(ev, BlockReceived):
                 # FILE objects: each decoded block at its offset in the temporary file
                 key = (ev.source_id, ev.instance_id, ev.object_id)
+                name = ev.info.split(b"\0", 1)[0].decode("utf-8", "replace") if ev.info else None
                 sink.block(
                     key,
-                    f"NORM object {ev.object_id}",
+                    f"NORM object {ev.object_id} {name!r}"[:120],
                     functools.partial(object_relpath, ev.info, *key),
                     ev.offset,
                     ev.data,
-                    {"object_id": ev.object_id},
+                    {"object_id": ev.object_id, "name": name},
                 )
             elif isinstance(ev, FileCompleted):
                 key = (ev.source_id, ev.instance_id, ev.object_id)
