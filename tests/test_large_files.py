@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import random
 import tracemalloc
 from pathlib import Path
@@ -30,6 +31,7 @@ from tesla.bootstrap_sig import generate_private_key
 from tesla.ntp import posix_to_ntp
 from tesla.params import TeslaParams
 from tesla.run_alc import FileSink
+from tesla.run_norm import NormFileSink
 from tesla.session import AuthenticatedReceiver, AuthenticatedSender, alc_early_discard
 from tesla.verifier import TeslaReceiver
 
@@ -323,7 +325,6 @@ def test_norm_authenticated_large_file_streamed(tmp_path: Path) -> None:
     blocks written at their offsets, 20 MiB: bit-exact, the engine's buffer stays at a few
     blocks (before: the whole object was held, max_bytes charged with its size)."""
     from norm.receiver import BlockReceived as NBlock
-    from norm.receiver import FileCompleted as NDone
     from norm.receiver import NormReceiver, ObjectAborted, ObjectReceived
     from norm.receiver import ReceiverConfig as NRC
     from norm.sender import NormSender, NormSenderConfig
@@ -338,7 +339,7 @@ def test_norm_authenticated_large_file_streamed(tmp_path: Path) -> None:
     tr = TeslaReceiver(KEY.public_key(), protocol=PROTO_NORM, max_clock_error_ms=20, template=ControlTemplate(source_id=10))
     rx = AuthenticatedReceiver(tr, norm)
     out = tmp_path / "out"
-    sink = ReceivedFiles(OutputDir(out))
+    sink = NormFileSink(OutputDir(out))  # the runner's writer
     peak = [0]
     nblocks = [0]
 
@@ -346,16 +347,54 @@ def test_norm_authenticated_large_file_streamed(tmp_path: Path) -> None:
         peak[0] = max(peak[0], norm._bytes)
         while (ev := norm.next_event()) is not None:
             assert not isinstance(ev, (ObjectReceived, ObjectAborted)), ev
-            key = (ev.source_id, ev.instance_id, ev.object_id) if hasattr(ev, "instance_id") else None
             if isinstance(ev, NBlock):
                 nblocks[0] += 1
-                sink.block(key, "n", lambda ev=ev: ev.info.decode(), ev.offset, ev.data, {})
+            sink.write(ev)
+            if isinstance(ev, NBlock):
                 assert _listing(out)[-1].startswith("sub/.n.bin.")
-            elif isinstance(ev, NDone):
-                sink.block_commit(key, "n", lambda ev=ev: ev.name, {}, length=ev.size)
 
     _loop(snd, rx, events, lambda: bool(sink.files) or bool(sink.failures), step=0.004)
     assert sink.failures == [] and (out / "sub" / "n.bin").read_bytes() == src.read_bytes()
     assert nblocks[0] == -(-(20 * MiB + 3) // (1400 * 64))
     assert tr.stats["accepted"] > 15_000 and tr.stats["drop.bad_mac"] == 0
     assert peak[0] < 2 * MiB, peak
+
+
+def test_norm_aborted_file_removes_its_temporary_file(tmp_path: Path) -> None:
+    """NORM FILE object written block by block, then aborted in the engine (no progress for
+    ``object_timeout``): the runner's writer removes its temporary file, no final name; the
+    blocks arrived in order, each written once."""
+    from norm.receiver import BlockReceived as NBlock
+    from norm.receiver import NormReceiver, ObjectAborted
+    from norm.receiver import ReceiverConfig as NRC
+    from norm.sender import NormSender, NormSenderConfig
+
+    src = _file(tmp_path / "a.bin", 3 * MiB, seed=10)
+    s = NormSender(NormSenderConfig(node_id=1, instance_id=5, segment_size=1400, rate=1e9, seed=1))
+    s.enqueue_file(str(src), b"a.bin")
+    pkts: list[bytes] = []
+    now = T0
+    while len(pkts) < 1200:
+        pkts += [d for d, _ in s.datagrams_to_send(now)]
+        now += 0.004
+    r = NormReceiver(NRC(node_id=10, stream_files=True, object_timeout=2.0, silent=True))
+    out = tmp_path / "out"
+    sink = NormFileSink(OutputDir(out))
+    offsets = []
+    for p in pkts[:1200]:
+        r.receive_datagram(p, ("10.0.0.1", 4000), T0)
+    while (ev := r.next_event()) is not None:
+        if isinstance(ev, NBlock):
+            offsets.append(ev.offset)
+        sink.write(ev)
+    assert offsets == sorted(offsets) and len(offsets) >= 10 and r._bytes < MiB
+    names = _listing(out)
+    assert len(names) == 1 and TEMP_NAME_RE.match(names[0])
+    assert offsets[-1] < os.path.getsize(out / names[0]) <= offsets[-1] + 64 * 1400
+    r.handle_timer(T0 + 5)
+    evs = []
+    while (ev := r.next_event()) is not None:
+        evs.append(ev)
+        sink.write(ev)
+    assert any(isinstance(e, ObjectAborted) for e in evs), evs
+    assert _listing(out) == [] and sink.files == [] and sink.failures
