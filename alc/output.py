@@ -414,6 +414,45 @@ class OutputDir:
             tf.abort()
 
 
+class _Stream:
+    """A file written block by block: its :class:`TempFile` and MD5/SHA-256 digests updated
+    while the blocks come in order (the usual case); out of order, the digests are computed
+    at the end by reading the file back."""
+
+    __slots__ = ("tf", "label", "record", "md5", "sha", "next")
+
+    def __init__(self, tf: TempFile, label: str, record: dict[str, Any]) -> None:
+        self.tf = tf
+        self.label = label
+        self.record = record
+        self.md5: Any = hashlib.md5()
+        self.sha: Any = hashlib.sha256()
+        self.next = 0  # offset up to which the digests cover the file; -1: out of order
+
+    def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self.tf.write_at(offset, data)
+        if offset == self.next:
+            self.md5.update(data)
+            self.sha.update(data)
+            self.next += len(data)
+        else:
+            self.next = -1
+
+    def digests(self) -> tuple[bytes, str]:
+        if self.next < 0 or self.next != self.tf.size:
+            md5, sha = hashlib.md5(), hashlib.sha256()
+            fd, pos = self.tf.fd, 0
+            try:
+                while chunk := os.pread(fd, 1 << 20, pos):
+                    md5.update(chunk)
+                    sha.update(chunk)
+                    pos += len(chunk)
+            except OSError as e:
+                raise _os_error(e, f"{self.tf.rel}: read back") from None
+            self.md5, self.sha = md5, sha
+        return self.md5.digest(), self.sha.hexdigest()
+
+
 class ReceivedFiles:
     """Writes received objects through an :class:`OutputDir` and keeps the record the
     runners' summaries are made of: ``files`` (on disk under their final name),
@@ -427,12 +466,92 @@ class ReceivedFiles:
         self.stats: dict[str, int] = {}
         self.delivered: set[Hashable] = set()
         self.failed: dict[Hashable, str] = {}
+        self._streams: dict[Hashable, _Stream] = {}  # files being written block by block
+        self._stream_failed: set[Hashable] = set()  # their write failed: later blocks ignored
 
     def fail(self, key: Hashable, label: str, reason: str, message: str, record: dict[str, Any]) -> None:
         self.stats[f"fail.{reason}"] = self.stats.get(f"fail.{reason}", 0) + 1
         self.failed[key] = reason
         self.failures.append({**record, "reason": reason, "error": message})
         print(f"error: {label}: not written ({reason}): {message}", file=self.err or sys.stderr)
+
+    # -- files written block by block (files larger than memory) ---------------------------
+    def block(
+        self,
+        key: Hashable,
+        label: str,
+        relpath: Callable[[], str],
+        offset: int,
+        data: bytes | bytearray | memoryview,
+        record: dict[str, Any],
+    ) -> None:
+        """Write one decoded block of object ``key`` at ``offset`` into its temporary file
+        (opened at its first block).  A write failure is counted once (``fail.<reason>``),
+        the temporary file removed and the object's later blocks ignored."""
+        st = self._streams.get(key)
+        if st is None:
+            if key in self._stream_failed:
+                return
+            try:
+                st = self._streams[key] = _Stream(self.out.begin(relpath()), label, record)
+            except OutputError as e:
+                self._stream_failed.add(key)
+                self.fail(key, label, e.reason, e.message, record)
+                return
+        try:
+            st.write_at(offset, data)
+        except OutputError as e:
+            self._stream_abort(key)
+            self._stream_failed.add(key)
+            self.fail(key, label, e.reason, e.message, record)
+
+    def block_commit(
+        self,
+        key: Hashable,
+        label: str,
+        relpath: Callable[[], str],
+        record: dict[str, Any],
+        *,
+        length: int,
+        md5: bytes | None = None,
+    ) -> Path | None:
+        """Every block of ``key`` was written: check the length on disk and ``md5`` (computed
+        as the blocks were written when they came in order, else by reading the file back),
+        then give the file its final name.  The path, or None after a counted failure."""
+        if key in self._stream_failed:
+            self._stream_failed.discard(key)
+            return None
+        st = self._streams.pop(key, None)
+        try:
+            if st is None:  # an empty object: no block
+                st = _Stream(self.out.begin(relpath()), label, record)
+            digest_md5, digest_sha = st.digests()
+            if md5 is not None and digest_md5 != md5:
+                raise OutputError("md5", f"{st.tf.rel}: MD5 of the written file differs from Content-MD5")
+            path = st.tf.commit(length=length)
+        except OutputError as e:
+            if st is not None:
+                st.tf.abort()
+            self.fail(key, label, e.reason, e.message, record)
+            return None
+        self.delivered.add(key)
+        self.failed.pop(key, None)
+        self.files.append({**record, "path": str(path), "bytes": length, "sha256": digest_sha})
+        return path
+
+    def open_keys(self) -> list[Hashable]:
+        """Keys of the objects being written block by block (or whose write failed)."""
+        return [*self._streams, *self._stream_failed]
+
+    def block_abort(self, key: Hashable) -> None:
+        """The object failed in the engine: remove its temporary file (if any)."""
+        self._stream_abort(key)
+        self._stream_failed.discard(key)
+
+    def _stream_abort(self, key: Hashable) -> None:
+        st = self._streams.pop(key, None)
+        if st is not None:
+            st.tf.abort()
 
     def deliver(
         self,

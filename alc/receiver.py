@@ -52,6 +52,18 @@ max_pending_bytes`` + the tables, plus, while an object completes, its joined bo
 (<= ``max_buffered_bytes``) and its decoded body (<= 2 x ``max_decoded_bytes`` while
 zlib joins it).
 
+Files larger than memory (``stream_files``).  A file object the FDT describes before its
+first packet, without content encoding, is not assembled: each source block, once
+complete (received or FEC-decoded), is emitted as :class:`BlockReceived` (TOI, offset,
+octets) and forgotten (one bit per block remains, for duplicates); :class:`FileCompleted`
+follows the last block.  The engine opens no file: the caller writes the blocks at their
+offsets and checks length and Content-MD5 of what it wrote (the engine checks the
+transfer length against Content-Length when the object starts); :meth:`reject` undoes
+"received" when that check fails.  Such an object holds only its blocks in progress, so
+the ``too_large`` rule does not apply to it; packets of a TOI no FDT describes yet are
+cached (``max_pending_bytes``) until one does.  Content-encoded files keep the in-memory
+path (bounded by ``max_buffered_bytes`` / ``max_decoded_bytes`` as above).
+
 Timeouts: an incomplete object without a packet for ``object_timeout`` s fails with
 ``"timeout"``; one whose close-object (B) flag was seen fails ``"closed_incomplete"``
 ``close_grace`` s later; A (close session) ends the session ``close_grace`` s later
@@ -89,6 +101,29 @@ class FileReceived:
     content_type: str | None = None
     content_encoding: str | None = None
     transfer_length: int = 0
+    fdt_instance_id: int | None = None
+
+
+@dataclass
+class BlockReceived:
+    """``stream_files``: source block of file ``toi`` complete; ``data`` goes at ``offset``."""
+
+    toi: int
+    offset: int
+    data: bytes | bytearray
+
+
+@dataclass
+class FileCompleted:
+    """``stream_files``: every block of file ``toi`` was emitted as :class:`BlockReceived`;
+    the caller checks ``length`` and ``md5`` (Content-MD5 digest, when announced) on what it
+    wrote (:meth:`AlcReceiver.reject` if they differ)."""
+
+    toi: int
+    name: str
+    length: int
+    md5: bytes | None = None
+    content_type: str | None = None
     fdt_instance_id: int | None = None
 
 
@@ -151,6 +186,9 @@ class ReceiverConfig:
     # Memory: the same payload octets plus each held datagram's header (accounted), and
     # none at all when the datagram objects are shared (simulator: one object, N receivers)
     zero_copy: bool = False
+    # files larger than memory: BlockReceived per completed block, FileCompleted at the end
+    # (see the module docstring); only blocks in progress are held
+    stream_files: bool = False
 
 
 # ---------------------------------------------------------------------- state
@@ -205,6 +243,7 @@ class _Obj:
     __slots__ = (
         "key", "toi", "oti", "scheme", "E", "L", "blocks", "nb", "blk", "left", "last",
         "closed_at", "cenc", "fdt_version", "bytes", "pid", "eid", "zero_copy", "esi_limit",
+        "done_sbn",
     )
 
     def __init__(
@@ -231,6 +270,8 @@ class _Obj:
         self.bytes = OBJ_OVERHEAD  # octets charged to max_buffered_bytes
         self.pid = None
         self.esi_limit = 1 << 24  # repair ESIs at or above it: drop.bad_esi
+        # stream_files: one octet per source block, set once the block was emitted
+        self.done_sbn: bytearray | None = None
 
     def new_block(self, sbn: int) -> _Block:
         k = self.blocks[sbn]
@@ -481,7 +522,14 @@ class AlcReceiver(BatchEntry):
                 else:
                     self._stash(key, data, now)
                 return
-            ob = self._new_object(key, toi, oti, now)
+            stream = False
+            if key > 0 and self.config.stream_files:
+                entry = self.announced.get(toi)
+                if entry is None:  # streamed or not is decided by the FDT entry
+                    self._stash(key, data, now)
+                    return
+                stream = entry.content_encoding in (None, "", "null")
+            ob = self._new_object(key, toi, oti, now, stream)
             if ob is None:
                 return
             if key < 0:
@@ -546,7 +594,7 @@ class AlcReceiver(BatchEntry):
             return "rs_block_length"
         return None
 
-    def _new_object(self, key: int, toi: int, oti: Any, now: float) -> _Obj | None:
+    def _new_object(self, key: int, toi: int, oti: Any, now: float, stream: bool = False) -> _Obj | None:
         from alc.fec import get_scheme
 
         c = self.config
@@ -558,14 +606,21 @@ class AlcReceiver(BatchEntry):
         except DecodeError:
             count(self.stats, "drop.fec_unsupported")
             return None
-        ob = _Obj(key, toi, scheme.oti, scheme, now, c.zero_copy)
+        ob = _Obj(key, toi, scheme.oti, scheme, now, c.zero_copy and not stream)
         rule = self._geometry(key, ob)
         if rule is not None:
             count(self.stats, "drop.geometry_" + rule)
             if key > 0:
                 self._fail(toi, "bad_geometry")
             return None
-        if ob.max_cost() > c.max_buffered_bytes:
+        if stream:
+            entry = self.announced[toi]
+            if entry.content_length is not None and entry.content_length != ob.L:
+                self._fail(toi, "content_length")
+                return None
+            ob.done_sbn = bytearray(ob.nb)
+            ob.bytes += ob.nb
+        elif ob.max_cost() > c.max_buffered_bytes:
             count(self.stats, "drop.too_large")
             if key > 0:
                 self._fail(toi, "too_large")
@@ -671,6 +726,9 @@ class AlcReceiver(BatchEntry):
         if b is None:
             if sbn >= ob.nb:
                 count(stats, "drop.bad_sbn")
+                return
+            if ob.done_sbn is not None and ob.done_sbn[sbn]:  # block already emitted
+                stats["redundant"] = stats.get("redundant", 0) + 1
                 return
             b = self._new_block(ob, sbn)
             if b is None:
@@ -889,6 +947,16 @@ class AlcReceiver(BatchEntry):
         b.repair = None
         b.dec = None
         b.have = bytearray(0)
+        if ob.done_sbn is not None:
+            # stream_files: hand the block to the caller and forget it
+            data = b.buf
+            b.buf = bytearray(0)
+            freed = BLOCK_OVERHEAD + b.size
+            ob.bytes -= freed
+            self._buffered -= freed
+            del ob.blk[b.sbn]
+            ob.done_sbn[b.sbn] = 1
+            self._events.append(BlockReceived(ob.toi, b.off, data))
 
     # ------------------------------------------------------------------ completion
     def _mark_done(self, done: dict[int, None], key: int) -> None:
@@ -903,6 +971,9 @@ class AlcReceiver(BatchEntry):
 
     def _complete(self, ob: _Obj, now: float) -> None:
         self._drop_obj(ob)
+        if ob.done_sbn is not None:
+            self._complete_streamed(ob)
+            return
         blk = ob.blk
         ob.blk = {}
         if not ob.zero_copy:
@@ -942,6 +1013,37 @@ class AlcReceiver(BatchEntry):
                 self._make_room(0, None)
             return
         self._deliver(ob.toi, entry, data)
+
+    def _complete_streamed(self, ob: _Obj) -> None:
+        toi = ob.toi
+        ob.blk = {}
+        self._mark_done(self._done_tois, toi)
+        count(self.stats, "objects_completed")
+        entry = self.announced.get(toi)
+        if entry is None:  # its FDT entry was evicted meanwhile
+            self._fail(toi, "never_announced")
+            return
+        try:
+            md5 = entry.md5_digest
+        except DecodeError:
+            md5 = None
+        self.received[toi] = entry.content_location
+        self.failed.pop(toi, None)
+        count(self.stats, "files_completed")
+        self._events.append(
+            FileCompleted(
+                toi, entry.content_location, ob.L, md5, entry.content_type, self.fdt_instance_of.get(toi)
+            )
+        )
+
+    def reject(self, toi: int, reason: str) -> None:
+        """The caller found a streamed file wrong on disk (``md5``, ``length``): it is no
+        longer received (a later carousel round may deliver it again)."""
+        if self.received.pop(toi, None) is None:
+            return
+        self._done_tois.pop(toi, None)
+        count(self.stats, "files_completed", -1)
+        self.failed[toi] = reason  # (counted by the caller, e.g. the writer's fail.<reason>)
 
     def _deliver(self, toi: int, entry: Any, data: bytes) -> None:
         name = entry.content_location
@@ -1129,6 +1231,8 @@ class AlcReceiver(BatchEntry):
         total = 0
         for ob in self._objs.values():
             total += ob.L
+            if ob.done_sbn is not None:  # streamed: emitted blocks are forgotten (about B*E each)
+                have += ob.done_sbn.count(1) * ob.blocks.max() * ob.E
             for b in ob.blk.values():
                 if b.nsrc < 0:
                     have += b.size

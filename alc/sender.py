@@ -17,7 +17,11 @@ What goes on the wire:
   compressed.  It is sent first, then again every ``fdt_interval`` seconds interleaved with
   file packets, at the start of every carousel round and once more at the end.
 * TOI 1..: the files, in order, block by block: source symbols then ``repair_ratio``
-  repair symbols per block (RS ID 5 uses the RFC 5510 n-algorithm).  EXT_FTI in every
+  repair symbols per block (RS ID 5 uses the RFC 5510 n-algorithm).  A file added with
+  :meth:`AlcSender.add_file` (no content encoding) is read from disk one source block at a
+  time as it is sent (``os.pread``; its MD5 is computed streaming when it is added), so
+  the sender holds one block and its repair symbols, whatever the file size; a
+  content-encoded file is encoded in memory and limited to ``max_encoded_file_bytes``.  EXT_FTI in every
   packet when ``inband_fti``.  Optional content encoding (gzip/deflate/zlib) is announced
   by Content-Encoding/Transfer-Length in the FDT; Content-MD5 (RFC 2616: digest of the
   transported, i.e. encoded, body) is always given.
@@ -37,6 +41,7 @@ import base64
 import gzip
 import hashlib
 import math
+import os
 import struct
 import zlib
 from collections import deque
@@ -90,13 +95,15 @@ class SenderConfig:
     max_datagrams_per_call: int = 4096
     seed: int = 0
     rs_matrix: str = "rfc5510"  # "flute": parity as ypo/flute (flute-alc) computes it
+    # content-encoded files are encoded in memory: larger ones are refused (ValueError)
+    max_encoded_file_bytes: int = 256 * 1024 * 1024
 
 
 @dataclass
 class _Object:
     toi: int
     name: str
-    data: bytes  # transport object (after content encoding)
+    data: bytes  # transport object (after content encoding); b"" when read from ``path``
     content_length: int
     content_type: str
     encoding: str | None
@@ -105,6 +112,12 @@ class _Object:
     scheme: Any = None
     prefix: bytes = b""
     prefix_close: bytes = b""
+    path: str | None = None  # file read block by block as it is sent (no content encoding)
+    length: int = -1  # transfer length (len(data) unless read from path)
+
+    def __post_init__(self) -> None:
+        if self.length < 0:
+            self.length = len(self.data)
 
 
 def _pid_packer(encoding_id: int) -> Any:
@@ -160,8 +173,34 @@ class AlcSender(BatchEntry):
         return toi
 
     def add_file(self, path: str | Path, name: str | None = None, content_type: str = "application/octet-stream") -> int:
+        """Queue a file.  Without content encoding it is not loaded: its MD5 is computed
+        reading it once now, its blocks are read from disk as they are sent (the file must
+        not change meanwhile: a short read raises).  With content encoding it is encoded in
+        memory, at most ``max_encoded_file_bytes`` octets (else ValueError)."""
+        if self._started:
+            raise RuntimeError("objects must be added before sending starts")
         p = Path(path)
-        return self.add_bytes(p.read_bytes(), name or p.name, content_type)
+        enc = self.config.content_encoding
+        if enc not in (None, "", "null"):
+            size = p.stat().st_size
+            if size > self.config.max_encoded_file_bytes:
+                raise ValueError(
+                    f"{p}: {size} bytes: content encoding is done in memory, limit "
+                    f"{self.config.max_encoded_file_bytes} bytes"
+                )
+            return self.add_bytes(p.read_bytes(), name or p.name, content_type)
+        h = hashlib.md5()
+        size = 0
+        with open(p, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                h.update(chunk)
+                size += len(chunk)
+        toi = len(self.objects) + 1
+        md5 = base64.b64encode(h.digest()).decode()
+        self.objects.append(
+            _Object(toi, name or p.name, b"", size, content_type, None, md5, path=str(p), length=size)
+        )
+        return toi
 
     # ------------------------------------------------------------------ headers
     def _lct_prefix(self, toi: int | None, cp: int, ext: bytes, close_obj: bool, close_sess: bool = False) -> bytes:
@@ -224,7 +263,7 @@ class AlcSender(BatchEntry):
 
         c = self.config
         for ob in self.objects:
-            ob.oti = self._make_oti(self.encoding_id, len(ob.data))
+            ob.oti = self._make_oti(self.encoding_id, ob.length)
             if ob.oti.encoding_id in (2, 5, 129):
                 ob.scheme = get_scheme(ob.oti, rs_matrix=c.rs_matrix)
             else:
@@ -252,7 +291,7 @@ class AlcSender(BatchEntry):
                     toi=ob.toi,
                     content_location=ob.name,
                     content_length=ob.content_length,
-                    transfer_length=len(ob.data),
+                    transfer_length=ob.length,
                     content_type=ob.content_type,
                     content_encoding=ob.encoding if ob.encoding not in (None, "", "null") else None,
                     content_md5=ob.md5,
@@ -289,9 +328,31 @@ class AlcSender(BatchEntry):
     def _object_packets(self, ob: _Object, last_round: bool) -> Iterator[bytes]:
         c = self.config
         E = ob.oti.symbol_length
-        data = ob.data
-        mv = memoryview(data)
-        L = len(data)
+        L = ob.length
+        fd = os.open(ob.path, os.O_RDONLY | os.O_CLOEXEC) if ob.path is not None else -1
+        try:
+            yield from self._block_packets(ob, last_round, fd, E, L, c)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _read_block(self, ob: _Object, fd: int, start: int, n: int) -> memoryview:
+        """Octets ``start .. start+n`` of the transport object (from disk for a file)."""
+        if fd < 0:
+            return memoryview(ob.data)[start : start + n]
+        buf = bytearray(n)
+        mv = memoryview(buf)
+        got = 0
+        while got < n:
+            r = os.preadv(fd, [mv[got:]], start + got)
+            if r <= 0:
+                raise RuntimeError(f"{ob.path}: file shrank while sending (offset {start + got})")
+            got += r
+        return mv
+
+    def _block_packets(
+        self, ob: _Object, last_round: bool, fd: int, E: int, L: int, c: SenderConfig
+    ) -> Iterator[bytes]:
         pid = _pid_packer(self.encoding_id) or ob.scheme.encode_payload_id
         prefix = ob.prefix
         blocks = ob.scheme.block_lengths()
@@ -301,10 +362,14 @@ class AlcSender(BatchEntry):
         pending: bytes | None = None
         pos = 0
         for sbn, k in enumerate(blocks):
-            start = pos
+            # one source block in memory at a time (RFC 5052 §9.1 partition)
+            n = min(k * E, L - pos)
+            mv = self._read_block(ob, fd, pos, n)
+            pos += n
+            bpos = 0
             for esi in range(k):
-                pkt = prefix + pid(sbn, esi) + mv[pos : pos + E]
-                pos += E
+                pkt = prefix + pid(sbn, esi) + mv[bpos : bpos + E]
+                bpos += E
                 if pending is not None:
                     yield pending
                 pending = pkt
@@ -316,7 +381,7 @@ class AlcSender(BatchEntry):
                 nrep = math.ceil(k * ratio)
             if nrep <= 0:
                 continue
-            syms = [bytes(mv[start + i * E : start + (i + 1) * E]) for i in range(k)]
+            syms = [bytes(mv[i * E : (i + 1) * E]) for i in range(k)]
             if len(syms[-1]) < E:
                 syms[-1] = syms[-1] + b"\0" * (E - len(syms[-1]))
             for esi, sym in ob.scheme.repair_symbols(sbn, syms, nrep):

@@ -35,7 +35,18 @@ STREAM) and the NACK state machine:
   inactivity timeout ``max(1 s, robust_factor*2*GRTT)`` repeated ``robust_factor`` times,
   after which the sender state is freed.
 
+Files larger than memory (``stream_files``): a FILE object is not assembled; each source
+block, once complete (received or FEC-decoded) and once the object's NORM_INFO (its name)
+is known, is emitted as :class:`BlockReceived` (object, offset, octets) and forgotten;
+:class:`FileCompleted` (object size, NORM_INFO) follows the last one.  The engine opens no
+file: the caller writes the blocks at their offsets.  Only blocks in progress are held
+(and the completed blocks of an object whose NORM_INFO is still missing, within
+``max_bytes``), so ``max_bytes`` and ``max_object_segments`` do not bound the size of such
+an object (``max_object_size`` and ``max_object_blocks`` still do).  DATA objects keep
+the in-memory path.
+
 Events (``next_event``): :class:`ObjectReceived`, :class:`ObjectAborted`,
+:class:`BlockReceived`, :class:`FileCompleted`,
 :class:`StreamData`, :class:`StreamEnd`, :class:`ApplicationCommand`, :class:`SenderEnded`.
 Counters: ``rx.*``, ``nack.*``, ``ack.*`` and ``drop.<reason>``.
 """
@@ -67,6 +78,8 @@ from norm.quantize import (
 
 __all__ = [
     "ApplicationCommand",
+    "BlockReceived",
+    "FileCompleted",
     "NormReceiver",
     "ObjectAborted",
     "ObjectReceived",
@@ -89,6 +102,7 @@ OBJECT_STATE_BYTES = 2048
 BLOCK_STATE_BYTES = 512
 ESI_STATE_BYTES = 32
 SEGMENT_STATE_BYTES = 160  # a held segment: bytes object header, dict slot, tuple
+DONE_BLOCK_BYTES = 64  # a streamed block once emitted: its entry in the done-block set
 
 # --------------------------------------------------------------------------- events
 
@@ -105,6 +119,37 @@ class ObjectReceived:
     @property
     def name(self) -> str | None:
         """For FILE objects the NORM_INFO payload is the file name (NRL convention)."""
+        if self.info is None:
+            return None
+        return self.info.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+@dataclass
+class BlockReceived:
+    """``stream_files``: source block of FILE object ``object_id`` complete; ``data`` goes
+    at ``offset``."""
+
+    source_id: int
+    instance_id: int
+    object_id: int
+    offset: int
+    data: bytes | bytearray
+    info: bytes | None = None  # the object's NORM_INFO (its name), known before any block
+
+
+@dataclass
+class FileCompleted:
+    """``stream_files``: every block of FILE object ``object_id`` was emitted as
+    :class:`BlockReceived`; the file is ``size`` octets."""
+
+    source_id: int
+    instance_id: int
+    object_id: int
+    size: int
+    info: bytes | None = None
+
+    @property
+    def name(self) -> str | None:
         if self.info is None:
             return None
         return self.info.split(b"\0", 1)[0].decode("utf-8", "replace")
@@ -193,6 +238,8 @@ class ReceiverConfig:
     join_policy: str = "current"
     join_history: int = 128
     max_presence: int = 64  # presence hints kept (senders not yet synchronized)
+    # FILE objects block by block (BlockReceived / FileCompleted, see the module docstring)
+    stream_files: bool = False
 
 
 # --------------------------------------------------------------------------- helpers
@@ -856,10 +903,14 @@ class NormReceiver(BatchEntry):
                 raise DecodeError("EXT_FTI", "segment size / block length 0")
             stream = bool(o.flags & M.FLAG_STREAM)
             e = p.segment_size + 8 if stream else p.segment_size
-            if not stream and (
-                p.object_size > min(self.config.max_object_size, self.config.max_bytes)
-                or -(-p.object_size // p.segment_size) > self.config.max_object_segments
-            ):
+            if self._streamed(o):  # only its blocks in progress are held
+                too_large = p.object_size > self.config.max_object_size
+            else:
+                too_large = not stream and (
+                    p.object_size > min(self.config.max_object_size, self.config.max_bytes)
+                    or -(-p.object_size // p.segment_size) > self.config.max_object_segments
+                )
+            if too_large:
                 count(self.stats, "drop.object_too_large")
                 self._abort(s, o, "object_too_large")
                 return False
@@ -895,6 +946,29 @@ class NormReceiver(BatchEntry):
             o.block_lens = geo
             o.block_start = _Geometry(-(-p.object_size // p.segment_size), p.max_block_len, True)
         return True
+
+    def _streamed(self, o: _Object) -> bool:
+        return self.config.stream_files and bool(o.flags & M.FLAG_FILE) and not o.is_stream
+
+    def _emit_blocks(self, s: _Sender, o: _Object) -> None:
+        """``stream_files``: hand the completed blocks held to the caller (once the name is
+        known) and forget them."""
+        if o.info_expected and o.info is None:
+            return
+        buf = o.buf
+        if buf is None or not buf.blocks:
+            return
+        e = buf.e
+        for sbn in sorted(buf.blocks):
+            if sbn not in o.done_blocks:
+                continue
+            bb = buf.blocks.pop(sbn)
+            n = len(bb) + BLOCK_STATE_BYTES + ESI_STATE_BYTES * o.block_lens[sbn] - DONE_BLOCK_BYTES
+            o.nbytes -= n
+            self._bytes -= n
+            self._events.append(
+                BlockReceived(s.source_id, s.instance_id, o.oid, buf.starts[sbn] * e, bb, o.info)
+            )
 
     def _charge(self, s: _Sender, o: _Object, n: int) -> bool:
         """Charge ``n`` bytes of state of object ``o`` to ``max_bytes`` (given back when
@@ -936,6 +1010,8 @@ class NormReceiver(BatchEntry):
             if not self._charge(s, o, len(msg.payload)):
                 return
             o.info = msg.payload
+            if self._streamed(o):
+                self._emit_blocks(s, o)  # blocks completed before the name was known
         self._set_fti(s, o, msg, now)
         if o.fec_id < 0:
             o.fec_id = msg.fec_id
@@ -1064,6 +1140,8 @@ class NormReceiver(BatchEntry):
         o.blocks.pop(sbn, None)
         o.done_blocks.add(sbn)
         o.blocks_done += 1
+        if self._streamed(o):
+            self._emit_blocks(s, o)
 
     def _free_block(self, o: _Object, blk: _Block) -> None:
         n = sum(len(p) for p in blk.parity.values()) + sum(len(p) for p in blk.source.values())
@@ -1084,8 +1162,12 @@ class NormReceiver(BatchEntry):
             return
         if o.info_expected and o.info is None:
             return
-        if o.fti.object_size == 0 and not o.info_expected and o.info is None:
-            pass
+        if self._streamed(o):
+            self._emit_blocks(s, o)
+            count(self.stats, "rx.objects_completed")
+            self._events.append(FileCompleted(s.source_id, s.instance_id, o.oid, o.fti.object_size, o.info))
+            self._finish(s, o)
+            return
         data = bytes(o.buf) if o.buf is not None else b""
         kind = "file" if o.flags & M.FLAG_FILE else "data"
         count(self.stats, "rx.objects_completed")

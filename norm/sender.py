@@ -37,7 +37,6 @@ Time is always the caller's ``now``; randomness comes from a seeded :class:`rand
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import random
 from collections import OrderedDict
@@ -159,6 +158,12 @@ class NormSenderConfig:
     fti_last_is_max_n: bool = False  # False: NRL semantics (num_parity) for IDs 2/5
     rs_matrix: str = "nrl"
     tx_cache_max: int = 256  # objects kept for repair
+    # FILE objects are read from disk as needed (os.pread), never loaded or memory-mapped:
+    # at most this many aligned chunks of block_size*segment_size octets are cached per
+    # file (the block being sent and those recently repaired); the repair window itself
+    # (tx_cache_max objects) costs no memory beyond them
+    file_cache_blocks: int = 4
+    parity_cache_blocks: int = 8  # blocks whose parity is kept computed, per object
     stream_buffer_blocks: int = 64
     burst: float = 0.004  # token bucket depth in seconds of rate
     set_repair_flags: bool = True  # NORM_FLAG_REPAIR/EXPLICIT on repairs (RFC; NRL never)
@@ -179,6 +184,70 @@ class NormSenderConfig:
 def _serial_lt(a: int, b: int) -> bool:
     d = (a - b) & 0xFFFF
     return d > 0x8000 or (d == 0x8000 and a > b)
+
+
+class FileData:
+    """The octets of a file, read with ``os.pread`` in aligned chunks of ``chunk`` octets
+    (a multiple of the segment size, so no segment straddles two), the ``max_chunks`` most
+    recently used kept: what a NORM sender holds of a FILE object is bounded whatever the
+    file size.  ``data[a:b]`` like bytes; the file must not shrink meanwhile (a short read
+    raises ``OSError``)."""
+
+    def __init__(self, path: str, size: int, chunk: int, max_chunks: int) -> None:
+        self.path = path
+        self.size = size
+        self.chunk = max(1, chunk)
+        self.max_chunks = max(1, max_chunks)
+        self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self.cache: OrderedDict[int, bytes] = OrderedDict()
+        self.reads = 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _chunk(self, i: int) -> bytes:
+        c = self.cache.get(i)
+        if c is not None:
+            self.cache.move_to_end(i)
+            return c
+        off = i * self.chunk
+        n = min(self.chunk, self.size - off)
+        c = os.pread(self.fd, n, off)
+        while len(c) < n:  # (regular files: short only at EOF, i.e. the file shrank)
+            more = os.pread(self.fd, n - len(c), off + len(c))
+            if not more:
+                raise OSError(f"{self.path}: file shrank while sending (offset {off + len(c)})")
+            c += more
+        self.reads += 1
+        self.cache[i] = c
+        while len(self.cache) > self.max_chunks:
+            self.cache.popitem(last=False)
+        return c
+
+    def __getitem__(self, sl: slice) -> bytes:
+        start, stop, _ = sl.indices(self.size)
+        if stop <= start:
+            return b""
+        i, j = divmod(start, self.chunk)
+        if stop <= (i + 1) * self.chunk:
+            return self._chunk(i)[j : j + stop - start]
+        parts = []
+        pos = start
+        while pos < stop:
+            i, j = divmod(pos, self.chunk)
+            c = self._chunk(i)[j : j + stop - pos]
+            parts.append(c)
+            pos += len(c)
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.cache.clear()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class _TxObject:
@@ -241,6 +310,7 @@ class _TxObject:
                 m=self.m,
             )
             self.scheme = get_scheme(oti, rs_matrix=cfg.rs_matrix)
+        self.parity_cache_max = max(1, cfg.parity_cache_blocks)
         self.parity_next: dict[int, int] = {}  # sbn -> parity symbols already sent
         self.parity_cache: OrderedDict[int, list[bytes]] = OrderedDict()
         # transmit progress of new data
@@ -296,7 +366,7 @@ class _TxObject:
                 )
             ]
             self.parity_cache[sbn] = blk
-            while len(self.parity_cache) > 8:
+            while len(self.parity_cache) > self.parity_cache_max:
                 self.parity_cache.popitem(last=False)
         else:
             self.parity_cache.move_to_end(sbn)
@@ -462,12 +532,14 @@ class NormSender(BatchEntry):
         return self._enqueue(KIND_DATA, data, len(data), info, unreliable)
 
     def enqueue_file(self, path: str, info: bytes | None = None) -> int:
-        """Enqueue a file (memory-mapped); NORM_INFO defaults to its base name."""
+        """Enqueue a file, read from disk as it is sent and repaired (:class:`FileData`:
+        ``file_cache_blocks`` blocks cached, never loaded whole); NORM_INFO defaults to its
+        base name."""
         size = os.path.getsize(path)
         data: Any
         if size:
-            with open(path, "rb") as fh:
-                data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+            c = self.cfg
+            data = FileData(path, size, c.segment_size * c.block_size, c.file_cache_blocks)
         else:
             data = b""
         if info is None:

@@ -345,13 +345,62 @@ class ColdStart:
             )
 
 
+class NormFileSink(ReceivedFiles):
+    """Writes the NORM receiver's objects under the output directory (:mod:`alc.output`):
+    DATA objects (and FILE objects of an engine without ``stream_files``) whole, FILE
+    objects block by block at their offsets into the temporary file, renamed once complete
+    with the announced size; an aborted object's temporary file is removed."""
+
+    def write(self, ev: Any) -> bool:
+        """Handle one receiver event; False if it is not about an object's data."""
+        from norm.receiver import BlockReceived, FileCompleted, ObjectAborted, ObjectReceived
+
+        if isinstance(ev, ObjectReceived):
+            key = (ev.source_id, ev.instance_id, ev.object_id)
+            self.deliver(
+                key,
+                f"NORM object {ev.object_id} {ev.name!r}"[:120],
+                functools.partial(object_relpath, ev.info, *key),
+                ev.data,
+                {"object_id": ev.object_id, "name": ev.name},
+            )
+        elif isinstance(ev, BlockReceived):
+            # FILE objects: each decoded block at its offset in the temporary file
+            key = (ev.source_id, ev.instance_id, ev.object_id)
+            name = ev.info.split(b"\0", 1)[0].decode("utf-8", "replace") if ev.info else None
+            self.block(
+                key,
+                f"NORM object {ev.object_id} {name!r}"[:120],
+                functools.partial(object_relpath, ev.info, *key),
+                ev.offset,
+                ev.data,
+                {"object_id": ev.object_id, "name": name},
+            )
+        elif isinstance(ev, FileCompleted):
+            key = (ev.source_id, ev.instance_id, ev.object_id)
+            self.block_commit(
+                key,
+                f"NORM object {ev.object_id} {ev.name!r}"[:120],
+                functools.partial(object_relpath, ev.info, *key),
+                {"object_id": ev.object_id, "name": ev.name},
+                length=ev.size,
+            )
+        elif isinstance(ev, ObjectAborted):
+            for k in self.open_keys():  # (ObjectAborted names no instance id)
+                if isinstance(k, tuple) and k[0] == ev.source_id and k[2] == ev.object_id:
+                    self.block_abort(k)
+            self.failures.append({"object_id": ev.object_id, "reason": ev.reason})
+        else:
+            return False
+        return True
+
+
 def build_receiver(args: argparse.Namespace) -> ReceiveSession:
     """The receiver of ``tesla-mcast receive --protocol norm``: group, output directory,
     NORM engine wrapped in TESLA unless ``--no-auth`` (and the ``--drop-first`` testing
     aid); :class:`tesla.run_alc.ConfigError`.  No socket."""
     from norm.receiver import (
         NormReceiver,
-        ObjectAborted,
         ObjectReceived,
         ReceiverConfig,
         SenderEnded,
@@ -365,6 +414,7 @@ def build_receiver(args: argparse.Namespace) -> ReceiveSession:
         silent=getattr(args, "silent", False),
         nack_suppression=not getattr(args, "no_suppress", False),
         join_policy=getattr(args, "join_policy", "current"),
+        stream_files=True,  # files larger than memory: decoded blocks written as they complete
     )
     rx: Any = NormReceiver(cfg)
     norm_rx = rx
@@ -375,25 +425,14 @@ def build_receiver(args: argparse.Namespace) -> ReceiveSession:
         raise
     if getattr(args, "drop_first", 0) > 0:
         rx = ColdStart(rx, norm_rx, args.drop_first, authenticated=rx is not norm_rx)
-    sink = ReceivedFiles(out)  # files on disk under their final name, write failures
+    sink = NormFileSink(out)  # files on disk under their final name, write failures
     files = sink.files
     failures = sink.failures
     state: dict[str, Any] = {"ended": False, "last": time.time(), "n": -1}
 
     def pump(other: Callable[[Any], None] | None = None) -> bool:
         while (ev := rx.next_event()) is not None:
-            if isinstance(ev, ObjectReceived):
-                key = (ev.source_id, ev.instance_id, ev.object_id)
-                sink.deliver(
-                    key,
-                    f"NORM object {ev.object_id} {ev.name!r}"[:120],
-                    functools.partial(object_relpath, ev.info, *key),
-                    ev.data,
-                    {"object_id": ev.object_id, "name": ev.name},
-                )
-            elif isinstance(ev, ObjectAborted):
-                failures.append({"object_id": ev.object_id, "reason": ev.reason})
-            elif isinstance(ev, SenderEnded):
+            if not sink.write(ev) and isinstance(ev, SenderEnded):
                 state["ended"] = True
             if other is not None and not isinstance(ev, ObjectReceived):
                 other(ev)
