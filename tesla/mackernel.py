@@ -28,6 +28,7 @@ first use.
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import threading
@@ -78,7 +79,8 @@ def _load() -> dict[str, Any]:
         if _state:
             return _state
         try:
-            from tesla import _mac  # type: ignore[attr-defined]
+            # by name: whether the extension was built must not change what mypy sees
+            _mac: Any = importlib.import_module("tesla._mac")
 
             try:
                 _known_answers(_mac)
