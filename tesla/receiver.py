@@ -42,9 +42,10 @@ the accounted buffer ``buffered_bytes = sum(len(datagram) + PER_PACKET_OVERHEAD)
 exceeds B, each interval holds at most P datagrams.  Eviction rule: when a datagram does not
 fit, whole intervals are evicted oldest first (the one whose key is most overdue) while the
 oldest is older than the datagram's interval; otherwise the datagram is dropped; both count
-``drop.evicted``.  An arena is preallocated to ``ARENA_MIN`` octets or to 1.25 x the octets
-of the last verified interval, whichever is larger (never above B), and doubles when full:
-its capacity is at most max(that, 2 x its octets); :attr:`TeslaReceiver.arena_bytes` is the sum.
+``drop.evicted``.  An arena is preallocated to ``ARENA_MIN`` octets or 1.25 x the octets of the
+interval before it, whichever is larger (never above B), and doubles when full; up to
+``ARENA_SPARES`` finished arenas are kept for reuse; :attr:`TeslaReceiver.arena_bytes` is
+the sum of the capacities.
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
@@ -57,7 +58,8 @@ from __future__ import annotations
 import math
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from fractions import Fraction
@@ -172,6 +174,8 @@ NORM_SEQ_WINDOW = 4096
 DEFAULT_ALLOWED_SIG_HASHES = frozenset({2, 3, 4, 5})
 #: smallest arena (octets) preallocated for an interval
 ARENA_MIN = 256 * 1024
+#: finished arenas kept for reuse
+ARENA_SPARES = 2
 #: batches of fewer datagrams take the scalar path only (the lane's numpy setup costs more)
 LANE_MIN = 8
 #: octets of each datagram packed for the lane (header through the tag)
@@ -201,8 +205,34 @@ def _ceil_float(x: Fraction) -> float:
 MacFunction = Callable[..., np.ndarray]
 
 
-def _field_index(at: np.ndarray, w: int) -> np.ndarray:
-    return at[:, None] + np.arange(w)
+class _Fields:
+    """The ``w``-octet fields at ``at`` of ``arena``: one writable strided ``(n, w)`` view
+    when they are evenly spaced (one datagram length and layout: the common interval),
+    else a fancy index."""
+
+    __slots__ = ("arena", "view", "idx")
+
+    def __init__(self, arena: np.ndarray, at: np.ndarray, w: int) -> None:
+        self.arena = arena
+        self.view: np.ndarray | None = None
+        self.idx: np.ndarray | None = None
+        n = len(at)
+        step = int(at[1] - at[0]) if n > 1 else w
+        if n and step >= w and bool((np.diff(at) == step).all()):
+            self.view = np.lib.stride_tricks.as_strided(
+                arena[int(at[0]) :], shape=(n, w), strides=(step, 1), writeable=True
+            )
+        else:
+            self.idx = at[:, None] + np.arange(w)
+
+    def get(self) -> np.ndarray:
+        return self.view.copy() if self.view is not None else self.arena[self.idx]
+
+    def set(self, value: Any) -> None:
+        if self.view is not None:
+            self.view[...] = value
+        else:
+            self.arena[self.idx] = value
 
 
 def mac_arena(
@@ -230,31 +260,44 @@ def mac_arena(
     if n == 0:
         return np.zeros((0, mac_len), dtype=np.uint8)
     mac_id = _MAC_ID[hash_name]
-    midx = _field_index(offsets + mac_offsets, mac_len)
-    saved = arena[midx]
-    arena[midx] = 0
-    gsel = np.flatnonzero(gmac_offsets >= 0)
-    gidx = _field_index(offsets[gsel] + gmac_offsets[gsel], gmac_len) if len(gsel) else None
-    gsaved = arena[gidx] if gidx is not None else None
-    if gidx is not None:
-        arena[gidx] = 0
-    try:
+    with _zeroed(arena, offsets, mac_offsets, mac_len, gmac_offsets, gmac_len):
         got = mackernel.hmac_rows(arena, offsets, lengths, key, mac_id)
         if got is not None:
             return got[:, :mac_len]
         copy = HMAC(key, hash_algorithm(mac_id)).copy
-        out = np.empty((n, mac_len), dtype=np.uint8)
+        digs: list[bytes] = []
+        ap = digs.append
         mv = memoryview(arena)
-        for k, (s, ln) in enumerate(zip(offsets.tolist(), lengths.tolist(), strict=True)):
+        for s, ln in zip(offsets.tolist(), lengths.tolist(), strict=True):
             h = copy()
             h.update(mv[s : s + ln])
-            out[k] = np.frombuffer(h.finalize(), dtype=np.uint8, count=mac_len)
+            ap(h.finalize())
         mv.release()
-        return out
+        return np.frombuffer(b"".join(digs), dtype=np.uint8).reshape(n, -1)[:, :mac_len]
+
+
+@contextmanager
+def _zeroed(
+    arena: np.ndarray, offsets: np.ndarray, mac_offsets: np.ndarray, mac_len: int,
+    gmac_offsets: np.ndarray, gmac_len: int,
+) -> Iterator[None]:
+    """The MAC and Group MAC fields zeroed in place while the block runs (RFC 5776
+    §3.3.1), restored afterwards."""
+    mf = _Fields(arena, offsets + mac_offsets, mac_len)
+    saved = mf.get()
+    mf.set(0)
+    gsel = np.flatnonzero(gmac_offsets >= 0)
+    gf = None
+    if len(gsel):
+        gf = _Fields(arena, offsets[gsel] + gmac_offsets[gsel], gmac_len)
+        gsaved = gf.get()
+        gf.set(0)
+    try:
+        yield
     finally:
-        arena[midx] = saved
-        if gidx is not None:
-            arena[gidx] = gsaved
+        mf.set(saved)
+        if gf is not None:
+            gf.set(gsaved)
 
 
 class MemoMacs:
@@ -326,20 +369,8 @@ def pool_macs(pool: WorkerPool, fallback: MacFunction = mac_arena) -> MacFunctio
         if len(offsets) < POOL_MIN_PACKETS:
             return fallback(hash_name, key, arena, offsets, lengths, mac_offsets, mac_len,
                             gmac_offsets, gmac_len)
-        midx = _field_index(offsets + mac_offsets, mac_len)
-        saved = arena[midx]
-        arena[midx] = 0
-        gsel = np.flatnonzero(gmac_offsets >= 0)
-        gidx = _field_index(offsets[gsel] + gmac_offsets[gsel], gmac_len) if len(gsel) else None
-        gsaved = arena[gidx] if gidx is not None else None
-        if gidx is not None:
-            arena[gidx] = 0
-        try:
+        with _zeroed(arena, offsets, mac_offsets, mac_len, gmac_offsets, gmac_len):
             return pool.mac_packed(arena, offsets, lengths, key, _MAC_ID[hash_name], mac_len)
-        finally:
-            arena[midx] = saved
-            if gidx is not None:
-                arena[gidx] = gsaved
 
     return macs
 
@@ -403,18 +434,19 @@ def _rows_struct(lens: Sequence[int] | np.ndarray, gaps: Sequence[int] | None = 
 
 class Arena:
     """The datagrams of one interval waiting for its key: their octets back to back in
-    ``buf`` (preallocated, copied once on arrival), indexed by ``starts``/``lens``, with
-    the MAC (``moffs``) and Group MAC (``goffs``, -1: none) field offsets, the caller's
-    ``metas``, the Type 3 commitments ``(row, commitment)``, the accounted ``nbytes`` and the
-    interval's safe-test thresholds ``lo``/``hi``."""
+    ``data`` (preallocated uint8 storage, copied once on arrival), indexed by
+    ``starts``/``lens``, with the MAC (``moffs``) and Group MAC (``goffs``, -1: none)
+    field offsets, the caller's ``metas``, the Type 3 commitments ``(row, commitment)``,
+    the accounted ``nbytes`` and the interval's safe-test thresholds ``lo``/``hi``."""
 
     __slots__ = (
-        "buf", "used", "starts", "lens", "moffs", "goffs", "metas", "commits", "nbytes",
-        "lo", "hi",
+        "data", "_mv", "used", "starts", "lens", "moffs", "goffs", "metas", "commits",
+        "nbytes", "lo", "hi",
     )
 
-    def __init__(self, lo: float, hi: float, capacity: int) -> None:
-        self.buf = bytearray(capacity)
+    def __init__(self, lo: float, hi: float, data: np.ndarray) -> None:
+        self.data = data
+        self._mv = memoryview(data)
         self.used = 0
         self.starts: list[int] = []
         self.lens: list[int] = []
@@ -430,19 +462,21 @@ class Arena:
         return len(self.starts)
 
     def _reserve(self, more: int) -> int:
-        """Room for ``more`` octets (capacity doubles); returns where they go."""
+        """Room for ``more`` octets (the capacity doubles); returns where they go."""
         u = self.used
-        if u + more > len(self.buf):
-            new = bytearray(max(2 * len(self.buf), u + more))
-            new[:u] = memoryview(self.buf)[:u]
-            self.buf = new
+        if u + more > len(self.data):
+            new = np.empty(max(2 * len(self.data), u + more), dtype=np.uint8)
+            new[:u] = self.data[:u]
+            self._mv.release()
+            self.data = new
+            self._mv = memoryview(new)
         self.used = u + more
         return u
 
     def add(self, data: bytes, moff: int, goff: int, meta: Any) -> None:
         n = len(data)
         u = self._reserve(n)
-        self.buf[u : u + n] = data
+        self._mv[u : u + n] = data
         self.starts.append(u)
         self.lens.append(n)
         self.moffs.append(moff)
@@ -455,7 +489,7 @@ class Arena:
         """Datagrams without Group MAC field, packed by one ``struct`` call."""
         total = int(lens.sum())
         u = self._reserve(total)
-        _rows_struct(lens).pack_into(self.buf, u, *pkts)
+        _rows_struct(lens).pack_into(self._mv, u, *pkts)
         self.starts.extend((np.cumsum(lens) - lens + u).tolist())
         self.lens.extend(lens.tolist())
         self.moffs.extend(moffs)
@@ -467,7 +501,7 @@ class Arena:
         if rows is None:
             if not self.starts:
                 return []
-            return list(_rows_struct(self.lens).unpack_from(self.buf, 0))
+            return list(_rows_struct(self.lens).unpack_from(self._mv, 0))
         if not len(rows):
             return []
         st = np.asarray(self.starts, dtype=np.int64)[rows]
@@ -477,7 +511,12 @@ class Arena:
         gaps[1:] = st[1:] - (st[:-1] + ln[:-1])
         lst = ln.tolist()
         s = _rows_struct(lst, gaps.tolist()) if gaps.any() else _rows_struct(lst)
-        return list(s.unpack_from(self.buf, int(st[0])))
+        return list(s.unpack_from(self._mv, int(st[0])))
+
+    def release(self) -> np.ndarray:
+        """Give up the storage (for reuse by the next interval)."""
+        self._mv.release()
+        return self.data
 
 
 # ---------------------------------------------------------------------------- layouts
@@ -631,6 +670,9 @@ class TeslaReceiver:
         self._nbuf = 0
         self._max_buffered = 0
         self._arena_hint = ARENA_MIN
+        self._spare: list[np.ndarray] = []
+        self._newest: Arena | None = None  # the arena created last (size hint)
+        self._prefix = bytearray()  # the lane's packed header prefixes (reused)
         self._max_chain_seen = -1
         self._max_known = -1  # highest legitimate key index (any chain)
         self._t0_posix = 0.0  # float screens only; the safe test itself is exact
@@ -659,7 +701,7 @@ class TeslaReceiver:
     @property
     def arena_bytes(self) -> int:
         """Octets allocated by the arenas of the intervals buffering now."""
-        return sum(len(a.buf) for a in self._pending.values())
+        return sum(len(a.data) for a in self._pending.values()) + sum(map(len, self._spare))
 
     def _drop(self, reason: DropReason, n: int = 1) -> None:
         k = _DROP_KEY[reason]
@@ -725,7 +767,7 @@ class TeslaReceiver:
     ) -> None:
         """Datagrams in arrival order, arrived at ``now`` (one POSIX time for all, or one
         each).  Runs the lane where it applies, :meth:`_receive_one` elsewhere."""
-        if type(packets) is list and all(type(p) is bytes for p in packets):
+        if type(packets) is list and set(map(type, packets)) == {bytes}:
             pkts: list[bytes] = packets  # type: ignore[assignment]
         else:
             pkts = [p if type(p) is bytes else bytes(p) for p in packets]
@@ -960,9 +1002,26 @@ class TeslaReceiver:
 
     # ------------------------------------------------------------------ buffering
     def _new_arena(self, i: int) -> Arena:
+        """An arena for interval i: a spare one (warm memory, no page faults) when one is
+        at least as large as the hint, else a new one of the hint's size."""
         lo, hi = self._bounds.get(i) or self._interval_bounds(i)
-        ar = self._pending[i] = Arena(lo, hi, min(self._arena_hint, self.max_buffered_bytes))
+        newest = self._newest
+        if newest is not None:  # intervals of a session carry similar traffic
+            self._arena_hint = max(ARENA_MIN, newest.used + (newest.used >> 2))
+        want = min(self._arena_hint, self.max_buffered_bytes)
+        spare = self._spare
+        buf = spare.pop() if spare and len(spare[-1]) >= want else np.empty(want, np.uint8)
+        ar = self._pending[i] = self._newest = Arena(lo, hi, buf)
         return ar
+
+    def _recycle(self, ar: Arena) -> None:
+        """Keep the storage of a finished arena for the next interval (at most
+        :data:`ARENA_SPARES`, the largest ones)."""
+        spare = self._spare
+        spare.append(ar.release())
+        if len(spare) > ARENA_SPARES:
+            spare.sort(key=len)
+            del spare[0]
 
     def _buffer(
         self, i: int, data: bytes, moff: int, goff: int, typ: int, off: int, meta: Any
@@ -1002,6 +1061,7 @@ class TeslaReceiver:
         self._buffered -= ar.nbytes
         self._nbuf -= len(ar)
         self._drop(reason, len(ar))
+        self._recycle(ar)
 
     def next_deadline(self) -> float | None:
         """Local time at which the oldest buffered interval becomes stale (its key was due
@@ -1050,14 +1110,13 @@ class TeslaReceiver:
         n = len(ar)
         self._buffered -= ar.nbytes
         self._nbuf -= n
-        self._arena_hint = max(ARENA_MIN, ar.used + (ar.used >> 2))
         km = self._km
-        arr = np.frombuffer(ar.buf, dtype=np.uint8)
+        arr = ar.data
         st = np.asarray(ar.starts, dtype=np.int64)
         ln = np.asarray(ar.lens, dtype=np.int64)
         mo = np.asarray(ar.moffs, dtype=np.int64)
         go = np.asarray(ar.goffs, dtype=np.int64)
-        tags = arr[_field_index(st + mo, km)]  # as received
+        tags = _Fields(arr, st + mo, km).get()  # as received
         macs = self.macs(
             HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
         )
@@ -1071,8 +1130,8 @@ class TeslaReceiver:
                 | (arr[st + 6].astype(np.int64) << 24) | (arr[st + 7].astype(np.int64) << 16)
                 | (arr[st + 2].astype(np.int64) << 8) | arr[st + 3]
             )
-        del arr
         self._finish(w, ar, ok, tags, ctl, nk)
+        self._recycle(ar)
 
     def _control_mask(self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """The wrapper's empty key-disclosure packets (header only; not for the engine)."""
@@ -1099,11 +1158,14 @@ class TeslaReceiver:
             self._drop(DropReason.BAD_MAC, nbad)
         good = np.flatnonzero(ok)
         if len(good) > 1:  # identical copies of one datagram (same MAC): release once
-            v = np.ascontiguousarray(tags[good]).view(np.dtype((np.void, km))).ravel()
-            _, first = np.unique(v, return_index=True)
-            if len(first) != len(good):
-                self._drop(DropReason.DUPLICATE, len(good) - len(first))
-                good = np.sort(good[first])
+            t8 = np.ascontiguousarray(tags[good, :8]).view(np.uint64).ravel()
+            srt = np.sort(t8)  # cheap pre-check on 8 tag octets, exact check on a collision
+            if bool((srt[1:] == srt[:-1]).any()):
+                v = np.ascontiguousarray(tags[good]).view(np.dtype((np.void, km))).ravel()
+                _, first = np.unique(v, return_index=True)
+                if len(first) != len(good):
+                    self._drop(DropReason.DUPLICATE, len(good) - len(first))
+                    good = np.sort(good[first])
         if not len(good):
             return
         full = len(good) == n
@@ -1280,9 +1342,10 @@ class TeslaReceiver:
             lens = slab.lengths[:n]
         else:
             P = LANE_PREFIX
-            buf = bytearray(n * P)
-            _rows_struct(np.full(n, P, dtype=np.int64)).pack_into(buf, 0, *pkts)
-            a2 = np.frombuffer(buf, dtype=np.uint8).reshape(n, P)
+            if len(self._prefix) < n * P:  # a new object: views of the old may be alive
+                self._prefix = bytearray(max(n * P, 2 * len(self._prefix)))
+            _rows_struct(np.full(n, P, dtype=np.int64)).pack_into(self._prefix, 0, *pkts)
+            a2 = np.frombuffer(self._prefix, dtype=np.uint8, count=n * P).reshape(n, P)
             lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
         lv.lens = lens
         elig, off, typ = lv.elig, lv.off, lv.typ
@@ -1316,6 +1379,13 @@ class TeslaReceiver:
         if self._hb == 1:
             lv.seq = a2[:, 2:4].copy().view(">u2").ravel().astype(np.int64)
             lv.src = a2[:, 4:8].copy().view(">u4").ravel().astype(np.int64)
+        o = int(off[int(np.argmax(elig))])
+        if bool((off[elig] == o).all()):
+            # one EXT_AUTH offset (the usual case): column slices, no gathers
+            lv.i = a2[:, o + 4 : o + 8].copy().view(">u4").ravel().astype(np.int64)
+            lv.moff = np.where(typ == 2, o + 8, o + 8 + kp)
+            lv.keys = a2[:, o + 8 : o + 8 + kp]  # the key (Types 1, 4) or commitment (3)
+            return lv
         flat = np.ascontiguousarray(a2).reshape(-1)
         at = np.arange(0, n * P, P, dtype=np.int64) + off
         iv = flat[at + 4].astype(np.int64)
@@ -1345,8 +1415,14 @@ class TeslaReceiver:
         e = k + m
         i, t, typ = lv.i[k:e], times[k:e], lv.typ[k:e]
         i0 = int(i[0])
-        single = bool((i == i0).all())
-        ws = [i0] if single else _distinct(i).tolist()
+        chg = np.flatnonzero(i[1:] != i[:-1])
+        single = not len(chg)
+        if single:
+            ws = [i0]
+        elif len(chg) < LANE_MAX_CLASSES and bool((i[chg + 1] > i[chg]).all()):
+            ws = [i0, *i[chg + 1].tolist()]  # in order: a few intervals one after another
+        else:
+            ws = _distinct(i).tolist()
         if len(ws) > LANE_MAX_CLASSES:
             ws = ws[:LANE_MAX_CLASSES]
             m = int(np.argmax(i > ws[-1]))
@@ -1428,9 +1504,14 @@ class TeslaReceiver:
                 sel = rows[rows < m] + k
                 if not len(sel):
                     continue
-                sl = sel.tolist()
-                pk = [pkts[j] for j in sl]
-                mt = [ms[j] for j in sl]
+                a, b = int(sel[0]), int(sel[-1]) + 1
+                if b - a == len(sel):  # contiguous: slices
+                    pk = pkts[a:b]
+                    mt = ms[a:b]
+                else:
+                    sl = sel.tolist()
+                    pk = [pkts[j] for j in sl]
+                    mt = [ms[j] for j in sl]
             base = len(ar)
             ty = lv.typ[sel]
             js = np.flatnonzero(ty == 3)
