@@ -42,10 +42,12 @@ the accounted buffer ``buffered_bytes = sum(len(datagram) + PER_PACKET_OVERHEAD)
 exceeds B, each interval holds at most P datagrams.  Eviction rule: when a datagram does not
 fit, whole intervals are evicted oldest first (the one whose key is most overdue) while the
 oldest is older than the datagram's interval; otherwise the datagram is dropped; both count
-``drop.evicted``.  An arena is preallocated to ``ARENA_MIN`` octets or 1.25 x the octets of the
-interval before it, whichever is larger (never above B), and doubles when full; up to
-``ARENA_SPARES`` finished arenas are kept for reuse; :attr:`TeslaReceiver.arena_bytes` is
-the sum of the capacities.
+``drop.evicted``.  Arena rule: an arena is preallocated to ``ARENA_MIN`` octets or 1.25 x the octets of the
+interval before it, whichever is larger, and doubles (realloc) when full; up to
+``ARENA_SPARES`` finished arenas are kept for reuse.  The capacity of all arenas and spares
+(:attr:`TeslaReceiver.arena_bytes`) never exceeds 2 B: an allocation that would pass it
+first drops the spares, then returns the slack of every arena; since the octets in use are
+<= B, the datagram always fits.
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
@@ -461,15 +463,20 @@ class Arena:
     def __len__(self) -> int:
         return len(self.starts)
 
+    @property
+    def capacity(self) -> int:
+        return len(self.data)
+
+    def resize(self, capacity: int) -> None:
+        """New capacity (>= ``used``), in place where the allocator can (realloc)."""
+        self._mv.release()
+        self.data.resize(capacity, refcheck=False)  # no view of it outlives a call
+        self._mv = memoryview(self.data)
+
     def _reserve(self, more: int) -> int:
-        """Room for ``more`` octets (the capacity doubles); returns where they go."""
         u = self.used
         if u + more > len(self.data):
-            new = np.empty(max(2 * len(self.data), u + more), dtype=np.uint8)
-            new[:u] = self.data[:u]
-            self._mv.release()
-            self.data = new
-            self._mv = memoryview(new)
+            raise MemoryError("arena full: the receiver makes room first")
         self.used = u + more
         return u
 
@@ -671,6 +678,7 @@ class TeslaReceiver:
         self._max_buffered = 0
         self._arena_hint = ARENA_MIN
         self._spare: list[np.ndarray] = []
+        self._arena_cap = 0  # octets of all arenas and spares (<= 2 x max_buffered_bytes)
         self._newest: Arena | None = None  # the arena created last (size hint)
         self._prefix = bytearray()  # the lane's packed header prefixes (reused)
         self._max_chain_seen = -1
@@ -701,7 +709,7 @@ class TeslaReceiver:
     @property
     def arena_bytes(self) -> int:
         """Octets allocated by the arenas of the intervals buffering now."""
-        return sum(len(a.data) for a in self._pending.values()) + sum(map(len, self._spare))
+        return self._arena_cap
 
     def _drop(self, reason: DropReason, n: int = 1) -> None:
         k = _DROP_KEY[reason]
@@ -1001,18 +1009,51 @@ class TeslaReceiver:
         return False, None  # UNVERIFIABLE / TOO_FAR / OUT_OF_CHAIN
 
     # ------------------------------------------------------------------ buffering
-    def _new_arena(self, i: int) -> Arena:
-        """An arena for interval i: a spare one (warm memory, no page faults) when one is
-        at least as large as the hint, else a new one of the hint's size."""
+    def _new_arena(self, i: int, need: int) -> Arena:
+        """An arena for interval i with room for ``need`` octets: a spare one (warm memory)
+        when one is large enough, else new storage of the size hint (1.25 x the octets of
+        the interval before), within the capacity budget."""
         lo, hi = self._bounds.get(i) or self._interval_bounds(i)
         newest = self._newest
         if newest is not None:  # intervals of a session carry similar traffic
             self._arena_hint = max(ARENA_MIN, newest.used + (newest.used >> 2))
-        want = min(self._arena_hint, self.max_buffered_bytes)
         spare = self._spare
-        buf = spare.pop() if spare and len(spare[-1]) >= want else np.empty(want, np.uint8)
+        if spare and len(spare[-1]) >= need:
+            buf = spare.pop()
+        else:
+            size = self._budget(need, self._arena_hint, 0)
+            buf = np.empty(size, np.uint8)
+            self._arena_cap += size
         ar = self._pending[i] = self._newest = Arena(lo, hi, buf)
         return ar
+
+    def _room(self, ar: Arena, more: int) -> None:
+        """Room for ``more`` octets in ``ar``: its capacity doubles, within the budget."""
+        need = ar.used + more
+        cap = ar.capacity
+        if need > cap:
+            size = self._budget(need, 2 * cap, cap)
+            ar.resize(size)
+            self._arena_cap += size - cap
+
+    def _budget(self, need: int, want: int, have: int) -> int:
+        """A capacity between ``need`` and ``want`` octets for storage that has ``have``
+        now, keeping the capacity of all arenas and spares within 2 x max_buffered_bytes
+        (arena rule, module doc): spares go first, then the arenas are compacted (their
+        slack returned); the accounted bound keeps the octets in use below half of it."""
+        limit = 2 * self.max_buffered_bytes
+        avail = limit - self._arena_cap + have
+        if avail < want and self._spare:
+            self._arena_cap -= sum(map(len, self._spare))
+            self._spare.clear()
+            avail = limit - self._arena_cap + have
+        if avail < need:
+            for ar in self._pending.values():
+                if ar.capacity > ar.used:
+                    self._arena_cap -= ar.capacity - ar.used
+                    ar.resize(ar.used)
+            avail = limit - self._arena_cap + have
+        return max(need, min(want, avail))
 
     def _recycle(self, ar: Arena) -> None:
         """Keep the storage of a finished arena for the next interval (at most
@@ -1021,6 +1062,7 @@ class TeslaReceiver:
         spare.append(ar.release())
         if len(spare) > ARENA_SPARES:
             spare.sort(key=len)
+            self._arena_cap -= len(spare[0])
             del spare[0]
 
     def _buffer(
@@ -1043,7 +1085,9 @@ class TeslaReceiver:
                 return
             ar = self._pending.get(i)
         if ar is None:
-            ar = self._new_arena(i)
+            ar = self._new_arena(i, len(data))
+        else:
+            self._room(ar, len(data))
         ar.add(data, moff, goff, meta)
         if typ == 3:
             ar.commits.append((len(ar) - 1, data[off + 8 : off + 8 + self._kp]))
@@ -1180,7 +1224,7 @@ class TeslaReceiver:
             for commitment in dict.fromkeys(c for k, c in ar.commits if okm[k]):
                 self._new_chain_commitment(p.chain_of(w) + 1, commitment)
         if self._hb == 1:
-            self._norm_accept_many(ar, good, nk)
+            self._norm_accept_many(good, nk)
         keep = good
         if ctl.any():
             kc = ctl[good]
@@ -1246,7 +1290,7 @@ class TeslaReceiver:
         if len(seen) > 2 * NORM_SEQ_WINDOW:
             self._seq_seen[src] = {s for s in seen if ((hi - s) & 0xFFFF) < NORM_SEQ_WINDOW}
 
-    def _norm_accept_many(self, ar: Arena, keep: np.ndarray, nk: np.ndarray | None) -> None:
+    def _norm_accept_many(self, keep: np.ndarray, nk: np.ndarray | None) -> None:
         """``_norm_accept`` of the kept datagrams in order, in bulk per source where their
         sequence numbers and the highest accepted one span less than half the sequence
         space (then serial order is linear order, the highest is the running maximum and
@@ -1522,6 +1566,7 @@ class TeslaReceiver:
                     zip((base + js).tolist(), [row.tobytes() for row in cm], strict=True)
                 )
             lens = lv.lens[sel]
+            self._room(ar, int(lens.sum()))
             ar.add_many(pk, lens, lv.moff[sel].tolist(), mt)
             c = int(lens.sum()) + PER_PACKET_OVERHEAD * len(sel)
             ar.nbytes += c

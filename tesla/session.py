@@ -33,7 +33,7 @@ from typing import Any
 from alc.engine import Address, Engine
 from alc.errors import DecodeError
 from tesla.authenticator import PROTO_NORM, TeslaSender, ext_area
-from tesla.verifier import TeslaReceiver
+from tesla.receiver import TeslaReceiver
 
 __all__ = ["AuthenticatedReceiver", "AuthenticatedSender", "alc_early_discard"]
 
