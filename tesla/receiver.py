@@ -45,9 +45,12 @@ oldest is older than the datagram's interval; otherwise the datagram is dropped;
 ``drop.evicted``.  Arena rule: an arena is preallocated to ``ARENA_MIN`` octets or 1.25 x the octets of the
 interval before it, whichever is larger, and doubles (realloc) when full; up to
 ``ARENA_SPARES`` finished arenas are kept for reuse.  The capacity of all arenas and spares
-(:attr:`TeslaReceiver.arena_bytes`) never exceeds 2 B: an allocation that would pass it
+(:attr:`TeslaReceiver.arena_bytes`) never exceeds B: an allocation that would pass it
 first drops the spares, then returns the slack of every arena; since the octets in use are
-<= B, the datagram always fits.
+below the accounted buffer, the datagram always fits.  The datagram objects as received
+are held too (released to the engine without a second copy), at most B octets: resident
+memory for buffered datagrams is <= 2 B (+ the replay memory, ``REPLAY_MEMORY_INTERVALS``
+x accepted tags, and at most ``MAX_EVENTS`` undrained events).
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
@@ -413,47 +416,41 @@ def threaded_macs(threads: int, macs: MacFunction = mac_arena) -> MacFunction:
 _STRUCTS: dict[bytes, struct.Struct] = {}
 
 
-def _rows_struct(lens: Sequence[int] | np.ndarray, gaps: Sequence[int] | None = None) -> struct.Struct:
-    """A ``struct.Struct`` packing or cutting rows of ``lens`` octets (``gaps[k]`` octets
-    skipped before row k) in one C call; layouts without gaps are cached."""
-    if gaps is not None:
-        return struct.Struct(
-            "".join(f"{g}x{x}s" if g else f"{x}s" for g, x in zip(gaps, lens, strict=True))
-        )
-    ln = np.asarray(lens, dtype=np.int64)
-    key = ln.tobytes()
+def _rows_struct(lens: np.ndarray) -> struct.Struct:
+    """A ``struct.Struct`` packing rows of ``lens`` octets back to back in one C call
+    (cached per layout)."""
+    key = lens.tobytes()
     s = _STRUCTS.get(key)
     if s is None:
         if len(_STRUCTS) > 64:
             _STRUCTS.clear()
-        if len(ln) and bool((ln == ln[0]).all()):
-            s = struct.Struct(f"{int(ln[0])}s" * len(ln))
+        if len(lens) and bool((lens == lens[0]).all()):
+            s = struct.Struct(f"{int(lens[0])}s" * len(lens))
         else:
-            s = struct.Struct("s".join(map(str, ln.tolist())) + "s")
+            s = struct.Struct("s".join(map(str, lens.tolist())) + "s")
         _STRUCTS[key] = s
     return s
 
 
 class Arena:
-    """The datagrams of one interval waiting for its key: their octets back to back in
-    ``data`` (preallocated uint8 storage, copied once on arrival), indexed by
-    ``starts``/``lens``, with the MAC (``moffs``) and Group MAC (``goffs``, -1: none)
-    field offsets, the caller's ``metas``, the Type 3 commitments ``(row, commitment)``,
-    the accounted ``nbytes`` and the interval's safe-test thresholds ``lo``/``hi``."""
+    """The datagrams of one interval waiting for its key.  Their octets are copied once,
+    on arrival, back to back into ``data`` (preallocated uint8 storage): what the MAC call
+    reads.  ``index`` holds one row per datagram: start, length, MAC field offset, Group
+    MAC field offset (-1: none); ``objs`` the datagrams as received (released as they
+    are, no second copy), ``metas`` the caller's data, ``commits`` the Type 3 commitments
+    ``(row, commitment)``; ``nbytes`` is the accounted cost, ``lo``/``hi`` the interval's
+    safe-test thresholds."""
 
-    __slots__ = (
-        "data", "_mv", "used", "starts", "lens", "moffs", "goffs", "metas", "commits",
-        "nbytes", "lo", "hi",
-    )
+    __slots__ = ("data", "_mv", "used", "index", "n", "objs", "metas", "commits", "nbytes",
+                 "lo", "hi")
 
     def __init__(self, lo: float, hi: float, data: np.ndarray) -> None:
         self.data = data
         self._mv = memoryview(data)
         self.used = 0
-        self.starts: list[int] = []
-        self.lens: list[int] = []
-        self.moffs: list[int] = []
-        self.goffs: list[int] = []
+        self.index = np.empty((64, 4), dtype=np.int64)
+        self.n = 0
+        self.objs: list[bytes] = []
         self.metas: list[Any] = []
         self.commits: list[tuple[int, bytes]] = []
         self.nbytes = 0
@@ -461,7 +458,7 @@ class Arena:
         self.hi = hi
 
     def __len__(self) -> int:
-        return len(self.starts)
+        return self.n
 
     @property
     def capacity(self) -> int:
@@ -473,52 +470,41 @@ class Arena:
         self.data.resize(capacity, refcheck=False)  # no view of it outlives a call
         self._mv = memoryview(self.data)
 
-    def _reserve(self, more: int) -> int:
-        u = self.used
-        if u + more > len(self.data):
+    def _rows(self, more: int, nbytes: int) -> tuple[int, int]:
+        """Index rows and octets for ``more`` datagrams of ``nbytes``: (row, offset)."""
+        n, u = self.n, self.used
+        if u + nbytes > len(self.data):
             raise MemoryError("arena full: the receiver makes room first")
-        self.used = u + more
-        return u
+        if n + more > len(self.index):
+            idx = np.empty((max(2 * len(self.index), n + more), 4), dtype=np.int64)
+            idx[:n] = self.index[:n]
+            self.index = idx
+        self.n, self.used = n + more, u + nbytes
+        return n, u
 
     def add(self, data: bytes, moff: int, goff: int, meta: Any) -> None:
-        n = len(data)
-        u = self._reserve(n)
-        self._mv[u : u + n] = data
-        self.starts.append(u)
-        self.lens.append(n)
-        self.moffs.append(moff)
-        self.goffs.append(goff)
+        ln = len(data)
+        r, u = self._rows(1, ln)
+        self._mv[u : u + ln] = data
+        self.index[r] = (u, ln, moff, goff)
+        self.objs.append(data)
         self.metas.append(meta)
 
     def add_many(
-        self, pkts: Sequence[bytes], lens: np.ndarray, moffs: list[int], metas: Sequence[Any]
+        self, pkts: Sequence[bytes], lens: np.ndarray, moffs: np.ndarray, metas: Sequence[Any]
     ) -> None:
         """Datagrams without Group MAC field, packed by one ``struct`` call."""
-        total = int(lens.sum())
-        u = self._reserve(total)
+        m = len(lens)
+        ends = np.cumsum(lens)
+        r, u = self._rows(m, int(ends[-1]))
         _rows_struct(lens).pack_into(self._mv, u, *pkts)
-        self.starts.extend((np.cumsum(lens) - lens + u).tolist())
-        self.lens.extend(lens.tolist())
-        self.moffs.extend(moffs)
-        self.goffs.extend([-1] * len(moffs))
+        rows = self.index[r : r + m]
+        rows[:, 0] = ends - lens + u
+        rows[:, 1] = lens
+        rows[:, 2] = moffs
+        rows[:, 3] = -1
+        self.objs.extend(pkts)
         self.metas.extend(metas)
-
-    def cut(self, rows: np.ndarray | None) -> list[bytes]:
-        """The datagrams of ``rows`` (increasing; None: all) as ``bytes``."""
-        if rows is None:
-            if not self.starts:
-                return []
-            return list(_rows_struct(self.lens).unpack_from(self._mv, 0))
-        if not len(rows):
-            return []
-        st = np.asarray(self.starts, dtype=np.int64)[rows]
-        ln = np.asarray(self.lens, dtype=np.int64)[rows]
-        gaps = np.empty(len(rows), dtype=np.int64)
-        gaps[0] = 0
-        gaps[1:] = st[1:] - (st[:-1] + ln[:-1])
-        lst = ln.tolist()
-        s = _rows_struct(lst, gaps.tolist()) if gaps.any() else _rows_struct(lst)
-        return list(s.unpack_from(self._mv, int(st[0])))
 
     def release(self) -> np.ndarray:
         """Give up the storage (for reuse by the next interval)."""
@@ -678,7 +664,7 @@ class TeslaReceiver:
         self._max_buffered = 0
         self._arena_hint = ARENA_MIN
         self._spare: list[np.ndarray] = []
-        self._arena_cap = 0  # octets of all arenas and spares (<= 2 x max_buffered_bytes)
+        self._arena_cap = 0  # octets of all arenas and spares (<= max_buffered_bytes)
         self._newest: Arena | None = None  # the arena created last (size hint)
         self._prefix = bytearray()  # the lane's packed header prefixes (reused)
         self._max_chain_seen = -1
@@ -1038,10 +1024,10 @@ class TeslaReceiver:
 
     def _budget(self, need: int, want: int, have: int) -> int:
         """A capacity between ``need`` and ``want`` octets for storage that has ``have``
-        now, keeping the capacity of all arenas and spares within 2 x max_buffered_bytes
+        now, keeping the capacity of all arenas and spares within max_buffered_bytes
         (arena rule, module doc): spares go first, then the arenas are compacted (their
-        slack returned); the accounted bound keeps the octets in use below half of it."""
-        limit = 2 * self.max_buffered_bytes
+        slack returned); the accounted bound keeps the octets in use below it."""
+        limit = self.max_buffered_bytes
         avail = limit - self._arena_cap + have
         if avail < want and self._spare:
             self._arena_cap -= sum(map(len, self._spare))
@@ -1156,10 +1142,8 @@ class TeslaReceiver:
         self._nbuf -= n
         km = self._km
         arr = ar.data
-        st = np.asarray(ar.starts, dtype=np.int64)
-        ln = np.asarray(ar.lens, dtype=np.int64)
-        mo = np.asarray(ar.moffs, dtype=np.int64)
-        go = np.asarray(ar.goffs, dtype=np.int64)
+        idx = ar.index[:n]
+        st, ln, mo, go = idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]
         tags = _Fields(arr, st + mo, km).get()  # as received
         macs = self.macs(
             HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
@@ -1234,10 +1218,11 @@ class TeslaReceiver:
                 keep = good[~kc]
                 full = False
         if full:
-            self._out_pk.extend(ar.cut(None))
+            self._out_pk.extend(ar.objs)
             self._out_meta.extend(ar.metas)
         else:
-            self._out_pk.extend(ar.cut(keep))
+            objs = ar.objs
+            self._out_pk.extend([objs[k] for k in keep.tolist()])
             metas = ar.metas
             self._out_meta.extend([metas[k] for k in keep.tolist()])
 
@@ -1385,12 +1370,12 @@ class TeslaReceiver:
             P = slab.width
             lens = slab.lengths[:n]
         else:
-            P = LANE_PREFIX
+            lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
+            P = min(LANE_PREFIX, (int(lens.max()) + 7) & ~7)
             if len(self._prefix) < n * P:  # a new object: views of the old may be alive
                 self._prefix = bytearray(max(n * P, 2 * len(self._prefix)))
             _rows_struct(np.full(n, P, dtype=np.int64)).pack_into(self._prefix, 0, *pkts)
             a2 = np.frombuffer(self._prefix, dtype=np.uint8, count=n * P).reshape(n, P)
-            lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
         lv.lens = lens
         elig, off, typ = lv.elig, lv.off, lv.typ
         kp = self._kp
@@ -1567,7 +1552,7 @@ class TeslaReceiver:
                 )
             lens = lv.lens[sel]
             self._room(ar, int(lens.sum()))
-            ar.add_many(pk, lens, lv.moff[sel].tolist(), mt)
+            ar.add_many(pk, lens, lv.moff[sel], mt)
             c = int(lens.sum()) + PER_PACKET_OVERHEAD * len(sel)
             ar.nbytes += c
             added += c
