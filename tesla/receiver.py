@@ -211,31 +211,40 @@ MacFunction = Callable[..., np.ndarray]
 
 
 class _Fields:
-    """The ``w``-octet fields at ``at`` of ``arena``: one writable strided ``(n, w)`` view
-    when they are evenly spaced (one datagram length and layout: the common interval),
-    else a fancy index."""
+    """The ``w``-octet fields at ``at`` of ``arena``: one strided view with one ``w``-octet
+    item per datagram when they are evenly spaced (one datagram length and layout: the
+    common interval), else a fancy index."""
 
-    __slots__ = ("arena", "view", "idx")
+    __slots__ = ("arena", "view", "idx", "w")
 
     def __init__(self, arena: np.ndarray, at: np.ndarray, w: int) -> None:
         self.arena = arena
+        self.w = w
         self.view: np.ndarray | None = None
         self.idx: np.ndarray | None = None
         n = len(at)
         step = int(at[1] - at[0]) if n > 1 else w
         if n and step >= w and bool((np.diff(at) == step).all()):
-            self.view = np.lib.stride_tricks.as_strided(
-                arena[int(at[0]) :], shape=(n, w), strides=(step, 1), writeable=True
+            self.view = np.ndarray(
+                (n,), dtype=np.dtype((np.void, w)), buffer=arena, offset=int(at[0]),
+                strides=(step,),
             )
         else:
             self.idx = at[:, None] + np.arange(w)
 
     def get(self) -> np.ndarray:
-        return self.view.copy() if self.view is not None else self.arena[self.idx]
-
-    def set(self, value: Any) -> None:
+        """The fields as a ``(n, w)`` uint8 array (a copy)."""
         if self.view is not None:
-            self.view[...] = value
+            return self.view.copy().view(np.uint8).reshape(-1, self.w)
+        return self.arena[self.idx]
+
+    def set(self, value: np.ndarray | int) -> None:
+        """Write ``value`` (0, or a ``(n, w)`` uint8 array) into the fields."""
+        if self.view is not None:
+            if isinstance(value, int):
+                self.view[...] = bytes([value]) * self.w
+            else:
+                self.view[...] = np.ascontiguousarray(value).view(self.view.dtype).ravel()
         else:
             self.arena[self.idx] = value
 
@@ -438,7 +447,7 @@ class Arena:
     reads.  ``index`` holds one row per datagram: start, length, MAC field offset, Group
     MAC field offset (-1: none); ``objs`` the datagrams as received (released as they
     are, no second copy), ``metas`` the caller's data, ``commits`` the Type 3 commitments
-    ``(row, commitment)``; ``nbytes`` is the accounted cost, ``lo``/``hi`` the interval's
+    ``(rows, commitment)`` (rows: one row or an array of rows carrying that commitment); ``nbytes`` is the accounted cost, ``lo``/``hi`` the interval's
     safe-test thresholds."""
 
     __slots__ = ("data", "_mv", "used", "index", "n", "objs", "metas", "commits", "nbytes",
@@ -452,7 +461,7 @@ class Arena:
         self.n = 0
         self.objs: list[bytes] = []
         self.metas: list[Any] = []
-        self.commits: list[tuple[int, bytes]] = []
+        self.commits: list[tuple[int | np.ndarray, bytes]] = []
         self.nbytes = 0
         self.lo = lo
         self.hi = hi
@@ -1205,7 +1214,10 @@ class TeslaReceiver:
             okm = ok if full else np.zeros(n, dtype=bool)
             if not full:
                 okm[good] = True
-            for commitment in dict.fromkeys(c for k, c in ar.commits if okm[k]):
+            # storing a commitment is idempotent: each distinct one once, first-seen order
+            for commitment in dict.fromkeys(
+                c for k, c in ar.commits if (okm[k] if type(k) is int else okm[k].any())
+            ):
                 self._new_chain_commitment(p.chain_of(w) + 1, commitment)
         if self._hb == 1:
             self._norm_accept_many(good, nk)
@@ -1547,9 +1559,12 @@ class TeslaReceiver:
             if len(js):
                 assert lv.keys is not None
                 cm = lv.keys[sel[js]]
-                ar.commits.extend(
-                    zip((base + js).tolist(), [row.tobytes() for row in cm], strict=True)
-                )
+                if bool((cm == cm[0]).all()):  # one next-chain commitment: one entry
+                    ar.commits.append((base + js, cm[0].tobytes()))
+                else:
+                    ar.commits.extend(
+                        zip((base + js).tolist(), [row.tobytes() for row in cm], strict=True)
+                    )
             lens = lv.lens[sel]
             self._room(ar, int(lens.sum()))
             ar.add_many(pk, lens, lv.moff[sel], mt)
