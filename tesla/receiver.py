@@ -177,8 +177,8 @@ DEFAULT_KEY_WAIT = 10.0
 NORM_SEQ_WINDOW = 4096
 #: signature hashes accepted in a bootstrap (TESLA-SIG-CRYPTO-FUNC; SHA-1 refused)
 DEFAULT_ALLOWED_SIG_HASHES = frozenset({2, 3, 4, 5})
-#: smallest arena (octets) preallocated for an interval
-ARENA_MIN = 256 * 1024
+#: smallest arena (octets) preallocated for an interval (pages untouched until used)
+ARENA_MIN = 4 << 20
 #: finished arenas kept for reuse
 ARENA_SPARES = 2
 #: batches of fewer datagrams take the scalar path only (the lane's numpy setup costs more)
