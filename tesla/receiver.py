@@ -281,7 +281,7 @@ def mac_arena(
         copy = HMAC(key, hash_algorithm(mac_id)).copy
         digs: list[bytes] = []
         ap = digs.append
-        mv = memoryview(arena)
+        mv = arena.data
         for s, ln in zip(offsets.tolist(), lengths.tolist(), strict=True):
             h = copy()
             h.update(mv[s : s + ln])
@@ -455,7 +455,7 @@ class Arena:
 
     def __init__(self, lo: float, hi: float, data: np.ndarray) -> None:
         self.data = data
-        self._mv = memoryview(data)
+        self._mv = data.data
         self.used = 0
         self.index = np.empty((64, 4), dtype=np.int64)
         self.n = 0
@@ -477,7 +477,7 @@ class Arena:
         """New capacity (>= ``used``), in place where the allocator can (realloc)."""
         self._mv.release()
         self.data.resize(capacity, refcheck=False)  # no view of it outlives a call
-        self._mv = memoryview(self.data)
+        self._mv = self.data.data
 
     def _rows(self, more: int, nbytes: int) -> tuple[int, int]:
         """Index rows and octets for ``more`` datagrams of ``nbytes``: (row, offset)."""
@@ -771,7 +771,7 @@ class TeslaReceiver:
         """Datagrams in arrival order, arrived at ``now`` (one POSIX time for all, or one
         each).  Runs the lane where it applies, :meth:`_receive_one` elsewhere."""
         if type(packets) is list and set(map(type, packets)) == {bytes}:
-            pkts: list[bytes] = packets  # type: ignore[assignment]
+            pkts: list[bytes] = packets
         else:
             pkts = [p if type(p) is bytes else bytes(p) for p in packets]
         n = len(pkts)
