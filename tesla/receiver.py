@@ -21,7 +21,8 @@ datagram, in the order of RFC 5776 §4.3:
    against the chain's commitment, :meth:`~TeslaReceiver._check_key`), chain switch flush
    (§4.4), congestion control hint (step 5, :attr:`~TeslaReceiver.cc_hint`);
 5. buffered in its interval's arena (:class:`Arena`: the octets copied once, on arrival,
-   into preallocated storage with an offset/length index; :meth:`~TeslaReceiver._buffer`);
+   into preallocated storage with an offset/length index; :meth:`~TeslaReceiver._buffer`,
+   within the bounds below);
 6. when K_w becomes legitimate the interval's MACs are computed over its arena in one call
    (:func:`mac_arena`, the MAC and Group MAC fields read as zeros, RFC 5776 §3.3.1), the tags
    compared as an array, duplicates released once, Type 3 commitments stored, and the
@@ -39,18 +40,19 @@ compares them on damaged, adversarial, reordered streams).
 
 Memory bound (stated formula): ``B = max_buffered_bytes``, ``P = max_packets_per_interval``;
 the accounted buffer ``buffered_bytes = sum(len(datagram) + PER_PACKET_OVERHEAD)`` never
-exceeds B, each interval holds at most P datagrams.  Eviction rule: when a datagram does not
-fit, whole intervals are evicted oldest first (the one whose key is most overdue) while the
-oldest is older than the datagram's interval; otherwise the datagram is dropped; both count
-``drop.evicted``.  Arena rule: an arena is preallocated to ``ARENA_MIN`` octets or 1.25 x the octets of the
-interval before it, whichever is larger, and doubles (realloc) when full; up to
-``ARENA_SPARES`` finished arenas are kept for reuse.  The capacity of all arenas and spares
-(:attr:`TeslaReceiver.arena_bytes`) never exceeds B: an allocation that would pass it
-first drops the spares, then returns the slack of every arena; since the octets in use are
-below the accounted buffer, the datagram always fits.  The datagram objects as received
-are held too (released to the engine without a second copy), at most B octets: resident
-memory for buffered datagrams is <= 2 B (+ the replay memory, ``REPLAY_MEMORY_INTERVALS``
-x accepted tags, and at most ``MAX_EVENTS`` undrained events).
+exceeds B, each interval holds at most P datagrams.  Eviction rule: when a datagram does
+not fit, whole intervals are evicted oldest first (the one whose key is most overdue)
+while the oldest is older than the datagram's interval; otherwise the datagram is dropped;
+both count ``drop.evicted``.  Arena rule: an arena is preallocated to ``ARENA_MIN`` octets
+(pages untouched until used) or 1.25 x the octets of the interval before it, whichever is
+larger, and doubles when full; up to ``ARENA_SPARES`` finished arenas are kept for reuse.
+The capacity of all arenas and spares (:attr:`TeslaReceiver.arena_bytes`) never exceeds
+B: an allocation that would pass it first drops the spares, then returns the slack of
+every arena; the octets in use being below the accounted buffer, the datagram always
+fits.  The datagram objects as received are held too (released to the engine as they
+are: no second copy), at most B octets.  Resident memory for buffered datagrams is thus
+<= 2 B, plus the replay memory (``REPLAY_MEMORY_INTERVALS`` x accepted tags) and at most
+``MAX_EVENTS`` undrained events.
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
@@ -749,7 +751,7 @@ class TeslaReceiver:
     # ------------------------------------------------------------------ entries
     def receive(self, data: bytes | bytearray | memoryview, now: float, meta: Any = None) -> None:
         """One datagram that arrived at ``now`` (POSIX seconds): the batch entry with one."""
-        self.receive_batch([data], (now,), (meta,))
+        self.receive_batch([data], now, (meta,))
 
     def receive_slab(self, slab: Slab, metas: Sequence[Any] | None = None) -> None:
         """The datagrams of a slab filled by :func:`alc.mmsg.recv_batch` (arrival times
