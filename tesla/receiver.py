@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -446,8 +447,8 @@ def _rows_struct(lens: np.ndarray) -> struct.Struct:
 class Arena:
     """The datagrams of one interval waiting for its key.  Their octets are copied once,
     on arrival, back to back into ``data`` (preallocated uint8 storage): what the MAC call
-    reads.  ``index`` holds one row per datagram: start, length, MAC field offset, Group
-    MAC field offset (-1: none); ``objs`` the datagrams as received (released as they
+    reads.  ``index`` holds one row of four int64 per datagram: start, length, MAC field
+    offset, Group MAC field offset (-1: none) (:meth:`rows` as an array); ``objs`` the datagrams as received (released as they
     are, no second copy), ``metas`` the caller's data, ``commits`` the Type 3 commitments
     ``(rows, commitment)`` (rows: one row or an array of rows carrying that commitment); ``nbytes`` is the accounted cost, ``lo``/``hi`` the interval's
     safe-test thresholds."""
@@ -459,7 +460,7 @@ class Arena:
         self.data = data
         self._mv = data.data
         self.used = 0
-        self.index = np.empty((64, 4), dtype=np.int64)
+        self.index = array("q")
         self.n = 0
         self.objs: list[bytes] = []
         self.metas: list[Any] = []
@@ -481,39 +482,42 @@ class Arena:
         self.data.resize(capacity, refcheck=False)  # no view of it outlives a call
         self._mv = self.data.data
 
-    def _rows(self, more: int, nbytes: int) -> tuple[int, int]:
-        """Index rows and octets for ``more`` datagrams of ``nbytes``: (row, offset)."""
-        n, u = self.n, self.used
-        if u + nbytes > len(self.data):
-            raise MemoryError("arena full: the receiver makes room first")
-        if n + more > len(self.index):
-            idx = np.empty((max(2 * len(self.index), n + more), 4), dtype=np.int64)
-            idx[:n] = self.index[:n]
-            self.index = idx
-        self.n, self.used = n + more, u + nbytes
-        return n, u
+    def rows(self, copy: bool = True) -> np.ndarray:
+        """The index as an ``(n, 4)`` int64 array (a view with ``copy=False``: then no
+        datagram may be added while it lives)."""
+        v = np.frombuffer(self.index, dtype=np.int64).reshape(-1, 4)
+        return v.copy() if copy else v
 
     def add(self, data: bytes, moff: int, goff: int, meta: Any) -> None:
+        """One datagram (the caller made room: :meth:`TeslaReceiver._room`)."""
         ln = len(data)
-        r, u = self._rows(1, ln)
-        self._mv[u : u + ln] = data
-        self.index[r] = (u, ln, moff, goff)
+        u = self.used
+        self._mv[u : u + ln] = data  # raises rather than write past the capacity
+        self.used = u + ln
+        self.n += 1
+        self.index.extend((u, ln, moff, goff))
         self.objs.append(data)
         self.metas.append(meta)
 
     def add_many(
         self, pkts: Sequence[bytes], lens: np.ndarray, moffs: np.ndarray, metas: Sequence[Any]
     ) -> None:
-        """Datagrams without Group MAC field, packed by one ``struct`` call."""
+        """Datagrams without Group MAC field, packed by one ``struct`` call (the caller
+        made room)."""
         m = len(lens)
         ends = np.cumsum(lens)
-        r, u = self._rows(m, int(ends[-1]))
+        u = self.used
+        if u + int(ends[-1]) > len(self.data):
+            raise MemoryError("arena full: the receiver makes room first")
         _rows_struct(lens).pack_into(self._mv, u, *pkts)
-        rows = self.index[r : r + m]
+        self.used = u + int(ends[-1])
+        self.n += m
+        rows = np.empty((m, 4), dtype=np.int64)
         rows[:, 0] = ends - lens + u
         rows[:, 1] = lens
         rows[:, 2] = moffs
         rows[:, 3] = -1
+        self.index.frombytes(rows.tobytes())
         self.objs.extend(pkts)
         self.metas.extend(metas)
 
@@ -772,11 +776,17 @@ class TeslaReceiver:
     ) -> None:
         """Datagrams in arrival order, arrived at ``now`` (one POSIX time for all, or one
         each).  Runs the lane where it applies, :meth:`_receive_one` elsewhere."""
+        n = len(packets)
+        if n < LANE_MIN and isinstance(now, (int, float)):  # e.g. receive(): one datagram
+            one = self._receive_one
+            for k in range(n):
+                d = packets[k]
+                one(d if type(d) is bytes else bytes(d), now, None if metas is None else metas[k])
+            return
         if type(packets) is list and set(map(type, packets)) == {bytes}:
             pkts: list[bytes] = packets
         else:
             pkts = [p if type(p) is bytes else bytes(p) for p in packets]
-        n = len(pkts)
         if n == 0:
             return
         if isinstance(now, (int, float)):
@@ -1083,7 +1093,7 @@ class TeslaReceiver:
             ar = self._pending.get(i)
         if ar is None:
             ar = self._new_arena(i, len(data))
-        else:
+        elif ar.used + len(data) > len(ar.data):
             self._room(ar, len(data))
         ar.add(data, moff, goff, meta)
         if typ == 3:
@@ -1153,7 +1163,7 @@ class TeslaReceiver:
         self._nbuf -= n
         km = self._km
         arr = ar.data
-        idx = ar.index[:n]
+        idx = ar.rows(copy=False)
         st, ln, mo, go = idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]
         tags = _Fields(arr, st + mo, km).get()  # as received
         macs = self.macs(

@@ -122,7 +122,7 @@ def test_arena_capacity_within_the_buffer_bound(bound: int) -> None:
         top = max(top, rx.arena_bytes)
         assert rx.arena_bytes <= bound
         for ar in rx._pending.values():
-            idx = ar.index[: len(ar)]
+            idx = ar.rows()
             for (s, ln, _m, _g), obj in zip(idx.tolist(), ar.objs, strict=True):
                 assert ar.data[s : s + ln].tobytes() == obj
         k += m
