@@ -789,21 +789,17 @@ class TeslaReceiver:
             pkts = [p if type(p) is bytes else bytes(p) for p in packets]
         if n == 0:
             return
-        if isinstance(now, (int, float)):
-            times: Sequence[float] = [float(now)] * n
-        else:
-            times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,)).tolist()
+        times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
         ms: Sequence[Any] = metas if metas is not None else [None] * n
         if n < LANE_MIN:
             one = self._receive_one
             for k in range(n):
-                one(pkts[k], times[k], ms[k])
+                one(pkts[k], float(times[k]), ms[k])
             return
         self._batch(pkts, times, ms, 0)
 
-    def _batch(self, pkts: list[bytes], times: Sequence[float], ms: Sequence[Any], k: int) -> None:
+    def _batch(self, pkts: list[bytes], tarr: np.ndarray, ms: Sequence[Any], k: int) -> None:
         n = len(pkts)
-        tarr = np.asarray(times, dtype=np.float64)
         hint = self.cc_hint
         one = self._receive_one
         lane: _LaneView | None = None
@@ -817,7 +813,7 @@ class TeslaReceiver:
                 if m:
                     if hint is not None:
                         for j in range(k, k + m):
-                            hint(pkts[j], times[j])
+                            hint(pkts[j], float(tarr[j]))
                     k += m
                     misses = 0
                     continue
@@ -829,7 +825,7 @@ class TeslaReceiver:
                     skip = min(64, 1 << misses)
             elif skip:
                 skip -= 1
-            one(pkts[k], times[k], ms[k])
+            one(pkts[k], float(tarr[k]), ms[k])
             k += 1
 
     # ------------------------------------------------------------------ step 1: locate
