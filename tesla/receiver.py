@@ -182,8 +182,8 @@ NORM_SEQ_WINDOW = 4096
 DEFAULT_ALLOWED_SIG_HASHES = frozenset({2, 3, 4, 5})
 #: smallest arena (octets) preallocated for an interval (pages untouched until used)
 ARENA_MIN = 4 << 20
-#: finished arenas kept for reuse
-ARENA_SPARES = 2
+#: finished arenas kept for reuse (one interval ends as the next begins)
+ARENA_SPARES = 1
 #: batches of fewer datagrams take the scalar path only (the lane's numpy setup costs more)
 LANE_MIN = 8
 #: octets of each datagram packed for the lane (header through the tag)
