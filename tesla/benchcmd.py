@@ -505,7 +505,8 @@ def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]
     )
     out(
         f"  tracemalloc peak / formula = {peak / bound_b:.2f} (bound on resident memory "
-        "stated in tesla/receiver.py: 2 x buffer + batch transients + replay memory)"
+        "stated in tesla/receiver.py: arenas <= buffer, + released datagrams, batch "
+        "transients, replay memory)"
     )
 
 

@@ -49,10 +49,11 @@ larger, and doubles when full; up to ``ARENA_SPARES`` finished arenas are kept f
 The capacity of all arenas and spares (:attr:`TeslaReceiver.arena_bytes`) never exceeds
 B: an allocation that would pass it first drops the spares, then returns the slack of
 every arena; the octets in use being below the accounted buffer, the datagram always
-fits.  The datagram objects as received are held too (released to the engine as they
-are: no second copy), at most B octets.  Resident memory for buffered datagrams is thus
-<= 2 B, plus the replay memory (``REPLAY_MEMORY_INTERVALS`` x accepted tags) and at most
-``MAX_EVENTS`` undrained events.
+fits.  The arenas are the only copy of the buffered datagrams (the objects handed in are
+not kept; accepted ones are cut from the arena at release), so resident memory for
+buffered datagrams is <= B, plus the datagrams released and not yet taken by the caller,
+the replay memory (``REPLAY_MEMORY_INTERVALS`` x accepted tags) and at most ``MAX_EVENTS``
+undrained events.
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
@@ -447,13 +448,14 @@ def _rows_struct(lens: np.ndarray) -> struct.Struct:
 class Arena:
     """The datagrams of one interval waiting for its key.  Their octets are copied once,
     on arrival, back to back into ``data`` (preallocated uint8 storage): what the MAC call
-    reads.  ``index`` holds one row of four int64 per datagram: start, length, MAC field
-    offset, Group MAC field offset (-1: none) (:meth:`rows` as an array); ``objs`` the datagrams as received (released as they
-    are, no second copy), ``metas`` the caller's data, ``commits`` the Type 3 commitments
-    ``(rows, commitment)`` (rows: one row or an array of rows carrying that commitment); ``nbytes`` is the accounted cost, ``lo``/``hi`` the interval's
-    safe-test thresholds."""
+    reads, and what the accepted datagrams are cut from (:meth:`cut`).  ``index`` holds
+    one row of four int64 per datagram: start, length, MAC field offset, Group MAC field
+    offset (-1: none) (:meth:`rows` as an array); ``metas`` the caller's data,
+    ``commits`` the Type 3 commitments ``(rows, commitment)`` (rows: one row or an array
+    of rows carrying that commitment); ``nbytes`` is the accounted cost, ``lo``/``hi`` the
+    interval's safe-test thresholds."""
 
-    __slots__ = ("data", "_mv", "used", "index", "n", "objs", "metas", "commits", "nbytes",
+    __slots__ = ("data", "_mv", "used", "index", "n", "metas", "commits", "nbytes",
                  "lo", "hi")
 
     def __init__(self, lo: float, hi: float, data: np.ndarray) -> None:
@@ -462,7 +464,6 @@ class Arena:
         self.used = 0
         self.index = array("q")
         self.n = 0
-        self.objs: list[bytes] = []
         self.metas: list[Any] = []
         self.commits: list[tuple[int | np.ndarray, bytes]] = []
         self.nbytes = 0
@@ -496,7 +497,6 @@ class Arena:
         self.used = u + ln
         self.n += 1
         self.index.extend((u, ln, moff, goff))
-        self.objs.append(data)
         self.metas.append(meta)
 
     def add_many(
@@ -518,8 +518,26 @@ class Arena:
         rows[:, 2] = moffs
         rows[:, 3] = -1
         self.index.frombytes(rows.tobytes())
-        self.objs.extend(pkts)
         self.metas.extend(metas)
+
+    def cut(self, keep: np.ndarray | None) -> list[bytes]:
+        """The datagrams of rows ``keep`` (increasing; None: all) as ``bytes``, cut by one
+        ``struct`` call."""
+        idx = self.rows(copy=False)
+        if keep is not None:
+            idx = idx[keep]
+        st, ln = idx[:, 0], np.ascontiguousarray(idx[:, 1])
+        if not len(st):
+            return []
+        gaps = np.empty(len(st), dtype=np.int64)
+        gaps[0] = 0
+        gaps[1:] = st[1:] - (st[:-1] + ln[:-1])
+        if gaps.any():
+            fmt = "".join(
+                f"{g}x{x}s" if g else f"{x}s" for g, x in zip(gaps.tolist(), ln.tolist(), strict=True)
+            )
+            return list(struct.unpack_from(fmt, self._mv, int(st[0])))
+        return list(_rows_struct(ln).unpack_from(self._mv, int(st[0])))
 
     def release(self) -> np.ndarray:
         """Give up the storage (for reuse by the next interval)."""
@@ -1238,11 +1256,10 @@ class TeslaReceiver:
                 keep = good[~kc]
                 full = False
         if full:
-            self._out_pk.extend(ar.objs)
+            self._out_pk.extend(ar.cut(None))
             self._out_meta.extend(ar.metas)
         else:
-            objs = ar.objs
-            self._out_pk.extend([objs[k] for k in keep.tolist()])
+            self._out_pk.extend(ar.cut(keep))
             metas = ar.metas
             self._out_meta.extend([metas[k] for k in keep.tolist()])
 

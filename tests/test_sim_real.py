@@ -159,7 +159,7 @@ def test_delay_attack_succeeds_exactly_where_the_rfc_predicts(lag_ms: float) -> 
 
     def recording_evict(w: int, reason: str) -> None:
         if reason == "stale":
-            stale.extend(ver._pending[w].objs)
+            stale.extend(ver._pending[w].cut(None))
         evict(w, reason)
 
     ver._evict_interval = recording_evict
