@@ -447,8 +447,9 @@ def _rows_struct(lens: np.ndarray) -> struct.Struct:
 
 class Arena:
     """The datagrams of one interval waiting for its key.  Their octets are copied once,
-    on arrival, back to back into ``data`` (preallocated uint8 storage): what the MAC call
-    reads, and what the accepted datagrams are cut from (:meth:`cut`).  ``index`` holds
+    on arrival, into ``data`` (preallocated uint8 storage; back to back, or at the stride
+    of the longest when copied from a slab): what the MAC call reads, and what the
+    accepted datagrams are cut from (:meth:`cut`).  ``index`` holds
     one row of four int64 per datagram: start, length, MAC field offset, Group MAC field
     offset (-1: none) (:meth:`rows` as an array); ``metas`` the caller's data,
     ``commits`` the Type 3 commitments ``(rows, commitment)`` (rows: one row or an array
@@ -520,6 +521,26 @@ class Arena:
         self.index.frombytes(rows.tobytes())
         self.metas.extend(metas)
 
+    def add_rows(
+        self, block: np.ndarray, lens: np.ndarray, moffs: np.ndarray, metas: Sequence[Any]
+    ) -> None:
+        """Datagrams without Group MAC field from the ``(m, W)`` rows of ``block`` (e.g. a
+        ``recvmmsg`` slab): one copy at stride W (the caller made room)."""
+        m, w = block.shape
+        u = self.used
+        if u + m * w > len(self.data):
+            raise MemoryError("arena full: the receiver makes room first")
+        self.data[u : u + m * w].reshape(m, w)[:] = block
+        self.used = u + m * w
+        self.n += m
+        rows = np.empty((m, 4), dtype=np.int64)
+        rows[:, 0] = np.arange(u, u + m * w, w)
+        rows[:, 1] = lens
+        rows[:, 2] = moffs
+        rows[:, 3] = -1
+        self.index.frombytes(rows.tobytes())
+        self.metas.extend(metas)
+
     def cut(self, keep: np.ndarray | None) -> list[bytes]:
         """The datagrams of rows ``keep`` (increasing; None: all) as ``bytes``, cut by one
         ``struct`` call."""
@@ -570,6 +591,26 @@ def _layout_octets(data: bytes, protocol: str, start: int, exts: list[tuple[int,
             if het == 1 and ln >= 4:
                 cols.append(pos + 2)
     return cols
+
+
+class _SlabDatagrams:
+    """The datagrams of a ``recvmmsg`` slab as a sequence of ``bytes``, made on demand:
+    the lane copies its rows straight from the slab into the arenas, only datagrams the
+    scalar path decides become objects."""
+
+    __slots__ = ("slab", "n")
+
+    def __init__(self, slab: Slab) -> None:
+        self.slab = slab
+        self.n = slab.count
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[j] for j in range(*k.indices(self.n))]
+        return self.slab.data[k, : int(self.slab.lengths[k])].tobytes()
 
 
 class _LaneView:
@@ -782,7 +823,7 @@ class TeslaReceiver:
         if n:
             self._slab = slab
             try:
-                self.receive_batch(slab.datagrams(), slab.stamps[:n], metas)
+                self.receive_batch(_SlabDatagrams(slab), slab.stamps[:n], metas)
             finally:
                 self._slab = None
 
@@ -801,8 +842,10 @@ class TeslaReceiver:
                 d = packets[k]
                 one(d if type(d) is bytes else bytes(d), now, None if metas is None else metas[k])
             return
-        if type(packets) is list and set(map(type, packets)) == {bytes}:
-            pkts: list[bytes] = packets
+        if type(packets) is _SlabDatagrams or (
+            type(packets) is list and set(map(type, packets)) == {bytes}
+        ):
+            pkts: list[bytes] = packets  # type: ignore[assignment]
         else:
             pkts = [p if type(p) is bytes else bytes(p) for p in packets]
         if n == 0:
@@ -1560,24 +1603,18 @@ class TeslaReceiver:
             if m == 0:
                 return 0
         added = 0
+        slab = self._slab if type(pkts) is _SlabDatagrams else None
         for ar, rows in pends:
             if single:
                 sel = np.arange(k, e)
-                pk = pkts[k:e]
-                mt = ms[k:e]
             else:
                 assert rows is not None
                 sel = rows[rows < m] + k
                 if not len(sel):
                     continue
-                a, b = int(sel[0]), int(sel[-1]) + 1
-                if b - a == len(sel):  # contiguous: slices
-                    pk = pkts[a:b]
-                    mt = ms[a:b]
-                else:
-                    sl = sel.tolist()
-                    pk = [pkts[j] for j in sl]
-                    mt = [ms[j] for j in sl]
+            a, b = int(sel[0]), int(sel[-1]) + 1
+            contiguous = b - a == len(sel)
+            mt = ms[a:b] if contiguous else [ms[j] for j in sel.tolist()]
             base = len(ar)
             ty = lv.typ[sel]
             js = np.flatnonzero(ty == 3)
@@ -1591,9 +1628,18 @@ class TeslaReceiver:
                         zip((base + js).tolist(), [row.tobytes() for row in cm], strict=True)
                     )
             lens = lv.lens[sel]
-            self._room(ar, int(lens.sum()))
-            ar.add_many(pk, lens, lv.moff[sel], mt)
-            c = int(lens.sum()) + PER_PACKET_OVERHEAD * len(sel)
+            total = int(lens.sum())
+            w = int(lens.max())
+            if slab is not None and contiguous and w * len(sel) - total <= 32 * len(sel):
+                # rows straight from the recvmmsg slab at a fixed stride (the longest
+                # datagram): the slack (<= 32 octets each) stays within PER_PACKET_OVERHEAD
+                self._room(ar, w * len(sel))
+                ar.add_rows(slab.data[a:b, :w], lens, lv.moff[sel], mt)
+            else:
+                pk = pkts[a:b] if contiguous else [pkts[j] for j in sel.tolist()]
+                self._room(ar, total)
+                ar.add_many(pk, lens, lv.moff[sel], mt)
+            c = total + PER_PACKET_OVERHEAD * len(sel)
             ar.nbytes += c
             added += c
         self._account(added, m)
