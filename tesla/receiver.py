@@ -593,7 +593,7 @@ def _layout_octets(data: bytes, protocol: str, start: int, exts: list[tuple[int,
     return cols
 
 
-class _SlabDatagrams:
+class _SlabDatagrams(Sequence[bytes]):
     """The datagrams of a ``recvmmsg`` slab as a sequence of ``bytes``, made on demand:
     the lane copies its rows straight from the slab into the arenas, only datagrams the
     scalar path decides become objects."""
@@ -845,7 +845,7 @@ class TeslaReceiver:
         if type(packets) is _SlabDatagrams or (
             type(packets) is list and set(map(type, packets)) == {bytes}
         ):
-            pkts: list[bytes] = packets  # type: ignore[assignment]
+            pkts: list[bytes] = packets  # type: ignore[assignment]  # a list or the slab's
         else:
             pkts = [p if type(p) is bytes else bytes(p) for p in packets]
         if n == 0:
