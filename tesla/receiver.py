@@ -567,8 +567,7 @@ class Arena:
 
 
 # ---------------------------------------------------------------------------- layouts
-def _layout_octets(data: bytes, protocol: str, start: int, exts: list[tuple[int, int, int]]
-                   ) -> list[int]:
+def _layout_octets(data: bytes, protocol: str, exts: list[tuple[int, int, int]]) -> list[int]:
     """The octet positions the EXT_AUTH location of ``data`` depends on: what
     ``ext_region`` (LCT flags and HDR_LEN) or ``header_regions`` (NORM version/type,
     hdr_len, NORM_CMD flavour, FEC Encoding ID) and the extension walk read.  A datagram
@@ -919,7 +918,7 @@ class TeslaReceiver:
                  if het == 1 and ln >= 4 and data[pos + 2] >> 4 == self.asid]
         if len(found) != 1:
             return None
-        return found[0], end, _layout_octets(data, self.protocol, start, exts)
+        return found[0], end, _layout_octets(data, self.protocol, exts)
 
     # ------------------------------------------------------------------ steps 1-5, scalar
     def _receive_one(self, data: bytes, now: float, meta: Any) -> None:
