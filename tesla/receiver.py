@@ -44,8 +44,8 @@ exceeds B, each interval holds at most P datagrams.  Eviction rule: when a datag
 not fit, whole intervals are evicted oldest first (the one whose key is most overdue)
 while the oldest is older than the datagram's interval; otherwise the datagram is dropped;
 both count ``drop.evicted``.  Arena rule: an arena is preallocated to ``ARENA_MIN`` octets
-(pages untouched until used) or 1.25 x the octets of the interval before it, whichever is
-larger, and doubles when full; up to ``ARENA_SPARES`` finished arenas are kept for reuse.
+(pages untouched until used) or 1.125 x the octets of the interval before it, whichever
+is larger, and doubles when full; up to ``ARENA_SPARES`` finished arenas are kept for reuse.
 The capacity of all arenas and spares (:attr:`TeslaReceiver.arena_bytes`) never exceeds
 B: an allocation that would pass it first drops the spares, then returns the slack of
 every arena; the octets in use being below the accounted buffer, the datagram always
@@ -479,10 +479,13 @@ class Arena:
         return len(self.data)
 
     def resize(self, capacity: int) -> None:
-        """New capacity (>= ``used``), in place where the allocator can (realloc)."""
+        """New capacity (>= ``used``): new storage and one copy of the octets in use
+        (``ndarray.resize`` would zero-fill, and so touch, every new page)."""
+        new = np.empty(capacity, dtype=np.uint8)
+        new[: self.used] = self.data[: self.used]
         self._mv.release()
-        self.data.resize(capacity, refcheck=False)  # no view of it outlives a call
-        self._mv = self.data.data
+        self.data = new
+        self._mv = new.data
 
     def rows(self, copy: bool = True) -> np.ndarray:
         """The index as an ``(n, 4)`` int64 array (a view with ``copy=False``: then no
@@ -1074,12 +1077,12 @@ class TeslaReceiver:
     # ------------------------------------------------------------------ buffering
     def _new_arena(self, i: int, need: int) -> Arena:
         """An arena for interval i with room for ``need`` octets: a spare one (warm memory)
-        when one is large enough, else new storage of the size hint (1.25 x the octets of
+        when one is large enough, else new storage of the size hint (1.125 x the octets of
         the interval before), within the capacity budget."""
         lo, hi = self._bounds.get(i) or self._interval_bounds(i)
         newest = self._newest
         if newest is not None:  # intervals of a session carry similar traffic
-            self._arena_hint = max(ARENA_MIN, newest.used + (newest.used >> 2))
+            self._arena_hint = max(ARENA_MIN, newest.used + (newest.used >> 3))
         spare = self._spare
         if spare and len(spare[-1]) >= need:
             buf = spare.pop()
