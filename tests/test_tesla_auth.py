@@ -21,8 +21,8 @@ from tesla.bootstrap_sig import generate_private_key
 from tesla.keychain import KeyChainSet
 from tesla.ntp import posix_to_ntp
 from tesla.params import TeslaParams
-from tesla.session import AuthenticatedReceiver, AuthenticatedSender, alc_early_discard
 from tesla.receiver import DROP_REASONS, TeslaReceiver
+from tesla.session import AuthenticatedReceiver, AuthenticatedSender, alc_early_discard
 
 T_START = 1_800_000_000.0
 KEY = generate_private_key(1024)
