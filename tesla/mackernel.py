@@ -78,7 +78,10 @@ def _load() -> dict[str, Any]:
         if _state:
             return _state
         try:
-            from tesla import _mac  # type: ignore[attr-defined]
+            import importlib
+
+            # Any: the extension has no stubs (whether mypy sees the built .so or not)
+            _mac: Any = importlib.import_module("tesla._mac")
 
             try:
                 _known_answers(_mac)
