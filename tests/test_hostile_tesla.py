@@ -309,6 +309,30 @@ def test_copy_flood_cannot_displace_the_real_datagrams(
     assert drops == forged + sum(v for k, v in ref.stats.items() if k.startswith("drop."))
 
 
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+@pytest.mark.parametrize("entry", ["receive", "batch", "slab"])
+def test_copy_flood_decisions_equal_the_oracle(protocol: str, entry: str, mac_kernel: str) -> None:
+    """The per-position cap over the interval arenas (``Arena.keep_tail``) decides as the
+    scalar model's cap over its lists: the same datagrams released and the same drop
+    counters (``flood``, ``bad_mac``, ...) under a copy flood at the byte bound, per
+    datagram, in batches and from ``recvmmsg`` slabs (rows copied at a stride)."""
+    pk, _ = _copy_flood(protocol, 60)
+    kw: dict[str, Any] = dict(max_clock_error_ms=20, protocol=protocol, max_buffered_bytes=150_000)
+    ref = OracleReceiver(_pub(), **kw)
+    for a, b in pk:
+        ref.receive(b, a)
+    rx = TeslaReceiver(_pub(), **kw)
+    if entry == "receive":
+        for a, b in pk:
+            rx.receive(b, a)
+    else:
+        _run_batches(rx, pk, [256, 512], entry == "slab")
+    assert [d for d, _ in rx.pop_authenticated()] == [d for d, _ in ref.pop_authenticated()]
+    drops = {k: v for k, v in rx.stats.items() if k.startswith("drop.") and v}
+    assert drops == {k: v for k, v in ref.stats.items() if k.startswith("drop.") and v}
+    assert drops["drop.flood"] > 0
+
+
 # ---------------------------------------------------------------- finding 3: RSA work
 SENDER = ("10.0.0.1", 4001)
 ATTACKER = ("10.6.6.6", 6666)

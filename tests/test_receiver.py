@@ -15,6 +15,7 @@ from tesla import mackernel
 from tesla.benchcmd import make_sender, make_stream
 from tesla.receiver import (
     DROP_REASONS,
+    Arena,
     Bootstrapped,
     Dropped,
     DropReason,
@@ -153,3 +154,36 @@ def test_drop_reasons_are_one_enum_and_events_dataclasses() -> None:
     assert all(isinstance(e.reason, DropReason) for e in drops)
     assert sum(e.count for e in drops if e.reason is DropReason.NO_BOOTSTRAP) == 1
     assert rx.stats["drop.no_bootstrap"] == 1
+
+
+def test_arena_keep_tail_moves_kept_rows_back_to_back() -> None:
+    """The per-position cap's compaction of an arena (tesla/floodguard.py): rows copied
+    at a stride (a recvmmsg slab: gaps between them) and one by one, Type 3 commitments
+    on some; keeping a subset of the tail leaves the head untouched, the kept rows'
+    octets, fields, metas and commitments in order, and the storage in use shrunk."""
+    rng = random.Random(12)
+    ar = Arena(0.0, 1.0, np.empty(1 << 16, np.uint8))
+    pk = [rng.randbytes(rng.randrange(30, 90)) for _ in range(12)]
+    for k in range(4):
+        ar.add(pk[k], 8 + k, -1 if k % 2 else 20, ("m", k))
+    w = 96
+    block = np.zeros((8, w), np.uint8)
+    for j, d in enumerate(pk[4:]):
+        block[j, : len(d)] = np.frombuffer(d, np.uint8)
+    lens = np.array([len(d) for d in pk[4:]], dtype=np.int64)
+    ar.add_rows(block, lens, np.arange(4, 12, dtype=np.int64) + 8, [("m", k) for k in range(4, 12)])
+    ar.commits.extend([(1, b"c1"), (np.array([5, 6, 9]), b"c2"), (7, b"c3")])
+    used = ar.used
+    keep = [2, 3, 6, 8, 9, 11]
+    ar.keep_tail(2, keep)
+    kept = [0, 1, *keep]
+    assert len(ar) == 8
+    assert ar.cut(None) == [pk[k] for k in kept]
+    rows = ar.rows()
+    assert rows[:, 2].tolist() == [8 + k for k in kept]
+    assert rows[:, 3].tolist() == [20, -1, 20, -1, -1, -1, -1, -1]
+    assert ar.metas == [("m", k) for k in kept]
+    assert ar.used == sum(len(pk[k]) for k in kept) < used
+    assert rows[:, 0].tolist() == np.cumsum([0] + [len(pk[k]) for k in kept[:-1]]).tolist()
+    c = [(r if isinstance(r, int) else r.tolist(), v) for r, v in ar.commits]
+    assert c == [(1, b"c1"), ([4, 6], b"c2")]  # row 5 and row 7 (c3) dropped
