@@ -32,7 +32,7 @@ from tesla.benchcmd import (  # noqa: E402
     make_stream,
     warmed_sender,
 )
-from tesla.fastpath import PackedBatch, locate_alc, mac_rows, sign_batch  # noqa: E402
+from tesla.fastpath import PackedBatch, mac_rows, sign_batch  # noqa: E402
 
 SIZES = [64, 1400]
 N = 5000
@@ -47,7 +47,7 @@ def stream(request: Any) -> tuple[str, int, list[tuple[float, bytes]]]:
 
 @pytest.mark.parametrize("kernel", ["compiled", "py-copy"])
 def test_mac_kernel(benchmark: Any, stream: Any, kernel: str) -> None:
-    """``mac_rows`` over a packed buffer: the native loop (tesla.mackernel) or the
+    """``mac_rows`` over a packed buffer: the compiled loop (tesla.mackernel) or the
     keyed-once ``cryptography`` copy loop (the pure-Python per-packet floor)."""
     from tesla import mackernel
 
@@ -62,43 +62,10 @@ def test_mac_kernel(benchmark: Any, stream: Any, kernel: str) -> None:
     benchmark.extra_info["packets"] = pb.n
 
 
-def test_verify_objects(benchmark: Any, stream: Any) -> None:
-    """The receiver's verification loop over ``bytes`` datagrams in place (MAC field
-    read as zeros, tags compared), as ``FastTeslaReceiver._authenticate`` calls it."""
-    from tesla import mackernel
-
-    hname, size, st = stream
-    pkts = [b for _, b in st]
-    n = len(pkts)
-    moffs = np.full(n, 24, dtype=np.int64)
-    goffs = np.full(n, -1, dtype=np.int64)
-    km = 10 if hname == "sha1" else 16
-    key = os.urandom(32)
-    assert mackernel.available(), mackernel.why_unavailable()
-    benchmark(mackernel.verify_objects, pkts, moffs, goffs, key, PROFILES[hname], km)
-    benchmark.extra_info["packets"] = n
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-def test_verify_objects_threads(benchmark: Any, stream: Any, threads: int) -> None:
-    """``verify_objects`` with its rows cut over ``threads`` threads (the GIL released)."""
-    from tesla import mackernel
-
-    hname, size, st = stream
-    pkts = [b for _, b in st]
-    n = len(pkts)
-    moffs = np.full(n, 24, dtype=np.int64)
-    goffs = np.full(n, -1, dtype=np.int64)
-    km = 10 if hname == "sha1" else 16
-    assert mackernel.warm_up(threads), mackernel.why_unavailable()
-    benchmark(mackernel.verify_objects, pkts, moffs, goffs, os.urandom(32), PROFILES[hname], km, 16, threads)
-    benchmark.extra_info["packets"] = n
-
-
 def test_mac_arena(benchmark: Any, stream: Any) -> None:
-    """``mac_arena`` over an interval arena (the datagrams back to back, MAC field read as
-    zeros), as the arena receiver calls it."""
-    from tesla import mackernel
+    """The receiver's MAC call over one interval's arena (MAC field read as zeros), as
+    ``TeslaReceiver._authenticate`` makes it."""
+    from tesla.receiver import HASH_NAME, mac_arena
 
     hname, size, st = stream
     pb = PackedBatch([b for _, b in st])
@@ -106,24 +73,14 @@ def test_mac_arena(benchmark: Any, stream: Any) -> None:
     moffs = np.full(n, 24, dtype=np.int64)
     goffs = np.full(n, -1, dtype=np.int64)
     km = 10 if hname == "sha1" else 16
-    arena = np.frombuffer(pb.buf, dtype=np.uint8)
-    assert mackernel.available(), mackernel.why_unavailable()
     key = os.urandom(32)
-    benchmark(mackernel.mac_arena, hname, key, arena, pb.starts, pb.lens, moffs, km, goffs, 0)
+    benchmark(mac_arena, HASH_NAME[PROFILES[hname]], key, pb.arr, pb.starts, pb.lens, moffs, km,
+              goffs, 4)
     benchmark.extra_info["packets"] = n
 
 
-def test_locate_alc(benchmark: Any, stream: Any) -> None:
-    """Vectorized LCT + EXT_AUTH location for a whole batch."""
-    _, _, st = stream
-    pb = PackedBatch([b for _, b in st[:1024]])
-    out = benchmark(locate_alc, pb, 0)
-    assert (out >= 0).all()
-    benchmark.extra_info["packets"] = pb.n
-
-
 def test_receiver_fast(benchmark: Any, stream: Any) -> None:
-    """FastTeslaReceiver over the stream in 1024-packet batches, all authenticated."""
+    """TeslaReceiver.receive_batch over the stream in 1024-packet batches, all authenticated."""
     _, _, st = stream
     pkts = [b for _, b in st]
     times = np.array([a for a, _ in st])
@@ -140,7 +97,7 @@ def test_receiver_fast(benchmark: Any, stream: Any) -> None:
 
 
 def test_receiver_reference(benchmark: Any, stream: Any) -> None:
-    """Reference TeslaReceiver.receive per packet, for comparison."""
+    """TeslaReceiver.receive (the per-datagram entry) per packet, for comparison."""
     _, _, st = stream
 
     def run() -> int:

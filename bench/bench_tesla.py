@@ -42,7 +42,7 @@ from tesla.authenticator import PROTO_ALC, ControlTemplate, TeslaSender  # noqa:
 from tesla.keychain import KeyChainSet  # noqa: E402
 from tesla.ntp import posix_to_ntp  # noqa: E402
 from tesla.params import TeslaParams  # noqa: E402
-from tesla.verifier import TeslaReceiver  # noqa: E402
+from tesla.receiver import TeslaReceiver  # noqa: E402
 
 T0 = 1_800_000_000.0
 MAC_IDS = {"sha1": 0, "sha256": 2}

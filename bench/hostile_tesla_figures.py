@@ -5,7 +5,7 @@
 
 ``flood``: a valid stream of 10 intervals, each data datagram followed by COPIES forged
 copies (payload changed: the MAC fails, the position is the original's), fed to
-``FastTeslaReceiver.receive_batch`` as it is generated: released vs legitimate, drop
+``TeslaReceiver.receive_batch`` as it is generated: released vs legitimate, drop
 counters, the buffer gauge against its bound, peak RSS (and RSS before the flood).
 
 ``rsa``: the cost of one RSA-2048 verification, of a forged bootstrap refused for lack of
@@ -29,12 +29,11 @@ def _rss_mib() -> int:
 
 
 def flood(copies: int, per: int, size: int = 1400, bound: int = 64 << 20) -> None:
-    from tesla.fastpath import FastTeslaReceiver
-    from tesla.verifier import TeslaReceiver
+    from tesla.receiver import TeslaReceiver
 
     snd = make_sender(2)
     st = sorted(make_stream(snd, 10, per, size, spread=0.9), key=lambda x: x[0])
-    rx = FastTeslaReceiver(_key().public_key(), max_clock_error_ms=20, max_buffered_bytes=bound)
+    rx = TeslaReceiver(_key().public_key(), max_clock_error_ms=20, max_buffered_bytes=bound)
     rss0 = _rss_mib()
     t0 = time.time()
     forged = 0
@@ -75,7 +74,7 @@ def _bootstrap(snd: Any) -> tuple[bytes, int, Any]:
 
 
 def rsa(n: int = 100_000) -> None:
-    import tesla.verifier as v
+    import tesla.receiver as v
     from tesla import extauth as ea
     from tesla.bootstrap_sig import generate_private_key, sign, verify
 

@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from alc.net import Driver, Endpoint, drain_endpoint, open_socket, send_due
+from tesla import receiver as tesla_rx
+from tesla.ntp import ntp_to_posix
 from tesla.run_alc import ConfigError, ReceiveSession, SendSession, guarded
 from tesla.wiring import PRINT_ERRORS, ConfigExit, add_endpoints, sender_finished
 
@@ -174,51 +176,45 @@ class _Seen:
     failures: int = 0
 
 
-def _kind(ev: Any) -> str:
-    return str(ev[0]) if isinstance(ev, tuple) else type(ev).__name__
-
-
 def translate(raw: Iterable[Any], rs: ReceiveSession, driver_stats: dict[str, int], seen: _Seen) -> list[Event]:
     """The receiver's raw events and counters -> typed events (the one place to adapt
     when the receiver's events change).
 
-    From the TESLA receiver's events (``tesla.verifier``: tuples ``("bootstrap",
-    params)``, ``("d_t", d_t)``, ``("drop", reason, n)``; dataclass events with a
-    ``reason`` enum are taken too): :class:`BootstrapAccepted`, :class:`TimeSynchronized`,
-    :class:`DatagramDropped` (layer ``tesla``).  The receiver has no event for a verified
-    key or interval, so those are derived from its counters: :class:`KeyVerified` when the
-    highest legitimate key index rises (the verifier's ``_max_known``),
-    :class:`IntervalVerified` when ``stats["accepted"]`` rises.  The engine's and the
-    socket's drops are counters only: :class:`DatagramDropped` (layers ``engine`` and
-    ``driver``) when a ``drop.<reason>`` counter rises.  Files: from the output's record
-    (``rs.sink``), so an event means the file is on disk under its final name."""
+    From the events of :class:`tesla.receiver.TeslaReceiver` (dataclasses):
+    ``Bootstrapped`` -> :class:`BootstrapAccepted`, ``TimeSynchronized`` ->
+    :class:`TimeSynchronized` (``NewChain`` is not an API event).  The receiver has no event
+    for a verified key or interval, so those are derived from its public state:
+    :class:`KeyVerified` when :attr:`~tesla.receiver.TeslaReceiver.max_known_key` rises,
+    :class:`IntervalVerified` when ``stats["accepted"]`` rises.  Drops come from the
+    counters of each layer, so they add up to the summary exactly (the receiver's
+    ``Dropped`` events live in a bounded queue that a flood can overrun):
+    :class:`DatagramDropped` with layer ``tesla`` (its ``drop.<reason>``, one of
+    :class:`tesla.receiver.DropReason`), ``engine`` and ``driver`` when a counter rises.
+    Files: from the output's record (``rs.sink``), so an event means the file is on disk
+    under its final name."""
     out: list[Event] = []
-    # the verifier queues D_t before the bootstrap it comes from: bootstrap first
-    for ev in sorted(raw, key=lambda e: 0 if _kind(e) in ("bootstrap", "BootstrapAccepted") else 1):
-        kind = _kind(ev)
-        if kind in ("bootstrap", "BootstrapAccepted"):
-            p = ev[1] if isinstance(ev, tuple) else ev.params
-            from tesla.ntp import ntp_to_posix
-
+    # the receiver queues D_t before the bootstrap it comes from: bootstrap first
+    for ev in sorted(raw, key=lambda e: 0 if isinstance(e, tesla_rx.Bootstrapped) else 1):
+        if isinstance(ev, tesla_rx.Bootstrapped):
+            p = ev.params
             out.append(BootstrapAccepted(p.tint_ms, p.d, p.n_chain, ntp_to_posix(p.t0_ntp)))
-        elif kind in ("d_t", "TimeSynchronized"):
-            d_t = ev[1] if isinstance(ev, tuple) else ev.d_t
-            out.append(TimeSynchronized(round(d_t * 1000 / (1 << 32), 3)))
-        elif kind in ("drop", "DatagramDropped"):
-            reason, n = (ev[1], ev[2]) if isinstance(ev, tuple) else (ev.reason, ev.count)
-            out.append(DatagramDropped(str(getattr(reason, "value", reason)), int(n), "tesla"))
+        elif isinstance(ev, tesla_rx.TimeSynchronized):
+            out.append(TimeSynchronized(round(ev.d_t * 1000 / (1 << 32), 3)))
+    layers: list[tuple[str, dict[str, int]]] = []
     t = getattr(rs.engine, "tesla", None)
-    if t is not None:
-        k = int(getattr(t, "_max_known", -1))
+    if isinstance(t, tesla_rx.TeslaReceiver):
+        k = t.max_known_key
         if k > seen.key_index:
             seen.key_index = k
             out.append(KeyVerified(k))
-        acc = int(t.stats.get("accepted", 0))
+        tst = t.stats
+        acc = tst["accepted"]
         if acc > seen.accepted:
             out.append(IntervalVerified(seen.key_index, acc - seen.accepted, acc))
             seen.accepted = acc
-    st = rs.engine.stats
-    for layer, counters in (("engine", st), ("driver", driver_stats)):
+        layers.append(("tesla", tst))
+    layers += [("engine", rs.engine.stats), ("driver", driver_stats)]
+    for layer, counters in layers:
         for key, v in counters.items():
             if key.startswith("drop.") and v > seen.drops.get(layer + key, 0):
                 out.append(DatagramDropped(key[5:], v - seen.drops.get(layer + key, 0), layer))

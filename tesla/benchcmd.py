@@ -12,8 +12,8 @@ ns/packet, packets/s and the ratio to the OpenSSL rate for:
 * ``sender wrap``  -- :meth:`TeslaSender.wrap` per packet (reference sender).
 * ``sender batch`` -- :func:`tesla.fastpath.sign_batch`, 1024 packets per call, into one
   packed buffer ready for ``sendmmsg``.
-* ``receiver ref`` -- :meth:`TeslaReceiver.receive` per packet (reference receiver).
-* ``receiver fast`` -- :meth:`FastTeslaReceiver.receive_batch` (1024-packet batches)
+* ``receiver ref`` -- :meth:`TeslaReceiver.receive` per packet (the per-datagram entry).
+* ``receiver fast`` -- :meth:`TeslaReceiver.receive_batch` (1024-packet batches)
   on one core, ``receiver fast 4096/b`` the same in 4096-packet batches (a socket driver
   can coalesce four 1024-datagram ``recvmmsg`` calls), and ``receiver fast+2w`` with a
   2-process :class:`WorkerPool`.
@@ -169,16 +169,11 @@ def make_stream(
 
 def make_receiver(fast: bool = True, pool: Any = None, **kw: Any) -> Any:
     kw.setdefault("max_clock_error_ms", 20)
-    if fast:
-        from tesla.fastpath import FastTeslaReceiver
+    from tesla.receiver import TeslaReceiver
 
-        return FastTeslaReceiver(_key().public_key(), pool=pool, **kw)
-    kw.pop("pool_main_share", None)
-    kw.pop("pool_use", None)
-    kw.pop("verify_threads", None)
-    from tesla.verifier import TeslaReceiver
-
-    return TeslaReceiver(_key().public_key(), **kw)
+    if not fast:
+        kw.pop("verify_threads", None)
+    return TeslaReceiver(_key().public_key(), pool=pool if fast else None, **kw)
 
 
 # ----------------------------------------------------------------------------- timing
@@ -361,7 +356,7 @@ def receiver_ns(
 ) -> tuple[float, int]:
     """ns per authenticated packet, and the number authenticated.  ``mode``: "ref"
     (reference ``receive`` per packet), "refbatch" (reference ``receive_batch`` with
-    one arrival time per batch), "fast" (:class:`FastTeslaReceiver`)."""
+    one arrival time per batch), "fast" (:meth:`TeslaReceiver.receive_batch`)."""
     times = np.array([a for a, _ in stream])
     pkts = [b for _, b in stream]
     best = float("inf")
@@ -454,7 +449,7 @@ def _rss() -> int:
 
 def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]) -> None:
     """Receiver buffer at ``rate`` datagrams/s: formula vs measured."""
-    from tesla.verifier import PER_PACKET_OVERHEAD
+    from tesla.receiver import PER_PACKET_OVERHEAD
 
     s = make_sender(2, tint_ms=100)
     d = s.params.d
@@ -510,7 +505,8 @@ def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]
     )
     out(
         f"  tracemalloc peak / formula = {peak / bound_b:.2f} (bound on resident memory "
-        "stated in tesla/verifier.py: 2 x buffer + batch transients + replay memory)"
+        "stated in tesla/receiver.py: arenas <= buffer, + released datagrams, batch "
+        "transients, replay memory)"
     )
 
 
@@ -550,7 +546,7 @@ def e2e_alc(
     """Seconds to move ``data`` over 127.0.0.1 UDP, sender and receiver interleaved in
     this process in chunks of ``chunk`` datagrams (lossless, no pacing), until the
     receiver holds the file.  ``mode``: "auth" (AlcSender + sign_batch -> sendmmsg ->
-    recvmmsg -> FastTeslaReceiver -> AlcReceiver, T_int 100 ms, including the d
+    recvmmsg -> TeslaReceiver -> AlcReceiver, T_int 100 ms, including the d
     intervals the last keys take), "plain" (ours without TESLA), "flute" (flute-alc's
     sender and receiver, PyPI flute-alc)."""
     import tempfile
@@ -898,13 +894,6 @@ def _profile(
             )
         )
         lines.append((f"receiver fast+{pool.n}w", rx("fast", "({acc} auth, wall clock)", pool=pool)))
-        # pipelined on both cores: this process parses and hashes a share, 1 worker
-        lines.append(
-            (
-                "receiver main+1w",
-                rx("fast", "({acc} auth, wall clock)", pool=pool, pool_main_share=0.3, pool_use=1),
-            )
-        )
     ref.every = max(1, len(lines))  # one openssl run per round
     samples: list[list[float]] = [[] for _ in lines]
     extras = [""] * len(lines)

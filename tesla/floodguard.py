@@ -31,11 +31,15 @@ cannot help anyway), and the budget returns when the interval is verified or evi
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_COPIES_PER_POSITION", "ENTRY_COST", "TABLE_BUDGET_FRACTION", "PositionCap"]
+__all__ = [
+    "DEFAULT_COPIES_PER_POSITION", "ENTRY_COST", "TABLE_BUDGET_FRACTION", "PositionCap",
+    "remap_commits",
+]
 
 #: datagrams kept per position and interval (a sender may repeat a position inside one
 #: interval: NORM repairs, a short FLUTE carousel; identical copies are ``duplicate``)
@@ -76,48 +80,54 @@ class PositionCap:
             tail = tail[:g] + tail[g + 4 :]
         return hash((head, tail))
 
-    def compact(self, pend: Any, room: int) -> tuple[int, int]:
-        """Scan the datagrams buffered in ``pend`` since the last call and drop those
-        beyond the first ``copies`` of their position.  New table entries cost
-        :data:`ENTRY_COST` each out of ``room`` (octets left in the table budget): the
-        scan stops where the next entry would not fit (the rest is scanned at a later
-        call).  Returns ``(datagrams dropped, octets they freed)``."""
-        pkts = pend.pkts
-        n = len(pkts)
-        start = pend.scanned
-        if start >= n:
-            return 0, 0
-        table = pend.positions
-        if table is None:
-            table = pend.positions = {}
-        moffs = pend.moffs
-        goffs = pend.goffs
+    def scan(
+        self, table: dict[int, int], rows: Iterable[tuple[bytes, int, int]], room: int
+    ) -> tuple[list[int], int, int]:
+        """The cap over ``rows`` (``(datagram, MAC offset, Group MAC offset or -1)``, in
+        arrival order) with position table ``table`` (updated): ``(rows kept, rows
+        scanned, octets of the rows dropped)``, row numbers from 0.  New table entries
+        cost :data:`ENTRY_COST` each out of ``room`` (octets left in the table budget):
+        the scan stops where the next entry would not fit."""
         cap = self.copies
         key = self._key
         keep: list[int] = []
         freed = 0
         charge = 0
-        stop = n
-        for j in range(start, n):
-            d = pkts[j]
-            h = key(d, moffs[j], goffs[j])
+        j = -1
+        for j, (d, mo, go) in enumerate(rows):
+            h = key(d, mo, go)
             c = table.get(h, 0)
             if c >= cap:
                 freed += len(d) + self.overhead
                 continue
             if not c:
                 if charge + ENTRY_COST > room:
-                    stop = j  # no room for the entry: scanned up to here
-                    break
+                    return keep, j, freed  # no room for the entry: scanned up to here
                 charge += ENTRY_COST
             table[h] = c + 1
             keep.append(j)
-        scanned = len(keep)
-        dropped = stop - start - scanned
+        return keep, j + 1, freed
+
+    def compact(self, pend: Any, room: int) -> tuple[int, int]:
+        """Scan the datagrams buffered in ``pend`` (lists ``pkts``, ``metas``, ``moffs``,
+        ``goffs``, ``commits``) since the last call and drop those beyond the first
+        ``copies`` of their position (:meth:`scan`; the rest is scanned at a later call).
+        Returns ``(datagrams dropped, octets they freed)``."""
+        pkts = pend.pkts
+        n = len(pkts)
+        start = pend.scanned
+        if start >= n:
+            return 0, 0
+        if pend.positions is None:
+            pend.positions = {}
+        rows = zip(pkts[start:], pend.moffs[start:], pend.goffs[start:], strict=True)
+        kept, scanned, freed = self.scan(pend.positions, rows, room)
+        keep = [start + j for j in kept]
+        dropped = scanned - len(keep)
         if dropped:
-            keep.extend(range(stop, n))
+            keep.extend(range(start + scanned, n))
             self._cut(pend, start, keep, n)
-        pend.scanned = start + scanned
+        pend.scanned = start + len(kept)
         pend.nbytes -= freed
         return dropped, freed
 
@@ -130,21 +140,30 @@ class PositionCap:
             tail = [lst[j] for j in keep]
             del lst[start:]
             lst.extend(tail)
-        if not pend.commits:
-            return
-        remap = np.full(n, -1, dtype=np.int64)
-        remap[:start] = np.arange(start)
-        remap[np.asarray(keep, dtype=np.int64)] = np.arange(start, start + len(keep))
-        out: list[tuple[Any, bytes]] = []
-        for idx, c in pend.commits:
-            if type(idx) is int:
-                r = int(remap[idx])
-                if r >= 0:
-                    out.append((r, c))
-            else:
-                r_a = remap[np.asarray(idx, dtype=np.int64)]
-                r_a = r_a[r_a >= 0]
-                if len(r_a):
-                    out.append((r_a, c))
-        pend.commits[:] = out
+        pend.commits[:] = remap_commits(pend.commits, start, keep, n)
+
+
+def remap_commits(
+    commits: list[tuple[Any, bytes]], start: int, keep: list[int], n: int
+) -> list[tuple[Any, bytes]]:
+    """Type 3 commitments ``(row or rows, commitment)`` of ``n`` rows after only rows
+    ``:start`` and ``keep`` (all >= ``start``, increasing) are kept: row numbers renumbered,
+    those of dropped rows gone."""
+    if not commits:
+        return commits
+    remap = np.full(n, -1, dtype=np.int64)
+    remap[:start] = np.arange(start)
+    remap[np.asarray(keep, dtype=np.int64)] = np.arange(start, start + len(keep))
+    out: list[tuple[Any, bytes]] = []
+    for idx, c in commits:
+        if type(idx) is int:
+            r = int(remap[idx])
+            if r >= 0:
+                out.append((r, c))
+        else:
+            r_a = remap[np.asarray(idx, dtype=np.int64)]
+            r_a = r_a[r_a >= 0]
+            if len(r_a):
+                out.append((r_a, c))
+    return out
 

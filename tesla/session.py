@@ -42,7 +42,7 @@ from alc.engine import Address, BatchEntry, Engine, Times
 from alc.errors import DecodeError
 from norm import messages as M
 from tesla.authenticator import PROTO_NORM, TeslaSender, ext_area
-from tesla.verifier import TeslaReceiver
+from tesla.receiver import TeslaReceiver
 
 __all__ = ["AuthenticatedReceiver", "AuthenticatedSender", "alc_early_discard"]
 

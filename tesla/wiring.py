@@ -50,12 +50,11 @@ from alc.engine import Address, BatchEntry, Times, count
 from alc.net import Driver, LossInjector, iface_address, parse_group
 from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
 from tesla.bootstrap_sig import load_private_key, load_public_key, read_key_file
-from tesla.fastpath import FastTeslaReceiver
 from tesla.ntp import posix_to_ntp
 from tesla.params import D_MIN, DEFAULT_PRF, TeslaParams
+from tesla.receiver import DROP_REASONS, TeslaReceiver
 from tesla.session import AuthenticatedReceiver, AuthenticatedSender, _is_sync_request
 from tesla.timesync import ms_to_ntp_delta
-from tesla.verifier import DROP_REASONS, TeslaReceiver
 
 __all__ = [
     "AUTH_DROP_REASONS",
@@ -630,9 +629,8 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
             _fail("--sync direct needs a live session (no requests can be answered from a pcap)")
     else:
         tpl = ControlTemplate(source_id=int(getattr(args, "node_id", None) or 2))
-    # the batch receiver (same decisions as the reference, tests/test_fastpath.py):
-    # recvmmsg batches are parsed and buffered as whole arrays
-    tr = FastTeslaReceiver(
+    # the one receiver: recvmmsg batches are parsed and buffered as whole arrays
+    tr = TeslaReceiver(
         pub,
         protocol=protocol,
         asid=args.asid,

@@ -1,14 +1,17 @@
 """Worker processes that compute the per-packet HMACs of verification batches.
 
-The MAC loop is the only per-packet work of the batch verifier
-(:func:`tesla.fastpath.verify_packed`) and it holds the GIL (threads give nothing for
-packets below ~2 KiB), so the parallel form is processes.  A :class:`WorkerPool` owns
+The MAC loop is the only per-packet work of an interval's verification (the receiver's
+:func:`tesla.receiver.mac_arena` call) and, in Python, it holds the GIL (threads give
+nothing for packets below ~2 KiB), so the parallel form is processes.  A :class:`WorkerPool` owns
 three ``multiprocessing.shared_memory`` blocks used as rings -- packed datagrams, a row
 table (start, length, MAC field offset, Group MAC field offset) and the output (the
 received MAC fields and the computed digests, truncated) -- and ``n`` worker processes.
 
-Pipelined form (what :class:`tesla.fastpath.FastTeslaReceiver` uses): :meth:`WorkerPool.pack`
-packs an interval's datagrams at the head of the ring (one ``struct`` call, no
+What the receiver uses (:func:`tesla.receiver.pool_macs`, ``--verify-workers``) is the
+synchronous :meth:`WorkerPool.mac_packed` over an interval's arena, fields zeroed.
+
+Pipelined form (not used by the receiver since its arenas; kept with its tests):
+:meth:`WorkerPool.pack` packs an interval's datagrams at the head of the ring (one ``struct`` call, no
 intermediate buffer), :meth:`WorkerPool.submit` sends each worker a row range over a pipe
 (a few octets: range, key, MAC type) and returns a :class:`MacJob` at once.  The workers
 read out and zero the MAC (and Group MAC) fields themselves (RFC 5776 §3.3.1), hash, and

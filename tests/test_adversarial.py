@@ -22,7 +22,7 @@ from tesla.bootstrap_sig import generate_private_key
 from tesla.keychain import KeyChainSet
 from tesla.ntp import posix_to_ntp
 from tesla.params import TeslaParams
-from tesla.verifier import TeslaReceiver
+from tesla.receiver import TeslaReceiver
 
 T0 = 1_800_000_000.0
 KEY = generate_private_key(1024)

@@ -105,10 +105,10 @@ def test_verify_workers_same_result(
 ) -> None:
     """``--verify-workers 2``: the intervals' MACs are computed by worker processes (every
     interval, whatever its size, here) with the same files and counters as in-process."""
-    import tesla.fastpath as fp
+    import tesla.receiver as tr
     import tesla.workers as tw
 
-    monkeypatch.setattr(fp, "POOL_MIN_PACKETS", 1)
+    monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
     pools: list[tw.WorkerPool] = []
 
     class Recorded(tw.WorkerPool):
@@ -123,7 +123,7 @@ def test_verify_workers_same_result(
     rc = receive_capture(capture, tmp_path / "p", keys["pub"])
     plain, err = tesla_of(capsys)
     assert rc == 0, err
-    assert len(pools) == 1 and pools[0].n == 2 and pools[0].jobs >= 1
+    assert len(pools) == 1 and pools[0].n == 2 and pools[0].batches >= 1
     pools[0].close()
     assert with_pool["tesla"] == plain["tesla"]
     for f in capture["files"]:
@@ -137,22 +137,25 @@ def test_verify_threads_same_result(
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """``--verify-threads 2``: the intervals' MACs are checked by two threads of the
-    native kernel, with the same files and counters as with one."""
-    import tesla.mackernel as mk
+    """``--verify-threads 2``: the intervals' MACs are shared by two threads (every
+    interval, whatever its size, here), with the same files and counters as with one."""
+    import threading
 
-    calls: list[int] = []
-    real = mk.VerifyCall.run
+    import tesla.receiver as tr
 
-    def recorded(self: mk.VerifyCall, threads: int = 1) -> object:
-        calls.append(threads)
-        return real(self, threads)
+    monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
+    calls: list[str] = []
+    real = tr.mac_arena
 
-    monkeypatch.setattr(mk.VerifyCall, "run", recorded)
+    def recorded(*a: object) -> object:
+        calls.append(threading.current_thread().name.split("_")[0])
+        return real(*a)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tr, "mac_arena", recorded)
     rc = receive_capture(capture, tmp_path / "t", keys["pub"], "--verify-threads", "2")
     threaded, err = tesla_of(capsys)
     assert rc == 0, err
-    assert 2 in calls
+    assert "tesla-mac" in calls and "MainThread" in calls
     rc = receive_capture(capture, tmp_path / "p", keys["pub"])
     plain, err = tesla_of(capsys)
     assert rc == 0, err

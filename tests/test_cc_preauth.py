@@ -22,8 +22,8 @@ from tesla.authenticator import PROTO_NORM, ControlTemplate, TeslaSender
 from tesla.bootstrap_sig import generate_private_key
 from tesla.ntp import posix_to_ntp
 from tesla.params import TeslaParams
+from tesla.receiver import TeslaReceiver
 from tesla.session import AuthenticatedReceiver, AuthenticatedSender
-from tesla.verifier import TeslaReceiver
 
 T_START = 1_800_000_000.0
 KEY = generate_private_key(1024)

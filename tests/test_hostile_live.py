@@ -153,7 +153,7 @@ class Injector(threading.Thread):
         from tesla.authenticator import ControlTemplate, TeslaSender
         from tesla.ntp import posix_to_ntp
         from tesla.params import TeslaParams
-        from tesla.verifier import TeslaReceiver
+        from tesla.receiver import TeslaReceiver
 
         now = time.time()
         p = TeslaParams(t0_ntp=posix_to_ntp(now), tint_ms=100, n_chain=6000, d=3)

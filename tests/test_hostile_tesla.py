@@ -12,18 +12,18 @@ from typing import Any
 
 import numpy as np
 import pytest
+from tesla_oracle import OracleReceiver
 
 from alc.mmsg import Slab
 from norm.messages import header_regions
 from tesla import mackernel
 from tesla.benchcmd import make_sender, make_stream
-from tesla.fastpath import FastTeslaReceiver
-from tesla.verifier import TeslaReceiver
+from tesla.receiver import TeslaReceiver
 
 
 @pytest.fixture(params=["kernel", "py-copy"])
 def mac_kernel(request: pytest.FixtureRequest) -> Any:
-    """The compiled MAC kernel and the py-copy fallback (``TESLA_MAC_KERNEL=0``)."""
+    """The native MAC kernel and the pure-Python fallback (``TESLA_MAC_KERNEL=0``)."""
     if request.param == "kernel":
         assert mackernel.available(), mackernel.why_unavailable()
     mackernel.set_enabled(request.param == "kernel")
@@ -61,7 +61,7 @@ def insert_nop(data: bytes, protocol: str, words: int = 32, het: int = 0) -> byt
 
 
 def _run_batches(
-    rx: FastTeslaReceiver, pk: list[tuple[float, bytes]], sizes: list[int], slab: bool
+    rx: TeslaReceiver, pk: list[tuple[float, bytes]], sizes: list[int], slab: bool
 ) -> None:
     rng = random.Random(5)
     k = 0
@@ -98,12 +98,12 @@ def test_long_ext_nop_copy_is_a_counted_drop(protocol: str, path: str, mac_kerne
         for words in (32, 40):
             pk.insert(pos + 1 + forged, (t, insert_nop(b, protocol, words)))
             forged += 1
-    ref = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
     for a, b in stream:
         ref.receive(b, a)
     good = ref.pop_authenticated()
     for sizes in ([1, 2, 7], [64, 300, 1024]):
-        rx = FastTeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+        rx = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
         _run_batches(rx, pk, sizes, path == "slab")
         assert [d for d, _ in rx.pop_authenticated()] == [d for d, _ in good]
         st = rx.stats
@@ -141,11 +141,11 @@ def test_extension_fuzz_never_raises(protocol: str, mac_kernel: str) -> None:
         pk.append((t + 0.0005, bytes(bb)))
         nf += 1
     pk.sort(key=lambda x: x[0])
-    ref = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
     for a, b in stream:
         ref.receive(b, a)
     good = [d for d, _ in ref.pop_authenticated()]
-    rx = FastTeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    rx = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
     _run_batches(rx, pk, [1, 8, 64, 1024], False)
     assert [d for d, _ in rx.pop_authenticated()] == good
     st = rx.stats
@@ -268,7 +268,7 @@ def _copy_flood(
 
 
 @pytest.mark.parametrize("protocol", ["alc", "norm"])
-@pytest.mark.parametrize("fast", [False, True], ids=["reference", "batch"])
+@pytest.mark.parametrize("fast", [False, True], ids=["receive", "batch"])
 @pytest.mark.parametrize(
     "bound,cap", [(400_000, 1 << 16), (64 << 20, 200)], ids=["byte-bound", "interval-cap"]
 )
@@ -277,16 +277,15 @@ def test_copy_flood_cannot_displace_the_real_datagrams(
 ) -> None:
     """300 forged copies per legitimate datagram (the attack that made delivery fail):
     every legitimate datagram is still released, the copies beyond the per-position cap
-    are counted ``drop.flood``, the buffer never exceeds its bound."""
-    if mac_kernel == "kernel" and not fast:
-        pytest.skip("the reference path has no kernel")
+    are counted ``drop.flood``, the buffer never exceeds its bound.  Per-datagram entry
+    (``receive``: the scalar path only) and batches (the lane where it applies); both
+    verify the intervals with ``mac_arena``, natively or in Python."""
     pk, legit = _copy_flood(protocol, 300)
-    ref = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
     for a, b in legit:
         ref.receive(b, a)
     good = [d for d, _ in ref.pop_authenticated()]
-    cls = FastTeslaReceiver if fast else TeslaReceiver
-    rx = cls(
+    rx = TeslaReceiver(
         _pub(), max_clock_error_ms=20, protocol=protocol, max_buffered_bytes=bound,
         max_packets_per_interval=cap,
     )
@@ -310,14 +309,38 @@ def test_copy_flood_cannot_displace_the_real_datagrams(
     assert drops == forged + sum(v for k, v in ref.stats.items() if k.startswith("drop."))
 
 
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+@pytest.mark.parametrize("entry", ["receive", "batch", "slab"])
+def test_copy_flood_decisions_equal_the_oracle(protocol: str, entry: str, mac_kernel: str) -> None:
+    """The per-position cap over the interval arenas (``Arena.keep_tail``) decides as the
+    scalar model's cap over its lists: the same datagrams released and the same drop
+    counters (``flood``, ``bad_mac``, ...) under a copy flood at the byte bound, per
+    datagram, in batches and from ``recvmmsg`` slabs (rows copied at a stride)."""
+    pk, _ = _copy_flood(protocol, 60)
+    kw: dict[str, Any] = dict(max_clock_error_ms=20, protocol=protocol, max_buffered_bytes=150_000)
+    ref = OracleReceiver(_pub(), **kw)
+    for a, b in pk:
+        ref.receive(b, a)
+    rx = TeslaReceiver(_pub(), **kw)
+    if entry == "receive":
+        for a, b in pk:
+            rx.receive(b, a)
+    else:
+        _run_batches(rx, pk, [256, 512], entry == "slab")
+    assert [d for d, _ in rx.pop_authenticated()] == [d for d, _ in ref.pop_authenticated()]
+    drops = {k: v for k, v in rx.stats.items() if k.startswith("drop.") and v}
+    assert drops == {k: v for k, v in ref.stats.items() if k.startswith("drop.") and v}
+    assert drops["drop.flood"] > 0
+
+
 # ---------------------------------------------------------------- finding 3: RSA work
 SENDER = ("10.0.0.1", 4001)
 ATTACKER = ("10.6.6.6", 6666)
 
 
 def _count_rsa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the RSA verifications the verifier runs."""
-    import tesla.verifier as v
+    """Counts the RSA verifications the receiver runs."""
+    import tesla.receiver as v
 
     calls = [0]
     real = v.sig_verify
@@ -468,11 +491,11 @@ def test_copy_flood_across_chain_switches(protocol: str, mac_kernel: str) -> Non
     the cap take their commitments with them, the kept ones keep theirs; every
     legitimate datagram is released across the chain switches."""
     pk, legit = _copy_flood(protocol, 100, n_chain=9)
-    ref = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
     for a, b in legit:
         ref.receive(b, a)
     good = [d for d, _ in ref.pop_authenticated()]
-    rx = FastTeslaReceiver(
+    rx = TeslaReceiver(
         _pub(), max_clock_error_ms=20, protocol=protocol, max_buffered_bytes=200_000
     )
     for k in range(0, len(pk), 256):

@@ -159,7 +159,7 @@ def test_delay_attack_succeeds_exactly_where_the_rfc_predicts(lag_ms: float) -> 
 
     def recording_evict(w: int, reason: str) -> None:
         if reason == "stale":
-            stale.extend(ver._pending[w].pkts)
+            stale.extend(ver._pending[w].cut(None))
         evict(w, reason)
 
     ver._evict_interval = recording_evict
@@ -385,23 +385,32 @@ def test_output_does_not_depend_on_the_python_hash_seed(tmp_path: Path) -> None:
 
 
 def test_memo_macs_share_only_identical_datagrams() -> None:
-    """The simulator's shared MAC memo (``tesla.verifier.MemoMacs``) returns exactly what
-    HMAC computes, keyed on the datagram's content: a modified copy is computed afresh."""
-    from tesla.verifier import HmacMacs, MemoMacs
+    """The simulator's shared MAC memo (``tesla.receiver.MemoMacs``) returns exactly what
+    ``mac_arena`` computes, keyed on the row's content: a modified copy is computed
+    afresh, another key too."""
+    import numpy as np
+
+    from tesla.receiver import MemoMacs, mac_arena
 
     pk = [bytes(range(i, i + 60)) for i in range(5)]
-    buf = memoryview(b"".join(pk))
-    st, en = [60 * i for i in range(5)], [60 * i + 60 for i in range(5)]
-    ref = HmacMacs().macs(b"k" * 32, 2, 2, pk, buf, st, en)
+    arena = np.frombuffer(bytearray(b"".join(pk)), dtype=np.uint8)
+    st = np.arange(0, 300, 60, dtype=np.int64)
+    ln = np.full(5, 60, dtype=np.int64)
+    mo = np.full(5, 8, dtype=np.int64)
+    go = np.full(5, -1, dtype=np.int64)
+    args = (arena, st, ln, mo, 16, go, 4)
+    ref = mac_arena("sha256", b"k" * 32, *args)
     memo = MemoMacs(max_entries=8)
-    assert memo.macs(b"k" * 32, 2, 2, pk, buf, st, en) == ref
-    assert memo.macs(b"k" * 32, 2, 2, pk, buf, st, en) == ref and memo.hits == 5
-    evil = bytearray(pk[0])
+    assert np.array_equal(memo("sha256", b"k" * 32, *args), ref)
+    assert np.array_equal(memo("sha256", b"k" * 32, *args), ref) and memo.hits == 5
+    evil = arena.copy()
     evil[5] ^= 1
-    ebuf = memoryview(bytes(evil))
-    d = memo.macs(b"k" * 32, 2, 2, [bytes(evil)], ebuf, [0], [60])
-    assert d == HmacMacs().macs(b"k" * 32, 2, 2, [bytes(evil)], ebuf, [0], [60]) != ref[:1]
-    assert memo.macs(b"j" * 32, 2, 2, pk[:1], buf, st[:1], en[:1]) != ref[:1]  # other key
+    eargs = (evil, st[:1], ln[:1], mo[:1], 16, go[:1], 4)
+    d = memo("sha256", b"k" * 32, *eargs)
+    assert np.array_equal(d, mac_arena("sha256", b"k" * 32, *eargs))
+    assert not np.array_equal(d, ref[:1])
+    other = memo("sha256", b"j" * 32, arena, st[:1], ln[:1], mo[:1], 16, go[:1], 4)
+    assert not np.array_equal(other, ref[:1])  # other key
     assert len(memo._memo) <= 8
 
 

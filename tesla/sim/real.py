@@ -112,7 +112,7 @@ class RealAdapter(Adapter):
         # (each receiver still runs the whole verifier; a modified datagram is another key)
         self.macs: Any = None
         if scn.auth and bool(scn.output.get("shared_mac_cache", True)):
-            from tesla.verifier import MemoMacs
+            from tesla.receiver import MemoMacs
 
             self.macs = MemoMacs()
 
@@ -182,8 +182,8 @@ class RealAdapter(Adapter):
             eng = norm_glue.build_receiver(self, idx)
         if not self.scn.auth:
             return eng
+        from tesla.receiver import TeslaReceiver
         from tesla.session import AuthenticatedReceiver
-        from tesla.verifier import TeslaReceiver
 
         t = self.scn.tesla
         sync = str(t.get("sync", "indirect"))

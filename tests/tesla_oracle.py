@@ -1,75 +1,11 @@
-"""TESLA receiver side (RFC 5776 §4): bootstrap, safe-packet test, Group MAC pre-filter,
-key verification, buffering and batched MAC verification, replay and memory bounds.
+"""A plain scalar model of RFC 5776 §4.3: the oracle of the equivalence tests.
 
-Per datagram (:meth:`TeslaReceiver.receive`), in the order of RFC 5776 §4.3:
-
-1. locate the one TESLA EXT_AUTH of our ASID (LCT/NORM header-extension walk), check
-   its type/length against the session (Types 3/4 refused when S = 1); Type 0 and
-   Type 6 are the signalling path (signature verified with the sender's public key);
-   before a valid bootstrap (and, in direct mode, a D_t) every other packet is dropped
-   (``drop.no_bootstrap``);
-2. safe-packet test on the arrival time ``now``: safe iff
-   ``floor((T + D_t - T0)/T_int) < i + d``; a tag of an interval the sender cannot
-   have reached (``i > highest_i``) is dropped too (``REJECT_FUTURE_INTERVAL``).  Both
-   bounds are turned once per interval into exact float thresholds on ``now``, so the
-   per-packet test is two float comparisons;
-3. Group MAC (if the session uses it);
-4. disclosed key (Types 1 and 4): new-index test / key-verification test against the
-   chain's commitment (``drop.bad_key`` on mismatch; keys of chains without a
-   commitment are ignored, RFC "unverifiable key test");
-5. congestion control: if :attr:`TeslaReceiver.cc_hint` is set (``AuthenticatedReceiver``
-   sets it to ``NormReceiver.congestion_control_hint``), it is called with the datagram
-   and ``now`` once steps 1-4 passed, before buffering (never for a packet steps 1-4
-   drop; one then refused by the buffer bound was handed over, the RFC's order);
-   otherwise CC is the engine's business after release;
-6. buffered by interval (a reference to the datagram, no copy);
-7. when K_w becomes legitimate (disclosed or derived), all packets buffered for w are
-   verified as ONE batch: the interval's datagrams are joined into one slab, the MAC
-   (and Group MAC) fields are read out and zeroed through one strided numpy view, one
-   keyed-once HMAC (``K'_w = F'(K_w)``) is ``copy()``-ed per packet, and the tags are
-   compared as one numpy array operation;
-8. authenticated Type 3 tags store the next chain's commitment; pending packets of
-   chains <= c-2 are flushed (RFC 5776 §4.4) when chain c's commitment is stored or
-   chain c is reached;
-9. authenticated packets are released in arrival order per interval
-   (:meth:`pop_authenticated`); the wrapper's own empty control packets are consumed.
-
-A packet for an interval whose key is already legitimate is unsafe whatever the clock
-says (RFC 5776 §4.3 step 2, §6.2: K_i known means K_i was disclosed, so the safe test
-only passed because the clock bound is broken or arrival times are not monotonic; it
-is dropped, not verified with the known key, and also counted ``unsafe.key_known``).
-Nothing stays buffered forever: an interval whose key is ``key_wait`` s overdue is
-evicted by :meth:`expire` (the wrapper's timer, :meth:`next_deadline`) and
-:meth:`close` evicts everything at session end, both counted ``drop.stale``.  :meth:`receive_batch` gives
-the same decisions for a batch (e.g. one ``recvmmsg``) with numpy header parsing and
-array prechecks; a fast path in :meth:`receive` covers the common data packet.
-
-Replays (RFC 5776 §6.2): a packet whose interval key may already be disclosed fails the
-safe test (``drop.replay`` when it is a copy of a packet already accepted, else
-``drop.unsafe``); identical copies of a buffered packet are released once
-(``drop.duplicate``);
-for NORM the 16-bit ``sequence`` of accepted sender messages is remembered (window
-``NORM_SEQ_WINDOW``) and repeated ones are dropped before TESLA processing (§6.2.2).
-Only authenticated messages update that window, so forgeries cannot poison it.
-
-Memory bound (stated formula): with ``B = max_buffered_bytes`` and
-``P = max_packets_per_interval``, the accounted buffer
-``buffered_bytes = sum(len(datagram) + PER_PACKET_OVERHEAD)`` never exceeds B; each
-interval holds at most P packets.  A verification batch temporarily copies one
-interval (<= B more octets), and :meth:`receive_batch` holds the batch's joined slab
-and index arrays while it runs (< 2 x the batch's octets, freed before buffering).
-Resident memory for buffered packets is therefore <= 2 B + batch transients (+ the
-``recent`` replay memory: ``REPLAY_MEMORY_INTERVALS`` x accepted tags, and at most
-``MAX_EVENTS`` undrained events); the adversarial flood test measures it with
-tracemalloc.
-Eviction rule: when a new packet does not fit, whole intervals are evicted oldest
-first (the oldest interval is the one whose key is most overdue) while the oldest is
-older than the new packet's interval; otherwise the new packet is dropped.  Every
-evicted or refused packet counts ``drop.evicted``.
-
-Every drop is counted in ``stats["drop.<reason>"]`` and queued as an event
-``("drop", reason, count)``; reasons: unsafe, bad_mac, bad_key, bad_group_mac, replay,
-evicted, malformed, no_bootstrap, bad_signature, flushed, duplicate, stale.
+This is the former reference receiver (``tesla/verifier.py``) reduced to its per-datagram
+rules: no batch path, no fast path, no arenas; each buffered datagram is kept as its own
+``bytes`` object and an interval is verified with one ``cryptography`` HMAC per datagram.
+``tests/test_fastpath.py`` feeds the same streams through this model and through
+:class:`tesla.receiver.TeslaReceiver` and requires identical decisions, counters and
+released datagrams.  Shipped code never imports this module.
 """
 
 from __future__ import annotations
@@ -79,7 +15,6 @@ import struct
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
-from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -112,7 +47,7 @@ from tesla.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
 from tesla.ratelimit import SignatureGate, source_of
 from tesla.timesync import DirectSyncClient, indirect_dt_from_ms
 
-__all__ = ["DROP_REASONS", "HmacMacs", "MemoMacs", "TeslaReceiver", "PER_PACKET_OVERHEAD"]
+__all__ = ["DROP_REASONS", "HmacMacs", "OracleReceiver", "PER_PACKET_OVERHEAD"]
 
 DROP_REASONS = (
     "unsafe",
@@ -142,14 +77,6 @@ MAX_EVENTS = 1024
 #: packets still waiting for that key are evicted as ``stale`` (the key can still be
 #: derived from any later key of the chain, so this only bounds a long key outage)
 DEFAULT_KEY_WAIT = 10.0
-#: batches smaller than this take the per-packet path
-BATCH_MIN = 8
-#: octets of each datagram parsed as arrays (LCT header with its extensions must fit)
-BATCH_HEADER_PREFIX = 256
-#: header extensions walked as arrays per packet (more: per-packet path)
-BATCH_MAX_EXTENSIONS = 6
-#: state changes inside one batch after which the rest is processed per packet
-BATCH_MAX_RESTARTS = 16
 #: NORM sequence replay window (RFC 5776 §6.2.2), in messages
 NORM_SEQ_WINDOW = 4096
 #: seconds beyond the clock-error bound within which a first bootstrap's interval index
@@ -197,51 +124,6 @@ class HmacMacs:
         return digs
 
 
-class MemoMacs(HmacMacs):
-    """:class:`HmacMacs` memoized on (datagram bytes, K_w), for a simulator where many
-    receivers verify the very same datagram objects with the same keys: the verifier
-    logic runs unchanged per receiver, only identical HMAC computations are shared.  The
-    key is the datagram's *content* (bytes hash and equality; identity makes the common
-    hit cheap), so a modified datagram is a different key and is really verified.  At
-    most ``max_entries`` digests are kept (the oldest quarter dropped when full)."""
-
-    def __init__(self, max_entries: int = 1 << 16) -> None:
-        self.max_entries = max_entries
-        self._memo: dict[tuple[bytes, bytes, int, int], bytes] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def macs(
-        self,
-        key_w: bytes,
-        prf_id: int,
-        mac_id: int,
-        pkts: Sequence[bytes],
-        buf: memoryview,
-        starts: list[int],
-        ends: list[int],
-    ) -> list[bytes]:
-        memo = self._memo
-        get = memo.get
-        out: list[bytes | None] = [get((p, key_w, prf_id, mac_id)) for p in pkts]
-        miss = [k for k, d in enumerate(out) if d is None]
-        self.hits += len(pkts) - len(miss)
-        if miss:
-            self.misses += len(miss)
-            digs = super().macs(
-                key_w, prf_id, mac_id, pkts, buf, [starts[k] for k in miss],
-                [ends[k] for k in miss]
-            )
-            for k, d in zip(miss, digs, strict=True):
-                out[k] = d
-                memo[(pkts[k], key_w, prf_id, mac_id)] = d
-            if len(memo) > self.max_entries:  # drop the oldest quarter (insertion order)
-                it = iter(list(memo)[: len(memo) - self.max_entries * 3 // 4])
-                for key in it:
-                    del memo[key]
-        return out  # type: ignore[return-value]
-
-
 class _Pending:
     __slots__ = (
         "pkts", "metas", "moffs", "goffs", "commits", "nbytes", "lo", "hi", "key1",
@@ -265,8 +147,8 @@ class _Pending:
         self.scanned = 0
 
 
-class TeslaReceiver:
-    """Verifier for one TESLA sender (see module doc)."""
+class OracleReceiver:
+    """The scalar model of one TESLA receiver (see module doc)."""
 
     def __init__(
         self,
@@ -354,10 +236,8 @@ class TeslaReceiver:
         self._t0_posix = 0.0  # float screens only; the safe test itself is exact
         self._tint_s = 1.0
         self._dt_s = 0.0
-        self._ver = 0  # bumped on every state change the batch path's precheck depends on
         self._ready = False
         self._tag_len: dict[int, int] = {}
-        self._fast = False
         self._km = 0
         self._kp = 0
         self._g = 0
@@ -459,216 +339,14 @@ class TeslaReceiver:
         return lo, hi
 
     # ------------------------------------------------------------------ main entry
-    def receive_many(self, packets: Iterable[bytes], now: float) -> None:
-        rx = self.receive
-        for p in packets:
-            rx(p, now)
-
     def receive_batch(
-        self,
-        packets: Sequence[bytes],
-        now: float | Sequence[float],
-        metas: Sequence[Any] | None = None,
+        self, packets: Sequence[bytes], now: Any, metas: Sequence[Any] | None = None
     ) -> None:
-        """Process datagrams that arrived together at ``now`` (e.g. one ``recvmmsg``
-        batch), with the same result as calling :meth:`receive` on each in order.
-
-        ALC sessions without Group MAC: the headers of the whole batch are parsed as
-        numpy arrays over one joined slab (LCT header lengths, a vectorized walk of the
-        header extensions to the TESLA EXT_AUTH, tag type/length, interval index), the
-        safe-packet test, the interval-key check and the buffer bounds are evaluated per
-        interval as array operations, and runs of packets that pass are appended to
-        their interval with list operations.  A packet that does not pass the array
-        prechecks (first packet of an interval, new key, malformed, unsafe, forged,
-        buffer full...) goes through the full per-packet path; its state changes are
-        taken into account for the rest of the batch.  ``now`` may also be one arrival
-        time per packet (then each packet is decided at its own time).
-        """
-        if not isinstance(now, (int, float)):
-            ms: Sequence[Any] = metas if metas is not None else [None] * len(packets)
-            for k, p in enumerate(packets):
-                self.receive(p, float(now[k]), ms[k])
-            return
-        self._receive_batch(list(packets), now, list(metas) if metas is not None else None)
-
-    def _receive_batch(self, pk: list[bytes], now: float, metas: list[Any] | None) -> None:
-        n = len(pk)
-        if set(map(type, pk)) != {bytes}:
-            pk = [p if type(p) is bytes else bytes(p) for p in pk]
-        start = 0
-        passes = 0
-        while start < n:
-            if (
-                n - start < BATCH_MIN
-                or passes > BATCH_MAX_RESTARTS
-                or not self._fast
-                or self.early_discard is not None
-                or self.cc_hint is not None
-            ):
-                rx = self.receive
-                for k in range(start, n):
-                    rx(pk[k], now, None if metas is None else metas[k])
-                return
-            passes += 1
-            start = self._batch_pass(pk, start, now, metas)
-
-    def _batch_pass(
-        self, pk_all: list[bytes], start: int, now: float, metas_all: list[Any] | None
-    ) -> int:
-        """One array pass over ``pk_all[start:]``; returns the index where a state
-        change requires a new pass (or ``len(pk_all)`` when done)."""
-        pk = pk_all[start:] if start else pk_all
-        metas = None if metas_all is None else (metas_all[start:] if start else metas_all)
-        n = len(pk)
-        lens = np.fromiter(map(len, pk), dtype=np.int64, count=n)
-        short = np.flatnonzero(lens < 8)
-        if len(short):  # malformed: full path up to and including the first one
-            q = int(short[0])
-            rx = self.receive
-            for k in range(q + 1):
-                rx(pk[k], now, None if metas is None else metas[k])
-            return start + q + 1
-        # headers only: a slab of the first BATCH_HEADER_PREFIX octets of each datagram
-        pre = BATCH_HEADER_PREFIX
-        plens = np.minimum(lens, pre)
-        ends = np.cumsum(plens)
-        starts = ends - plens
-        slab = b"".join(map(itemgetter(slice(0, pre)), pk))
-        arr = np.frombuffer(slab, dtype=np.uint8)
-        last = len(arr) - 1
-        b0 = arr[starts].astype(np.int64)
-        b1 = arr[starts + 1].astype(np.int64)
-        hend = arr[starts + 2].astype(np.int64) << 2
-        hstart = 8 + ((b0 >> 2) & 3) * 4 + ((b1 >> 5) & 4) + ((b1 >> 3) & 0xC) + ((b1 >> 3) & 2) * 2
-        bad = (hend > lens) | (hstart > hend) | (hend > plens)  # header beyond prefix: full path
-        pos = hstart
-        found = np.full(n, -1, dtype=np.int64)
-        asid = self.asid
-        for _ in range(BATCH_MAX_EXTENSIONS):
-            act = ~bad & (pos < hend)
-            if not act.any():
-                break
-            base = starts + pos
-            het = arr[np.minimum(base, last)]
-            ln = np.where(het >= 128, 4, arr[np.minimum(base + 1, last)].astype(np.int64) << 2)
-            broken = act & (het < 128) & ((pos + 1 >= hend) | (ln == 0) | (pos + ln > hend))
-            bad |= broken
-            act &= ~broken
-            auth = act & (het == 1) & (ln >= 4) & ((arr[np.minimum(base + 2, last)] >> 4) == asid)
-            bad |= auth & (found >= 0)
-            found = np.where(auth, pos, found)
-            pos = np.where(act, pos + ln, pos)
-        else:
-            bad |= pos < hend  # more extensions than we walk in arrays: full path
-        cand = ~bad & (found >= 0)
-        # the whole tag must lie in the prefix (else: full path)
-        cand &= found + (8 + self._kp + self._km) <= plens
-        ab = starts + np.where(cand, found, 0)
-        typ = (arr[np.minimum(ab + 2, last)] & 15).astype(np.int64)
-        tln = arr[np.minimum(ab + 1, last)].astype(np.int64) << 2
-        kp = self._kp
-        tl = self._tag_len
-        cand &= ((typ == 1) & (tln == tl[1])) | ((typ == 2) & (tln == tl[2]))
-        ab = np.where(cand, ab, 0)
-        iv = (
-            (arr[ab + 4].astype(np.int64) << 24)
-            | (arr[ab + 5].astype(np.int64) << 16)
-            | (arr[ab + 6].astype(np.int64) << 8)
-            | arr[ab + 7]
-        )
-        elig = cand.copy()
-        costs = lens + PER_PACKET_OVERHEAD
-        ar_kp = np.arange(kp)
-        pendings: dict[int, _Pending] = {}
-        for w in np.unique(iv[cand]).tolist():
-            rows = cand & (iv == w)
-            pend = self._pending.get(w)
-            if pend is None or not (pend.lo <= now < pend.hi) or w <= self._max_known:
-                elig &= ~rows
-                continue
-            pendings[w] = pend
-            t1 = np.flatnonzero(rows & (typ == 1))
-            if len(t1):
-                if pend.key1 is None:
-                    elig[t1] = False
-                else:
-                    keys = arr[(ab[t1] + 8)[:, None] + ar_kp]
-                    mism = ~(keys == np.frombuffer(pend.key1, dtype=np.uint8)).all(axis=1)
-                    elig[t1[mism]] = False
-            # per-interval packet cap, in arrival order
-            er = np.flatnonzero(elig & rows)
-            room = self.max_packets_per_interval - len(pend.pkts)
-            if len(er) > room:
-                elig[er[max(room, 0) :]] = False
-        # global byte bound, in arrival order
-        er = np.flatnonzero(elig)
-        if len(er):
-            cum = np.cumsum(costs[er]) + self._buffered
-            over = np.flatnonzero(cum > self.max_buffered_bytes)
-            if len(over):
-                elig[er[over[0] :]] = False
-        moff = (np.where(cand, found, 0) + 8 + np.where(typ == 1, kp, 0)).tolist()
-        ivl = iv.tolist()
-        costl = costs.tolist()
-        cands = cand.tolist()
-        foundl = found.tolist()
-        stops = [*np.flatnonzero(~elig).tolist(), n]
-        del slab, arr, b0, b1, hend, hstart, pos, found, ab, typ, iv, elig  # free before buffering
-        ver = self._ver
-        prev = 0
-        for q in stops:
-            if q > prev:  # prechecked run [prev, q): append per interval, in order
-                self._append_run(pk, metas, moff, ivl, costl, prev, q, pendings)
-            if q == n:
-                break
-            m = None if metas is None else metas[q]
-            if cands[q]:
-                self._receive_full(pk[q], foundl[q], now, m)
-            else:
-                self.receive(pk[q], now, m)
-            prev = q + 1
-            if self._ver != ver:
-                return start + prev  # state changed (interval, key, buffer): new pass
-        return start + n
-
-    def _append_run(
-        self,
-        pk: list[bytes],
-        metas: list[Any] | None,
-        moff: list[int],
-        ivl: list[int],
-        costl: list[int],
-        a: int,
-        b: int,
-        pendings: dict[int, _Pending],
-    ) -> None:
-        """Buffer the prechecked packets ``pk[a:b]`` in their intervals."""
-        if ivl[a] == ivl[b - 1] and ivl[a:b].count(ivl[a]) == b - a:
-            groups = [(ivl[a], list(range(a, b)), True)]
-        else:
-            by: dict[int, list[int]] = {}
-            for k in range(a, b):
-                by.setdefault(ivl[k], []).append(k)
-            groups = [(w, ks, False) for w, ks in by.items()]
-        for w, ks, contiguous in groups:
-            pend = pendings[w]
-            m = len(ks)
-            if contiguous:
-                pend.pkts.extend(pk[a:b])
-                pend.moffs.extend(moff[a:b])
-                pend.metas.extend(metas[a:b] if metas is not None else [None] * m)
-                cost = sum(costl[a:b])
-            else:
-                pend.pkts.extend([pk[k] for k in ks])
-                pend.moffs.extend([moff[k] for k in ks])
-                pend.metas.extend([metas[k] for k in ks] if metas is not None else [None] * m)
-                cost = sum(costl[k] for k in ks)
-            pend.goffs.extend([-1] * m)
-            pend.nbytes += cost
-            self._buffered += cost
-            self._nbuf += m
-            if self._buffered > self._max_buffered:
-                self._max_buffered = self._buffered
+        """Each datagram in order (``now``: one time or one per datagram)."""
+        n = len(packets)
+        times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,)).tolist()
+        for k in range(n):
+            self.receive(packets[k], times[k], None if metas is None else metas[k])
 
     def receive(self, data: bytes | bytearray | memoryview, now: float, meta: Any = None) -> None:
         """Process one datagram that arrived at ``now`` (POSIX seconds)."""
@@ -679,45 +357,6 @@ class TeslaReceiver:
         except DecodeError:
             self._drop("malformed")
             return
-        # Fast path: a Type 1/2 tag of an interval that already has buffered packets,
-        # inside its safe window, carrying the already verified K_{i-d}, with room in
-        # the buffer.  Exactly the checks of the full path below, in the same order,
-        # using the state cached on the interval; anything else takes the full path.
-        if (
-            self._fast
-            and self.early_discard is None
-            and 0 < data[off + 2] & 15 < 3
-            and data[off + 1] << 2 == self._tag_len[data[off + 2] & 15]
-        ):
-            (i,) = _I.unpack_from(data, off + 4)
-            pend = self._pending.get(i)
-            if (
-                pend is not None
-                and pend.lo <= now < pend.hi
-                and i > self._max_known
-                and len(pend.pkts) < self.max_packets_per_interval
-                and self._buffered + len(data) + PER_PACKET_OVERHEAD <= self.max_buffered_bytes
-            ):
-                kp = self._kp
-                if data[off + 2] & 15 == 1:
-                    if data[off + 8 : off + 8 + kp] != pend.key1:
-                        self._receive_full(data, off, now, meta)
-                        return
-                    pend.moffs.append(off + 8 + kp)
-                else:
-                    pend.moffs.append(off + 8)
-                if self.cc_hint is not None:
-                    self.cc_hint(data, now)
-                pend.pkts.append(data)
-                pend.metas.append(meta)
-                pend.goffs.append(-1)
-                cost = len(data) + PER_PACKET_OVERHEAD
-                pend.nbytes += cost
-                self._buffered += cost
-                self._nbuf += 1
-                if self._buffered > self._max_buffered:
-                    self._max_buffered = self._buffered
-                return
         self._receive_full(data, off, now, meta)
 
     def _receive_full(self, data: bytes, off: int, now: float, meta: Any) -> None:
@@ -819,7 +458,6 @@ class TeslaReceiver:
                     new_keys = chk.new_keys
                     if x > self._max_known:
                         self._max_known = x
-                        self._ver += 1
                     kc = self._keycache
                     for w, kw in new_keys[-256:]:
                         kc[w] = kw
@@ -846,7 +484,6 @@ class TeslaReceiver:
                 pend = self._pending.get(i)
                 if pend is not None and pend.key1 is None:
                     pend.key1 = data[off + 8 : off + 8 + kp]
-                    self._ver += 1
         if new_keys:
             for w, kw in new_keys:
                 if w in self._pending:
@@ -877,7 +514,6 @@ class TeslaReceiver:
         if pend is None:
             lo, hi = self._bounds.get(i) or self._interval_bounds(i)
             pend = self._pending[i] = _Pending(lo, hi)
-            self._ver += 1
         pend.pkts.append(data)
         pend.metas.append(meta)
         pend.moffs.append(moff)
@@ -887,7 +523,6 @@ class TeslaReceiver:
         pend.nbytes += cost
         self._buffered += cost
         self._nbuf += 1
-        self._ver += 1
         if self._buffered > self._max_buffered:
             self._max_buffered = self._buffered
 
@@ -911,11 +546,9 @@ class TeslaReceiver:
             self._buffered -= freed
             if n:
                 self._nbuf -= n
-                self._ver += 1
                 self._drop("flood", n)
 
     def _evict_interval(self, w: int, reason: str) -> None:
-        self._ver += 1
         pend = self._pending.pop(w)
         self._buffered -= pend.nbytes
         self._nbuf -= len(pend.pkts)
@@ -967,7 +600,6 @@ class TeslaReceiver:
         pend = self._pending.pop(w, None)
         if pend is None:
             return
-        self._ver += 1
         p = self.params
         assert p is not None
         pkts = pend.pkts
@@ -1259,7 +891,6 @@ class TeslaReceiver:
         self._tag_len = {t: ea.tag_length(t, lay) for t in range(16)}
         for t in (0, *range(5, 16)):
             self._tag_len[t] = -1
-        self._fast = self._g == 0 and self._hb == 2
         if self.sync == "indirect":
             self._set_dt(indirect_dt_from_ms(self.max_clock_error_ms, self._d_o_t, self.d_err_ms))
         elif self.sync_client.d_t is not None:
