@@ -33,7 +33,7 @@ from tesla.params import TeslaParams
 from tesla.run_alc import FileSink
 from tesla.run_norm import NormFileSink
 from tesla.session import AuthenticatedReceiver, AuthenticatedSender, alc_early_discard
-from tesla.verifier import TeslaReceiver
+from tesla.receiver import TeslaReceiver
 
 T0 = 1_800_000_000.0
 MiB = 1 << 20
