@@ -7,9 +7,15 @@ receivers joining every 20 minutes, one ALC datagram every 10 s plus TESLA's fil
 
 from __future__ import annotations
 
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import PY, keygen, rand_group, write_random_files
 
 from tesla import extauth as ea
 from tesla.authenticator import TeslaSender, ext_area
@@ -111,3 +117,43 @@ def test_receiver_key_state_drops_old_chains() -> None:
         ks.add_commitment(j, bytes(32))
         ks.drop_chains_before(j - 1)
     assert sorted(ks.chains) == [3, 4]
+
+
+def test_live_endless_sender_late_receiver_follows_chain_switches(tmp_path: Path) -> None:
+    """``send --carousel 0`` with 0.5-s key chains (N = 24 at T_int 20 ms); a receiver
+    started seconds later bootstraps from the periodic bootstrap, follows the switches
+    (its run spans several chains) and gets the file bit-exact, authenticated."""
+    priv, pub = keygen(tmp_path)
+    (f,) = write_random_files(tmp_path, 3, (("f.bin", 150_000),))
+    group = rand_group()
+    out = tmp_path / "out"
+    tx = subprocess.Popen(
+        PY + ["send", str(f), "--group", group, "--iface", "127.0.0.1", "--ttl", "1",
+              "--key", str(priv), "--rate", "1M", "--carousel", "0", "--chain-length", "24",
+              "--tint", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert tx.stderr is not None
+        assert tx.stderr.readline().startswith("TESLA")
+        time.sleep(2.5)  # ~5 chains in
+        start = time.time()
+        rx = subprocess.run(
+            PY + ["receive", "--group", group, "--iface", "127.0.0.1", "--out", str(out),
+                  "--sender-key", str(pub), "--timeout", "60", "--json"],
+            capture_output=True, text=True, timeout=90)
+        took = time.time() - start
+        assert tx.poll() is None  # still sending: an endless carousel
+    finally:
+        tx.send_signal(signal.SIGTERM)  # ends it cleanly (summary line, status 0)
+        _, tx_err = tx.communicate(timeout=30)
+    assert tx.returncode == 0, tx_err
+    assert "send interrupted" in tx_err
+    assert rx.returncode == 0, rx.stderr + rx.stdout[-2000:]
+    s = json.loads(rx.stdout)
+    t = s["tesla"]
+    assert t["bootstrapped"] and t["accepted"] > 50
+    for reason in ("bad_mac", "bad_key", "malformed", "stale", "flushed"):
+        assert t["drops"].get(reason, 0) == 0, t["drops"]
+        assert s["stats"].get(f"tesla.drop.{reason}", 0) == 0
+    assert (out / "f.bin").read_bytes() == f.read_bytes()
+    assert took > 1.5  # process start + bootstrap + a round at 1 Mbit/s: >= 3 chains
