@@ -242,6 +242,7 @@ class TeslaSender:
         self._last_data_interval: int | None = None
         self._traffic_intervals: set[int] = set()
         self._filled_through: int | None = None
+        self._tail_done = -1  # highest chain whose last keys a tail filler disclosed
         self._started = False
 
     # ------------------------------------------------------------------ time
@@ -494,7 +495,38 @@ class TeslaSender:
                         sp = i < last + p.d and k == self.silent_fill - 1
                         out.append(self.key_disclosure_packet(now, special=sp))
                     self._traffic_intervals.add(i)
+        t = self._chain_tail_interval()
+        if t is not None:
+            # the keys of chain j's last intervals are disclosed only in the first d
+            # intervals of chain j+1 (Type 1) or by its Type 4 tags (RFC 5776 §3.1.2.2);
+            # sparse traffic may have no packet there: one filler at chain-relative
+            # interval d-1 (Type 1, discloses K_{(j+1)(N+1)-1}) or, if that was missed,
+            # in d..d+n_tx_lastkey-1 (Type 4)
+            i = self.interval_at(now)
+            if t <= i <= t + self.n_tx_lastkey:
+                self._tail_done = t // (p.n_chain + 1) - 1
+                if i not in self._traffic_intervals:
+                    for _ in range(max(1, self.silent_fill)):
+                        out.append(self.key_disclosure_packet(now, special=i > t))
+                    self._traffic_intervals.add(i)
+            elif i > t + self.n_tx_lastkey:
+                self._tail_done = t // (p.n_chain + 1) - 1  # too late: nothing to do
         return out
+
+    def _chain_tail_interval(self) -> int | None:
+        """Interval (j+1)(N+1)+d-1 when chain j had tagged packets whose keys may still
+        need a disclosure from chain j+1 (None: nothing due)."""
+        p = self.params
+        last = self._last_data_interval
+        if p.single_chain or last is None:
+            return None
+        if self._filled_through is not None and self._filled_through > last:
+            last = self._filled_through
+        n1 = p.n_chain + 1
+        j = last // n1
+        if j <= self._tail_done:
+            return None
+        return (j + 1) * n1 + p.d - 1
 
     def next_deadline(self) -> float | None:
         """When :meth:`control_packets` has something to send next (None: nothing)."""
@@ -511,6 +543,10 @@ class TeslaSender:
             if nxt <= last + self.params.d:
                 lo, _ = self.interval_bounds(nxt)
                 cands.append(math.nextafter(lo, math.inf) + 1e-6)
+        t = self._chain_tail_interval()
+        if t is not None:
+            lo, _ = self.interval_bounds(t)
+            cands.append(math.nextafter(lo, math.inf) + 1e-6)
         return min(cands) if cands else None
 
     def disclosure_pending(self) -> bool:
