@@ -120,6 +120,8 @@ class _Rx:
     files: int = 0
     sizes: list[int] = field(default_factory=list)
     left: bool = False
+    joined: bool = False
+    stats: dict[str, int] = field(default_factory=dict)  # final figures once it left
 
 
 def _state(rx: Any) -> dict[str, int]:
@@ -193,10 +195,15 @@ def run(cfg: LongSessionConfig) -> dict[str, Any]:
             if r.left or arr < r.join:
                 continue
             if arr >= r.leave:
-                r.left = True  # what it still holds stays counted as still_buffered
+                # gone: keep its figures, free its engines (what it still holds stays
+                # counted as still_buffered)
+                r.left = True
+                r.stats = dict(r.engine.stats) if r.engine is not None else {}
+                r.engine = None
                 continue
             if r.engine is None:
                 r.engine = make_receiver(tsi, cfg)
+                r.joined = True
             eng = r.engine
             tm = eng.get_timer()
             if tm is not None and tm <= arr:
@@ -286,7 +293,7 @@ def run(cfg: LongSessionConfig) -> dict[str, Any]:
     out_rx = []
     for r in rxs:
         e = r.engine
-        st = e.stats if e is not None else {}
+        st = e.stats if e is not None else r.stats
         drops = {k[len("tesla.drop."):]: v for k, v in st.items()
                  if k.startswith("tesla.drop.") and v}
         sz = r.sizes
@@ -307,7 +314,7 @@ def run(cfg: LongSessionConfig) -> dict[str, Any]:
         "chains_used": sorted(sender_chains),
         "sender": dict(sent, **{k: v for k, v in tx.stats.items() if k.startswith("tesla.")},
                        fdt_renewed=alc.stats.get("fdt_renewed", 0)),
-        "receivers_joined": sum(1 for r in rxs if r.engine is not None),
+        "receivers_joined": sum(1 for r in rxs if r.joined),
         "receivers": out_rx,
         "samples": samples,
         "wall_s": round(time.perf_counter() - wall0, 1),
