@@ -27,6 +27,13 @@ What goes on the wire:
   transported, i.e. encoded, body) is always given.
 * The last packet of each object in the last round carries B (close object); then
   ``close_packets`` payload-less packets with A (close session) and no TOI.
+  ``carousel_rounds = 0``: the carousel runs for ever (no B, no A).
+* Late joiners (RFC 6726 §3.3): the FDT goes out at the start of every round and every
+  ``fdt_interval`` s, so a receiver joining mid-transfer gets the files on the next round.
+  ``Expires`` = the time the FDT Instance is built + ``fdt_expires``; once half of that
+  validity has passed, a new FDT Instance (next FDT Instance ID, same file descriptions,
+  later ``Expires``) replaces it, so a carousel longer than ``fdt_expires`` never
+  announces an expired instance (receivers ignore expired ones).
 
 Rate: a token bucket on bits per second (UDP payload bits) with ``burst_bytes`` depth,
 driven only by the ``now`` values the caller passes.
@@ -89,7 +96,7 @@ class SenderConfig:
     fdt_encoding: str | None = None  # content encoding of the FDT itself (EXT_CENC)
     flute_version: int = 2  # EXT_FDT V: 2 = RFC 6726, 1 = RFC 3926
     content_encoding: str | None = None  # for files: None | gzip | deflate | zlib
-    carousel_rounds: int = 1
+    carousel_rounds: int = 1  # 0 = for ever
     inband_fti: bool = True
     close_packets: int = 3
     max_datagrams_per_call: int = 4096
@@ -151,6 +158,8 @@ class AlcSender(BatchEntry):
         self._queue: deque[bytes] = deque()
         self._gen: Iterator[bytes] | None = None
         self._fdt_packets: list[bytes] = []
+        self.fdt_instance_id = c.fdt_instance_id & 0xFFFFF  # of the FDT Instance being sent
+        self._fdt_refresh: float | None = None  # when the FDT Instance is renewed
         self._tokens = float(c.burst_bytes)
         self._last: float | None = None
         self._next_fdt: float | None = None
@@ -275,6 +284,13 @@ class AlcSender(BatchEntry):
         self._fdt_packets = self._build_fdt(now)
         self._started = True
 
+    def _renew_fdt(self, now: float) -> None:
+        """Next FDT Instance ID, fresh ``Expires`` (RFC 6726 §3.3: the old instance stays
+        valid until it expires, its ID is not reused before that; file entries unchanged)."""
+        self.fdt_instance_id = (self.fdt_instance_id + 1) & 0xFFFFF
+        self._fdt_packets = self._build_fdt(now)
+        count(self.stats, "fdt_renewed")
+
     # ------------------------------------------------------------------ FDT
     def fdt_xml(self, now: float) -> bytes:
         """The FDT Instance XML listing every object (alc.fdt codec)."""
@@ -306,10 +322,11 @@ class AlcSender(BatchEntry):
         c = self.config
         xml = self.fdt_xml(now)
         self.fdt_bytes = xml
+        self._fdt_refresh = now + c.fdt_expires / 2.0
         body = content_encode(xml, c.fdt_encoding)
         oti = OTI(0, len(body), c.symbol_length, c.max_source_block_length)
         scheme = get_scheme(oti)
-        ext = struct.pack("!I", (HET_FDT << 24) | ((c.flute_version & 0xF) << 20) | (c.fdt_instance_id & 0xFFFFF))
+        ext = struct.pack("!I", (HET_FDT << 24) | ((c.flute_version & 0xF) << 20) | self.fdt_instance_id)
         if c.fdt_encoding not in (None, "", "null"):
             ext += struct.pack("!I", (HET_CENC << 24) | (CENC[c.fdt_encoding] << 16))
         ext += self._fti_ext(scheme, oti)
@@ -399,9 +416,11 @@ class AlcSender(BatchEntry):
 
     def _schedule(self) -> Iterator[bytes]:
         c = self.config
-        rounds = max(1, c.carousel_rounds)
-        for r in range(rounds):
-            last = r == rounds - 1
+        rounds = max(0, c.carousel_rounds)
+        r = 0
+        while rounds == 0 or r < rounds:
+            r += 1
+            last = r == rounds
             yield from self._fdt_packets
             for ob in self.objects:
                 yield from self._object_packets(ob, last)
@@ -434,6 +453,8 @@ class AlcSender(BatchEntry):
         queue = self._queue
         gen = self._gen
         assert gen is not None
+        if self._fdt_refresh is not None and now >= self._fdt_refresh:
+            self._renew_fdt(now)
         if self._next_fdt is not None and now >= self._next_fdt and c.fdt_interval > 0:
             queue.extend(self._fdt_packets)
             count(self.stats, "fdt_repeats")
@@ -488,6 +509,8 @@ class AlcSender(BatchEntry):
     # ------------------------------------------------------------------ helpers
     def all_packets(self, now: float = 0.0) -> list[bytes]:
         """The whole schedule at once, ignoring the rate (tests, pcap generation)."""
+        if self.config.carousel_rounds <= 0:
+            raise ValueError("an endless carousel (carousel_rounds = 0) has no 'all packets'")
         saved = self.config.rate_bps
         self.config.rate_bps = None
         out: list[bytes] = []

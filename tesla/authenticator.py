@@ -27,7 +27,9 @@ control packet (ALC: LCT header only, no encoding symbol; NORM: NORM_CMD(APPLICA
 ``bootstrap_period`` seconds; and, after the last data packet (end of session or silent
 period), ``silent_fill`` empty Type 1 packets in each of the following d intervals that
 had no traffic, so the key of the last data interval reaches receivers (RFC 5776
-§3.1.2.5).  Direct time sync: :meth:`handle_sync_request` answers a Type 5 with a signed
+§3.1.2.5); in intervals before the last of these d the last filler carries the
+interval's Type 3/4 tag instead (so sparse traffic, one packet per interval, still
+sends the next chain's commitment).  Direct time sync: :meth:`handle_sync_request` answers a Type 5 with a signed
 Type 6 (RFC 5776 §3.4.2, replay/DoS rules of §6.2.1 via ``DirectSyncServer``).
 
 NORM: the wrapper renumbers the 16-bit ``sequence`` of every sender message it emits
@@ -240,6 +242,7 @@ class TeslaSender:
         self._last_data_interval: int | None = None
         self._traffic_intervals: set[int] = set()
         self._filled_through: int | None = None
+        self._tail_done = -1  # highest chain whose last keys a tail filler disclosed
         self._started = False
 
     # ------------------------------------------------------------------ time
@@ -452,13 +455,15 @@ class TeslaSender:
         count(self.stats, "tesla.bootstrap")
         return self._signed(pkt, sig_off, off, len(ext))
 
-    def key_disclosure_packet(self, now: float) -> bytes:
+    def key_disclosure_packet(self, now: float, special: bool = False) -> bytes:
         """An empty control packet with a tag of the current interval (Type 1 when a key
-        can be disclosed): the silent-period filler of RFC 5776 §3.1.2.5."""
+        can be disclosed): the silent-period filler of RFC 5776 §3.1.2.5.  ``special``:
+        the interval's Type 3/4 tag instead, when it has one (see :meth:`control_packets`)."""
         st = self._interval(now)
         st.count += 1
         count(self.stats, "tesla.key_fill")
-        return self._seal(bytes(self._control()), st, st.plain)
+        prefix = st.special if special and st.special is not None else st.plain
+        return self._seal(bytes(self._control()), st, prefix)
 
     def control_packets(self, now: float) -> list[bytes]:
         """Bootstraps and silent-period key disclosures due at ``now``."""
@@ -481,10 +486,47 @@ class TeslaSender:
             if last < i <= last + p.d and i not in self._traffic_intervals:
                 if self._filled_through is None or self._filled_through < i:
                     self._filled_through = i
-                    for _ in range(self.silent_fill):
-                        out.append(self.key_disclosure_packet(now))
+                    # sparse traffic (an interval with one packet never reaches the
+                    # odd count of wrap()): the last filler of the intervals before
+                    # last + d carries the Type 3 commitment / Type 4 last key when the
+                    # interval has one (RFC 5776 §3.1.2.3 "alternates"); the fillers of
+                    # last + d disclose K_last
+                    for k in range(self.silent_fill):
+                        sp = i < last + p.d and k == self.silent_fill - 1
+                        out.append(self.key_disclosure_packet(now, special=sp))
                     self._traffic_intervals.add(i)
+        t = self._chain_tail_interval()
+        if t is not None:
+            # the keys of chain j's last intervals are disclosed only in the first d
+            # intervals of chain j+1 (Type 1) or by its Type 4 tags (RFC 5776 §3.1.2.2);
+            # sparse traffic may have no packet there: one filler at chain-relative
+            # interval d-1 (Type 1, discloses K_{(j+1)(N+1)-1}) or, if that was missed,
+            # in d..d+n_tx_lastkey-1 (Type 4)
+            i = self.interval_at(now)
+            if t <= i <= t + self.n_tx_lastkey:
+                self._tail_done = t // (p.n_chain + 1) - 1
+                if i not in self._traffic_intervals:
+                    for _ in range(max(1, self.silent_fill)):
+                        out.append(self.key_disclosure_packet(now, special=i > t))
+                    self._traffic_intervals.add(i)
+            elif i > t + self.n_tx_lastkey:
+                self._tail_done = t // (p.n_chain + 1) - 1  # too late: nothing to do
         return out
+
+    def _chain_tail_interval(self) -> int | None:
+        """Interval (j+1)(N+1)+d-1 when chain j had tagged packets whose keys may still
+        need a disclosure from chain j+1 (None: nothing due)."""
+        p = self.params
+        last = self._last_data_interval
+        if p.single_chain or last is None:
+            return None
+        if self._filled_through is not None and self._filled_through > last:
+            last = self._filled_through
+        n1 = p.n_chain + 1
+        j = last // n1
+        if j <= self._tail_done:
+            return None
+        return (j + 1) * n1 + p.d - 1
 
     def next_deadline(self) -> float | None:
         """When :meth:`control_packets` has something to send next (None: nothing)."""
@@ -501,6 +543,10 @@ class TeslaSender:
             if nxt <= last + self.params.d:
                 lo, _ = self.interval_bounds(nxt)
                 cands.append(math.nextafter(lo, math.inf) + 1e-6)
+        t = self._chain_tail_interval()
+        if t is not None:
+            lo, _ = self.interval_bounds(t)
+            cands.append(math.nextafter(lo, math.inf) + 1e-6)
         return min(cands) if cands else None
 
     def disclosure_pending(self) -> bool:

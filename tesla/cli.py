@@ -105,7 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--block-length", type=int, default=64, metavar="B", help="max source block length"
     )
-    s.add_argument("--carousel", type=int, default=1, metavar="ROUNDS")
+    s.add_argument(
+        "--carousel", type=int, default=1, metavar="ROUNDS",
+        help="rounds of the object carousel; 0 = send for ever (stop with Ctrl-C/SIGTERM)",
+    )
     s.add_argument("--content-encoding", choices=["gzip", "deflate", "zlib"], default=None)
     s.add_argument("--fdt-interval", type=float, default=1.0, metavar="S")
     s.add_argument("--dry-run", action="store_true", help="open no socket (use with --pcap)")

@@ -161,7 +161,11 @@ def run_send(args: argparse.Namespace) -> int:
                     writer.write(max(now, time.time()), src, dst, data)  # actual send time
 
             add_endpoints(drv, eng, sock, group, receive=False, on_sent=record, iface=args.iface)
-            drv.run(until=lambda: eng.done)
+            try:  # an endless carousel (--carousel 0) ends with Ctrl-C / SIGTERM
+                with terminate_as_interrupt():
+                    drv.run(until=lambda: eng.done)
+            except KeyboardInterrupt:
+                print("send interrupted", file=sys.stderr)
             sock.close()
     finally:
         if writer is not None:

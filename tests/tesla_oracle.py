@@ -593,6 +593,9 @@ class OracleReceiver:
         first = c * (self.params.n_chain + 1)
         for w in [w for w in self._pending if w < first]:
             self._evict_interval(w, "flushed")
+        # long sessions: the key state of those chains goes too (memory flat over chains)
+        if self.keys is not None:
+            self.keys.drop_chains_before(c)
 
     # ------------------------------------------------------------------ batch verify
     def _authenticate(self, w: int, key_w: bytes) -> None:

@@ -30,10 +30,10 @@ from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSen
 from tesla.bootstrap_sig import generate_private_key
 from tesla.ntp import posix_to_ntp
 from tesla.params import TeslaParams
+from tesla.receiver import TeslaReceiver
 from tesla.run_alc import FileSink
 from tesla.run_norm import NormFileSink
 from tesla.session import AuthenticatedReceiver, AuthenticatedSender, alc_early_discard
-from tesla.receiver import TeslaReceiver
 
 T0 = 1_800_000_000.0
 MiB = 1 << 20
