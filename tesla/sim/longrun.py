@@ -12,7 +12,7 @@ commitment of the next chain in the chain's last ``n_tx_newkcc`` intervals).  Be
 two data datagrams 1/T_int - d intervals pass without a packet: the receiver derives
 those keys with the chain function (``F``) when the next key arrives.
 
-Receivers are the real :class:`tesla.verifier.TeslaReceiver` in front of the real
+Receivers are the real :class:`tesla.receiver.TeslaReceiver` in front of the real
 :class:`alc.receiver.AlcReceiver` (:func:`make_receiver`, the one place they are built);
 receiver k joins at ``first_join + k*join_every`` and gets every datagram sent after
 that, ``delay`` seconds later, with a clock bound of ``max_clock_error_ms``.  A receiver
@@ -96,8 +96,8 @@ def _sender_key() -> Any:
 def make_receiver(tsi: int, cfg: LongSessionConfig) -> Any:
     """A TESLA-authenticated ALC/FLUTE receiver (the one place the sim builds one)."""
     from alc.receiver import AlcReceiver, ReceiverConfig
+    from tesla.receiver import TeslaReceiver
     from tesla.session import AuthenticatedReceiver
-    from tesla.verifier import TeslaReceiver
 
     eng = AlcReceiver(ReceiverConfig(tsi=tsi, object_timeout=30.0,
                                      session_timeout=max(60.0, 10 * cfg.data_period)))
@@ -221,8 +221,8 @@ def run(cfg: LongSessionConfig) -> dict[str, Any]:
             while (ev := eng.next_event()) is not None:
                 if type(ev).__name__ == "FileReceived":
                     r.files += 1
-                elif isinstance(ev, tuple) and ev and ev[0] == "new_chain":
-                    r.chains.add(int(ev[1]))
+                elif type(ev).__name__ == "NewChain":  # tesla.receiver.NewChain
+                    r.chains.add(int(ev.chain))
 
     def sample(now: float) -> None:
         gc.collect()
