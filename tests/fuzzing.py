@@ -33,8 +33,8 @@ import random
 import struct
 import sys
 import time
-import tracemalloc
 import traceback
+import tracemalloc
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -992,7 +992,7 @@ def _pcap_seeds() -> list[bytes]:
 def _sync_server_target_fn() -> Callable[[bytes], None]:
     """TeslaSender.handle_sync_request (the sender answering direct time sync requests)
     fed mutated requests in ALC and NORM packets."""
-    from tesla.authenticator import ControlTemplate, TeslaSender, control_header, insert_ext
+    from tesla.authenticator import ControlTemplate, TeslaSender
     from tesla.ntp import posix_to_ntp
     from tesla.params import TeslaParams
 
@@ -1246,7 +1246,7 @@ class NormReceiverTarget(_Episode):
                     raise _Violation(f"accounted {rx._bytes} > max_bytes {self.MAX_BYTES}",
                                      "norm.max_bytes")
             cur = b"<timer>"
-            for k in range(50):
+            for _k in range(50):
                 t = rx.get_timer()
                 if t is None:
                     break
@@ -1298,7 +1298,7 @@ class NormSenderTarget(_Episode):
         cur = b"<timer>"
         try:
             for t, d, is_mut in mix:
-                for spin in range(100001):
+                for _spin in range(100000):
                     nt = s.get_timer()
                     if nt is None or nt > t or now > t:
                         break
@@ -1306,7 +1306,7 @@ class NormSenderTarget(_Episode):
                     now = max(nt, now + 1e-4) if nt <= now else nt
                     s.handle_timer(now)
                     s.datagrams_to_send(now)
-                if spin == 100000:
+                else:
                     raise _Violation(f"timer stuck at {now - T0:.6f} after input {cur[:80].hex()}",
                                      "timer_stuck")
                 now = max(now, t)
@@ -1393,7 +1393,8 @@ class AuthTarget(_Episode):
 
             tpl = ControlTemplate(tsi=9)
         else:
-            from norm.receiver import NormReceiver, ReceiverConfig as NRC
+            from norm.receiver import NormReceiver
+            from norm.receiver import ReceiverConfig as NRC
             from tesla.authenticator import ControlTemplate
 
             eng = NormReceiver(NRC(node_id=2, max_bytes=1 << 20))

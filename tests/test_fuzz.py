@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import os
 
-import pytest
-
 import fuzzing as F
+import pytest
 from fuzzing import Known, KnownInput, KnownViolation
 
 #: Known crashes fixed on other branches right now (issue 15).  Each entry is a tight
