@@ -43,6 +43,16 @@ KNOWN_ISSUES: dict[str, Known | KnownViolation | KnownInput] = {
     "alc-rx-buffered-over-max": KnownViolation(
         "15", "alc.max_buffered", targets=("alc_receiver",),
     ),
+    # issue 15 (heap-traced runs only): AlcReceiver builds the FEC scheme (per-block lists)
+    # of an announced object before its transfer-length check, and keeps per-block state
+    # it does not count: an EXT_FTI announcing more than the buffer (1 MiB in the target)
+    # or more than 2^16 source symbols costs ~100-300 MB of transient heap
+    "alc-rx-fti-geometry-state": KnownInput(
+        "15",
+        lambda d: (g := F.alc_fti_geometry(d)) is not None and (g[0] > 1 << 20 or g[1] > 1 << 16),
+        targets=("alc_receiver",),
+        memory_only=True,
+    ),
     # issue 15: NormReceiver stores parity and stream segments without charging them
     # against max_bytes (norm/receiver.py: blk.parity / _stream_segment)
     "norm-rx-buffers-over-max-bytes": KnownViolation(
