@@ -50,7 +50,7 @@ def _one(args: tuple[str, int, int, float | None, bool]) -> dict[str, object]:
     }
 
 
-def _atheris(name: str, seed: int) -> None:  # pragma: no cover - optional tool
+def _atheris(name: str, seed: int, extra: list[str]) -> None:  # pragma: no cover - optional
     import random
 
     import atheris
@@ -76,9 +76,8 @@ def _atheris(name: str, seed: int) -> None:  # pragma: no cover - optional tool
     for k, s in enumerate(seeds):
         (corpus / f"seed{k}").write_bytes(s)
     atheris.instrument_all()
-    atheris.Setup([sys.argv[0], str(corpus), f"-seed={seed}"] + sys.argv[sys.argv.index("--") + 1 :]
-                  if "--" in sys.argv else [sys.argv[0], str(corpus), f"-seed={seed}"],
-                  one, custom_mutator=custom)
+    atheris.Setup([sys.argv[0], str(corpus), f"-seed={seed}", *extra], one,
+                  custom_mutator=custom)
     atheris.Fuzz()
 
 
@@ -93,12 +92,15 @@ def main() -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--atheris", metavar="TARGET")
     ap.add_argument("--list", action="store_true")
-    a = ap.parse_args()
+    argv = sys.argv[1:]
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    a = ap.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    a.libfuzzer_args = extra
     if a.list:
         print(" ".join(t.name for t in F.all_targets()))
         return 0
     if a.atheris:
-        _atheris(a.atheris, a.seed)
+        _atheris(a.atheris, a.seed, a.libfuzzer_args)
         return 0
     names = a.targets or [t.name for t in F.all_targets()]
     jobs = [(n, a.seed, a.inputs, a.seconds, a.memory) for n in names]
