@@ -21,8 +21,10 @@ the kernel's receive timestamps (:func:`alc.net.drain_endpoint`), due datagrams 
 :func:`alc.net.send_due` (``loop.add_writer`` while the kernel says ``EAGAIN``), and the
 engine's POSIX-time timer (``engine.get_timer()``) scheduled with ``loop.call_later``.
 Everything runs in the loop's thread; the only other threads are the documented MAC
-verification threads of ``verify_threads=N`` (``--verify-threads``) and the processes of
-``verify_workers=N``.  Writing a received file (``--out``) is done in the loop's thread, as
+verification threads of ``verify_threads=N`` (``--verify-threads``), the processes of
+``verify_workers=N``, and, with key chains longer than
+:data:`tesla.keychain.SYNC_BUILD_MAX_KEYS`, the one thread that builds a sender's next
+chain ahead of its switch.  Writing a received file (``--out``) is done in the loop's thread, as
 the CLI does.
 
 Events: :class:`BootstrapAccepted`, :class:`TimeSynchronized`, :class:`KeyVerified`,

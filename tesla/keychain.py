@@ -373,6 +373,12 @@ DEFAULT_STRATEGY = "checkpoint"
 # --------------------------------------------------------------------------------------
 
 
+#: chains of at most this many keys are built synchronously when first needed (about
+#: 40 ms of PRF calls, under one default T_int); longer ones in a background thread
+#: (:class:`KeyChainSet` ``background``), so no thread exists in ordinary sessions
+SYNC_BUILD_MAX_KEYS = 16384
+
+
 class KeyChainSet:
     """The sender's chains of one session, global key/interval indices.
 

@@ -50,7 +50,7 @@ from alc.engine import Address, BatchEntry, Times, count
 from alc.net import Driver, LossInjector, iface_address, parse_group
 from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
 from tesla.bootstrap_sig import load_private_key, load_public_key, read_key_file
-from tesla.keychain import KeyChainSet
+from tesla.keychain import SYNC_BUILD_MAX_KEYS, KeyChainSet
 from tesla.ntp import posix_to_ntp
 from tesla.params import D_MIN, DEFAULT_PRF, TeslaParams
 from tesla.receiver import DROP_REASONS, TeslaReceiver
@@ -394,9 +394,13 @@ def wrap_sender(
         group_key=gk,
         bootstrap_period=args.bootstrap_period,
         d_o_t=None if direct else ms_to_ntp_delta(args.max_clock_error),
-        # long sessions: chain j+1 is built in a thread as soon as chain j starts, N
-        # intervals before its Type 3 commitment is due (no stall at the switch)
-        chains=KeyChainSet(params, background=not params.single_chain),
+        # long sessions: a long chain j+1 is built in a thread as soon as chain j starts,
+        # N intervals before its Type 3 commitment is due (no stall at the switch); a
+        # short one synchronously when needed (no thread at all)
+        chains=KeyChainSet(
+            params,
+            background=not params.single_chain and params.n_chain > SYNC_BUILD_MAX_KEYS,
+        ),
     )
     ts.chains.chain(0)  # O(N) now, not inside the first send (its tags would be stale)
     eng = _Sender(engine, ts)
