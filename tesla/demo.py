@@ -133,28 +133,12 @@ def run_demo(args: argparse.Namespace) -> int:
         "packets_sent": sender.stats.get("packets", 0),
         "packets_received": rx.stats.get("packets", 0),
         "fec_blocks_decoded": rx.stats.get("fec.blocks_decoded", 0),
-        "drops": drops,
-        "tesla": tesla_summary(rx_eng),
-        "elapsed_s": round(elapsed, 3),
-        "throughput_mbit_s": round(total * 8 / elapsed / 1e6, 2) if elapsed > 0 else None,
-        "out": str(outdir),
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    print(
-        f"summary: files {ok_files}/{len(files)} bit-exact, {total} bytes, "
+    counts = (
         f"packets sent {summary['packets_sent']} received {summary['packets_received']}, "
-        f"FEC blocks repaired {summary['fec_blocks_decoded']}, "
-        f"drops {', '.join(f'{k}={v}' for k, v in sorted(drops.items())) or 'none'}, "
-        f"{elapsed:.2f} s, {summary['throughput_mbit_s']} Mbit/s goodput; files in {outdir}",
-        file=sys.stderr,
+        f"FEC blocks repaired {summary['fec_blocks_decoded']}"
     )
-    if (line := tesla_line(rx_eng)) is not None:
-        print(line, file=sys.stderr)
-    if bad:
-        print(f"error: not received bit-exact: {', '.join(bad)}", file=sys.stderr)
-        return 1
-    return 0
+    return _report(args, summary, counts, drops, total, elapsed, outdir, rx_eng, bad)
 
 
 # ----------------------------------------------------------------------------- NORM
@@ -308,21 +292,49 @@ def run_demo_norm(args: argparse.Namespace) -> int:
         "nacks_heard": sender.stats.get("rx.nack", 0),
         "repairs_sent": _repairs(sender.stats),
         "fec_blocks_decoded": rx.stats.get("rx.fec_blocks_decoded", 0),
-        "drops": drops,
-        "tesla": tesla_summary(rx_eng),
-        "elapsed_s": round(elapsed, 3),
-        "throughput_mbit_s": round(total * 8 / elapsed / 1e6, 2) if elapsed > 0 else None,
-        "out": str(outdir),
     }
-    if args.json:
-        print(json.dumps(summary, indent=2))
-    print(
-        f"summary: files {summary['files_ok']}/{len(files)} bit-exact, {total} bytes, "
+    counts = (
         f"messages sent {summary['messages_sent']} ({summary['data_sent']} data), "
         f"NACKs sent {summary['nacks_sent']} (heard {summary['nacks_heard']}), "
         f"repairs sent {summary['repairs_sent']}, "
-        f"FEC blocks repaired {summary['fec_blocks_decoded']}, "
-        f"drops {', '.join(f'{k}={v}' for k, v in sorted(drops.items())) or 'none'}, "
+        f"FEC blocks repaired {summary['fec_blocks_decoded']}"
+    )
+    return _report(args, summary, counts, drops, total, elapsed, outdir, rx_eng, bad)
+
+
+def _repairs(st: dict[str, int]) -> int:
+    return (
+        st.get("tx.repair.parity", 0)
+        + st.get("tx.repair.explicit", 0)
+        + st.get("tx.repair.info", 0)
+    )
+
+
+def _report(
+    args: Any,
+    summary: dict[str, Any],
+    counts: str,
+    drops: dict[str, int],
+    total: int,
+    elapsed: float,
+    outdir: Any,
+    rx_eng: Any,
+    bad: list[str],
+) -> int:
+    """The demo's end, ALC or NORM: JSON (``--json``), the summary line with the
+    protocol's ``counts``, the TESLA line; exit status 1 unless every file is bit-exact."""
+    summary.update(
+        drops=drops,
+        tesla=tesla_summary(rx_eng),
+        elapsed_s=round(elapsed, 3),
+        throughput_mbit_s=round(total * 8 / elapsed / 1e6, 2) if elapsed > 0 else None,
+        out=str(outdir),
+    )
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    print(
+        f"summary: files {summary['files_ok']}/{summary['files']} bit-exact, {total} bytes, "
+        f"{counts}, drops {', '.join(f'{k}={v}' for k, v in sorted(drops.items())) or 'none'}, "
         f"{elapsed:.2f} s, {summary['throughput_mbit_s']} Mbit/s goodput; files in {outdir}",
         file=sys.stderr,
     )
@@ -332,11 +344,3 @@ def run_demo_norm(args: argparse.Namespace) -> int:
         print(f"error: not received bit-exact: {', '.join(bad)}", file=sys.stderr)
         return 1
     return 0
-
-
-def _repairs(st: dict[str, int]) -> int:
-    return (
-        st.get("tx.repair.parity", 0)
-        + st.get("tx.repair.explicit", 0)
-        + st.get("tx.repair.info", 0)
-    )
