@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from math import isqrt
 
@@ -512,7 +512,8 @@ class KeyStatus(enum.Enum):
 @dataclass
 class KeyCheck:
     status: KeyStatus
-    #: keys that became legitimate, increasing index: (index, K_index), v < w <= x
+    #: keys that became legitimate, increasing index: (index, K_index), v < w <= x;
+    #: only the verifier's ``keep`` most recent and the ``wanted`` ones (KeyVerifier.check)
     new_keys: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
@@ -570,8 +571,12 @@ class KeyVerifier:
             return None
         return F_iter(self._known[above], above - x, self.prf_id)
 
-    def check(self, x: int, key: bytes) -> KeyCheck:
-        """Process a disclosed key K_x: new-index test then key-verification test."""
+    def check(self, x: int, key: bytes, wanted: Container[int] | None = None) -> KeyCheck:
+        """Process a disclosed key K_x: new-index test then key-verification test.
+
+        A NEW key returns the keys it made legitimate that the caller can use: the
+        ``keep`` most recent ones and those whose index is in ``wanted`` (the receiver's
+        pending intervals); the others are re-derived on demand (:meth:`legitimate_key`)."""
         if len(key) != self.key_len:
             return KeyCheck(KeyStatus.BAD_LENGTH)
         if x < self.chain_first or (self.chain_last is not None and x > self.chain_last):
@@ -586,16 +591,30 @@ class KeyVerifier:
         steps = x - self.highest
         if steps > self.max_steps:
             return KeyCheck(KeyStatus.TOO_FAR)
-        chain = generate_chain(key, steps - 1, self.prf_id)  # chain[m] = K_{highest+1+m}
-        if not constant_time_equal(F(chain[0], self.prf_id), self._known[self.highest]):
-            return KeyCheck(KeyStatus.MISMATCH)
+        # Walk K_x down to K_{highest+1} keeping only the ``keep`` most recent keys and
+        # the ``wanted`` ones: a late joiner's first walk (up to max_steps) is never
+        # materialised (memory O(keep), not O(steps)).
         base = self.highest + 1
-        new = [(base + m, kk) for m, kk in enumerate(chain)]
-        for idx, kk in new[-self.keep :]:
-            self._known[idx] = kk
+        keep_from = x - self.keep + 1
+        alg = _HASH_CLASSES[self.prf_id]()
+        msg = F_MESSAGE
+        kept = [(x, key)]
+        k = key
+        for idx in range(x - 1, base - 1, -1):
+            h = HMAC(k, alg)
+            h.update(msg)
+            k = h.finalize()
+            if idx >= keep_from or (wanted is not None and idx in wanted):
+                kept.append((idx, k))
+        if not constant_time_equal(F(k, self.prf_id), self._known[self.highest]):
+            return KeyCheck(KeyStatus.MISMATCH)
+        kept.reverse()
+        for idx, kk in kept:
+            if idx >= keep_from:
+                self._known[idx] = kk
         self.highest = x
         self._evict()
-        return KeyCheck(KeyStatus.NEW, new)
+        return KeyCheck(KeyStatus.NEW, kept)
 
     def verify(self, x: int, key: bytes) -> bool:
         """True iff K_x is legitimate (newly verified or equal to the known K_x)."""
@@ -645,14 +664,14 @@ class KeyVerifierSet:
     def has_chain(self, j: int) -> bool:
         return j in self.chains
 
-    def check(self, x: int, key: bytes) -> KeyCheck:
+    def check(self, x: int, key: bytes, wanted: Container[int] | None = None) -> KeyCheck:
         """Disclosed key K_x (global index): routed to chain floor(x/(N+1)) only."""
         if x < 0:
             return KeyCheck(KeyStatus.OUT_OF_CHAIN)
         v = self.chains.get(self.params.chain_of(x))
         if v is None:
             return KeyCheck(KeyStatus.UNVERIFIABLE)
-        return v.check(x, key)
+        return v.check(x, key, wanted)
 
     def verify(self, x: int, key: bytes) -> bool:
         return self.check(x, key).ok

@@ -1113,7 +1113,7 @@ class TeslaReceiver:
                 return None
             return True, None
         assert self.keys is not None
-        chk = self.keys.check(x, key)
+        chk = self.keys.check(x, key, self._pending)
         st = chk.status
         if st is KeyStatus.MISMATCH or st is KeyStatus.BAD_LENGTH:
             self._drop(DropReason.BAD_KEY)

@@ -448,7 +448,7 @@ class OracleReceiver:
                 key_ok = True
             else:
                 assert self.keys is not None
-                chk = self.keys.check(x, key)
+                chk = self.keys.check(x, key, self._pending)
                 st = chk.status
                 if st is KeyStatus.MISMATCH or st is KeyStatus.BAD_LENGTH:
                     self._drop("bad_key")

@@ -130,6 +130,28 @@ def test_verifier_accepts_chain_and_returns_new_keys() -> None:
     assert v.legitimate_key(7) == keys[7]
 
 
+def test_late_joiner_walk_keeps_only_recent_and_wanted_keys() -> None:
+    """A first key far from the commitment (a late joiner) is verified by walking the
+    whole distance, but only the ``keep`` most recent keys and the wanted (pending)
+    intervals come back and stay: memory O(keep), not O(steps) (~190 B per key before)."""
+    import tracemalloc
+
+    n = 20_000
+    keys = generate_chain(os.urandom(32), n)
+    v = KeyVerifier(ind_F(keys[0]), -1, n_chain=n, keep=8)
+    tracemalloc.start()
+    r = v.check(n - 1, keys[n - 1], wanted={5, 12_345})
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert r.status is KeyStatus.NEW
+    got = dict(r.new_keys)
+    assert sorted(got) == [5, 12_345] + list(range(n - 8, n))
+    assert all(got[w] == keys[w] for w in got)
+    assert peak < 200_000, peak  # the whole walk materialised was ~3.8 MB
+    assert v.legitimate_key(n - 100) == keys[n - 100]  # re-derived on demand
+    assert v.check(3, keys[3]).status is KeyStatus.KNOWN  # old keys re-derived, not kept
+
+
 def test_verifier_rejects_wrong_key() -> None:
     keys, c = _chain()
     v = KeyVerifier(c, -1, n_chain=40)
