@@ -395,6 +395,8 @@ class AlcReceiver(BatchEntry):
         self._undescribed: dict[int, bytes] = {}
         self.announced: dict[int, Any] = {}  # TOI -> effective FDTFile
         self.fdt_instance_of: dict[int, int] = {}
+        # TOI -> NTP Expires (32 bits) of the latest instance describing it (RFC 6726 §3.3)
+        self._desc_expires: dict[int, int] = {}
         self.received: dict[int, str] = {}  # TOI -> name, bit-exact files
         self.failed: dict[int, str] = {}  # TOI -> reason
         self.fdt_complete = False
@@ -513,7 +515,7 @@ class AlcReceiver(BatchEntry):
                     count(stats, "drop.bad_fti")
                     return
             elif key > 0:
-                entry = self.announced.get(toi)
+                entry = self._description(toi, now)
                 if entry is not None:
                     oti = self._oti_from_entry(toi, entry)
             if oti is None:
@@ -524,7 +526,7 @@ class AlcReceiver(BatchEntry):
                 return
             stream = False
             if key > 0 and self.config.stream_files:
-                entry = self.announced.get(toi)
+                entry = self._description(toi, now)
                 if entry is None:  # streamed or not is decided by the FDT entry
                     self._stash(key, data, now)
                     return
@@ -1002,7 +1004,7 @@ class AlcReceiver(BatchEntry):
             return
         self._mark_done(self._done_tois, ob.toi)
         count(self.stats, "objects_completed")
-        entry = self.announced.get(ob.toi)
+        entry = self._description(ob.toi, now)
         if entry is None:
             if not self.config.flute:
                 self._events.append(ObjectReceived(ob.toi, data))
@@ -1131,14 +1133,19 @@ class AlcReceiver(BatchEntry):
             eff = inst.effective(f)
             old = self.announced.get(f.toi)
             if old is not None:
-                continue  # a later instance must not change a TOI's parameters
+                # a later instance must not change a TOI's parameters; it may renew it
+                if self._later(inst.expires, self._desc_expires.get(f.toi, inst.expires)):
+                    self._desc_expires[f.toi] = inst.expires
+                continue
             self.announced[f.toi] = eff
             self.fdt_instance_of[f.toi] = iid
+            self._desc_expires[f.toi] = inst.expires
             new.append(eff)
             if len(self.announced) > self.config.max_announced:  # oldest entry first
                 old_toi = next(iter(self.announced))
                 del self.announced[old_toi]
                 self.fdt_instance_of.pop(old_toi, None)
+                self._desc_expires.pop(old_toi, None)
                 self.received.pop(old_toi, None)
                 count(self.stats, "drop.announced_evicted")
         self._events.append(FdtReceived(iid, ob.fdt_version, new))
@@ -1157,6 +1164,28 @@ class AlcReceiver(BatchEntry):
                     except DecodeError:
                         continue
                     self._packet(hd, pkt, t)
+
+    def _description(self, toi: int, now: float) -> Any:
+        """The FDT entry describing ``toi``, unless every instance that described it has
+        expired: RFC 6726 §3.3, a receiver MUST NOT use an FDT Instance beyond its
+        expiration time.  The expired description is forgotten (``fdt.description_expired``)
+        and the object waits, like any undescribed one, for a live instance."""
+        entry = self.announced.get(toi)
+        if entry is None or not self.config.check_expires:
+            return entry
+        exp = self._desc_expires.get(toi)
+        if exp is None or not self._expired(exp, now):
+            return entry
+        del self.announced[toi]
+        self.fdt_instance_of.pop(toi, None)
+        del self._desc_expires[toi]
+        count(self.stats, "fdt.description_expired")
+        return None
+
+    @staticmethod
+    def _later(a: int, b: int) -> bool:
+        """a is later than b in 32-bit serial-number arithmetic (NTP seconds)."""
+        return a != b and ((a - b) & 0xFFFFFFFF) < 0x80000000
 
     @staticmethod
     def _expired(expires: int, now: float) -> bool:

@@ -171,3 +171,55 @@ def test_live_receiver_joining_mid_round_one_gets_every_file(tmp_path: Path) -> 
     for f in files:
         assert (out / f.name).read_bytes() == f.read_bytes(), f.name
     print(f"joined {joined - first:.2f} s into round 1 (round 2 at {round2 - first:.2f} s)")
+
+
+def _timed_carousel(until: float, fdt_expires: float) -> list[tuple[float, bytes, bool]]:
+    """(time, datagram, is_fdt) of an endless carousel of one file, 20 datagrams/s."""
+    tx = AlcSender(SenderConfig(tsi=6, rate_bps=None, carousel_rounds=0, symbol_length=500,
+                                max_datagrams_per_call=1, fdt_interval=1.0,
+                                fdt_expires=fdt_expires))
+    tx.add_bytes(bytes(range(256)) * 40, "f.bin")
+    out = []
+    now = T0
+    while now < T0 + until:
+        for p, _ in tx.datagrams_to_send(now):
+            out.append((now, p, parse_lct(p).toi == 0))
+        now += 0.05
+    return out
+
+
+def test_a_description_is_not_used_after_its_fdt_instance_expired() -> None:
+    # RFC 6726 §3.3: the receiver MUST NOT use an FDT Instance beyond its expiration time.
+    # It heard only the first instance (valid 20 s); the data comes 25 s later.
+    pkts = _timed_carousel(until=30.0, fdt_expires=20.0)
+    rx = AlcReceiver(ReceiverConfig(tsi=6, session_timeout=3600.0, object_timeout=3600.0))
+    first_fdt = next(p for t, p, fdt in pkts if fdt)
+    rx.receive_datagram(first_fdt, SRC, T0)
+    for t, p, fdt in pkts:
+        if not fdt and t >= T0 + 25.0:
+            rx.receive_datagram(p, SRC, t)
+    evs = _events(rx)
+    assert rx.stats.get("fdt.description_expired", 0) == 1
+    assert not [e for e in evs if isinstance(e, FileReceived)]
+    # a live instance (the sender's renewal) describes it again: delivered then
+    for t, p, fdt in pkts:
+        if fdt and t >= T0 + 25.0:
+            rx.receive_datagram(p, SRC, t)
+            break
+    files = [e for e in _events(rx) if isinstance(e, FileReceived)]
+    assert len(files) == 1 and files[0].data == bytes(range(256)) * 40
+
+
+def test_a_renewed_instance_keeps_the_description_alive() -> None:
+    # the first instance expires at 20 s, the renewal heard at ~10-20 s extends it
+    pkts = _timed_carousel(until=30.0, fdt_expires=20.0)
+    rx = AlcReceiver(ReceiverConfig(tsi=6, session_timeout=3600.0, object_timeout=3600.0))
+    for t, p, fdt in pkts:
+        if fdt and t < T0 + 19.0:
+            rx.receive_datagram(p, SRC, t)
+    for t, p, fdt in pkts:
+        if not fdt and t >= T0 + 25.0:
+            rx.receive_datagram(p, SRC, t)
+    files = [e for e in _events(rx) if isinstance(e, FileReceived)]
+    assert rx.stats.get("fdt.description_expired", 0) == 0
+    assert len(files) == 1 and files[0].data == bytes(range(256)) * 40
