@@ -69,6 +69,8 @@ PROBES_REMEMBERED = 64  # send times of our last NORM_CMD(CC), to check feedback
 MAX_NACK_EXPANSION = 8192  # objects + blocks + symbols one NACK may add to repair state
 MAX_REPAIR_SYMBOLS = 1 << 16  # explicit symbols in the aggregated repair state
 MAX_SQUELCH_IDS = 1024  # invalid object ids held for the next NORM_CMD(SQUELCH)
+FEEDBACK_REPLAY_WINDOW = 1024  # sequence numbers remembered below a receiver's highest
+FEEDBACK_REPLAY_SOURCES = 4096  # receivers with replay state (least recently heard evicted)
 
 # ---------------------------------------------------------------------------- events
 
@@ -412,12 +414,64 @@ class _AckRound:
     payloads: dict[int, bytes] = field(default_factory=dict)
 
 
+class FeedbackReplay:
+    """Replay check of receiver feedback (RFC 5776 §6.2.2: a sender SHOULD check the NORM
+    ``sequence`` of each known receiver and drop replayed messages; RFC 5740 §4.1: a
+    receiver's feedback carries a monotonically increasing sequence).
+
+    Per receiver NormNodeId: the highest sequence heard (16-bit serial arithmetic) and a
+    bitmap of the ``window`` sequences below it.  A message is a replay when its sequence
+    was heard already or is older than the window.  The check applies to a receiver once
+    its sequence has advanced: RFC 5740 only says receivers SHOULD set it, and NRL NORM's
+    receivers send 0 in every NACK and ACK; until then a repeated sequence is accepted and
+    counted (``rx.feedback_unsequenced``), as such a receiver gives nothing to check.
+    State is bounded: at most ``sources`` receivers, the least recently heard evicted
+    (``drop.replay_state_evicted``); an evicted receiver's next message starts a new
+    window."""
+
+    def __init__(self, stats: dict[str, int], window: int = FEEDBACK_REPLAY_WINDOW,
+                 sources: int = FEEDBACK_REPLAY_SOURCES) -> None:
+        self.stats = stats
+        self.window = window
+        self.sources = sources
+        self._mask = (1 << window) - 1
+        self._state: OrderedDict[int, list[int]] = OrderedDict()  # id -> [highest, bits]
+
+    def replayed(self, source_id: int, seq: int) -> bool:
+        st = self._state.get(source_id)
+        if st is None:  # [highest, bitmap, sequence has advanced]
+            self._state[source_id] = [seq, 1, 0]
+            if len(self._state) > self.sources:
+                self._state.popitem(last=False)
+                count(self.stats, "drop.replay_state_evicted")
+            return False
+        self._state.move_to_end(source_id)
+        ahead = (seq - st[0]) & 0xFFFF
+        if not st[2]:
+            if ahead == 0:
+                count(self.stats, "rx.feedback_unsequenced")
+                return False
+            st[2] = 1
+        if ahead == 0:
+            return True
+        if ahead < 0x8000:
+            st[0] = seq
+            st[1] = ((st[1] << ahead) | 1) & self._mask
+            return False
+        back = 0x10000 - ahead
+        if back >= self.window or (st[1] >> back) & 1:
+            return True
+        st[1] |= 1 << back
+        return False
+
+
 class NormSender(BatchEntry):
     """Sans-I/O NORM sender (see module docstring)."""
 
     def __init__(self, cfg: NormSenderConfig) -> None:
         self.cfg = cfg
         self.stats: dict[str, int] = {}
+        self._replay = FeedbackReplay(self.stats)
         self.rng = random.Random(cfg.seed)
         self.node_id = cfg.node_id
         self.instance_id = (
@@ -696,6 +750,9 @@ class NormSender(BatchEntry):
             return
         if msg.instance_id != self.instance_id:
             count(self.stats, "drop.wrong_instance")
+            return
+        if self._replay.replayed(msg.source_id, msg.sequence):  # RFC 5776 §6.2.2
+            count(self.stats, "drop.replay")
             return
         self._feedback_timing(msg, now)
         if isinstance(msg, M.NormNack):

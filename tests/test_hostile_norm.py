@@ -519,3 +519,25 @@ def test_authenticated_session_forged_feedback() -> None:
     assert got == [blob]
     assert st["nack.suppressed"] >= 1 and st["nack.sent"] >= 1
     assert st["tesla.drop.report"] > 1000
+
+
+def test_feedback_replay_window_rules() -> None:
+    """RFC 5776 §6.2.2 at the sender: per receiver, a sequence heard already or older than
+    the window is a replay; reordering inside the window and the 16-bit wrap are not."""
+    from norm.sender import FeedbackReplay
+
+    stats: dict[str, int] = {}
+    r = FeedbackReplay(stats, window=8, sources=2)
+    assert not r.replayed(5, 0xFFFE)
+    assert not r.replayed(5, 0x0001)  # ahead across the wrap
+    assert not r.replayed(5, 0xFFFF)  # late, inside the window
+    assert r.replayed(5, 0xFFFF) and r.replayed(5, 0x0001) and r.replayed(5, 0xFFFE)
+    assert not r.replayed(5, 20)
+    assert r.replayed(5, 0x0001)  # now older than the window
+    assert not r.replayed(6, 20)  # another receiver has its own space
+    assert not r.replayed(7, 1) and stats["drop.replay_state_evicted"] == 1  # 5 evicted
+    assert not r.replayed(5, 20)  # a new window for the evicted receiver
+    # a receiver that never sets its sequence (NRL NORM sends 0) is not checked
+    stats.clear()
+    assert not any(r.replayed(9, 0) for _ in range(5))
+    assert stats["rx.feedback_unsequenced"] == 4

@@ -3,6 +3,7 @@ sender + several NormReceivers (NACK suppression)."""
 
 from __future__ import annotations
 
+import itertools
 import random
 from typing import Any
 
@@ -59,9 +60,13 @@ def cfg(**kw: Any) -> NormSenderConfig:
     return NormSenderConfig(**base)
 
 
+_FEEDBACK_SEQ = itertools.count(1)  # receivers' sequences increase (RFC 5740 §4.1)
+
+
 def nack(s: NormSender, reqs: list[M.RepairRequest], node: int = 9, resp: float = 0.0) -> bytes:
     sec, usec = time_to_sec_usec(resp) if resp else (0, 0)
-    return M.NormNack(1, node, s.node_id, s.instance_id, sec, usec, requests=reqs).encode()
+    seq = next(_FEEDBACK_SEQ) & 0xFFFF
+    return M.NormNack(seq, node, s.node_id, s.instance_id, sec, usec, requests=reqs).encode()
 
 
 def item(s: NormSender, oid: int, sbn: int, esi: int) -> M.RepairItem:
@@ -627,7 +632,8 @@ def _grtt_after_spike(s: NormSender, spike_until: float, end: float) -> list[tup
         for arr, sent in [p for p in pending if p[0] <= t]:
             pending.remove((arr, sent))
             sec, usec = time_to_sec_usec(sent)
-            ack = M.NormAck(1, 9, s.node_id, s.instance_id, M.ACK_CC, 0, sec, usec)
+            ack = M.NormAck(next(_FEEDBACK_SEQ) & 0xFFFF, 9, s.node_id, s.instance_id,
+                            M.ACK_CC, 0, sec, usec)
             s.receive_datagram(ack.encode(), ("127.0.0.1", 9), t)
         trace.append((t, s.grtt_est.grtt))
         t += 0.005

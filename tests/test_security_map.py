@@ -201,9 +201,6 @@ def test_norm_sequence_replay_dropped_before_tesla() -> None:
     assert adv.released(rx) == [] and rx.stats["drop.bad_mac"] >= 1
 
 
-@pytest.mark.xfail(strict=True, reason="RFC 5776 §6.2.2 RECOMMENDED sender-side check of "
-                   "the receivers' NORM sequence numbers is not implemented (issue 15: "
-                   "receiver feedback policy)")
 def test_norm_sender_drops_replayed_feedback_sequence() -> None:
     from norm import messages as M
     from norm.sender import NormSender, NormSenderConfig
@@ -213,11 +210,16 @@ def test_norm_sender_drops_replayed_feedback_sequence() -> None:
     s.handle_timer(T0)
     s.datagrams_to_send(T0)
     item = M.RepairItem(s.fec_id, 0, 0, 1, m=s.fec_m)
-    nack = M.NormNack(77, 9, 1, 7, 0, 0,
-                      requests=[M.RepairRequest(M.NACK_ITEMS, M.NACK_SEGMENT, [item])]).encode()
-    s.receive_datagram(nack, ("127.0.0.1", 9), T0 + 0.01)
-    s.receive_datagram(nack, ("127.0.0.1", 9), T0 + 0.02)  # same source, same sequence
-    assert s.stats.get("drop.replay", 0) == 1
+
+    def nack(seq: int) -> bytes:
+        req = M.RepairRequest(M.NACK_ITEMS, M.NACK_SEGMENT, [item])
+        return M.NormNack(seq, 9, 1, 7, 0, 0, requests=[req]).encode()
+
+    s.receive_datagram(nack(77), ("127.0.0.1", 9), T0 + 0.01)
+    s.receive_datagram(nack(78), ("127.0.0.1", 9), T0 + 0.02)  # the receiver's next NACK
+    s.receive_datagram(nack(77), ("127.0.0.1", 9), T0 + 0.03)  # replayed
+    s.receive_datagram(nack(78), ("127.0.0.1", 9), T0 + 0.04)  # replayed
+    assert s.stats.get("drop.replay", 0) == 2 and s.stats["rx.nack"] == 2
 
 
 def test_alc_replayed_close_packets_have_no_effect() -> None:
