@@ -65,7 +65,7 @@ def test_mac_kernel(benchmark: Any, stream: Any, kernel: str) -> None:
 def test_mac_arena(benchmark: Any, stream: Any) -> None:
     """The receiver's MAC call over one interval's arena (MAC field read as zeros), as
     ``TeslaReceiver._authenticate`` makes it."""
-    from tesla.receiver import HASH_NAME, mac_arena
+    from tesla.core.receiver import HASH_NAME, mac_arena
 
     hname, size, st = stream
     pb = PackedBatch([b for _, b in st])

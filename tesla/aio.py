@@ -23,7 +23,7 @@ engine's POSIX-time timer (``engine.get_timer()``) scheduled with ``loop.call_la
 Everything runs in the loop's thread; the only other threads are the documented MAC
 verification threads of ``verify_threads=N`` (``--verify-threads``), the processes of
 ``verify_workers=N``, and, with key chains longer than
-:data:`tesla.keychain.SYNC_BUILD_MAX_KEYS`, the one thread that builds a sender's next
+:data:`tesla.core.keychain.SYNC_BUILD_MAX_KEYS`, the one thread that builds a sender's next
 chain ahead of its switch.  Writing a received file (``--out``) is done in the loop's thread, as
 the CLI does.
 
@@ -53,8 +53,8 @@ from pathlib import Path
 from typing import Any
 
 from alc.net import Driver, Endpoint, drain_endpoint, open_socket, send_due
-from tesla import receiver as tesla_rx
-from tesla.ntp import ntp_to_posix
+from tesla.core import receiver as tesla_rx
+from tesla.core.ntp import ntp_to_posix
 from tesla.run_alc import ConfigError, ReceiveSession, SendSession, guarded
 from tesla.wiring import PRINT_ERRORS, ConfigExit, add_endpoints, sender_finished
 
@@ -182,16 +182,16 @@ def translate(raw: Iterable[Any], rs: ReceiveSession, driver_stats: dict[str, in
     """The receiver's raw events and counters -> typed events (the one place to adapt
     when the receiver's events change).
 
-    From the events of :class:`tesla.receiver.TeslaReceiver` (dataclasses):
+    From the events of :class:`tesla.core.receiver.TeslaReceiver` (dataclasses):
     ``Bootstrapped`` -> :class:`BootstrapAccepted`, ``TimeSynchronized`` ->
     :class:`TimeSynchronized` (``NewChain`` is not an API event).  The receiver has no event
     for a verified key or interval, so those are derived from its public state:
-    :class:`KeyVerified` when :attr:`~tesla.receiver.TeslaReceiver.max_known_key` rises,
+    :class:`KeyVerified` when :attr:`~tesla.core.receiver.TeslaReceiver.max_known_key` rises,
     :class:`IntervalVerified` when ``stats["accepted"]`` rises.  Drops come from the
     counters of each layer, so they add up to the summary exactly (the receiver's
     ``Dropped`` events live in a bounded queue that a flood can overrun):
     :class:`DatagramDropped` with layer ``tesla`` (its ``drop.<reason>``, one of
-    :class:`tesla.receiver.DropReason`), ``engine`` and ``driver`` when a counter rises.
+    :class:`tesla.core.receiver.DropReason`), ``engine`` and ``driver`` when a counter rises.
     Files: from the output's record (``rs.sink``), so an event means the file is on disk
     under its final name."""
     out: list[Event] = []

@@ -13,7 +13,7 @@ One random file (20 MiB, 4 MiB with ``quick``) is moved three times in one run:
 1. **ours NORM + TESLA**: :class:`norm.sender.NormSender` -> :func:`tesla.fastpath.sign_batch`
    (every datagram: EXT_AUTH, HMAC-SHA-256, one packed buffer) ->
    :func:`alc.mmsg.send_packed` (``sendmmsg``) -> ``recvmmsg`` ->
-   :class:`tesla.receiver.TeslaReceiver` (safe-packet test, key checks, buffering,
+   :class:`tesla.core.receiver.TeslaReceiver` (safe-packet test, key checks, buffering,
    batch MAC verification) -> only authenticated datagrams -> :class:`norm.receiver.NormReceiver`.
    The time runs until the receiver engine delivers the object, so it includes the d
    intervals the last keys take to be disclosed (the sender keeps flushing, and fills
@@ -134,12 +134,12 @@ def run_ours(
     frx: Any = None
     if auth:  # setup (RSA key, key chain) is not transfer time, as in the ALC line
         from tesla import mackernel
-        from tesla.authenticator import ControlTemplate, TeslaSender
-        from tesla.bootstrap_sig import generate_private_key
+        from tesla.core.authenticator import ControlTemplate, TeslaSender
+        from tesla.core.bootstrap_sig import generate_private_key
+        from tesla.core.ntp import posix_to_ntp
+        from tesla.core.params import TeslaParams
+        from tesla.core.receiver import TeslaReceiver
         from tesla.fastpath import Scratch, sign_batch
-        from tesla.ntp import posix_to_ntp
-        from tesla.params import TeslaParams
-        from tesla.receiver import TeslaReceiver
 
         # numba and the compiled MAC loops: loaded before, not measured (as the ALC line);
         # a first-use compile inside the transfer stalls the first chunk past its safe

@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from tesla.params import HMAC_HASH_NAME
+from tesla.core.params import HMAC_HASH_NAME
 
 __all__ = ["bench_main", "make_stream", "openssl_hmac_ns"]
 
@@ -69,7 +69,7 @@ _SIGNING_KEY: Any = None
 def _key() -> Any:
     global _SIGNING_KEY
     if _SIGNING_KEY is None:
-        from tesla.bootstrap_sig import generate_private_key
+        from tesla.core.bootstrap_sig import generate_private_key
 
         _SIGNING_KEY = generate_private_key(1024)
     return _SIGNING_KEY
@@ -85,9 +85,9 @@ def make_sender(
     t0: int | None = None,
     **kw: Any,
 ) -> Any:
-    from tesla.authenticator import ControlTemplate, TeslaSender
-    from tesla.ntp import posix_to_ntp
-    from tesla.params import TeslaParams
+    from tesla.core.authenticator import ControlTemplate, TeslaSender
+    from tesla.core.ntp import posix_to_ntp
+    from tesla.core.params import TeslaParams
 
     gk = kw.pop("group_key", None)
     p = TeslaParams(
@@ -106,7 +106,7 @@ def make_sender(
 def tag_overhead(sender: Any) -> int:
     """Octets the wrapper adds to most datagrams: a Type 1 tag, or a Type 2 tag (no
     key) when the sender discloses the key in only some packets."""
-    from tesla import extauth as ea
+    from tesla.core import extauth as ea
 
     typ = ea.TYPE_TAG if sender.disclose_every == 1 else ea.TYPE_TAG_NO_KEY
     return ea.tag_length(typ, sender.layout)
@@ -169,7 +169,7 @@ def make_stream(
 
 def make_receiver(fast: bool = True, pool: Any = None, **kw: Any) -> Any:
     kw.setdefault("max_clock_error_ms", 20)
-    from tesla.receiver import TeslaReceiver
+    from tesla.core.receiver import TeslaReceiver
 
     if not fast:
         kw.pop("verify_threads", None)
@@ -214,7 +214,7 @@ def _copy_loop(pkts: Sequence[bytes], alg: int) -> Callable[[], None]:
     """The py-copy ceiling loop: one HMAC keyed once, copy/update/finalize per packet."""
     from cryptography.hazmat.primitives.hmac import HMAC
 
-    from tesla.crypto import hash_algorithm
+    from tesla.core.crypto import hash_algorithm
 
     copy = HMAC(os.urandom(32), hash_algorithm(alg)).copy
 
@@ -449,7 +449,7 @@ def _rss() -> int:
 
 def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]) -> None:
     """Receiver buffer at ``rate`` datagrams/s: formula vs measured."""
-    from tesla.receiver import PER_PACKET_OVERHEAD
+    from tesla.core.receiver import PER_PACKET_OVERHEAD
 
     s = make_sender(2, tint_ms=100)
     d = s.params.d
@@ -505,7 +505,7 @@ def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]
     )
     out(
         f"  tracemalloc peak / formula = {peak / bound_b:.2f} (bound on resident memory "
-        "stated in tesla/receiver.py: arenas <= buffer, + released datagrams, batch "
+        "stated in tesla/core/receiver.py: arenas <= buffer, + released datagrams, batch "
         "transients, replay memory)"
     )
 
@@ -631,8 +631,8 @@ def e2e_alc(
                 _send_list(tx, ch, dst)
                 _drain(rx, slab, len(ch), consume_pl)
         else:
+            from tesla.core.ntp import posix_to_ntp
             from tesla.fastpath import Scratch, sign_batch
-            from tesla.ntp import posix_to_ntp
 
             scratch = Scratch()  # the sign-send loop reuses one output buffer
 

@@ -39,7 +39,7 @@ from typing import Any
 from alc.engine import Address, BatchEntry
 from alc.errors import DecodeError
 from alc.pcap import read_udp
-from tesla import extauth as ea
+from tesla.core import extauth as ea
 
 _VERIFY_LATE = ("bad_mac", "bad_group_mac", "duplicate", "evicted", "stale", "flushed")
 

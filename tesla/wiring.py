@@ -2,7 +2,7 @@
 
 The runners build their plain engines and hand them to :func:`wrap_sender` /
 :func:`wrap_receiver`, which return either the same engine (``--no-auth``) or the
-TESLA-authenticated engine of :mod:`tesla.session`; drivers then use
+TESLA-authenticated engine of :mod:`tesla.core.session`; drivers then use
 :func:`add_endpoints` instead of ``Driver.add`` so that the ALC direct time-sync side
 channel gets its own unicast socket.
 
@@ -48,14 +48,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from alc.engine import Address, BatchEntry, Times, count
 from alc.net import Driver, LossInjector, iface_address, parse_group
-from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
-from tesla.bootstrap_sig import load_private_key, load_public_key, read_key_file
-from tesla.keychain import SYNC_BUILD_MAX_KEYS, KeyChainSet
-from tesla.ntp import posix_to_ntp
-from tesla.params import D_MIN, DEFAULT_PRF, TeslaParams
-from tesla.receiver import DROP_REASONS, TeslaReceiver
-from tesla.session import AuthenticatedReceiver, AuthenticatedSender, _is_sync_request
-from tesla.timesync import ms_to_ntp_delta
+from tesla.core.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
+from tesla.core.bootstrap_sig import load_private_key, load_public_key, read_key_file
+from tesla.core.keychain import SYNC_BUILD_MAX_KEYS, KeyChainSet
+from tesla.core.ntp import posix_to_ntp
+from tesla.core.params import D_MIN, DEFAULT_PRF, TeslaParams
+from tesla.core.receiver import DROP_REASONS, TeslaReceiver
+from tesla.core.session import AuthenticatedReceiver, AuthenticatedSender, _is_sync_request
+from tesla.core.timesync import ms_to_ntp_delta
 
 __all__ = [
     "AUTH_DROP_REASONS",

@@ -1,13 +1,13 @@
 """Worker processes that compute the per-packet HMACs of verification batches.
 
 The MAC loop is the only per-packet work of an interval's verification (the receiver's
-:func:`tesla.receiver.mac_arena` call) and, in Python, it holds the GIL (threads give
+:func:`tesla.core.receiver.mac_arena` call) and, in Python, it holds the GIL (threads give
 nothing for packets below ~2 KiB), so the parallel form is processes.  A :class:`WorkerPool` owns
 three ``multiprocessing.shared_memory`` blocks used as rings -- packed datagrams, a row
 table (start, length, MAC field offset, Group MAC field offset) and the output (the
 received MAC fields and the computed digests, truncated) -- and ``n`` worker processes.
 
-What the receiver uses (:func:`tesla.receiver.pool_macs`, ``--verify-workers``) is the
+What the receiver uses (:func:`tesla.core.receiver.pool_macs`, ``--verify-workers``) is the
 synchronous :meth:`WorkerPool.mac_packed` over an interval's arena, fields zeroed.
 
 Pipelined form (not used by the receiver since its arenas; kept with its tests):

@@ -105,7 +105,7 @@ def test_verify_workers_same_result(
 ) -> None:
     """``--verify-workers 2``: the intervals' MACs are computed by worker processes (every
     interval, whatever its size, here) with the same files and counters as in-process."""
-    import tesla.receiver as tr
+    import tesla.core.receiver as tr
     import tesla.workers as tw
 
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
@@ -141,7 +141,7 @@ def test_verify_threads_same_result(
     interval, whatever its size, here), with the same files and counters as with one."""
     import threading
 
-    import tesla.receiver as tr
+    import tesla.core.receiver as tr
 
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
     calls: list[str] = []

@@ -1,4 +1,4 @@
-"""tesla.receiver: the one receiver decides exactly as the scalar model of RFC 5776 §4.3
+"""tesla.core.receiver: the one receiver decides exactly as the scalar model of RFC 5776 §4.3
 (tests/tesla_oracle.py) -- same random mixes of valid, forged, unsafe, replayed, malformed,
 duplicated, reordered datagrams, ALC and NORM, batches of 1 to 1024, with the MAC kernel
 and without -- the lane's layout classes locate EXT_AUTH as the codec walk does, and
@@ -17,8 +17,8 @@ from tesla_oracle import OracleReceiver
 
 from alc.mmsg import Slab
 from tesla.benchcmd import T0, make_sender, make_stream, raw_packet, tag_overhead
+from tesla.core.receiver import TeslaReceiver
 from tesla.fastpath import PackedBatch, Scratch, sign_batch, split_packed
-from tesla.receiver import TeslaReceiver
 
 KEY_HOLDER: dict[str, Any] = {}
 
@@ -129,7 +129,7 @@ def test_same_decisions_with_verify_threads(
     protocol: str, mac_kernel: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Intervals shared among 3 threads (uneven row ranges) decide as the oracle."""
-    import tesla.receiver as tr
+    import tesla.core.receiver as tr
 
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 16)
     rng = random.Random(11)
@@ -162,8 +162,8 @@ def test_headers_longer_than_the_lane_prefix(protocol: str) -> None:
     ~250 octets: EXT_NOPs appended to the extension area, so their MAC fails), mixed
     with genuine ones: the lane never compares columns outside its rows, and every
     decision equals the oracle's."""
-    from tesla.authenticator import HDR_LEN_OFFSET
-    from tesla.receiver import LANE_PREFIX
+    from tesla.core.authenticator import HDR_LEN_OFFSET
+    from tesla.core.receiver import LANE_PREFIX
 
     rng = random.Random(17)
     snd = make_sender(2, protocol=protocol, n_chain=9, disclose_every=3)
@@ -539,7 +539,7 @@ def test_norm_accept_many_equals_reference_loop() -> None:
     runs across the seen-set bound (trims) and the 16-bit wrap, several sources,
     repeated and reordered sequence numbers, far-off ones (the loop), fewer than 8
     datagrams."""
-    from tesla.receiver import NORM_SEQ_WINDOW
+    from tesla.core.receiver import NORM_SEQ_WINDOW
 
     rng = random.Random(4)
     a = TeslaReceiver(_pub(), protocol="norm")

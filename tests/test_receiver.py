@@ -1,4 +1,4 @@
-"""tesla.receiver: the MAC adapter over interval arenas, the arena rule, the drop-reason
+"""tesla.core.receiver: the MAC adapter over interval arenas, the arena rule, the drop-reason
 enum and the event dataclasses."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pytest
 
 from tesla import mackernel
 from tesla.benchcmd import make_sender, make_stream
-from tesla.receiver import (
+from tesla.core.receiver import (
     DROP_REASONS,
     Arena,
     Bootstrapped,
@@ -157,7 +157,7 @@ def test_drop_reasons_are_one_enum_and_events_dataclasses() -> None:
 
 
 def test_arena_keep_tail_moves_kept_rows_back_to_back() -> None:
-    """The per-position cap's compaction of an arena (tesla/floodguard.py): rows copied
+    """The per-position cap's compaction of an arena (tesla/core/floodguard.py): rows copied
     at a stride (a recvmmsg slab: gaps between them) and one by one, Type 3 commitments
     on some; keeping a subset of the tail leaves the head untouched, the kept rows'
     octets, fields, metas and commitments in order, and the storage in use shrunk."""

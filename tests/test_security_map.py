@@ -15,12 +15,12 @@ import test_adversarial as adv
 
 from alc.receiver import AlcReceiver, FileReceived, ObjectFailed
 from alc.sender import AlcSender, SenderConfig
-from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
-from tesla.keychain import KeyChainSet
-from tesla.ntp import posix_to_ntp
-from tesla.params import TeslaParams
-from tesla.receiver import NewChain, TeslaReceiver
-from tesla.session import AuthenticatedReceiver
+from tesla.core.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
+from tesla.core.keychain import KeyChainSet
+from tesla.core.ntp import posix_to_ntp
+from tesla.core.params import TeslaParams
+from tesla.core.receiver import NewChain, TeslaReceiver
+from tesla.core.session import AuthenticatedReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 MAP = ROOT / "docs" / "security" / "README.md"
@@ -89,7 +89,7 @@ class Recorder:
 
 
 def _count_sig_verify(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    import tesla.receiver as V
+    import tesla.core.receiver as V
 
     calls = [0]
     real = V.sig_verify
@@ -290,7 +290,7 @@ def test_verifier_reads_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the verifier read a clock")
 
     rig = adv.Rig(PROTO_ALC)
-    from tesla.receiver import TeslaReceiver as FastTeslaReceiver
+    from tesla.core.receiver import TeslaReceiver as FastTeslaReceiver
 
     fast = FastTeslaReceiver(adv.KEY.public_key(), protocol=PROTO_ALC, max_clock_error_ms=10)
     pk = [rig.tx.bootstrap_packet(T0 + 0.001)] + [

@@ -385,12 +385,12 @@ def test_output_does_not_depend_on_the_python_hash_seed(tmp_path: Path) -> None:
 
 
 def test_memo_macs_share_only_identical_datagrams() -> None:
-    """The simulator's shared MAC memo (``tesla.receiver.MemoMacs``) returns exactly what
+    """The simulator's shared MAC memo (``tesla.core.receiver.MemoMacs``) returns exactly what
     ``mac_arena`` computes, keyed on the row's content: a modified copy is computed
     afresh, another key too."""
     import numpy as np
 
-    from tesla.receiver import MemoMacs, mac_arena
+    from tesla.core.receiver import MemoMacs, mac_arena
 
     pk = [bytes(range(i, i + 60)) for i in range(5)]
     arena = np.frombuffer(bytearray(b"".join(pk)), dtype=np.uint8)

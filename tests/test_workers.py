@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from tesla_oracle import OracleReceiver
 
-import tesla.receiver as tr
+import tesla.core.receiver as tr
 from tesla.benchcmd import make_sender, make_stream
+from tesla.core.receiver import TeslaReceiver
 from tesla.fastpath import PackedBatch, mac_rows
-from tesla.receiver import TeslaReceiver
 from tesla.workers import WorkerPool
 
 
