@@ -32,7 +32,7 @@ from tesla.benchcmd import (  # noqa: E402
     make_stream,
     warmed_sender,
 )
-from tesla.fastpath import PackedBatch, mac_rows, sign_batch  # noqa: E402
+from tesla.mac.batch import PackedBatch, mac_rows, sign_batch  # noqa: E402
 
 SIZES = [64, 1400]
 N = 5000
@@ -47,9 +47,9 @@ def stream(request: Any) -> tuple[str, int, list[tuple[float, bytes]]]:
 
 @pytest.mark.parametrize("kernel", ["compiled", "py-copy"])
 def test_mac_kernel(benchmark: Any, stream: Any, kernel: str) -> None:
-    """``mac_rows`` over a packed buffer: the compiled loop (tesla.mackernel) or the
+    """``mac_rows`` over a packed buffer: the compiled loop (tesla.mac.kernel) or the
     keyed-once ``cryptography`` copy loop (the pure-Python per-packet floor)."""
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     hname, size, st = stream
     pb = PackedBatch([b for _, b in st])

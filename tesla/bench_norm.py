@@ -10,7 +10,7 @@ one run.  ALC is in
 
 One random file (20 MiB, 4 MiB with ``quick``) is moved three times in one run:
 
-1. **ours NORM + TESLA**: :class:`norm.sender.NormSender` -> :func:`tesla.fastpath.sign_batch`
+1. **ours NORM + TESLA**: :class:`norm.sender.NormSender` -> :func:`tesla.mac.batch.sign_batch`
    (every datagram: EXT_AUTH, HMAC-SHA-256, one packed buffer) ->
    :func:`alc.mmsg.send_packed` (``sendmmsg``) -> ``recvmmsg`` ->
    :class:`tesla.core.receiver.TeslaReceiver` (safe-packet test, key checks, buffering,
@@ -133,13 +133,13 @@ def run_ours(
     ts: Any = None
     frx: Any = None
     if auth:  # setup (RSA key, key chain) is not transfer time, as in the ALC line
-        from tesla import mackernel
         from tesla.core.authenticator import ControlTemplate, TeslaSender
         from tesla.core.bootstrap_sig import generate_private_key
         from tesla.core.ntp import posix_to_ntp
         from tesla.core.params import TeslaParams
         from tesla.core.receiver import TeslaReceiver
-        from tesla.fastpath import Scratch, sign_batch
+        from tesla.mac import kernel as mackernel
+        from tesla.mac.batch import Scratch, sign_batch
 
         # numba and the compiled MAC loops: loaded before, not measured (as the ALC line);
         # a first-use compile inside the transfer stalls the first chunk past its safe

@@ -10,7 +10,7 @@ ns/packet, packets/s and the ratio to the OpenSSL rate for:
   ``copy()``/``update()``/``finalize()`` per packet (no parsing): the Python ceiling.
 * ``hmac.digest`` -- the bare standard-library one-shot loop over the same packets.
 * ``sender wrap``  -- :meth:`TeslaSender.wrap` per packet (reference sender).
-* ``sender batch`` -- :func:`tesla.fastpath.sign_batch`, 1024 packets per call, into one
+* ``sender batch`` -- :func:`tesla.mac.batch.sign_batch`, 1024 packets per call, into one
   packed buffer ready for ``sendmmsg``.
 * ``receiver ref`` -- :meth:`TeslaReceiver.receive` per packet (the per-datagram entry).
 * ``receiver fast`` -- :meth:`TeslaReceiver.receive_batch` (1024-packet batches)
@@ -325,7 +325,7 @@ def _sender_sampler(
     """One timed run of ``wrap()`` per datagram (``batch`` 0) or of ``sign_batch`` in
     ``batch``-datagram calls, on one warmed sender built once (its key chain takes
     ~0.4 s; a sender already wrapping in this interval is the steady state)."""
-    from tesla.fastpath import Scratch, sign_batch
+    from tesla.mac.batch import Scratch, sign_batch
 
     s, raws, now = warmed_sender(alg, size, n, random.Random(2))
     scratch = Scratch()  # a send loop reuses its output buffer (sign, send, sign...)
@@ -369,7 +369,7 @@ def receiver_ns(
         b = max(b, a + 1)
         cuts.append((a, b))
         a = b
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     kernel = rx_kw.pop("mac_kernel", True)
     for _ in range(repeat):
@@ -404,7 +404,7 @@ def pool_speedup(
 ) -> tuple[float, float]:
     """Wall-clock ns/packet of the MAC kernel in this process and with the worker pool,
     best of ``repeat`` interleaved runs over the stream's datagrams."""
-    from tesla.fastpath import PackedBatch, mac_rows
+    from tesla.mac.batch import PackedBatch, mac_rows
 
     pb = PackedBatch([b for _, b in stream])
     key = os.urandom(32)
@@ -471,7 +471,7 @@ def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]
     # allocated inside the measured region as on a socket (the stream list is not)
     slab = Slab(1024, 1500)
     rx = make_receiver()
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     mackernel.warm_up()  # the native kernel: loaded and checked before, not measured
     gc.collect()
@@ -632,7 +632,7 @@ def e2e_alc(
                 _drain(rx, slab, len(ch), consume_pl)
         else:
             from tesla.core.ntp import posix_to_ntp
-            from tesla.fastpath import Scratch, sign_batch
+            from tesla.mac.batch import Scratch, sign_batch
 
             scratch = Scratch()  # the sign-send loop reuses one output buffer
 
@@ -782,7 +782,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         print(s, flush=True)
         lines.append(s)
 
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     mackernel.warm_up(a.workers)  # loaded and checked outside every timing
     t_run = time.perf_counter()
@@ -793,7 +793,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     out(f"MAC kernel: {mackernel.describe()}")
     pool = None
     if a.workers > 0:
-        from tesla.workers import WorkerPool
+        from tesla.mac.workers import WorkerPool
 
         pool = WorkerPool(a.workers)
     try:

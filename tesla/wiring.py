@@ -608,7 +608,7 @@ def _preload(protocol: str) -> None:
 
 def _preload_kernel(threads: int) -> None:
     """The MAC kernel too (extension import and its known-answer check)."""
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     mackernel.warm_up(threads)
 
@@ -670,12 +670,12 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
 
 
 def _worker_pool(n: int, protocol: str) -> Any:
-    """A :class:`tesla.workers.WorkerPool` of ``n`` processes (ALC), closed at exit."""
+    """A :class:`tesla.mac.workers.WorkerPool` of ``n`` processes (ALC), closed at exit."""
     if n <= 0 or protocol != PROTO_ALC:
         return None
     import atexit
 
-    from tesla.workers import WorkerPool
+    from tesla.mac.workers import WorkerPool
 
     pool = WorkerPool(n)
     atexit.register(pool.close)

@@ -106,7 +106,7 @@ def test_verify_workers_same_result(
     """``--verify-workers 2``: the intervals' MACs are computed by worker processes (every
     interval, whatever its size, here) with the same files and counters as in-process."""
     import tesla.core.receiver as tr
-    import tesla.workers as tw
+    import tesla.mac.workers as tw
 
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
     pools: list[tw.WorkerPool] = []

@@ -2,7 +2,7 @@
 (tests/tesla_oracle.py) -- same random mixes of valid, forged, unsafe, replayed, malformed,
 duplicated, reordered datagrams, ALC and NORM, batches of 1 to 1024, with the MAC kernel
 and without -- the lane's layout classes locate EXT_AUTH as the codec walk does, and
-tesla.fastpath.sign_batch equals wrap()."""
+tesla.mac.batch.sign_batch equals wrap()."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tesla_oracle import OracleReceiver
 from alc.mmsg import Slab
 from tesla.benchcmd import T0, make_sender, make_stream, raw_packet, tag_overhead
 from tesla.core.receiver import TeslaReceiver
-from tesla.fastpath import PackedBatch, Scratch, sign_batch, split_packed
+from tesla.mac.batch import PackedBatch, Scratch, sign_batch, split_packed
 
 KEY_HOLDER: dict[str, Any] = {}
 
@@ -26,7 +26,7 @@ KEY_HOLDER: dict[str, Any] = {}
 @pytest.fixture(autouse=True, params=["kernel", "py-copy"])
 def mac_kernel(request: pytest.FixtureRequest) -> Any:
     """Every test runs with the compiled MAC kernel and with the py-copy fallback."""
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     if request.param == "kernel":
         assert mackernel.available(), mackernel.why_unavailable()
@@ -410,7 +410,7 @@ def test_mac_rows_is_standard_hmac(layout: str, mac_id: int, name: str) -> None:
     row layout it cuts differently (pieces of SPLIT_BYTES, tails, gaps, memoryview path)."""
     import hmac
 
-    from tesla.fastpath import SPLIT_BYTES, mac_rows
+    from tesla.mac.batch import SPLIT_BYTES, mac_rows
 
     rng = random.Random(layout)
     n = 3 * SPLIT_BYTES // 600 + 7  # several pieces in every layout

@@ -16,9 +16,9 @@ from tesla_oracle import OracleReceiver
 
 from alc.mmsg import Slab
 from norm.messages import header_regions
-from tesla import mackernel
 from tesla.benchcmd import make_sender, make_stream
 from tesla.core.receiver import TeslaReceiver
+from tesla.mac import kernel as mackernel
 
 
 @pytest.fixture(params=["kernel", "py-copy"])

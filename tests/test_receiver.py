@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tesla import mackernel
 from tesla.benchcmd import make_sender, make_stream
 from tesla.core.receiver import (
     DROP_REASONS,
@@ -23,6 +22,7 @@ from tesla.core.receiver import (
     TimeSynchronized,
     mac_arena,
 )
+from tesla.mac import kernel as mackernel
 
 
 def _pub() -> Any:

@@ -1,4 +1,4 @@
-"""tesla.workers: MACs computed by worker processes from shared memory equal the in-process
+"""tesla.mac.workers: MACs computed by worker processes from shared memory equal the in-process
 kernel, chunking over the shared blocks works, and a receiver using the pool decides
 exactly as the reference."""
 
@@ -15,8 +15,8 @@ from tesla_oracle import OracleReceiver
 import tesla.core.receiver as tr
 from tesla.benchcmd import make_sender, make_stream
 from tesla.core.receiver import TeslaReceiver
-from tesla.fastpath import PackedBatch, mac_rows
-from tesla.workers import WorkerPool
+from tesla.mac.batch import PackedBatch, mac_rows
+from tesla.mac.workers import WorkerPool
 
 
 @pytest.fixture(scope="module")

@@ -107,7 +107,7 @@ from tesla.core.timesync import DirectSyncClient, indirect_dt_from_ms
 
 if TYPE_CHECKING:
     from alc.mmsg import Slab
-    from tesla.workers import WorkerPool
+    from tesla.mac.workers import WorkerPool
 
 __all__ = [
     "DROP_REASONS",
@@ -283,11 +283,11 @@ def mac_arena(
     (where >= 0) read as zeros (RFC 5776 §3.3.1).  The arena is left as it was.
 
     The receiver's one adapter to the MAC code: the native
-    :func:`tesla.mackernel.mac_arena` (one C call, the GIL released, every row and field
+    :func:`tesla.mac.kernel.mac_arena` (one C call, the GIL released, every row and field
     bounds-checked, the fields read as zeros without writing the arena) when the kernel
     is loaded; else, as ``mackernel`` falls back, the ``cryptography`` HMAC copy loop over
     the rows with the fields zeroed in place around it."""
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     n = len(offsets)
     if n == 0:
@@ -700,7 +700,7 @@ class TeslaReceiver:
     """The RFC 5776 §4.3 state of one TESLA sender (see module doc).
 
     ``macs``: the MAC backend (:func:`mac_arena` signature); ``pool``: a
-    :class:`tesla.workers.WorkerPool` computing large intervals; ``verify_threads`` > 1:
+    :class:`tesla.mac.workers.WorkerPool` computing large intervals; ``verify_threads`` > 1:
     large intervals shared among that many threads."""
 
     def __init__(

@@ -60,7 +60,7 @@ def zero_and_hash(
     """For the rows ``rows`` (n, 4) of ``arr``/``data`` (the same block as numpy and as a
     buffer): copy each MAC field to ``out[:, :km]``, zero it and the Group MAC field,
     and write the HMAC digests, truncated to ``km``, to ``out[:, _DIG:_DIG + km]``."""
-    from tesla.fastpath import _zero_fields, mac_rows
+    from tesla.mac.batch import _zero_fields, mac_rows
 
     n = len(rows)
     if n == 0:
@@ -248,7 +248,7 @@ class WorkerPool:
         n = len(pkts)
         if n == 0 or n > self.max_rows:
             return None
-        from tesla import mackernel
+        from tesla.mac import kernel as mackernel
 
         held = mackernel.lengths_of(pkts)  # read in place, copied by the kernel below
         lens = held.lens if held is not None else np.fromiter(map(len, pkts), np.int64, n)
@@ -262,7 +262,7 @@ class WorkerPool:
         if d0 is None or r0 is None:
             return None
         starts = np.cumsum(lens) - lens + d0
-        from tesla.fastpath import _splitter
+        from tesla.mac.batch import _splitter
 
         buf = self._in.buf
         assert buf is not None

@@ -22,9 +22,9 @@ from operator import add
 import numpy as np
 from cryptography.hazmat.primitives.hmac import HMAC
 
-from tesla import mackernel
 from tesla.core.authenticator import TeslaSender
 from tesla.core.crypto import F_prime, hash_algorithm
+from tesla.mac import kernel as mackernel
 
 __all__ = ["mac_rows", "sign_batch", "split_packed", "PackedBatch", "Scratch"]
 
