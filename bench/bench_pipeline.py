@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alc.mmsg import Slab, recv_batch, send_batch  # noqa: E402
-from tesla.benchcmd import (  # noqa: E402
+from tesla.cli.bench import (  # noqa: E402
     PROFILES,
     disclose_every_for,
     make_receiver,

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tesla_oracle import OracleReceiver  # noqa: E402
 
 from alc.mmsg import Slab  # noqa: E402
-from tesla.benchcmd import _key, make_sender, make_stream  # noqa: E402
+from tesla.cli.bench import _key, make_sender, make_stream  # noqa: E402
 from tesla.core.receiver import TeslaReceiver  # noqa: E402
 from tesla.mac import kernel as mackernel  # noqa: E402
 

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from tesla.benchcmd import T0, _key, make_sender, make_stream
+from tesla.cli.bench import T0, _key, make_sender, make_stream
 
 
 def _rss_mib() -> int:

@@ -11,7 +11,7 @@ A *target* turns mutated inputs into calls and checks its invariant:
   count every datagram in ``stats``, keep their accounted buffers under their configured
   bounds (and, with ``memory=True``, the traced Python heap under the stated bound);
 * authenticated ALC/NORM through the CLI receivers' batch path
-  (``tesla.wiring._AuthRx`` around :class:`tesla.core.receiver.TeslaReceiver`,
+  (``tesla.cli.wiring._AuthRx`` around :class:`tesla.core.receiver.TeslaReceiver`,
   ``receive_datagrams``): the same, and no datagram reaches the ALC/NORM engine unless
   it is byte-identical to one the sender produced (NORM receiver feedback, types 4-6,
   carries no TESLA tag and goes to the engine by design, RFC 5776 §5.2).
@@ -682,11 +682,11 @@ def auth_session(protocol: str, group: bool = False) -> list[tuple[float, bytes]
     disclosures): ``(send time, datagram)``."""
 
     def make() -> list[tuple[float, bytes]]:
+        from tesla.cli.wiring import dry_run_packets
         from tesla.core.authenticator import ControlTemplate, TeslaSender
         from tesla.core.ntp import posix_to_ntp
         from tesla.core.params import TeslaParams
         from tesla.core.session import AuthenticatedSender
-        from tesla.wiring import dry_run_packets
 
         params = TeslaParams(
             t0_ntp=posix_to_ntp(T0), tint_ms=50, n_chain=400, d=2, prf_id=2, mac_id=2,
@@ -1393,7 +1393,7 @@ class _Recorder:
 
 class AuthTarget(_Episode):
     """Authenticated ALC or NORM through the CLI receivers' live batch path:
-    ``tesla.wiring._AuthRx`` + :class:`FastTeslaReceiver` + ``receive_datagrams``."""
+    ``tesla.cli.wiring._AuthRx`` + :class:`FastTeslaReceiver` + ``receive_datagrams``."""
 
     MAX_BUF = 1 << 20
     loss = 0.0
@@ -1409,8 +1409,8 @@ class AuthTarget(_Episode):
 
     def run_case(self, rng: random.Random, mut: Mutator, budget: int, res: Result,
                  known_inputs: Sequence[tuple[str, KnownInput]]) -> None:
+        from tesla.cli.wiring import _AuthRx
         from tesla.core.receiver import TeslaReceiver as FastTeslaReceiver
-        from tesla.wiring import _AuthRx
 
         grp = rng.random() < 0.5
         st = auth_session(self.protocol, grp)

@@ -12,7 +12,7 @@ import pytest
 from helpers import keygen, rand_group, write_random_files
 
 from alc.pcap import read_udp
-from tesla.cli import main
+from tesla.cli.main import main
 
 
 @pytest.fixture(scope="module")

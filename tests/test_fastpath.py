@@ -16,7 +16,7 @@ import pytest
 from tesla_oracle import OracleReceiver
 
 from alc.mmsg import Slab
-from tesla.benchcmd import T0, make_sender, make_stream, raw_packet, tag_overhead
+from tesla.cli.bench import T0, make_sender, make_stream, raw_packet, tag_overhead
 from tesla.core.receiver import TeslaReceiver
 from tesla.mac.batch import PackedBatch, Scratch, sign_batch, split_packed
 
@@ -36,7 +36,7 @@ def mac_kernel(request: pytest.FixtureRequest) -> Any:
 
 
 def _pub() -> Any:
-    from tesla import benchcmd
+    from tesla.cli import bench as benchcmd
 
     return benchcmd._key().public_key()
 

@@ -16,7 +16,7 @@ from tesla_oracle import OracleReceiver
 
 from alc.mmsg import Slab
 from norm.messages import header_regions
-from tesla.benchcmd import make_sender, make_stream
+from tesla.cli.bench import make_sender, make_stream
 from tesla.core.receiver import TeslaReceiver
 from tesla.mac import kernel as mackernel
 
@@ -32,7 +32,7 @@ def mac_kernel(request: pytest.FixtureRequest) -> Any:
 
 
 def _pub() -> Any:
-    from tesla import benchcmd
+    from tesla.cli import bench as benchcmd
 
     return benchcmd._key().public_key()
 
@@ -219,15 +219,15 @@ def test_corrupt_key_file_is_a_one_line_error_before_any_socket(
     """A corrupt, special or missing key file: exit status 2, one line on stderr, no
     traceback, and no socket opened (the CLI runs in this process, ``open_socket`` of
     both runners replaced by a trap)."""
-    import tesla.run_alc
-    import tesla.run_norm
-    from tesla.cli import main
+    import tesla.cli.run_alc
+    import tesla.cli.run_norm
+    from tesla.cli.main import main
 
     def trap(*a: Any, **k: Any) -> Any:
         raise AssertionError("a socket was opened before the key was checked")
 
-    monkeypatch.setattr(tesla.run_alc, "open_socket", trap)
-    monkeypatch.setattr(tesla.run_norm, "open_socket", trap)
+    monkeypatch.setattr(tesla.cli.run_alc, "open_socket", trap)
+    monkeypatch.setattr(tesla.cli.run_norm, "open_socket", trap)
     d = key_files["dir"]
     path = name if name.startswith("/") else str(d / name)
     group = "239.255.15.15:45015"
@@ -397,7 +397,7 @@ def test_forged_bootstraps_cost_bounded_rsa_work(
     bootstrap from the sender's address right after them still initializes the
     receiver; an identical bootstrap is never verified twice; after the bootstrap,
     forged ones with other parameters or from the future cost no RSA at all."""
-    from tesla.benchcmd import T0
+    from tesla.cli.bench import T0
     from tesla.core.ratelimit import SOURCE_BURST
 
     calls = _count_rsa(monkeypatch)
@@ -439,7 +439,7 @@ def test_forged_bootstraps_cost_bounded_rsa_work(
 def test_rsa_rate_is_bounded_over_time_and_across_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     """A sustained flood (10 s, 1000 distinct forgeries per second, each from another
     spoofed address): RSA verifications <= global burst + global rate x time."""
-    from tesla.benchcmd import T0
+    from tesla.cli.bench import T0
     from tesla.core.ratelimit import GLOBAL_BURST, GLOBAL_RATE
 
     calls = _count_rsa(monkeypatch)
@@ -462,7 +462,7 @@ def test_forged_sync_responses_cost_bounded_rsa_work(
     """Forged direct-sync responses matching the pending request (the attacker saw it:
     NORM requests go to the group): at most the burst is verified, the rest
     ``drop.rate_limited``; the genuine response from the sender's address is taken."""
-    from tesla.benchcmd import T0, _key
+    from tesla.cli.bench import T0, _key
     from tesla.core.authenticator import ControlTemplate, TeslaSender
 
     calls = _count_rsa(monkeypatch)

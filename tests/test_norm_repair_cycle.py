@@ -35,7 +35,7 @@ RATE = 50e6 / 8  # the CLI's --rate 50M
 
 
 def _cli_sender(seed: int, **kw: Any) -> NormSender:
-    """NormSenderConfig as tesla.run_norm.run_send builds it (defaults of the CLI)."""
+    """NormSenderConfig as tesla.cli.run_norm.run_send builds it (defaults of the CLI)."""
     return NormSender(
         NormSenderConfig(
             node_id=1, rate=RATE, grtt=0.5, robust_factor=20, eot_repeats=3, seed=seed, **kw

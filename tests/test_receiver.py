@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tesla.benchcmd import make_sender, make_stream
+from tesla.cli.bench import make_sender, make_stream
 from tesla.core.receiver import (
     DROP_REASONS,
     Arena,
@@ -26,7 +26,7 @@ from tesla.mac import kernel as mackernel
 
 
 def _pub() -> Any:
-    from tesla import benchcmd
+    from tesla.cli import bench as benchcmd
 
     return benchcmd._key().public_key()
 

@@ -272,7 +272,7 @@ def test_only_verified_datagrams_reach_the_engine(protocol: str) -> None:
         t = T0 + (w + 2) * 0.1 + 0.05
         ar.receive_datagram(rig.tx.key_disclosure_packet(t), None, t + 0.001)
     assert sorted(eng.got) == sorted(genuine)
-    from tesla.wiring import _AuthRx
+    from tesla.cli.wiring import _AuthRx
 
     wrapped = _AuthRx(rig.new_receiver(), eng, 0.0, False)
     with pytest.raises(AttributeError):
@@ -317,7 +317,7 @@ def test_live_arrival_time_read_at_handoff() -> None:
     tests/test_rx_metadata.py), never at a time shared by the batch: a datagram that
     arrived after its key could be disclosed is unsafe even when the batch holds earlier,
     safe ones."""
-    import tesla.wiring as W
+    import tesla.cli.wiring as W
 
     rig = adv.Rig(PROTO_ALC)
     eng = Recorder()

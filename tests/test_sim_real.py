@@ -279,7 +279,7 @@ def test_pcap_is_read_back_by_our_receiver_and_tshark(tmp_path: Path, auth: bool
     f.write_text(_toml(d))
     pcap, pub = tmp_path / "rx0.pcap", tmp_path / "sender.pub"
     assert simulate_main([str(f), "--pcap", str(pcap), "--sender-pub", str(pub), "-q"]) == 0
-    from tesla.cli import main as cli_main
+    from tesla.cli.main import main as cli_main
 
     out = tmp_path / "out"
     extra = ["--sender-key", str(pub), "--max-clock-error", "10"] if auth else ["--no-auth"]

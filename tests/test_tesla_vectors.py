@@ -551,13 +551,13 @@ def test_signature_bit_flips_and_other_key_fail() -> None:
 def test_keygen_writes_pem_pair(tmp_path: Path) -> None:
     import stat
 
+    from tesla.cli.keygen import generate_keypair, keygen_main
     from tesla.core.bootstrap_sig import (
         SignatureVerifier,
         Signer,
         load_private_key,
         load_public_key,
     )
-    from tesla.keygen import generate_keypair, keygen_main
 
     priv, pub = generate_keypair(tmp_path, bits=1024)
     assert (priv.name, pub.name) == ("SENDER.pem", "SENDER.pub")
@@ -573,7 +573,7 @@ def test_keygen_writes_pem_pair(tmp_path: Path) -> None:
 
 
 def test_keygen_creates_missing_directories(tmp_path: Path) -> None:
-    from tesla.keygen import keygen_main
+    from tesla.cli.keygen import keygen_main
 
     target = tmp_path / "not" / "yet" / "SENDER"
     assert keygen_main(["--out", str(target), "--bits", "1024"]) == 0

@@ -13,7 +13,7 @@ import pytest
 from tesla_oracle import OracleReceiver
 
 import tesla.core.receiver as tr
-from tesla.benchcmd import make_sender, make_stream
+from tesla.cli.bench import make_sender, make_stream
 from tesla.core.receiver import TeslaReceiver
 from tesla.mac.batch import PackedBatch, mac_rows
 from tesla.mac.workers import WorkerPool
@@ -48,7 +48,7 @@ def test_receiver_with_pool_same_decisions(
     pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
-    from tesla import benchcmd
+    from tesla.cli import bench as benchcmd
 
     pub = benchcmd._key().public_key()
     snd = make_sender(2)

@@ -212,11 +212,11 @@ class AuthenticatedReceiver(BatchEntry):
             self._release(float(times[-1]))
 
     def _release(self, now: float) -> None:
-        if self._norm and not self._release_delay_set and self.tesla.core.params is not None:
+        if self._norm and not self._release_delay_set and self.tesla.params is not None:
             # NORM: the engine sees sender messages up to (d+1)*T_int late (its NACK
             # holdoff covers that, docs/tesla-choices.md "TESLA-aware NORM timing")
             self._release_delay_set = True
-            p = self.tesla.core.params
+            p = self.tesla.params
             cfg = getattr(self.engine, "config", None)
             if cfg is not None and hasattr(cfg, "release_delay"):
                 cfg.release_delay = (p.d + 1) * p.tint_ms / 1000.0

@@ -6,7 +6,7 @@ command flavour), TSI/TOI or NORM source/instance/object ids, SBN/ESI, the TESLA
 of the tag and the interval of the key it discloses (i - d), and the verdict.
 
 Verification (``--sender-key``) drives the receiver the CLI's ``receive`` builds
-(:func:`tesla.wiring.wrap_receiver`, the same batch entry ``receive_datagrams``), one
+(:func:`tesla.cli.wiring.wrap_receiver`, the same batch entry ``receive_datagrams``), one
 datagram at a time with its capture timestamp as arrival time, so the safe-packet test
 applies to the capture's timing.  A datagram's verdict comes from what the receiver did
 with it, read from its public counters after each call:
@@ -240,7 +240,7 @@ class _Released(BatchEntry):
 
 
 def _receiver(protocol: str, port: int, key: str, max_clock_error: float | None, out: str) -> tuple[Any, _Released]:
-    from tesla.cli import build_parser as cli_parser
+    from tesla.cli.main import build_parser as cli_parser
 
     argv = ["receive", "--protocol", protocol, "--group", f"0.0.0.0:{port}", "--out", out,
             "--sender-key", key, "--from-pcap", "-"]
@@ -249,14 +249,14 @@ def _receiver(protocol: str, port: int, key: str, max_clock_error: float | None,
     args = cli_parser().parse_args(argv)
     if protocol == "alc":
         from alc.receiver import AlcReceiver
-        from tesla.run_alc import receiver_config
+        from tesla.cli.run_alc import receiver_config
 
         inner: Any = AlcReceiver(receiver_config(args))
     else:
         from norm.receiver import NormReceiver, ReceiverConfig
 
         inner = NormReceiver(ReceiverConfig())
-    from tesla.wiring import wrap_receiver
+    from tesla.cli.wiring import wrap_receiver
 
     rec = _Released(inner)
     return wrap_receiver(rec, args, protocol), rec

@@ -6,7 +6,7 @@ TESLA-authenticated engine of :mod:`tesla.core.session`; drivers then use
 :func:`add_endpoints` instead of ``Driver.add`` so that the ALC direct time-sync side
 channel gets its own unicast socket.
 
-Options (added through ``tesla.cli.OPTION_HOOKS`` by :func:`add_options`):
+Options (added through ``tesla.cli.main.OPTION_HOOKS`` by :func:`add_options`):
 
 * send: ``--key SENDER.pem`` (required unless ``--no-auth``), ``--tint MS``,
   ``--disclosure-delay D``, ``--chain-length N``, ``--mac hmac-sha256|...``,
@@ -835,7 +835,7 @@ def demo_auth(rx: Any, sender: Any, args: argparse.Namespace, tsi: int) -> tuple
         return rx, sender, "no authentication (--no-auth)"
     import tempfile
 
-    from tesla.keygen import generate_keypair
+    from tesla.cli.keygen import generate_keypair
 
     with tempfile.TemporaryDirectory(prefix="tesla-mcast-demo-key-") as tmp:
         priv, pub = generate_keypair(tmp)

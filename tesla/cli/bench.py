@@ -697,14 +697,14 @@ E2E_TINT_MS = 50
 
 def end_to_end(out: Callable[[str], None], quick: bool) -> None:
     """Authenticated ALC loopback transfer beside ours plain and flute-alc, best of a few
-    rounds taken round-robin; then NORM (:func:`tesla.bench_norm.norm_end_to_end`):
+    rounds taken round-robin; then NORM (:func:`tesla.cli.bench_norm.norm_end_to_end`):
     authenticated and plain ours beside NRL NORM."""
     # 20 MiB rounds are short (~0.4 s, a tenth of it the last keys' wait): a burst of
     # load on the shared machine moves one of them by 20%, so take the best of more
     for mib, rounds in ((4, 2),) if quick else ((20, 5), (100, 3)):
         _alc_end_to_end(out, mib << 20, rounds)
     try:
-        from tesla.bench_norm import norm_end_to_end
+        from tesla.cli.bench_norm import norm_end_to_end
     except ImportError as e:  # pragma: no cover - part of the package
         out(f"  NORM end to end: skipped ({e})")
         return
@@ -812,7 +812,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         import sys
 
         r = subprocess.run(
-            [sys.executable, "-m", "tesla.benchcmd", "--memory-child", str(rate)]
+            [sys.executable, "-m", "tesla.cli.bench", "--memory-child", str(rate)]
             + (["--quick"] if quick else []),
             capture_output=True,
             text=True,
