@@ -32,7 +32,7 @@ import struct
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -239,9 +239,10 @@ class _Released(BatchEntry):
         return self.inner.next_event()
 
 
-def _receiver(protocol: str, port: int, key: str, max_clock_error: float | None, out: str) -> tuple[Any, _Released]:
-    from tesla.cli.main import build_parser as cli_parser
-
+def _receiver(protocol: str, port: int, key: str, max_clock_error: float | None, out: str,
+              cli_parser: Callable[[], argparse.ArgumentParser]) -> tuple[Any, _Released]:
+    """``cli_parser`` is the CLI's :func:`tesla.cli.main.build_parser`, passed in by the CLI
+    (this module never imports it back: no import cycle)."""
     argv = ["receive", "--protocol", protocol, "--group", f"0.0.0.0:{port}", "--out", out,
             "--sender-key", key, "--from-pcap", "-"]
     if max_clock_error is not None:
@@ -385,7 +386,9 @@ class _Verdicts:
 # ----------------------------------------------------------------------------- main
 
 
-def inspect_main(argv: Sequence[str]) -> int:
+def inspect_main(argv: Sequence[str], cli_parser: Callable[[], argparse.ArgumentParser]) -> int:
+    """``tesla-mcast inspect``; ``cli_parser`` builds the CLI's parser (its ``receive``
+    options configure the verifying receiver)."""
     args = build_parser().parse_args(list(argv))
     path = Path(args.capture)
     if not path.is_file():
@@ -416,7 +419,8 @@ def inspect_main(argv: Sequence[str]) -> int:
             print(f"error: {args.sender_key}: no such file", file=sys.stderr)
             return 2
         with tempfile.TemporaryDirectory(prefix="tesla-mcast-inspect-") as tmp:
-            rx, rec = _receiver(protocol, port, args.sender_key, args.max_clock_error, tmp)
+            rx, rec = _receiver(protocol, port, args.sender_key, args.max_clock_error, tmp,
+                                cli_parser)
             v = _Verdicts(rx, rec, rows)
             for k, d in enumerate(grams):
                 v.timers(d.ts)

@@ -221,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["inspect"]:  # inspect owns its options (tesla/cli/inspect.py)
         from tesla.cli.inspect import inspect_main
 
-        return inspect_main(argv[1:])
+        return inspect_main(argv[1:], build_parser)
     if argv[:1] == ["simulate"]:  # the simulator owns its options (tesla/sim/cli.py)
         from tesla.sim.cli import simulate_main
 
