@@ -1,8 +1,8 @@
-"""Build of the optional native MAC kernel (``tesla._mac``, limited API / abi3).
+"""Build of the optional native MAC kernel (``tesla.mac._mac``, limited API / abi3).
 
 Everything else is declared in pyproject.toml.  The extension links OpenSSL's libcrypto
 (headers: Debian's ``libssl-dev``); when it cannot be built (no C compiler, no headers)
-the install still succeeds and ``tesla.mackernel`` uses the pure-Python MAC loop, saying
+the install still succeeds and ``tesla.mac.kernel`` uses the pure-Python MAC loop, saying
 so in one line on stderr when it is first used."""
 
 from setuptools import Extension, setup
@@ -35,8 +35,8 @@ class OptionalBuildExt(build_ext):
 setup(
     ext_modules=[
         Extension(
-            "tesla._mac",
-            ["tesla/_mac.c"],
+            "tesla.mac._mac",
+            ["tesla/mac/_mac.c"],
             libraries=["crypto"],
             define_macros=[("Py_LIMITED_API", "0x030B0000")],
             py_limited_api=True,

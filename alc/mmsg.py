@@ -5,7 +5,7 @@ array), a ``lengths`` array and an ``stamps`` array (arrival time, POSIX seconds
 :func:`recv_batch` fills it with one ``recvmmsg(2)`` system call (Linux); where that is
 not available (or ``use_mmsg=False``) it falls back to a non-blocking ``recv_into``
 loop on ``memoryview`` rows.  No per-datagram Python object is created on the receive
-path: headers are then parsed as numpy views of the slab (see :mod:`tesla.fastpath`).
+path: headers are then parsed as numpy views of the slab (see :mod:`tesla.mac.batch`).
 
 Arrival time: on a socket prepared with :func:`enable_rx_metadata` (``SO_TIMESTAMPNS``)
 each datagram's ``stamps[k]`` is the kernel's receive timestamp, taken when the datagram
@@ -481,7 +481,7 @@ def send_packed(
     """Send datagram k = ``buf[starts[k] : starts[k] + lens[k]]`` for every k, in order,
     with as few ``sendmmsg`` calls as possible; returns the number sent.
 
-    For a packed batch (e.g. :func:`tesla.fastpath.sign_batch` output, or datagrams
+    For a packed batch (e.g. :func:`tesla.mac.batch.sign_batch` output, or datagrams
     joined into one buffer): the iovec and mmsghdr arrays are filled as numpy columns,
     with no per-datagram Python object (``send_batch`` costs a few microseconds of
     Python per datagram).  Same blocking and fallback behaviour as :func:`send_batch`."""

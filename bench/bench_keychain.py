@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.hmac import HMAC  # noqa: E402
 
-from tesla.keychain import STRATEGIES, ChainStore, generate_chain  # noqa: E402
+from tesla.core.keychain import STRATEGIES, ChainStore, generate_chain  # noqa: E402
 
 
 def bare_prf_loop(n: int, key: bytes) -> bytes:

@@ -24,7 +24,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from alc.mmsg import Slab, recv_batch, send_batch  # noqa: E402
-from tesla.benchcmd import (  # noqa: E402
+from tesla.cli.bench import (  # noqa: E402
     PROFILES,
     disclose_every_for,
     make_receiver,
@@ -32,7 +32,7 @@ from tesla.benchcmd import (  # noqa: E402
     make_stream,
     warmed_sender,
 )
-from tesla.fastpath import PackedBatch, mac_rows, sign_batch  # noqa: E402
+from tesla.mac.batch import PackedBatch, mac_rows, sign_batch  # noqa: E402
 
 SIZES = [64, 1400]
 N = 5000
@@ -47,9 +47,9 @@ def stream(request: Any) -> tuple[str, int, list[tuple[float, bytes]]]:
 
 @pytest.mark.parametrize("kernel", ["compiled", "py-copy"])
 def test_mac_kernel(benchmark: Any, stream: Any, kernel: str) -> None:
-    """``mac_rows`` over a packed buffer: the compiled loop (tesla.mackernel) or the
+    """``mac_rows`` over a packed buffer: the compiled loop (tesla.mac.kernel) or the
     keyed-once ``cryptography`` copy loop (the pure-Python per-packet floor)."""
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     hname, size, st = stream
     pb = PackedBatch([b for _, b in st])
@@ -65,7 +65,7 @@ def test_mac_kernel(benchmark: Any, stream: Any, kernel: str) -> None:
 def test_mac_arena(benchmark: Any, stream: Any) -> None:
     """The receiver's MAC call over one interval's arena (MAC field read as zeros), as
     ``TeslaReceiver._authenticate`` makes it."""
-    from tesla.receiver import HASH_NAME, mac_arena
+    from tesla.core.receiver import HASH_NAME, mac_arena
 
     hname, size, st = stream
     pb = PackedBatch([b for _, b in st])

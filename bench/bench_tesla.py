@@ -38,11 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 
 from alc.lct import LCTHeader  # noqa: E402
-from tesla.authenticator import PROTO_ALC, ControlTemplate, TeslaSender  # noqa: E402
-from tesla.keychain import KeyChainSet  # noqa: E402
-from tesla.ntp import posix_to_ntp  # noqa: E402
-from tesla.params import TeslaParams  # noqa: E402
-from tesla.receiver import TeslaReceiver  # noqa: E402
+from tesla.core.authenticator import PROTO_ALC, ControlTemplate, TeslaSender  # noqa: E402
+from tesla.core.keychain import KeyChainSet  # noqa: E402
+from tesla.core.ntp import posix_to_ntp  # noqa: E402
+from tesla.core.params import TeslaParams  # noqa: E402
+from tesla.core.receiver import TeslaReceiver  # noqa: E402
 
 T0 = 1_800_000_000.0
 MAC_IDS = {"sha1": 0, "sha256": 2}
@@ -157,7 +157,7 @@ def openssl_ns(size: int, mac: str) -> tuple[float, str]:
             pass
     from cryptography.hazmat.primitives.hmac import HMAC
 
-    from tesla.crypto import hash_algorithm
+    from tesla.core.crypto import hash_algorithm
 
     base = HMAC(os.urandom(32), hash_algorithm(MAC_IDS[mac]))
     pk = os.urandom(size)
@@ -183,7 +183,7 @@ def keyed_once_ns(s: Setup) -> None:
     """In-process OpenSSL reference: keyed-once HMAC copied per packet (no TESLA work)."""
     from cryptography.hazmat.primitives.hmac import HMAC
 
-    from tesla.crypto import hash_algorithm
+    from tesla.core.crypto import hash_algorithm
 
     copy = HMAC(os.urandom(32), hash_algorithm(s.params.mac_id)).copy
     for p in s.wrapped:

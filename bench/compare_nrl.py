@@ -4,7 +4,7 @@
 
 * ours: NormSender (this process) -> NormReceiver (a child process, so both get a core),
   both driven by :class:`alc.net.Driver` on a random 239.255.x.y group, interface 127.0.0.1.
-* NRL: NRL sender -> NRL receiver (libnorm1 via tests/nrl.py), two NormInstances in this
+* NRL: NRL sender -> NRL receiver (libnorm1 via tesla/cli/nrl.py), two NormInstances in this
   process (NRL runs its protocol in its own threads).
 
 Same file, same segment/block/parity, same configured transmit rate (CC off), optional
@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests import nrl  # noqa: E402
+from tesla.cli import nrl  # noqa: E402
 
 
 def _our_receiver(group: tuple[str, int], loss: float, q: Any, ready: Any) -> None:

@@ -3,7 +3,7 @@
 Random header mutations of a valid TESLA stream (any octet of the first 64 or of the
 whole datagram, inserted header extensions of 1..63 words with HDR_LEN adjusted,
 truncations) fed to the scalar model ``tests/tesla_oracle.py`` per datagram and to
-``tesla.receiver.TeslaReceiver`` in batches of 1..1024 (``receive_batch`` and ``receive_slab``),
+``tesla.core.receiver.TeslaReceiver`` in batches of 1..1024 (``receive_batch`` and ``receive_slab``),
 compiled MAC kernel on or off at random, 1 or 2 verify threads.  Reports rounds,
 datagrams, and crashes or decision mismatches (any is a bug).
 
@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from tesla_oracle import OracleReceiver  # noqa: E402
 
 from alc.mmsg import Slab  # noqa: E402
-from tesla import mackernel  # noqa: E402
-from tesla.benchcmd import _key, make_sender, make_stream  # noqa: E402
-from tesla.receiver import TeslaReceiver  # noqa: E402
+from tesla.cli.bench import _key, make_sender, make_stream  # noqa: E402
+from tesla.core.receiver import TeslaReceiver  # noqa: E402
+from tesla.mac import kernel as mackernel  # noqa: E402
 
 
 def mutate(b: bytes, proto: str, rng: random.Random) -> bytes:

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from tesla.benchcmd import T0, _key, make_sender, make_stream
+from tesla.cli.bench import T0, _key, make_sender, make_stream
 
 
 def _rss_mib() -> int:
@@ -29,7 +29,7 @@ def _rss_mib() -> int:
 
 
 def flood(copies: int, per: int, size: int = 1400, bound: int = 64 << 20) -> None:
-    from tesla.receiver import TeslaReceiver
+    from tesla.core.receiver import TeslaReceiver
 
     snd = make_sender(2)
     st = sorted(make_stream(snd, 10, per, size, spread=0.9), key=lambda x: x[0])
@@ -62,8 +62,8 @@ def flood(copies: int, per: int, size: int = 1400, bound: int = 64 << 20) -> Non
 
 
 def _bootstrap(snd: Any) -> tuple[bytes, int, Any]:
-    from tesla import extauth as ea
-    from tesla.authenticator import ext_area
+    from tesla.core import extauth as ea
+    from tesla.core.authenticator import ext_area
 
     for pkt in snd.control_packets(T0 + 1e-4):
         start, end = ext_area(pkt, "alc")
@@ -74,9 +74,9 @@ def _bootstrap(snd: Any) -> tuple[bytes, int, Any]:
 
 
 def rsa(n: int = 100_000) -> None:
-    import tesla.receiver as v
-    from tesla import extauth as ea
-    from tesla.bootstrap_sig import generate_private_key, sign, verify
+    import tesla.core.receiver as v
+    from tesla.core import extauth as ea
+    from tesla.core.bootstrap_sig import generate_private_key, sign, verify
 
     k = generate_private_key(2048)
     msg = bytes(300)

@@ -12,8 +12,8 @@ the event loop of the caller.
         await tx.send_file("a.bin")
 
 Same engines and same receive path as the CLI, no second implementation: the receiver and
-the sender are built by the CLI's own builders (:func:`tesla.run_alc.build_receiver`,
-:func:`tesla.run_norm.build_receiver`, ``build_sender``) from the CLI's own parser
+the sender are built by the CLI's own builders (:func:`tesla.cli.run_alc.build_receiver`,
+:func:`tesla.cli.run_norm.build_receiver`, ``build_sender``) from the CLI's own parser
 (keyword ``foo_bar=V`` is ``--foo-bar V``, ``True`` a flag: defaults and validation are the
 CLI's), and driven as :class:`alc.net.Driver` drives them: ``loop.add_reader`` on the
 non-blocking socket, each wakeup drained by one ``recvmmsg`` into the endpoint's slab with
@@ -23,7 +23,7 @@ engine's POSIX-time timer (``engine.get_timer()``) scheduled with ``loop.call_la
 Everything runs in the loop's thread; the only other threads are the documented MAC
 verification threads of ``verify_threads=N`` (``--verify-threads``), the processes of
 ``verify_workers=N``, and, with key chains longer than
-:data:`tesla.keychain.SYNC_BUILD_MAX_KEYS`, the one thread that builds a sender's next
+:data:`tesla.core.keychain.SYNC_BUILD_MAX_KEYS`, the one thread that builds a sender's next
 chain ahead of its switch.  Writing a received file (``--out``) is done in the loop's thread, as
 the CLI does.
 
@@ -53,10 +53,10 @@ from pathlib import Path
 from typing import Any
 
 from alc.net import Driver, Endpoint, drain_endpoint, open_socket, send_due
-from tesla import receiver as tesla_rx
-from tesla.ntp import ntp_to_posix
-from tesla.run_alc import ConfigError, ReceiveSession, SendSession, guarded
-from tesla.wiring import PRINT_ERRORS, ConfigExit, add_endpoints, sender_finished
+from tesla.cli.run_alc import ConfigError, ReceiveSession, SendSession, guarded
+from tesla.cli.wiring import PRINT_ERRORS, ConfigExit, add_endpoints, sender_finished
+from tesla.core import receiver as tesla_rx
+from tesla.core.ntp import ntp_to_posix
 
 __all__ = [
     "BootstrapAccepted",
@@ -182,16 +182,16 @@ def translate(raw: Iterable[Any], rs: ReceiveSession, driver_stats: dict[str, in
     """The receiver's raw events and counters -> typed events (the one place to adapt
     when the receiver's events change).
 
-    From the events of :class:`tesla.receiver.TeslaReceiver` (dataclasses):
+    From the events of :class:`tesla.core.receiver.TeslaReceiver` (dataclasses):
     ``Bootstrapped`` -> :class:`BootstrapAccepted`, ``TimeSynchronized`` ->
     :class:`TimeSynchronized` (``NewChain`` is not an API event).  The receiver has no event
     for a verified key or interval, so those are derived from its public state:
-    :class:`KeyVerified` when :attr:`~tesla.receiver.TeslaReceiver.max_known_key` rises,
+    :class:`KeyVerified` when :attr:`~tesla.core.receiver.TeslaReceiver.max_known_key` rises,
     :class:`IntervalVerified` when ``stats["accepted"]`` rises.  Drops come from the
     counters of each layer, so they add up to the summary exactly (the receiver's
     ``Dropped`` events live in a bounded queue that a flood can overrun):
     :class:`DatagramDropped` with layer ``tesla`` (its ``drop.<reason>``, one of
-    :class:`tesla.receiver.DropReason`), ``engine`` and ``driver`` when a counter rises.
+    :class:`tesla.core.receiver.DropReason`), ``engine`` and ``driver`` when a counter rises.
     Files: from the output's record (``rs.sink``), so an event means the file is on disk
     under its final name."""
     out: list[Event] = []
@@ -242,7 +242,7 @@ def cli_namespace(command: str, protocol: str, options: dict[str, Any], position
     """``options`` (``foo_bar=V`` -> ``--foo-bar V``; True -> the flag; None/False -> left
     out; a list -> ``a,b``) parsed by ``tesla-mcast COMMAND``'s own parser, so defaults
     and validation are the CLI's.  ValueError with the parser's message on a bad option."""
-    from tesla.cli import build_parser
+    from tesla.cli.main import build_parser
 
     if protocol not in ("alc", "norm"):
         raise ValueError(f"protocol must be 'alc' or 'norm', not {protocol!r}")
@@ -293,7 +293,7 @@ def _built(build: Callable[[argparse.Namespace], Any], args: argparse.Namespace)
 
 class _LoopDriver:
     """:class:`alc.net.Driver`'s loop body on an asyncio loop (endpoints made by
-    :func:`tesla.wiring.add_endpoints`, so the ALC direct-sync side channel is included)."""
+    :func:`tesla.cli.wiring.add_endpoints`, so the ALC direct-sync side channel is included)."""
 
     def __init__(self, drv: Driver, on_progress: Callable[[], None]) -> None:
         self.drv = drv
@@ -477,15 +477,15 @@ async def open_receiver(
     [--sender-key PUB | --no-auth] ...`` (every other receive option as a keyword:
     ``sender_key=``, ``no_auth=True``, ``iface=``, ``tsi=``, ``max_clock_error=``,
     ``timeout=``, ``verify_threads=``, ...).  ``--from-pcap`` is not offered (use the
-    CLI).  Raises :class:`tesla.run_alc.ConfigError` (a ValueError) for a bad option, an
+    CLI).  Raises :class:`tesla.cli.run_alc.ConfigError` (a ValueError) for a bad option, an
     unusable ``out``, a bad key; OSError when the group cannot be joined."""
     if options.get("from_pcap"):
         raise ValueError("from_pcap: replay a capture with 'tesla-mcast receive --from-pcap'")
     args = cli_namespace("receive", protocol, {"group": group, "out": out, **options})
     if protocol == "alc":
-        from tesla.run_alc import build_receiver
+        from tesla.cli.run_alc import build_receiver
     else:
-        from tesla.run_norm import build_receiver
+        from tesla.cli.run_norm import build_receiver
     rs: ReceiveSession = _built(build_receiver, args)
     try:
         rx = Receiver(rs, args)
@@ -665,9 +665,9 @@ async def open_sender(protocol: str = "alc", *, group: str, **options: Any) -> A
     options.setdefault("quiet", True)
     args = cli_namespace("send", protocol, {"group": group, **options}, positional=["-"])
     if protocol == "alc":
-        from tesla.run_alc import build_sender
+        from tesla.cli.run_alc import build_sender
     else:
-        from tesla.run_norm import build_sender
+        from tesla.cli.run_norm import build_sender
     ss: SendSession = _built(build_sender, args)
     tx = Sender(ss, args)
     try:

@@ -4,7 +4,7 @@ The layers sit on the EXT_AUTH header extension of :mod:`alc.scapy_lct` (LCT/ALC
 :mod:`norm.scapy_norm` (NORM): importing this module binds :class:`TeslaAuth` as the
 payload of :class:`~alc.scapy_lct.LCTExtAuth` and :class:`~norm.scapy_norm.NORMExtAuth`
 (their payload is the extension body after HET/HEL, from the ASID/Type octet on).
-The wire format is the codec's (:mod:`tesla.extauth`, whose field names these layers
+The wire format is the codec's (:mod:`tesla.core.extauth`, whose field names these layers
 use); tests/test_scapy_layers.py proves the two agree byte for byte.
 
 ``TeslaAuth(body)`` dispatches on Type: :class:`TeslaBootstrap` (0), :class:`TeslaAuthTag`
@@ -13,7 +13,7 @@ use); tests/test_scapy_layers.py proves the two agree byte for byte.
 
 Tags and sync responses are not self-describing (RFC 5776 §3.4): key, MAC, signature and
 Group MAC lengths come from the session layout ``conf.contribs["RFC5776"]["layout"]``, a
-:class:`tesla.extauth.TagLayout` (default HMAC-SHA-256: 32-octet keys, 16-octet MACs,
+:class:`tesla.core.extauth.TagLayout` (default HMAC-SHA-256: 32-octet keys, 16-octet MACs,
 128-octet signatures, no Group MAC; set it with :func:`set_layout`, e.g. from a bootstrap
 with :func:`layout_from_bootstrap`).  When the extension length does not fit the layout the
 lengths are inferred from it, with the rule of contrib/wireshark/rfc5776.lua: PRF and MAC
@@ -45,7 +45,7 @@ from scapy.packet import Packet, bind_layers
 
 from alc.scapy_lct import LCTExtAuth, Pad4Field
 from norm.scapy_norm import NORMExtAuth
-from tesla.extauth import (
+from tesla.core.extauth import (
     GROUP_MAC_LEN,
     KEY_LEN,
     LEGACY_SYNC_TYPES,
@@ -124,7 +124,7 @@ def tag_sizes(
 ) -> tuple[int, int, int] | None:
     """(key, MAC, Group MAC) octets of a tag of ``tag_type`` whose EXT_AUTH (HET to the end)
     is ``ext_len`` octets: from ``layout`` when it fits (a G = 0 session also accepts one
-    extra Group MAC word, RFC 5776 §4.3 step 3, as :func:`tesla.extauth.decode`), else
+    extra Group MAC word, RFC 5776 §4.3 step 3, as :func:`tesla.core.extauth.decode`), else
     inferred from the length; None when nothing fits."""
     lay = layout or get_layout()
     kp = 0 if tag_type == TYPE_TAG_NO_KEY else lay.key_len
@@ -274,7 +274,7 @@ class TeslaAuthTag(TeslaAuth):
 
 class TeslaSyncRequest(TeslaAuth):
     """Type 5, Direct Time Synchronization Request (RFC 5776 §4.2.2.1; one reserved octet
-    before t_r, see tesla/extauth.py), Group MAC (empty when absent)."""
+    before t_r, see tesla/core/extauth.py), Group MAC (empty when absent)."""
 
     name = "RFC 5776 Sync Request (Type 5)"
     fields_desc = [

@@ -11,7 +11,7 @@ A *target* turns mutated inputs into calls and checks its invariant:
   count every datagram in ``stats``, keep their accounted buffers under their configured
   bounds (and, with ``memory=True``, the traced Python heap under the stated bound);
 * authenticated ALC/NORM through the CLI receivers' batch path
-  (``tesla.wiring._AuthRx`` around :class:`tesla.receiver.TeslaReceiver`,
+  (``tesla.cli.wiring._AuthRx`` around :class:`tesla.core.receiver.TeslaReceiver`,
   ``receive_datagrams``): the same, and no datagram reaches the ALC/NORM engine unless
   it is byte-identical to one the sender produced (NORM receiver feedback, types 4-6,
   carries no TESLA tag and goes to the engine by design, RFC 5776 §5.2).
@@ -670,7 +670,7 @@ def norm_session(variant: int) -> tuple[list[tuple[float, bytes]], list[bytes]]:
 
 def _rsa_key() -> Any:
     def make() -> Any:
-        from tesla.bootstrap_sig import generate_private_key
+        from tesla.core.bootstrap_sig import generate_private_key
 
         return generate_private_key(1024)
 
@@ -682,11 +682,11 @@ def auth_session(protocol: str, group: bool = False) -> list[tuple[float, bytes]
     disclosures): ``(send time, datagram)``."""
 
     def make() -> list[tuple[float, bytes]]:
-        from tesla.authenticator import ControlTemplate, TeslaSender
-        from tesla.ntp import posix_to_ntp
-        from tesla.params import TeslaParams
-        from tesla.session import AuthenticatedSender
-        from tesla.wiring import dry_run_packets
+        from tesla.cli.wiring import dry_run_packets
+        from tesla.core.authenticator import ControlTemplate, TeslaSender
+        from tesla.core.ntp import posix_to_ntp
+        from tesla.core.params import TeslaParams
+        from tesla.core.session import AuthenticatedSender
 
         params = TeslaParams(
             t0_ntp=posix_to_ntp(T0), tint_ms=50, n_chain=400, d=2, prf_id=2, mac_id=2,
@@ -898,7 +898,7 @@ _LAYOUTS: list[Any] = []
 def _extauth(data: bytes) -> None:
     """EXT_AUTH of every TESLA message type (bootstrap, Types 1-4 tags, sync request and
     response, legacy type numbers), under the session layouts we use."""
-    from tesla import extauth as ea
+    from tesla.core import extauth as ea
 
     if not _LAYOUTS:
         for kl, ml, gm, sl in ((32, 16, False, 128), (32, 16, True, 128), (20, 10, False, 256),
@@ -922,7 +922,7 @@ def _extauth(data: bytes) -> None:
 
 
 def _extauth_seeds() -> list[bytes]:
-    from tesla.authenticator import ext_area
+    from tesla.core.authenticator import ext_area
 
     out = []
     for proto in ("alc", "norm"):
@@ -941,7 +941,7 @@ def _extauth_seeds() -> list[bytes]:
 
 def _sync_seeds() -> list[bytes]:
     """EXT_AUTH Types 5/6 (direct time synchronization request / response)."""
-    from tesla import extauth as ea
+    from tesla.core import extauth as ea
 
     return [
         ea.encode(ea.SyncRequest(0, 0x1234_5678_9ABC_DEF0, None)),
@@ -994,9 +994,9 @@ def _pcap_seeds() -> list[bytes]:
 def _sync_server_target_fn() -> Callable[[bytes], None]:
     """TeslaSender.handle_sync_request (the sender answering direct time sync requests)
     fed mutated requests in ALC and NORM packets."""
-    from tesla.authenticator import ControlTemplate, TeslaSender
-    from tesla.ntp import posix_to_ntp
-    from tesla.params import TeslaParams
+    from tesla.core.authenticator import ControlTemplate, TeslaSender
+    from tesla.core.ntp import posix_to_ntp
+    from tesla.core.params import TeslaParams
 
     senders = []
     for proto in ("alc", "norm"):
@@ -1014,7 +1014,7 @@ def _sync_server_target_fn() -> Callable[[bytes], None]:
 
 
 def _sync_server_seeds() -> list[bytes]:
-    from tesla.authenticator import ControlTemplate, control_header, insert_ext
+    from tesla.core.authenticator import ControlTemplate, control_header, insert_ext
 
     out = []
     for proto in ("alc", "norm"):
@@ -1393,7 +1393,7 @@ class _Recorder:
 
 class AuthTarget(_Episode):
     """Authenticated ALC or NORM through the CLI receivers' live batch path:
-    ``tesla.wiring._AuthRx`` + :class:`FastTeslaReceiver` + ``receive_datagrams``."""
+    ``tesla.cli.wiring._AuthRx`` + :class:`FastTeslaReceiver` + ``receive_datagrams``."""
 
     MAX_BUF = 1 << 20
     loss = 0.0
@@ -1409,8 +1409,8 @@ class AuthTarget(_Episode):
 
     def run_case(self, rng: random.Random, mut: Mutator, budget: int, res: Result,
                  known_inputs: Sequence[tuple[str, KnownInput]]) -> None:
-        from tesla.receiver import TeslaReceiver as FastTeslaReceiver
-        from tesla.wiring import _AuthRx
+        from tesla.cli.wiring import _AuthRx
+        from tesla.core.receiver import TeslaReceiver as FastTeslaReceiver
 
         grp = rng.random() < 0.5
         st = auth_session(self.protocol, grp)
@@ -1419,13 +1419,13 @@ class AuthTarget(_Episode):
             from alc.receiver import AlcReceiver, ReceiverConfig
 
             eng: Any = AlcReceiver(ReceiverConfig(max_buffered_bytes=1 << 20, max_objects=16))
-            from tesla.authenticator import ControlTemplate
+            from tesla.core.authenticator import ControlTemplate
 
             tpl = ControlTemplate(tsi=9)
         else:
             from norm.receiver import NormReceiver
             from norm.receiver import ReceiverConfig as NRC
-            from tesla.authenticator import ControlTemplate
+            from tesla.core.authenticator import ControlTemplate
 
             eng = NormReceiver(NRC(node_id=2, max_bytes=1 << 20))
             tpl = ControlTemplate(source_id=2)

@@ -1,5 +1,5 @@
 """Helpers shared by the CLI / loopback test modules (``import helpers``: pytest puts
-``tests/`` on sys.path, as for ``nrl.py``)."""
+``tests/`` on sys.path)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from tesla.cli import main
+from tesla.cli.main import main
 
 #: ``tesla-mcast`` as a separate process
 PY = [sys.executable, "-m", "tesla.cli"]

@@ -4,7 +4,7 @@ This is the former reference receiver (``tesla/verifier.py``) reduced to its per
 rules: no batch path, no fast path, no arenas; each buffered datagram is kept as its own
 ``bytes`` object and an interval is verified with one ``cryptography`` HMAC per datagram.
 ``tests/test_fastpath.py`` feeds the same streams through this model and through
-:class:`tesla.receiver.TeslaReceiver` and requires identical decisions, counters and
+:class:`tesla.core.receiver.TeslaReceiver` and requires identical decisions, counters and
 released datagrams.  Shipped code never imports this module.
 """
 
@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.hmac import HMAC
 from numpy.lib.stride_tricks import as_strided
 
 from alc.errors import DecodeError
-from tesla import extauth as ea
-from tesla.authenticator import (
+from tesla.core import extauth as ea
+from tesla.core.authenticator import (
     HDR_LEN_OFFSET,
     PROTO_ALC,
     PROTO_NORM,
@@ -33,19 +33,19 @@ from tesla.authenticator import (
     ext_area,
     insert_ext,
 )
-from tesla.bootstrap_sig import verify as sig_verify
-from tesla.crypto import F_prime, MacContext, hash_algorithm
-from tesla.floodguard import (
+from tesla.core.bootstrap_sig import verify as sig_verify
+from tesla.core.crypto import F_prime, MacContext, hash_algorithm
+from tesla.core.floodguard import (
     DEFAULT_COPIES_PER_POSITION,
     ENTRY_COST,
     TABLE_BUDGET_FRACTION,
     PositionCap,
 )
-from tesla.keychain import KeyStatus, KeyVerifierSet
-from tesla.ntp import NTP_ONE_SECOND, NTP_UNIX_EPOCH_OFFSET, ntp_from_wire, posix_to_ntp
-from tesla.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
-from tesla.ratelimit import SignatureGate, source_of
-from tesla.timesync import DirectSyncClient, indirect_dt_from_ms
+from tesla.core.keychain import KeyStatus, KeyVerifierSet
+from tesla.core.ntp import NTP_ONE_SECOND, NTP_UNIX_EPOCH_OFFSET, ntp_from_wire, posix_to_ntp
+from tesla.core.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
+from tesla.core.ratelimit import SignatureGate, source_of
+from tesla.core.timesync import DirectSyncClient, indirect_dt_from_ms
 
 __all__ = ["DROP_REASONS", "HmacMacs", "OracleReceiver", "PER_PACKET_OVERHEAD"]
 
@@ -142,7 +142,7 @@ class _Pending:
         # (index array, one commitment shared by those packets)
         self.commits: list[tuple[Any, bytes]] = []
         self.nbytes = 0
-        # per-position cap (tesla/floodguard.py): position hashes, datagrams scanned
+        # per-position cap (tesla/core/floodguard.py): position hashes, datagrams scanned
         self.positions: dict[int, int] | None = None
         self.scanned = 0
 
@@ -195,7 +195,7 @@ class OracleReceiver:
         self.max_key_walk = max_key_walk
         self.key_wait = key_wait
         self.macs = macs or HmacMacs()
-        #: cache and rate limits of the RSA verifications (issue 15, tesla/ratelimit.py)
+        #: cache and rate limits of the RSA verifications (issue 15, tesla/core/ratelimit.py)
         self.sig_gate = SignatureGate()
         #: per-position cap applied when a buffer bound is reached (None: off)
         self.position_cap: PositionCap | None = PositionCap(
@@ -529,7 +529,7 @@ class OracleReceiver:
     def _cap_positions(self, only: int | None) -> None:
         """A buffer bound is reached: drop the datagrams beyond the first few of their
         position in interval ``only`` (None: every pending interval), so that forged
-        copies cannot displace the datagrams they copy (issue 15, tesla/floodguard.py)."""
+        copies cannot displace the datagrams they copy (issue 15, tesla/core/floodguard.py)."""
         cap = self.position_cap
         if cap is None:
             return

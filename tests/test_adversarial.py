@@ -17,12 +17,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from alc.lct import LCTHeader
-from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
-from tesla.bootstrap_sig import generate_private_key
-from tesla.keychain import KeyChainSet
-from tesla.ntp import posix_to_ntp
-from tesla.params import TeslaParams
-from tesla.receiver import TeslaReceiver
+from tesla.core.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
+from tesla.core.bootstrap_sig import generate_private_key
+from tesla.core.keychain import KeyChainSet
+from tesla.core.ntp import posix_to_ntp
+from tesla.core.params import TeslaParams
+from tesla.core.receiver import TeslaReceiver
 
 T0 = 1_800_000_000.0
 KEY = generate_private_key(1024)
@@ -296,7 +296,7 @@ def test_group_mac_valid_tesla_invalid(protocol: str) -> None:
         group_key=GK,
         chains=KeyChainSet(rig.params, "full", [os.urandom(32)]),
     )
-    from tesla.crypto import MacContext
+    from tesla.core.crypto import MacContext
 
     gctx = MacContext.group(GK, 2)
     cases = 0
@@ -415,7 +415,7 @@ def test_forged_sync_responses() -> None:
     for pos in range(len(resp)):
         m = bytearray(resp)
         m[pos] ^= 0x20
-        rx.receive(bytes(m), T0 + 0.02, ATTACKER)  # (its own RSA budget: tesla/ratelimit.py)
+        rx.receive(bytes(m), T0 + 0.02, ATTACKER)  # (its own RSA budget: tesla/core/ratelimit.py)
         cases += 1
     accepted = int(rx.d_t is not None)
     # a response signed with another key

@@ -29,8 +29,8 @@ from tesla.aio import (
     open_receiver,
     open_sender,
 )
-from tesla.cli import main
-from tesla.run_alc import ConfigError
+from tesla.cli.main import main
+from tesla.cli.run_alc import ConfigError
 
 IFACE = "127.0.0.1"
 

@@ -13,7 +13,7 @@ from alc.errors import DecodeError
 from alc.pcap import PcapWriter, read_udp, replay
 from alc.receiver import AlcReceiver, FileReceived
 from alc.sender import AlcSender, SenderConfig
-from tesla.cli import main
+from tesla.cli.main import main
 
 FLUTE_SHA256 = {
     "f1k.bin": "1e61cf1292e1119d184f6e3a8e8ed3d107d64e74a528c1e618cdfbadf02b6760",

@@ -12,7 +12,7 @@ import pytest
 from helpers import keygen, rand_group, write_random_files
 
 from alc.pcap import read_udp
-from tesla.cli import main
+from tesla.cli.main import main
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,8 @@ def test_verify_workers_same_result(
 ) -> None:
     """``--verify-workers 2``: the intervals' MACs are computed by worker processes (every
     interval, whatever its size, here) with the same files and counters as in-process."""
-    import tesla.receiver as tr
-    import tesla.workers as tw
+    import tesla.core.receiver as tr
+    import tesla.mac.workers as tw
 
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
     pools: list[tw.WorkerPool] = []
@@ -141,7 +141,7 @@ def test_verify_threads_same_result(
     interval, whatever its size, here), with the same files and counters as with one."""
     import threading
 
-    import tesla.receiver as tr
+    import tesla.core.receiver as tr
 
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
     calls: list[str] = []

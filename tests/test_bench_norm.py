@@ -1,4 +1,4 @@
-"""Correctness (not timing) of the NORM end-to-end bench (tesla/bench_norm.py, issue 6).
+"""Correctness (not timing) of the NORM end-to-end bench (tesla/cli/bench_norm.py, issue 6).
 
 A 256 KiB file through the three lines of ``norm_end_to_end``: ours with TESLA, ours
 plain, NRL NORM.  A line is in the returned dict only when its receiver delivered the
@@ -12,8 +12,8 @@ import os
 
 import pytest
 
-from tesla import bench_norm
-from tesla.bench_norm import TransferError, norm_end_to_end, run_ours
+from tesla.cli import bench_norm
+from tesla.cli.bench_norm import TransferError, norm_end_to_end, run_ours
 
 SIZE = 256 << 10
 

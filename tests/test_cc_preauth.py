@@ -18,12 +18,12 @@ from norm import messages as M
 from norm.receiver import NormReceiver, ObjectReceived
 from norm.receiver import ReceiverConfig as NRC
 from norm.sender import NormSender, NormSenderConfig
-from tesla.authenticator import PROTO_NORM, ControlTemplate, TeslaSender
-from tesla.bootstrap_sig import generate_private_key
-from tesla.ntp import posix_to_ntp
-from tesla.params import TeslaParams
-from tesla.receiver import TeslaReceiver
-from tesla.session import AuthenticatedReceiver, AuthenticatedSender
+from tesla.core.authenticator import PROTO_NORM, ControlTemplate, TeslaSender
+from tesla.core.bootstrap_sig import generate_private_key
+from tesla.core.ntp import posix_to_ntp
+from tesla.core.params import TeslaParams
+from tesla.core.receiver import TeslaReceiver
+from tesla.core.session import AuthenticatedReceiver, AuthenticatedSender
 
 T_START = 1_800_000_000.0
 KEY = generate_private_key(1024)

@@ -15,8 +15,8 @@ from helpers import rand_group
 
 from alc.output import OutputError, flute_relpath
 from alc.pcap import PcapWriter, read_udp
-from tesla.cli import RUNNERS, build_parser, main
-from tesla.run_alc import parse_rate
+from tesla.cli.main import RUNNERS, build_parser, main
+from tesla.cli.run_alc import parse_rate
 
 PY = [sys.executable, "-m", "tesla.cli"]
 

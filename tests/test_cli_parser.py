@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-from tesla.cli import build_parser
+from tesla.cli.main import build_parser
 
 
 def test_every_new_parser_has_the_hooked_options() -> None:

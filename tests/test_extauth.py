@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alc.errors import DecodeError
-from tesla import extauth as ea
+from tesla.core import extauth as ea
 
 VECTORS = Path(__file__).parent / "vectors" / "extauth.json"
 KEY_LEN = {0: 20, 1: 28, 2: 32, 3: 48, 4: 64}  # RFC 5776 §2.5, restated here independently

@@ -1,8 +1,8 @@
-"""tesla.receiver: the one receiver decides exactly as the scalar model of RFC 5776 §4.3
+"""tesla.core.receiver: the one receiver decides exactly as the scalar model of RFC 5776 §4.3
 (tests/tesla_oracle.py) -- same random mixes of valid, forged, unsafe, replayed, malformed,
 duplicated, reordered datagrams, ALC and NORM, batches of 1 to 1024, with the MAC kernel
 and without -- the lane's layout classes locate EXT_AUTH as the codec walk does, and
-tesla.fastpath.sign_batch equals wrap()."""
+tesla.mac.batch.sign_batch equals wrap()."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import pytest
 from tesla_oracle import OracleReceiver
 
 from alc.mmsg import Slab
-from tesla.benchcmd import T0, make_sender, make_stream, raw_packet, tag_overhead
-from tesla.fastpath import PackedBatch, Scratch, sign_batch, split_packed
-from tesla.receiver import TeslaReceiver
+from tesla.cli.bench import T0, make_sender, make_stream, raw_packet, tag_overhead
+from tesla.core.receiver import TeslaReceiver
+from tesla.mac.batch import PackedBatch, Scratch, sign_batch, split_packed
 
 KEY_HOLDER: dict[str, Any] = {}
 
@@ -26,7 +26,7 @@ KEY_HOLDER: dict[str, Any] = {}
 @pytest.fixture(autouse=True, params=["kernel", "py-copy"])
 def mac_kernel(request: pytest.FixtureRequest) -> Any:
     """Every test runs with the compiled MAC kernel and with the py-copy fallback."""
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     if request.param == "kernel":
         assert mackernel.available(), mackernel.why_unavailable()
@@ -36,7 +36,7 @@ def mac_kernel(request: pytest.FixtureRequest) -> Any:
 
 
 def _pub() -> Any:
-    from tesla import benchcmd
+    from tesla.cli import bench as benchcmd
 
     return benchcmd._key().public_key()
 
@@ -129,7 +129,7 @@ def test_same_decisions_with_verify_threads(
     protocol: str, mac_kernel: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Intervals shared among 3 threads (uneven row ranges) decide as the oracle."""
-    import tesla.receiver as tr
+    import tesla.core.receiver as tr
 
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 16)
     rng = random.Random(11)
@@ -162,8 +162,8 @@ def test_headers_longer_than_the_lane_prefix(protocol: str) -> None:
     ~250 octets: EXT_NOPs appended to the extension area, so their MAC fails), mixed
     with genuine ones: the lane never compares columns outside its rows, and every
     decision equals the oracle's."""
-    from tesla.authenticator import HDR_LEN_OFFSET
-    from tesla.receiver import LANE_PREFIX
+    from tesla.core.authenticator import HDR_LEN_OFFSET
+    from tesla.core.receiver import LANE_PREFIX
 
     rng = random.Random(17)
     snd = make_sender(2, protocol=protocol, n_chain=9, disclose_every=3)
@@ -410,7 +410,7 @@ def test_mac_rows_is_standard_hmac(layout: str, mac_id: int, name: str) -> None:
     row layout it cuts differently (pieces of SPLIT_BYTES, tails, gaps, memoryview path)."""
     import hmac
 
-    from tesla.fastpath import SPLIT_BYTES, mac_rows
+    from tesla.mac.batch import SPLIT_BYTES, mac_rows
 
     rng = random.Random(layout)
     n = 3 * SPLIT_BYTES // 600 + 7  # several pieces in every layout
@@ -539,7 +539,7 @@ def test_norm_accept_many_equals_reference_loop() -> None:
     runs across the seen-set bound (trims) and the 16-bit wrap, several sources,
     repeated and reordered sequence numbers, far-off ones (the loop), fewer than 8
     datagrams."""
-    from tesla.receiver import NORM_SEQ_WINDOW
+    from tesla.core.receiver import NORM_SEQ_WINDOW
 
     rng = random.Random(4)
     a = TeslaReceiver(_pub(), protocol="norm")

@@ -94,7 +94,7 @@ def test_fuzzer_finds_a_planted_crash() -> None:
 def test_auth_target_detects_a_released_forgery() -> None:
     """The authenticated target's invariant can fail: a verifier that releases every
     datagram it buffers is caught."""
-    from tesla.receiver import TeslaReceiver as FastTeslaReceiver
+    from tesla.core.receiver import TeslaReceiver as FastTeslaReceiver
 
     orig = FastTeslaReceiver.pop_authenticated_lists
 

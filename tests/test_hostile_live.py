@@ -55,7 +55,7 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _ext_start(data: bytes, protocol: str) -> int:
-    from tesla.authenticator import ext_area
+    from tesla.core.authenticator import ext_area
 
     return ext_area(data, protocol)[0]
 
@@ -150,10 +150,10 @@ class Injector(threading.Thread):
     def opening(self) -> None:
         """Before the sender starts: forged bootstraps and sync responses signed with
         the attacker's key, untagged geometry / NORM_INFO / CC bombs."""
-        from tesla.authenticator import ControlTemplate, TeslaSender
-        from tesla.ntp import posix_to_ntp
-        from tesla.params import TeslaParams
-        from tesla.receiver import TeslaReceiver
+        from tesla.core.authenticator import ControlTemplate, TeslaSender
+        from tesla.core.ntp import posix_to_ntp
+        from tesla.core.params import TeslaParams
+        from tesla.core.receiver import TeslaReceiver
 
         now = time.time()
         p = TeslaParams(t0_ntp=posix_to_ntp(now), tint_ms=100, n_chain=6000, d=3)
@@ -246,7 +246,7 @@ class Injector(threading.Thread):
 
 
 def run_session(tmp: Path, keys: tuple[Path, Path], protocol: str, kernel: bool) -> None:
-    from tesla.bootstrap_sig import generate_private_key
+    from tesla.core.bootstrap_sig import generate_private_key
 
     files = write_random_files(tmp, 15, (("one.bin", 250_000), ("two.txt", 3_000)))
     group = rand_group()

@@ -16,9 +16,9 @@ from tesla_oracle import OracleReceiver
 
 from alc.mmsg import Slab
 from norm.messages import header_regions
-from tesla import mackernel
-from tesla.benchcmd import make_sender, make_stream
-from tesla.receiver import TeslaReceiver
+from tesla.cli.bench import make_sender, make_stream
+from tesla.core.receiver import TeslaReceiver
+from tesla.mac import kernel as mackernel
 
 
 @pytest.fixture(params=["kernel", "py-copy"])
@@ -32,7 +32,7 @@ def mac_kernel(request: pytest.FixtureRequest) -> Any:
 
 
 def _pub() -> Any:
-    from tesla import benchcmd
+    from tesla.cli import bench as benchcmd
 
     return benchcmd._key().public_key()
 
@@ -170,7 +170,7 @@ def _corrupt_pem(pem: bytes) -> bytes:
 
 @pytest.fixture(scope="module")
 def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from tesla.bootstrap_sig import generate_private_key, private_key_pem, public_key_pem
+    from tesla.core.bootstrap_sig import generate_private_key, private_key_pem, public_key_pem
 
     d = tmp_path_factory.mktemp("keys")
     k = generate_private_key(1024)
@@ -189,7 +189,7 @@ def key_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_loaders_raise_only_value_error(key_files: dict[str, Any]) -> None:
     from cryptography.exceptions import UnsupportedAlgorithm
 
-    from tesla.bootstrap_sig import load_private_key, load_public_key
+    from tesla.core.bootstrap_sig import load_private_key, load_public_key
 
     d = key_files["dir"]
     with pytest.raises(UnsupportedAlgorithm):  # what the library itself raises
@@ -219,15 +219,15 @@ def test_corrupt_key_file_is_a_one_line_error_before_any_socket(
     """A corrupt, special or missing key file: exit status 2, one line on stderr, no
     traceback, and no socket opened (the CLI runs in this process, ``open_socket`` of
     both runners replaced by a trap)."""
-    import tesla.run_alc
-    import tesla.run_norm
-    from tesla.cli import main
+    import tesla.cli.run_alc
+    import tesla.cli.run_norm
+    from tesla.cli.main import main
 
     def trap(*a: Any, **k: Any) -> Any:
         raise AssertionError("a socket was opened before the key was checked")
 
-    monkeypatch.setattr(tesla.run_alc, "open_socket", trap)
-    monkeypatch.setattr(tesla.run_norm, "open_socket", trap)
+    monkeypatch.setattr(tesla.cli.run_alc, "open_socket", trap)
+    monkeypatch.setattr(tesla.cli.run_norm, "open_socket", trap)
     d = key_files["dir"]
     path = name if name.startswith("/") else str(d / name)
     group = "239.255.15.15:45015"
@@ -340,7 +340,7 @@ ATTACKER = ("10.6.6.6", 6666)
 
 def _count_rsa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the RSA verifications the receiver runs."""
-    import tesla.receiver as v
+    import tesla.core.receiver as v
 
     calls = [0]
     real = v.sig_verify
@@ -354,8 +354,8 @@ def _count_rsa(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def _bootstrap_of(snd: Any, now: float) -> bytes:
-    from tesla.authenticator import ext_area
-    from tesla.extauth import find_ext_auth
+    from tesla.core.authenticator import ext_area
+    from tesla.core.extauth import find_ext_auth
 
     for pkt in snd.control_packets(now):
         start, end = ext_area(pkt, snd.protocol)
@@ -370,8 +370,8 @@ def _forge(pkt: bytes, protocol: str, k: int, **changes: Any) -> bytes:
     also has its signature changed, so every forgery is distinct."""
     import dataclasses
 
-    from tesla import extauth as ea
-    from tesla.authenticator import ext_area
+    from tesla.core import extauth as ea
+    from tesla.core.authenticator import ext_area
 
     start, end = ext_area(pkt, protocol)
     off = ea.find_ext_auth(pkt, start, end, 0)
@@ -397,8 +397,8 @@ def test_forged_bootstraps_cost_bounded_rsa_work(
     bootstrap from the sender's address right after them still initializes the
     receiver; an identical bootstrap is never verified twice; after the bootstrap,
     forged ones with other parameters or from the future cost no RSA at all."""
-    from tesla.benchcmd import T0
-    from tesla.ratelimit import SOURCE_BURST
+    from tesla.cli.bench import T0
+    from tesla.core.ratelimit import SOURCE_BURST
 
     calls = _count_rsa(monkeypatch)
     snd = make_sender(2, protocol=protocol, n_chain=9)
@@ -439,8 +439,8 @@ def test_forged_bootstraps_cost_bounded_rsa_work(
 def test_rsa_rate_is_bounded_over_time_and_across_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     """A sustained flood (10 s, 1000 distinct forgeries per second, each from another
     spoofed address): RSA verifications <= global burst + global rate x time."""
-    from tesla.benchcmd import T0
-    from tesla.ratelimit import GLOBAL_BURST, GLOBAL_RATE
+    from tesla.cli.bench import T0
+    from tesla.core.ratelimit import GLOBAL_BURST, GLOBAL_RATE
 
     calls = _count_rsa(monkeypatch)
     snd = make_sender(2)
@@ -462,8 +462,8 @@ def test_forged_sync_responses_cost_bounded_rsa_work(
     """Forged direct-sync responses matching the pending request (the attacker saw it:
     NORM requests go to the group): at most the burst is verified, the rest
     ``drop.rate_limited``; the genuine response from the sender's address is taken."""
-    from tesla.authenticator import ControlTemplate, TeslaSender
-    from tesla.benchcmd import T0, _key
+    from tesla.cli.bench import T0, _key
+    from tesla.core.authenticator import ControlTemplate, TeslaSender
 
     calls = _count_rsa(monkeypatch)
     snd = make_sender(2, protocol=protocol)
@@ -509,7 +509,7 @@ def test_distinct_position_flood_keeps_tables_in_budget() -> None:
     """Forgeries at invented positions (another TOI in each): the cap cannot tell them
     from new data; the buffer stays within its bound (older intervals and newcomers
     evicted, as before), the position tables within their budget."""
-    from tesla.floodguard import ENTRY_COST, TABLE_BUDGET_FRACTION
+    from tesla.core.floodguard import ENTRY_COST, TABLE_BUDGET_FRACTION
 
     snd = make_sender(2)
     stream = sorted(make_stream(snd, 6, 20, 300, spread=0.9), key=lambda x: x[0])

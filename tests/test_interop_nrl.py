@@ -17,12 +17,12 @@ import os
 import time
 from pathlib import Path
 
-import nrl  # tests/nrl.py (pytest puts tests/ on sys.path)
 import pytest
 
 from alc.net import Driver, LossInjector, open_socket
 from norm.receiver import NormReceiver, ObjectReceived, ReceiverConfig
 from norm.sender import NormSender, NormSenderConfig
+from tesla.cli import nrl  # the NRL NORM ctypes harness (libnorm1)
 
 pytestmark = [
     pytest.mark.interop,

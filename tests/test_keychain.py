@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tesla.keychain import (
+from tesla.core.keychain import (
     CheckpointChain,
     FractalChain,
     FullChain,
@@ -21,7 +21,7 @@ from tesla.keychain import (
     KeyVerifierSet,
     generate_chain,
 )
-from tesla.params import (
+from tesla.core.params import (
     INTERVAL_INDEX_MODULUS,
     PRF_KEY_LEN,
     ParamError,

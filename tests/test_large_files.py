@@ -26,14 +26,14 @@ from alc.receiver import (
     ReceiverConfig,
 )
 from alc.sender import AlcSender, SenderConfig
-from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
-from tesla.bootstrap_sig import generate_private_key
-from tesla.ntp import posix_to_ntp
-from tesla.params import TeslaParams
-from tesla.receiver import TeslaReceiver
-from tesla.run_alc import FileSink
-from tesla.run_norm import NormFileSink
-from tesla.session import AuthenticatedReceiver, AuthenticatedSender, alc_early_discard
+from tesla.cli.run_alc import FileSink
+from tesla.cli.run_norm import NormFileSink
+from tesla.core.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
+from tesla.core.bootstrap_sig import generate_private_key
+from tesla.core.ntp import posix_to_ntp
+from tesla.core.params import TeslaParams
+from tesla.core.receiver import TeslaReceiver
+from tesla.core.session import AuthenticatedReceiver, AuthenticatedSender, alc_early_discard
 
 T0 = 1_800_000_000.0
 MiB = 1 << 20

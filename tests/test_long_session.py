@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from helpers import PY, keygen, rand_group, write_random_files
 
-from tesla import extauth as ea
-from tesla.authenticator import TeslaSender, ext_area
-from tesla.keychain import KeyChainSet, KeyVerifierSet
-from tesla.ntp import posix_to_ntp
-from tesla.params import TeslaParams
+from tesla.core import extauth as ea
+from tesla.core.authenticator import TeslaSender, ext_area
+from tesla.core.keychain import KeyChainSet, KeyVerifierSet
+from tesla.core.ntp import posix_to_ntp
+from tesla.core.params import TeslaParams
 from tesla.sim.longrun import LongSessionConfig, check, run
 
 

@@ -1,4 +1,4 @@
-"""tesla.mackernel: the native HMAC loops (tesla/_mac.c) give standard HMAC (RFC 2104) for
+"""tesla.mac.kernel: the native HMAC loops (tesla/mac/_mac.c) give standard HMAC (RFC 2104) for
 every TESLA MAC type, compute MACs exactly as the zero-the-fields definition of RFC 5776
 §3.3.1 says without writing into the datagrams, refuse rows outside their buffers, and
 give way to the pure-Python path (with the same results) where they must.  Where a C
@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tesla import mackernel as mk
-from tesla.fastpath import PackedBatch, mac_rows
+from tesla.mac import kernel as mk
+from tesla.mac.batch import PackedBatch, mac_rows
 
 NAMES = {0: "sha1", 1: "sha224", 2: "sha256", 3: "sha384", 4: "sha512"}
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,11 +69,11 @@ def test_extension_built_and_loaded_when_a_compiler_is_present() -> None:
         pytest.skip("no C compiler: the install uses the pure-Python MAC loop")
     assert mk.available(), (
         f"MAC kernel unavailable although a C compiler is present: {mk.why_unavailable()} "
-        "(pip install -e . builds tesla/_mac.c; it needs libssl-dev)"
+        "(pip install -e . builds tesla/mac/_mac.c; it needs libssl-dev)"
     )
     mod = mk._load()["mod"]
     assert mod.__file__.endswith(".abi3.so"), mod.__file__  # the limited-API build
-    assert Path(mod.__file__).parent == ROOT / "tesla"
+    assert Path(mod.__file__).parent == ROOT / "tesla" / "mac"
     assert "native C" in mk.describe() and "OpenSSL" in mk.describe()
 
 
@@ -455,7 +455,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess[str]:
 
 def test_env_zero_forces_the_fallback_silently() -> None:
     r = _python(
-        "from tesla import mackernel as m, fastpath as f\n"
+        "from tesla.mac import kernel as m, batch as f\n"
         "print(m.available(), m.hmac_rows(bytes(80), [0]*8, [10]*8, b'k', 2))\n"
         "print(f.mac_rows(b'abc', [0], [3], b'k', 2).hex())",
         TESLA_MAC_KERNEL="0",
@@ -469,8 +469,8 @@ def test_env_zero_forces_the_fallback_silently() -> None:
 
 def test_missing_extension_falls_back_with_one_line() -> None:
     r = _python(
-        "import sys; sys.modules['tesla._mac'] = None  # as if never built\n"
-        "from tesla import mackernel as m, fastpath as f\n"
+        "import sys; sys.modules['tesla.mac._mac'] = None  # as if never built\n"
+        "from tesla.mac import kernel as m, batch as f\n"
         "print(m.available(), m.hmac_rows(bytes(80), [0]*8, [10]*8, b'k', 2))\n"
         "print(f.mac_rows(b'abc', [0], [3], b'k', 2).hex())\n"
         "print(m.mac_arena('sha1', b'k', b'abcdef', [0], [6], [1], 2, [-1], 0)[0].tobytes().hex())"
@@ -503,10 +503,10 @@ def test_known_answer_failure_means_fallback(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _kernel()
-    import tesla
+    import tesla.mac
 
-    monkeypatch.setattr(tesla, "_mac", _Wrong(mk._load()["mod"]), raising=False)
-    monkeypatch.setitem(sys.modules, "tesla._mac", tesla._mac)
+    monkeypatch.setattr(tesla.mac, "_mac", _Wrong(mk._load()["mod"]), raising=False)
+    monkeypatch.setitem(sys.modules, "tesla.mac._mac", tesla.mac._mac)
     saved = dict(mk._state)
     mk._state.clear()
     try:
@@ -536,10 +536,10 @@ def test_sha_ni_failure_means_evp(
     _path(evp=True)  # skips without SHA-NI
     real = mk._load()["mod"]
     real.set_sha_ni(True)
-    import tesla
+    import tesla.mac
 
-    monkeypatch.setattr(tesla, "_mac", _WrongShaNi(real), raising=False)
-    monkeypatch.setitem(sys.modules, "tesla._mac", tesla._mac)
+    monkeypatch.setattr(tesla.mac, "_mac", _WrongShaNi(real), raising=False)
+    monkeypatch.setitem(sys.modules, "tesla.mac._mac", tesla.mac._mac)
     saved = dict(mk._state)
     mk._state.clear()
     try:
@@ -556,7 +556,7 @@ def test_import_and_load_change_nothing_global() -> None:
     r = _python(
         "import os, sys, threading\n"
         "env = dict(os.environ); th = threading.active_count()\n"
-        "from tesla import mackernel as m\n"
+        "from tesla.mac import kernel as m\n"
         "ok = m.available()\n"
         "print(dict(os.environ) == env, threading.active_count() == th,\n"
         "      'numba' in sys.modules, 'llvmlite' in sys.modules)"

@@ -220,7 +220,7 @@ def test_late_join(tmp_path: Path, policy: str) -> None:
 def test_demo_norm_repairs_injected_loss_with_nacks(capsys: pytest.CaptureFixture[str]) -> None:
     """``tesla-mcast demo --protocol norm`` (authenticated by default): injected loss is
     repaired by NACKs, the summary counts them."""
-    from tesla.cli import main
+    from tesla.cli.main import main
 
     rc = main(
         ["demo", "--protocol", "norm", "--files", "2", "--size", "300000", "--loss", "0.1",

@@ -35,7 +35,7 @@ RATE = 50e6 / 8  # the CLI's --rate 50M
 
 
 def _cli_sender(seed: int, **kw: Any) -> NormSender:
-    """NormSenderConfig as tesla.run_norm.run_send builds it (defaults of the CLI)."""
+    """NormSenderConfig as tesla.cli.run_norm.run_send builds it (defaults of the CLI)."""
     return NormSender(
         NormSenderConfig(
             node_id=1, rate=RATE, grtt=0.5, robust_factor=20, eot_repeats=3, seed=seed, **kw
@@ -47,7 +47,7 @@ class Released:
     """A receiver engine behind a TESLA-like release: a sender message received in
     interval i (T_int long) reaches the engine at the start of interval i + d (when K_i is
     disclosed); receiver feedback (NACK/ACK) is not authenticated and passes at once; CC
-    probes are echoed at arrival (``congestion_control_hint``, as tesla.session does), so
+    probes are echoed at arrival (``congestion_control_hint``, as tesla.core.session does), so
     the sender's GRTT is the path's, not the release delay's."""
 
     def __init__(self, engine: NormReceiver, t0: float, tint: float, d: int) -> None:
@@ -170,7 +170,7 @@ def test_release_delay_flush_covers_authentication(seed: int) -> None:
 class ColdStart:
     """The first ``n`` sender datagrams reach the receiver but are unusable (as TESLA's
     unsafe drops at a cold start): with ``presence`` they are shown to
-    ``NormReceiver.presence_hint`` first (what tesla.session does before verifying)."""
+    ``NormReceiver.presence_hint`` first (what tesla.core.session does before verifying)."""
 
     def __init__(self, engine: NormReceiver, n: int, presence: bool) -> None:
         self.engine, self.n, self.presence = engine, n, presence

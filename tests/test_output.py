@@ -32,8 +32,8 @@ from alc.output import (
 )
 from alc.pcap import PcapWriter
 from alc.sender import AlcSender, SenderConfig
-from tesla.cli import main
-from tesla.run_norm import object_relpath
+from tesla.cli.main import main
+from tesla.cli.run_norm import object_relpath
 
 ROOT = Path(__file__).resolve().parents[1]
 

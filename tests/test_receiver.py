@@ -1,4 +1,4 @@
-"""tesla.receiver: the MAC adapter over interval arenas, the arena rule, the drop-reason
+"""tesla.core.receiver: the MAC adapter over interval arenas, the arena rule, the drop-reason
 enum and the event dataclasses."""
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tesla import mackernel
-from tesla.benchcmd import make_sender, make_stream
-from tesla.receiver import (
+from tesla.cli.bench import make_sender, make_stream
+from tesla.core.receiver import (
     DROP_REASONS,
     Arena,
     Bootstrapped,
@@ -23,10 +22,11 @@ from tesla.receiver import (
     TimeSynchronized,
     mac_arena,
 )
+from tesla.mac import kernel as mackernel
 
 
 def _pub() -> Any:
-    from tesla import benchcmd
+    from tesla.cli import bench as benchcmd
 
     return benchcmd._key().public_key()
 
@@ -157,7 +157,7 @@ def test_drop_reasons_are_one_enum_and_events_dataclasses() -> None:
 
 
 def test_arena_keep_tail_moves_kept_rows_back_to_back() -> None:
-    """The per-position cap's compaction of an arena (tesla/floodguard.py): rows copied
+    """The per-position cap's compaction of an arena (tesla/core/floodguard.py): rows copied
     at a stride (a recvmmsg slab: gaps between them) and one by one, Type 3 commitments
     on some; keeping a subset of the tail leaves the head untouched, the kept rows'
     octets, fields, metas and commitments in order, and the storage in use shrunk."""

@@ -44,8 +44,8 @@ from alc.sender import AlcSender, SenderConfig
 from norm import messages as M
 from norm import scapy_norm as SN
 from norm.sender import NormSender, NormSenderConfig
-from tesla import extauth as EA
 from tesla import scapy_auth as SA
+from tesla.core import extauth as EA
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -1077,7 +1077,7 @@ def test_only_the_layer_modules_import_scapy() -> None:
                     offenders.append(rel)
     assert not offenders
     code = ("import sys, alc, alc.lct, alc.packet, alc.receiver, alc.sender, alc.pcap, norm, norm.messages, "
-            "norm.sender, norm.receiver, tesla, tesla.extauth, tesla.cli; assert 'scapy' not in sys.modules")
+            "norm.sender, norm.receiver, tesla, tesla.core.extauth, tesla.cli.main; assert 'scapy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 

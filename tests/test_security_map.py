@@ -15,12 +15,12 @@ import test_adversarial as adv
 
 from alc.receiver import AlcReceiver, FileReceived, ObjectFailed
 from alc.sender import AlcSender, SenderConfig
-from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
-from tesla.keychain import KeyChainSet
-from tesla.ntp import posix_to_ntp
-from tesla.params import TeslaParams
-from tesla.receiver import NewChain, TeslaReceiver
-from tesla.session import AuthenticatedReceiver
+from tesla.core.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
+from tesla.core.keychain import KeyChainSet
+from tesla.core.ntp import posix_to_ntp
+from tesla.core.params import TeslaParams
+from tesla.core.receiver import NewChain, TeslaReceiver
+from tesla.core.session import AuthenticatedReceiver
 
 ROOT = Path(__file__).resolve().parents[1]
 MAP = ROOT / "docs" / "security" / "README.md"
@@ -89,7 +89,7 @@ class Recorder:
 
 
 def _count_sig_verify(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    import tesla.receiver as V
+    import tesla.core.receiver as V
 
     calls = [0]
     real = V.sig_verify
@@ -274,7 +274,7 @@ def test_only_verified_datagrams_reach_the_engine(protocol: str) -> None:
         t = T0 + (w + 2) * 0.1 + 0.05
         ar.receive_datagram(rig.tx.key_disclosure_packet(t), None, t + 0.001)
     assert sorted(eng.got) == sorted(genuine)
-    from tesla.wiring import _AuthRx
+    from tesla.cli.wiring import _AuthRx
 
     wrapped = _AuthRx(rig.new_receiver(), eng, 0.0, False)
     with pytest.raises(AttributeError):
@@ -292,7 +292,7 @@ def test_verifier_reads_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the verifier read a clock")
 
     rig = adv.Rig(PROTO_ALC)
-    from tesla.receiver import TeslaReceiver as FastTeslaReceiver
+    from tesla.core.receiver import TeslaReceiver as FastTeslaReceiver
 
     fast = FastTeslaReceiver(adv.KEY.public_key(), protocol=PROTO_ALC, max_clock_error_ms=10)
     pk = [rig.tx.bootstrap_packet(T0 + 0.001)] + [
@@ -319,7 +319,7 @@ def test_live_arrival_time_read_at_handoff() -> None:
     tests/test_rx_metadata.py), never at a time shared by the batch: a datagram that
     arrived after its key could be disclosed is unsafe even when the batch holds earlier,
     safe ones."""
-    import tesla.wiring as W
+    import tesla.cli.wiring as W
 
     rig = adv.Rig(PROTO_ALC)
     eng = Recorder()

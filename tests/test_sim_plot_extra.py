@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tesla.cli import main
+from tesla.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def test_plot_without_matplotlib_in_process(
 def test_plot_without_matplotlib_cli(tmp_path: Path) -> None:
     code = (
         "import sys; sys.modules['matplotlib'] = None\n"
-        "from tesla.cli import main\n"
+        "from tesla.cli.main import main\n"
         f"sys.exit(main(['simulate', {str(ROOT / 'scenarios/quick.toml')!r}, '--plot', "
         f"{str(tmp_path / 'p')!r}]))\n"
     )

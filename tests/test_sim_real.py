@@ -279,7 +279,7 @@ def test_pcap_is_read_back_by_our_receiver_and_tshark(tmp_path: Path, auth: bool
     f.write_text(_toml(d))
     pcap, pub = tmp_path / "rx0.pcap", tmp_path / "sender.pub"
     assert simulate_main([str(f), "--pcap", str(pcap), "--sender-pub", str(pub), "-q"]) == 0
-    from tesla.cli import main as cli_main
+    from tesla.cli.main import main as cli_main
 
     out = tmp_path / "out"
     extra = ["--sender-key", str(pub), "--max-clock-error", "10"] if auth else ["--no-auth"]
@@ -385,12 +385,12 @@ def test_output_does_not_depend_on_the_python_hash_seed(tmp_path: Path) -> None:
 
 
 def test_memo_macs_share_only_identical_datagrams() -> None:
-    """The simulator's shared MAC memo (``tesla.receiver.MemoMacs``) returns exactly what
+    """The simulator's shared MAC memo (``tesla.core.receiver.MemoMacs``) returns exactly what
     ``mac_arena`` computes, keyed on the row's content: a modified copy is computed
     afresh, another key too."""
     import numpy as np
 
-    from tesla.receiver import MemoMacs, mac_arena
+    from tesla.core.receiver import MemoMacs, mac_arena
 
     pk = [bytes(range(i, i + 60)) for i in range(5)]
     arena = np.frombuffer(bytearray(b"".join(pk)), dtype=np.uint8)

@@ -15,14 +15,14 @@ import pytest
 
 from alc.receiver import AlcReceiver, FileReceived, ReceiverConfig
 from alc.sender import AlcSender, SenderConfig
-from tesla import extauth as ea
-from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
-from tesla.bootstrap_sig import generate_private_key
-from tesla.keychain import KeyChainSet
-from tesla.ntp import posix_to_ntp
-from tesla.params import TeslaParams
-from tesla.receiver import DROP_REASONS, TeslaReceiver
-from tesla.session import AuthenticatedReceiver, AuthenticatedSender, alc_early_discard
+from tesla.core import extauth as ea
+from tesla.core.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
+from tesla.core.bootstrap_sig import generate_private_key
+from tesla.core.keychain import KeyChainSet
+from tesla.core.ntp import posix_to_ntp
+from tesla.core.params import TeslaParams
+from tesla.core.receiver import DROP_REASONS, TeslaReceiver
+from tesla.core.session import AuthenticatedReceiver, AuthenticatedSender, alc_early_discard
 
 T_START = 1_800_000_000.0
 KEY = generate_private_key(1024)
@@ -568,10 +568,10 @@ def test_wrap_many_equals_wrap(protocol: str, group: bool, t: float) -> None:
 
 def test_safe_thresholds_agree_with_timesync_classify() -> None:
     """The per-interval float thresholds of the verifier give exactly the decisions of
-    tesla.timesync.classify (exact NTP arithmetic) at and around every boundary."""
+    tesla.core.timesync.classify (exact NTP arithmetic) at and around every boundary."""
     import math
 
-    from tesla.timesync import Safety, classify
+    from tesla.core.timesync import Safety, classify
 
     rnd = random.Random(11)
     for tint, dt_ms in [(100, 20), (1000, 0), (7, 3), (250, 123.456)]:

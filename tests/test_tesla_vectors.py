@@ -27,7 +27,7 @@ MULTI = VDIR / "tesla_multichain.json"
 SIG = VDIR / "tesla_bootstrap_sig.json"
 TIME = VDIR / "tesla_time.json"
 
-# Restated independently from RFC 5776 §2.5 / §7 (not imported from tesla.params)
+# Restated independently from RFC 5776 §2.5 / §7 (not imported from tesla.core.params)
 HASH = {0: "sha1", 1: "sha224", 2: "sha256", 3: "sha384", 4: "sha512"}
 KEY_LEN = {0: 20, 1: 28, 2: 32, 3: 48, 4: 64}
 MAC_LEN = {0: 10, 1: 14, 2: 16, 3: 24, 4: 32}
@@ -74,8 +74,8 @@ def test_chain_vectors_independent() -> None:
 
 
 def test_chain_vectors_library() -> None:
-    from tesla.crypto import F, F_prime
-    from tesla.keychain import CheckpointChain, FractalChain, FullChain, generate_chain
+    from tesla.core.crypto import F, F_prime
+    from tesla.core.keychain import CheckpointChain, FractalChain, FullChain, generate_chain
 
     for c in load(CHAINS)["chains"]:
         alg, n, pk = c["prf_id"], c["n"], ub(c["primary_key"])
@@ -102,7 +102,7 @@ def test_mac_vectors_independent() -> None:
 
 
 def test_mac_vectors_library() -> None:
-    from tesla.crypto import MacContext, group_mac, mac, weak_group_mac
+    from tesla.core.crypto import MacContext, group_mac, mac, weak_group_mac
 
     for m in load(MACS)["macs"]:
         alg, key, data = m["mac_id"], ub(m["key"]), ub(m["data"])
@@ -143,8 +143,8 @@ def test_multichain_vectors_independent() -> None:
 
 
 def test_multichain_vectors_library() -> None:
-    from tesla.keychain import KeyChainSet, KeyVerifierSet
-    from tesla.params import TeslaParams
+    from tesla.core.keychain import KeyChainSet, KeyVerifierSet
+    from tesla.core.params import TeslaParams
 
     v = load(MULTI)
     p = TeslaParams(t0_ntp=0, tint_ms=100, n_chain=v["n"], d=v["d"], prf_id=v["prf_id"])
@@ -243,7 +243,7 @@ def test_signature_vectors_independent() -> None:
 
 
 def test_signature_vectors_library() -> None:
-    from tesla.bootstrap_sig import load_private_key, load_public_key, sign, verify
+    from tesla.core.bootstrap_sig import load_private_key, load_public_key, sign, verify
 
     v = load(SIG)
     pub = load_public_key(v["public_key_pem"].encode())
@@ -278,9 +278,9 @@ def test_time_vectors_independent() -> None:
 
 
 def test_time_vectors_library() -> None:
-    from tesla.ntp import posix_to_ntp
-    from tesla.params import TeslaParams
-    from tesla.timesync import is_safe
+    from tesla.core.ntp import posix_to_ntp
+    from tesla.core.params import TeslaParams
+    from tesla.core.timesync import is_safe
 
     v = load(TIME)
     for c in v["ntp"]:
@@ -308,11 +308,11 @@ def _seed_bytes(label: str, n: int) -> bytes:
 def _generate() -> None:  # pragma: no cover - run by hand
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-    from tesla.bootstrap_sig import private_key_pem, public_key_pem, sign
-    from tesla.crypto import F, F_prime, group_mac, mac
-    from tesla.keychain import KeyChainSet, generate_chain
-    from tesla.ntp import posix_to_ntp
-    from tesla.params import TeslaParams
+    from tesla.core.bootstrap_sig import private_key_pem, public_key_pem, sign
+    from tesla.core.crypto import F, F_prime, group_mac, mac
+    from tesla.core.keychain import KeyChainSet, generate_chain
+    from tesla.core.ntp import posix_to_ntp
+    from tesla.core.params import TeslaParams
 
     note = "self-generated, not from any RFC; F(k)=HMAC(k,0x00), F'(k)=HMAC(k,0x01)"
     chains = []
@@ -479,7 +479,7 @@ def _generate() -> None:  # pragma: no cover - run by hand
         edge = p2.interval_start(i + d)
         for d_t in (0, 2**32 // 100):
             for arr in (edge - d_t - 1, edge - d_t, edge - d_t + 1, t0):
-                from tesla.timesync import is_safe
+                from tesla.core.timesync import is_safe
 
                 safe.append(
                     {
@@ -515,7 +515,7 @@ def test_vector_files_present(p: Path) -> None:
 
 
 def test_signature_bit_flips_and_other_key_fail() -> None:
-    from tesla.bootstrap_sig import (
+    from tesla.core.bootstrap_sig import (
         SignatureVerifier,
         Signer,
         generate_private_key,
@@ -551,8 +551,13 @@ def test_signature_bit_flips_and_other_key_fail() -> None:
 def test_keygen_writes_pem_pair(tmp_path: Path) -> None:
     import stat
 
-    from tesla.bootstrap_sig import SignatureVerifier, Signer, load_private_key, load_public_key
-    from tesla.keygen import generate_keypair, keygen_main
+    from tesla.cli.keygen import generate_keypair, keygen_main
+    from tesla.core.bootstrap_sig import (
+        SignatureVerifier,
+        Signer,
+        load_private_key,
+        load_public_key,
+    )
 
     priv, pub = generate_keypair(tmp_path, bits=1024)
     assert (priv.name, pub.name) == ("SENDER.pem", "SENDER.pub")
@@ -568,7 +573,7 @@ def test_keygen_writes_pem_pair(tmp_path: Path) -> None:
 
 
 def test_keygen_creates_missing_directories(tmp_path: Path) -> None:
-    from tesla.keygen import keygen_main
+    from tesla.cli.keygen import keygen_main
 
     target = tmp_path / "not" / "yet" / "SENDER"
     assert keygen_main(["--out", str(target), "--bits", "1024"]) == 0

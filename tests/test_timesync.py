@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tesla.ntp import (
+from tesla.core.ntp import (
     NTP_ERA,
     NTP_ONE_SECOND,
     ntp_from_bytes,
@@ -19,8 +19,8 @@ from tesla.ntp import (
     ntp_to_wire,
     posix_to_ntp,
 )
-from tesla.params import INTERVAL_INDEX_MODULUS, TeslaParams
-from tesla.timesync import (
+from tesla.core.params import INTERVAL_INDEX_MODULUS, TeslaParams
+from tesla.core.timesync import (
     DirectSyncClient,
     DirectSyncServer,
     Safety,

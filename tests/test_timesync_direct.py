@@ -23,8 +23,8 @@ from helpers import keygen, rand_group, receive_while_sending, write_random_file
 from alc.net import Driver, open_socket, parse_group
 from alc.receiver import AlcReceiver, ReceiverConfig
 from alc.sender import AlcSender, SenderConfig
-from tesla.cli import build_parser, main
-from tesla.wiring import add_endpoints, tesla_summary, wrap_receiver, wrap_sender
+from tesla.cli.main import build_parser, main
+from tesla.cli.wiring import add_endpoints, tesla_summary, wrap_receiver, wrap_sender
 
 
 def free_udp_port() -> int:

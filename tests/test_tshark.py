@@ -18,7 +18,7 @@ import pytest
 from alc.pcap import PcapWriter
 from alc.receiver import parse_lct
 from alc.sender import AlcSender, SenderConfig
-from tesla.cli import main
+from tesla.cli.main import main
 
 pytestmark = [
     pytest.mark.interop,

@@ -15,7 +15,7 @@ import pytest
 from alc.pcap import read_udp
 from alc.receiver import parse_lct
 from norm.messages import header_regions
-from tesla import extauth as ea
+from tesla.core import extauth as ea
 
 pytestmark = [
     pytest.mark.interop,

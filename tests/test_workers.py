@@ -1,4 +1,4 @@
-"""tesla.workers: MACs computed by worker processes from shared memory equal the in-process
+"""tesla.mac.workers: MACs computed by worker processes from shared memory equal the in-process
 kernel, chunking over the shared blocks works, and a receiver using the pool decides
 exactly as the reference."""
 
@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from tesla_oracle import OracleReceiver
 
-import tesla.receiver as tr
-from tesla.benchcmd import make_sender, make_stream
-from tesla.fastpath import PackedBatch, mac_rows
-from tesla.receiver import TeslaReceiver
-from tesla.workers import WorkerPool
+import tesla.core.receiver as tr
+from tesla.cli.bench import make_sender, make_stream
+from tesla.core.receiver import TeslaReceiver
+from tesla.mac.batch import PackedBatch, mac_rows
+from tesla.mac.workers import WorkerPool
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_receiver_with_pool_same_decisions(
     pool: WorkerPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
-    from tesla import benchcmd
+    from tesla.cli import bench as benchcmd
 
     pub = benchcmd._key().public_key()
     snd = make_sender(2)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tesla.sim.scenario import AttackerSpec
 
-if TYPE_CHECKING:
-    from tesla.sim.network import ReceiverNode, Simulation
+# tesla.sim.network.Simulation / ReceiverNode: the network drives the attackers and is
+# passed in; not imported (network imports this module: no import cycle, not even for types)
+Simulation = Any
+ReceiverNode = Any
 
 Info = Callable[[bytes], "dict[str, Any] | None"]
 

@@ -129,10 +129,3 @@ class ToyAdapter(Adapter):
     def rfc_safe(self, i: int, local_arrival: float, d_t: float) -> bool:
         return math.floor((local_arrival + d_t - self.t0) / self.tint) + 1 < i + self.d
 
-
-def make_adapter(scn: Scenario, seed: int) -> Adapter:
-    if scn.protocol == "toy":
-        return ToyAdapter(scn, seed)
-    from tesla.sim import real  # the real ALC/NORM + TESLA engines
-
-    return real.make_adapter(scn, seed)

@@ -27,15 +27,15 @@ from __future__ import annotations
 
 import math
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from tesla.sim.core import make_np_rng, make_rng
 from tesla.sim.scenario import ReceiverGroup
 
-if TYPE_CHECKING:
-    from tesla.sim.network import Simulation
+# tesla.sim.network.Simulation, passed in; not imported (network imports this module)
+Simulation = Any
 
 _U32 = struct.Struct("!I")
 _HH = struct.Struct("!HH")

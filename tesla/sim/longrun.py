@@ -4,7 +4,7 @@ chains, receivers joining every ``join_every`` seconds.
 The traffic is sparse so that a 24-hour session at T_int = 10 ms (8.64 million
 intervals) runs in minutes: an endless ALC/FLUTE carousel of one small file sends one
 datagram every ``data_period`` seconds (the FDT is repeated and renewed by the ALC
-sender like any datagram), wrapped by the real :class:`tesla.authenticator.TeslaSender`,
+sender like any datagram), wrapped by the real :class:`tesla.core.authenticator.TeslaSender`,
 which adds what TESLA needs on top: the signed bootstrap every ``bootstrap_period``
 seconds and, after each data datagram, the silent-period fillers of the next d intervals
 (the last one discloses the key of the data interval; the others carry the Type 3
@@ -12,7 +12,7 @@ commitment of the next chain in the chain's last ``n_tx_newkcc`` intervals).  Be
 two data datagrams 1/T_int - d intervals pass without a packet: the receiver derives
 those keys with the chain function (``F``) when the next key arrives.
 
-Receivers are the real :class:`tesla.receiver.TeslaReceiver` in front of the real
+Receivers are the real :class:`tesla.core.receiver.TeslaReceiver` in front of the real
 :class:`alc.receiver.AlcReceiver` (:func:`make_receiver`, the one place they are built);
 receiver k joins at ``first_join + k*join_every`` and gets every datagram sent after
 that, ``delay`` seconds later, with a clock bound of ``max_clock_error_ms``.  A receiver
@@ -96,8 +96,8 @@ def _sender_key() -> Any:
 def make_receiver(tsi: int, cfg: LongSessionConfig) -> Any:
     """A TESLA-authenticated ALC/FLUTE receiver (the one place the sim builds one)."""
     from alc.receiver import AlcReceiver, ReceiverConfig
-    from tesla.receiver import TeslaReceiver
-    from tesla.session import AuthenticatedReceiver
+    from tesla.core.receiver import TeslaReceiver
+    from tesla.core.session import AuthenticatedReceiver
 
     eng = AlcReceiver(ReceiverConfig(tsi=tsi, object_timeout=30.0,
                                      session_timeout=max(60.0, 10 * cfg.data_period)))
@@ -143,10 +143,10 @@ def _state(rx: Any) -> dict[str, int]:
 
 def run(cfg: LongSessionConfig) -> dict[str, Any]:
     from alc.sender import AlcSender, SenderConfig
-    from tesla.authenticator import ControlTemplate, TeslaSender
-    from tesla.keychain import KeyChainSet
-    from tesla.ntp import posix_to_ntp
-    from tesla.params import TeslaParams
+    from tesla.core.authenticator import ControlTemplate, TeslaSender
+    from tesla.core.keychain import KeyChainSet
+    from tesla.core.ntp import posix_to_ntp
+    from tesla.core.params import TeslaParams
 
     wall0 = time.perf_counter()
     if cfg.trace_memory:
@@ -221,7 +221,7 @@ def run(cfg: LongSessionConfig) -> dict[str, Any]:
             while (ev := eng.next_event()) is not None:
                 if type(ev).__name__ == "FileReceived":
                     r.files += 1
-                elif type(ev).__name__ == "NewChain":  # tesla.receiver.NewChain
+                elif type(ev).__name__ == "NewChain":  # tesla.core.receiver.NewChain
                     r.chains.add(int(ev.chain))
 
     def sample(now: float) -> None:
@@ -257,8 +257,8 @@ def run(cfg: LongSessionConfig) -> dict[str, Any]:
             emit(now, ctl, [_tagged(p) for p in ctl])
 
     def _tagged(p: bytes) -> bool:
-        from tesla import extauth as ea
-        from tesla.authenticator import ext_area
+        from tesla.core import extauth as ea
+        from tesla.core.authenticator import ext_area
 
         s, e = ext_area(p, "alc")
         off = ea.find_ext_auth(p, s, e, 0)

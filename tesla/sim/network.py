@@ -7,12 +7,23 @@ from typing import Any
 
 from tesla.sim.attackers import KINDS, Attacker
 from tesla.sim.core import EventQueue, LocalClock, make_rng
-from tesla.sim.engines import Adapter, make_adapter
+from tesla.sim.engines import Adapter, ToyAdapter
 from tesla.sim.fluid import FluidGroup
 from tesla.sim.links import Link, LinkConfig
 from tesla.sim.scenario import ReceiverGroup, Scenario
 
 SENDER, ATTACKER, PEER = 0, 1, 2
+
+
+def make_adapter(scn: Scenario, seed: int) -> Adapter:
+    """The scenario's protocol adapter: the toy engines, or the real ALC/NORM + TESLA ones
+    (:mod:`tesla.sim.real`, which builds on :mod:`tesla.sim.engines`: chosen here, above
+    both, so neither imports the other back)."""
+    if scn.protocol == "toy":
+        return ToyAdapter(scn, seed)
+    from tesla.sim import real  # the real ALC/NORM + TESLA engines
+
+    return real.make_adapter(scn, seed)
 
 
 class ReceiverNode:

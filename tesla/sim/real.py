@@ -1,5 +1,5 @@
 """Adapter for the project's real engines: ALC/FLUTE (:mod:`alc`) or NORM (:mod:`norm`),
-wrapped with TESLA (:mod:`tesla.session`) when the scenario says ``auth = true``."""
+wrapped with TESLA (:mod:`tesla.core.session`) when the scenario says ``auth = true``."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ _MAC_IDS = {"hmac-sha1": 0, "hmac-sha224": 1, "hmac-sha256": 2, "hmac-sha384": 3
 
 @cache
 def _sender_key() -> Any:
-    from tesla.bootstrap_sig import load_private_key
+    from tesla.core.bootstrap_sig import load_private_key
 
     data = b"\n".join(ln for ln in KEY_PEM.read_bytes().splitlines() if not ln.startswith(b"#"))
     return load_private_key(data)
@@ -80,8 +80,8 @@ class DelayedStart:
 class RealAdapter(Adapter):
     def __init__(self, scn: Scenario, seed: int) -> None:
         super().__init__(scn, seed)
-        from tesla.ntp import posix_to_ntp
-        from tesla.params import TeslaParams
+        from tesla.core.ntp import posix_to_ntp
+        from tesla.core.params import TeslaParams
 
         s = scn.sender
         self.name = scn.protocol + ("+tesla" if scn.auth else "")
@@ -112,7 +112,7 @@ class RealAdapter(Adapter):
         # (each receiver still runs the whole verifier; a modified datagram is another key)
         self.macs: Any = None
         if scn.auth and bool(scn.output.get("shared_mac_cache", True)):
-            from tesla.receiver import MemoMacs
+            from tesla.core.receiver import MemoMacs
 
             self.macs = MemoMacs()
 
@@ -143,9 +143,9 @@ class RealAdapter(Adapter):
             eng = DelayedStart(eng, self.scn.epoch + start)
         if not self.scn.auth:
             return eng
-        from tesla.authenticator import ControlTemplate, TeslaSender
-        from tesla.keychain import KeyChainSet
-        from tesla.session import AuthenticatedSender
+        from tesla.core.authenticator import ControlTemplate, TeslaSender
+        from tesla.core.keychain import KeyChainSet
+        from tesla.core.session import AuthenticatedSender
 
         t = self.scn.tesla
         tpl = ControlTemplate(tsi=self.tsi) if self.protocol == "alc" else \
@@ -182,8 +182,8 @@ class RealAdapter(Adapter):
             eng = norm_glue.build_receiver(self, idx)
         if not self.scn.auth:
             return eng
-        from tesla.receiver import TeslaReceiver
-        from tesla.session import AuthenticatedReceiver
+        from tesla.core.receiver import TeslaReceiver
+        from tesla.core.session import AuthenticatedReceiver
 
         t = self.scn.tesla
         sync = str(t.get("sync", "indirect"))
@@ -228,8 +228,8 @@ class RealAdapter(Adapter):
     def info(self, data: bytes) -> dict[str, Any] | None:
         if not self.scn.auth:
             return None
-        from tesla.authenticator import ext_area
-        from tesla.extauth import find_ext_auth
+        from tesla.core.authenticator import ext_area
+        from tesla.core.extauth import find_ext_auth
 
         try:
             start, end = ext_area(data, self.protocol)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from tesla.sim.network import Simulation
+# tesla.sim.network.Simulation, passed in; not imported (network imports this module)
+Simulation = Any
 
 PCTS = (50, 90, 99)
 

@@ -1,13 +1,13 @@
 """Worker processes that compute the per-packet HMACs of verification batches.
 
 The MAC loop is the only per-packet work of an interval's verification (the receiver's
-:func:`tesla.receiver.mac_arena` call) and, in Python, it holds the GIL (threads give
+:func:`tesla.core.receiver.mac_arena` call) and, in Python, it holds the GIL (threads give
 nothing for packets below ~2 KiB), so the parallel form is processes.  A :class:`WorkerPool` owns
 three ``multiprocessing.shared_memory`` blocks used as rings -- packed datagrams, a row
 table (start, length, MAC field offset, Group MAC field offset) and the output (the
 received MAC fields and the computed digests, truncated) -- and ``n`` worker processes.
 
-What the receiver uses (:func:`tesla.receiver.pool_macs`, ``--verify-workers``) is the
+What the receiver uses (:func:`tesla.core.receiver.pool_macs`, ``--verify-workers``) is the
 synchronous :meth:`WorkerPool.mac_packed` over an interval's arena, fields zeroed.
 
 Pipelined form (not used by the receiver since its arenas; kept with its tests):
@@ -60,7 +60,7 @@ def zero_and_hash(
     """For the rows ``rows`` (n, 4) of ``arr``/``data`` (the same block as numpy and as a
     buffer): copy each MAC field to ``out[:, :km]``, zero it and the Group MAC field,
     and write the HMAC digests, truncated to ``km``, to ``out[:, _DIG:_DIG + km]``."""
-    from tesla.fastpath import _zero_fields, mac_rows
+    from tesla.mac.batch import _zero_fields, mac_rows
 
     n = len(rows)
     if n == 0:
@@ -248,7 +248,7 @@ class WorkerPool:
         n = len(pkts)
         if n == 0 or n > self.max_rows:
             return None
-        from tesla import mackernel
+        from tesla.mac import kernel as mackernel
 
         held = mackernel.lengths_of(pkts)  # read in place, copied by the kernel below
         lens = held.lens if held is not None else np.fromiter(map(len, pkts), np.int64, n)
@@ -262,7 +262,7 @@ class WorkerPool:
         if d0 is None or r0 is None:
             return None
         starts = np.cumsum(lens) - lens + d0
-        from tesla.fastpath import _splitter
+        from tesla.mac.batch import _splitter
 
         buf = self._in.buf
         assert buf is not None

@@ -1,6 +1,6 @@
-"""NORM runners (CLI layer, on top of norm and tesla) behind ``tesla-mcast send|receive --protocol norm`` (see :mod:`tesla.cli`).
+"""NORM runners (CLI layer, on top of norm and tesla) behind ``tesla-mcast send|receive --protocol norm`` (see :mod:`tesla.cli.main`).
 
-Options on top of the ALC ones (added through ``tesla.cli.OPTION_HOOKS`` by
+Options on top of the ALC ones (added through ``tesla.cli.main.OPTION_HOOKS`` by
 :func:`add_options`): ``--node-id``, ``--segment``, ``--block``, ``--parity``,
 ``--auto-parity``, ``--ack NODE,...``, ``--cc on|off``, ``--fec-id``, ``--grtt``,
 ``--no-suppress`` (receiver testing aid), ``--join-policy current|stream|all`` and
@@ -24,7 +24,7 @@ from typing import Any
 from alc.engine import Times
 from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.output import OutputError, ReceivedFiles, plain_relpath
-from tesla.run_alc import (
+from tesla.cli.run_alc import (
     ConfigError,
     ReceiveSession,
     SendSession,
@@ -174,7 +174,7 @@ def _rate_bytes(args: argparse.Namespace) -> float:
 def build_sender(args: argparse.Namespace) -> SendSession:
     """The NORM sender of ``tesla-mcast send --protocol norm`` (no object yet: enqueue
     them on ``.engine``, then ``.engine.end()``), wrapped in TESLA unless ``--no-auth``.
-    :class:`tesla.run_alc.ConfigError` on a bad option."""
+    :class:`tesla.cli.run_alc.ConfigError` on a bad option."""
     from norm.sender import NormSender, NormSenderConfig
 
     try:
@@ -205,7 +205,7 @@ def build_sender(args: argparse.Namespace) -> SendSession:
         sender = NormSender(cfg)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    from tesla.wiring import wrap_sender
+    from tesla.cli.wiring import wrap_sender
 
     return SendSession("norm", group, sender, wrap_sender(sender, args, "norm"))
 
@@ -228,7 +228,7 @@ def run_send(args: argparse.Namespace) -> int:
     if args.ack and oids:
         sender.set_watermark(oids[-1], args.ack)
     sender.end()
-    from tesla.wiring import add_endpoints, sender_finished
+    from tesla.cli.wiring import add_endpoints, sender_finished
 
     writer = None
     if args.pcap:
@@ -398,14 +398,14 @@ class NormFileSink(ReceivedFiles):
 def build_receiver(args: argparse.Namespace) -> ReceiveSession:
     """The receiver of ``tesla-mcast receive --protocol norm``: group, output directory,
     NORM engine wrapped in TESLA unless ``--no-auth`` (and the ``--drop-first`` testing
-    aid); :class:`tesla.run_alc.ConfigError`.  No socket."""
+    aid); :class:`tesla.cli.run_alc.ConfigError`.  No socket."""
     from norm.receiver import (
         NormReceiver,
         ObjectReceived,
         ReceiverConfig,
         SenderEnded,
     )
-    from tesla.wiring import tesla_summary, wrap_receiver
+    from tesla.cli.wiring import tesla_summary, wrap_receiver
 
     group = parse_receive_group(args)
     out = output_dir(args)  # configuration errors: before the first datagram
@@ -467,7 +467,7 @@ def build_receiver(args: argparse.Namespace) -> ReceiveSession:
 
 
 def run_receive(args: argparse.Namespace) -> int:
-    from tesla.wiring import tesla_line
+    from tesla.cli.wiring import tesla_line
 
     try:
         rs = build_receiver(args)
@@ -508,13 +508,13 @@ def run_receive(args: argparse.Namespace) -> int:
 
 def _receive_loop(args: argparse.Namespace, rs: ReceiveSession, sock: Any) -> str | None:
     """Replay or live receive until the sender ends (or idle/timeout); -> the stop reason of
-    :func:`tesla.run_alc.guarded`."""
+    :func:`tesla.cli.run_alc.guarded`."""
     rx, group = rs.engine, rs.group
     if args.from_pcap:
         from alc.pcap import replay
 
         return guarded(lambda: replay(rx, args.from_pcap, dst_addr=group[0], dst_port=group[1], until=lambda: rs.pump(None)))
-    from tesla.wiring import add_endpoints
+    from tesla.cli.wiring import add_endpoints
 
     drv = Driver()
     add_endpoints(drv, rx, sock, group, loss=rs.loss, iface=args.iface)

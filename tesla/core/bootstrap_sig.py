@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tesla.params import (
+from tesla.core.params import (
     DEFAULT_SIG_ALGO,
     DEFAULT_SIG_HASH,
     SIG_ALGO_RSASSA_PKCS1_V1_5,

@@ -5,8 +5,8 @@ once and ``copy()``/``update()``/``finalize()``-ed per packet (the py-copy loop)
 three calls cost more than the hashing below ~1 KiB, which caps a receiver at about 0.4x
 the OpenSSL HMAC rate for 64-octet packets whatever the rest of it does.
 
-What: ``tesla._mac``, a small C extension (Python limited API, abi3; source
-``tesla/_mac.c``) built at install time by setuptools (``setup.py``).  It keys two
+What: ``tesla.mac._mac``, a small C extension (Python limited API, abi3; source
+``tesla/mac/_mac.c``) built at install time by setuptools (``setup.py``).  It keys two
 OpenSSL EVP digest states once per call (RFC 2104 §4 "precomputation") and, per row,
 copies the inner state, absorbs the row, finishes, and does the same with the outer
 state, all through libcrypto's public EVP API, without the GIL.  On x86-64 CPUs with the
@@ -80,7 +80,7 @@ def _load() -> dict[str, Any]:
             return _state
         try:
             # by name: whether the extension was built must not change what mypy sees
-            _mac: Any = importlib.import_module("tesla._mac")
+            _mac: Any = importlib.import_module("tesla.mac._mac")
 
             try:
                 _known_answers(_mac)
@@ -92,7 +92,7 @@ def _load() -> dict[str, Any]:
                 _known_answers(_mac)
                 print(f"tesla: {e} on the SHA-NI path; using OpenSSL EVP", file=sys.stderr)
             _state["mod"] = _mac
-            _state["path"] = getattr(_mac, "__file__", "tesla._mac")
+            _state["path"] = getattr(_mac, "__file__", "tesla.mac._mac")
         except Exception as e:  # noqa: BLE001 - any failure means: use the fallback
             _state["error"] = f"{type(e).__name__}: {e}"
             print(

@@ -9,7 +9,7 @@ the MAC goes over the rows with the tag still zero and the tags are written with
 fancy-index assignment; a :class:`Scratch` reuses the output buffer.  :func:`mac_rows` is
 the keyed-once HMAC over packed rows (the compiled kernel when available).
 
-The receive side is :mod:`tesla.receiver` (one class, interval arenas).
+The receive side is :mod:`tesla.core.receiver` (one class, interval arenas).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from operator import add
 import numpy as np
 from cryptography.hazmat.primitives.hmac import HMAC
 
-from tesla import mackernel
-from tesla.authenticator import TeslaSender
-from tesla.crypto import F_prime, hash_algorithm
+from tesla.core.authenticator import TeslaSender
+from tesla.core.crypto import F_prime, hash_algorithm
+from tesla.mac import kernel as mackernel
 
 __all__ = ["mac_rows", "sign_batch", "split_packed", "PackedBatch", "Scratch"]
 

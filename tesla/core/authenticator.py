@@ -49,13 +49,13 @@ from cryptography.hazmat.primitives.hmac import HMAC
 
 from alc.engine import count
 from alc.errors import DecodeError
-from tesla import extauth as ea
-from tesla.bootstrap_sig import Signer
-from tesla.crypto import F_prime, MacContext, hash_algorithm
-from tesla.keychain import KeyChainSet
-from tesla.ntp import ntp_to_posix, ntp_to_wire, posix_to_ntp
-from tesla.params import TeslaParams
-from tesla.timesync import DirectSyncServer, dot_to_field
+from tesla.core import extauth as ea
+from tesla.core.bootstrap_sig import Signer
+from tesla.core.crypto import F_prime, MacContext, hash_algorithm
+from tesla.core.keychain import KeyChainSet
+from tesla.core.ntp import ntp_to_posix, ntp_to_wire, posix_to_ntp
+from tesla.core.params import TeslaParams
+from tesla.core.timesync import DirectSyncServer, dot_to_field
 
 __all__ = [
     "PROTO_ALC",
@@ -169,7 +169,7 @@ class _Interval:
 class TeslaSender:
     """Authenticator for one TESLA session over ALC or NORM (see module doc).
 
-    ``signer`` is a :class:`tesla.bootstrap_sig.Signer` or an RSA private key.
+    ``signer`` is a :class:`tesla.core.bootstrap_sig.Signer` or an RSA private key.
     ``chains`` defaults to a :class:`KeyChainSet` with random primary keys.
     ``d_o_t`` (2^-32 s units, signed) is advertised in the bootstrap (A = 1) for
     indirect time synchronization.

@@ -41,8 +41,8 @@ from typing import Any
 from alc.engine import Address, BatchEntry, Engine, Times
 from alc.errors import DecodeError
 from norm import messages as M
-from tesla.authenticator import PROTO_NORM, TeslaSender, ext_area
-from tesla.receiver import TeslaReceiver
+from tesla.core.authenticator import PROTO_NORM, TeslaSender, ext_area
+from tesla.core.receiver import TeslaReceiver
 
 __all__ = ["AuthenticatedReceiver", "AuthenticatedSender", "alc_early_discard"]
 

@@ -31,8 +31,8 @@ from math import isqrt
 
 from cryptography.hazmat.primitives.hmac import HMAC
 
-from tesla.crypto import _HASH_CLASSES, F_MESSAGE, F, F_iter, F_prime, constant_time_equal
-from tesla.params import D_MAX, DEFAULT_PRF, PRF_KEY_LEN, TeslaParams
+from tesla.core.crypto import _HASH_CLASSES, F_MESSAGE, F, F_iter, F_prime, constant_time_equal
+from tesla.core.params import D_MAX, DEFAULT_PRF, PRF_KEY_LEN, TeslaParams
 
 #: default number of already-output keys a sequential store keeps reachable
 #: (>= the largest d, so K_{i-d} can always be fetched after K_i)

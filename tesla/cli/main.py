@@ -17,13 +17,13 @@ Runner = Callable[[argparse.Namespace], int]
 
 
 def _alc_runners() -> dict[str, Runner]:
-    from tesla import run_alc
+    from tesla.cli import run_alc
 
     return {"send": run_alc.run_send, "receive": run_alc.run_receive}
 
 
 def _norm_runners() -> dict[str, Runner]:
-    from tesla import run_norm as app
+    from tesla.cli import run_norm as app
 
     return {"send": app.run_send, "receive": app.run_receive}
 
@@ -33,13 +33,13 @@ RUNNERS: dict[str, Callable[[], dict[str, Runner]]] = {"alc": _alc_runners, "nor
 
 
 def _norm_options(sub: str, parser: argparse.ArgumentParser) -> None:
-    from tesla.run_norm import add_options
+    from tesla.cli.run_norm import add_options
 
     add_options(sub, parser)
 
 
 def _auth_options(sub: str, parser: argparse.ArgumentParser) -> None:
-    from tesla.wiring import add_options
+    from tesla.cli.wiring import add_options
 
     add_options(sub, parser)
 
@@ -52,7 +52,7 @@ OPTION_HOOKS: list[Callable[[str, argparse.ArgumentParser], None]] = [
 
 
 def _rate(text: str) -> float:
-    from tesla.run_alc import parse_rate
+    from tesla.cli.run_alc import parse_rate
 
     return parse_rate(text)
 
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=float, default=60.0)
     d.add_argument("--json", action="store_true")
 
-    # listed for --help only: main() hands "bench ..." to tesla.benchcmd before parsing
+    # listed for --help only: main() hands "bench ..." to tesla.cli.bench before parsing
     sub.add_parser("bench", help="hashing limit vs our sender/receiver pipelines (--quick)")
     sub.add_parser("keygen", help="write the sender's RSA key pair: --out SENDER -> SENDER.pem/.pub")
     sub.add_parser("simulate", help="discrete-event simulation: SCENARIO.toml [--json] [--plot]")
@@ -210,25 +210,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["bench"]:  # the benchmark owns its options (tesla/benchcmd.py)
-        from tesla.benchcmd import bench_main
+    if argv[:1] == ["bench"]:  # the benchmark owns its options (tesla/cli/bench.py)
+        from tesla.cli.bench import bench_main
 
         return bench_main(argv[1:])
-    if argv[:1] == ["keygen"]:  # keygen owns its options (tesla/keygen.py)
-        from tesla.keygen import keygen_main
+    if argv[:1] == ["keygen"]:  # keygen owns its options (tesla/cli/keygen.py)
+        from tesla.cli.keygen import keygen_main
 
         return keygen_main(argv[1:])
-    if argv[:1] == ["inspect"]:  # inspect owns its options (tesla/inspect_cmd.py)
-        from tesla.inspect_cmd import inspect_main
+    if argv[:1] == ["inspect"]:  # inspect owns its options (tesla/cli/inspect.py)
+        from tesla.cli.inspect import inspect_main
 
-        return inspect_main(argv[1:])
+        return inspect_main(argv[1:], build_parser)
     if argv[:1] == ["simulate"]:  # the simulator owns its options (tesla/sim/cli.py)
         from tesla.sim.cli import simulate_main
 
         return simulate_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from tesla.demo import run_demo
+        from tesla.cli.demo import run_demo
 
         return run_demo(args)
     runners = RUNNERS[args.protocol]()

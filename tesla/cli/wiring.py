@@ -2,11 +2,11 @@
 
 The runners build their plain engines and hand them to :func:`wrap_sender` /
 :func:`wrap_receiver`, which return either the same engine (``--no-auth``) or the
-TESLA-authenticated engine of :mod:`tesla.session`; drivers then use
+TESLA-authenticated engine of :mod:`tesla.core.session`; drivers then use
 :func:`add_endpoints` instead of ``Driver.add`` so that the ALC direct time-sync side
 channel gets its own unicast socket.
 
-Options (added through ``tesla.cli.OPTION_HOOKS`` by :func:`add_options`):
+Options (added through ``tesla.cli.main.OPTION_HOOKS`` by :func:`add_options`):
 
 * send: ``--key SENDER.pem`` (required unless ``--no-auth``), ``--tint MS``,
   ``--disclosure-delay D``, ``--chain-length N``, ``--mac hmac-sha256|...``,
@@ -48,14 +48,14 @@ from cryptography.exceptions import UnsupportedAlgorithm
 
 from alc.engine import Address, BatchEntry, Times, count
 from alc.net import Driver, LossInjector, iface_address, parse_group
-from tesla.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
-from tesla.bootstrap_sig import load_private_key, load_public_key, read_key_file
-from tesla.keychain import SYNC_BUILD_MAX_KEYS, KeyChainSet
-from tesla.ntp import posix_to_ntp
-from tesla.params import D_MIN, DEFAULT_PRF, TeslaParams
-from tesla.receiver import DROP_REASONS, TeslaReceiver
-from tesla.session import AuthenticatedReceiver, AuthenticatedSender, _is_sync_request
-from tesla.timesync import ms_to_ntp_delta
+from tesla.core.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
+from tesla.core.bootstrap_sig import load_private_key, load_public_key, read_key_file
+from tesla.core.keychain import SYNC_BUILD_MAX_KEYS, KeyChainSet
+from tesla.core.ntp import posix_to_ntp
+from tesla.core.params import D_MIN, DEFAULT_PRF, TeslaParams
+from tesla.core.receiver import DROP_REASONS, TeslaReceiver
+from tesla.core.session import AuthenticatedReceiver, AuthenticatedSender, _is_sync_request
+from tesla.core.timesync import ms_to_ntp_delta
 
 __all__ = [
     "AUTH_DROP_REASONS",
@@ -608,7 +608,7 @@ def _preload(protocol: str) -> None:
 
 def _preload_kernel(threads: int) -> None:
     """The MAC kernel too (extension import and its known-answer check)."""
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     mackernel.warm_up(threads)
 
@@ -670,12 +670,12 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
 
 
 def _worker_pool(n: int, protocol: str) -> Any:
-    """A :class:`tesla.workers.WorkerPool` of ``n`` processes (ALC), closed at exit."""
+    """A :class:`tesla.mac.workers.WorkerPool` of ``n`` processes (ALC), closed at exit."""
     if n <= 0 or protocol != PROTO_ALC:
         return None
     import atexit
 
-    from tesla.workers import WorkerPool
+    from tesla.mac.workers import WorkerPool
 
     pool = WorkerPool(n)
     atexit.register(pool.close)
@@ -835,7 +835,7 @@ def demo_auth(rx: Any, sender: Any, args: argparse.Namespace, tsi: int) -> tuple
         return rx, sender, "no authentication (--no-auth)"
     import tempfile
 
-    from tesla.keygen import generate_keypair
+    from tesla.cli.keygen import generate_keypair
 
     with tempfile.TemporaryDirectory(prefix="tesla-mcast-demo-key-") as tmp:
         priv, pub = generate_keypair(tmp)

@@ -1,7 +1,7 @@
 """Time synchronization and the safe-packet test (RFC 5776 §2.3, §2.4, §4.2.2, §4.3;
 RFC 4082 §3.3.1).
 
-All times are NTP times as unbounded integers in 2^-32 s units (:mod:`tesla.ntp`) and
+All times are NTP times as unbounded integers in 2^-32 s units (:mod:`tesla.core.ntp`) and
 all bounds (D_t, S_sr, D^O_t, D^R_t, D_err) are integer counts of 2^-32 s, so the
 interval arithmetic is exact.  D_t is the upper bound such that at any moment
 ``T_sender < T_receiver + D_t`` (RFC 5776 §2.4.1).
@@ -12,8 +12,8 @@ from __future__ import annotations
 import enum
 from collections import OrderedDict
 
-from tesla.ntp import NTP_ONE_SECOND, seconds_to_ntp_delta
-from tesla.params import TeslaParams
+from tesla.core.ntp import NTP_ONE_SECOND, seconds_to_ntp_delta
+from tesla.core.params import TeslaParams
 
 #: DIGEST CHOICE (RFC silent): also reject a tag whose interval index is above the
 #: highest interval the sender can have reached (certainly forged; bounds key walks).

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
 
-from tesla.params import (
+from tesla.core.params import (
     DEFAULT_MAC,
     DEFAULT_PRF,
     GROUP_MAC_LEN,

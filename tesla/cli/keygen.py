@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tesla.bootstrap_sig import (
+from tesla.core.bootstrap_sig import (
     DEFAULT_RSA_BITS,
     generate_private_key,
     save_private_key,

@@ -25,8 +25,8 @@ from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.output import OutputDir, OutputError
 from alc.receiver import AlcReceiver, ReceiverConfig
 from alc.sender import AlcSender, SenderConfig
-from tesla.run_alc import FileSink
-from tesla.wiring import demo_auth, tesla_line, tesla_summary
+from tesla.cli.run_alc import FileSink
+from tesla.cli.wiring import demo_auth, tesla_line, tesla_summary
 
 
 def random_group() -> tuple[str, int]:
@@ -147,11 +147,11 @@ def run_demo(args: argparse.Namespace) -> int:
 def _norm_auth(rx: Any, sender: Any, args: argparse.Namespace) -> tuple[Any, Any, str]:
     """TESLA around the NORM engines (unless ``--no-auth``): a throwaway RSA key pair,
     the sender wrapped, the receiver verifying with the public key (indirect sync), as
-    :func:`tesla.wiring.demo_auth` does for ALC."""
+    :func:`tesla.cli.wiring.demo_auth` does for ALC."""
     if getattr(args, "no_auth", False):
         return rx, sender, "no authentication (--no-auth)"
-    from tesla.keygen import generate_keypair
-    from tesla.wiring import (
+    from tesla.cli.keygen import generate_keypair
+    from tesla.cli.wiring import (
         DEFAULT_BOOTSTRAP_PERIOD,
         DEFAULT_CHAIN_LENGTH,
         DEFAULT_DISCLOSURE_DELAY,
@@ -198,8 +198,8 @@ def run_demo_norm(args: argparse.Namespace) -> int:
     from norm.receiver import NormReceiver, ObjectAborted, ObjectReceived
     from norm.receiver import ReceiverConfig as NormReceiverConfig
     from norm.sender import NormSender, NormSenderConfig
-    from tesla.run_norm import FLUSH_MIN_TIME, release_delay
-    from tesla.wiring import DEFAULT_DISCLOSURE_DELAY
+    from tesla.cli.run_norm import FLUSH_MIN_TIME, release_delay
+    from tesla.cli.wiring import DEFAULT_DISCLOSURE_DELAY
 
     group = parse_group(args.group) if args.group else random_group()
     files = gen_files(args.files, args.size)

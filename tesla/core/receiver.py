@@ -82,32 +82,32 @@ from alc.errors import DecodeError
 from alc.ext import walk_extensions
 from alc.lct import ext_region
 from norm.messages import CMD_FLUSH, CMD_SQUELCH, NORM_CMD, NORM_DATA, header_regions
-from tesla import extauth as ea
-from tesla.authenticator import (
+from tesla.core import extauth as ea
+from tesla.core.authenticator import (
     HDR_LEN_OFFSET,
     PROTO_ALC,
     ControlTemplate,
     control_header,
     insert_ext,
 )
-from tesla.bootstrap_sig import verify as sig_verify
-from tesla.crypto import F_prime, MacContext, hash_algorithm
-from tesla.floodguard import (
+from tesla.core.bootstrap_sig import verify as sig_verify
+from tesla.core.crypto import F_prime, MacContext, hash_algorithm
+from tesla.core.floodguard import (
     DEFAULT_COPIES_PER_POSITION,
     ENTRY_COST,
     TABLE_BUDGET_FRACTION,
     PositionCap,
     remap_commits,
 )
-from tesla.keychain import KeyStatus, KeyVerifierSet
-from tesla.ntp import NTP_ONE_SECOND, NTP_UNIX_EPOCH_OFFSET, ntp_from_wire, posix_to_ntp
-from tesla.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
-from tesla.ratelimit import SignatureGate, source_of
-from tesla.timesync import DirectSyncClient, indirect_dt_from_ms
+from tesla.core.keychain import KeyStatus, KeyVerifierSet
+from tesla.core.ntp import NTP_ONE_SECOND, NTP_UNIX_EPOCH_OFFSET, ntp_from_wire, posix_to_ntp
+from tesla.core.params import MAC_LEN, PRF_KEY_LEN, ParamError, TeslaParams
+from tesla.core.ratelimit import SignatureGate, source_of
+from tesla.core.timesync import DirectSyncClient, indirect_dt_from_ms
 
 if TYPE_CHECKING:
     from alc.mmsg import Slab
-    from tesla.workers import WorkerPool
+    from tesla.mac.workers import WorkerPool
 
 __all__ = [
     "DROP_REASONS",
@@ -140,8 +140,8 @@ class DropReason(StrEnum):
     FLUSHED = "flushed"  # chain hopeless (§4.4)
     DUPLICATE = "duplicate"  # second authenticated copy of a buffered datagram
     STALE = "stale"  # key never came (key_wait), or session closed
-    FLOOD = "flood"  # beyond the per-position cap at a buffer bound (tesla/floodguard.py)
-    RATE_LIMITED = "rate_limited"  # no RSA budget for a signalling datagram (tesla/ratelimit.py)
+    FLOOD = "flood"  # beyond the per-position cap at a buffer bound (tesla/core/floodguard.py)
+    RATE_LIMITED = "rate_limited"  # no RSA budget for a signalling datagram (tesla/core/ratelimit.py)
 
 
 DROP_REASONS = tuple(r.value for r in DropReason)
@@ -283,11 +283,11 @@ def mac_arena(
     (where >= 0) read as zeros (RFC 5776 §3.3.1).  The arena is left as it was.
 
     The receiver's one adapter to the MAC code: the native
-    :func:`tesla.mackernel.mac_arena` (one C call, the GIL released, every row and field
+    :func:`tesla.mac.kernel.mac_arena` (one C call, the GIL released, every row and field
     bounds-checked, the fields read as zeros without writing the arena) when the kernel
     is loaded; else, as ``mackernel`` falls back, the ``cryptography`` HMAC copy loop over
     the rows with the fields zeroed in place around it."""
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     n = len(offsets)
     if n == 0:
@@ -472,7 +472,7 @@ class Arena:
     ``commits`` the Type 3 commitments ``(rows, commitment)`` (rows: one row or an array
     of rows carrying that commitment); ``nbytes`` is the accounted cost, ``lo``/``hi`` the
     interval's safe-test thresholds; ``positions``/``scanned`` the per-position cap's table
-    and progress (tesla/floodguard.py)."""
+    and progress (tesla/core/floodguard.py)."""
 
     __slots__ = ("data", "_mv", "used", "index", "n", "metas", "commits", "nbytes",
                  "lo", "hi", "positions", "scanned")
@@ -700,7 +700,7 @@ class TeslaReceiver:
     """The RFC 5776 §4.3 state of one TESLA sender (see module doc).
 
     ``macs``: the MAC backend (:func:`mac_arena` signature); ``pool``: a
-    :class:`tesla.workers.WorkerPool` computing large intervals; ``verify_threads`` > 1:
+    :class:`tesla.mac.workers.WorkerPool` computing large intervals; ``verify_threads`` > 1:
     large intervals shared among that many threads."""
 
     def __init__(
@@ -757,7 +757,7 @@ class TeslaReceiver:
         self.macs = mf
         self.pool = pool
         self.verify_threads = max(1, verify_threads)
-        #: cache and rate limits of the RSA verifications (issue 15, tesla/ratelimit.py)
+        #: cache and rate limits of the RSA verifications (issue 15, tesla/core/ratelimit.py)
         self.sig_gate = SignatureGate()
         #: per-position cap applied when a buffer bound is reached (None: off)
         self.position_cap: PositionCap | None = PositionCap(
@@ -1224,7 +1224,7 @@ class TeslaReceiver:
     def _cap_positions(self, only: int | None) -> None:
         """A buffer bound is reached: drop the datagrams beyond the first few of their
         position in interval ``only`` (None: every pending interval), so that forged
-        copies cannot displace the datagrams they copy (issue 15, tesla/floodguard.py).
+        copies cannot displace the datagrams they copy (issue 15, tesla/core/floodguard.py).
         The tables have their own budget (a fraction of the buffer bound)."""
         cap = self.position_cap
         if cap is None:

@@ -1,7 +1,7 @@
 """TESLA session parameters and every numeric choice of RFC 5776 as a named constant.
 
 Registries: RFC 5776 §7 (values) and §2.5 (lengths).  Interval math: RFC 5776 §3.1.1,
-§4.3 step 2, done with exact integers (NTP times in 2^-32 s units, see :mod:`tesla.ntp`).
+§4.3 step 2, done with exact integers (NTP times in 2^-32 s units, see :mod:`tesla.core.ntp`).
 See docs/tesla-choices.md for every point the RFC leaves open.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tesla.ntp import NTP_ONE_SECOND
+from tesla.core.ntp import NTP_ONE_SECOND
 
 # --- TESLA-PRF registry (RFC 5776 §7) -------------------------------------------------
 PRF_HMAC_SHA1 = 0

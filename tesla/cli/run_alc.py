@@ -1,4 +1,4 @@
-"""ALC/FLUTE runners behind ``tesla-mcast send|receive --protocol alc`` (see :mod:`tesla.cli`).
+"""ALC/FLUTE runners behind ``tesla-mcast send|receive --protocol alc`` (see :mod:`tesla.cli.main`).
 
 Each runner takes the parsed argparse namespace and returns the process exit status.
 """
@@ -34,7 +34,7 @@ from alc.receiver import (
     ReceiverConfig,
 )
 from alc.sender import AlcSender, SenderConfig
-from tesla.wiring import (
+from tesla.cli.wiring import (
     add_endpoints,
     dry_run_packets,
     tesla_line,
@@ -77,7 +77,7 @@ class SendSession:
 @dataclass
 class ReceiveSession:
     """A receiver built from the CLI options (:func:`build_receiver`,
-    :func:`tesla.run_norm.build_receiver`), shared by ``tesla-mcast receive`` and
+    :func:`tesla.cli.run_norm.build_receiver`), shared by ``tesla-mcast receive`` and
     :mod:`tesla.aio`.  ``engine`` is what the driver feeds (TESLA unless ``--no-auth``);
     ``pump(other)`` hands completed objects to ``sink`` (the output directory) and every
     other engine event to ``other``; ``done()`` pumps and says whether the session is
@@ -110,7 +110,7 @@ def sender_config(args: argparse.Namespace) -> SenderConfig:
 def build_sender(args: argparse.Namespace) -> SendSession:
     """The ALC/FLUTE sender of ``tesla-mcast send --protocol alc`` (no file yet; add them
     to ``.engine`` before the first send), wrapped in TESLA unless ``--no-auth``.
-    :class:`ConfigError` on a bad option (SystemExit(2) from :mod:`tesla.wiring` for a
+    :class:`ConfigError` on a bad option (SystemExit(2) from :mod:`tesla.cli.wiring` for a
     bad key or TESLA parameter)."""
     try:
         group = parse_group(args.group)
@@ -362,7 +362,7 @@ def receive_group(args: argparse.Namespace) -> tuple[str, int] | None:
 def build_receiver(args: argparse.Namespace) -> ReceiveSession:
     """The receiver of ``tesla-mcast receive --protocol alc``: group, output directory,
     ALC/FLUTE engine wrapped in TESLA unless ``--no-auth`` (:class:`ConfigError`;
-    SystemExit(2) from :mod:`tesla.wiring` for a bad key or TESLA option).  No socket."""
+    SystemExit(2) from :mod:`tesla.cli.wiring` for a bad key or TESLA option).  No socket."""
     group = parse_receive_group(args)
     sink = FileSink(output_dir(args))
     try:

@@ -6,7 +6,7 @@ command flavour), TSI/TOI or NORM source/instance/object ids, SBN/ESI, the TESLA
 of the tag and the interval of the key it discloses (i - d), and the verdict.
 
 Verification (``--sender-key``) drives the receiver the CLI's ``receive`` builds
-(:func:`tesla.wiring.wrap_receiver`, the same batch entry ``receive_datagrams``), one
+(:func:`tesla.cli.wiring.wrap_receiver`, the same batch entry ``receive_datagrams``), one
 datagram at a time with its capture timestamp as arrival time, so the safe-packet test
 applies to the capture's timing.  A datagram's verdict comes from what the receiver did
 with it, read from its public counters after each call:
@@ -32,14 +32,14 @@ import struct
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from alc.engine import Address, BatchEntry
 from alc.errors import DecodeError
 from alc.pcap import read_udp
-from tesla import extauth as ea
+from tesla.core import extauth as ea
 
 _VERIFY_LATE = ("bad_mac", "bad_group_mac", "duplicate", "evicted", "stale", "flushed")
 
@@ -239,9 +239,10 @@ class _Released(BatchEntry):
         return self.inner.next_event()
 
 
-def _receiver(protocol: str, port: int, key: str, max_clock_error: float | None, out: str) -> tuple[Any, _Released]:
-    from tesla.cli import build_parser as cli_parser
-
+def _receiver(protocol: str, port: int, key: str, max_clock_error: float | None, out: str,
+              cli_parser: Callable[[], argparse.ArgumentParser]) -> tuple[Any, _Released]:
+    """``cli_parser`` is the CLI's :func:`tesla.cli.main.build_parser`, passed in by the CLI
+    (this module never imports it back: no import cycle)."""
     argv = ["receive", "--protocol", protocol, "--group", f"0.0.0.0:{port}", "--out", out,
             "--sender-key", key, "--from-pcap", "-"]
     if max_clock_error is not None:
@@ -249,14 +250,14 @@ def _receiver(protocol: str, port: int, key: str, max_clock_error: float | None,
     args = cli_parser().parse_args(argv)
     if protocol == "alc":
         from alc.receiver import AlcReceiver
-        from tesla.run_alc import receiver_config
+        from tesla.cli.run_alc import receiver_config
 
         inner: Any = AlcReceiver(receiver_config(args))
     else:
         from norm.receiver import NormReceiver, ReceiverConfig
 
         inner = NormReceiver(ReceiverConfig())
-    from tesla.wiring import wrap_receiver
+    from tesla.cli.wiring import wrap_receiver
 
     rec = _Released(inner)
     return wrap_receiver(rec, args, protocol), rec
@@ -385,7 +386,9 @@ class _Verdicts:
 # ----------------------------------------------------------------------------- main
 
 
-def inspect_main(argv: Sequence[str]) -> int:
+def inspect_main(argv: Sequence[str], cli_parser: Callable[[], argparse.ArgumentParser]) -> int:
+    """``tesla-mcast inspect``; ``cli_parser`` builds the CLI's parser (its ``receive``
+    options configure the verifying receiver)."""
     args = build_parser().parse_args(list(argv))
     path = Path(args.capture)
     if not path.is_file():
@@ -416,7 +419,8 @@ def inspect_main(argv: Sequence[str]) -> int:
             print(f"error: {args.sender_key}: no such file", file=sys.stderr)
             return 2
         with tempfile.TemporaryDirectory(prefix="tesla-mcast-inspect-") as tmp:
-            rx, rec = _receiver(protocol, port, args.sender_key, args.max_clock_error, tmp)
+            rx, rec = _receiver(protocol, port, args.sender_key, args.max_clock_error, tmp,
+                                cli_parser)
             v = _Verdicts(rx, rec, rows)
             for k, d in enumerate(grams):
                 v.timers(d.ts)

@@ -4,23 +4,23 @@ Issue 6 asks for "end-to-end authenticated file transfer rates on loopback for A
 NORM beside flute-alc and NRL NORM moving the same files unauthenticated", target
 "authenticated NORM >= 0.5x NRL NORM's" (raised to 1.5x by issue 11), ratio measured in
 one run.  ALC is in
-:func:`tesla.benchcmd.end_to_end`; this module does NORM::
+:func:`tesla.cli.bench.end_to_end`; this module does NORM::
 
-    python -c "from tesla.bench_norm import norm_end_to_end; norm_end_to_end(print, False)"
+    python -c "from tesla.cli.bench_norm import norm_end_to_end; norm_end_to_end(print, False)"
 
 One random file (20 MiB, 4 MiB with ``quick``) is moved three times in one run:
 
-1. **ours NORM + TESLA**: :class:`norm.sender.NormSender` -> :func:`tesla.fastpath.sign_batch`
+1. **ours NORM + TESLA**: :class:`norm.sender.NormSender` -> :func:`tesla.mac.batch.sign_batch`
    (every datagram: EXT_AUTH, HMAC-SHA-256, one packed buffer) ->
    :func:`alc.mmsg.send_packed` (``sendmmsg``) -> ``recvmmsg`` ->
-   :class:`tesla.receiver.TeslaReceiver` (safe-packet test, key checks, buffering,
+   :class:`tesla.core.receiver.TeslaReceiver` (safe-packet test, key checks, buffering,
    batch MAC verification) -> only authenticated datagrams -> :class:`norm.receiver.NormReceiver`.
    The time runs until the receiver engine delivers the object, so it includes the d
    intervals the last keys take to be disclosed (the sender keeps flushing, and fills
    silent intervals with key disclosures).  Key chain and RSA key generation are setup,
    not transfer time (as in the ALC line).
 2. **ours NORM, no auth**: the same without the TESLA layer.
-3. **NRL NORM** (libnorm1 through ``tests/nrl.py``, its own sender and receiver, each
+3. **NRL NORM** (libnorm1 through ``tesla/cli/nrl.py``, its own sender and receiver, each
    instance with its own protocol thread) unauthenticated, from enqueue to the
    receiver's NORM_RX_OBJECT_COMPLETED.
 
@@ -50,12 +50,10 @@ seconds; a line that failed or was skipped is absent.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import random
 import select
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -133,13 +131,13 @@ def run_ours(
     ts: Any = None
     frx: Any = None
     if auth:  # setup (RSA key, key chain) is not transfer time, as in the ALC line
-        from tesla import mackernel
-        from tesla.authenticator import ControlTemplate, TeslaSender
-        from tesla.bootstrap_sig import generate_private_key
-        from tesla.fastpath import Scratch, sign_batch
-        from tesla.ntp import posix_to_ntp
-        from tesla.params import TeslaParams
-        from tesla.receiver import TeslaReceiver
+        from tesla.core.authenticator import ControlTemplate, TeslaSender
+        from tesla.core.bootstrap_sig import generate_private_key
+        from tesla.core.ntp import posix_to_ntp
+        from tesla.core.params import TeslaParams
+        from tesla.core.receiver import TeslaReceiver
+        from tesla.mac import kernel as mackernel
+        from tesla.mac.batch import Scratch, sign_batch
 
         # numba and the compiled MAC loops: loaded before, not measured (as the ALC line);
         # a first-use compile inside the transfer stalls the first chunk past its safe
@@ -286,25 +284,11 @@ def run_ours(
 
 # ----------------------------------------------------------------------------- NRL
 def load_nrl() -> tuple[ModuleType | None, str]:
-    """``tests/nrl.py`` (the ctypes harness) with libnorm loaded, or (None, reason)."""
-    mod: ModuleType | None = None
+    """``tesla/cli/nrl.py`` (the ctypes harness) with libnorm loaded, or (None, reason)."""
     try:
-        mod = importlib.import_module("tests.nrl")
-    except ImportError:
-        path = Path(__file__).resolve().parents[1] / "tests" / "nrl.py"
-        if not path.is_file():
-            return None, f"the NRL harness tests/nrl.py is not here ({path})"
-        spec = importlib.util.spec_from_file_location("_bench_nrl", path)
-        if spec is None or spec.loader is None:
-            return None, f"cannot load {path}"
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses look their module up there
-        try:
-            spec.loader.exec_module(mod)
-        except Exception as e:  # noqa: BLE001 - a reason to print, not a crash
-            del sys.modules[spec.name]
-            return None, f"cannot load {path}: {e}"
-    assert mod is not None
+        mod: ModuleType = importlib.import_module("tesla.cli.nrl")
+    except ImportError as e:
+        return None, f"cannot load the NRL harness tesla.cli.nrl: {e}"
     try:
         mod.load()
     except OSError as e:

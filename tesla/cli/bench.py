@@ -10,7 +10,7 @@ ns/packet, packets/s and the ratio to the OpenSSL rate for:
   ``copy()``/``update()``/``finalize()`` per packet (no parsing): the Python ceiling.
 * ``hmac.digest`` -- the bare standard-library one-shot loop over the same packets.
 * ``sender wrap``  -- :meth:`TeslaSender.wrap` per packet (reference sender).
-* ``sender batch`` -- :func:`tesla.fastpath.sign_batch`, 1024 packets per call, into one
+* ``sender batch`` -- :func:`tesla.mac.batch.sign_batch`, 1024 packets per call, into one
   packed buffer ready for ``sendmmsg``.
 * ``receiver ref`` -- :meth:`TeslaReceiver.receive` per packet (the per-datagram entry).
 * ``receiver fast`` -- :meth:`TeslaReceiver.receive_batch` (1024-packet batches)
@@ -57,7 +57,7 @@ from typing import Any
 
 import numpy as np
 
-from tesla.params import HMAC_HASH_NAME
+from tesla.core.params import HMAC_HASH_NAME
 
 __all__ = ["bench_main", "make_stream", "openssl_hmac_ns"]
 
@@ -69,7 +69,7 @@ _SIGNING_KEY: Any = None
 def _key() -> Any:
     global _SIGNING_KEY
     if _SIGNING_KEY is None:
-        from tesla.bootstrap_sig import generate_private_key
+        from tesla.core.bootstrap_sig import generate_private_key
 
         _SIGNING_KEY = generate_private_key(1024)
     return _SIGNING_KEY
@@ -85,9 +85,9 @@ def make_sender(
     t0: int | None = None,
     **kw: Any,
 ) -> Any:
-    from tesla.authenticator import ControlTemplate, TeslaSender
-    from tesla.ntp import posix_to_ntp
-    from tesla.params import TeslaParams
+    from tesla.core.authenticator import ControlTemplate, TeslaSender
+    from tesla.core.ntp import posix_to_ntp
+    from tesla.core.params import TeslaParams
 
     gk = kw.pop("group_key", None)
     p = TeslaParams(
@@ -106,7 +106,7 @@ def make_sender(
 def tag_overhead(sender: Any) -> int:
     """Octets the wrapper adds to most datagrams: a Type 1 tag, or a Type 2 tag (no
     key) when the sender discloses the key in only some packets."""
-    from tesla import extauth as ea
+    from tesla.core import extauth as ea
 
     typ = ea.TYPE_TAG if sender.disclose_every == 1 else ea.TYPE_TAG_NO_KEY
     return ea.tag_length(typ, sender.layout)
@@ -169,7 +169,7 @@ def make_stream(
 
 def make_receiver(fast: bool = True, pool: Any = None, **kw: Any) -> Any:
     kw.setdefault("max_clock_error_ms", 20)
-    from tesla.receiver import TeslaReceiver
+    from tesla.core.receiver import TeslaReceiver
 
     if not fast:
         kw.pop("verify_threads", None)
@@ -214,7 +214,7 @@ def _copy_loop(pkts: Sequence[bytes], alg: int) -> Callable[[], None]:
     """The py-copy ceiling loop: one HMAC keyed once, copy/update/finalize per packet."""
     from cryptography.hazmat.primitives.hmac import HMAC
 
-    from tesla.crypto import hash_algorithm
+    from tesla.core.crypto import hash_algorithm
 
     copy = HMAC(os.urandom(32), hash_algorithm(alg)).copy
 
@@ -325,7 +325,7 @@ def _sender_sampler(
     """One timed run of ``wrap()`` per datagram (``batch`` 0) or of ``sign_batch`` in
     ``batch``-datagram calls, on one warmed sender built once (its key chain takes
     ~0.4 s; a sender already wrapping in this interval is the steady state)."""
-    from tesla.fastpath import Scratch, sign_batch
+    from tesla.mac.batch import Scratch, sign_batch
 
     s, raws, now = warmed_sender(alg, size, n, random.Random(2))
     scratch = Scratch()  # a send loop reuses its output buffer (sign, send, sign...)
@@ -369,7 +369,7 @@ def receiver_ns(
         b = max(b, a + 1)
         cuts.append((a, b))
         a = b
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     kernel = rx_kw.pop("mac_kernel", True)
     for _ in range(repeat):
@@ -404,7 +404,7 @@ def pool_speedup(
 ) -> tuple[float, float]:
     """Wall-clock ns/packet of the MAC kernel in this process and with the worker pool,
     best of ``repeat`` interleaved runs over the stream's datagrams."""
-    from tesla.fastpath import PackedBatch, mac_rows
+    from tesla.mac.batch import PackedBatch, mac_rows
 
     pb = PackedBatch([b for _, b in stream])
     key = os.urandom(32)
@@ -449,7 +449,7 @@ def _rss() -> int:
 
 def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]) -> None:
     """Receiver buffer at ``rate`` datagrams/s: formula vs measured."""
-    from tesla.receiver import PER_PACKET_OVERHEAD
+    from tesla.core.receiver import PER_PACKET_OVERHEAD
 
     s = make_sender(2, tint_ms=100)
     d = s.params.d
@@ -471,7 +471,7 @@ def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]
     # allocated inside the measured region as on a socket (the stream list is not)
     slab = Slab(1024, 1500)
     rx = make_receiver()
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     mackernel.warm_up()  # the native kernel: loaded and checked before, not measured
     gc.collect()
@@ -505,7 +505,7 @@ def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]
     )
     out(
         f"  tracemalloc peak / formula = {peak / bound_b:.2f} (bound on resident memory "
-        "stated in tesla/receiver.py: arenas <= buffer, + released datagrams, batch "
+        "stated in tesla/core/receiver.py: arenas <= buffer, + released datagrams, batch "
         "transients, replay memory)"
     )
 
@@ -631,8 +631,8 @@ def e2e_alc(
                 _send_list(tx, ch, dst)
                 _drain(rx, slab, len(ch), consume_pl)
         else:
-            from tesla.fastpath import Scratch, sign_batch
-            from tesla.ntp import posix_to_ntp
+            from tesla.core.ntp import posix_to_ntp
+            from tesla.mac.batch import Scratch, sign_batch
 
             scratch = Scratch()  # the sign-send loop reuses one output buffer
 
@@ -697,14 +697,14 @@ E2E_TINT_MS = 50
 
 def end_to_end(out: Callable[[str], None], quick: bool) -> None:
     """Authenticated ALC loopback transfer beside ours plain and flute-alc, best of a few
-    rounds taken round-robin; then NORM (:func:`tesla.bench_norm.norm_end_to_end`):
+    rounds taken round-robin; then NORM (:func:`tesla.cli.bench_norm.norm_end_to_end`):
     authenticated and plain ours beside NRL NORM."""
     # 20 MiB rounds are short (~0.4 s, a tenth of it the last keys' wait): a burst of
     # load on the shared machine moves one of them by 20%, so take the best of more
     for mib, rounds in ((4, 2),) if quick else ((20, 5), (100, 3)):
         _alc_end_to_end(out, mib << 20, rounds)
     try:
-        from tesla.bench_norm import norm_end_to_end
+        from tesla.cli.bench_norm import norm_end_to_end
     except ImportError as e:  # pragma: no cover - part of the package
         out(f"  NORM end to end: skipped ({e})")
         return
@@ -782,7 +782,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         print(s, flush=True)
         lines.append(s)
 
-    from tesla import mackernel
+    from tesla.mac import kernel as mackernel
 
     mackernel.warm_up(a.workers)  # loaded and checked outside every timing
     t_run = time.perf_counter()
@@ -793,7 +793,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     out(f"MAC kernel: {mackernel.describe()}")
     pool = None
     if a.workers > 0:
-        from tesla.workers import WorkerPool
+        from tesla.mac.workers import WorkerPool
 
         pool = WorkerPool(a.workers)
     try:
@@ -812,7 +812,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         import sys
 
         r = subprocess.run(
-            [sys.executable, "-m", "tesla.benchcmd", "--memory-child", str(rate)]
+            [sys.executable, "-m", "tesla.cli.bench", "--memory-child", str(rate)]
             + (["--quick"] if quick else []),
             capture_output=True,
             text=True,

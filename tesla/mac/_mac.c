@@ -1,4 +1,4 @@
-/* tesla._mac: the native MAC kernel of tesla.mackernel (HMAC, RFC 2104, over many rows).
+/* tesla.mac._mac: the native MAC kernel of tesla.mac.kernel (HMAC, RFC 2104, over many rows).
  *
  * Python limited API (abi3, 3.11+) only: datagrams are read with PyBytes_AsStringAndSize
  * or the buffer protocol, never through object internals.  Hashing goes through
@@ -32,7 +32,7 @@ static EVP_MD *mds[5]; /* fetched once at module init */
  * run on our own SHA-256 / SHA-1 (FIPS 180-4) over the CPU's SHA instructions: the keyed
  * states are then plain word arrays of ours, copied per row without the EVP layer's
  * per-copy allocation.  Elsewhere (and for SHA-224/384/512) the EVP path below is used.  The known-answer
- * check of tesla.mackernel covers whichever path is active; set_sha_ni(False)
+ * check of tesla.mac.kernel covers whichever path is active; set_sha_ni(False)
  * forces EVP. */
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -885,8 +885,8 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef moddef = {
-    PyModuleDef_HEAD_INIT, "tesla._mac",
-    "Native HMAC loops of tesla.mackernel (OpenSSL EVP, limited API).", -1, methods,
+    PyModuleDef_HEAD_INIT, "tesla.mac._mac",
+    "Native HMAC loops of tesla.mac.kernel (OpenSSL EVP, limited API).", -1, methods,
     NULL, NULL, NULL, NULL,
 };
 
