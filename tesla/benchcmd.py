@@ -36,6 +36,28 @@ Then the receiver buffer bound at the highest rate this machine sends on loopbac
 (``sendmmsg``, 1400 B): formula vs measured (``max_buffered_bytes``, tracemalloc peak,
 RSS growth), and the end-to-end loopback transfers when their pieces exist (else a
 printed reason).
+
+``--json`` (issue 12) prints one JSON object on stdout, the human lines on stderr
+(:func:`json_report`; HMAC-SHA-256 only, no memory part, no NORM end to end).  Its keys,
+each a ratio, higher is better:
+
+* ``rx_1core_1400`` / ``rx_1core_64``: ``receiver fast 1 core`` (CPU time) at 1400 / 64 B,
+  ``openssl_ns / our_ns``;
+* ``rx_2cores_1400``: the better of ``receiver fast+2 thr`` and ``receiver fast+2w`` (wall
+  clock) at 1400 B over the same one-core OpenSSL figure;
+* ``tx_1400``: ``sender batch`` at 1400 B;
+* ``alc_e2e_vs_flute_20MiB`` / ``_100MiB``: *not* OpenSSL ratios: goodput of our
+  authenticated ALC end to end over flute-alc's unauthenticated one, same file
+  (:func:`_alc_end_to_end`; raw seconds and goodputs under ``lines``);
+* ``live_alc_auth_vs_plain``: *not* an OpenSSL ratio: ``tesla-mcast send`` ->
+  ``tesla-mcast receive`` processes, 100 MB, authenticated goodput over plain at the
+  highest rate of a short ladder the plain transfer completes without socket drops
+  (:mod:`tesla.bench_live`).
+
+with ``openssl_ns_per_packet`` (by size), ``targets`` (:data:`TARGETS`), ``met``,
+``all_met``, ``live_unsafe_drops``, ``lines`` (what each key was computed from),
+``ns_per_packet`` (every line), ``mac_kernel``, ``cpu_count``, load averages and the run
+time.  ``--quick`` shrinks the streams and files (bench/README.md gives the sizes).
 """
 
 from __future__ import annotations
