@@ -55,7 +55,7 @@ def e2e(size: int, auth: float, plain: float, flute: float) -> dict:
 
 
 def live(ratio: float | None, unsafe: int) -> dict:
-    return {"ratio": ratio, "rate_bps": 4e8, "auth": {"ok": True, "unsafe": unsafe}, "plain": {}}
+    return {"ratio": ratio, "rate_bps": 4e8, "unsafe": unsafe, "auth": {"ok": True}, "plain": {}}
 
 
 def report(**kw: object) -> dict:
