@@ -1012,7 +1012,7 @@ def _json_tail(
         size = a.live_size or (10_000_000 if a.quick else 100_000_000)
         out(f"live: tesla-mcast send -> tesla-mcast receive, {size:,} B file, loopback multicast")
         live = live_auth_vs_plain(
-            size, out, ladder=LADDER[:3] if a.quick else LADDER, rounds=1 if a.quick else 2
+            size, out, ladder=LADDER[:3] if a.quick else LADDER, rounds=1 if a.quick else 3
         )
     elapsed = time.perf_counter() - t_run
     out(f"load avg at the end {_loadavg()} ({elapsed:.0f} s run)")
