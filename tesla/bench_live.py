@@ -71,6 +71,23 @@ def _group(rng: random.Random) -> tuple[str, int]:
     return f"239.255.{rng.randrange(1, 255)}.{rng.randrange(1, 255)}", rng.randrange(20000, 60000)
 
 
+def _wait_joined(group: str, timeout: float) -> bool:
+    """Wait until some socket of this host has joined ``group`` (``/proc/net/igmp``, the
+    group as a little-endian hex word): the receiver listens once it has.  False on
+    timeout or without that file (the caller then waits a fixed second)."""
+    word = socket.inet_aton(group)[::-1].hex().upper()
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            with open("/proc/net/igmp") as f:
+                if any(line.split()[:1] == [word] for line in f):
+                    return True
+        except OSError:
+            return False
+        time.sleep(0.01)
+    return False
+
+
 class _Appears:
     """Notes the time (``time.time()``) at which ``path`` first exists, polled every
     millisecond: the receiver gives a complete, checked file its final name by one atomic
@@ -171,9 +188,13 @@ def live_transfer(
         stderr=subprocess.PIPE,
         text=True,
     )
+    # the receiver's interpreter starts and joins the group (seconds on a loaded host):
+    # a datagram sent before would be lost to it; then the probe joins
+    if not _wait_joined(group[0], 30.0):
+        time.sleep(1.0)
     probe = _FirstDatagram(group)
     done = _Appears(os.path.join(out, os.path.basename(path)))
-    time.sleep(1.0)  # the receiver's interpreter starts and joins the group
+    time.sleep(0.05)
     tx = subprocess.Popen(send_cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         rx_out, rx_err = rx.communicate(timeout=timeout + 30)
