@@ -826,6 +826,7 @@ def json_report(
     by_size = {b["size"]: b for b in blocks if b.get("hash") == "sha256"}
     rep: dict[str, Any] = {}
     why: dict[str, str] = {}
+    warn: dict[str, str] = {}
     what: dict[str, dict[str, Any]] = {}
 
     def ratio_line(key: str, size: int, names: Sequence[str]) -> None:
@@ -851,6 +852,8 @@ def json_report(
             why[key] = "not run" if f is None else f"failed or skipped: {f.get('failed') or 'flute-alc'}"
         else:
             rep[key] = sec["flute"] / sec["auth"]  # goodput auth / goodput flute, same file
+        if f is not None and f.get("failed") and rep[key] is not None:
+            warn[key] = f"a round failed (later rounds of that mode skipped): {f['failed']}"
         if f is not None:
             what[key] = {
                 "file_bytes": f["file_bytes"],
@@ -869,6 +872,11 @@ def json_report(
         unsafe = live.get("unsafe")
         if rep[key] is None:
             why[key] = live.get("error") or "authenticated transfer failed"
+        elif live.get("error"):
+            warn[key] = live["error"]
+        bad = [r for r in live.get("auth_runs", []) if not r.get("ok")]
+        if bad and rep[key]:
+            warn[key] = f"{len(bad)} of {len(live['auth_runs'])} authenticated transfers failed"
         what[key] = live
     met = {
         k: rep.get(k) is not None and rep[k] >= t and (k != key or unsafe == 0)
@@ -885,6 +893,7 @@ def json_report(
         "lines": what,
         "ns_per_packet": {str(s): dict(by_size[s]["ns"]) for s in sorted(by_size)},
         "why_null": why,
+        "warnings": warn,
         **meta,
     }
 

@@ -121,6 +121,15 @@ def test_unmeasured_keys_are_null_with_a_reason() -> None:
     assert r["alc_e2e_vs_flute_20MiB"] is None and "boom" in r["why_null"]["alc_e2e_vs_flute_20MiB"]
 
 
+def test_a_failed_round_behind_a_figure_is_a_warning() -> None:
+    one_failed = e2e(20 << 20, 0.5, 0.2, 0.4)
+    one_failed["failed"] = {"auth": "file not received bit-exact"}
+    r = report(e2e=[one_failed, e2e(100 << 20, 1.0, 1.0, 2.0)])
+    assert r["alc_e2e_vs_flute_20MiB"] == pytest.approx(0.8)
+    assert "bit-exact" in r["warnings"]["alc_e2e_vs_flute_20MiB"]
+    assert "alc_e2e_vs_flute_100MiB" not in r["warnings"]
+
+
 @pytest.mark.slow
 def test_bench_json_quick_prints_one_object_with_every_key() -> None:
     p = subprocess.run(
