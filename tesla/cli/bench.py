@@ -36,6 +36,28 @@ Then the receiver buffer bound at the highest rate this machine sends on loopbac
 (``sendmmsg``, 1400 B): formula vs measured (``max_buffered_bytes``, tracemalloc peak,
 RSS growth), and the end-to-end loopback transfers when their pieces exist (else a
 printed reason).
+
+``--json`` (issue 12) prints one JSON object on stdout, the human lines on stderr
+(:func:`json_report`; HMAC-SHA-256 only, no memory part, no NORM end to end).  Its keys,
+each a ratio, higher is better:
+
+* ``rx_1core_1400`` / ``rx_1core_64``: ``receiver fast 1 core`` (CPU time) at 1400 / 64 B,
+  ``openssl_ns / our_ns``;
+* ``rx_2cores_1400``: the better of ``receiver fast+2 thr`` and ``receiver fast+2w`` (wall
+  clock) at 1400 B over the same one-core OpenSSL figure;
+* ``tx_1400``: ``sender batch`` at 1400 B;
+* ``alc_e2e_vs_flute_20MiB`` / ``_100MiB``: *not* OpenSSL ratios: goodput of our
+  authenticated ALC end to end over flute-alc's unauthenticated one, same file
+  (:func:`_alc_end_to_end`; raw seconds and goodputs under ``lines``);
+* ``live_alc_auth_vs_plain``: *not* an OpenSSL ratio: ``tesla-mcast send`` ->
+  ``tesla-mcast receive`` processes, 100 MB, authenticated goodput over plain at the
+  highest rate of a short ladder the plain transfer completes without socket drops
+  (:mod:`tesla.cli.bench_live`).
+
+with ``openssl_ns_per_packet`` (by size), ``targets`` (:data:`TARGETS`), ``met``,
+``all_met``, ``live_unsafe_drops``, ``lines`` (what each key was computed from),
+``ns_per_packet`` (every line), ``mac_kernel``, ``cpu_count``, load averages and the run
+time.  ``--quick`` shrinks the streams and files (bench/README.md gives the sizes).
 """
 
 from __future__ import annotations
@@ -695,24 +717,38 @@ def e2e_alc(
 E2E_TINT_MS = 50
 
 
-def end_to_end(out: Callable[[str], None], quick: bool) -> None:
+def end_to_end(
+    out: Callable[[str], None],
+    quick: bool,
+    *,
+    norm: bool = True,
+    plan: Sequence[tuple[int, int]] | None = None,
+) -> list[dict[str, Any]]:
     """Authenticated ALC loopback transfer beside ours plain and flute-alc, best of a few
     rounds taken round-robin; then NORM (:func:`tesla.cli.bench_norm.norm_end_to_end`):
-    authenticated and plain ours beside NRL NORM."""
+    authenticated and plain ours beside NRL NORM, unless not ``norm``.  ``plan``: (file
+    size in MiB, rounds) of each ALC file.  Returns each ALC file's figures
+    (:func:`_alc_end_to_end`)."""
     # 20 MiB rounds are short (~0.4 s, a tenth of it the last keys' wait): a burst of
     # load on the shared machine moves one of them by 20%, so take the best of more
-    for mib, rounds in ((4, 2),) if quick else ((20, 5), (100, 3)):
-        _alc_end_to_end(out, mib << 20, rounds)
+    if plan is None:
+        plan = ((4, 2),) if quick else ((20, 5), (100, 3))
+    res = [_alc_end_to_end(out, mib << 20, rounds) for mib, rounds in plan]
+    if not norm:
+        return res
     try:
         from tesla.cli.bench_norm import norm_end_to_end
     except ImportError as e:  # pragma: no cover - part of the package
         out(f"  NORM end to end: skipped ({e})")
-        return
+        return res
     norm_end_to_end(out, quick)
+    return res
 
 
-def _alc_end_to_end(out: Callable[[str], None], size: int, rounds: int) -> None:
-    """One file size: TESLA's last-key wait (up to d T_int) weighs less on a larger file."""
+def _alc_end_to_end(out: Callable[[str], None], size: int, rounds: int) -> dict[str, Any]:
+    """One file size: TESLA's last-key wait (up to d T_int) weighs less on a larger file.
+    Returns ``file_bytes``, ``rounds``, ``seconds`` (best time by mode: "auth", "plain",
+    "flute"; absent when it failed or was skipped) and ``failed`` (mode -> message)."""
     data = os.urandom(size)
     out(
         f"end-to-end loopback, {size >> 20} MiB file, 1400 B symbols, no FEC, no loss "
@@ -753,6 +789,113 @@ def _alc_end_to_end(out: Callable[[str], None], size: int, rounds: int) -> None:
         )
     if "auth" in res and "plain" in res:
         out(f"  ratio authenticated / our plain ALC: {res['plain'] / res['auth']:.2f}x")
+    return {"file_bytes": size, "rounds": rounds, "seconds": res, "failed": failed}
+
+
+# ----------------------------------------------------------------------------- json
+#: issue 12's targets: the key's value must be >= its target (``live_alc_auth_vs_plain``:
+#: and the authenticated run has 0 unsafe drops)
+TARGETS: dict[str, float] = {
+    "rx_1core_1400": 0.9,
+    "rx_1core_64": 0.6,
+    "rx_2cores_1400": 1.6,
+    "tx_1400": 0.9,
+    "alc_e2e_vs_flute_20MiB": 1.0,
+    "alc_e2e_vs_flute_100MiB": 1.0,
+    "live_alc_auth_vs_plain": 0.9,
+}
+
+#: the 2-core receiver configurations (both are CLI options: ``--verify-threads 2``,
+#: ``--verify-workers 2``); ``rx_2cores_1400`` is the better of the two
+TWO_CORE_LINES = ("receiver fast+2 thr", "receiver fast+2w")
+
+
+def json_report(
+    blocks: Sequence[dict[str, Any]],
+    e2e: Sequence[dict[str, Any]],
+    live: dict[str, Any] | None,
+    meta: dict[str, Any],
+) -> dict[str, Any]:
+    """The object ``bench --json`` prints, from the measurements: ``blocks`` as returned
+    by :func:`_profile` (HMAC-SHA-256 at 64 and 1400 B), ``e2e`` by
+    :func:`_alc_end_to_end` (the 20 MiB file first, then the 100 MiB one; smaller with
+    ``--quick``), ``live`` by :func:`tesla.cli.bench_live.live_auth_vs_plain` (None: not
+    run), ``meta`` copied in (kernel, CPUs, load averages...).  A key that could not be
+    measured is ``null`` and its ``met`` false; ``why`` says why (the meaning of every
+    key: the module docstring of :mod:`tesla.cli.bench` and bench/README.md)."""
+    by_size = {b["size"]: b for b in blocks if b.get("hash") == "sha256"}
+    rep: dict[str, Any] = {}
+    why: dict[str, str] = {}
+    warn: dict[str, str] = {}
+    what: dict[str, dict[str, Any]] = {}
+
+    def ratio_line(key: str, size: int, names: Sequence[str]) -> None:
+        b = by_size.get(size)
+        have = [(b["ns"][n], n) for n in names if b is not None and n in b["ns"]]
+        if b is None or not have:
+            rep[key] = None
+            why[key] = f"not measured ({' / '.join(names)} at {size} B)"
+            return
+        ns, name = min(have)
+        rep[key] = b["ref_ns"] / ns
+        what[key] = {"line": name, "ns_per_packet": ns, "openssl_ns_per_packet": b["ref_ns"]}
+
+    ratio_line("rx_1core_1400", 1400, ["receiver fast 1 core"])
+    ratio_line("rx_1core_64", 64, ["receiver fast 1 core"])
+    ratio_line("rx_2cores_1400", 1400, TWO_CORE_LINES)
+    ratio_line("tx_1400", 1400, ["sender batch"])
+    for key, k in (("alc_e2e_vs_flute_20MiB", 0), ("alc_e2e_vs_flute_100MiB", 1)):
+        f = e2e[k] if k < len(e2e) else None
+        sec = f["seconds"] if f else {}
+        if f is None or "auth" not in sec or "flute" not in sec:
+            rep[key] = None
+            why[key] = "not run" if f is None else f"failed or skipped: {f.get('failed') or 'flute-alc'}"
+        else:
+            rep[key] = sec["flute"] / sec["auth"]  # goodput auth / goodput flute, same file
+        if f is not None and f.get("failed") and rep[key] is not None:
+            warn[key] = f"a round failed (later rounds of that mode skipped): {f['failed']}"
+        if f is not None:
+            what[key] = {
+                "file_bytes": f["file_bytes"],
+                "rounds": f["rounds"],
+                "seconds": dict(sec),
+                "goodput_bps": {m: f["file_bytes"] * 8 / t for m, t in sec.items()},
+                "failed": dict(f.get("failed", {})),
+            }
+    key = "live_alc_auth_vs_plain"
+    unsafe = None
+    if live is None:
+        rep[key] = None
+        why[key] = "not run (--no-live)"
+    else:
+        rep[key] = live.get("ratio")
+        unsafe = live.get("unsafe")
+        if rep[key] is None:
+            why[key] = live.get("error") or "authenticated transfer failed"
+        elif live.get("error"):
+            warn[key] = live["error"]
+        bad = [r for r in live.get("auth_runs", []) if not r.get("ok")]
+        if bad and rep[key]:
+            warn[key] = f"{len(bad)} of {len(live['auth_runs'])} authenticated transfers failed"
+        what[key] = live
+    met = {
+        k: rep.get(k) is not None and rep[k] >= t and (k != key or unsafe == 0)
+        for k, t in TARGETS.items()
+    }
+    return {
+        **{k: rep.get(k) for k in TARGETS},
+        "openssl_ns_per_packet": {str(s): by_size[s]["openssl_ns"] for s in sorted(by_size)},
+        "reference": {str(s): by_size[s]["reference"] for s in sorted(by_size)},
+        "live_unsafe_drops": unsafe,
+        "targets": dict(TARGETS),
+        "met": met,
+        "all_met": all(met.values()),
+        "lines": what,
+        "ns_per_packet": {str(s): dict(by_size[s]["ns"]) for s in sorted(by_size)},
+        "why_null": why,
+        "warnings": warn,
+        **meta,
+    }
 
 
 # ----------------------------------------------------------------------------- main
@@ -760,12 +903,34 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tesla-mcast bench", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="short runs (noisier)")
     ap.add_argument("--sizes", default="64,1400", help="packet sizes, comma separated")
-    ap.add_argument("--hashes", default="sha256,sha1", help="sha256 and/or sha1")
+    ap.add_argument(
+        "--hashes", default=None, help="sha256 and/or sha1 (default both; --json: sha256)"
+    )
     ap.add_argument("--workers", type=int, default=2, help="worker processes (0: skip)")
     ap.add_argument("--no-memory", action="store_true", help="skip the buffer-bound part")
     ap.add_argument("--no-e2e", action="store_true", help="skip end-to-end transfers")
+    ap.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object on stdout (issue 12's ratios, targets, raw figures; "
+        "the human lines go to stderr); skips the memory part and NORM end to end",
+    )
+    ap.add_argument(
+        "--no-live",
+        action="store_true",
+        help="--json: skip live_alc_auth_vs_plain (tesla-mcast send -> receive processes)",
+    )
+    ap.add_argument(
+        "--live-size",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="file of the live transfers (default 100,000,000; --quick 10,000,000)",
+    )
     ap.add_argument("--memory-child", type=float, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(list(argv) if argv is not None else None)
+    if a.hashes is None:
+        a.hashes = "sha256" if a.json else "sha256,sha1"
     if a.memory_child is not None:
         memory_bound(a.memory_child, 1400, a.quick, lambda t: print(t, flush=True))
         return 0
@@ -778,14 +943,17 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     sizes = [int(x) for x in a.sizes.split(",") if x]
     lines: list[str] = []
 
+    import sys
+
     def out(s: str) -> None:
-        print(s, flush=True)
+        print(s, flush=True, file=sys.stderr if a.json else sys.stdout)
         lines.append(s)
 
     from tesla.mac import kernel as mackernel
 
     mackernel.warm_up(a.workers)  # loaded and checked outside every timing
     t_run = time.perf_counter()
+    load0 = os.getloadavg()
     out(
         f"tesla-mcast bench{' --quick' if quick else ''}: {os.cpu_count()} CPUs, "
         f"load avg {_loadavg()} (figures are noisy on a shared machine)"
@@ -796,21 +964,24 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         from tesla.mac.workers import WorkerPool
 
         pool = WorkerPool(a.workers)
+    blocks: list[dict[str, Any]] = []
     try:
         for hname in a.hashes.split(","):
             alg = PROFILES[hname]
             for size in sizes:
-                _profile(out, hname, alg, size, n_pkts, n_int, per_int, repeat, pool, quick)
+                blocks.append(
+                    _profile(out, hname, alg, size, n_pkts, n_int, per_int, repeat, pool, quick)
+                )
     finally:
         if pool is not None:
             pool.close()
+    if a.json:
+        return _json_tail(a, out, blocks, load0, t_run)
     if not a.no_memory:
         out("receiver memory at the highest loopback send rate:")
         rate = loopback_send_rate(1400, 0.3 if quick else 1.0)
         out(f"  loopback sendmmsg rate: {rate:,.0f} datagrams/s of 1400 B (one core)")
         # in a fresh interpreter, so RSS growth is not hidden by memory freed earlier
-        import sys
-
         r = subprocess.run(
             [sys.executable, "-m", "tesla.cli.bench", "--memory-child", str(rate)]
             + (["--quick"] if quick else []),
@@ -825,6 +996,44 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     if not a.no_e2e:
         end_to_end(out, quick)
     out(f"load avg at the end {_loadavg()} ({time.perf_counter() - t_run:.0f} s run)")
+    return 0
+
+
+def _json_tail(
+    a: argparse.Namespace,
+    out: Callable[[str], None],
+    blocks: list[dict[str, Any]],
+    load0: tuple[float, float, float],
+    t_run: float,
+) -> int:
+    """``--json``: the ALC end-to-end files and the live transfers after the blocks, then
+    the JSON object (:func:`json_report`) on stdout."""
+    import json
+
+    from tesla.mac import kernel as mackernel
+
+    plan = ((4, 2), (8, 1)) if a.quick else ((20, 5), (100, 3))
+    e2e = [] if a.no_e2e else end_to_end(out, a.quick, norm=False, plan=plan)
+    live = None
+    if not a.no_live:
+        from tesla.cli.bench_live import LADDER, live_auth_vs_plain
+
+        size = a.live_size or (10_000_000 if a.quick else 100_000_000)
+        out(f"live: tesla-mcast send -> tesla-mcast receive, {size:,} B file, loopback multicast")
+        live = live_auth_vs_plain(
+            size, out, ladder=LADDER[:3] if a.quick else LADDER, rounds=1 if a.quick else 3
+        )
+    elapsed = time.perf_counter() - t_run
+    out(f"load avg at the end {_loadavg()} ({elapsed:.0f} s run)")
+    meta = {
+        "quick": bool(a.quick),
+        "mac_kernel": mackernel.describe(),
+        "cpu_count": os.cpu_count(),
+        "load_avg_start": [round(x, 2) for x in load0],
+        "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+        "run_seconds": round(elapsed, 1),
+    }
+    print(json.dumps(json_report(blocks, e2e, live, meta), indent=1, default=float), flush=True)
     return 0
 
 
@@ -844,10 +1053,14 @@ def _profile(
     repeat: int,
     pool: Any,
     quick: bool,
-) -> None:
+) -> dict[str, Any]:
     """One block.  Every line is the best of ``repeat`` runs (receiver_ns, _best); the
     two reference lines are sampled between our lines (:class:`Reference`), so the block
-    is printed once all of it is measured."""
+    is printed once all of it is measured.  Returns ``openssl_ns`` (None without the
+    binary), ``reference`` (what the ratios divide), ``ref_ns`` and ``ns``: ns/packet by
+    line name, the wall-clock twin of ``receiver fast 1 core`` named ``receiver fast 1
+    core (wall)``, the kernel-alone lines ``MAC kernel alone 1 process (wall)`` / ``MAC
+    kernel alone N workers (wall)``."""
     rng = random.Random(size)
     pkts = [rng.randbytes(size) for _ in range(n_pkts)]
     ref = Reference(
@@ -904,17 +1117,23 @@ def _profile(
             samples[k].append(ns)
             extras[k] = extra
     ns1 = 0.0
+    by_name: dict[str, float] = {}
     for (name, _fn), xs, extra in zip(lines, samples, extras, strict=True):
         ns = min(xs)
+        key = name
         if pool is not None and "wall clock)" in extra:
             if name == "receiver fast 1 core":  # the 1-core wall-clock line comes first
                 ns1 = ns
+                key = name + " (wall)"
             else:
                 extra = extra[:-1] + f"; {ns1 / ns:.2f}x 1 core)"
         rows.append((name, ns, extra))
+        by_name[key] = ns
     if pool is not None:
         ref.probe()
         a, b = pool_speedup(stream, alg, pool, repeat + 2)
+        by_name["MAC kernel alone 1 process (wall)"] = a
+        by_name[f"MAC kernel alone {pool.n} workers (wall)"] = b
         kernel = (
             f"  MAC kernel alone, wall clock: 1 process {a:.0f} ns/pkt, {pool.n} workers "
             f"{b:.0f} ns/pkt: speed-up {a / b:.2f}x"
@@ -944,6 +1163,15 @@ def _profile(
         row(name, ns, extra)
     if kernel:
         out(kernel)
+    return {
+        "hash": hname,
+        "size": size,
+        "openssl_ns": min(ref.ossl) if ref.ossl else None,
+        "openssl_runs": len(ref.ossl),
+        "reference": src,
+        "ref_ns": ref_ns,
+        "ns": {"openssl": ref_ns, "py-copy (ceiling)": py, **by_name},
+    }
 
 
 if __name__ == "__main__":  # pragma: no cover
