@@ -327,8 +327,9 @@ class _Sender(AuthenticatedSender):
         if self._responses:
             out.extend(self._responses)
             self._responses = []
-        wrap = t.wrap
-        out.extend((wrap(p, now), a) for p, a in pkts)
+        if pkts:  # one batch: the native kernel tags it in one call (wrap_many)
+            wrapped = t.wrap_many([p for p, _ in pkts], now)
+            out.extend(zip(wrapped, [a for _, a in pkts], strict=True))
         if self.group_replies:
             return [(d, None) for d, _ in out]
         return out
