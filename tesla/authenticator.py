@@ -157,6 +157,7 @@ class _Interval:
     __slots__ = ("i", "ctx_copy", "kprime", "plain", "nokey", "special", "count", "lo", "hi")
 
     ctx_copy: Any
+    kprime: bytes
     plain: bytes
     nokey: bytes
 

@@ -11,7 +11,8 @@ ns/packet, packets/s and the ratio to the OpenSSL rate for:
 * ``hmac.digest`` -- the bare standard-library one-shot loop over the same packets.
 * ``sender wrap``  -- :meth:`TeslaSender.wrap` per packet (reference sender).
 * ``sender batch`` -- :func:`tesla.fastpath.sign_batch`, 1024 packets per call, into one
-  packed buffer ready for ``sendmmsg``.
+  packed buffer ready for ``sendmmsg`` (without a Group MAC: one call of the MAC kernel's
+  ``seal``, which inserts the EXT_AUTH, rewrites the header length and MACs every row).
 * ``receiver ref`` -- :meth:`TeslaReceiver.receive` per packet (the per-datagram entry).
 * ``receiver fast`` -- :meth:`TeslaReceiver.receive_batch` (1024-packet batches)
   on one core, ``receiver fast 4096/b`` the same in 4096-packet batches (a socket driver
