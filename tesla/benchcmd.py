@@ -806,6 +806,9 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="worker processes (0: skip)")
     ap.add_argument("--no-memory", action="store_true", help="skip the buffer-bound part")
     ap.add_argument("--no-e2e", action="store_true", help="skip end-to-end transfers")
+    ap.add_argument(
+        "--e2e-only", action="store_true", help="only the end-to-end transfers (ALC, then NORM)"
+    )
     ap.add_argument("--memory-child", type=float, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(list(argv) if argv is not None else None)
     if a.memory_child is not None:
@@ -833,6 +836,10 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         f"load avg {_loadavg()} (figures are noisy on a shared machine)"
     )
     out(f"MAC kernel: {mackernel.describe()}")
+    if a.e2e_only:
+        end_to_end(out, quick)
+        out(f"load avg at the end {_loadavg()} ({time.perf_counter() - t_run:.0f} s run)")
+        return 0
     pool = None
     if a.workers > 0:
         from tesla.workers import WorkerPool
