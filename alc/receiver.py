@@ -79,10 +79,13 @@ import struct
 import zlib
 from array import array
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alc.engine import Address, BatchEntry, count
+import numpy as np
+
+from alc.engine import Address, BatchEntry, Times, count
 from alc.errors import DecodeError
 from alc.ext import walk_extensions
 
@@ -90,6 +93,9 @@ NTP_OFFSET = 2208988800
 PAYLOAD_ID_LEN = {0: 4, 1: 4, 2: 4, 5: 4, 6: 4, 128: 8, 129: 8, 130: 4}
 _U32 = struct.Struct("!I")
 _U16x2 = struct.Struct("!HH")
+#: rows of a batch taken as arrays at least / at most (AlcReceiver._bulk_run)
+BULK_MIN = 8
+BULK_MAX = 4096
 
 
 # ---------------------------------------------------------------------- events
@@ -411,6 +417,246 @@ class AlcReceiver(BatchEntry):
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         return []
+
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        """The batch entry: each datagram exactly as :meth:`receive_datagram` would take
+        it, with the common case inline (no call per datagram): a full-length source
+        symbol (FEC Encoding ID 0, 5 or 6) of a block already started, of an object whose
+        header (or, when extensions such as a TESLA EXT_AUTH change per packet, its fixed
+        part, the extension area still walked) is known, while no decoder runs on the
+        block.  Everything else goes through :meth:`receive_datagram`."""
+        if self.finished is not None or len(datagrams) < 4:
+            rx = self.receive_datagram
+            for k, data in enumerate(datagrams):
+                rx(data, addrs[k], float(times[k]))
+            return
+        hcache = self._hcache
+        fcache = self._fcache
+        objs = self._objs
+        slow = self.receive_datagram
+        symbol = self._symbol
+        u16x2 = _U16x2.unpack_from
+        u32 = _U32.unpack_from
+        npk = nby = 0
+        n = len(datagrams)
+        bulk_from = 0  # no run is tried before this row (after a failed try)
+        k = -1
+        while k + 1 < n:
+            k += 1
+            data = datagrams[k]
+            addr = addrs[k]
+            ln = len(data)
+            if ln <= 3 or (addr is not None and addr[0] != self.sender):
+                slow(data, addr, float(times[k]))
+                continue
+            hl = data[2] << 2
+            key = hcache.get(data[:hl])
+            fixed = 0
+            if key is None and fcache:
+                b1 = data[1]
+                fixed = 8 + 4 * ((data[0] >> 2) & 3) + 4 * ((b1 >> 7) + ((b1 >> 5) & 3)
+                                                          + ((b1 >> 4) & 1))
+                key = fcache.get(data[:fixed])
+                if key is not None and (ln < hl or not _exts_ok(data, fixed, hl)):
+                    key = None
+            ob = objs.get(key) if key is not None else None
+            if ob is None:
+                slow(data, addr, float(times[k]))
+                continue
+            npk += 1
+            nby += ln
+            now = float(times[k])
+            self.last_packet = now
+            eid = ob.eid
+            b = None
+            if ob.left and ln >= hl + 4 and (eid == 0 or eid == 5 or eid == 6):
+                if eid == 0:
+                    sbn, esi = u16x2(data, hl)
+                else:
+                    v = u32(data, hl)[0]
+                    sbn, esi = (v >> 8, v & 0xFF) if eid == 5 else (v >> 24, v & 0xFFFFFF)
+                b = ob.blk.get(sbn)
+            if b is None or b.nsrc < 0 or b.dec is not None or b.refs is not None:
+                symbol(ob, data, hl, False, now)
+                continue
+            E = ob.E
+            off = esi * E
+            have = b.have
+            if esi >= b.k or ln - hl - 4 != E or have[esi] or off + E > b.size:
+                symbol(ob, data, hl, False, now)
+                continue
+            if k >= bulk_from and n - k >= BULK_MIN:
+                m = self._bulk_run(ob, datagrams, addrs, times, k, hl, fixed)
+                if m:  # (its stats count this row too)
+                    npk -= 1
+                    nby -= ln
+                    k += m - 1
+                    continue
+                bulk_from = k + BULK_MIN
+            ob.last = now
+            b.buf[off : off + E] = memoryview(data)[hl + 4 :]
+            have[esi] = 1
+            nsrc = b.nsrc + 1
+            b.nsrc = nsrc
+            if nsrc == b.k:
+                self._block_done(ob, b)
+            elif b.repair and nsrc + len(b.repair) >= b.k:
+                self._try_decode(ob, b)
+            if ob.left == 0:
+                self._complete(ob, now)
+        stats = self.stats
+        stats["packets"] += npk
+        stats["bytes"] += nby
+
+    def _bulk_run(
+        self,
+        ob: _Obj,
+        datagrams: Sequence[bytes],
+        addrs: Sequence[Address | None],
+        times: Times,
+        k0: int,
+        hl: int,
+        fixed: int,
+    ) -> int:
+        """Rows ``k0, k0+1, ...`` of a batch that the inline case of
+        :meth:`receive_datagrams` would take one by one, taken as arrays: the longest run
+        of full-length source symbols of ``ob`` from our sender, each for a block already
+        started and eligible (no decoder, no repair symbol held, copy mode), none held yet
+        nor repeated within the run, with the header of row ``k0`` (``fixed`` 0) or its
+        fixed part and one extension over the rest of the header (``fixed`` > 0).  The run
+        stops before the first row that is not so (the caller takes it one by one) and
+        after the row that completes the object.  Their payloads are copied into the
+        block buffers with one assignment per block, the blocks completed in the order
+        of their last symbol.  Returns the rows taken (0: fewer than BULK_MIN)."""
+        E = ob.E
+        if ob.zero_copy or ob.eid not in (0, 5, 6):
+            return 0
+        L0 = hl + 4 + E
+        rows = datagrams[k0 : k0 + BULK_MAX]
+        lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        bad = np.flatnonzero(lens != L0)
+        m = int(bad[0]) if len(bad) else len(rows)
+        sender = self.sender
+        for j in range(m):
+            a = addrs[k0 + j]
+            if a is not None and a[0] != sender:
+                m = j
+                break
+        if m < BULK_MIN:
+            return 0
+        arr = np.frombuffer(b"".join(rows[:m]), dtype=np.uint8).reshape(m, L0)
+        if fixed == 0:  # the whole header repeats (row k0's is a known one)
+            ok = (arr[:, :hl] == arr[0, :hl]).all(axis=1)
+        else:
+            ok = (arr[:, :fixed] == arr[0, :fixed]).all(axis=1)
+            # the extension walk of row k0 (which passed _exts_ok): rows whose HET/HEL
+            # octets at its steps are the same walk the same way
+            pos = fixed
+            h0 = datagrams[k0]
+            while pos < hl:
+                ok &= arr[:, pos] == h0[pos]
+                if h0[pos] >= 128:
+                    pos += 4
+                else:
+                    ok &= arr[:, pos + 1] == h0[pos + 1]
+                    pos += h0[pos + 1] << 2
+        pid = arr[:, hl : hl + 4].astype(np.int64)
+        v = (pid[:, 0] << 24) | (pid[:, 1] << 16) | (pid[:, 2] << 8) | pid[:, 3]
+        if ob.eid == 0:
+            sbn, esi = v >> 16, v & 0xFFFF
+        elif ob.eid == 5:
+            sbn, esi = v >> 8, v & 0xFF
+        else:
+            sbn, esi = v >> 24, v & 0xFFFFFF
+        blocks: dict[int, _Block | None] = {}  # None: to be created at its first symbol
+        for s in np.unique(sbn).tolist():
+            sel = sbn == s
+            b = ob.blk.get(s)
+            e = esi[sel]
+            if b is None:
+                if s >= ob.nb or (ob.done_sbn is not None and ob.done_sbn[s]):
+                    ok &= ~sel
+                    continue
+                kb = ob.blocks[s]
+                size = min(kb * E, ob.L - ob.blocks.start(s) * E)
+                ok[sel] &= (e < kb) & (e * E + E <= size)
+                blocks[s] = None
+                continue
+            if b.nsrc < 0 or b.dec is not None or b.refs is not None or b.repair:
+                ok &= ~sel
+                continue
+            good = (e < b.k) & (e * E + E <= b.size)
+            good &= np.frombuffer(b.have, dtype=np.uint8)[np.minimum(e, b.k - 1)] == 0
+            ok[sel] &= good
+            blocks[s] = b
+        code = (sbn << 24) | esi
+        _, first = np.unique(code, return_index=True)
+        repeat = np.ones(m, dtype=bool)
+        repeat[first] = False
+        ok &= ~repeat
+        bad = np.flatnonzero(~ok)
+        if len(bad):
+            m = int(bad[0])
+        if m < BULK_MIN:
+            return 0
+        sbn = sbn[:m]
+        esi = esi[:m]
+        # new blocks are created in the order of their first symbol, as one by one; the
+        # run stops before a block that finds no room (drop.buffer_full there)
+        f_sbn, f_row = np.unique(sbn, return_index=True)
+        for row, sb in sorted(zip(f_row.tolist(), f_sbn.tolist(), strict=True)):
+            if blocks[sb] is None:
+                created = self._new_block(ob, sb)
+                if created is None:
+                    m = row
+                    break
+                blocks[sb] = created
+        if m < BULK_MIN:
+            return 0
+        sbn = sbn[:m]
+        esi = esi[:m]
+        live: dict[int, _Block] = {}
+        groups = []
+        for sb in np.unique(sbn).tolist():
+            b = blocks[sb]
+            assert b is not None
+            live[sb] = b
+            groups.append((sb, np.flatnonzero(sbn == sb)))
+        done = [(int(idx[-1]), sb) for sb, idx in groups if live[sb].nsrc + len(idx) == live[sb].k]
+        if len(done) >= ob.left:  # the object completes at its last block: stop there
+            done.sort()
+            m = done[ob.left - 1][0] + 1
+            done = done[: ob.left]
+            sbn = sbn[:m]
+            esi = esi[:m]
+            groups = [(sb, np.flatnonzero(sbn == sb)) for sb in np.unique(sbn).tolist()]
+        for sb, idx in groups:
+            b = live[sb]
+            view = np.frombuffer(b.buf, dtype=np.uint8)[: b.size // E * E].reshape(-1, E)
+            r0, e0, c = int(idx[0]), int(esi[idx[0]]), len(idx)
+            if int(idx[-1]) - r0 == c - 1 and int(esi[idx[-1]]) - e0 == c - 1 and (
+                c < 3 or bool((np.diff(esi[idx]) == 1).all())
+            ):  # in order (the usual case): slices, no index arrays
+                view[e0 : e0 + c] = arr[r0 : r0 + c, hl + 4 :]
+                np.frombuffer(b.have, dtype=np.uint8)[e0 : e0 + c] = 1
+            else:
+                view[esi[idx]] = arr[idx, hl + 4 :]
+                np.frombuffer(b.have, dtype=np.uint8)[esi[idx]] = 1
+            b.nsrc += len(idx)
+            del view  # no export of the block's buffer outlives this
+        t_last = float(times[k0 + m - 1])
+        ob.last = t_last
+        self.last_packet = t_last
+        for r, sb in sorted(done):
+            self._block_done(ob, live[sb])
+            if ob.left == 0:
+                self._complete(ob, float(times[k0 + r]))
+        stats = self.stats
+        stats["packets"] += m
+        stats["bytes"] += m * L0
+        return m
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
         stats = self.stats

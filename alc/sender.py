@@ -54,6 +54,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice, repeat
 from pathlib import Path
 from typing import Any
 
@@ -376,43 +377,36 @@ class AlcSender(BatchEntry):
         ratio = max(c.repair_ratio, 0.0)
         max_n = getattr(ob.oti, "max_encoding_symbols", 0)
         B = ob.oti.max_source_block_length
-        pending: bytes | None = None
         pos = 0
+        last = len(blocks) - 1
         for sbn, k in enumerate(blocks):
-            # one source block in memory at a time (RFC 5052 §9.1 partition)
+            # one source block in memory at a time (RFC 5052 §9.1 partition), its packets
+            # built in one comprehension
             n = min(k * E, L - pos)
             mv = self._read_block(ob, fd, pos, n)
             pos += n
-            bpos = 0
-            for esi in range(k):
-                pkt = prefix + pid(sbn, esi) + mv[bpos : bpos + E]
-                bpos += E
-                if pending is not None:
-                    yield pending
-                pending = pkt
-            if self.encoding_id == 0 or ratio <= 0:
-                continue
-            if self.encoding_id == 5 and max_n and B:
-                nrep = (k * max_n) // B - k
-            else:
-                nrep = math.ceil(k * ratio)
-            if nrep <= 0:
-                continue
-            syms = [bytes(mv[i * E : (i + 1) * E]) for i in range(k)]
-            if len(syms[-1]) < E:
-                syms[-1] = syms[-1] + b"\0" * (E - len(syms[-1]))
-            for esi, sym in ob.scheme.repair_symbols(sbn, syms, nrep):
-                if pending is not None:
-                    yield pending
-                pending = prefix + pid(sbn, esi) + sym
-        if L == 0:
-            pending = prefix + pid(0, 0)  # empty object: one packet, payload ID, no symbol
-        if pending is not None:
-            if last_round:
+            pkts = [prefix + pid(sbn, esi) + mv[esi * E : esi * E + E] for esi in range(k)]
+            if self.encoding_id != 0 and ratio > 0:
+                if self.encoding_id == 5 and max_n and B:
+                    nrep = (k * max_n) // B - k
+                else:
+                    nrep = math.ceil(k * ratio)
+                if nrep > 0:
+                    syms = [bytes(mv[i * E : (i + 1) * E]) for i in range(k)]
+                    if len(syms[-1]) < E:
+                        syms[-1] = syms[-1] + b"\0" * (E - len(syms[-1]))
+                    pkts += [prefix + pid(sbn, esi) + sym for esi, sym in ob.scheme.repair_symbols(sbn, syms, nrep)]
+            if sbn == last and last_round and pkts:
                 # last packet of the object: same packet, B flag set
-                pending = ob.prefix_close + pending[len(prefix) :]
+                pkts[-1] = ob.prefix_close + pkts[-1][len(prefix) :]
                 count(self.stats, "close_object")
-            yield pending
+            yield from pkts
+        if L == 0:
+            pkt = prefix + pid(0, 0)  # empty object: one packet, payload ID, no symbol
+            if last_round:
+                pkt = ob.prefix_close + pkt[len(prefix) :]
+                count(self.stats, "close_object")
+            yield pkt
 
     def _schedule(self) -> Iterator[bytes]:
         c = self.config
@@ -468,6 +462,15 @@ class AlcSender(BatchEntry):
                 break
             if queue:
                 pkt = queue.popleft()
+            elif not limited:  # no rate: the schedule's next packets in one C-level pull
+                got = list(islice(gen, maxn - npk))
+                if not got:
+                    self.done = True
+                    break
+                out.extend(zip(got, repeat(None)))
+                npk += len(got)
+                nbytes += sum(map(len, got))
+                continue
             else:
                 nxt = next(gen, None)
                 if nxt is None:

@@ -242,7 +242,7 @@ def cli_namespace(command: str, protocol: str, options: dict[str, Any], position
     """``options`` (``foo_bar=V`` -> ``--foo-bar V``; True -> the flag; None/False -> left
     out; a list -> ``a,b``) parsed by ``tesla-mcast COMMAND``'s own parser, so defaults
     and validation are the CLI's.  ValueError with the parser's message on a bad option."""
-    from tesla.cli.main import build_parser
+    from tesla.cli.parser import build_parser
 
     if protocol not in ("alc", "norm"):
         raise ValueError(f"protocol must be 'alc' or 'norm', not {protocol!r}")

@@ -477,7 +477,12 @@ def test_cli_internal_error_still_writes_the_summary(
             raise IndexError("index 144 is out of bounds")
         real(self, data, addr, now)
 
+    def boom_batch(self: AlcReceiver, datagrams: Any, addrs: Any, times: Any) -> None:
+        for k, d in enumerate(datagrams):  # the batch entry, one datagram at a time
+            boom(self, d, addrs[k], float(times[k]))
+
     monkeypatch.setattr(AlcReceiver, "receive_datagram", boom)
+    monkeypatch.setattr(AlcReceiver, "receive_datagrams", boom_batch)
     out = tmp_path / "out"
     rc, s, err = _receive(["--group", group, "--out", str(out), "--from-pcap", str(pcap)], capsys)
     assert rc == 1 and not s["complete"]

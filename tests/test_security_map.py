@@ -75,6 +75,9 @@ class Recorder:
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         self.got.append(data)
 
+    def receive_datagrams(self, datagrams: Any, addrs: Any, times: Any) -> None:
+        self.got.extend(datagrams)
+
     def datagrams_to_send(self, now: float) -> list[Any]:
         return []
 

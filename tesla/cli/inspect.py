@@ -241,7 +241,7 @@ class _Released(BatchEntry):
 
 def _receiver(protocol: str, port: int, key: str, max_clock_error: float | None, out: str,
               cli_parser: Callable[[], argparse.ArgumentParser]) -> tuple[Any, _Released]:
-    """``cli_parser`` is the CLI's :func:`tesla.cli.main.build_parser`, passed in by the CLI
+    """``cli_parser`` is the CLI's :func:`tesla.cli.parser.build_parser`, passed in by the CLI
     (this module never imports it back: no import cycle)."""
     argv = ["receive", "--protocol", protocol, "--group", f"0.0.0.0:{port}", "--out", out,
             "--sender-key", key, "--from-pcap", "-"]

@@ -1,6 +1,6 @@
 """NORM runners (CLI layer, on top of norm and tesla) behind ``tesla-mcast send|receive --protocol norm`` (see :mod:`tesla.cli.main`).
 
-Options on top of the ALC ones (added through ``tesla.cli.main.OPTION_HOOKS`` by
+Options on top of the ALC ones (added through ``tesla.cli.parser.OPTION_HOOKS`` by
 :func:`add_options`): ``--node-id``, ``--segment``, ``--block``, ``--parity``,
 ``--auto-parity``, ``--ack NODE,...``, ``--cc on|off``, ``--fec-id``, ``--grtt``,
 ``--no-suppress`` (receiver testing aid), ``--join-policy current|stream|all`` and

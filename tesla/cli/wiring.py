@@ -6,7 +6,7 @@ TESLA-authenticated engine of :mod:`tesla.core.session`; drivers then use
 :func:`add_endpoints` instead of ``Driver.add`` so that the ALC direct time-sync side
 channel gets its own unicast socket.
 
-Options (added through ``tesla.cli.main.OPTION_HOOKS`` by :func:`add_options`):
+Options (added through ``tesla.cli.parser.OPTION_HOOKS`` by :func:`add_options`):
 
 * send: ``--key SENDER.pem`` (required unless ``--no-auth``), ``--tint MS``,
   ``--disclosure-delay D``, ``--chain-length N``, ``--mac hmac-sha256|...``,
@@ -309,8 +309,9 @@ def _authenticated(args: argparse.Namespace) -> bool:
 
 class _Sender(AuthenticatedSender):
     """:class:`AuthenticatedSender` for the runners.  ``live``: packets are tagged with
-    the clock read *after* the engine produced them (the first call of an ALC sender
-    FEC-encodes every file, which can take longer than T_int: tagging with the stale
+    the clock read *after* the engine produced them and the control packets were signed
+    (the first call of an ALC sender FEC-encodes every file, which can take longer than
+    T_int, and a bootstrap's RSA signature takes milliseconds: tagging with the stale
     ``now`` would make them unsafe at every receiver).  ``group_replies`` (NORM): sync
     responses go to the group (see module doc)."""
 
@@ -327,8 +328,11 @@ class _Sender(AuthenticatedSender):
         if self._responses:
             out.extend(self._responses)
             self._responses = []
-        wrap = t.wrap
-        out.extend((wrap(p, now), a) for p, a in pkts)
+        if pkts:  # one batch: the native kernel tags it in one call (wrap_many)
+            if self.live:  # after the control packets' RSA signatures (ms each, more
+                now = max(now, _clock())  # on a loaded host): their time, not the stale one
+            wrapped = t.wrap_many([p for p, _ in pkts], now)
+            out.extend(zip(wrapped, [a for _, a in pkts], strict=True))
         if self.group_replies:
             return [(d, None) for d, _ in out]
         return out

@@ -220,10 +220,9 @@ class AuthenticatedReceiver(BatchEntry):
             cfg = getattr(self.engine, "config", None)
             if cfg is not None and hasattr(cfg, "release_delay"):
                 cfg.release_delay = (p.d + 1) * p.tint_ms / 1000.0
-        rx = self.engine.receive_datagram
         pk, meta = self.tesla.pop_authenticated_lists()
-        for k in range(len(pk)):
-            rx(pk[k], meta[k], now)
+        if pk:  # the engine's batch entry: one call for the datagrams released together
+            self.engine.receive_datagrams(pk, meta, [now] * len(pk))
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         out: list[tuple[bytes, Address | None]] = []

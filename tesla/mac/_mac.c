@@ -835,6 +835,183 @@ done:
     return ret;
 }
 
+/* ------------------------------------------------------------------ sender: seal */
+
+#define SEAL_MAX_PREFIX 8
+
+PyDoc_STRVAR(seal_doc,
+"seal(alg, key, pkts, hb, prefixes, kinds, mac_len, seq0, out, starts, lens)\n--\n\n"
+"The TESLA sender's tag (RFC 5776 §3.3.1, §3.4): each datagram k of pkts gets the\n"
+"EXT_AUTH octets prefixes[kinds[k]], a mac_len-octet MAC field and zero padding to a\n"
+"32-bit boundary inserted right after its header (the header length, in 32-bit words at\n"
+"octet hb, increased by as many words); with seq0 >= 0 (NORM) octets 2-3 are set to\n"
+"(seq0 + k) mod 2^16; then the MAC field is set to the first mac_len octets of\n"
+"HMAC(key, datagram with the MAC field zero).  No Group MAC.  out None: returns the\n"
+"datagrams as a list of bytes.  Else the datagrams are written back to back into out (a\n"
+"writable buffer) from offset 0, their offsets and lengths into starts and lens\n"
+"(writable int64 arrays of len(pkts) items), and the octets written are returned; if\n"
+"out is too short, -(octets needed) is returned and nothing written into out.\n"
+"ValueError (nothing written) on a header length that does not fit its datagram or\n"
+"would exceed 255 words.");
+
+static PyObject *seal(PyObject *self, PyObject *args)
+{
+    int alg, hb;
+    long long seq0;
+    Py_ssize_t km;
+    Py_buffer key, kinds, out = {0}, st = {0}, lnb = {0};
+    PyObject *seq, *pfo, *outo, *sto, *lno;
+    if (!PyArg_ParseTuple(args, "iy*OiOy*nLOOO", &alg, &key, &seq, &hb, &pfo, &kinds, &km, &seq0,
+                          &outo, &sto, &lno))
+        return NULL;
+    PyObject *ret = NULL, *lst = NULL;
+    heldseq hs = {0};
+    hkey h = {0};
+    unsigned char **dst = NULL;
+    const unsigned char *pre[SEAL_MAX_PREFIX];
+    Py_ssize_t plen[SEAL_MAX_PREFIX], L[SEAL_MAX_PREFIX];
+    Py_ssize_t np = 0, n = 0;
+    if (get_alg(alg) < 0)
+        goto done;
+    if (!PyTuple_Check(pfo) || (np = PyTuple_Size(pfo)) < 1 || np > SEAL_MAX_PREFIX) {
+        PyErr_SetString(PyExc_TypeError, "prefixes: a tuple of 1..8 bytes");
+        goto done;
+    }
+    int dlen = EVP_MD_get_size(mds[alg]);
+    if (km < 0 || km > dlen || hb < 0 || hb > 3) {
+        PyErr_SetString(PyExc_ValueError, "mac_len or hb out of range");
+        goto done;
+    }
+    for (Py_ssize_t j = 0; j < np; j++) {
+        char *q;
+        PyObject *it = PyTuple_GetItem(pfo, j);
+        if (it == NULL || !PyBytes_Check(it) || PyBytes_AsStringAndSize(it, &q, &plen[j]) < 0) {
+            PyErr_SetString(PyExc_TypeError, "prefixes: a tuple of bytes");
+            goto done;
+        }
+        pre[j] = (const unsigned char *)q;
+        L[j] = (plen[j] + km + 3) / 4 * 4;
+    }
+    Py_ssize_t nseq = PySequence_Size(seq);
+    if (nseq < 0)
+        goto done;
+    Py_ssize_t bad = heldseq_get(&hs, seq, 0, nseq);
+    if (bad == -2)
+        goto done;
+    if (bad >= 0) {
+        PyErr_Format(PyExc_TypeError, "datagram %zd is not a buffer", bad);
+        goto done;
+    }
+    n = hs.n;
+    if (kinds.len != n) {
+        PyErr_SetString(PyExc_ValueError, "kinds: one octet per datagram");
+        goto done;
+    }
+    const unsigned char *kd = kinds.buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        const held *d = &hs.items[k];
+        if (kd[k] >= np) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd: kind outside prefixes", k);
+            goto done;
+        }
+        Py_ssize_t e = d->n > hb ? (Py_ssize_t)d->p[hb] * 4 : 0;
+        if (e <= hb || e > d->n || (seq0 >= 0 && e < 4)) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd: header length does not fit the packet", k);
+            goto done;
+        }
+        if (d->p[hb] + L[kd[k]] / 4 > 255) {
+            PyErr_Format(PyExc_ValueError,
+                         "datagram %zd: header would exceed 255 words with the EXT_AUTH", k);
+            goto done;
+        }
+    }
+    dst = PyMem_Calloc(n ? (size_t)n : 1, sizeof *dst);
+    if (dst == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t total = 0;
+    if (outo == Py_None) {
+        lst = PyList_New(n);
+        if (lst == NULL)
+            goto done;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            PyObject *b = PyBytes_FromStringAndSize(NULL, hs.items[k].n + L[kd[k]]);
+            if (b == NULL)
+                goto done;
+            dst[k] = (unsigned char *)PyBytes_AsString(b);
+            PyList_SetItem(lst, k, b); /* steals b */
+        }
+    } else {
+        Py_ssize_t on = -1, sn = n, ln_ = n;
+        if (get_array(outo, &out, 1, 1, &on, "out") < 0 || get_array(sto, &st, 1, 8, &sn, "starts") < 0
+            || get_array(lno, &lnb, 1, 8, &ln_, "lens") < 0)
+            goto done;
+        int64_t *s = st.buf, *l = lnb.buf;
+        for (Py_ssize_t k = 0; k < n; k++) {
+            s[k] = total;
+            l[k] = hs.items[k].n + L[kd[k]];
+            total += l[k];
+        }
+        if (total > on) {
+            ret = PyLong_FromSsize_t(-total);
+            goto done;
+        }
+        for (Py_ssize_t k = 0; k < n; k++)
+            dst[k] = (unsigned char *)out.buf + s[k];
+    }
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    ok = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    for (Py_ssize_t k = 0; ok && k < n; k++) {
+        const unsigned char *p = hs.items[k].p;
+        size_t len = (size_t)hs.items[k].n, e = (size_t)p[hb] * 4;
+        int j = kd[k];
+        size_t Lj = (size_t)L[j], pl = (size_t)plen[j];
+        unsigned char *o = dst[k];
+        if (k + 1 < n) { /* the next datagram is read from memory while this one is hashed */
+            const unsigned char *q = hs.items[k + 1].p;
+            for (Py_ssize_t off = 0; off < hs.items[k + 1].n; off += 64)
+                __builtin_prefetch(q + off, 0, 3);
+        }
+        memcpy(o, p, e);
+        o[hb] = (unsigned char)(p[hb] + Lj / 4);
+        if (seq0 >= 0) {
+            unsigned v = (unsigned)((seq0 + k) & 0xFFFF);
+            o[2] = (unsigned char)(v >> 8);
+            o[3] = (unsigned char)v;
+        }
+        memcpy(o + e, pre[j], pl);
+        memset(o + e + pl, 0, Lj - pl);
+        memcpy(o + e + Lj, p + e, len - e);
+        ok = hmac_one(&h, o, len + Lj, md);
+        memcpy(o + e + pl, md, (size_t)km);
+    }
+    hkey_free(&h);
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
+        goto done;
+    }
+    if (lst != NULL) {
+        ret = lst;
+        lst = NULL;
+    } else {
+        ret = PyLong_FromSsize_t(total);
+    }
+done:
+    Py_XDECREF(lst);
+    PyMem_Free(dst);
+    heldseq_release(&hs);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&kinds);
+    if (out.obj) PyBuffer_Release(&out);
+    if (st.obj) PyBuffer_Release(&st);
+    if (lnb.obj) PyBuffer_Release(&lnb);
+    return ret;
+}
+
 PyDoc_STRVAR(digest_size_doc, "digest_size(alg) -> int\n--\n\nOctets of the hash's output.");
 
 static PyObject *digest_size(PyObject *self, PyObject *arg)
@@ -879,6 +1056,7 @@ static PyMethodDef methods[] = {
     {"verify_seq", verify_seq, METH_VARARGS, verify_seq_doc},
     {"heads", heads, METH_VARARGS, heads_doc},
     {"pack", pack, METH_VARARGS, pack_doc},
+    {"seal", seal, METH_VARARGS, seal_doc},
     {"digest_size", digest_size, METH_O, digest_size_doc},
     {"openssl_version", openssl_version, METH_NOARGS, "The libcrypto version string."},
     {NULL, NULL, 0, NULL},

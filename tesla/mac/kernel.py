@@ -46,6 +46,7 @@ __all__ = [
     "set_enabled",
     "verify_objects",
     "prepare_verify",
+    "sealer",
     "VerifyCall",
     "MIN_ROWS",
     "why_unavailable",
@@ -127,6 +128,16 @@ def _known_answers(mod: Any) -> None:
         )
         if out[0].tobytes() != _py_hmac(key, zeroed, alg):
             raise RuntimeError(f"known-answer check (zeroed fields) failed for {HASH_NAMES[alg]}")
+        if hasattr(mod, "seal"):  # the sender's tag: header of 2 words, EXT_AUTH after it
+            pkt = bytes([16, 0, 2, 0, 1, 2, 3, 4]) + m
+            pre = bytes([1, 3, 0x02, 0, 0, 0, 0, 7])
+            km = min(10, mod.digest_size(alg))
+            (got,) = mod.seal(alg, key, [pkt], 2, (pre,), b"\0", km, -1, None, None, None)
+            L = (len(pre) + km + 3) // 4 * 4
+            want = bytearray(pkt[:2] + bytes([2 + L // 4]) + pkt[3:8] + pre + bytes(L - len(pre)) + pkt[8:])
+            want[8 + len(pre) : 8 + len(pre) + km] = _py_hmac(key, bytes(want), alg)[:km]
+            if got != bytes(want):
+                raise RuntimeError(f"known-answer check (sender tag) failed for {HASH_NAMES[alg]}")
 
 
 def _py_hmac(key: bytes, data: bytes, alg: int) -> bytes:
@@ -186,6 +197,17 @@ def hmac_rows(
     out = np.empty((n, _DIGEST[mac_id]), dtype=np.uint8)
     mod.hmac_rows(mac_id, key, buf, _i64(starts), _i64(lens), out)
     return out
+
+
+def sealer(mac_id: int) -> Any:
+    """The kernel's sender function ``seal`` (EXT_AUTH insertion and MAC of whole batches,
+    see ``tesla/mac/_mac.c``) for MAC hash ``mac_id``, or None when the kernel is not to be
+    used (disabled, unavailable, an unknown hash, an extension built before ``seal``):
+    then the caller runs its Python path."""
+    if mac_id not in HASH_NAMES:
+        return None
+    mod = _mod()
+    return getattr(mod, "seal", None) if mod is not None else None
 
 
 def _hash_id(hash_name: str | int) -> int:

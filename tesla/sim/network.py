@@ -75,12 +75,25 @@ class ReceiverNode:
         if inner is None:
             return
         orig = inner.receive_datagram
+        orig_many = inner.receive_datagrams
+        in_batch = [False]  # the batch entry may call receive_datagram: count once
 
         def tapped(data: bytes, addr: Any, now: float) -> None:
-            self._authenticated(data)
+            if not in_batch[0]:
+                self._authenticated(data)
             orig(data, addr, now)
 
+        def tapped_many(datagrams: Any, addrs: Any, times: Any) -> None:
+            for d in datagrams:
+                self._authenticated(d)
+            in_batch[0] = True
+            try:
+                orig_many(datagrams, addrs, times)
+            finally:
+                in_batch[0] = False
+
         inner.receive_datagram = tapped
+        inner.receive_datagrams = tapped_many
 
     def _authenticated(self, data: bytes) -> None:
         """The TESLA layer released ``data`` to the protocol engine."""

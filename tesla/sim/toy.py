@@ -24,7 +24,7 @@ import struct
 from collections import deque
 from typing import Any
 
-from alc.engine import Address, count
+from alc.engine import Address, BatchEntry, count
 
 HDR = struct.Struct("!2sBIIx16sHII")  # x: pad so the key sits at offset 12
 HDR_LEN = HDR.size
@@ -171,7 +171,7 @@ class ToySender:
         return None
 
 
-class ToyFileReceiver:
+class ToyFileReceiver(BatchEntry):
     """The unauthenticated layer: counts distinct symbols per block, emits completions."""
 
     def __init__(self, k: int, repair: int, symbol_size: int) -> None:
@@ -217,7 +217,7 @@ class ToyFileReceiver:
         return [b for b in range(n) if (toi, b) not in self.done_blocks]
 
 
-class ToyReceiver:
+class ToyReceiver(BatchEntry):
     """TESLA-like verifier around :class:`ToyFileReceiver` (attribute ``inner``)."""
 
     def __init__(
