@@ -489,14 +489,18 @@ class TeslaSender:
         last = self._last_data_interval
         if last is not None and self.silent_fill > 0:
             i = self.interval_at(now)
-            if last < i <= self._fill_end(last) and i not in self._traffic_intervals:
-                if self._filled_through is None or self._filled_through < i:
-                    self._filled_through = i
+            end = self._fill_end(last)
+            done = self._filled_through if self._filled_through is not None else last
+            if last < i and done < min(i, end) and i not in self._traffic_intervals:
+                # i > end: a sender that stalled through the whole window (a loaded host)
+                # still discloses once, K_{i-d}, from which K_last derives, and is done
+                self._filled_through = min(i, end)
+                if not (p.single_chain and i > p.n_chain):  # a single chain ends at K_N
                     # sparse traffic (an interval with one packet never reaches the
                     # odd count of wrap()): the last filler of the intervals before
                     # last + d carries the Type 3 commitment / Type 4 last key when the
                     # interval has one (RFC 5776 §3.1.2.3 "alternates"); the fillers of
-                    # last + d disclose K_last
+                    # last + d and later disclose K_last or a key it derives from
                     for k in range(self.silent_fill):
                         sp = i < last + p.d and k == self.silent_fill - 1
                         out.append(self.key_disclosure_packet(now, special=sp))

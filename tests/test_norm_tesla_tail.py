@@ -149,3 +149,29 @@ def test_eot_key_survives_random_loss_on_the_tail(seed: int) -> None:
     res = _run(snd, rx, tail_loss, t_end=5.0)
     assert res["objects"] == [blob]
     assert res["ended"], (seed, res["lost"], res["tx_after_eot"])
+
+
+def test_sender_stalled_past_the_fill_window_still_discloses_and_ends() -> None:
+    """A sender process that sleeps through the whole fill window after its last data (a
+    stall on a loaded host) found no interval left to fill: it sent nothing and
+    ``disclosure_pending`` stayed True for ever (``tesla-mcast send`` spinning on a timer
+    in the past).  Woken late it discloses a later key once (K_last derives from it) and
+    is done."""
+    params = TeslaParams(t0_ntp=posix_to_ntp(T_START), tint_ms=TINT_MS, n_chain=2000, d=D)
+    ts = TeslaSender(params, KEY, protocol=PROTO_NORM, template=ControlTemplate(source_id=1))
+    t = T_START + 1.05
+    boot = ts.control_packets(t)[0]
+    eot = ts.wrap(M.NormCmdEot(1, 1, 7, 0, 0, 0).encode(), t)  # the last data: interval 10
+    late = t + 2.0  # interval 30: past last + d + last_key_intervals - 1 = 16
+    assert ts.disclosure_pending()
+    assert ts.next_deadline() is not None and ts.next_deadline() < late
+    out = ts.control_packets(late)
+    assert out and ts.stats["tesla.key_fill"] >= 1
+    assert not ts.disclosure_pending()
+    nd = ts.next_deadline()
+    assert nd is None or nd > late  # no timer left in the past
+    tr = TeslaReceiver(KEY.public_key(), protocol=PROTO_NORM, max_clock_error_ms=20)
+    tr.receive_batch([boot, eot], t + 0.001)
+    tr.receive_batch(out, late + 0.001)
+    pk, _ = tr.pop_authenticated_lists()
+    assert len(pk) == 1  # the EOT, released by the late disclosure
