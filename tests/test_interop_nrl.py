@@ -331,8 +331,9 @@ def test_nrl_stream_to_our_receiver_with_loss() -> None:
     assert rx.stats["nack.sent"] >= 1 and rx.stats["rx.streams_ended"] == 1
 
 
-# live two-stack timing over loopback: one rerun allowed (pytest-rerunfailures), a second
-# failure is a failure
+# live two-stack timing over loopback: reruns allowed (pytest-rerunfailures), a third
+# failure is a failure; failed once in CI (issue 11), passed 33 of 33 local runs since
+# (alone, two at a time, pinned to a busy core), cause not found
 @pytest.mark.flaky(reruns=2)
 def test_our_stream_to_nrl_receiver_with_loss() -> None:
     """Our open_stream/stream_write/stream_close -> NRL's receiver (10 % receive loss at
@@ -379,11 +380,17 @@ def test_our_stream_to_nrl_receiver_with_loss() -> None:
         th.start()
         drv = Driver()
         drv.add(snd, sock, (group, port))
-        assert drv.run(until=done.is_set, timeout=60.0, on_tick=feed, tick=0.01), snd.stats
+        ok = drv.run(until=done.is_set, timeout=60.0, on_tick=feed, tick=0.01)
+        # diagnostics for the rare CI failure (issue 11, not reproduced in 33 local runs):
+        # how far NRL's reader got, and whether our sender squelched (stream buffer)
+        assert ok, (len(got), sent, snd.stats)
     finally:
         done.set()
         th.join(5)
         sock.close()
         inst.close()
-    assert bytes(got) == data
+    if bytes(got) != data:
+        n = min(len(got), len(data))
+        first = next((k for k in range(n) if got[k] != data[k]), n)
+        raise AssertionError(f"NRL read {len(got)} of {len(data)} bytes, first difference at {first}")
     assert snd.stats["rx.nack"] >= 1

@@ -133,7 +133,7 @@ def test_unsafe_drops_match_the_injected_delays(jitter: str, js: float, drift: f
     # key-only fillers) may be counted as a replay/duplicate before the safe test
     dup = st["tesla.drop.replay"] + st["tesla.drop.duplicate"]
     assert predicted - dup <= got <= predicted
-    assert dup < 10
+    assert dup < 20  # one per filler interval: d + last_key_intervals - 1 per silent stretch
     if drift:  # nothing unsafe while the error is below (d-1)*Tint - delay - D_t = 70 ms
         first = next(loc for loc, data, _ in sim.pcap_records
                      if (ad.info(data) or {}).get("interval") is not None

@@ -564,6 +564,9 @@ def test_wrap_many_equals_wrap(protocol: str, group: bool, t: float) -> None:
 
     pk = [pkt(k) for k in range(7)]
     assert b.wrap_many(pk, T_START + t) == [a.wrap(p, T_START + t) for p in pk]
+    # a second batch continues the state (tag counts, NORM sequence numbers) alike
+    assert b.wrap_many(pk[:3], T_START + t) == [a.wrap(p, T_START + t) for p in pk[:3]]
+    assert (b._seq, b.stats) == (a._seq, a.stats)
 
 
 def test_safe_thresholds_agree_with_timesync_classify() -> None:

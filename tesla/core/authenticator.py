@@ -25,9 +25,11 @@ Signalling (:meth:`control_packets`): the signed bootstrap (Type 0) in a stand-a
 control packet (ALC: LCT header only, no encoding symbol; NORM: NORM_CMD(APPLICATION)),
 ``bootstrap_at_start`` times one interval apart at start and then every
 ``bootstrap_period`` seconds; and, after the last data packet (end of session or silent
-period), ``silent_fill`` empty Type 1 packets in each of the following d intervals that
-had no traffic, so the key of the last data interval reaches receivers (RFC 5776
-§3.1.2.5); in intervals before the last of these d the last filler carries the
+period), ``silent_fill`` empty Type 1 packets in each of the following d +
+``last_key_intervals`` - 1 intervals that had no traffic, so the key of the last data
+interval reaches receivers (RFC 5776 §3.1.2.5: first in interval last + d, then in
+``last_key_intervals`` - 1 more intervals by a later key it derives from, so that one
+loss burst or a few random losses do not leave the end of a session unverified); in intervals before the last of these d the last filler carries the
 interval's Type 3/4 tag instead (so sparse traffic, one packet per interval, still
 sends the next chain's commitment).  Direct time sync: :meth:`handle_sync_request` answers a Type 5 with a signed
 Type 6 (RFC 5776 §3.4.2, replay/DoS rules of §6.2.1 via ``DirectSyncServer``).
@@ -191,6 +193,7 @@ class TeslaSender:
         bootstrap_period: float = 2.0,
         bootstrap_at_start: int = 3,
         silent_fill: int = 2,
+        last_key_intervals: int = 4,
         n_tx_lastkey: int | None = None,
         n_tx_newkcc: int | None = None,
         d_o_t: int | None = None,
@@ -215,6 +218,9 @@ class TeslaSender:
         self.bootstrap_period = bootstrap_period
         self.bootstrap_at_start = max(1, bootstrap_at_start)
         self.silent_fill = silent_fill
+        if last_key_intervals < 1:
+            raise ValueError("last_key_intervals >= 1")
+        self.last_key_intervals = last_key_intervals
         self.d_o_t = d_o_t
         self.accept_legacy_sync_types = accept_legacy_sync_types
         self.layout = ea.TagLayout(
@@ -532,14 +538,18 @@ class TeslaSender:
         last = self._last_data_interval
         if last is not None and self.silent_fill > 0:
             i = self.interval_at(now)
-            if last < i <= last + p.d and i not in self._traffic_intervals:
-                if self._filled_through is None or self._filled_through < i:
-                    self._filled_through = i
+            end = self._fill_end(last)
+            done = self._filled_through if self._filled_through is not None else last
+            if last < i and done < min(i, end) and i not in self._traffic_intervals:
+                # i > end: a sender that stalled through the whole window (a loaded host)
+                # still discloses once, K_{i-d}, from which K_last derives, and is done
+                self._filled_through = min(i, end)
+                if not (p.single_chain and i > p.n_chain):  # a single chain ends at K_N
                     # sparse traffic (an interval with one packet never reaches the
                     # odd count of wrap()): the last filler of the intervals before
                     # last + d carries the Type 3 commitment / Type 4 last key when the
                     # interval has one (RFC 5776 §3.1.2.3 "alternates"); the fillers of
-                    # last + d disclose K_last
+                    # last + d and later disclose K_last or a key it derives from
                     for k in range(self.silent_fill):
                         sp = i < last + p.d and k == self.silent_fill - 1
                         out.append(self.key_disclosure_packet(now, special=sp))
@@ -589,7 +599,7 @@ class TeslaSender:
         last = self._last_data_interval
         if last is not None and self.silent_fill > 0:
             nxt = max(last + 1, (self._filled_through or last) + 1)
-            if nxt <= last + self.params.d:
+            if nxt <= self._fill_end(last):
                 lo, _ = self.interval_bounds(nxt)
                 cands.append(math.nextafter(lo, math.inf) + 1e-6)
         t = self._chain_tail_interval()
@@ -604,7 +614,18 @@ class TeslaSender:
         if last is None or self.silent_fill <= 0:
             return False
         done = self._filled_through if self._filled_through is not None else last
-        return done < last + self.params.d
+        return done < self._fill_end(last)
+
+    def _fill_end(self, last: int) -> int:
+        """Last interval of the silent-period fillers after data interval ``last``:
+        K_last is first disclosed in interval last + d, then (it derives from any later
+        key, RFC 4082 §3.2) again in each of the ``last_key_intervals`` - 1 following
+        intervals, so that with a high probability every receiver gets one (RFC 5776
+        §3.1.2.5); a single chain ends with its key N."""
+        end = last + self.params.d + self.last_key_intervals - 1
+        if self.params.single_chain:
+            end = min(end, max(last + self.params.d, self.params.n_chain))
+        return end
 
     # ------------------------------------------------------------------ direct sync
     def handle_sync_request(self, data: bytes, receiver_id: Any, now: float) -> bytes | None:

@@ -9,6 +9,8 @@ one) with the real engines and model the others here, per receiver group:
 * links are drawn for the whole group at once per datagram (same models and parameters
   as :class:`tesla.sim.links.Link`: Bernoulli, Gilbert-Elliott, trace; jitter, reordering,
   duplication (a copy never changes the outcome: counted only), bandwidth queue);
+* a datagram the sender sent twice byte for byte (the TESLA silent-period fillers of one
+  interval) counts once: the verifier drops the later copy as ``duplicate``;
 * TESLA, from RFC 5776 as the verifier applies it: a tagged packet arriving before the
   receiver's first bootstrap is dropped (``no_bootstrap``); otherwise it is dropped as
   ``unsafe`` unless ``floor((T_local + D_t - T0)/Tint) < i + d``; K_i is known from the
@@ -25,6 +27,7 @@ same scenario with both tiers and compares them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import struct
 from typing import Any
@@ -102,6 +105,8 @@ class FluidGroup:
         self.rows: list[np.ndarray] = []
         self.meta: list[tuple[str, int | None, int | None, tuple[int, int, int, int] | None]] = []
         self.sizes: list[int] = []
+        self.copy_of: list[int] = []  # row of an earlier byte-identical datagram, or -1
+        self._first_row: dict[bytes, int] = {}
 
     # ------------------------------------------------------------------ per datagram
     def on_multicast(self, data: bytes, t: float, info: dict[str, Any] | None) -> None:
@@ -152,6 +157,10 @@ class FluidGroup:
         arr[lost] = np.nan
         info = info or {}
         sym = alc_symbol(data, info) if info.get("kind", "data") == "data" else None
+        digest = hashlib.blake2b(data, digest_size=16).digest()
+        self.copy_of.append(self._first_row.setdefault(digest, len(self.rows)))
+        if self.copy_of[-1] == len(self.rows):
+            self.copy_of[-1] = -1
         self.rows.append(arr)
         self.meta.append((info.get("kind", "data" if sym else "other"), info.get("interval"),
                           info.get("key_index"), sym))
@@ -175,6 +184,7 @@ class FluidGroup:
         boot = np.full(m, INF)
         unsafe = np.zeros((n, m), dtype=bool)
         nob = np.zeros((n, m), dtype=bool)
+        dup = np.zeros((n, m), dtype=bool)
         ok = got.copy()
         if auth:
             is_boot = np.array([k == "bootstrap" for k in kinds])
@@ -189,6 +199,10 @@ class FluidGroup:
             safe = (cur < ivals[:, None] + ad.d) & (cur >= ivals[:, None])
             unsafe = got & tagged[:, None] & ~nob & ~safe
             ok = got & tagged[:, None] & ~nob & safe
+            for r, f in enumerate(self.copy_of):
+                if f >= 0:  # a byte-identical copy after an accepted one: ``duplicate``
+                    dup[r] = ok[r] & ok[f]
+            ok &= ~dup
             # K_i known at the first safe arrival of a tag disclosing K_j, j >= i
             kidx = np.array([x[2] if x[2] is not None else -1 for x in self.meta])
             maxk = int(kidx.max()) if kidx.size else -1
@@ -266,7 +280,9 @@ class FluidGroup:
                 "link": {"lost": int(self.lost[k])},
                 "drops": {k2: v for k2, v in (("tesla.drop.unsafe", int(unsafe[:, k].sum())),
                                                ("tesla.drop.no_bootstrap",
-                                                int(nob[:, k].sum()))) if v},
+                                                int(nob[:, k].sum())),
+                                               ("tesla.drop.duplicate",
+                                                int(dup[:, k].sum()))) if v},
             })
         return out
 
