@@ -166,6 +166,15 @@ def _mod() -> Any:
     return _load().get("mod")
 
 
+def lane() -> Any:
+    """The native lane of :class:`tesla.receiver.TeslaReceiver` (``_mac.lane``: layout
+    classes, safe window, disclosed key, NORM sequence and bounds checked per datagram,
+    copied into the interval arenas, in one call per batch), or None when the kernel is
+    not to be used (the receiver's numpy lane then)."""
+    mod = _mod()
+    return None if mod is None else mod.lane
+
+
 def _i64(a: Any) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int64)
 

@@ -204,6 +204,12 @@ LANE_MIN = 8
 LANE_PREFIX = 128
 #: header layouts and intervals per lane run
 LANE_MAX_CLASSES = 4
+#: layout octets of one class of the native lane (``LANE_COLS`` in tesla/_mac.c)
+LANE_COLS = 32
+#: intervals the native lane adds to in one call (``tesla/_mac.c``: at most 8)
+LANE_SLOTS = 8
+#: NORM sources whose replay state the native lane can take (more: the numpy lane)
+LANE_SOURCES = 64
 #: intervals from this many datagrams may use the worker pool / several threads
 POOL_MIN_PACKETS = 256
 
@@ -809,6 +815,11 @@ class TeslaReceiver:
         self._slab: Slab | None = None
         #: datagrams buffered by the lane (tests and benchmarks)
         self.lane_packets = 0
+        # the native lane's layout classes (learned from datagrams by the codec walk)
+        self._cls_params: TeslaParams | None = None
+        self._cls: list[tuple[list[int], bytes]] = []
+        self._cls_arr = np.zeros((0, 5 + LANE_COLS), dtype=np.int64)
+        self._cls_val = np.zeros((0, LANE_COLS), dtype=np.uint8)
 
     # ------------------------------------------------------------------ observation
     @property
@@ -920,17 +931,24 @@ class TeslaReceiver:
         self._batch(pkts, times, ms, 0)
 
     def _batch(self, pkts: list[bytes], tarr: np.ndarray, ms: Sequence[Any], k: int) -> None:
+        from tesla import mackernel
+
         n = len(pkts)
         hint = self.cc_hint
         one = self._receive_one
         lane: _LaneView | None = None
+        native = mackernel.lane()
+        tc = np.ascontiguousarray(tarr, dtype=np.float64) if native is not None else tarr
         misses = 0
         skip = 0
         while k < n:
             if skip == 0 and self._lane_enabled():
-                if lane is None or lane.params is not self.params:
-                    lane = self._lane_view(pkts)
-                m = self._lane(lane, pkts, tarr, ms, k)
+                if native is not None and (self._hb == 2 or len(self._seq_hi) <= LANE_SOURCES):
+                    m = self._native_lane(native, pkts, tc, ms, k)
+                else:
+                    if lane is None or lane.params is not self.params:
+                        lane = self._lane_view(pkts)
+                    m = self._lane(lane, pkts, tarr, ms, k)
                 if m:
                     if hint is not None:
                         for j in range(k, k + m):
@@ -1683,6 +1701,148 @@ class TeslaReceiver:
         if m == 0:
             return 0
         return self._lane_store(lv, pkts, ms, k, m, single, pends)
+
+    def _learn_class(self, data: bytes) -> bool:
+        """Add the layout class of ``data`` (the codec walk, :meth:`_locate_layout`) to
+        the native lane's classes if the lane may take its tags; whether it did."""
+        p = self.params
+        assert p is not None
+        if self._cls_params is not p:
+            self._cls_params = p
+            self._cls = []
+        walk = self._locate_layout(data)
+        if walk is None:
+            return False
+        found, end, cols = walk
+        t = data[found + 2] & 15
+        lane_types = (1, 2) if p.single_chain else (1, 2, 3, 4)
+        if t not in lane_types or data[found + 1] << 2 != self._tag_len[t] or len(cols) > LANE_COLS:
+            return False
+        moff = found + (8 if t == 2 else 8 + self._kp)
+        self._cls.append(([end, found, t, moff, len(cols), *cols], bytes(data[c] for c in cols)))
+        del self._cls[:-LANE_MAX_CLASSES]
+        arr = np.full((len(self._cls), 5 + LANE_COLS), -1, dtype=np.int64)
+        val = np.zeros((len(self._cls), LANE_COLS), dtype=np.uint8)
+        for c, (row, vv) in enumerate(self._cls):
+            arr[c, : len(row)] = row
+            val[c, : len(vv)] = np.frombuffer(vv, dtype=np.uint8)
+        self._cls_arr, self._cls_val = arr, val
+        return True
+
+    def _native_lane(
+        self, native: Any, pkts: Sequence[bytes], times: np.ndarray, ms: Sequence[Any], k: int
+    ) -> int:
+        """The lane in one C call (``tesla/_mac.c`` ``lane``, the same conditions as
+        :meth:`_lane`): datagrams from ``k`` with a known layout class, for an interval
+        already buffering (above the last legitimate key, no new chain, in its safe
+        window, the disclosed key the cached one, room in the interval and the buffer),
+        NORM newer than the highest accepted sequence, are copied into their arenas.
+        Unknown layouts are learned by the codec walk of the datagram.  Returns how many
+        it took (0: datagram k needs the scalar path)."""
+        p = self.params
+        assert p is not None
+        if self._cls_params is not p:
+            self._cls_params = p
+            self._cls = []
+        pend = self._pending
+        mk = self._max_known
+        n1 = p.n_chain + 1
+        mcs = self._max_chain_seen
+        ws = sorted(w for w in pend if w > mk and w // n1 <= mcs)[-LANE_SLOTS:]
+        if not ws:
+            return 0
+        slab = self._slab if type(pkts) is _SlabDatagrams else None
+        n = len(pkts)
+        kp, d, lim = self._kp, p.d, self.max_packets_per_interval
+        kc = self._keycache
+        S = len(ws)
+        slots = np.zeros((S, 6), dtype=np.int64)
+        bounds = np.empty((S, 2), dtype=np.float64)
+        keys = np.zeros((S, 2, kp), dtype=np.uint8)
+        ars = [pend[w] for w in ws]
+        for j, (w, ar) in enumerate(zip(ws, ars, strict=True)):
+            k1 = kc.get(w - d) if w >= d else None
+            x4 = (w // n1) * n1 - 1
+            k4 = kc.get(x4) if x4 >= 0 and not p.single_chain else None
+            slots[j] = (w, lim - ar.n, 0, 0, k1 is not None, k4 is not None)
+            bounds[j] = (ar.lo, ar.hi)
+            if k1 is not None:
+                keys[j, 0] = np.frombuffer(k1, dtype=np.uint8)
+            if k4 is not None:
+                keys[j, 1] = np.frombuffer(k4, dtype=np.uint8)
+        if self._hb == 1:
+            srcs = np.array([(1, 0), *self._seq_hi.items()], dtype=np.int64)
+        else:
+            srcs = np.zeros((1, 2), dtype=np.int64)
+        rows = np.empty((n - k, 4), dtype=np.int64)
+        rslot = np.empty(n - k, dtype=np.int64)
+        taken = 0
+        learned = -1
+        while True:
+            for j, ar in enumerate(ars):
+                slots[j, 2] = ar.capacity
+                slots[j, 3] = ar.used
+            if slab is not None:
+                src, width, lens = slab.data, slab.width, slab.lengths
+            else:
+                src, width, lens = pkts, -1, None
+            k0 = k + taken
+            m, reason, which = native(
+                src, width, lens, k0, n, times, self._cls_arr, self._cls_val, slots, bounds,
+                keys, tuple(ar.data for ar in ars), srcs,
+                self.max_buffered_bytes - self._buffered, PER_PACKET_OVERHEAD,
+                rows[taken:], rslot[taken:],
+            )
+            if m:
+                self._lane_commit(ars, rows[taken : taken + m], rslot[taken : taken + m],
+                                  slots, ms, k0, m)
+                taken += m
+            k1 = k + taken
+            if reason == 2:  # the arena is full: it grows (within the budget), again
+                self._room(ars[which], len(pkts[k1]))
+            elif reason == 3 and learned != k1 and self._learn_class(pkts[k1]):
+                learned = k1
+            else:
+                return taken
+
+    def _lane_commit(
+        self, ars: list[Arena], rows: np.ndarray, rslot: np.ndarray, slots: np.ndarray,
+        ms: Sequence[Any], k: int, m: int,
+    ) -> None:
+        """Index, metas, commitments and accounting of the ``m`` datagrams from ``k`` the
+        native lane copied into the arenas ``ars`` (row, slot of each)."""
+        kp = self._kp
+        added = 0
+        slot = rslot & 0xFF
+        one = len(ars) == 1 or bool((slot == slot[0]).all())
+        t3 = [c for c, (row, _) in enumerate(self._cls) if row[2] == 3]
+        for j, ar in enumerate(ars):
+            if one:
+                if j != int(slot[0]):
+                    continue
+                rr, rc = rows, rslot
+                mt = ms[k : k + m]
+            else:
+                sel = np.flatnonzero(slot == j)
+                if not len(sel):
+                    continue
+                rr, rc = rows[sel], rslot[sel]
+                mt = [ms[k + x] for x in sel.tolist()]
+            base = ar.n
+            c = len(rr)
+            if t3:  # Type 3: the next chain's commitment, after the interval index
+                for x in np.flatnonzero(np.isin(rc >> 8, t3)).tolist():
+                    at = int(rr[x, 0] + rr[x, 2]) - kp
+                    ar.commits.append((base + x, ar.data[at : at + kp].tobytes()))
+            ar.index.frombytes(rr.tobytes())
+            ar.n = base + c
+            ar.used = int(slots[j, 3])
+            ar.metas.extend(mt)
+            nb = int(rr[:, 1].sum()) + PER_PACKET_OVERHEAD * c
+            ar.nbytes += nb
+            added += nb
+        self._account(added, m)
+        self.lane_packets += m
 
     def _lane_store(
         self, lv: _LaneView, pkts: list[bytes], ms: Sequence[Any], k: int, m: int,
