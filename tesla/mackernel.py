@@ -265,6 +265,36 @@ def mac_arena(
     return out
 
 
+def verify_arena(
+    hash_name: str | int,
+    key: bytes,
+    arena: Any,
+    offsets: Any,
+    lengths: Any,
+    mac_offsets: Any,
+    mac_len: int,
+    gmac_offsets: Any,
+    gmac_len: int,
+) -> tuple[np.ndarray, np.ndarray, list[bytes]] | None:
+    """:func:`mac_arena` and the tag comparison in one native call: ``(ok, tags,
+    datagrams)``, ``ok[k]`` whether datagram k's ``mac_len``-octet MAC field (``tags[k]``,
+    as received) equals its HMAC truncated to ``mac_len``, and the octets of the ok
+    datagrams as ``bytes`` in order (each cut right after it was hashed, while in cache).
+    None when the kernel is not to be used."""
+    mod = _mod()
+    if mod is None:
+        return None
+    of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)
+    n = len(of)
+    tags = np.empty((n, mac_len), dtype=np.uint8)
+    ok = np.empty(n, dtype=np.bool_)
+    got = mod.verify_arena(
+        _hash_id(hash_name), key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), tags,
+        ok.view(np.uint8),
+    )
+    return ok, tags, got
+
+
 def object_heads(
     pkts: Any, width: int, out: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray] | None:

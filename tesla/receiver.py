@@ -1339,11 +1339,22 @@ class TeslaReceiver:
         arr = ar.data
         idx = ar.rows(copy=False)
         st, ln, mo, go = idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]
-        tags = _Fields(arr, st + mo, km).get()  # as received
-        macs = self.macs(
-            HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
-        )
-        ok = (macs == tags).all(axis=1)
+        cut: list[bytes] | None = None
+        got = None
+        if self.macs is mac_arena:  # the native kernel: MACs, tags, cut in one call
+            from tesla import mackernel
+
+            got = mackernel.verify_arena(
+                HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
+            )
+        if got is not None:
+            ok, tags, cut = got
+        else:
+            tags = _Fields(arr, st + mo, km).get()  # as received
+            macs = self.macs(
+                HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
+            )
+            ok = (macs == tags).all(axis=1)
         # the wrapper's key-disclosure-only packets (header octets), NORM replay keys
         ctl = self._control_mask(arr, st, ln)
         nk = None
@@ -1353,7 +1364,7 @@ class TeslaReceiver:
                 | (arr[st + 6].astype(np.int64) << 24) | (arr[st + 7].astype(np.int64) << 16)
                 | (arr[st + 2].astype(np.int64) << 8) | arr[st + 3]
             )
-        self._finish(w, ar, ok, tags, ctl, nk)
+        self._finish(w, ar, ok, tags, ctl, nk, cut)
         self._recycle(ar)
 
     def _control_mask(self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray) -> np.ndarray:
@@ -1369,9 +1380,10 @@ class TeslaReceiver:
 
     def _finish(
         self, w: int, ar: Arena, ok: np.ndarray, tags: np.ndarray, ctl: np.ndarray,
-        nk: np.ndarray | None,
+        nk: np.ndarray | None, cut: list[bytes] | None = None,
     ) -> None:
-        """Counters, duplicates, replay memory, commitments and release of interval w."""
+        """Counters, duplicates, replay memory, commitments and release of interval w
+        (``cut``: the ok datagrams already cut from the arena, in order)."""
         p = self.params
         assert p is not None
         n = len(ar)
@@ -1416,10 +1428,14 @@ class TeslaReceiver:
                 keep = good[~kc]
                 full = False
         if full:
-            self._out_pk.extend(ar.cut(None))
+            self._out_pk.extend(ar.cut(None) if cut is None else cut)
             self._out_meta.extend(ar.metas)
         else:
-            self._out_pk.extend(ar.cut(keep))
+            if cut is None:
+                self._out_pk.extend(ar.cut(keep))
+            else:  # position of row r among the ok rows: ok rows before it
+                pos = np.cumsum(ok)[keep] - 1
+                self._out_pk.extend([cut[x] for x in pos.tolist()])
             metas = ar.metas
             self._out_meta.extend([metas[k] for k in keep.tolist()])
 
@@ -1830,10 +1846,16 @@ class TeslaReceiver:
                 mt = [ms[k + x] for x in sel.tolist()]
             base = ar.n
             c = len(rr)
-            if t3:  # Type 3: the next chain's commitment, after the interval index
-                for x in np.flatnonzero(np.isin(rc >> 8, t3)).tolist():
-                    at = int(rr[x, 0] + rr[x, 2]) - kp
-                    ar.commits.append((base + x, ar.data[at : at + kp].tobytes()))
+            js = np.flatnonzero(np.isin(rc >> 8, t3)) if t3 else ()
+            if len(js):  # Type 3: the next chain's commitment, after the interval index
+                at = rr[js, 0] + rr[js, 2] - kp
+                cm = ar.data[at[:, None] + np.arange(kp)]
+                if bool((cm == cm[0]).all()):  # one next-chain commitment: one entry
+                    ar.commits.append((base + js, cm[0].tobytes()))
+                else:
+                    ar.commits.extend(
+                        zip((base + js).tolist(), [r.tobytes() for r in cm], strict=True)
+                    )
             ar.index.frombytes(rr.tobytes())
             ar.n = base + c
             ar.used = int(slots[j, 3])
