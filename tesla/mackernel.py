@@ -275,12 +275,13 @@ def verify_arena(
     mac_len: int,
     gmac_offsets: Any,
     gmac_len: int,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, list[bytes]] | None:
     """:func:`mac_arena` and the tag comparison in one native call: ``(ok, tags,
     datagrams)``, ``ok[k]`` whether datagram k's ``mac_len``-octet MAC field (``tags[k]``,
     as received) equals its HMAC truncated to ``mac_len``, and the octets of the ok
-    datagrams as ``bytes`` in order (each cut right after it was hashed, while in cache).
-    None when the kernel is not to be used."""
+    datagrams as ``bytes`` in order (each cut right after it was hashed, while in cache),
+    shared among ``threads`` threads.  None when the kernel is not to be used."""
     mod = _mod()
     if mod is None:
         return None
@@ -288,10 +289,25 @@ def verify_arena(
     n = len(of)
     tags = np.empty((n, mac_len), dtype=np.uint8)
     ok = np.empty(n, dtype=np.bool_)
-    got = mod.verify_arena(
-        _hash_id(hash_name), key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), tags,
-        ok.view(np.uint8),
-    )
+    alg = _hash_id(hash_name)
+    ok8 = ok.view(np.uint8)
+
+    def part(a: int, b: int) -> list[bytes]:
+        return mod.verify_arena(  # type: ignore[no-any-return]
+            alg, key, arena, of[a:b], ln[a:b], mo[a:b], int(mac_len), go[a:b],
+            int(gmac_len), tags[a:b], ok8[a:b],
+        )
+
+    if threads < 2 or n < MIN_ROWS * threads:
+        return ok, tags, part(0, n)
+    # shares of the rows in the kernel's threads, the first in this one (hashing runs
+    # without the GIL; the cut of each 64 rows takes it briefly)
+    cuts = [n * j // threads for j in range(threads + 1)]
+    ex = _executor(threads - 1)
+    futs = [ex.submit(part, a, b) for a, b in zip(cuts[1:-1], cuts[2:], strict=True)]
+    got = part(cuts[0], cuts[1])
+    for f in futs:
+        got.extend(f.result())
     return ok, tags, got
 
 

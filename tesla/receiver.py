@@ -761,6 +761,8 @@ class TeslaReceiver:
         if verify_threads > 1:
             mf = threaded_macs(verify_threads, mf)
         self.macs = mf
+        #: the default backend: the native kernel verifies and cuts in one call
+        self._fused = macs is None and pool is None
         self.pool = pool
         self.verify_threads = max(1, verify_threads)
         #: cache and rate limits of the RSA verifications (issue 15, tesla/ratelimit.py)
@@ -1341,11 +1343,12 @@ class TeslaReceiver:
         st, ln, mo, go = idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]
         cut: list[bytes] | None = None
         got = None
-        if self.macs is mac_arena:  # the native kernel: MACs, tags, cut in one call
+        if self._fused:  # the native kernel: MACs, tags, cut in one call
             from tesla import mackernel
 
             got = mackernel.verify_arena(
-                HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
+                HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4,
+                self.verify_threads if n >= POOL_MIN_PACKETS else 1,
             )
         if got is not None:
             ok, tags, cut = got
