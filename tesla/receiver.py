@@ -71,7 +71,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -220,10 +219,12 @@ HASH_NAME = {0: "sha1", 1: "sha224", 2: "sha256", 3: "sha384", 4: "sha512"}
 _MAC_ID = {v: k for k, v in HASH_NAME.items()}
 
 
-def _ceil_float(x: Fraction) -> float:
-    """Smallest float >= x (exact)."""
-    f = float(x)
-    if Fraction(f) < x:
+def _ceil_float(num: int, den: int) -> float:
+    """Smallest float >= num/den (den > 0), exactly, in integers (int true division
+    rounds correctly; the check compares num/den with the float's own ratio)."""
+    f = num / den
+    a, b = f.as_integer_ratio()
+    if a * den < num * b:
         f = math.nextafter(f, math.inf)
     return f
 
@@ -1112,12 +1113,12 @@ class TeslaReceiver:
         §4.3), and not from the future iff now >= lo.  Exact thresholds."""
         p = self.params
         assert p is not None and self.d_t is not None
-        tint = Fraction(p.tint_ms * NTP_ONE_SECOND, 1000)
-        base = p.t0_ntp - self.d_t - _POSIX_OFFSET_NTP
-        hi = _ceil_float((base + (i + p.d) * tint) / NTP_ONE_SECOND)
-        lo = (
-            _ceil_float((base + i * tint) / NTP_ONE_SECOND) if REJECT_FUTURE_INTERVAL else -math.inf
-        )
+        # (base + j * T_int) seconds, T_int = tint_ms / 1000 s, base in 2^-32 s units
+        base = (p.t0_ntp - self.d_t - _POSIX_OFFSET_NTP) * 1000
+        step = p.tint_ms * NTP_ONE_SECOND
+        den = 1000 * NTP_ONE_SECOND
+        hi = _ceil_float(base + (i + p.d) * step, den)
+        lo = _ceil_float(base + i * step, den) if REJECT_FUTURE_INTERVAL else -math.inf
         if len(self._bounds) > 4096:
             self._bounds.clear()
         self._bounds[i] = (lo, hi)
@@ -1774,21 +1775,21 @@ class TeslaReceiver:
         n = len(pkts)
         kp, d, lim = self._kp, p.d, self.max_packets_per_interval
         kc = self._keycache
-        S = len(ws)
-        slots = np.zeros((S, 6), dtype=np.int64)
-        bounds = np.empty((S, 2), dtype=np.float64)
-        keys = np.zeros((S, 2, kp), dtype=np.uint8)
         ars = [pend[w] for w in ws]
-        for j, (w, ar) in enumerate(zip(ws, ars, strict=True)):
+        srow: list[tuple[int, ...]] = []
+        brow: list[tuple[float, float]] = []
+        krow: list[bytes] = []
+        none = bytes(kp)
+        for w, ar in zip(ws, ars, strict=True):
             k1 = kc.get(w - d) if w >= d else None
             x4 = (w // n1) * n1 - 1
             k4 = kc.get(x4) if x4 >= 0 and not p.single_chain else None
-            slots[j] = (w, lim - ar.n, 0, 0, k1 is not None, k4 is not None)
-            bounds[j] = (ar.lo, ar.hi)
-            if k1 is not None:
-                keys[j, 0] = np.frombuffer(k1, dtype=np.uint8)
-            if k4 is not None:
-                keys[j, 1] = np.frombuffer(k4, dtype=np.uint8)
+            srow.append((w, lim - ar.n, ar.capacity, ar.used, k1 is not None, k4 is not None))
+            brow.append((ar.lo, ar.hi))
+            krow += (k1 or none, k4 or none)
+        slots = np.array(srow, dtype=np.int64)
+        bounds = np.array(brow, dtype=np.float64)
+        keys = np.frombuffer(b"".join(krow), dtype=np.uint8)
         if self._hb == 1:
             srcs = np.array([(1, 0), *self._seq_hi.items()], dtype=np.int64)
         else:
@@ -1797,14 +1798,17 @@ class TeslaReceiver:
         rslot = np.empty(n - k, dtype=np.int64)
         taken = 0
         learned = -1
+        first = True
         while True:
-            for j, ar in enumerate(ars):
-                slots[j, 2] = ar.capacity
-                slots[j, 3] = ar.used
+            if not first:  # the arenas may have grown (new storage)
+                for j, ar in enumerate(ars):
+                    slots[j, 2] = ar.capacity
+                    slots[j, 3] = ar.used
             if slab is not None:
                 src, width, lens = slab.data, slab.width, slab.lengths
             else:
                 src, width, lens = pkts, -1, None
+            first = False
             k0 = k + taken
             m, reason, which = native(
                 src, width, lens, k0, n, times, self._cls_arr, self._cls_val, slots, bounds,

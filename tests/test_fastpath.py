@@ -214,12 +214,13 @@ def test_same_decisions_with_early_discard_and_no_bootstrap_prefix() -> None:
 @pytest.mark.parametrize("size,every", [(1400, 1), (64, 64), (400, 3)])
 @pytest.mark.parametrize("mutate", [False, True])
 def test_uniform_lane_takes_clean_streams_and_decides_as_reference(
-    size: int, every: int, mutate: bool
+    size: int, every: int, mutate: bool, mac_kernel: str
 ) -> None:
-    """The lane (TeslaReceiver._lane) buffers almost every datagram of a clean
-    stream -- Type 1, 2 and 3 tags (n_chain 9: commitments of the next chain, chain
-    switches) -- and with damaged, late and replayed datagrams mixed in, it still
-    decides exactly as the reference."""
+    """The lane buffers almost every datagram of a clean stream -- Type 1, 2 and 3 tags
+    (n_chain 9: commitments of the next chain, chain switches) -- and with damaged,
+    late and replayed datagrams mixed in, it still decides exactly as the reference:
+    the native lane (tesla/_mac.c ``lane``, layout classes learned by the codec walk)
+    with the kernel, the numpy lane (TeslaReceiver._lane) without."""
     rng = random.Random(size + mutate)
     snd = make_sender(2, n_chain=9, disclose_every=every)
     stream = make_stream(snd, 25, 120, size, seed=size)
@@ -230,6 +231,7 @@ def test_uniform_lane_takes_clean_streams_and_decides_as_reference(
     assert acc > 2000
     # with damage mixed in, misses in a row rest the lane for a few datagrams
     assert fast.lane_packets > (0.05 if mutate else 0.9) * acc, (fast.lane_packets, acc)
+    assert bool(fast._cls) == (mac_kernel == "kernel")  # which lane took them
 
 
 @pytest.mark.parametrize("protocol", ["norm", "alc"])
@@ -269,7 +271,7 @@ def test_lane_multi_interval_batches_and_tight_bounds() -> None:
 
 
 @pytest.mark.parametrize("protocol", ["alc", "norm"])
-def test_receive_slab_matches_reference(protocol: str) -> None:
+def test_receive_slab_matches_reference(protocol: str, mac_kernel: str) -> None:
     snd = make_sender(2, protocol=protocol)
     stream = make_stream(snd, 5, 50, 500)
     ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
@@ -286,6 +288,7 @@ def test_receive_slab_matches_reference(protocol: str) -> None:
         fast.receive_slab(slab)
     assert ref.stats["accepted"] >= 250
     assert fast.lane_packets > 0.8 * ref.stats["accepted"]
+    assert bool(fast._cls) == (mac_kernel == "kernel")  # the native lane reads the slab rows
     _compare(ref, fast)
 
 
