@@ -138,12 +138,15 @@ def test_verify_threads_same_result(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``--verify-threads 2``: the intervals' MACs are shared by two threads (every
-    interval, whatever its size, here), with the same files and counters as with one."""
+    interval, whatever its size, here), with the same files and counters as with one
+    (the native kernel's fused verify-and-cut call, or the MAC call without it)."""
     import threading
 
+    import tesla.mackernel as mk
     import tesla.receiver as tr
 
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
+    monkeypatch.setattr(mk, "MIN_ROWS", 1)
     calls: list[str] = []
     real = tr.mac_arena
 
@@ -152,6 +155,18 @@ def test_verify_threads_same_result(
         return real(*a)  # type: ignore[arg-type]
 
     monkeypatch.setattr(tr, "mac_arena", recorded)
+    mod = mk._mod()
+    if mod is not None:
+
+        class Recording:
+            def __getattr__(self, name: str) -> object:
+                return getattr(mod, name)
+
+            def verify_arena(self, *a: object) -> object:
+                calls.append(threading.current_thread().name.split("_")[0])
+                return mod.verify_arena(*a)
+
+        monkeypatch.setattr(mk, "_mod", Recording)
     rc = receive_capture(capture, tmp_path / "t", keys["pub"], "--verify-threads", "2")
     threaded, err = tesla_of(capsys)
     assert rc == 0, err
