@@ -68,6 +68,7 @@ import struct
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -823,12 +824,17 @@ class TeslaReceiver:
         self._cls: list[tuple[list[int], bytes]] = []
         self._cls_arr = np.zeros((0, 5 + LANE_COLS), dtype=np.int64)
         self._cls_val = np.zeros((0, LANE_COLS), dtype=np.uint8)
+        # the interval verified in the background (verify_threads > 1): interval, arena,
+        # future of mackernel.verify_arena, control mask, NORM replay keys
+        self._inflight: tuple[int, Arena, Future[Any], np.ndarray, np.ndarray | None] | None = None
+        self._bg: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ observation
     @property
     def stats(self) -> dict[str, int]:
         """Counters (``drop.<reason>``, ``accepted``, ...) and the gauges
         ``buffered_bytes``, ``buffered_packets``, ``max_buffered_bytes``."""
+        self._join()
         st = self._stats
         st["buffered_bytes"] = self._buffered
         st["buffered_packets"] = self._nbuf
@@ -858,6 +864,7 @@ class TeslaReceiver:
         return self._ready
 
     def next_event(self) -> Any | None:
+        self._join()
         return self.events.popleft() if self.events else None
 
     def pop_authenticated(self) -> list[tuple[bytes, Any]]:
@@ -865,14 +872,22 @@ class TeslaReceiver:
         pk, meta = self.pop_authenticated_lists()
         return list(zip(pk, meta, strict=True))
 
-    def pop_authenticated_lists(self) -> tuple[list[bytes], list[Any]]:
-        """Same as :meth:`pop_authenticated` as two parallel lists (datagrams, metas)."""
+    def pop_authenticated_lists(self, wait: bool = True) -> tuple[list[bytes], list[Any]]:
+        """Same as :meth:`pop_authenticated` as two parallel lists (datagrams, metas);
+        ``wait=False``: without waiting for an interval still verified in the background
+        (``verify_threads`` > 1), its datagrams come with a later call."""
+        if wait or (self._inflight is not None and self._inflight[2].done()):
+            self._join()
         pk, meta = self._out_pk, self._out_meta
         self._out_pk, self._out_meta = [], []
         return pk, meta
 
     @property
     def has_authenticated(self) -> bool:
+        """Whether datagrams are ready (an interval verified in the background counts
+        once its thread is done; nothing waits)."""
+        if self._inflight is not None and self._inflight[2].done():
+            self._join()
         return bool(self._out_pk)
 
     def pending_intervals(self) -> list[int]:
@@ -883,7 +898,9 @@ class TeslaReceiver:
         return self._buffered
 
     def flush(self) -> None:
-        """Nothing is in flight between calls (kept for drivers that call it)."""
+        """Finish the interval verified in the background, if any (``verify_threads`` >
+        1; otherwise nothing is in flight between calls)."""
+        self._join()
 
     # ------------------------------------------------------------------ entries
     def receive(self, data: bytes | bytearray | memoryview, now: float, meta: Any = None) -> None:
@@ -946,6 +963,8 @@ class TeslaReceiver:
         skip = 0
         while k < n:
             if skip == 0 and self._lane_enabled():
+                if self._hb == 1 and self._inflight is not None:
+                    self._join()  # the NORM lane reads the replay state
                 if native is not None and (self._hb == 2 or len(self._seq_hi) <= LANE_SOURCES):
                     m = self._native_lane(native, pkts, tc, ms, k)
                 else:
@@ -1005,6 +1024,8 @@ class TeslaReceiver:
     # ------------------------------------------------------------------ steps 1-5, scalar
     def _receive_one(self, data: bytes, now: float, meta: Any) -> None:
         """RFC 5776 §4.3 steps 1-5 for one datagram."""
+        if self._inflight is not None:
+            self._join()  # its replay memory, commitments, NORM state decide from here
         try:
             off = self._locate(data)
         except DecodeError:
@@ -1303,6 +1324,8 @@ class TeslaReceiver:
             return 0
         lim = now - self.key_wait
         n = 0
+        if any(a.hi <= lim for a in self._pending.values()):
+            self._join()  # drops counted in order
         for w in [w for w, a in self._pending.items() if a.hi <= lim]:
             n += len(self._pending[w])
             self._evict_interval(w, DropReason.STALE)
@@ -1310,6 +1333,10 @@ class TeslaReceiver:
 
     def close(self) -> int:
         """End of session: evict every buffered datagram (``stale``); returns how many."""
+        self._join()
+        if self._bg is not None:
+            self._bg.shutdown(wait=False)
+            self._bg = None
         n = 0
         for w in list(self._pending):
             n += len(self._pending[w])
@@ -1329,10 +1356,16 @@ class TeslaReceiver:
 
     # ------------------------------------------------------------------ step 6: verify
     def _authenticate(self, w: int, key_w: bytes) -> None:
-        """Verify interval w's arena with K_w: one MAC call, tags compared as an array."""
+        """Verify interval w's arena with K_w: one MAC call, tags compared as an array.
+        With the native kernel and ``verify_threads`` > 1 a large interval is verified
+        in a background thread while this one goes on buffering (the lane decides
+        nothing from what the verification changes); it is finished (:meth:`_join`)
+        before any decision that depends on it: the scalar path, another interval's
+        verification, the stats, events and released datagrams."""
         ar = self._pending.pop(w, None)
         if ar is None:
             return
+        self._join()  # one interval at a time: release order
         p = self.params
         assert p is not None
         n = len(ar)
@@ -1342,23 +1375,6 @@ class TeslaReceiver:
         arr = ar.data
         idx = ar.rows(copy=False)
         st, ln, mo, go = idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]
-        cut: list[bytes] | None = None
-        got = None
-        if self._fused:  # the native kernel: MACs, tags, cut in one call
-            from tesla import mackernel
-
-            got = mackernel.verify_arena(
-                HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4,
-                self.verify_threads if n >= POOL_MIN_PACKETS else 1,
-            )
-        if got is not None:
-            ok, tags, cut = got
-        else:
-            tags = _Fields(arr, st + mo, km).get()  # as received
-            macs = self.macs(
-                HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
-            )
-            ok = (macs == tags).all(axis=1)
         # the wrapper's key-disclosure-only packets (header octets), NORM replay keys
         ctl = self._control_mask(arr, st, ln)
         nk = None
@@ -1368,6 +1384,46 @@ class TeslaReceiver:
                 | (arr[st + 6].astype(np.int64) << 24) | (arr[st + 7].astype(np.int64) << 16)
                 | (arr[st + 2].astype(np.int64) << 8) | arr[st + 3]
             )
+        if self._fused:  # the native kernel: MACs, tags, cut in one call
+            from tesla import mackernel
+
+            if mackernel.available():
+                args = (HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km,
+                        go, 4)
+                if self.verify_threads > 1 and n >= POOL_MIN_PACKETS:
+                    fut = self._verifier().submit(mackernel.verify_arena, *args)
+                    self._inflight = (w, ar, fut, ctl, nk)
+                    return
+                got = mackernel.verify_arena(*args)
+                assert got is not None
+                ok, tags, cut = got
+                self._finish(w, ar, ok, tags, ctl, nk, cut)
+                self._recycle(ar)
+                return
+        tags = _Fields(arr, st + mo, km).get()  # as received
+        macs = self.macs(
+            HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
+        )
+        ok = (macs == tags).all(axis=1)
+        self._finish(w, ar, ok, tags, ctl, nk)
+        self._recycle(ar)
+
+    def _verifier(self) -> ThreadPoolExecutor:
+        if self._bg is None:
+            self._bg = ThreadPoolExecutor(1, thread_name_prefix="tesla-mac-bg")
+        return self._bg
+
+    def _join(self) -> None:
+        """Finish the interval verified in the background, if any (see
+        :meth:`_authenticate`)."""
+        inf = self._inflight
+        if inf is None:
+            return
+        self._inflight = None
+        w, ar, fut, ctl, nk = inf
+        got = fut.result()
+        assert got is not None
+        ok, tags, cut = got
         self._finish(w, ar, ok, tags, ctl, nk, cut)
         self._recycle(ar)
 

@@ -236,7 +236,7 @@ class AuthenticatedReceiver(BatchEntry):
             if cfg is not None and hasattr(cfg, "release_delay"):
                 cfg.release_delay = (p.d + 1) * p.tint_ms / 1000.0
         rx = self.engine.receive_datagram
-        pk, meta = self.tesla.pop_authenticated_lists()
+        pk, meta = self.tesla.pop_authenticated_lists(wait=False)
         for k in range(len(pk)):
             rx(pk[k], meta[k], now)
 
