@@ -681,12 +681,13 @@ done:
 
 PyDoc_STRVAR(verify_arena_doc,
 "verify_arena(alg, key, arena, offsets, lengths, mac_offsets, mac_len, gmac_offsets,\n"
-"             gmac_len, tags, ok) -> list\n--\n\n"
+"             gmac_len, tags, ok, cut=True) -> list\n--\n\n"
 "mac_arena's HMAC of every datagram (the MAC and Group MAC fields read as zeros), then\n"
 "tags[k] = its mac_len-octet MAC field as received, ok[k] = the HMAC truncated to\n"
 "mac_len equals it; returns the octets of the ok datagrams as bytes, in order, each cut\n"
 "right after it was hashed (64 datagrams at a time: hashed without the GIL, cut with\n"
-"it).  ValueError if a datagram is outside the arena or a field outside its datagram\n"
+"it); cut=False: an empty list, all hashed in one stretch without the GIL.  ValueError\n"
+"if a datagram is outside the arena or a field outside its datagram\n"
 "(nothing hashed then).");
 
 #define VERIFY_CHUNK 64
@@ -697,8 +698,9 @@ static PyObject *verify_arena(PyObject *self, PyObject *args)
     Py_ssize_t mlen, glen;
     Py_buffer key, arena, of = {0}, ln = {0}, mo = {0}, go = {0}, tg = {0}, okb = {0};
     PyObject *ofo, *lno, *moo, *goo, *tgo, *oko;
-    if (!PyArg_ParseTuple(args, "iy*y*OOOnOnOO", &alg, &key, &arena, &ofo, &lno, &moo, &mlen,
-                          &goo, &glen, &tgo, &oko))
+    int do_cut = 1;
+    if (!PyArg_ParseTuple(args, "iy*y*OOOnOnOO|p", &alg, &key, &arena, &ofo, &lno, &moo, &mlen,
+                          &goo, &glen, &tgo, &oko, &do_cut))
         return NULL;
     PyObject *ret = NULL, *lst = NULL;
     hkey h = {0};
@@ -739,8 +741,11 @@ static PyObject *verify_arena(PyObject *self, PyObject *args)
     fine = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
     Py_END_ALLOW_THREADS
     keyed = 1;
-    for (Py_ssize_t k0 = 0; fine && k0 < n; k0 += VERIFY_CHUNK) {
-        Py_ssize_t k1 = k0 + VERIFY_CHUNK < n ? k0 + VERIFY_CHUNK : n;
+    /* without the cut: one stretch without the GIL (a background thread then never
+     * waits for it) */
+    Py_ssize_t chunk = do_cut ? VERIFY_CHUNK : (n > 0 ? n : 1);
+    for (Py_ssize_t k0 = 0; fine && k0 < n; k0 += chunk) {
+        Py_ssize_t k1 = k0 + chunk < n ? k0 + chunk : n;
         Py_BEGIN_ALLOW_THREADS
         unsigned char md[EVP_MAX_MD_SIZE];
         for (Py_ssize_t k = k0; fine && k < k1; k++) {
@@ -752,7 +757,7 @@ static PyObject *verify_arena(PyObject *self, PyObject *args)
             okp[k] = fine && memcmp(md, p + m[k], (size_t)mlen) == 0;
         }
         Py_END_ALLOW_THREADS
-        for (Py_ssize_t k = k0; fine && k < k1; k++) {
+        for (Py_ssize_t k = k0; fine && do_cut && k < k1; k++) {
             if (!okp[k])
                 continue;
             PyObject *d = PyBytes_FromStringAndSize((const char *)b + s[k], l[k]);

@@ -276,12 +276,15 @@ def verify_arena(
     gmac_offsets: Any,
     gmac_len: int,
     threads: int = 1,
-) -> tuple[np.ndarray, np.ndarray, list[bytes]] | None:
+    cut: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[bytes] | None] | None:
     """:func:`mac_arena` and the tag comparison in one native call: ``(ok, tags,
     datagrams)``, ``ok[k]`` whether datagram k's ``mac_len``-octet MAC field (``tags[k]``,
     as received) equals its HMAC truncated to ``mac_len``, and the octets of the ok
     datagrams as ``bytes`` in order (each cut right after it was hashed, while in cache),
-    shared among ``threads`` threads.  None when the kernel is not to be used."""
+    shared among ``threads`` threads; ``cut=False``: no datagrams (None), the hashing in
+    one stretch without the GIL (for a background thread).  None when the kernel is not
+    to be used."""
     mod = _mod()
     if mod is None:
         return None
@@ -295,11 +298,12 @@ def verify_arena(
     def part(a: int, b: int) -> list[bytes]:
         return mod.verify_arena(  # type: ignore[no-any-return]
             alg, key, arena, of[a:b], ln[a:b], mo[a:b], int(mac_len), go[a:b],
-            int(gmac_len), tags[a:b], ok8[a:b],
+            int(gmac_len), tags[a:b], ok8[a:b], cut,
         )
 
     if threads < 2 or n < MIN_ROWS * threads:
-        return ok, tags, part(0, n)
+        got1 = part(0, n)
+        return ok, tags, got1 if cut else None
     # shares of the rows in the kernel's threads, the first in this one (hashing runs
     # without the GIL; the cut of each 64 rows takes it briefly)
     cuts = [n * j // threads for j in range(threads + 1)]
@@ -308,7 +312,7 @@ def verify_arena(
     got = part(cuts[0], cuts[1])
     for f in futs:
         got.extend(f.result())
-    return ok, tags, got
+    return ok, tags, got if cut else None
 
 
 def object_heads(

@@ -1391,7 +1391,9 @@ class TeslaReceiver:
                 args = (HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km,
                         go, 4)
                 if self.verify_threads > 1 and n >= POOL_MIN_PACKETS:
-                    fut = self._verifier().submit(mackernel.verify_arena, *args)
+                    # no cut in the thread: it never waits for the GIL (the main
+                    # thread cuts the accepted datagrams when it finishes the interval)
+                    fut = self._verifier().submit(mackernel.verify_arena, *args, 1, False)
                     self._inflight = (w, ar, fut, ctl, nk)
                     return
                 got = mackernel.verify_arena(*args)

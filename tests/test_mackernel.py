@@ -274,6 +274,11 @@ def test_verify_arena_equals_mac_compare_and_cut(hash_path: tuple[int, bool]) ->
     assert ok.tolist() == want_ok and 0 < sum(want_ok) < len(rows)
     assert cut == want_cut
     assert arena.tobytes() == before
+    got2 = mk.verify_arena(NAMES[mac_id], key, arena, of, ln, mo, ml, go, gl, threads=3)
+    assert got2 is not None and got2[0].tolist() == want_ok and got2[2] == want_cut
+    assert (got2[1] == tags).all()
+    got3 = mk.verify_arena(NAMES[mac_id], key, arena, of, ln, mo, ml, go, gl, cut=False)
+    assert got3 is not None and got3[0].tolist() == want_ok and got3[2] is None
     for bad in (dict(mo=-1), dict(of=len(before)), dict(ln=10**9)):
         a = dict(of=of[:1].copy(), ln=ln[:1].copy(), mo=mo[:1].copy())
         a[next(iter(bad))][0] = next(iter(bad.values()))
