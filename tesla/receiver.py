@@ -1857,12 +1857,12 @@ class TeslaReceiver:
         krow: list[bytes] = []
         none = bytes(kp)
         for w, ar in zip(ws, ars, strict=True):
-            k1 = kc.get(w - d) if w >= d else None
+            key1 = kc.get(w - d) if w >= d else None
             x4 = (w // n1) * n1 - 1
-            k4 = kc.get(x4) if x4 >= 0 and not p.single_chain else None
-            srow.append((w, lim - ar.n, ar.capacity, ar.used, k1 is not None, k4 is not None))
+            key4 = kc.get(x4) if x4 >= 0 and not p.single_chain else None
+            srow.append((w, lim - ar.n, ar.capacity, ar.used, key1 is not None, key4 is not None))
             brow.append((ar.lo, ar.hi))
-            krow += (k1 or none, k4 or none)
+            krow += (key1 or none, key4 or none)
         slots = np.array(srow, dtype=np.int64)
         bounds = np.array(brow, dtype=np.float64)
         keys = np.frombuffer(b"".join(krow), dtype=np.uint8)
@@ -1880,14 +1880,14 @@ class TeslaReceiver:
                 for j, ar in enumerate(ars):
                     slots[j, 2] = ar.capacity
                     slots[j, 3] = ar.used
+            buf: Any = pkts
+            width, lens = -1, None
             if slab is not None:
-                src, width, lens = slab.data, slab.width, slab.lengths
-            else:
-                src, width, lens = pkts, -1, None
+                buf, width, lens = slab.data, slab.width, slab.lengths
             first = False
             k0 = k + taken
             m, reason, which = native(
-                src, width, lens, k0, n, times, self._cls_arr, self._cls_val, slots, bounds,
+                buf, width, lens, k0, n, times, self._cls_arr, self._cls_val, slots, bounds,
                 keys, tuple(ar.data for ar in ars), srcs,
                 self.max_buffered_bytes - self._buffered, PER_PACKET_OVERHEAD,
                 rows[taken:], rslot[taken:],
@@ -1929,7 +1929,7 @@ class TeslaReceiver:
                 mt = [ms[k + x] for x in sel.tolist()]
             base = ar.n
             c = len(rr)
-            js = np.flatnonzero(np.isin(rc >> 8, t3)) if t3 else ()
+            js = np.flatnonzero(np.isin(rc >> 8, t3)) if t3 else np.zeros(0, np.int64)
             if len(js):  # Type 3: the next chain's commitment, after the interval index
                 at = rr[js, 0] + rr[js, 2] - kp
                 cm = ar.data[at[:, None] + np.arange(kp)]
