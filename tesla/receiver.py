@@ -951,8 +951,12 @@ class TeslaReceiver:
                 d = packets[k]
                 one(d if type(d) is bytes else bytes(d), now, None if metas is None else metas[k])
             return
+        from tesla import mackernel
+
+        native = mackernel.lane()
         if type(packets) is _SlabDatagrams or (
-            type(packets) is list and set(map(type, packets)) == {bytes}
+            # the native lane reads any buffer; the scalar path converts what it takes
+            type(packets) is list and (native is not None or set(map(type, packets)) == {bytes})
         ):
             pkts: list[bytes] = packets  # type: ignore[assignment]  # a list or the slab's
         else:
@@ -964,18 +968,18 @@ class TeslaReceiver:
         if n < LANE_MIN:
             one = self._receive_one
             for k in range(n):
-                one(pkts[k], float(times[k]), ms[k])
+                d = pkts[k]
+                one(d if type(d) is bytes else bytes(d), float(times[k]), ms[k])
             return
-        self._batch(pkts, times, ms, 0)
+        self._batch(pkts, times, ms, 0, native)
 
-    def _batch(self, pkts: list[bytes], tarr: np.ndarray, ms: Sequence[Any], k: int) -> None:
-        from tesla import mackernel
-
+    def _batch(
+        self, pkts: list[bytes], tarr: np.ndarray, ms: Sequence[Any], k: int, native: Any
+    ) -> None:
         n = len(pkts)
         hint = self.cc_hint
         one = self._receive_one
         lane: _LaneView | None = None
-        native = mackernel.lane()
         tc = np.ascontiguousarray(tarr, dtype=np.float64) if native is not None else tarr
         misses = 0
         skip = 0
@@ -992,7 +996,8 @@ class TeslaReceiver:
                 if m:
                     if hint is not None:
                         for j in range(k, k + m):
-                            hint(pkts[j], float(tarr[j]))
+                            d = pkts[j]
+                            hint(d if type(d) is bytes else bytes(d), float(tarr[j]))
                     k += m
                     misses = 0
                     continue
@@ -1004,7 +1009,8 @@ class TeslaReceiver:
                     skip = min(64, 1 << misses)
             elif skip:
                 skip -= 1
-            one(pkts[k], float(tarr[k]), ms[k])
+            d = pkts[k]
+            one(d if type(d) is bytes else bytes(d), float(tarr[k]), ms[k])
             k += 1
 
     # ------------------------------------------------------------------ step 1: locate
@@ -1899,7 +1905,7 @@ class TeslaReceiver:
             k1 = k + taken
             if reason == 2:  # the arena is full: it grows (within the budget), again
                 self._room(ars[which], len(pkts[k1]))
-            elif reason == 3 and learned != k1 and self._learn_class(pkts[k1]):
+            elif reason == 3 and learned != k1 and self._learn_class(bytes(pkts[k1])):
                 learned = k1
             else:
                 return taken

@@ -713,3 +713,25 @@ def test_authenticated_receiver_slab_entry_equals_list_entry() -> None:
         runs.append((sink.got, {k: v for k, v in ar.stats.items() if k.startswith("drop.")}))
     assert len(runs[0][0]) > 300
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+def test_batches_of_bytearrays_and_memoryviews_decide_as_bytes(protocol: str) -> None:
+    """receive_batch takes any buffers (the native lane reads them, the scalar path
+    converts what it takes): mixed bytes, bytearray and memoryview batches decide and
+    release exactly as the oracle."""
+    rng = random.Random(41)
+    snd = make_sender(2, protocol=protocol, n_chain=9, disclose_every=4)
+    pk = _mutate(make_stream(snd, 10, 70, 300, seed=41), rng, snd.params.key_len)
+    ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    fast = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    for k, (a, b) in enumerate(pk):
+        ref.receive(b, a, k)
+    kinds = [bytes, bytearray, lambda b: memoryview(bytearray(b))]
+    for k in range(0, len(pk), 100):
+        ch = pk[k : k + 100]
+        batch = [rng.choice(kinds)(b) for _, b in ch]
+        fast.receive_batch(batch, np.array([a for a, _ in ch]), list(range(k, k + len(ch))))
+    assert ref.stats["accepted"] > 400
+    assert fast.lane_packets > 0
+    _compare(ref, fast)
