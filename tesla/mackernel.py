@@ -127,6 +127,15 @@ def _known_answers(mod: Any) -> None:
         )
         if out[0].tobytes() != _py_hmac(key, zeroed, alg):
             raise RuntimeError(f"known-answer check (zeroed fields) failed for {HASH_NAMES[alg]}")
+        # the receiver's fused call: the datagram carrying its own tag verifies and is cut
+        tagged = m[:8] + _py_hmac(key, zeroed, alg)[:16] + m[24:]
+        tags = np.empty((1, 16), dtype=np.uint8)
+        ok = np.zeros(1, dtype=np.uint8)
+        cut = mod.verify_arena(
+            alg, key, tagged, one, np.array([len(m)]), one + 8, 16, one + 100, 4, tags, ok
+        )
+        if not ok[0] or cut != [tagged] or tags[0].tobytes() != tagged[8:24]:
+            raise RuntimeError(f"known-answer check (verify_arena) failed for {HASH_NAMES[alg]}")
 
 
 def _py_hmac(key: bytes, data: bytes, alg: int) -> bytes:
