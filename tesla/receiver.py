@@ -524,10 +524,11 @@ class Arena:
     def capacity(self) -> int:
         return len(self.data)
 
-    def resize(self, capacity: int) -> None:
-        """New capacity (>= ``used``): new storage and one copy of the octets in use
-        (``ndarray.resize`` would zero-fill, and so touch, every new page)."""
-        new = np.empty(capacity, dtype=np.uint8)
+    def resize(self, capacity: int, storage: np.ndarray | None = None) -> None:
+        """New capacity (>= ``used``): new storage (or ``storage``, of any capacity >=
+        ``used``) and one copy of the octets in use (``ndarray.resize`` would zero-fill,
+        and so touch, every new page)."""
+        new = np.empty(capacity, dtype=np.uint8) if storage is None else storage
         new[: self.used] = self.data[: self.used]
         self._mv.release()
         self.data = new
@@ -1218,10 +1219,16 @@ class TeslaReceiver:
         return ar
 
     def _room(self, ar: Arena, more: int) -> None:
-        """Room for ``more`` octets in ``ar``: its capacity doubles, within the budget."""
+        """Room for ``more`` octets in ``ar``: it moves into a spare arena large enough
+        (the interval released as this one began: no new storage, only the octets in use
+        copied), else its capacity doubles, within the budget."""
         need = ar.used + more
         cap = ar.capacity
-        if need > cap:
+        spare = self._spare
+        if need > cap and spare and len(spare[-1]) >= max(need, cap):
+            ar.resize(0, spare.pop())
+            self._arena_cap -= cap  # the old storage is freed
+        elif need > cap:
             size = self._budget(need, 2 * cap, cap)
             ar.resize(size)
             self._arena_cap += size - cap
