@@ -66,7 +66,7 @@ buffered datagrams is <= B, plus the datagrams released and not yet taken by the
 the replay memory (``REPLAY_MEMORY_INTERVALS`` x accepted tags) and at most ``MAX_EVENTS``
 undrained events.  Outside that bound, stated as measured (``tesla-mcast bench``'s memory
 part, 200,000 datagrams/s of 1400 B, T_int 100 ms, d 2: 55.8 MiB accounted at most,
-RSS growth 134 MiB): when an interval is released, its arena and the released copy
+RSS growth 127 MiB): when an interval is released, its arena and the released copy
 (one ``bytes`` per accepted datagram: one interval's octets, until the caller drops them;
 the allocator then keeps that memory for the next interval's copies) are resident
 together, and the spare arena keeps its pages (a new arena's pages would fault in again,
