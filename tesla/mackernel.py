@@ -32,7 +32,9 @@ import importlib
 import os
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -322,6 +324,35 @@ def verify_arena(
     for f in futs:
         got.extend(f.result())
     return ok, tags, got if cut else None
+
+
+def verify_arena_task(
+    hash_name: str | int,
+    key: bytes,
+    arena: Any,
+    offsets: Any,
+    lengths: Any,
+    mac_offsets: Any,
+    mac_len: int,
+    gmac_offsets: Any,
+    gmac_len: int,
+) -> tuple[Callable[[], Any], np.ndarray, np.ndarray] | None:
+    """:func:`verify_arena` without the cut, split for a background thread: ``(task, ok,
+    tags)``, everything prepared here, ``task()`` only the native call (it holds the GIL
+    just to take its arguments, and fills ``ok`` and ``tags`` hashing without it).  None
+    when the kernel is not to be used."""
+    mod = _mod()
+    if mod is None:
+        return None
+    of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)
+    n = len(of)
+    tags = np.empty((n, mac_len), dtype=np.uint8)
+    ok = np.empty(n, dtype=np.bool_)
+    task = partial(
+        mod.verify_arena, _hash_id(hash_name), key, arena, of, ln, mo, int(mac_len), go,
+        int(gmac_len), tags, ok.view(np.uint8), False,
+    )
+    return task, ok, tags
 
 
 def object_heads(

@@ -228,6 +228,10 @@ LANE_COLS = 32
 LANE_SLOTS = 8
 #: NORM sources whose replay state the native lane can take (more: the numpy lane)
 LANE_SOURCES = 64
+#: intervals of this many octets are verified in a background thread (verify_threads >
+#: 1; smaller ones in shares among threads, synchronously: the hand-over costs the
+#: background thread a wait for the GIL, up to the switch interval)
+BACKGROUND_MIN_OCTETS = 1 << 20
 #: intervals from this many datagrams may use the worker pool / several threads
 POOL_MIN_PACKETS = 256
 
@@ -845,7 +849,9 @@ class TeslaReceiver:
         self._cls_val = np.zeros((0, LANE_COLS), dtype=np.uint8)
         # the interval verified in the background (verify_threads > 1): interval, arena,
         # future of mackernel.verify_arena, control mask, NORM replay keys
-        self._inflight: tuple[int, Arena, Future[Any], np.ndarray, np.ndarray | None] | None = None
+        self._inflight: tuple[
+            int, Arena, Future[Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray | None
+        ] | None = None
         self._bg: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ observation
@@ -1421,13 +1427,19 @@ class TeslaReceiver:
             if mackernel.available():
                 args = (HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km,
                         go, 4)
-                if self.verify_threads > 1 and n >= POOL_MIN_PACKETS:
-                    # no cut in the thread: it never waits for the GIL (the main
-                    # thread cuts the accepted datagrams when it finishes the interval)
-                    fut = self._verifier().submit(mackernel.verify_arena, *args, 1, False)
-                    self._inflight = (w, ar, fut, ctl, nk)
+                if self.verify_threads > 1 and ar.used >= BACKGROUND_MIN_OCTETS:
+                    # only the native call in the thread, no cut there: it takes the GIL
+                    # just for its arguments (the main thread cuts the accepted
+                    # datagrams when it finishes the interval)
+                    bg = mackernel.verify_arena_task(*args)
+                    assert bg is not None
+                    task, ok, tags = bg
+                    fut = self._verifier().submit(task)
+                    self._inflight = (w, ar, fut, ok, tags, ctl, nk)
                     return
-                got = mackernel.verify_arena(*args)
+                got = mackernel.verify_arena(
+                    *args, self.verify_threads if n >= POOL_MIN_PACKETS else 1
+                )
                 assert got is not None
                 ok, tags, cut = got
                 self._finish(w, ar, ok, tags, ctl, nk, cut)
@@ -1453,11 +1465,9 @@ class TeslaReceiver:
         if inf is None:
             return
         self._inflight = None
-        w, ar, fut, ctl, nk = inf
-        got = fut.result()
-        assert got is not None
-        ok, tags, cut = got
-        self._finish(w, ar, ok, tags, ctl, nk, cut)
+        w, ar, fut, ok, tags, ctl, nk = inf
+        fut.result()  # fills ok and tags (raises what the native call raised)
+        self._finish(w, ar, ok, tags, ctl, nk)
         self._recycle(ar)
 
     def _control_mask(self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray) -> np.ndarray:

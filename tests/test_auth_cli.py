@@ -147,6 +147,7 @@ def test_verify_threads_same_result(
     import tesla.receiver as tr
 
     monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 1)
+    monkeypatch.setattr(tr, "BACKGROUND_MIN_OCTETS", 1)
     monkeypatch.setattr(mk, "MIN_ROWS", 1)
     calls: list[str] = []
     real = tr.mac_arena
