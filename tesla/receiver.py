@@ -45,9 +45,10 @@ compares them on damaged, adversarial, reordered streams, kernel on and off).
 
 Verification (step 6) with the native kernel is one call per interval
 (``mackernel.verify_arena``): MACs, tag comparison and the cut of each accepted datagram
-right after it is hashed.  With ``verify_threads`` > 1 an interval is verified in a
-background thread (hashing without the GIL) while this thread goes on buffering, and
-finished (:meth:`~TeslaReceiver._join`) before anything that depends on it.
+right after it is hashed.  With ``verify_threads`` > 1 an interval of at least
+``BACKGROUND_MIN_OCTETS`` is verified in a background thread (hashing without the GIL)
+while this thread goes on buffering, and finished (:meth:`~TeslaReceiver._join`) before
+anything that depends on it; a smaller one is shared among the threads synchronously.
 
 Memory bound (stated formula): ``B = max_buffered_bytes``, ``P = max_packets_per_interval``;
 the accounted buffer ``buffered_bytes = sum(len(datagram) + PER_PACKET_OVERHEAD)`` never
