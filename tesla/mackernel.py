@@ -95,6 +95,12 @@ def _load() -> dict[str, Any]:
                 print(f"tesla: {e} on the SHA-NI path; using OpenSSL EVP", file=sys.stderr)
             _state["mod"] = _mac
             _state["path"] = getattr(_mac, "__file__", "tesla._mac")
+            if not _state.get("fused"):
+                print(
+                    "tesla: the native MAC kernel predates the receiver's lane and "
+                    "verify_arena (rebuild tesla/_mac.c); the receiver uses its numpy lane",
+                    file=sys.stderr,
+                )
         except Exception as e:  # noqa: BLE001 - any failure means: use the fallback
             _state["error"] = f"{type(e).__name__}: {e}"
             print(
@@ -129,6 +135,9 @@ def _known_answers(mod: Any) -> None:
         )
         if out[0].tobytes() != _py_hmac(key, zeroed, alg):
             raise RuntimeError(f"known-answer check (zeroed fields) failed for {HASH_NAMES[alg]}")
+        if not (hasattr(mod, "verify_arena") and hasattr(mod, "lane")):
+            continue  # an extension built before them: the receiver does without
+        _state["fused"] = True
         # the receiver's fused call: the datagram carrying its own tag verifies and is cut
         tagged = m[:8] + _py_hmac(key, zeroed, alg)[:16] + m[24:]
         tags = np.empty((1, 16), dtype=np.uint8)
@@ -182,8 +191,21 @@ def lane() -> Any:
     classes, safe window, disclosed key, NORM sequence and bounds checked per datagram,
     copied into the interval arenas, in one call per batch), or None when the kernel is
     not to be used (the receiver's numpy lane then)."""
-    mod = _mod()
+    mod = _mod_fused()
     return None if mod is None else mod.lane
+
+
+def fused() -> bool:
+    """Whether the kernel is used and has the receiver's entries (``lane``,
+    ``verify_arena``: an extension built from an older ``_mac.c`` has not)."""
+    return _mod_fused() is not None
+
+
+def _mod_fused() -> Any:
+    """The extension when it is to be used and has the receiver's entries (``lane``,
+    ``verify_arena``), else None."""
+    mod = _mod()
+    return mod if mod is not None and _state.get("fused") else None
 
 
 def _i64(a: Any) -> np.ndarray:
@@ -296,7 +318,7 @@ def verify_arena(
     shared among ``threads`` threads; ``cut=False``: no datagrams (None), the hashing in
     one stretch without the GIL (for a background thread).  None when the kernel is not
     to be used."""
-    mod = _mod()
+    mod = _mod_fused()
     if mod is None:
         return None
     of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)
@@ -341,7 +363,7 @@ def verify_arena_task(
     tags)``, everything prepared here, ``task()`` only the native call (it holds the GIL
     just to take its arguments, and fills ``ok`` and ``tags`` hashing without it).  None
     when the kernel is not to be used."""
-    mod = _mod()
+    mod = _mod_fused()
     if mod is None:
         return None
     of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)

@@ -1425,7 +1425,7 @@ class TeslaReceiver:
         if self._fused:  # the native kernel: MACs, tags, cut in one call
             from tesla import mackernel
 
-            if mackernel.available():
+            if mackernel.fused():
                 args = (HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km,
                         go, 4)
                 if self.verify_threads > 1 and ar.used >= BACKGROUND_MIN_OCTETS:

@@ -576,6 +576,31 @@ def test_missing_extension_falls_back_with_one_line() -> None:
     assert "native MAC kernel unavailable" in r.stderr and "pure-Python" in r.stderr
 
 
+def test_extension_without_the_receiver_entries_keeps_the_macs_and_says_so() -> None:
+    """An extension built from an older _mac.c (no ``lane``, ``verify_arena``): the MACs
+    stay native, the receiver takes its numpy lane and MAC call, one line says why."""
+    r = _python(
+        "import importlib, sys, types\n"
+        "real = importlib.import_module('tesla._mac')\n"
+        "old = types.ModuleType('tesla._mac')\n"
+        "for k in dir(real):\n"
+        "    if k not in ('lane', 'verify_arena'):\n"
+        "        setattr(old, k, getattr(real, k))\n"
+        "sys.modules['tesla._mac'] = old\n"
+        "import numpy as np\n"
+        "from tesla import mackernel as m, benchcmd as bc\n"
+        "s = bc.make_sender(2, disclose_every=4)\n"
+        "st = bc.make_stream(s, 4, 100, 300)\n"
+        "rx = bc.make_receiver()\n"
+        "rx.receive_batch([b for _, b in st], np.array([a for a, _ in st]))\n"
+        "print(m.available(), m.fused(), m.lane(), rx.stats['accepted'], rx.lane_packets > 300)"
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split()
+    assert out[:3] == ["True", "False", "None"] and int(out[3]) >= 400 and out[4] == "True"
+    assert len(r.stderr.splitlines()) == 1 and "rebuild tesla/_mac.c" in r.stderr
+
+
 class _Wrong:
     """An extension whose HMAC is off by one bit."""
 
