@@ -11,6 +11,11 @@ replayer, simulator) owns time and I/O and calls, in any order:
   receiver) overrides it.
 * ``receive_datagram(data, addr, now)``: one UDP payload that arrived at ``now`` (the
   batch entry with one datagram).
+* ``receive_slab(slab, addrs)``: the batch entry on an :class:`alc.mmsg.Slab` (the
+  datagrams of one ``recvmmsg``, arrival times in ``slab.stamps``), for an engine that
+  reads the rows itself (the ALC TESLA receiver: no datagram object for what it
+  buffers).  An engine declares it with ``takes_slab = True`` (:class:`BatchEntry`:
+  False); a socket driver then uses it instead of ``receive_datagrams``.
 * ``handle_timer(now)``: called at (or after) the deadline ``get_timer()`` returned.
 * ``datagrams_to_send(now)``: UDP payloads due by ``now``; ``addr`` None means the
   session's group address/port.
@@ -59,6 +64,13 @@ def count(stats: dict[str, int], key: str, n: int = 1) -> None:
 
 class BatchEntry:
     """The batch entry for an engine that handles one datagram at a time."""
+
+    #: whether :meth:`receive_slab` is this engine's entry for ``recvmmsg`` slabs
+    takes_slab: bool = False
+
+    def receive_slab(self, slab: Any, addrs: Sequence[Address | None]) -> None:
+        """The datagrams of a :class:`alc.mmsg.Slab` (``takes_slab`` engines only)."""
+        raise NotImplementedError
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
         raise NotImplementedError

@@ -28,10 +28,10 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from alc.engine import Address, Engine, count
+from alc.engine import Address, BatchEntry, Engine, count
 from alc.mmsg import Slab, enable_rx_metadata, recv_batch
 
 SIOCGIFADDR = 0x8915
@@ -229,6 +229,12 @@ class Endpoint:
     backlog: deque[tuple[bytes, Address]] = field(default_factory=deque)
     slab: Slab | None = None
     kernel_drops: int = 0  # last SO_RXQ_OVFL value seen on ``sock``
+    #: the engine's slab entry when it declares one (``takes_slab``, alc.engine)
+    slab_entry: Callable[[Slab, Sequence[Address | None]], None] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.engine, BatchEntry) and self.engine.takes_slab:
+            self.slab_entry = self.engine.receive_slab
 
 
 class Driver:
@@ -349,13 +355,16 @@ def drain_endpoint(
     if slab.truncated != trunc:
         count(stats, "drop.truncated", slab.truncated - trunc)
     count(stats, "rx", n)
-    datagrams = slab.datagrams()
     addrs = slab.addrs()
+    loss = ep.loss
+    if ep.slab_entry is not None and clock is None and (loss is None or loss.rate <= 0):
+        ep.slab_entry(slab, addrs)  # the rows and kernel stamps, no datagram objects
+        return n
+    datagrams = slab.datagrams()
     if clock is None:
         times: list[float] = slab.stamps[:n].tolist()
     else:
         times = [clock()] * n
-    loss = ep.loss
     if loss is not None and loss.rate > 0:
         keep = [k for k in range(n) if not loss.drop()]
         if len(keep) != n:

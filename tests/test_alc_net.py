@@ -8,11 +8,23 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import socket
 import time
+from typing import Any
 
 import pytest
 
-from alc.net import Driver, LossInjector, iface_address, open_socket, parse_group
+from alc.engine import BatchEntry
+from alc.mmsg import Slab, enable_rx_metadata
+from alc.net import (
+    Driver,
+    Endpoint,
+    LossInjector,
+    drain_endpoint,
+    iface_address,
+    open_socket,
+    parse_group,
+)
 from alc.receiver import AlcReceiver, FileReceived, ReceiverConfig
 from alc.sender import AlcSender, SenderConfig
 
@@ -103,3 +115,56 @@ def test_loopback_20mb_reed_solomon_10pct_loss() -> None:
     assert drv.stats["drop.injected_loss"] > 1000
     assert rx.stats["fec.blocks_decoded"] > 100
     print(f"20 MB Reed-Solomon over loopback with 10% loss: {elapsed:.2f} s")
+
+
+class _Recorder(BatchEntry):
+    """An engine recording which batch entry the driver used."""
+
+    def __init__(self, takes_slab: bool) -> None:
+        self.takes_slab = takes_slab
+        self.stats: dict[str, int] = {}
+        self.got: list[tuple[str, list[bytes], list[float]]] = []
+
+    def receive_slab(self, slab: Slab, addrs: Any) -> None:
+        n = slab.count
+        rows = [slab.data[k, : int(slab.lengths[k])].tobytes() for k in range(n)]
+        assert len(addrs) == n
+        self.got.append(("slab", rows, slab.stamps[:n].tolist()))
+
+    def receive_datagrams(self, datagrams: Any, addrs: Any, times: Any) -> None:
+        self.got.append(("list", list(datagrams), [float(t) for t in times]))
+
+
+@pytest.mark.parametrize("takes_slab", [True, False])
+def test_drain_hands_slabs_to_engines_that_declare_the_slab_entry(takes_slab: bool) -> None:
+    """drain_endpoint: an engine declaring ``takes_slab`` gets the recvmmsg slab (the rows
+    and kernel stamps), any other the datagram list; with injected loss every engine
+    gets the (thinned) list."""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        enable_rx_metadata(rx)
+        eng = _Recorder(takes_slab)
+        ep = Endpoint(eng, rx, slab=Slab(16, 256))
+        assert (ep.slab_entry is not None) == takes_slab
+        sent = [bytes([k]) * (10 + k) for k in range(5)]
+        for d in sent:
+            tx.sendto(d, rx.getsockname())
+        time.sleep(0.05)
+        before = time.time()
+        stats: dict[str, int] = {}
+        assert drain_endpoint(ep, stats) == 5
+        kind, rows, stamps = eng.got[-1]
+        assert kind == ("slab" if takes_slab else "list") and rows == sent
+        assert all(before - 5 < t <= before + 1 for t in stamps)
+        ep.loss = LossInjector(0.5, seed=1)
+        for d in sent:
+            tx.sendto(d, rx.getsockname())
+        time.sleep(0.05)
+        drain_endpoint(ep, stats)
+        assert eng.got[-1][0] == "list"
+    finally:
+        rx.close()
+        tx.close()

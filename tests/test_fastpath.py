@@ -137,6 +137,44 @@ def test_same_decisions_with_verify_threads(
     pk = _mutate(make_stream(snd, 20, 80, 400, seed=11), rng, snd.params.key_len)
     ref, fast = _feed(pk, rng, verify_threads=3, protocol=protocol)
     assert ref.stats["accepted"] > 800
+    assert fast._bg is None  # small intervals: shared among threads, synchronously
+    _compare(ref, fast)
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+def test_background_verification_releases_in_order_without_waiting(
+    protocol: str, mac_kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """verify_threads 2 with the kernel: intervals verified in a background thread while
+    batches go on; a driver taking what is ready after each batch (has_authenticated,
+    pop_authenticated_lists(wait=False), as AuthenticatedReceiver does) gets, in all,
+    exactly the oracle's datagrams in its order, and the same counters."""
+    import tesla.core.receiver as tr
+
+    monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 8)
+    monkeypatch.setattr(tr, "BACKGROUND_MIN_OCTETS", 1)
+    rng = random.Random(12)
+    snd = make_sender(2, protocol=protocol, n_chain=9, disclose_every=5)
+    pk = _mutate(make_stream(snd, 16, 90, 300, seed=12), rng, snd.params.key_len)
+    ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    fast = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol, verify_threads=2)
+    for k, (a, b) in enumerate(pk):
+        ref.receive(b, a, k)
+    got: list[tuple[bytes, Any]] = []
+    k = 0
+    while k < len(pk):
+        m = rng.choice([7, 64, 300])
+        ch = pk[k : k + m]
+        fast.receive_batch([b for _, b in ch], np.array([a for a, _ in ch]), list(range(k, k + m)))
+        if fast.has_authenticated:
+            d, meta = fast.pop_authenticated_lists(wait=False)
+            got += zip(d, meta, strict=True)
+        k += m
+    fast.flush()
+    got += fast.pop_authenticated()
+    want = ref.pop_authenticated()
+    assert len(want) > 500 and got == want
+    assert (fast._bg is not None) == (mac_kernel == "kernel")
     _compare(ref, fast)
 
 
@@ -214,12 +252,13 @@ def test_same_decisions_with_early_discard_and_no_bootstrap_prefix() -> None:
 @pytest.mark.parametrize("size,every", [(1400, 1), (64, 64), (400, 3)])
 @pytest.mark.parametrize("mutate", [False, True])
 def test_uniform_lane_takes_clean_streams_and_decides_as_reference(
-    size: int, every: int, mutate: bool
+    size: int, every: int, mutate: bool, mac_kernel: str
 ) -> None:
-    """The lane (TeslaReceiver._lane) buffers almost every datagram of a clean
-    stream -- Type 1, 2 and 3 tags (n_chain 9: commitments of the next chain, chain
-    switches) -- and with damaged, late and replayed datagrams mixed in, it still
-    decides exactly as the reference."""
+    """The lane buffers almost every datagram of a clean stream -- Type 1, 2 and 3 tags
+    (n_chain 9: commitments of the next chain, chain switches) -- and with damaged,
+    late and replayed datagrams mixed in, it still decides exactly as the reference:
+    the native lane (tesla/mac/_mac.c ``lane``, layout classes learned by the codec walk)
+    with the kernel, the numpy lane (TeslaReceiver._lane) without."""
     rng = random.Random(size + mutate)
     snd = make_sender(2, n_chain=9, disclose_every=every)
     stream = make_stream(snd, 25, 120, size, seed=size)
@@ -230,6 +269,7 @@ def test_uniform_lane_takes_clean_streams_and_decides_as_reference(
     assert acc > 2000
     # with damage mixed in, misses in a row rest the lane for a few datagrams
     assert fast.lane_packets > (0.05 if mutate else 0.9) * acc, (fast.lane_packets, acc)
+    assert bool(fast._cls) == (mac_kernel == "kernel")  # which lane took them
 
 
 @pytest.mark.parametrize("protocol", ["norm", "alc"])
@@ -269,7 +309,7 @@ def test_lane_multi_interval_batches_and_tight_bounds() -> None:
 
 
 @pytest.mark.parametrize("protocol", ["alc", "norm"])
-def test_receive_slab_matches_reference(protocol: str) -> None:
+def test_receive_slab_matches_reference(protocol: str, mac_kernel: str) -> None:
     snd = make_sender(2, protocol=protocol)
     stream = make_stream(snd, 5, 50, 500)
     ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
@@ -286,6 +326,7 @@ def test_receive_slab_matches_reference(protocol: str) -> None:
         fast.receive_slab(slab)
     assert ref.stats["accepted"] >= 250
     assert fast.lane_packets > 0.8 * ref.stats["accepted"]
+    assert bool(fast._cls) == (mac_kernel == "kernel")  # the native lane reads the slab rows
     _compare(ref, fast)
 
 
@@ -632,3 +673,66 @@ def test_header_fuzz_same_decisions_lists_and_stale_slabs(protocol: str, seed: i
         ref2.receive(b, a)
     _compare(ref2, slab_fast)
     assert ref2.stats["accepted"] > 200
+
+
+def test_authenticated_receiver_slab_entry_equals_list_entry() -> None:
+    """tesla.core.session.AuthenticatedReceiver (ALC) declares the slab entry; fed a damaged
+    stream through recvmmsg-style slabs it releases the same datagrams to the engine,
+    with the same counters, as through the datagram-list entry."""
+    from alc.engine import BatchEntry
+    from tesla.core.session import AuthenticatedReceiver
+
+    class Sink(BatchEntry):
+        def __init__(self) -> None:
+            self.stats: dict[str, int] = {}
+            self.got: list[tuple[bytes, Any]] = []
+
+        def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
+            self.got.append((data, addr))
+
+    rng = random.Random(8)
+    snd = make_sender(2)
+    pk = _mutate(make_stream(snd, 8, 90, 600), rng, snd.params.key_len)
+    runs = []
+    for use_slab in (True, False):
+        sink = Sink()
+        ar = AuthenticatedReceiver(TeslaReceiver(_pub(), max_clock_error_ms=20), sink)
+        assert ar.takes_slab
+        slab = Slab(rows=64, width=1600)
+        for k in range(0, len(pk), 64):
+            ch = pk[k : k + 64]
+            addrs = [("127.0.0.1", 5000 + j) for j in range(len(ch))]
+            if use_slab:
+                for j, (a, b) in enumerate(ch):
+                    slab.data[j, : len(b)] = np.frombuffer(b, np.uint8)
+                    slab.lengths[j] = len(b)
+                    slab.stamps[j] = a
+                slab.count = len(ch)
+                ar.receive_slab(slab, addrs)
+            else:
+                ar.receive_datagrams([b for _, b in ch], addrs, [a for a, _ in ch])
+        runs.append((sink.got, {k: v for k, v in ar.stats.items() if k.startswith("drop.")}))
+    assert len(runs[0][0]) > 300
+    assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
+def test_batches_of_bytearrays_and_memoryviews_decide_as_bytes(protocol: str) -> None:
+    """receive_batch takes any buffers (the native lane reads them, the scalar path
+    converts what it takes): mixed bytes, bytearray and memoryview batches decide and
+    release exactly as the oracle."""
+    rng = random.Random(41)
+    snd = make_sender(2, protocol=protocol, n_chain=9, disclose_every=4)
+    pk = _mutate(make_stream(snd, 10, 70, 300, seed=41), rng, snd.params.key_len)
+    ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    fast = TeslaReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    for k, (a, b) in enumerate(pk):
+        ref.receive(b, a, k)
+    kinds = [bytes, bytearray, lambda b: memoryview(bytearray(b))]
+    for k in range(0, len(pk), 100):
+        ch = pk[k : k + 100]
+        batch = [rng.choice(kinds)(b) for _, b in ch]
+        fast.receive_batch(batch, np.array([a for a, _ in ch]), list(range(k, k + len(ch))))
+    assert ref.stats["accepted"] > 400
+    assert fast.lane_packets > 0
+    _compare(ref, fast)

@@ -98,8 +98,8 @@ def test_auth_target_detects_a_released_forgery() -> None:
 
     orig = FastTeslaReceiver.pop_authenticated_lists
 
-    def leaky(self: FastTeslaReceiver) -> tuple[list[bytes], list[object]]:
-        pk, meta = orig(self)
+    def leaky(self: FastTeslaReceiver, wait: bool = True) -> tuple[list[bytes], list[object]]:
+        pk, meta = orig(self, wait)
         return pk + [b"\x10\xa0\x04\x00" + b"\x00" * 12], meta + [None]
 
     FastTeslaReceiver.pop_authenticated_lists = leaky  # type: ignore[method-assign]

@@ -241,6 +241,98 @@ def test_mac_arena_refuses_anything_outside(kernel: bool) -> None:
         mk.mac_arena("md5", b"k", arena, [0], [10], [-1], 0, [-1], 0)
 
 
+@pytest.mark.parametrize("hash_path", [h.values[0] for h in HASHES], ids=[h.id for h in HASHES])
+def test_verify_arena_equals_mac_compare_and_cut(hash_path: tuple[int, bool]) -> None:
+    """The receiver's fused call: ok = truncated zeroed-field HMAC equals the MAC field,
+    tags = the fields as received, and the ok datagrams' octets in order; half the rows
+    carry their correct tag (so both verdicts occur), the arena is left as it was."""
+    mac_id, evp = hash_path
+    _path(evp)
+    arena_b, rows, ml, gl = _arena_case(300 + mac_id, 150)
+    rows = [r for r in rows if r[2] >= 0 and not (r[3] >= 0 and r[3] < r[2] + ml and r[2] < r[3] + gl)]
+    key = random.Random(mac_id).randbytes(32)
+    ba = bytearray(arena_b)
+    rng = random.Random(mac_id)
+    for s, n, m, g in rows:
+        if rng.random() < 0.5:  # a correct tag (Group MAC field zeroed too, so it holds)
+            d = _zeroed_hmac(bytes(ba[s : s + n]), m, ml, g, gl, key, NAMES[mac_id])
+            ba[s + m : s + m + ml] = d[:ml]
+    arena = np.frombuffer(ba, dtype=np.uint8)
+    before = arena.tobytes()
+    of, ln, mo, go = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    got = mk.verify_arena(NAMES[mac_id], key, arena, of, ln, mo, ml, go, gl)
+    assert got is not None
+    ok, tags, cut = got
+    want_ok, want_cut = [], []
+    for k, (s, n, m, g) in enumerate(rows):
+        p = before[s : s + n]
+        assert tags[k].tobytes() == p[m : m + ml]
+        good = _zeroed_hmac(p, m, ml, g, gl, key, NAMES[mac_id])[:ml] == p[m : m + ml]
+        want_ok.append(good)
+        if good:
+            want_cut.append(p)
+    assert ok.tolist() == want_ok and 0 < sum(want_ok) < len(rows)
+    assert cut == want_cut
+    assert arena.tobytes() == before
+    got2 = mk.verify_arena(NAMES[mac_id], key, arena, of, ln, mo, ml, go, gl, threads=3)
+    assert got2 is not None and got2[0].tolist() == want_ok and got2[2] == want_cut
+    assert (got2[1] == tags).all()
+    got3 = mk.verify_arena(NAMES[mac_id], key, arena, of, ln, mo, ml, go, gl, cut=False)
+    assert got3 is not None and got3[0].tolist() == want_ok and got3[2] is None
+    for bad in (dict(mo=-1), dict(of=len(before)), dict(ln=10**9)):
+        a = dict(of=of[:1].copy(), ln=ln[:1].copy(), mo=mo[:1].copy())
+        a[next(iter(bad))][0] = next(iter(bad.values()))
+        with pytest.raises(ValueError):
+            mk.verify_arena(NAMES[mac_id], key, arena, a["of"], a["ln"], a["mo"], ml, go[:1], gl)
+    mk.set_enabled(False)
+    assert mk.verify_arena(NAMES[mac_id], key, arena, of, ln, mo, ml, go, gl) is None
+
+
+def test_native_lane_copies_matching_rows_and_refuses_inconsistent_tables() -> None:
+    """_mac.lane (the receiver's lane): rows of a known class for a slot's interval in its
+    window are copied into the slot's arena; a class reading past its header end, an
+    arena use past its buffer, a slab row longer than its width are ValueErrors before
+    anything is read."""
+    mod = mk._mod()
+    assert mod is not None
+    cols = 32
+
+    def pkt(i: int, fill: int) -> bytes:  # class: octet 0 = 0x10, EXT_AUTH (Type 2) at 4
+        return bytes([0x10, 0, 0, 0, 1, 6, 2, 0]) + i.to_bytes(4, "big") + bytes([fill]) * 28
+
+    cls = np.full((1, 5 + cols), -1, dtype=np.int64)
+    cls[0, :6] = (24, 4, 2, 12, 1, 0)
+    clsv = np.zeros((1, cols), dtype=np.uint8)
+    clsv[0, 0] = 0x10
+    pkts = [pkt(7, 1), pkt(7, 2), pkt(8, 3), b"\x11" + pkt(7, 4)[1:], pkt(7, 5)]
+    times = np.array([1.0, 1.0, 1.0, 1.0, 1.0])
+    arena = np.zeros(1000, dtype=np.uint8)
+    slots = np.array([(7, 100, 1000, 0, 0, 0)], dtype=np.int64)
+    bounds = np.array([(0.5, 2.0)])
+    keys = np.zeros((1, 2, 16), dtype=np.uint8)
+    srcs = np.zeros((1, 2), dtype=np.int64)
+    rows = np.empty((5, 4), dtype=np.int64)
+    rslot = np.empty(5, dtype=np.int64)
+
+    def call(**kw: Any) -> Any:
+        a = dict(pkts=pkts, width=-1, lens=None, cls=cls, slots=slots.copy(), arenas=(arena,))
+        a.update(kw)
+        return mod.lane(a["pkts"], a["width"], a["lens"], 0, len(a["pkts"]), times, a["cls"],
+                        clsv, a["slots"], bounds, keys, a["arenas"], srcs, 10**9, 64, rows, rslot)
+
+    assert call() == (2, 1, -1)  # interval 8 has no slot: the scalar path decides it
+    assert arena[: 2 * 40].tobytes() == pkts[0] + pkts[1]
+    assert rows[:2].tolist() == [[0, 40, 12, -1], [40, 40, 12, -1]]
+    assert call(pkts=[pkts[3]]) == (0, 3, -1)  # unknown layout
+    assert call(pkts=pkts[:2], slots=np.array([(7, 100, 60, 0, 0, 0)])) == (1, 2, 0)  # full
+    bad_cls = cls.copy()
+    bad_cls[0, 5] = 24  # a layout octet at the header end
+    for kw in (dict(cls=bad_cls), dict(slots=np.array([(7, 1, 2000, 0, 0, 0)])),
+               dict(pkts=np.zeros((5, 8), np.uint8), width=8, lens=np.full(5, 9))):
+        with pytest.raises(ValueError):
+            call(**kw)
+
+
 # ------------------------------------------------------------------- verify_objects
 def _reference_verdict(p: bytes, mo: int, go: int, km: int, key: bytes, name: str) -> bool:
     """RFC 5776 §3.3.1 literally: zero the MAC (and Group MAC) field, HMAC, compare."""
@@ -482,6 +574,31 @@ def test_missing_extension_falls_back_with_one_line() -> None:
     assert out[3] == hmac.digest(b"k", b"a\0\0def", "sha1").hex()
     assert len(r.stderr.splitlines()) == 1
     assert "native MAC kernel unavailable" in r.stderr and "pure-Python" in r.stderr
+
+
+def test_extension_without_the_receiver_entries_keeps_the_macs_and_says_so() -> None:
+    """An extension built from an older _mac.c (no ``lane``, ``verify_arena``): the MACs
+    stay native, the receiver takes its numpy lane and MAC call, one line says why."""
+    r = _python(
+        "import importlib, sys, types\n"
+        "real = importlib.import_module('tesla.mac._mac')\n"
+        "old = types.ModuleType('tesla.mac._mac')\n"
+        "for k in dir(real):\n"
+        "    if k not in ('lane', 'verify_arena'):\n"
+        "        setattr(old, k, getattr(real, k))\n"
+        "sys.modules['tesla.mac._mac'] = old\n"
+        "import numpy as np\n"
+        "from tesla.mac import kernel as m, benchcmd as bc\n"
+        "s = bc.make_sender(2, disclose_every=4)\n"
+        "st = bc.make_stream(s, 4, 100, 300)\n"
+        "rx = bc.make_receiver()\n"
+        "rx.receive_batch([b for _, b in st], np.array([a for a, _ in st]))\n"
+        "print(m.available(), m.fused(), m.lane(), rx.stats['accepted'], rx.lane_packets > 300)"
+    )
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split()
+    assert out[:3] == ["True", "False", "None"] and int(out[3]) >= 400 and out[4] == "True"
+    assert len(r.stderr.splitlines()) == 1 and "rebuild tesla/mac/_mac.c" in r.stderr
 
 
 class _Wrong:

@@ -30,13 +30,25 @@ datagram, in the order of RFC 5776 §4.3:
    (:meth:`~TeslaReceiver._authenticate`, :meth:`~TeslaReceiver.pop_authenticated`).
 
 Steps 1-5 are written once, for one datagram, in :meth:`~TeslaReceiver._receive_one`.  Its
-one vectorized twin is the *lane* (:meth:`~TeslaReceiver._lane`): runs of datagrams whose
-header layout equals that of a representative (the octets the scalar walk read compared as
-columns) and whose interval is already buffering, inside its safe window, with the
-interval's verified key, are appended to the arena in bulk.  Whatever the lane cannot
-decide goes to ``_receive_one`` at its position, so the decisions are those of the scalar
-path (``tests/tesla_oracle.py`` is an independent scalar model; ``tests/test_fastpath.py``
-compares them on damaged, adversarial, reordered streams).
+one vectorized twin is the *lane*: runs of datagrams whose header layout equals that of a
+representative (the octets the scalar walk read, compared) and whose interval is already
+buffering, inside its safe window, with the interval's verified key (NORM: newer than the
+source's highest accepted sequence), are appended to the arena in bulk.  With the native
+kernel the lane is one C call per run (``lane`` in ``tesla/mac/_mac.c``,
+:meth:`~TeslaReceiver._native_lane`: layout classes learned from datagrams by the codec
+walk, :meth:`~TeslaReceiver._learn_class`; rows read from the datagram list or straight
+from a ``recvmmsg`` slab, :meth:`~TeslaReceiver.receive_slab`); without it the same
+conditions in numpy (:meth:`~TeslaReceiver._lane`).  Whatever the lane cannot decide goes
+to ``_receive_one`` at its position, so the decisions are those of the scalar path
+(``tests/tesla_oracle.py`` is an independent scalar model; ``tests/test_fastpath.py``
+compares them on damaged, adversarial, reordered streams, kernel on and off).
+
+Verification (step 6) with the native kernel is one call per interval
+(``mackernel.verify_arena``): MACs, tag comparison and the cut of each accepted datagram
+right after it is hashed.  With ``verify_threads`` > 1 an interval of at least
+``BACKGROUND_MIN_OCTETS`` is verified in a background thread (hashing without the GIL)
+while this thread goes on buffering, and finished (:meth:`~TeslaReceiver._join`) before
+anything that depends on it; a smaller one is shared among the threads synchronously.
 
 Memory bound (stated formula): ``B = max_buffered_bytes``, ``P = max_packets_per_interval``;
 the accounted buffer ``buffered_bytes = sum(len(datagram) + PER_PACKET_OVERHEAD)`` never
@@ -53,7 +65,14 @@ fits.  The arenas are the only copy of the buffered datagrams (the objects hande
 not kept; accepted ones are cut from the arena at release), so resident memory for
 buffered datagrams is <= B, plus the datagrams released and not yet taken by the caller,
 the replay memory (``REPLAY_MEMORY_INTERVALS`` x accepted tags) and at most ``MAX_EVENTS``
-undrained events.
+undrained events.  Outside that bound, stated as measured (``tesla-mcast bench``'s memory
+part, 200,000 datagrams/s of 1400 B, T_int 100 ms, d 2: 55.8 MiB accounted at most,
+RSS growth 127 MiB): when an interval is released, its arena and the released copy
+(one ``bytes`` per accepted datagram: one interval's octets, until the caller drops them;
+the allocator then keeps that memory for the next interval's copies) are resident
+together, and the spare arena keeps its pages (a new arena's pages would fault in again,
+~100-200 ns per 1400-octet datagram); so resident memory is about the accounted buffer
+plus two intervals' octets (x 1.125 slack), not <= 1.2 x the accounted buffer.
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
@@ -68,10 +87,10 @@ import struct
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -204,6 +223,16 @@ LANE_MIN = 8
 LANE_PREFIX = 128
 #: header layouts and intervals per lane run
 LANE_MAX_CLASSES = 4
+#: layout octets of one class of the native lane (``LANE_COLS`` in tesla/mac/_mac.c)
+LANE_COLS = 32
+#: intervals the native lane adds to in one call (``tesla/mac/_mac.c``: at most 8)
+LANE_SLOTS = 8
+#: NORM sources whose replay state the native lane can take (more: the numpy lane)
+LANE_SOURCES = 64
+#: intervals of this many octets are verified in a background thread (verify_threads >
+#: 1; smaller ones in shares among threads, synchronously: the hand-over costs the
+#: background thread a wait for the GIL, up to the switch interval)
+BACKGROUND_MIN_OCTETS = 1 << 20
 #: intervals from this many datagrams may use the worker pool / several threads
 POOL_MIN_PACKETS = 256
 
@@ -214,10 +243,12 @@ HASH_NAME = {0: "sha1", 1: "sha224", 2: "sha256", 3: "sha384", 4: "sha512"}
 _MAC_ID = {v: k for k, v in HASH_NAME.items()}
 
 
-def _ceil_float(x: Fraction) -> float:
-    """Smallest float >= x (exact)."""
-    f = float(x)
-    if Fraction(f) < x:
+def _ceil_float(num: int, den: int) -> float:
+    """Smallest float >= num/den (den > 0), exactly, in integers (int true division
+    rounds correctly; the check compares num/den with the float's own ratio)."""
+    f = num / den
+    a, b = f.as_integer_ratio()
+    if a * den < num * b:
         f = math.nextafter(f, math.inf)
     return f
 
@@ -498,10 +529,11 @@ class Arena:
     def capacity(self) -> int:
         return len(self.data)
 
-    def resize(self, capacity: int) -> None:
-        """New capacity (>= ``used``): new storage and one copy of the octets in use
-        (``ndarray.resize`` would zero-fill, and so touch, every new page)."""
-        new = np.empty(capacity, dtype=np.uint8)
+    def resize(self, capacity: int, storage: np.ndarray | None = None) -> None:
+        """New capacity (>= ``used``): new storage (or ``storage``, of any capacity >=
+        ``used``) and one copy of the octets in use (``ndarray.resize`` would zero-fill,
+        and so touch, every new page)."""
+        new = np.empty(capacity, dtype=np.uint8) if storage is None else storage
         new[: self.used] = self.data[: self.used]
         self._mv.release()
         self.data = new
@@ -755,6 +787,8 @@ class TeslaReceiver:
         if verify_threads > 1:
             mf = threaded_macs(verify_threads, mf)
         self.macs = mf
+        #: the default backend: the native kernel verifies and cuts in one call
+        self._fused = macs is None and pool is None
         self.pool = pool
         self.verify_threads = max(1, verify_threads)
         #: cache and rate limits of the RSA verifications (issue 15, tesla/core/ratelimit.py)
@@ -809,12 +843,24 @@ class TeslaReceiver:
         self._slab: Slab | None = None
         #: datagrams buffered by the lane (tests and benchmarks)
         self.lane_packets = 0
+        # the native lane's layout classes (learned from datagrams by the codec walk)
+        self._cls_params: TeslaParams | None = None
+        self._cls: list[tuple[list[int], bytes]] = []
+        self._cls_arr = np.zeros((0, 5 + LANE_COLS), dtype=np.int64)
+        self._cls_val = np.zeros((0, LANE_COLS), dtype=np.uint8)
+        # the interval verified in the background (verify_threads > 1): interval, arena,
+        # future of mackernel.verify_arena, control mask, NORM replay keys
+        self._inflight: tuple[
+            int, Arena, Future[Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray | None
+        ] | None = None
+        self._bg: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ observation
     @property
     def stats(self) -> dict[str, int]:
         """Counters (``drop.<reason>``, ``accepted``, ...) and the gauges
         ``buffered_bytes``, ``buffered_packets``, ``max_buffered_bytes``."""
+        self._join()
         st = self._stats
         st["buffered_bytes"] = self._buffered
         st["buffered_packets"] = self._nbuf
@@ -844,6 +890,7 @@ class TeslaReceiver:
         return self._ready
 
     def next_event(self) -> Any | None:
+        self._join()
         return self.events.popleft() if self.events else None
 
     def pop_authenticated(self) -> list[tuple[bytes, Any]]:
@@ -851,14 +898,22 @@ class TeslaReceiver:
         pk, meta = self.pop_authenticated_lists()
         return list(zip(pk, meta, strict=True))
 
-    def pop_authenticated_lists(self) -> tuple[list[bytes], list[Any]]:
-        """Same as :meth:`pop_authenticated` as two parallel lists (datagrams, metas)."""
+    def pop_authenticated_lists(self, wait: bool = True) -> tuple[list[bytes], list[Any]]:
+        """Same as :meth:`pop_authenticated` as two parallel lists (datagrams, metas);
+        ``wait=False``: without waiting for an interval still verified in the background
+        (``verify_threads`` > 1), its datagrams come with a later call."""
+        if wait or (self._inflight is not None and self._inflight[2].done()):
+            self._join()
         pk, meta = self._out_pk, self._out_meta
         self._out_pk, self._out_meta = [], []
         return pk, meta
 
     @property
     def has_authenticated(self) -> bool:
+        """Whether datagrams are ready (an interval verified in the background counts
+        once its thread is done; nothing waits)."""
+        if self._inflight is not None and self._inflight[2].done():
+            self._join()
         return bool(self._out_pk)
 
     def pending_intervals(self) -> list[int]:
@@ -869,7 +924,9 @@ class TeslaReceiver:
         return self._buffered
 
     def flush(self) -> None:
-        """Nothing is in flight between calls (kept for drivers that call it)."""
+        """Finish the interval verified in the background, if any (``verify_threads`` >
+        1; otherwise nothing is in flight between calls)."""
+        self._join()
 
     # ------------------------------------------------------------------ entries
     def receive(self, data: bytes | bytearray | memoryview, now: float, meta: Any = None) -> None:
@@ -902,8 +959,12 @@ class TeslaReceiver:
                 d = packets[k]
                 one(d if type(d) is bytes else bytes(d), now, None if metas is None else metas[k])
             return
+        from tesla.mac import kernel as mackernel
+
+        native = mackernel.lane()
         if type(packets) is _SlabDatagrams or (
-            type(packets) is list and set(map(type, packets)) == {bytes}
+            # the native lane reads any buffer; the scalar path converts what it takes
+            type(packets) is list and (native is not None or set(map(type, packets)) == {bytes})
         ):
             pkts: list[bytes] = packets  # type: ignore[assignment]  # a list or the slab's
         else:
@@ -915,26 +976,36 @@ class TeslaReceiver:
         if n < LANE_MIN:
             one = self._receive_one
             for k in range(n):
-                one(pkts[k], float(times[k]), ms[k])
+                d = pkts[k]
+                one(d if type(d) is bytes else bytes(d), float(times[k]), ms[k])
             return
-        self._batch(pkts, times, ms, 0)
+        self._batch(pkts, times, ms, 0, native)
 
-    def _batch(self, pkts: list[bytes], tarr: np.ndarray, ms: Sequence[Any], k: int) -> None:
+    def _batch(
+        self, pkts: list[bytes], tarr: np.ndarray, ms: Sequence[Any], k: int, native: Any
+    ) -> None:
         n = len(pkts)
         hint = self.cc_hint
         one = self._receive_one
         lane: _LaneView | None = None
+        tc = np.ascontiguousarray(tarr, dtype=np.float64) if native is not None else tarr
         misses = 0
         skip = 0
         while k < n:
             if skip == 0 and self._lane_enabled():
-                if lane is None or lane.params is not self.params:
-                    lane = self._lane_view(pkts)
-                m = self._lane(lane, pkts, tarr, ms, k)
+                if self._hb == 1 and self._inflight is not None:
+                    self._join()  # the NORM lane reads the replay state
+                if native is not None and (self._hb == 2 or len(self._seq_hi) <= LANE_SOURCES):
+                    m = self._native_lane(native, pkts, tc, ms, k)
+                else:
+                    if lane is None or lane.params is not self.params:
+                        lane = self._lane_view(pkts)
+                    m = self._lane(lane, pkts, tarr, ms, k)
                 if m:
                     if hint is not None:
                         for j in range(k, k + m):
-                            hint(pkts[j], float(tarr[j]))
+                            d = pkts[j]
+                            hint(d if type(d) is bytes else bytes(d), float(tarr[j]))
                     k += m
                     misses = 0
                     continue
@@ -946,7 +1017,8 @@ class TeslaReceiver:
                     skip = min(64, 1 << misses)
             elif skip:
                 skip -= 1
-            one(pkts[k], float(tarr[k]), ms[k])
+            d = pkts[k]
+            one(d if type(d) is bytes else bytes(d), float(tarr[k]), ms[k])
             k += 1
 
     # ------------------------------------------------------------------ step 1: locate
@@ -984,6 +1056,8 @@ class TeslaReceiver:
     # ------------------------------------------------------------------ steps 1-5, scalar
     def _receive_one(self, data: bytes, now: float, meta: Any) -> None:
         """RFC 5776 §4.3 steps 1-5 for one datagram."""
+        if self._inflight is not None:
+            self._join()  # its replay memory, commitments, NORM state decide from here
         try:
             off = self._locate(data)
         except DecodeError:
@@ -1092,12 +1166,12 @@ class TeslaReceiver:
         §4.3), and not from the future iff now >= lo.  Exact thresholds."""
         p = self.params
         assert p is not None and self.d_t is not None
-        tint = Fraction(p.tint_ms * NTP_ONE_SECOND, 1000)
-        base = p.t0_ntp - self.d_t - _POSIX_OFFSET_NTP
-        hi = _ceil_float((base + (i + p.d) * tint) / NTP_ONE_SECOND)
-        lo = (
-            _ceil_float((base + i * tint) / NTP_ONE_SECOND) if REJECT_FUTURE_INTERVAL else -math.inf
-        )
+        # (base + j * T_int) seconds, T_int = tint_ms / 1000 s, base in 2^-32 s units
+        base = (p.t0_ntp - self.d_t - _POSIX_OFFSET_NTP) * 1000
+        step = p.tint_ms * NTP_ONE_SECOND
+        den = 1000 * NTP_ONE_SECOND
+        hi = _ceil_float(base + (i + p.d) * step, den)
+        lo = _ceil_float(base + i * step, den) if REJECT_FUTURE_INTERVAL else -math.inf
         if len(self._bounds) > 4096:
             self._bounds.clear()
         self._bounds[i] = (lo, hi)
@@ -1152,10 +1226,16 @@ class TeslaReceiver:
         return ar
 
     def _room(self, ar: Arena, more: int) -> None:
-        """Room for ``more`` octets in ``ar``: its capacity doubles, within the budget."""
+        """Room for ``more`` octets in ``ar``: it moves into a spare arena large enough
+        (the interval released as this one began: no new storage, only the octets in use
+        copied), else its capacity doubles, within the budget."""
         need = ar.used + more
         cap = ar.capacity
-        if need > cap:
+        spare = self._spare
+        if need > cap and spare and len(spare[-1]) >= max(need, cap):
+            ar.resize(0, spare.pop())
+            self._arena_cap -= cap  # the old storage is freed
+        elif need > cap:
             size = self._budget(need, 2 * cap, cap)
             ar.resize(size)
             self._arena_cap += size - cap
@@ -1282,6 +1362,8 @@ class TeslaReceiver:
             return 0
         lim = now - self.key_wait
         n = 0
+        if any(a.hi <= lim for a in self._pending.values()):
+            self._join()  # drops counted in order
         for w in [w for w, a in self._pending.items() if a.hi <= lim]:
             n += len(self._pending[w])
             self._evict_interval(w, DropReason.STALE)
@@ -1289,6 +1371,10 @@ class TeslaReceiver:
 
     def close(self) -> int:
         """End of session: evict every buffered datagram (``stale``); returns how many."""
+        self._join()
+        if self._bg is not None:
+            self._bg.shutdown(wait=False)
+            self._bg = None
         n = 0
         for w in list(self._pending):
             n += len(self._pending[w])
@@ -1308,10 +1394,16 @@ class TeslaReceiver:
 
     # ------------------------------------------------------------------ step 6: verify
     def _authenticate(self, w: int, key_w: bytes) -> None:
-        """Verify interval w's arena with K_w: one MAC call, tags compared as an array."""
+        """Verify interval w's arena with K_w: one MAC call, tags compared as an array.
+        With the native kernel and ``verify_threads`` > 1 a large interval is verified
+        in a background thread while this one goes on buffering (the lane decides
+        nothing from what the verification changes); it is finished (:meth:`_join`)
+        before any decision that depends on it: the scalar path, another interval's
+        verification, the stats, events and released datagrams."""
         ar = self._pending.pop(w, None)
         if ar is None:
             return
+        self._join()  # one interval at a time: release order
         p = self.params
         assert p is not None
         n = len(ar)
@@ -1321,11 +1413,6 @@ class TeslaReceiver:
         arr = ar.data
         idx = ar.rows(copy=False)
         st, ln, mo, go = idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]
-        tags = _Fields(arr, st + mo, km).get()  # as received
-        macs = self.macs(
-            HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
-        )
-        ok = (macs == tags).all(axis=1)
         # the wrapper's key-disclosure-only packets (header octets), NORM replay keys
         ctl = self._control_mask(arr, st, ln)
         nk = None
@@ -1335,6 +1422,52 @@ class TeslaReceiver:
                 | (arr[st + 6].astype(np.int64) << 24) | (arr[st + 7].astype(np.int64) << 16)
                 | (arr[st + 2].astype(np.int64) << 8) | arr[st + 3]
             )
+        if self._fused:  # the native kernel: MACs, tags, cut in one call
+            from tesla.mac import kernel as mackernel
+
+            if mackernel.fused():
+                args = (HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km,
+                        go, 4)
+                if self.verify_threads > 1 and ar.used >= BACKGROUND_MIN_OCTETS:
+                    # only the native call in the thread, no cut there: it takes the GIL
+                    # just for its arguments (the main thread cuts the accepted
+                    # datagrams when it finishes the interval)
+                    bg = mackernel.verify_arena_task(*args)
+                    assert bg is not None
+                    task, ok, tags = bg
+                    fut = self._verifier().submit(task)
+                    self._inflight = (w, ar, fut, ok, tags, ctl, nk)
+                    return
+                got = mackernel.verify_arena(
+                    *args, self.verify_threads if n >= POOL_MIN_PACKETS else 1
+                )
+                assert got is not None
+                ok, tags, cut = got
+                self._finish(w, ar, ok, tags, ctl, nk, cut)
+                self._recycle(ar)
+                return
+        tags = _Fields(arr, st + mo, km).get()  # as received
+        macs = self.macs(
+            HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
+        )
+        ok = (macs == tags).all(axis=1)
+        self._finish(w, ar, ok, tags, ctl, nk)
+        self._recycle(ar)
+
+    def _verifier(self) -> ThreadPoolExecutor:
+        if self._bg is None:
+            self._bg = ThreadPoolExecutor(1, thread_name_prefix="tesla-mac-bg")
+        return self._bg
+
+    def _join(self) -> None:
+        """Finish the interval verified in the background, if any (see
+        :meth:`_authenticate`)."""
+        inf = self._inflight
+        if inf is None:
+            return
+        self._inflight = None
+        w, ar, fut, ok, tags, ctl, nk = inf
+        fut.result()  # fills ok and tags (raises what the native call raised)
         self._finish(w, ar, ok, tags, ctl, nk)
         self._recycle(ar)
 
@@ -1351,9 +1484,10 @@ class TeslaReceiver:
 
     def _finish(
         self, w: int, ar: Arena, ok: np.ndarray, tags: np.ndarray, ctl: np.ndarray,
-        nk: np.ndarray | None,
+        nk: np.ndarray | None, cut: list[bytes] | None = None,
     ) -> None:
-        """Counters, duplicates, replay memory, commitments and release of interval w."""
+        """Counters, duplicates, replay memory, commitments and release of interval w
+        (``cut``: the ok datagrams already cut from the arena, in order)."""
         p = self.params
         assert p is not None
         n = len(ar)
@@ -1398,10 +1532,14 @@ class TeslaReceiver:
                 keep = good[~kc]
                 full = False
         if full:
-            self._out_pk.extend(ar.cut(None))
+            self._out_pk.extend(ar.cut(None) if cut is None else cut)
             self._out_meta.extend(ar.metas)
         else:
-            self._out_pk.extend(ar.cut(keep))
+            if cut is None:
+                self._out_pk.extend(ar.cut(keep))
+            else:  # position of row r among the ok rows: ok rows before it
+                pos = np.cumsum(ok)[keep] - 1
+                self._out_pk.extend([cut[x] for x in pos.tolist()])
             metas = ar.metas
             self._out_meta.extend([metas[k] for k in keep.tolist()])
 
@@ -1683,6 +1821,157 @@ class TeslaReceiver:
         if m == 0:
             return 0
         return self._lane_store(lv, pkts, ms, k, m, single, pends)
+
+    def _learn_class(self, data: bytes) -> bool:
+        """Add the layout class of ``data`` (the codec walk, :meth:`_locate_layout`) to
+        the native lane's classes if the lane may take its tags; whether it did."""
+        p = self.params
+        assert p is not None
+        if self._cls_params is not p:
+            self._cls_params = p
+            self._cls = []
+        walk = self._locate_layout(data)
+        if walk is None:
+            return False
+        found, end, cols = walk
+        t = data[found + 2] & 15
+        lane_types = (1, 2) if p.single_chain else (1, 2, 3, 4)
+        if t not in lane_types or data[found + 1] << 2 != self._tag_len[t] or len(cols) > LANE_COLS:
+            return False
+        moff = found + (8 if t == 2 else 8 + self._kp)
+        self._cls.append(([end, found, t, moff, len(cols), *cols], bytes(data[c] for c in cols)))
+        del self._cls[:-LANE_MAX_CLASSES]
+        arr = np.full((len(self._cls), 5 + LANE_COLS), -1, dtype=np.int64)
+        val = np.zeros((len(self._cls), LANE_COLS), dtype=np.uint8)
+        for c, (row, vv) in enumerate(self._cls):
+            arr[c, : len(row)] = row
+            val[c, : len(vv)] = np.frombuffer(vv, dtype=np.uint8)
+        self._cls_arr, self._cls_val = arr, val
+        return True
+
+    def _native_lane(
+        self, native: Any, pkts: Sequence[bytes], times: np.ndarray, ms: Sequence[Any], k: int
+    ) -> int:
+        """The lane in one C call (``tesla/mac/_mac.c`` ``lane``, the same conditions as
+        :meth:`_lane`): datagrams from ``k`` with a known layout class, for an interval
+        already buffering (above the last legitimate key, no new chain, in its safe
+        window, the disclosed key the cached one, room in the interval and the buffer),
+        NORM newer than the highest accepted sequence, are copied into their arenas.
+        Unknown layouts are learned by the codec walk of the datagram.  Returns how many
+        it took (0: datagram k needs the scalar path)."""
+        p = self.params
+        assert p is not None
+        if self._cls_params is not p:
+            self._cls_params = p
+            self._cls = []
+        pend = self._pending
+        mk = self._max_known
+        n1 = p.n_chain + 1
+        mcs = self._max_chain_seen
+        ws = sorted(w for w in pend if w > mk and w // n1 <= mcs)[-LANE_SLOTS:]
+        if not ws:
+            return 0
+        slab = self._slab if type(pkts) is _SlabDatagrams else None
+        n = len(pkts)
+        kp, d, lim = self._kp, p.d, self.max_packets_per_interval
+        kc = self._keycache
+        ars = [pend[w] for w in ws]
+        srow: list[tuple[int, ...]] = []
+        brow: list[tuple[float, float]] = []
+        krow: list[bytes] = []
+        none = bytes(kp)
+        for w, ar in zip(ws, ars, strict=True):
+            key1 = kc.get(w - d) if w >= d else None
+            x4 = (w // n1) * n1 - 1
+            key4 = kc.get(x4) if x4 >= 0 and not p.single_chain else None
+            srow.append((w, lim - ar.n, ar.capacity, ar.used, key1 is not None, key4 is not None))
+            brow.append((ar.lo, ar.hi))
+            krow += (key1 or none, key4 or none)
+        slots = np.array(srow, dtype=np.int64)
+        bounds = np.array(brow, dtype=np.float64)
+        keys = np.frombuffer(b"".join(krow), dtype=np.uint8)
+        if self._hb == 1:
+            srcs = np.array([(1, 0), *self._seq_hi.items()], dtype=np.int64)
+        else:
+            srcs = np.zeros((1, 2), dtype=np.int64)
+        rows = np.empty((n - k, 4), dtype=np.int64)
+        rslot = np.empty(n - k, dtype=np.int64)
+        taken = 0
+        learned = -1
+        first = True
+        while True:
+            if not first:  # the arenas may have grown (new storage)
+                for j, ar in enumerate(ars):
+                    slots[j, 2] = ar.capacity
+                    slots[j, 3] = ar.used
+            buf: Any = pkts
+            width, lens = -1, None
+            if slab is not None:
+                buf, width, lens = slab.data, slab.width, slab.lengths
+            first = False
+            k0 = k + taken
+            m, reason, which = native(
+                buf, width, lens, k0, n, times, self._cls_arr, self._cls_val, slots, bounds,
+                keys, tuple(ar.data for ar in ars), srcs,
+                self.max_buffered_bytes - self._buffered, PER_PACKET_OVERHEAD,
+                rows[taken:], rslot[taken:],
+            )
+            if m:
+                self._lane_commit(ars, rows[taken : taken + m], rslot[taken : taken + m],
+                                  slots, ms, k0, m)
+                taken += m
+            k1 = k + taken
+            if reason == 2:  # the arena is full: it grows (within the budget), again
+                self._room(ars[which], len(pkts[k1]))
+            elif reason == 3 and learned != k1 and self._learn_class(bytes(pkts[k1])):
+                learned = k1
+            else:
+                return taken
+
+    def _lane_commit(
+        self, ars: list[Arena], rows: np.ndarray, rslot: np.ndarray, slots: np.ndarray,
+        ms: Sequence[Any], k: int, m: int,
+    ) -> None:
+        """Index, metas, commitments and accounting of the ``m`` datagrams from ``k`` the
+        native lane copied into the arenas ``ars`` (row, slot of each)."""
+        kp = self._kp
+        added = 0
+        slot = rslot & 0xFF
+        one = len(ars) == 1 or bool((slot == slot[0]).all())
+        t3 = [c for c, (row, _) in enumerate(self._cls) if row[2] == 3]
+        for j, ar in enumerate(ars):
+            if one:
+                if j != int(slot[0]):
+                    continue
+                rr, rc = rows, rslot
+                mt = ms[k : k + m]
+            else:
+                sel = np.flatnonzero(slot == j)
+                if not len(sel):
+                    continue
+                rr, rc = rows[sel], rslot[sel]
+                mt = [ms[k + x] for x in sel.tolist()]
+            base = ar.n
+            c = len(rr)
+            js = np.flatnonzero(np.isin(rc >> 8, t3)) if t3 else np.zeros(0, np.int64)
+            if len(js):  # Type 3: the next chain's commitment, after the interval index
+                at = rr[js, 0] + rr[js, 2] - kp
+                cm = ar.data[at[:, None] + np.arange(kp)]
+                if bool((cm == cm[0]).all()):  # one next-chain commitment: one entry
+                    ar.commits.append((base + js, cm[0].tobytes()))
+                else:
+                    ar.commits.extend(
+                        zip((base + js).tolist(), [r.tobytes() for r in cm], strict=True)
+                    )
+            ar.index.frombytes(rr.tobytes())
+            ar.n = base + c
+            ar.used = int(slots[j, 3])
+            ar.metas.extend(mt)
+            nb = int(rr[:, 1].sum()) + PER_PACKET_OVERHEAD * c
+            ar.nbytes += nb
+            added += nb
+        self._account(added, m)
+        self.lane_packets += m
 
     def _lane_store(
         self, lv: _LaneView, pkts: list[bytes], ms: Sequence[Any], k: int, m: int,

@@ -36,13 +36,16 @@ start and every ``sync_retry`` seconds until D_t is known.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alc.engine import Address, BatchEntry, Engine, Times
 from alc.errors import DecodeError
 from norm import messages as M
 from tesla.core.authenticator import PROTO_NORM, TeslaSender, ext_area
 from tesla.core.receiver import TeslaReceiver
+
+if TYPE_CHECKING:
+    from alc.mmsg import Slab
 
 __all__ = ["AuthenticatedReceiver", "AuthenticatedSender", "alc_early_discard"]
 
@@ -156,6 +159,7 @@ class AuthenticatedReceiver(BatchEntry):
         self.sync_retry = sync_retry
         self._next_sync: float | None = None
         self._norm = tesla_receiver.protocol == PROTO_NORM
+        self.takes_slab = not self._norm
         self._release_delay_set = False
         self._presence = getattr(engine, "presence_hint", None) if self._norm else None
         self._engine_any: Any = engine  # NormReceiver.presence_wanted (when _presence)
@@ -179,6 +183,17 @@ class AuthenticatedReceiver(BatchEntry):
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
         self.receive_datagrams([data], [addr], [now])
+
+    def receive_slab(self, slab: Slab, addrs: Sequence[Address | None]) -> None:
+        """ALC: the datagrams of a ``recvmmsg`` slab (arrival times: its stamps) verified
+        as one batch, the TESLA receiver reading the rows (``takes_slab``; NORM, whose
+        receiver feedback goes to the engine first, takes ``receive_datagrams``)."""
+        n = slab.count
+        if not n:
+            return
+        self.tesla.receive_slab(slab, addrs)
+        if self.tesla.has_authenticated:
+            self._release(float(slab.stamps[n - 1]))
 
     def receive_datagrams(
         self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
@@ -220,7 +235,7 @@ class AuthenticatedReceiver(BatchEntry):
             cfg = getattr(self.engine, "config", None)
             if cfg is not None and hasattr(cfg, "release_delay"):
                 cfg.release_delay = (p.d + 1) * p.tint_ms / 1000.0
-        pk, meta = self.tesla.pop_authenticated_lists()
+        pk, meta = self.tesla.pop_authenticated_lists(wait=False)
         if pk:  # the engine's batch entry: one call for the datagrams released together
             self.engine.receive_datagrams(pk, meta, [now] * len(pk))
 

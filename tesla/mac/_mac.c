@@ -528,6 +528,21 @@ static Py_ssize_t heldseq_get(heldseq *s, PyObject *seq, Py_ssize_t lo, Py_ssize
     return -1;
 }
 
+
+/* A C-contiguous buffer of float64 (n set to the count). */
+static int get_farray(PyObject *o, Py_buffer *v, Py_ssize_t *n, const char *what)
+{
+    if (PyObject_GetBuffer(o, v, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return -1;
+    if (v->itemsize != 8 || v->format == NULL || strcmp(v->format, "d") != 0) {
+        PyErr_Format(PyExc_TypeError, "%s: expected an array of float64", what);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    *n = v->len / 8;
+    return 0;
+}
+
 /* ------------------------------------------------------------------ entry points */
 
 PyDoc_STRVAR(hmac_rows_doc,
@@ -660,6 +675,115 @@ done:
     if (mo.obj) PyBuffer_Release(&mo);
     if (go.obj) PyBuffer_Release(&go);
     if (out.obj) PyBuffer_Release(&out);
+    return ret;
+}
+
+
+PyDoc_STRVAR(verify_arena_doc,
+"verify_arena(alg, key, arena, offsets, lengths, mac_offsets, mac_len, gmac_offsets,\n"
+"             gmac_len, tags, ok, cut=True) -> list\n--\n\n"
+"mac_arena's HMAC of every datagram (the MAC and Group MAC fields read as zeros), then\n"
+"tags[k] = its mac_len-octet MAC field as received, ok[k] = the HMAC truncated to\n"
+"mac_len equals it; returns the octets of the ok datagrams as bytes, in order, each cut\n"
+"right after it was hashed (64 datagrams at a time: hashed without the GIL, cut with\n"
+"it); cut=False: an empty list, all hashed in one stretch without the GIL.  ValueError\n"
+"if a datagram is outside the arena or a field outside its datagram\n"
+"(nothing hashed then).");
+
+#define VERIFY_CHUNK 64
+
+static PyObject *verify_arena(PyObject *self, PyObject *args)
+{
+    int alg;
+    Py_ssize_t mlen, glen;
+    Py_buffer key, arena, of = {0}, ln = {0}, mo = {0}, go = {0}, tg = {0}, okb = {0};
+    PyObject *ofo, *lno, *moo, *goo, *tgo, *oko;
+    int do_cut = 1;
+    if (!PyArg_ParseTuple(args, "iy*y*OOOnOnOO|p", &alg, &key, &arena, &ofo, &lno, &moo, &mlen,
+                          &goo, &glen, &tgo, &oko, &do_cut))
+        return NULL;
+    PyObject *ret = NULL, *lst = NULL;
+    hkey h = {0};
+    int keyed = 0;
+    Py_ssize_t n = -1, tn = -1;
+    if (get_alg(alg) < 0 || get_array(ofo, &of, 0, 8, &n, "offsets") < 0)
+        goto done;
+    if (get_array(lno, &ln, 0, 8, &n, "lengths") < 0
+        || get_array(moo, &mo, 0, 8, &n, "mac_offsets") < 0
+        || get_array(goo, &go, 0, 8, &n, "gmac_offsets") < 0
+        || get_array(tgo, &tg, 1, 1, &tn, "tags") < 0
+        || get_array(oko, &okb, 1, 1, &n, "ok") < 0)
+        goto done;
+    int dlen = EVP_MD_get_size(mds[alg]);
+    if (mlen < 1 || mlen > dlen || glen < 0 || tn != n * mlen) {
+        PyErr_SetString(PyExc_ValueError, "bad field length, or tags not mac_len octets per datagram");
+        goto done;
+    }
+    const int64_t *s = of.buf, *l = ln.buf, *m = mo.buf, *g = go.buf;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (s[k] < 0 || l[k] < 0 || s[k] > arena.len || l[k] > arena.len - s[k]) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd outside the arena", k);
+            goto done;
+        }
+        if (m[k] < 0 || m[k] > l[k] || mlen > l[k] - m[k]
+            || (g[k] != -1 && (g[k] < 0 || g[k] > l[k] || glen > l[k] - g[k]))) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd: a field outside the datagram", k);
+            goto done;
+        }
+    }
+    lst = PyList_New(0);
+    if (lst == NULL)
+        goto done;
+    const unsigned char *b = arena.buf;
+    unsigned char *tags = tg.buf, *okp = okb.buf;
+    int fine = 1;
+    Py_BEGIN_ALLOW_THREADS
+    fine = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
+    Py_END_ALLOW_THREADS
+    keyed = 1;
+    /* without the cut: one stretch without the GIL (a background thread then never
+     * waits for it) */
+    Py_ssize_t chunk = do_cut ? VERIFY_CHUNK : (n > 0 ? n : 1);
+    for (Py_ssize_t k0 = 0; fine && k0 < n; k0 += chunk) {
+        Py_ssize_t k1 = k0 + chunk < n ? k0 + chunk : n;
+        Py_BEGIN_ALLOW_THREADS
+        unsigned char md[EVP_MAX_MD_SIZE];
+        for (Py_ssize_t k = k0; fine && k < k1; k++) {
+            size_t a2 = 0, b2 = 0;
+            if (g[k] >= 0) { a2 = (size_t)g[k]; b2 = a2 + (size_t)glen; }
+            const unsigned char *p = b + s[k];
+            fine = hmac_zeroed(&h, p, (size_t)l[k], (size_t)m[k], (size_t)(m[k] + mlen), a2, b2, md);
+            memcpy(tags + k * mlen, p + m[k], (size_t)mlen);
+            okp[k] = fine && memcmp(md, p + m[k], (size_t)mlen) == 0;
+        }
+        Py_END_ALLOW_THREADS
+        for (Py_ssize_t k = k0; fine && do_cut && k < k1; k++) {
+            if (!okp[k])
+                continue;
+            PyObject *d = PyBytes_FromStringAndSize((const char *)b + s[k], l[k]);
+            if (d == NULL || PyList_Append(lst, d) < 0) {
+                Py_XDECREF(d);
+                goto done;
+            }
+            Py_DECREF(d);
+        }
+    }
+    if (!fine) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
+        goto done;
+    }
+    ret = lst;
+    lst = NULL;
+done:
+    if (keyed)
+        hkey_free(&h);
+    Py_XDECREF(lst);
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&arena);
+    Py_buffer *all[] = {&of, &ln, &mo, &go, &tg, &okb};
+    for (size_t j = 0; j < sizeof all / sizeof all[0]; j++)
+        if (all[j]->obj)
+            PyBuffer_Release(all[j]);
     return ret;
 }
 
@@ -1012,6 +1136,224 @@ done:
     return ret;
 }
 
+PyDoc_STRVAR(lane_doc,
+"lane(pkts, width, lens, k0, n, times, cls, clsv, slots, bounds, keys, arenas, srcs,\n"
+"     budget, overhead, rows, rslot) -> (m, reason, which)\n--\n\n"
+"The receiver's lane (tesla.core.receiver) over datagrams k0..n-1: pkts a sequence of bytes\n"
+"or buffers (width < 0), or the rows of a recvmmsg slab (a C-contiguous buffer of rows\n"
+"of width octets, lens[k] octets used).  Datagram k is taken while: it has a known\n"
+"layout class c (length >= cls[c,0], clsv[c,j] at the cls[c,5+j] octets), its interval\n"
+"index (4 octets at cls[c,1] + 4) is slot s's interval slots[s,0], bounds[s,0] <=\n"
+"times[k] < bounds[s,1], its disclosed key (class Type 1 / 4) equals keys[s,0 / 1]\n"
+"(slots[s,4 / 5]: known), its NORM (source, sequence) is newer than the source's\n"
+"highest accepted in srcs (row 0: (1, 0) for NORM, else (0, 0); then rows (source,\n"
+"highest)), the slot has room for a packet\n"
+"(slots[s,1]) and the byte budget for length + overhead; then it is copied to\n"
+"arenas[s] at slots[s,3] (< slots[s,2], the arena capacity) and rows[m] = (start, length,\n"
+"MAC offset cls[c,3], -1), rslot[m] = s | c << 8.  Returns how many (m) and why it stopped:\n"
+"0 the end, 1 datagram k0 + m is not for the lane, 2 slot `which` has no room for it,\n"
+"3 datagram k0 + m has no known layout class.  slots[:, 1] and [:, 3] are updated.");
+
+#define LANE_COLS 32
+#define LANE_CHUNK 64
+
+static PyObject *lane(PyObject *self, PyObject *args)
+{
+    PyObject *seq, *lno, *tmo, *clo, *cvo, *slo, *bdo, *kyo, *aro, *sro, *rwo, *rso;
+    Py_ssize_t width, k0, n, overhead;
+    long long budget;
+    if (!PyArg_ParseTuple(args, "OnOnnOOOOOOOOLnOO", &seq, &width, &lno, &k0, &n, &tmo, &clo,
+                          &cvo, &slo, &bdo, &kyo, &aro, &sro, &budget, &overhead, &rwo, &rso))
+        return NULL;
+    PyObject *ret = NULL;
+    Py_buffer tm = {0}, cl = {0}, cv = {0}, sl = {0}, bd = {0}, ky = {0}, sr = {0}, rw = {0},
+              rs = {0}, slab = {0}, ln = {0};
+    Py_buffer ar[8];
+    Py_ssize_t nar = 0;
+    heldseq hs = {0};
+    Py_ssize_t m = 0, which = -1;
+    int reason = 0;
+    Py_ssize_t cn = -1, cvn = -1, sn = -1, bn = -1, kn = -1, srn = -1, rwn = -1, rsn = -1, tn = -1;
+    if (k0 < 0 || n < k0) {
+        PyErr_SetString(PyExc_ValueError, "bad datagram range");
+        goto done;
+    }
+    if (get_farray(tmo, &tm, &tn, "times") < 0 || tn < n)
+        goto bad_times;
+    if (get_array(clo, &cl, 0, 8, &cn, "cls") < 0 || get_array(cvo, &cv, 0, 1, &cvn, "clsv") < 0
+        || get_array(slo, &sl, 1, 8, &sn, "slots") < 0 || get_farray(bdo, &bd, &bn, "bounds") < 0
+        || get_array(kyo, &ky, 0, 1, &kn, "keys") < 0 || get_array(sro, &sr, 0, 8, &srn, "srcs") < 0
+        || get_array(rwo, &rw, 1, 8, &rwn, "rows") < 0 || get_array(rso, &rs, 1, 8, &rsn, "rslot") < 0)
+        goto done;
+    Py_ssize_t nc = cn / (5 + LANE_COLS), ns = sn / 6, nsrc = -1;
+    if (cn % (5 + LANE_COLS) || cvn != nc * LANE_COLS || sn % 6 || bn != 2 * ns
+        || (ns && kn % (2 * ns)) || (!ns && kn) || srn % 2 || srn < 2 || rwn < 4 * (n - k0)
+        || rsn < n - k0 || ns > 8 || !PyTuple_Check(aro) || PyTuple_Size(aro) != ns) {
+        PyErr_SetString(PyExc_ValueError, "lane: inconsistent table shapes");
+        goto done;
+    }
+    Py_ssize_t kp = ns ? kn / (2 * ns) : 0;
+    const int64_t *C = cl.buf, *S0 = sl.buf;
+    const unsigned char *CV = cv.buf;
+    for (Py_ssize_t c = 0; c < nc; c++) {  /* every octet a class reads lies before its end */
+        const int64_t *r = C + c * (5 + LANE_COLS);
+        if (r[0] < 8 || r[1] < 0 || r[1] + 8 + (r[2] == 2 ? 0 : kp) > r[0] || r[3] < 0 || r[3] > r[0]
+            || r[4] < 0 || r[4] > LANE_COLS) {
+            PyErr_SetString(PyExc_ValueError, "lane: bad layout class");
+            goto done;
+        }
+        for (int64_t j = 0; j < r[4]; j++)
+            if (r[5 + j] < 0 || r[5 + j] >= r[0]) {
+                PyErr_SetString(PyExc_ValueError, "lane: layout octet beyond the header");
+                goto done;
+            }
+    }
+    for (Py_ssize_t s = 0; s < ns; s++) {
+        if (PyObject_GetBuffer(PyTuple_GetItem(aro, s), &ar[s], PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0)
+            goto done;
+        nar = s + 1;
+        if (S0[6 * s + 2] < 0 || S0[6 * s + 2] > ar[s].len || S0[6 * s + 3] < 0
+            || S0[6 * s + 3] > S0[6 * s + 2]) {
+            PyErr_SetString(PyExc_ValueError, "lane: arena use beyond its buffer");
+            goto done;
+        }
+    }
+    const unsigned char *sbase = NULL;
+    const int64_t *L = NULL;
+    if (width >= 0) {
+        Py_ssize_t lnn = -1;
+        if (PyObject_GetBuffer(seq, &slab, PyBUF_C_CONTIGUOUS) < 0
+            || get_array(lno, &ln, 0, 8, &lnn, "lens") < 0)
+            goto done;
+        if (width < 1 || lnn < n || slab.len / width < n) {
+            PyErr_SetString(PyExc_ValueError, "lane: slab smaller than the datagram range");
+            goto done;
+        }
+        L = ln.buf;
+        for (Py_ssize_t k = k0; k < n; k++)
+            if (L[k] < 0 || L[k] > width) {
+                PyErr_SetString(PyExc_ValueError, "lane: datagram longer than its slab row");
+                goto done;
+            }
+        sbase = slab.buf;
+    }
+    const double *T = tm.buf, *B = bd.buf;
+    /* srcs row 0: (1, 0) for NORM (then rows 1.. are the sources), else (0, 0) */
+    const int64_t *SR = (const int64_t *)sr.buf + 2;
+    if (((const int64_t *)sr.buf)[0] == 1)
+        nsrc = srn / 2 - 1;
+    int64_t *S = sl.buf, *R = rw.buf, *RS = rs.buf;
+    const unsigned char *K = ky.buf;
+    Py_ssize_t k = k0;
+    reason = 0;
+    while (k < n && reason == 0) {
+        Py_ssize_t hi = k + LANE_CHUNK < n ? k + LANE_CHUNK : n;
+        if (width < 0) {
+            heldseq_release(&hs);
+            Py_ssize_t badk = heldseq_get(&hs, seq, k, hi);
+            if (badk == -2)
+                goto done;
+            if (badk >= 0) {  /* not a buffer: the scalar path decides it */
+                if (badk == 0 || heldseq_get(&hs, seq, k, k + badk) != -1) {
+                    if (PyErr_Occurred())
+                        goto done;
+                    reason = 1;
+                    break;
+                }
+                hi = k + badk;
+            }
+        }
+        Py_ssize_t k1 = k;
+        Py_BEGIN_ALLOW_THREADS
+        for (; k < hi; k++) {
+            const unsigned char *p;
+            int64_t Lk;
+            if (width >= 0) {
+                p = sbase + k * width;
+                Lk = L[k];
+            } else {
+                p = hs.items[k - k1].p;
+                Lk = hs.items[k - k1].n;
+            }
+            const int64_t *r = NULL;
+            for (Py_ssize_t c = 0; c < nc; c++) {
+                const int64_t *q = C + c * (5 + LANE_COLS);
+                if (Lk < q[0])
+                    continue;
+                const unsigned char *v = CV + c * LANE_COLS;
+                int64_t j = 0;
+                while (j < q[4] && p[q[5 + j]] == v[j])
+                    j++;
+                if (j == q[4]) {
+                    r = q;
+                    break;
+                }
+            }
+            if (r == NULL) {
+                reason = 3;
+                break;
+            }
+            int64_t off = r[1], typ = r[2];
+            const unsigned char *ip = p + off + 4;
+            int64_t iv = ((int64_t)ip[0] << 24) | (ip[1] << 16) | (ip[2] << 8) | ip[3];
+            Py_ssize_t s = 0;
+            while (s < ns && S[6 * s] != iv)
+                s++;
+            reason = 1;
+            if (s == ns || !(B[2 * s] <= T[k] && T[k] < B[2 * s + 1]) || S[6 * s + 1] <= 0)
+                break;
+            if (typ == 1 || typ == 4) {
+                int e = typ == 1 ? 0 : 1;
+                if (!S[6 * s + 4 + e] || memcmp(p + off + 8, K + (2 * s + e) * kp, (size_t)kp))
+                    break;
+            }
+            if (nsrc >= 0) {  /* NORM (RFC 5776 §6.2.2): newer than the highest accepted */
+                uint32_t src = ((uint32_t)p[4] << 24) | (p[5] << 16) | (p[6] << 8) | p[7];
+                int64_t sq = (p[2] << 8) | p[3];
+                Py_ssize_t q = 0;
+                while (q < nsrc && SR[2 * q] != (int64_t)src)
+                    q++;
+                if (q < nsrc && ((SR[2 * q + 1] - sq) & 0xFFFF) < 0x8000)
+                    break;
+            }
+            if (Lk + overhead > budget)
+                break;
+            if (S[6 * s + 3] + Lk > S[6 * s + 2]) {
+                reason = 2;
+                which = s;
+                break;
+            }
+            reason = 0;
+            memcpy((unsigned char *)ar[s].buf + S[6 * s + 3], p, (size_t)Lk);
+            int64_t *o = R + 4 * m;
+            o[0] = S[6 * s + 3];
+            o[1] = Lk;
+            o[2] = r[3];
+            o[3] = -1;
+            RS[m] = s | ((r - C) / (5 + LANE_COLS)) << 8;
+            m++;
+            S[6 * s + 3] += Lk;
+            S[6 * s + 1] -= 1;
+            budget -= Lk + overhead;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    ret = Py_BuildValue("nin", m, reason, which);
+    goto done;
+bad_times:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "lane: fewer arrival times than datagrams");
+done:
+    heldseq_release(&hs);
+    for (Py_ssize_t s = 0; s < nar; s++)
+        PyBuffer_Release(&ar[s]);
+    Py_buffer *all[] = {&tm, &cl, &cv, &sl, &bd, &ky, &sr, &rw, &rs, &slab, &ln};
+    for (size_t j = 0; j < sizeof all / sizeof all[0]; j++)
+        if (all[j]->obj)
+            PyBuffer_Release(all[j]);
+    return ret;
+}
+
 PyDoc_STRVAR(digest_size_doc, "digest_size(alg) -> int\n--\n\nOctets of the hash's output.");
 
 static PyObject *digest_size(PyObject *self, PyObject *arg)
@@ -1053,10 +1395,12 @@ static PyMethodDef methods[] = {
      "returns whether it is used.  Not to be called while a loop runs."},
     {"hmac_rows", hmac_rows, METH_VARARGS, hmac_rows_doc},
     {"mac_arena", mac_arena, METH_VARARGS, mac_arena_doc},
+    {"verify_arena", verify_arena, METH_VARARGS, verify_arena_doc},
     {"verify_seq", verify_seq, METH_VARARGS, verify_seq_doc},
     {"heads", heads, METH_VARARGS, heads_doc},
     {"pack", pack, METH_VARARGS, pack_doc},
     {"seal", seal, METH_VARARGS, seal_doc},
+    {"lane", lane, METH_VARARGS, lane_doc},
     {"digest_size", digest_size, METH_O, digest_size_doc},
     {"openssl_version", openssl_version, METH_NOARGS, "The libcrypto version string."},
     {NULL, NULL, 0, NULL},

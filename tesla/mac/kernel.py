@@ -32,7 +32,9 @@ import importlib
 import os
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -94,6 +96,12 @@ def _load() -> dict[str, Any]:
                 print(f"tesla: {e} on the SHA-NI path; using OpenSSL EVP", file=sys.stderr)
             _state["mod"] = _mac
             _state["path"] = getattr(_mac, "__file__", "tesla.mac._mac")
+            if not _state.get("fused"):
+                print(
+                    "tesla: the native MAC kernel predates the receiver's lane and "
+                    "verify_arena (rebuild tesla/mac/_mac.c); the receiver uses its numpy lane",
+                    file=sys.stderr,
+                )
         except Exception as e:  # noqa: BLE001 - any failure means: use the fallback
             _state["error"] = f"{type(e).__name__}: {e}"
             print(
@@ -138,6 +146,18 @@ def _known_answers(mod: Any) -> None:
             want[8 + len(pre) : 8 + len(pre) + km] = _py_hmac(key, bytes(want), alg)[:km]
             if got != bytes(want):
                 raise RuntimeError(f"known-answer check (sender tag) failed for {HASH_NAMES[alg]}")
+        if not (hasattr(mod, "verify_arena") and hasattr(mod, "lane")):
+            continue  # an extension built before them: the receiver does without
+        _state["fused"] = True
+        # the receiver's fused call: the datagram carrying its own tag verifies and is cut
+        tagged = m[:8] + _py_hmac(key, zeroed, alg)[:16] + m[24:]
+        tags = np.empty((1, 16), dtype=np.uint8)
+        ok = np.zeros(1, dtype=np.uint8)
+        cut = mod.verify_arena(
+            alg, key, tagged, one, np.array([len(m)]), one + 8, 16, one + 100, 4, tags, ok
+        )
+        if not ok[0] or cut != [tagged] or tags[0].tobytes() != tagged[8:24]:
+            raise RuntimeError(f"known-answer check (verify_arena) failed for {HASH_NAMES[alg]}")
 
 
 def _py_hmac(key: bytes, data: bytes, alg: int) -> bytes:
@@ -175,6 +195,28 @@ def _mod() -> Any:
     if not _enabled:
         return None
     return _load().get("mod")
+
+
+def lane() -> Any:
+    """The native lane of :class:`tesla.core.receiver.TeslaReceiver` (``_mac.lane``: layout
+    classes, safe window, disclosed key, NORM sequence and bounds checked per datagram,
+    copied into the interval arenas, in one call per batch), or None when the kernel is
+    not to be used (the receiver's numpy lane then)."""
+    mod = _mod_fused()
+    return None if mod is None else mod.lane
+
+
+def fused() -> bool:
+    """Whether the kernel is used and has the receiver's entries (``lane``,
+    ``verify_arena``: an extension built from an older ``_mac.c`` has not)."""
+    return _mod_fused() is not None
+
+
+def _mod_fused() -> Any:
+    """The extension when it is to be used and has the receiver's entries (``lane``,
+    ``verify_arena``), else None."""
+    mod = _mod()
+    return mod if mod is not None and _state.get("fused") else None
 
 
 def _i64(a: Any) -> np.ndarray:
@@ -276,6 +318,85 @@ def mac_arena(
         h.update(bytes(z))
         out[k] = np.frombuffer(h.finalize(), dtype=np.uint8)
     return out
+
+
+def verify_arena(
+    hash_name: str | int,
+    key: bytes,
+    arena: Any,
+    offsets: Any,
+    lengths: Any,
+    mac_offsets: Any,
+    mac_len: int,
+    gmac_offsets: Any,
+    gmac_len: int,
+    threads: int = 1,
+    cut: bool = True,
+) -> tuple[np.ndarray, np.ndarray, list[bytes] | None] | None:
+    """:func:`mac_arena` and the tag comparison in one native call: ``(ok, tags,
+    datagrams)``, ``ok[k]`` whether datagram k's ``mac_len``-octet MAC field (``tags[k]``,
+    as received) equals its HMAC truncated to ``mac_len``, and the octets of the ok
+    datagrams as ``bytes`` in order (each cut right after it was hashed, while in cache),
+    shared among ``threads`` threads; ``cut=False``: no datagrams (None), the hashing in
+    one stretch without the GIL (for a background thread).  None when the kernel is not
+    to be used."""
+    mod = _mod_fused()
+    if mod is None:
+        return None
+    of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)
+    n = len(of)
+    tags = np.empty((n, mac_len), dtype=np.uint8)
+    ok = np.empty(n, dtype=np.bool_)
+    alg = _hash_id(hash_name)
+    ok8 = ok.view(np.uint8)
+
+    def part(a: int, b: int) -> list[bytes]:
+        return mod.verify_arena(
+            alg, key, arena, of[a:b], ln[a:b], mo[a:b], int(mac_len), go[a:b],
+            int(gmac_len), tags[a:b], ok8[a:b], cut,
+        )
+
+    if threads < 2 or n < MIN_ROWS * threads:
+        got1 = part(0, n)
+        return ok, tags, got1 if cut else None
+    # shares of the rows in the kernel's threads, the first in this one (hashing runs
+    # without the GIL; the cut of each 64 rows takes it briefly)
+    cuts = [n * j // threads for j in range(threads + 1)]
+    ex = _executor(threads - 1)
+    futs = [ex.submit(part, a, b) for a, b in zip(cuts[1:-1], cuts[2:], strict=True)]
+    got = part(cuts[0], cuts[1])
+    for f in futs:
+        got.extend(f.result())
+    return ok, tags, got if cut else None
+
+
+def verify_arena_task(
+    hash_name: str | int,
+    key: bytes,
+    arena: Any,
+    offsets: Any,
+    lengths: Any,
+    mac_offsets: Any,
+    mac_len: int,
+    gmac_offsets: Any,
+    gmac_len: int,
+) -> tuple[Callable[[], Any], np.ndarray, np.ndarray] | None:
+    """:func:`verify_arena` without the cut, split for a background thread: ``(task, ok,
+    tags)``, everything prepared here, ``task()`` only the native call (it holds the GIL
+    just to take its arguments, and fills ``ok`` and ``tags`` hashing without it).  None
+    when the kernel is not to be used."""
+    mod = _mod_fused()
+    if mod is None:
+        return None
+    of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)
+    n = len(of)
+    tags = np.empty((n, mac_len), dtype=np.uint8)
+    ok = np.empty(n, dtype=np.bool_)
+    task = partial(
+        mod.verify_arena, _hash_id(hash_name), key, arena, of, ln, mo, int(mac_len), go,
+        int(gmac_len), tags, ok.view(np.uint8), False,
+    )
+    return task, ok, tags
 
 
 def object_heads(
