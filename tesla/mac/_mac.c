@@ -787,96 +787,6 @@ done:
     return ret;
 }
 
-PyDoc_STRVAR(verify_seq_doc,
-"verify_seq(alg, key, pkts, lo, hi, moffs, goffs, km, tags, ok, heads, lens) -> int\n--\n\n"
-"For datagram j = pkts[lo + j] (bytes or a C-contiguous buffer): lens[j] = its length,\n"
-"heads[j] = its first octets (zero-filled), tags[j] = its km-octet MAC field at\n"
-"moffs[j], ok[j] = that field equals the HMAC of the datagram with the MAC field and\n"
-"the 4-octet Group MAC field at goffs[j] (-1: none) read as zeros, truncated to km\n"
-"(RFC 5776 §3.3.1).  A field outside its datagram, or overlapping fields: ok False\n"
-"(and tags zero if the MAC field is outside).  Returns -1, or the index (from lo) of\n"
-"the first item that is not a buffer (then nothing was done).");
-
-static PyObject *verify_seq(PyObject *self, PyObject *args)
-{
-    int alg;
-    Py_ssize_t lo, hi, km;
-    Py_buffer key, mo = {0}, go = {0}, tg = {0}, okb = {0}, hd = {0}, ln = {0};
-    PyObject *seq, *moo, *goo, *tgo, *oko, *hdo, *lno;
-    if (!PyArg_ParseTuple(args, "iy*OnnOOnOOOO", &alg, &key, &seq, &lo, &hi, &moo, &goo, &km,
-                          &tgo, &oko, &hdo, &lno))
-        return NULL;
-    PyObject *ret = NULL;
-    hkey h = {0};
-    heldseq hs = {0};
-    Py_ssize_t n = hi - lo, tn = -1, hn = -1;
-    if (get_alg(alg) < 0)
-        goto done;
-    int dlen = EVP_MD_get_size(mds[alg]);
-    if (n < 0 || km < 1 || km > dlen) {
-        PyErr_SetString(PyExc_ValueError, "bad row range or MAC length");
-        goto done;
-    }
-    if (get_array(moo, &mo, 0, 8, &n, "moffs") < 0 || get_array(goo, &go, 0, 8, &n, "goffs") < 0
-        || get_array(tgo, &tg, 1, 1, &tn, "tags") < 0 || get_array(oko, &okb, 1, 1, &n, "ok") < 0
-        || get_array(hdo, &hd, 1, 1, &hn, "heads") < 0 || get_array(lno, &ln, 1, 8, &n, "lens") < 0)
-        goto done;
-    if (tn != n * km || (n && hn % n) || (!n && hn)) {
-        PyErr_SetString(PyExc_ValueError, "tags: km octets per row; heads: equal rows");
-        goto done;
-    }
-    Py_ssize_t H = n ? hn / n : 0;
-    Py_ssize_t bad = heldseq_get(&hs, seq, lo, hi);
-    if (bad == -2)
-        goto done;
-    if (bad >= 0) {
-        ret = PyLong_FromSsize_t(bad);
-        goto done;
-    }
-    int fine = 1;
-    Py_BEGIN_ALLOW_THREADS
-    fine = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
-    const int64_t *m = mo.buf, *g = go.buf;
-    int64_t *lens = ln.buf;
-    unsigned char *tags = tg.buf, *okp = okb.buf, *heads = hd.buf, md[EVP_MAX_MD_SIZE];
-    for (Py_ssize_t k = 0; fine && k < n; k++) {
-        const unsigned char *p = hs.items[k].p;
-        Py_ssize_t L = hs.items[k].n, c = L < H ? L : H;
-        lens[k] = L;
-        memcpy(heads + k * H, p, (size_t)c);
-        memset(heads + k * H + c, 0, (size_t)(H - c));
-        okp[k] = 0;
-        unsigned char *t = tags + k * km;
-        if (m[k] < 0 || m[k] > L || km > L - m[k] || (g[k] >= 0 && (g[k] > L || 4 > L - g[k]))) {
-            memset(t, 0, (size_t)km);
-            continue;
-        }
-        memcpy(t, p + m[k], (size_t)km);
-        if (g[k] >= 0 && g[k] < m[k] + km && m[k] < g[k] + 4)
-            continue; /* overlapping fields: not a layout the receiver produces */
-        size_t a2 = g[k] >= 0 ? (size_t)g[k] : 0, b2 = g[k] >= 0 ? a2 + 4 : 0;
-        fine = hmac_zeroed(&h, p, (size_t)L, (size_t)m[k], (size_t)(m[k] + km), a2, b2, md);
-        okp[k] = fine && memcmp(md, t, (size_t)km) == 0;
-    }
-    hkey_free(&h);
-    Py_END_ALLOW_THREADS
-    if (!fine) {
-        PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
-        goto done;
-    }
-    ret = PyLong_FromLong(-1);
-done:
-    heldseq_release(&hs);
-    PyBuffer_Release(&key);
-    if (mo.obj) PyBuffer_Release(&mo);
-    if (go.obj) PyBuffer_Release(&go);
-    if (tg.obj) PyBuffer_Release(&tg);
-    if (okb.obj) PyBuffer_Release(&okb);
-    if (hd.obj) PyBuffer_Release(&hd);
-    if (ln.obj) PyBuffer_Release(&ln);
-    return ret;
-}
-
 PyDoc_STRVAR(heads_doc,
 "heads(pkts, rows, lens) -> int\n--\n\n"
 "lens[k] = len(pkts[k]); rows (n * width octets) gets the first width octets of each\n"
@@ -1396,7 +1306,6 @@ static PyMethodDef methods[] = {
     {"hmac_rows", hmac_rows, METH_VARARGS, hmac_rows_doc},
     {"mac_arena", mac_arena, METH_VARARGS, mac_arena_doc},
     {"verify_arena", verify_arena, METH_VARARGS, verify_arena_doc},
-    {"verify_seq", verify_seq, METH_VARARGS, verify_seq_doc},
     {"heads", heads, METH_VARARGS, heads_doc},
     {"pack", pack, METH_VARARGS, pack_doc},
     {"seal", seal, METH_VARARGS, seal_doc},

@@ -44,12 +44,8 @@ __all__ = [
     "describe",
     "hmac_rows",
     "mac_arena",
-    "object_heads",
     "set_enabled",
-    "verify_objects",
-    "prepare_verify",
     "sealer",
-    "VerifyCall",
     "MIN_ROWS",
     "why_unavailable",
 ]
@@ -399,65 +395,6 @@ def verify_arena_task(
     return task, ok, tags
 
 
-def object_heads(
-    pkts: Any, width: int, out: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(rows (n, width) uint8, lens int64)``: the first ``width`` octets of every
-    datagram of ``pkts`` (zero-filled) and its length; None when the kernel is not to be
-    used or an item is not a buffer.  ``out``: a C-contiguous uint8 array of at least
-    ``n * width`` octets to hold the rows (reused warm memory)."""
-    n = len(pkts)
-    if n < MIN_ROWS:
-        return None
-    mod = _mod()
-    if mod is None:
-        return None
-    if out is not None and out.size >= n * width and out.flags.c_contiguous and out.dtype == np.uint8:
-        rows = out.reshape(-1)[: n * width].reshape(n, width)
-    else:
-        rows = np.empty((n, width), dtype=np.uint8)
-    lens = np.empty(n, dtype=np.int64)
-    if mod.heads(pkts, rows, lens) >= 0:
-        return None
-    return rows, lens
-
-
-class VerifyCall:
-    """A prepared :func:`verify_objects` call; :meth:`run` is the native loop (the GIL
-    is released while it hashes), so it can run in a background thread."""
-
-    __slots__ = ("args", "outs", "_mod", "_pkts")
-
-    def __init__(
-        self, mod: Any, pkts: Any, args: tuple[Any, ...], outs: tuple[np.ndarray, ...]
-    ) -> None:
-        self._mod, self._pkts, self.args, self.outs = mod, pkts, args, outs
-
-    def run(self, threads: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(ok, tags, heads, lens)``, or None if an item is not a buffer.  ``threads``
-        > 1: the rows are cut into that many chunks, run by a thread pool (and this
-        thread) in parallel."""
-        tags, ok, heads, lens = self.outs
-        n = len(ok)
-        alg, key, mo, go, km = self.args
-        f = self._mod.verify_seq
-        if threads <= 1 or n < 2 * MIN_ROWS:
-            bad = f(alg, key, self._pkts, 0, n, mo, go, km, tags, ok, heads, lens)
-            return None if bad >= 0 else (ok, tags, heads, lens)
-        t = min(threads, n // MIN_ROWS)
-        cuts = [n * j // t for j in range(t + 1)]
-
-        def part(a: int, b: int) -> int:
-            return int(f(alg, key, self._pkts, a, b, mo[a:b], go[a:b], km, tags[a:b], ok[a:b], heads[a:b], lens[a:b]))
-
-        ex = _executor(t - 1)
-        futs = [ex.submit(part, a, b) for a, b in zip(cuts[:-2], cuts[1:-1], strict=True)]
-        mine = part(cuts[-2], cuts[-1])
-        if mine >= 0 or any(fu.result() >= 0 for fu in futs):
-            return None
-        return ok, tags, heads, lens
-
-
 def _executor(threads: int) -> ThreadPoolExecutor:
     """The kernel's thread pool (created on first use, grown when more threads are
     asked for)."""
@@ -470,75 +407,6 @@ def _executor(threads: int) -> ThreadPoolExecutor:
             if old is not None:
                 old.shutdown(wait=False)
         return _pool
-
-
-def prepare_verify(
-    pkts: Any,
-    moffs: np.ndarray,
-    goffs: np.ndarray,
-    key: bytes,
-    mac_id: int,
-    km: int,
-    head: int = 16,
-) -> VerifyCall | None:
-    """The call :func:`verify_objects` makes, prepared (None: kernel not to be used)."""
-    if mac_id not in HASH_NAMES or not 0 < km <= _DIGEST[mac_id]:
-        return None
-    n = len(pkts)
-    if n < MIN_ROWS:
-        return None
-    mod = _mod()
-    if mod is None:
-        return None
-    mo = _i64(moffs)
-    go = _i64(goffs)
-    if len(mo) != n or len(go) != n:
-        raise ValueError("one MAC and one Group MAC offset per datagram")
-    outs = (
-        np.empty((n, km), dtype=np.uint8),
-        np.empty(n, dtype=np.bool_),
-        np.empty((n, head), dtype=np.uint8),
-        np.empty(n, dtype=np.int64),
-    )
-    return VerifyCall(mod, pkts, (mac_id, key, mo, go, km), outs)
-
-
-def verify_objects(
-    pkts: Any,
-    moffs: np.ndarray,
-    goffs: np.ndarray,
-    key: bytes,
-    mac_id: int,
-    km: int,
-    head: int = 16,
-    threads: int = 1,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Verify the TESLA MAC of every datagram of ``pkts`` in place (MAC field of ``km``
-    octets at ``moffs``, Group MAC field at ``goffs`` or -1, both read as zeros: RFC
-    5776 §3.3.1) with HMAC keyed with ``key``.  Returns ``(ok, tags (n, km), heads (n,
-    head), lens)``, or None when the kernel is not to be used (then nothing was done).
-    A field outside its datagram, or overlapping fields: ``ok`` False.  ``threads`` >
-    1: the rows are shared among that many threads (the GIL released)."""
-    call = prepare_verify(pkts, moffs, goffs, key, mac_id, km, head)
-    return None if call is None else call.run(threads)
-
-
-def match_columns(
-    rows: np.ndarray, cols: np.ndarray, r: int, lens: np.ndarray, end: int, left: np.ndarray
-) -> np.ndarray:
-    """``left & (lens >= end) & (rows[:, cols] == rows[r, cols]).all(axis=1)``: the
-    datagrams whose header octets at ``cols`` equal datagram r's.  Columns or rows
-    outside the arrays raise ValueError (issue 15: a header past the packed rows)."""
-    if len(cols) and (int(cols.min()) < 0 or int(cols.max()) >= rows.shape[1]):
-        raise ValueError("column outside the rows")
-    if not 0 <= r < len(rows) or len(lens) != len(rows) or len(left) != len(rows):
-        raise ValueError("row outside the rows")
-    return np.asarray((rows[:, cols] == rows[r, cols]).all(axis=1) & (lens >= end) & left)
-
-
-def rows_equal(rows: np.ndarray, value: np.ndarray) -> np.ndarray:
-    """``(rows == value).all(axis=1)`` for ``(n, w)`` uint8 rows and a ``w``-octet value."""
-    return np.asarray((rows == value).all(axis=1))
 
 
 def warm_up(threads: int = 1) -> bool:
