@@ -481,12 +481,25 @@ def report_stop(stop: str | None) -> None:
         print(f"error: receive stopped: {stop}", file=sys.stderr)
 
 
+def prefault(drv: Driver) -> None:
+    """Touch every row of the driver's receive batches once, before the first datagram:
+    a fresh batch buffer (``Driver.batch`` rows of ``bufsize``) is zero pages until first
+    written, and the first full ``recvmmsg`` faulted it in inside the transfer, 90-130 ms
+    with transparent huge pages (``always``: 2 MiB zeroed per fault), during which the
+    socket queue filled and the receiver fell behind (issue 11's two-process NORM bench).
+    The pages a busy session touches anyway, resident from the start."""
+    for ep in drv.endpoints:
+        if ep.slab is not None:
+            ep.slab.data[:, 0] = 0
+
+
 def run_receiver(
     drv: Driver, sock: Any, done: Callable[[], bool], timeout: float | None, stats: dict[str, int]
 ) -> str | None:
     """Run the receive loop until ``done`` (Ctrl-C/SIGTERM end it too: ``"interrupted"``; an
     escaped exception: ``"internal error: ..."``, see :func:`guarded`), close the socket and
     add the driver's drop counters (e.g. injected loss) to the receiver's ``stats``."""
+    prefault(drv)
     try:
         stop = guarded(lambda: drv.run(until=done, timeout=timeout))
     finally:
