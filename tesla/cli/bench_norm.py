@@ -47,9 +47,18 @@ it slower, so a single very high rate would understate it.  Each line runs ``rep
 times (2, 1 with ``quick``), the lines interleaved, and the best time counts, as in the
 ALC line.
 
+Ours in one process is not what a user runs.  Then (``live=True``, the default) the
+**two-process lines** (:func:`norm_two_process`): the real ``tesla-mcast send --protocol
+norm`` and ``tesla-mcast receive --protocol norm`` as two processes, authenticated at the
+CLI's TESLA defaults (the issue 11 target line), at ``--tint 25 --disclosure-delay 3``,
+and ``--no-auth``, at the fastest clean ``--rate`` of a ladder, each beside the same NRL
+best.
+
 Every transfer is checked bit-exact (:class:`TransferError` otherwise).  The returned
-dict maps ``"auth"``, ``"auth_cli"`` (CLI default T_int and d), ``"plain"``, ``"nrl"`` (best NRL) and ``"nrl@<rate>"`` to elapsed
-seconds; a line that failed or was skipped is absent.
+dict maps ``"auth"``, ``"auth_cli"`` (CLI default T_int and d), ``"plain"``, ``"nrl"``
+(best NRL), ``"nrl@<rate>"`` and the two-process ``"live_auth"`` (CLI defaults),
+``"live_auth_fast"`` (25/3) and ``"live_plain"`` to elapsed seconds; a line that failed
+or was skipped is absent.
 """
 
 from __future__ import annotations
