@@ -626,8 +626,8 @@ def norm_end_to_end(
         for key in ("live_auth", "live_auth_fast", "live_plain"):
             if lv.get(key):
                 res[key] = float(lv[key])
-        r = lv.get("rate_bps")
-        at = f"send --rate {r / 1e6:g}M" if r else ""
+        live_rate = lv.get("rate_bps")
+        at = f"send --rate {live_rate / 1e6:g}M" if live_rate else ""
         if "live_auth" in res and "nrl" in res:
             out(
                 f"  ratio two processes authenticated (CLI TESLA defaults T_int {cli_tint} ms, "
