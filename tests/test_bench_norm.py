@@ -1,8 +1,10 @@
 """Correctness (not timing) of the NORM end-to-end bench (tesla/cli/bench_norm.py, issue 6).
 
-A 256 KiB file through the three lines of ``norm_end_to_end``: ours with TESLA, ours
-plain, NRL NORM.  A line is in the returned dict only when its receiver delivered the
-file bit-exact (``strict=True`` raises otherwise); the ratio lines must be printed.
+A 256 KiB file through the lines of ``norm_end_to_end``: ours with TESLA, ours plain,
+NRL NORM in one process, then the real ``tesla-mcast send`` / ``receive --protocol norm``
+as two processes (authenticated at the CLI defaults and at 25/3, ``--no-auth``; one rate).
+A line is in the returned dict only when its receiver delivered the file bit-exact
+(``strict=True`` raises otherwise); the ratio lines must be printed.
 Network: random groups in 239.255.0.0/16, interface 127.0.0.1, TTL 1.
 """
 
@@ -20,8 +22,13 @@ SIZE = 256 << 10
 
 def test_norm_end_to_end_three_lines_bit_exact() -> None:
     lines: list[str] = []
-    res = norm_end_to_end(lines.append, True, SIZE, strict=True)
+    res = norm_end_to_end(lines.append, True, SIZE, strict=True, live_ladder=(600e6,))
     text = "\n".join(lines)
+    # the two-process lines: the real CLI send/receive, every transfer bit-exact and clean
+    assert {"live_auth", "live_auth_fast", "live_plain"} <= set(res), text
+    assert any("2 processes + TESLA 100/3 (CLI)" in ln and "ok True" in ln for ln in lines), text
+    assert not any(ln.lstrip().startswith("2 processes") and "ok False" in ln for ln in lines), text
+    assert any("unsafe drops in an authenticated run 0," in ln for ln in lines), text
     assert "auth" in res and "plain" in res, text
     assert any(ln.lstrip().startswith("NORM ours + TESLA") and "Mbit/s" in ln for ln in lines)
     assert any(ln.lstrip().startswith("NORM ours, no auth") and "Mbit/s" in ln for ln in lines)
@@ -34,6 +41,7 @@ def test_norm_end_to_end_three_lines_bit_exact() -> None:
     assert "nrl" in res, text
     assert any(ln.lstrip().startswith("NRL NORM") and "Mbit/s" in ln for ln in lines), text
     assert any("ratio authenticated NORM / NRL NORM" in ln for ln in lines), text
+    assert any("ratio two processes authenticated (CLI TESLA defaults" in ln for ln in lines), text
 
 
 @pytest.mark.parametrize("auth", [True, False])
@@ -56,6 +64,6 @@ def test_nrl_missing_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without libnorm the NRL line says why it was skipped; the others still run."""
     monkeypatch.setattr(bench_norm, "load_nrl", lambda: (None, "libnorm not installed (test)"))
     lines: list[str] = []
-    res = norm_end_to_end(lines.append, True, 64 << 10, strict=True)
+    res = norm_end_to_end(lines.append, True, 64 << 10, strict=True, live=False)
     assert "nrl" not in res and "auth" in res and "plain" in res
     assert any("skipped: libnorm not installed (test)" in ln for ln in lines)

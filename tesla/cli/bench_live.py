@@ -159,8 +159,11 @@ def live_transfer(
     extra_receive: Sequence[str] = (),
     timeout: float = 120.0,
     seed: int | None = None,
+    protocol: str = "alc",
 ) -> dict[str, Any]:
-    """One ``send`` -> ``receive`` transfer of ``path`` at ``rate`` bit/s.  Returns
+    """One ``send --protocol P`` -> ``receive --protocol P`` transfer of ``path`` at
+    ``rate`` bit/s (``protocol``: ``alc`` or ``norm``; NORM options such as ``--grtt`` go
+    in ``extra_send`` / ``extra_receive``).  Returns
     ``ok`` (exit 0, complete, the output equal to the input), ``goodput_bps``,
     ``seconds``, the receiver's drop counters (``drops``: every ``drop.*`` of its
     stats), ``unsafe`` and ``socket_overflow``, its CPU time and peak RSS, and
@@ -173,15 +176,17 @@ def live_transfer(
     auth_send = ["--key", keys[0]] if auth and keys else ["--no-auth"]
     auth_recv = ["--sender-key", keys[1]] if auth and keys else ["--no-auth"]
     recv_cmd = _cli() + [
-        "receive", "--protocol", "alc", "--group", gs, "--iface", "127.0.0.1",
+        "receive", "--protocol", protocol, "--group", gs, "--iface", "127.0.0.1",
         "--out", out, "--json", "--timeout", str(timeout), "--idle-timeout", "5",
         *auth_recv, *extra_receive,
     ]  # fmt: skip
     send_cmd = _cli() + [
-        "send", path, "--protocol", "alc", "--group", gs, "--iface", "127.0.0.1",
+        "send", path, "--protocol", protocol, "--group", gs, "--iface", "127.0.0.1",
         "--ttl", "0", "--rate", f"{rate:.0f}", "-q", *auth_send, *extra_send,
     ]  # fmt: skip
-    res: dict[str, Any] = {"rate_bps": rate, "auth": auth, "file_bytes": size, "ok": False}
+    res: dict[str, Any] = {
+        "rate_bps": rate, "auth": auth, "protocol": protocol, "file_bytes": size, "ok": False,
+    }  # fmt: skip
     rx = subprocess.Popen(
         ["/usr/bin/time", "-f", "%e %U %S %M"] + recv_cmd if os.path.exists("/usr/bin/time") else recv_cmd,
         stdout=subprocess.PIPE,

@@ -407,6 +407,7 @@ def wrap_sender(
         ),
     )
     ts.chains.chain(0)  # O(N) now, not inside the first send (its tags would be stale)
+    _preload_kernel(1)  # the sealing kernel too, not at the first datagram (a start-up stall)
     eng = _Sender(engine, ts)
     eng.live = not getattr(args, "dry_run", False)
     eng.group_replies = protocol == PROTO_NORM
