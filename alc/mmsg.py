@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import mmap
 import os
 import socket
 import struct
@@ -155,6 +156,26 @@ def enable_rx_metadata(sock: socket.socket) -> tuple[bool, bool]:
     return got[0], got[1]
 
 
+def _rows_buffer(rows: int, width: int) -> np.ndarray:
+    """Zeroed ``(rows, width)`` uint8 storage in anonymous memory without transparent
+    huge pages: a datagram faults one 4 KiB page of its row, and only touched pages become
+    resident.  (numpy asks for huge pages on large arrays: with THP the first full
+    ``recvmmsg`` into a fresh 64 MiB batch faulted and zeroed it 2 MiB at a time inside
+    the transfer, 90-130 ms, issue 11's two-process NORM bench.)"""
+    n = rows * width
+    try:
+        mm = mmap.mmap(-1, n)
+    except (OSError, ValueError):
+        return np.zeros((rows, width), dtype=np.uint8)
+    advice = getattr(mmap, "MADV_NOHUGEPAGE", None)  # Linux only
+    if advice is not None:
+        try:
+            mm.madvise(advice)
+        except OSError:
+            pass
+    return np.frombuffer(mm, dtype=np.uint8).reshape(rows, width)
+
+
 class Slab:
     """Preallocated receive buffers: ``data[k, :lengths[k]]`` is datagram k of the last
     batch (k < ``count``), ``stamps[k]`` its arrival time, ``addr(k)`` its source."""
@@ -164,7 +185,7 @@ class Slab:
             raise ValueError("rows and width must be >= 1")
         self.rows = rows
         self.width = width
-        self.data = np.zeros((rows, width), dtype=np.uint8)
+        self.data = _rows_buffer(rows, width)
         self.lengths = np.zeros(rows, dtype=np.int64)
         self.stamps = np.zeros(rows, dtype=np.float64)
         self.count = 0

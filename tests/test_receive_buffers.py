@@ -1,5 +1,5 @@
-"""The receive runners' batch buffers without transparent huge pages
-(``tesla.cli.run_alc.prefault``): a fresh 64 MiB batch (1024 rows of 64 KiB) whose every
+"""The drivers' batch buffers without transparent huge pages
+(``alc.mmsg.Slab``, every receiver: CLI, asyncio API, benchmarks): a fresh 64 MiB batch (1024 rows of 64 KiB) whose every
 row gets one datagram stays a few MiB resident, instead of being faulted in (and zeroed)
 2 MiB at a time inside the transfer (90-130 ms, issue 11's two-process NORM bench)."""
 
@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from alc.net import Driver
-from tesla.cli.run_alc import prefault
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 
@@ -40,7 +39,6 @@ def test_batch_rows_touched_once_stay_small() -> None:
     try:
         ep = drv.add(None, s)  # type: ignore[arg-type]  # (the engine is not used here)
         assert ep.slab is not None
-        prefault(drv)
         data = ep.slab.data
         data[:, :1500] = 1  # one 1500 B datagram in every row, as a full first batch
         addr = data.ctypes.data + data.nbytes // 2

@@ -481,46 +481,12 @@ def report_stop(stop: str | None) -> None:
         print(f"error: receive stopped: {stop}", file=sys.stderr)
 
 
-def prefault(drv: Driver) -> None:
-    """Keep transparent huge pages out of the driver's receive batches (``Driver.batch``
-    rows of ``bufsize``: 64 MiB, zero pages until first written).  With THP ``always``
-    the first full ``recvmmsg`` faulted them in 2 MiB at a time, zeroing the whole 64 MiB
-    inside the transfer: 90-130 ms during which the socket queue filled and the receiver
-    fell behind (issue 11's two-process NORM bench).  With ``MADV_NOHUGEPAGE`` a row's
-    first datagram faults one 4 KiB page (a full first batch: ~1.5 ms), and only the
-    pages datagrams touch become resident, as before.  Linux; a no-op elsewhere or if
-    refused."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import mmap
-
-    try:
-        madvise = ctypes.CDLL(None, use_errno=True).madvise
-    except (OSError, AttributeError):
-        return
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    ps = mmap.PAGESIZE
-    for ep in drv.endpoints:
-        if ep.slab is None:
-            continue
-        a, n = ep.slab.data.ctypes.data, ep.slab.data.nbytes
-        lo, hi = -(-a // ps) * ps, (a + n) // ps * ps  # the whole pages inside the buffer
-        if hi > lo:
-            madvise(lo, hi - lo, _MADV_NOHUGEPAGE)
-
-
-_MADV_NOHUGEPAGE = 15
-
-
 def run_receiver(
     drv: Driver, sock: Any, done: Callable[[], bool], timeout: float | None, stats: dict[str, int]
 ) -> str | None:
     """Run the receive loop until ``done`` (Ctrl-C/SIGTERM end it too: ``"interrupted"``; an
     escaped exception: ``"internal error: ..."``, see :func:`guarded`), close the socket and
     add the driver's drop counters (e.g. injected loss) to the receiver's ``stats``."""
-    prefault(drv)
     try:
         stop = guarded(lambda: drv.run(until=done, timeout=timeout))
     finally:
