@@ -69,7 +69,7 @@ def run_demo(args: argparse.Namespace) -> int:
         return 2
     rsock = open_socket(group, "127.0.0.1", receive=True, ttl=1, loop=True)
     ssock = open_socket(group, "127.0.0.1", receive=False, ttl=1, loop=True)
-    rx_eng, tx_eng, auth_info = demo_auth(rx, sender, args, tsi)  # TESLA unless --no-auth
+    rx_eng, tx_eng, auth_info = demo_auth(rx, sender, args, "alc", tsi=tsi)  # TESLA unless --no-auth
     drv = Driver()
     drv.add(rx_eng, rsock, None, loss=LossInjector(args.loss, seed=7) if args.loss else None)
     drv.add(tx_eng, ssock, group, receive=False)
@@ -144,55 +144,6 @@ def run_demo(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- NORM
 
 
-def _norm_auth(rx: Any, sender: Any, args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """TESLA around the NORM engines (unless ``--no-auth``): a throwaway RSA key pair,
-    the sender wrapped, the receiver verifying with the public key (indirect sync), as
-    :func:`tesla.cli.wiring.demo_auth` does for ALC."""
-    if getattr(args, "no_auth", False):
-        return rx, sender, "no authentication (--no-auth)"
-    from tesla.cli.keygen import generate_keypair
-    from tesla.cli.wiring import (
-        DEFAULT_BOOTSTRAP_PERIOD,
-        DEFAULT_CHAIN_LENGTH,
-        DEFAULT_DISCLOSURE_DELAY,
-        DEFAULT_RECEIVER_CLOCK_ERROR_MS,
-        wrap_receiver,
-        wrap_sender,
-    )
-
-    with tempfile.TemporaryDirectory(prefix="tesla-mcast-demo-key-") as tmp:
-        priv, pub = generate_keypair(tmp)
-        ns = argparse.Namespace(
-            no_auth=False,
-            key=str(priv),
-            sender_key=str(pub),
-            tint=args.tint,
-            disclosure_delay=DEFAULT_DISCLOSURE_DELAY,
-            chain_length=DEFAULT_CHAIN_LENGTH,
-            mac="hmac-sha256",
-            group_mac=None,
-            sync="indirect",
-            sync_addr=None,
-            asid=0,
-            max_clock_error=0.0,  # the sender's D^O_t (same clock: 0)
-            bootstrap_period=DEFAULT_BOOTSTRAP_PERIOD,
-            clock_offset=0.0,
-            max_buffer=64 << 20,
-            jitter=0.0,
-            node_id=2,
-            quiet=True,
-        )
-        tx = wrap_sender(sender, ns, "norm")
-        ns.max_clock_error = DEFAULT_RECEIVER_CLOCK_ERROR_MS
-        arx = wrap_receiver(rx, ns, "norm")
-    return (
-        arx,
-        tx,
-        f"TESLA T_int {args.tint} ms d {DEFAULT_DISCLOSURE_DELAY} HMAC-SHA-256 "
-        "(throwaway RSA-2048 key pair)",
-    )
-
-
 def run_demo_norm(args: argparse.Namespace) -> int:
     """``tesla-mcast demo --protocol norm``: NORM sender and receiver (module doc)."""
     from norm.receiver import NormReceiver, ObjectAborted, ObjectReceived
@@ -223,7 +174,7 @@ def run_demo_norm(args: argparse.Namespace) -> int:
     outdir.mkdir(parents=True, exist_ok=True)
     rsock = open_socket(group, "127.0.0.1", receive=True, ttl=1, loop=True)
     ssock = open_socket(group, "127.0.0.1", receive=True, ttl=1, loop=True)  # NACKs in
-    rx_eng, tx_eng, auth_info = _norm_auth(rx, sender, args)
+    rx_eng, tx_eng, auth_info = demo_auth(rx, sender, args, "norm", node_id=2)
     drv = Driver()
     drv.add(rx_eng, rsock, group, loss=LossInjector(args.loss, seed=7) if args.loss else None)
     drv.add(tx_eng, ssock, group)

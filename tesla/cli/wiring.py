@@ -832,10 +832,13 @@ def add_endpoints(
     weakref.finalize(drv, usock.close)
 
 
-def demo_auth(rx: Any, sender: Any, args: argparse.Namespace, tsi: int) -> tuple[Any, Any, str]:
-    """``tesla-mcast demo``: (receiver engine, sender engine, description).  Unless
-    ``--no-auth``: a throwaway RSA key pair in a temporary directory, the sender wrapped
-    with TESLA and the receiver verifying with the public key (indirect sync)."""
+def demo_auth(
+    rx: Any, sender: Any, args: argparse.Namespace, protocol: str, **ids: int
+) -> tuple[Any, Any, str]:
+    """``tesla-mcast demo`` (ALC or NORM ``protocol``): (receiver engine, sender engine,
+    description).  Unless ``--no-auth``: a throwaway RSA key pair in a temporary
+    directory, the sender wrapped with TESLA and the receiver verifying with the public
+    key (indirect sync).  ``ids``: the session's identifiers (``tsi``, NORM ``node_id``)."""
     if getattr(args, "no_auth", False):
         return rx, sender, "no authentication (--no-auth)"
     import tempfile
@@ -861,12 +864,12 @@ def demo_auth(rx: Any, sender: Any, args: argparse.Namespace, tsi: int) -> tuple
             clock_offset=0.0,
             max_buffer=64 << 20,
             jitter=0.0,
-            tsi=tsi,
             quiet=True,
+            **ids,
         )
-        tx = wrap_sender(sender, ns, PROTO_ALC)
+        tx = wrap_sender(sender, ns, protocol)
         ns.max_clock_error = DEFAULT_RECEIVER_CLOCK_ERROR_MS
-        arx = wrap_receiver(rx, ns, PROTO_ALC)
+        arx = wrap_receiver(rx, ns, protocol)
     return (
         arx,
         tx,
