@@ -120,17 +120,29 @@ def build_sender(args: argparse.Namespace) -> SendSession:
     return SendSession("alc", group, sender, wrap_sender(sender, args, "alc"))
 
 
-def run_send(args: argparse.Namespace) -> int:
+def start_send(
+    args: argparse.Namespace, build: Callable[[argparse.Namespace], SendSession]
+) -> tuple[list[Path], SendSession] | int:
+    """The files to send and the sender session ``build`` makes (ALC or NORM, TESLA
+    unless ``--no-auth``), or exit status 2 after one error line (a missing file, a bad
+    option)."""
     files = [Path(f) for f in args.files]
     for p in files:
         if not p.is_file():
             print(f"error: {p}: no such file", file=sys.stderr)
             return 2
     try:
-        ss = build_sender(args)  # TESLA unless --no-auth
+        return files, build(args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+
+
+def run_send(args: argparse.Namespace) -> int:
+    started = start_send(args, build_sender)
+    if isinstance(started, int):
+        return started
+    files, ss = started
     group, sender, eng = ss.group, ss.engine, ss.wrapped
     for p in files:
         try:

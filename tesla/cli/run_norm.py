@@ -18,7 +18,6 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from alc.engine import Times
@@ -36,6 +35,7 @@ from tesla.cli.run_alc import (
     parse_receive_group,
     report_stop,
     run_receiver,
+    start_send,
     terminate_as_interrupt,
 )
 
@@ -264,16 +264,10 @@ def build_sender(args: argparse.Namespace) -> SendSession:
 def run_send(args: argparse.Namespace) -> int:
     from norm.sender import TxEotSent, TxFlushCompleted, TxWatermarkCompleted
 
-    files = [Path(f) for f in args.files]
-    for f in files:
-        if not f.is_file():
-            print(f"error: {f}: no such file", file=sys.stderr)
-            return 2
-    try:
-        ss = build_sender(args)  # TESLA unless --no-auth
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    started = start_send(args, build_sender)  # TESLA unless --no-auth
+    if isinstance(started, int):
+        return started
+    files, ss = started
     group, sender, eng = ss.group, ss.engine, ss.wrapped
     oids = [sender.enqueue_file(str(f), f.name.encode()) for f in files]
     if args.ack and oids:
