@@ -203,8 +203,8 @@ def translate(raw: Iterable[Any], rs: ReceiveSession, driver_stats: dict[str, in
         elif isinstance(ev, tesla_rx.TimeSynchronized):
             out.append(TimeSynchronized(round(ev.d_t * 1000 / (1 << 32), 3)))
     layers: list[tuple[str, dict[str, int]]] = []
-    t = getattr(rs.engine, "tesla", None)
-    if isinstance(t, tesla_rx.TeslaReceiver):
+    t = rs.tesla
+    if t is not None:
         k = t.max_known_key
         if k > seen.key_index:
             seen.key_index = k

@@ -193,11 +193,11 @@ def test_alc_file_written_at_offsets_md5_checked(tmp_path: Path) -> None:
         for i, p in enumerate(pkts):
             r.receive_datagram(p, ("10.0.0.1", 4000), T0)
             if i % 500 == 0:
-                sink.pump(r)
+                sink.pump(r, r)
                 names = _listing(out)
                 assert "sub/f.bin" not in names or i == len(pkts) - 1
                 seen_temp |= any(TEMP_NAME_RE.match(Path(n).name) for n in names)
-        sink.pump(r)
+        sink.pump(r, r)
         assert seen_temp  # blocks went to the temporary file while the object was incomplete
         if not bad:
             assert (out / "sub" / "f.bin").read_bytes() == data_path.read_bytes()
@@ -220,10 +220,10 @@ def test_alc_failed_object_removes_its_temporary_file(tmp_path: Path) -> None:
     r = AlcReceiver(ReceiverConfig(stream_files=True, session_timeout=5.0))
     for p in pkts[: len(pkts) // 2]:
         r.receive_datagram(p, ("10.0.0.1", 4000), T0)
-    sink.pump(r)
+    sink.pump(r, r)
     assert len(_listing(out)) == 1 and TEMP_NAME_RE.match(_listing(out)[0])
     r.handle_timer(T0 + 10)
-    sink.pump(r)
+    sink.pump(r, r)
     assert _listing(out) == [] and "f.bin" not in str(sink.files)
     assert [f["reason"] for f in sink.failures] == ["session_timeout"]
 
@@ -312,7 +312,7 @@ def test_alc_authenticated_large_file_streamed(tmp_path: Path) -> None:
 
     def events() -> None:
         peak[0] = max(peak[0], alc.buffered_bytes)
-        sink.pump(alc)
+        sink.pump(alc, alc)
 
     _loop(snd, rx, events, lambda: bool(sink.files) or bool(sink.failures))
     assert sink.failures == [] and (out / "big.bin").read_bytes() == src.read_bytes()

@@ -97,7 +97,7 @@ def run_demo(args: argparse.Namespace) -> int:
             last_line[0] = now
 
     def done() -> bool:
-        sink.pump(rx)
+        sink.pump(rx, rx)
         return rx.finished is not None or (rx.fdt_complete and rx.all_announced_complete())
 
     try:
@@ -108,7 +108,7 @@ def run_demo(args: argparse.Namespace) -> int:
         drv.close()
         sink.out.close()  # no temporary file left behind
     elapsed = time.time() - t0
-    sink.pump(rx)
+    sink.pump(rx, rx)
     progress(time.time(), force=True)
     if tty:
         sys.stderr.write("\n")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alc.engine import Address
+from alc.engine import Address, Engine
 from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.output import OutputDir, OutputError, ReceivedFiles, flute_relpath
 from alc.pcap import PcapWriter, replay
@@ -38,10 +38,12 @@ from tesla.cli.wiring import (
     add_endpoints,
     dry_run_packets,
     tesla_line,
+    tesla_of,
     tesla_summary,
     wrap_receiver,
     wrap_sender,
 )
+from tesla.core.receiver import TeslaReceiver
 
 _UNITS = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9}
 
@@ -78,7 +80,9 @@ class SendSession:
 class ReceiveSession:
     """A receiver built from the CLI options (:func:`build_receiver`,
     :func:`tesla.cli.run_norm.build_receiver`), shared by ``tesla-mcast receive`` and
-    :mod:`tesla.aio`.  ``engine`` is what the driver feeds (TESLA unless ``--no-auth``);
+    :mod:`tesla.aio`.  ``engine`` is what the driver feeds (TESLA unless ``--no-auth``),
+    ``app`` the ALC or NORM receiver engine behind it (files, announcements, its own
+    counters), ``tesla`` the TESLA receiver (None with ``--no-auth``);
     ``pump(other)`` hands completed objects to ``sink`` (the output directory) and every
     other engine event to ``other``; ``done()`` pumps and says whether the session is
     over; ``summary(elapsed, stop)`` is the JSON summary of ``receive --json``."""
@@ -86,6 +90,8 @@ class ReceiveSession:
     protocol: str
     group: Address
     engine: Any
+    app: Any
+    tesla: TeslaReceiver | None
     sink: ReceivedFiles
     loss: LossInjector | None
     pump: Callable[[Callable[[Any], None] | None], bool]
@@ -200,10 +206,14 @@ class FileSink(ReceivedFiles):
     def __init__(self, out: Path | OutputDir, overwrite: bool = False) -> None:
         super().__init__(out if isinstance(out, OutputDir) else OutputDir(out, overwrite=overwrite))
 
-    def pump(self, rx: AlcReceiver, other: Callable[[Any], None] | None = None) -> None:
-        """Drain the engine's events: files are written, failures recorded, every other
-        event (TESLA's, for :mod:`tesla.aio`) goes to ``other``."""
-        announced = getattr(rx, "announced", {})
+    def pump(
+        self, rx: Engine, app: AlcReceiver, other: Callable[[Any], None] | None = None
+    ) -> None:
+        """Drain the events of ``rx`` (the receive entry: ``app`` itself, or TESLA in
+        front of it): files are written under the names ``app``'s FDT gives them,
+        failures recorded, every other event (TESLA's, for :mod:`tesla.aio`) goes to
+        ``other``."""
+        announced = app.announced
         while (ev := rx.next_event()) is not None:
             if isinstance(ev, FileReceived):
                 entry = announced.get(ev.toi)
@@ -229,8 +239,8 @@ class FileSink(ReceivedFiles):
                     ev.toi, label, rel, {"toi": ev.toi, "name": ev.name}, length=ev.length, md5=ev.md5
                 )
                 reason = self.failed.get(ev.toi)
-                if path is None and reason in ("md5", "length") and hasattr(rx, "reject"):
-                    rx.reject(ev.toi, reason)  # bad data: a later carousel round may fix it
+                if path is None and reason in ("md5", "length"):
+                    app.reject(ev.toi, reason)  # bad data: a later carousel round may fix it
             elif isinstance(ev, ObjectFailed):
                 self.block_abort(ev.toi)
                 self.failures.append({"toi": ev.toi, "name": ev.name, "reason": ev.reason})
@@ -269,21 +279,24 @@ def merged_stats(engine_stats: dict[str, int], sink: ReceivedFiles) -> dict[str,
     return dict(sorted(st.items()))
 
 
-def summarize(rx: AlcReceiver, sink: FileSink, elapsed: float, stop: str | None = None) -> dict[str, Any]:
-    """A file counts as received only when it is on disk under its final name."""
+def summarize(
+    rx: Engine, app: AlcReceiver, sink: FileSink, elapsed: float, stop: str | None = None
+) -> dict[str, Any]:
+    """A file counts as received only when it is on disk under its final name (``rx``:
+    the receive entry, whose stats include TESLA's; ``app``: the ALC receiver)."""
     missing = [
         {
             "toi": t,
             "name": e.content_location,
-            "reason": sink.failed.get(t) or rx.failed.get(t, "not received"),
+            "reason": sink.failed.get(t) or app.failed.get(t, "not received"),
         }
-        for t, e in sorted(rx.announced.items())
+        for t, e in sorted(app.announced.items())
         if t not in sink.delivered
     ]
     out: dict[str, Any] = {
-        "complete": bool(rx.announced) and not missing,
-        "announced": len(rx.announced),
-        "received": sum(1 for t in rx.announced if t in sink.delivered),
+        "complete": bool(app.announced) and not missing,
+        "announced": len(app.announced),
+        "received": sum(1 for t in app.announced if t in sink.delivered),
         "files": sink.files,
         "missing": missing,
         # an object failed in one carousel round may arrive in the next
@@ -298,14 +311,19 @@ def summarize(rx: AlcReceiver, sink: FileSink, elapsed: float, stop: str | None 
 
 
 def finish_receive(
-    rx: AlcReceiver, sink: FileSink, args: argparse.Namespace, t0: float, stop: str | None = None
+    rx: Engine,
+    app: AlcReceiver,
+    sink: FileSink,
+    args: argparse.Namespace,
+    t0: float,
+    stop: str | None = None,
 ) -> int:
     # files the engine completed (and checked) before the session stopped are written,
     # also after an internal error: the events were queued before it
-    pumped = guarded(lambda: sink.pump(rx))
+    pumped = guarded(lambda: sink.pump(rx, app))
     stop = stop or pumped
     sink.out.close()  # no temporary file outlives the session
-    summary = summarize(rx, sink, time.time() - t0, stop)
+    summary = summarize(rx, app, sink, time.time() - t0, stop)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -318,7 +336,7 @@ def finish_receive(
         if not args.json:
             print(f"all {summary['announced']} announced file(s) received bit-exact", file=sys.stderr)
         return 0
-    if not rx.announced:
+    if not app.announced:
         print("error: no FDT received: no file was announced (wrong --group/--tsi?)", file=sys.stderr)
     elif summary["missing"]:
         names = ", ".join(f"{m['name']} ({m['reason']})" for m in summary["missing"])
@@ -378,20 +396,21 @@ def build_receiver(args: argparse.Namespace) -> ReceiveSession:
     group = parse_receive_group(args)
     sink = FileSink(output_dir(args))
     try:
-        rx = wrap_receiver(AlcReceiver(receiver_config(args)), args, "alc")  # TESLA unless --no-auth
+        app = AlcReceiver(receiver_config(args))
+        rx = wrap_receiver(app, args, "alc")  # TESLA unless --no-auth
     except BaseException:
         sink.out.close()
         raise
 
     def pump(other: Callable[[Any], None] | None = None) -> bool:
-        sink.pump(rx, other)
-        return rx.finished is not None or (rx.fdt_complete and rx.all_announced_complete())
+        sink.pump(rx, app, other)
+        return app.finished is not None or (app.fdt_complete and app.all_announced_complete())
 
     def summary(elapsed: float, stop: str | None = None) -> dict[str, Any]:
-        return summarize(rx, sink, elapsed, stop)
+        return summarize(rx, app, sink, elapsed, stop)
 
     loss = LossInjector(args.loss, args.loss_seed) if getattr(args, "loss", 0) else None
-    return ReceiveSession("alc", group, rx, sink, loss, pump, pump, summary)
+    return ReceiveSession("alc", group, rx, app, tesla_of(rx), sink, loss, pump, pump, summary)
 
 
 def open_receive_socket(
@@ -412,7 +431,7 @@ def run_receive(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    group, sink, rx = rs.group, rs.sink, rs.engine
+    group, sink, rx, app = rs.group, rs.sink, rs.engine, rs.app
     assert isinstance(sink, FileSink)
     sock = None if args.from_pcap else open_receive_socket(group, args.iface, args.source)
     if sock is None and not args.from_pcap:
@@ -429,7 +448,7 @@ def run_receive(args: argparse.Namespace) -> int:
                 drv = Driver()
                 add_endpoints(drv, rx, sock, None, loss=rs.loss, iface=args.iface)
                 stop = run_receiver(drv, sock, rs.done, args.timeout, rx.stats)
-            return finish_receive(rx, sink, args, t0, stop)
+            return finish_receive(rx, app, sink, args, t0, stop)
         finally:
             sink.out.close()
 

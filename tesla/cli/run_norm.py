@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from alc.engine import Times
+from alc.engine import Address, BatchEntry, Times
 from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.output import OutputError, ReceivedFiles, plain_relpath
 from tesla.cli.run_alc import (
@@ -347,7 +347,7 @@ def object_relpath(info: bytes | None, source_id: int, instance_id: int, object_
     return plain_relpath(text)
 
 
-class ColdStart:
+class ColdStart(BatchEntry):
     """``receive --drop-first N`` (testing aid): the first ``n`` sender datagrams arrive
     unusable, as at a cold start.  Authenticated: they reach the TESLA layer with an
     arrival time 10 s late, so the verifier drops them as unsafe (its own path, counted
@@ -360,10 +360,24 @@ class ColdStart:
     def __init__(self, engine: Any, norm_rx: Any, n: int, authenticated: bool) -> None:
         self.engine, self.norm_rx, self.n, self.auth = engine, norm_rx, n, authenticated
 
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self.engine, name)
+    @property
+    def stats(self) -> dict[str, int]:
+        st: dict[str, int] = self.engine.stats
+        return st
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
+        out: list[tuple[bytes, Address | None]] = self.engine.datagrams_to_send(now)
+        return out
+
+    def get_timer(self) -> float | None:
+        t: float | None = self.engine.get_timer()
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        self.engine.handle_timer(now)
+
+    def next_event(self) -> Any | None:
+        return self.engine.next_event()
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         self.receive_datagrams([data], [addr], [now])
@@ -451,7 +465,7 @@ def build_receiver(args: argparse.Namespace) -> ReceiveSession:
         ReceiverConfig,
         SenderEnded,
     )
-    from tesla.cli.wiring import tesla_summary, wrap_receiver
+    from tesla.cli.wiring import tesla_of, tesla_summary, wrap_receiver
 
     group = parse_receive_group(args)
     out = output_dir(args)  # configuration errors: before the first datagram
@@ -469,6 +483,7 @@ def build_receiver(args: argparse.Namespace) -> ReceiveSession:
     except BaseException:
         out.close()
         raise
+    auth_entry = rx  # TESLA in front of the NORM receiver, or the receiver itself
     if getattr(args, "drop_first", 0) > 0:
         rx = ColdStart(rx, norm_rx, args.drop_first, authenticated=rx is not norm_rx)
     sink = NormFileSink(out)  # files on disk under their final name, write failures
@@ -501,7 +516,7 @@ def build_receiver(args: argparse.Namespace) -> ReceiveSession:
             "files": files,
             "failures": failures,
             "stats": merged_stats(rx.stats, sink),
-            "tesla": tesla_summary(rx),
+            "tesla": tesla_summary(auth_entry),
             "elapsed_s": round(elapsed, 3),
         }
         if stop is not None:
@@ -509,7 +524,9 @@ def build_receiver(args: argparse.Namespace) -> ReceiveSession:
         return out
 
     loss = LossInjector(args.loss, args.loss_seed) if getattr(args, "loss", 0) else None
-    return ReceiveSession("norm", group, rx, sink, loss, pump, done, summary)
+    return ReceiveSession(
+        "norm", group, rx, norm_rx, tesla_of(auth_entry), sink, loss, pump, done, summary
+    )
 
 
 def run_receive(args: argparse.Namespace) -> int:
@@ -520,7 +537,7 @@ def run_receive(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    group, rx, sink = rs.group, rs.engine, rs.sink
+    group, sink = rs.group, rs.sink
     files, failures = sink.files, sink.failures
     sock = None if args.from_pcap else open_receive_socket(group, args.iface, args.source)
     if sock is None and not args.from_pcap:
@@ -540,7 +557,7 @@ def run_receive(args: argparse.Namespace) -> int:
         else:
             for f in files:
                 print(f"{f['path']}  {f['bytes']} bytes  sha256 {f['sha256']}")
-            if (line := tesla_line(rx)) is not None:
+            if (line := tesla_line(rs.tesla)) is not None:
                 print(line, file=sys.stderr)
         report_stop(stop)
         if not files and not failures:

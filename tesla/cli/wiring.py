@@ -64,6 +64,7 @@ __all__ = [
     "add_options",
     "dry_run_packets",
     "sender_finished",
+    "tesla_of",
     "tesla_summary",
     "wrap_receiver",
     "wrap_sender",
@@ -427,8 +428,7 @@ def wrap_sender(
 def sender_finished(eng: Any) -> bool:
     """True once an authenticated sender has disclosed the last data interval's key
     (always True for a plain engine)."""
-    t = getattr(eng, "tesla", None)
-    return not isinstance(t, TeslaSender) or not t.disclosure_pending()
+    return not isinstance(eng, AuthenticatedSender) or not eng.tesla.disclosure_pending()
 
 
 def dry_run_packets(eng: Any, start: float, limit: float = 3600.0) -> list[tuple[float, bytes]]:
@@ -467,8 +467,7 @@ class _Stats(dict[str, int]):
 
 
 class _AuthRx(AuthenticatedReceiver):
-    """:class:`AuthenticatedReceiver` for the runners: attribute access falls through to
-    the ALC/NORM engine (``announced``, ``finished``, ...), arrival times are shifted by
+    """:class:`AuthenticatedReceiver` for the runners: arrival times are shifted by
     the configured clock offset, and overheard sync requests (NORM: our own and other
     receivers', multicast) are not fed to the verifier."""
 
@@ -479,13 +478,6 @@ class _AuthRx(AuthenticatedReceiver):
         self.offset = offset
         self.live = live
         self.side_channel: tuple[str, Address] | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        # engine attributes only: never a private name or a receive path (that would
-        # hand unauthenticated datagrams to the engine)
-        if name.startswith(("_", "receive_")) or name in ("engine", "tesla"):
-            raise AttributeError(name)
-        return getattr(self.engine, name)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -544,11 +536,6 @@ class _Jitter(BatchEntry):
         self._rng = random.Random(seed)
         self._q: list[tuple[float, int, bytes, Address | None]] = []
         self._n = 0
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith(("_", "receive_")) or name == "engine":
-            raise AttributeError(name)
-        return getattr(self.engine, name)
 
     @property
     def stats(self) -> Any:
@@ -619,8 +606,10 @@ def _preload_kernel(threads: int) -> None:
 
 
 def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
-    """``engine`` itself with ``--no-auth``, else a TESLA-verifying receiver engine that
-    also exposes the ALC/NORM engine's attributes.  Exits with status 2 on a bad config."""
+    """The receive entry a driver feeds: ``engine`` itself with ``--no-auth``, else a
+    TESLA-verifying receiver in front of it (``--jitter``: behind a jitter buffer).  The
+    caller keeps ``engine`` for the application's state (files, announcements);
+    :func:`tesla_of` gives the TESLA receiver.  Exits with status 2 on a bad config."""
     jitter = float(getattr(args, "jitter", 0.0) or 0.0) / 1000.0
     if not _authenticated(args):
         return _Jitter(engine, jitter) if jitter > 0 else engine
@@ -687,13 +676,21 @@ def _worker_pool(n: int, protocol: str) -> Any:
     return pool
 
 
+def tesla_of(entry: Any) -> TeslaReceiver | None:
+    """The TESLA receiver of a receive entry built by :func:`wrap_receiver` (None with
+    ``--no-auth``); a TESLA receiver is its own."""
+    if isinstance(entry, TeslaReceiver):
+        return entry
+    while isinstance(entry, _Jitter):
+        entry = entry.engine
+    return entry.tesla if isinstance(entry, AuthenticatedReceiver) else None
+
+
 def tesla_summary(eng: Any) -> dict[str, Any] | None:
-    """TESLA counters of a receiver engine (None when not authenticated):
+    """TESLA counters of a receive entry (None when not authenticated):
     ``{"accepted": n, "drops": {reason: n}, "synchronized": bool, ...}``."""
-    while isinstance(eng, _Jitter):
-        eng = eng.engine
-    t = getattr(eng, "tesla", None)
-    if not isinstance(t, TeslaReceiver):
+    t = tesla_of(eng)
+    if t is None:
         return None
     st = t.stats
     return {
@@ -815,7 +812,7 @@ def add_endpoints(
     """``drv.add(eng, sock, dest, ...)``, plus the ALC sync side-channel socket when the
     (authenticated) engine has one; that socket is closed with the driver."""
     inner = eng.engine if isinstance(eng, _Jitter) else eng
-    side = getattr(inner, "side_channel", None)
+    side = inner.side_channel if isinstance(inner, (_AuthRx, _Sender)) else None
     if side is None:
         drv.add(eng, sock, dest, receive=receive, loss=loss, on_sent=on_sent)
         return

@@ -40,7 +40,10 @@ from typing import TYPE_CHECKING, Any
 
 from alc.engine import Address, BatchEntry, Engine, Times
 from alc.errors import DecodeError
+from alc.receiver import AlcReceiver
+from alc.sender import AlcSender
 from norm import messages as M
+from norm.receiver import NormReceiver
 from tesla.core.authenticator import PROTO_NORM, TeslaSender, ext_area
 from tesla.core.receiver import TeslaReceiver
 
@@ -136,7 +139,10 @@ class AuthenticatedSender(BatchEntry):
     @property
     def done(self) -> bool:
         """Engine finished and TESLA has disclosed the last data interval's key."""
-        eng_done = bool(getattr(self.engine, "done", False))
+        eng = self.engine
+        # the ALC sender says when all its data is out; a NORM sender's session ends
+        # with its EOT (the CLI watches for it), any other engine is never done
+        eng_done = isinstance(eng, AlcSender) and eng.done
         return eng_done and not self.tesla.disclosure_pending()
 
 
@@ -161,11 +167,11 @@ class AuthenticatedReceiver(BatchEntry):
         self._norm = tesla_receiver.protocol == PROTO_NORM
         self.takes_slab = not self._norm
         self._release_delay_set = False
-        self._presence = getattr(engine, "presence_hint", None) if self._norm else None
-        self._engine_any: Any = engine  # NormReceiver.presence_wanted (when _presence)
-        hint = getattr(engine, "congestion_control_hint", None)
-        if cc_preauth and self._norm and hint is not None:
-            tesla_receiver.cc_hint = hint
+        # the hooks of the concrete engines (a test double has none)
+        self._alc_rx = engine if isinstance(engine, AlcReceiver) else None
+        self._norm_rx = engine if self._norm and isinstance(engine, NormReceiver) else None
+        if cc_preauth and self._norm_rx is not None:
+            tesla_receiver.cc_hint = self._norm_rx.congestion_control_hint
 
     @property
     def stats(self) -> dict[str, int]:
@@ -217,24 +223,24 @@ class AuthenticatedReceiver(BatchEntry):
                 datagrams = [datagrams[k] for k in keep]
                 addrs = [addrs[k] for k in keep]
                 times = [times[k] for k in keep]
-            if self._presence is not None and self._engine_any.presence_wanted:
+            nrx = self._norm_rx
+            if nrx is not None and nrx.presence_wanted:
                 # NORM join policy: what we received before authenticating it counts as
                 # presence (a cold start's unsafe drops), see NormReceiver.presence_hint
                 for k, d in enumerate(datagrams):
-                    self._presence(d, float(times[k]))
+                    nrx.presence_hint(d, float(times[k]))
         self.tesla.receive_batch(datagrams, times, addrs)
         if self.tesla.has_authenticated:
             self._release(float(times[-1]))
 
     def _release(self, now: float) -> None:
-        if self._norm and not self._release_delay_set and self.tesla.params is not None:
+        nrx = self._norm_rx
+        if nrx is not None and not self._release_delay_set and self.tesla.params is not None:
             # NORM: the engine sees sender messages up to (d+1)*T_int late (its NACK
             # holdoff covers that, docs/tesla-choices.md "TESLA-aware NORM timing")
             self._release_delay_set = True
             p = self.tesla.params
-            cfg = getattr(self.engine, "config", None)
-            if cfg is not None and hasattr(cfg, "release_delay"):
-                cfg.release_delay = (p.d + 1) * p.tint_ms / 1000.0
+            nrx.config.release_delay = (p.d + 1) * p.tint_ms / 1000.0
         pk, meta = self.tesla.pop_authenticated_lists(wait=False)
         if pk:  # the engine's batch entry: one call for the datagrams released together
             self.engine.receive_datagrams(pk, meta, [now] * len(pk))
@@ -264,8 +270,10 @@ class AuthenticatedReceiver(BatchEntry):
     def handle_timer(self, now: float) -> None:
         self.engine.handle_timer(now)
         t = self.tesla
-        if getattr(self.engine, "finished", None):  # AlcReceiver: "closed" | "timeout"
-            t.close()  # session over: nothing buffered can be authenticated any more
+        if self._alc_rx is not None and self._alc_rx.finished is not None:
+            # ALC session over ("closed" | "timeout"): nothing buffered can be
+            # authenticated any more
+            t.close()
         else:
             t.expire(now)
 
