@@ -147,5 +147,10 @@ def test_bench_json_quick_prints_one_object_with_every_key() -> None:
         assert r["openssl_ns_per_packet"][s] > 0
         assert all(v > 0 for v in r["ns_per_packet"][s].values())
     assert isinstance(r["live_unsafe_drops"], int)
+    # the headline live ratio is the same-host TESLA configuration; the CLI defaults beside it
+    live = r["lines"]["live_alc_auth_vs_plain"]
+    assert live["config"]["name"] == "same_host" and "--tint" in live["config"]["send"]
+    assert set(live["by_config"]) == {"same_host", "cli_defaults"}
+    assert r["live_alc_auth_vs_plain_cli_defaults"] == live["by_config"]["cli_defaults"]["ratio"]
     assert r["cpu_count"] >= 1 and len(r["load_avg_start"]) == 3 and r["mac_kernel"]
     assert "openssl" in p.stderr  # the human lines went to stderr

@@ -43,6 +43,19 @@ __all__ = ["LADDER", "live_auth_vs_plain", "live_transfer", "make_file", "make_k
 #: rates (bit/s) tried for the plain transfer, lowest first
 LADDER = (200e6, 400e6, 800e6, 1600e6)
 
+#: the authenticated configurations, (send options, receive options) by name; the first
+#: is the one ``ratio`` reports.  After the last data packet a receiver waits
+#: (d-1..d) x T_int for its interval's key (RFC 4082 §3.6, RFC 5776 §4.3): a fixed tail
+#: of 200-300 ms at the CLI defaults (T_int 100 ms, d 3, for 300 ms of network delay
+#: plus clock error), 40-60% of a 100 MB transfer at 1.6 Gbit/s.  "same_host" is what a
+#: user sets for two processes on one host: one clock (``--max-clock-error 2`` ms) and
+#: loopback delay, so T_int 10 ms with d 3 (20 ms of tolerance, a 20-30 ms tail).
+#: "cli_defaults" is measured beside it.
+AUTH_CONFIGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "same_host": (("--tint", "10", "--disclosure-delay", "3"), ("--max-clock-error", "2")),
+    "cli_defaults": ((), ()),
+}
+
 
 def _cli() -> list[str]:
     return [sys.executable, "-m", "tesla.cli"]
@@ -307,17 +320,21 @@ def live_auth_vs_plain(
     ladder: Sequence[float] = LADDER,
     rounds: int = 2,
     workdir: str | None = None,
+    configs: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None,
 ) -> dict[str, Any]:
     """``live_alc_auth_vs_plain`` (module docstring).  The ladder's plain transfer at the
-    rate chosen is the first plain round; then ``rounds`` authenticated transfers at that
-    rate, interleaved with ``rounds - 1`` more plain ones, and the best goodput of each
-    kind is taken (one transfer moves by 30% on a shared machine).  Only a plain round
-    without socket drops counts.  Returns ``ratio`` (best authenticated goodput over
-    best plain; 0.0 when no authenticated transfer arrived bit-exact; None when no rate
-    of the ladder completes plain), ``rate_bps``, the best ``plain`` and ``auth``
-    transfers (:func:`live_transfer`), ``unsafe`` (the most ``drop.unsafe`` of any
-    authenticated round), ``auth_runs`` / ``plain_runs`` (every round's goodput, ok,
-    unsafe and socket drops) and ``ladder`` (every plain try)."""
+    rate chosen is the first plain round; then ``rounds`` authenticated transfers of each
+    of ``configs`` (:data:`AUTH_CONFIGS`) at that rate, interleaved with ``rounds - 1``
+    more plain ones, and the best goodput of each kind is taken (one transfer moves by
+    30% on a shared machine).  Only a plain round without socket drops counts.  Returns
+    ``ratio`` (the first configuration's best authenticated goodput over the best plain;
+    0.0 when none of its transfers arrived bit-exact; None when no rate of the ladder
+    completes plain), ``config`` (its name and options), ``rate_bps``, the best
+    ``plain`` and ``auth`` transfers (:func:`live_transfer`), ``unsafe`` (the most
+    ``drop.unsafe`` of any authenticated round, every configuration), ``auth_runs`` /
+    ``plain_runs`` (every round's goodput, ok, unsafe and socket drops), ``by_config``
+    (each configuration's ratio, options and runs) and ``ladder`` (every plain try)."""
+    cfgs = dict(AUTH_CONFIGS if configs is None else configs)
     own = workdir is None
     wd = tempfile.mkdtemp(prefix="tesla-live-") if workdir is None else workdir
 
@@ -342,32 +359,50 @@ def live_auth_vs_plain(
             res["error"] = "no rate of the ladder completes plain without socket drops"
             return res
         rate = best["rate_bps"]
-        plains, auths = [best], []
+        plains = [best]
+        auths: dict[str, list[dict[str, Any]]] = {name: [] for name in cfgs}
         for k in range(max(1, rounds)):
             if k:
                 r = live_transfer(path, rate, auth=False, keys=None, workdir=wd)
                 out(_line("plain", r))
                 plains.append(r)
-            au = live_transfer(path, rate, auth=True, keys=keys, workdir=wd)
-            out(_line("auth", au))
-            auths.append(au)
+            for name, (snd, rcv) in cfgs.items():
+                au = live_transfer(
+                    path, rate, auth=True, keys=keys, workdir=wd, extra_send=snd, extra_receive=rcv
+                )
+                out(_line(f"auth {name}", au))
+                auths[name].append(au)
         ok_p = [r for r in plains if _clean(r) and r.get("goodput_bps")]
-        ok_a = [r for r in auths if r["ok"] and r.get("goodput_bps")]
         bp = max(ok_p, key=lambda r: r["goodput_bps"])  # the ladder's run at least
-        ba = max(ok_a, key=lambda r: r["goodput_bps"]) if ok_a else auths[-1]
+        by_config: dict[str, Any] = {}
+        for name, runs in auths.items():
+            ok_a = [r for r in runs if r["ok"] and r.get("goodput_bps")]
+            ba = max(ok_a, key=lambda r: r["goodput_bps"]) if ok_a else runs[-1]
+            by_config[name] = {
+                "send_options": list(cfgs[name][0]),
+                "receive_options": list(cfgs[name][1]),
+                "ratio": ba["goodput_bps"] / bp["goodput_bps"] if ok_a else 0.0,
+                "best": ba,
+                "unsafe": max(int(r.get("unsafe") or 0) for r in runs),
+                "runs": [brief(r) for r in runs],
+            }
+            if not ok_a:  # no authenticated transfer arrived bit-exact: no goodput
+                by_config[name]["error"] = "authenticated transfer failed: " + _reason(runs[-1])
+        first = next(iter(cfgs))
+        main = by_config[first]
         res.update(
             rate_bps=rate,
+            config={"name": first, "send": main["send_options"], "receive": main["receive_options"]},
+            ratio=main["ratio"],
             plain=bp,
-            auth=ba,
-            unsafe=max(int(r.get("unsafe") or 0) for r in auths),
+            auth=main["best"],
+            unsafe=max(c["unsafe"] for c in by_config.values()),
             plain_runs=[brief(r) for r in plains],
-            auth_runs=[brief(r) for r in auths],
+            auth_runs=main["runs"],
+            by_config=by_config,
         )
-        if ok_a:
-            res["ratio"] = ba["goodput_bps"] / bp["goodput_bps"]
-        else:  # no authenticated transfer arrived bit-exact: no goodput
-            res["ratio"] = 0.0
-            res["error"] = "authenticated transfer failed: " + _reason(auths[-1])
+        if "error" in main:
+            res["error"] = main["error"]
         return res
     finally:
         if own:
