@@ -15,7 +15,10 @@ What goes on the wire:
 * TOI 0: one FDT Instance (ID ``fdt_instance_id``) listing every file, with EXT_FDT
   (V = ``flute_version``), EXT_FTI (Compact No-Code) and EXT_CENC when the FDT is
   compressed.  It is sent first, then again every ``fdt_interval`` seconds interleaved with
-  file packets, at the start of every carousel round and once more at the end.
+  file packets (the first repetitions sooner: after 50, 150, 350 ms..., the gap doubling
+  up to ``fdt_interval``, so that losing the first copy costs a receiver a few hundred
+  packets in its cache of undescribed objects, not ``fdt_interval`` seconds of data),
+  at the start of every carousel round and once more at the end.
 * TOI 1..: the files, in order, block by block: source symbols then ``repair_ratio``
   repair symbols per block (RS ID 5 uses the RFC 5510 n-algorithm).  A file added with
   :meth:`AlcSender.add_file` (no content encoding) is read from disk one source block at a
@@ -64,6 +67,9 @@ NTP_OFFSET = 2208988800
 FEC_IDS = {"nocode": 0, "rs": 5, "raptorq": 6}
 CENC = {None: 0, "": 0, "null": 0, "zlib": 1, "deflate": 2, "gzip": 3}
 HET_FTI = 64
+#: seconds from the first FDT copy to the first repetition (then doubling up to
+#: ``fdt_interval``)
+FDT_FIRST_GAP = 0.05
 HET_FDT = 192
 HET_CENC = 193
 
@@ -164,6 +170,7 @@ class AlcSender(BatchEntry):
         self._tokens = float(c.burst_bytes)
         self._last: float | None = None
         self._next_fdt: float | None = None
+        self._fdt_gap = FDT_FIRST_GAP
         self._started = False
         self.done = False
         self._events: deque[Any] = deque()
@@ -439,7 +446,8 @@ class AlcSender(BatchEntry):
         if not self._started:
             self._prepare(now)
             self._gen = self._schedule()
-            self._next_fdt = now + self.config.fdt_interval
+            self._fdt_gap = min(FDT_FIRST_GAP, self.config.fdt_interval)
+            self._next_fdt = now + self._fdt_gap
         c = self.config
         self._refill(now)
         limited = bool(c.rate_bps and c.rate_bps > 0)
@@ -452,7 +460,8 @@ class AlcSender(BatchEntry):
         if self._next_fdt is not None and now >= self._next_fdt and c.fdt_interval > 0:
             queue.extend(self._fdt_packets)
             count(self.stats, "fdt_repeats")
-            self._next_fdt = now + c.fdt_interval
+            self._fdt_gap = min(2 * self._fdt_gap, c.fdt_interval)
+            self._next_fdt = now + self._fdt_gap
         nbytes = 0
         npk = 0
         tokens = self._tokens
