@@ -132,6 +132,7 @@ def _known_answers(mod: Any) -> None:
         )
         if out[0].tobytes() != _py_hmac(key, zeroed, alg):
             raise RuntimeError(f"known-answer check (zeroed fields) failed for {HASH_NAMES[alg]}")
+        _known_pairs(mod, alg, key, m)
         if hasattr(mod, "seal"):  # the sender's tag: header of 2 words, EXT_AUTH after it
             pkt = bytes([16, 0, 2, 0, 1, 2, 3, 4]) + m
             pre = bytes([1, 3, 0x02, 0, 0, 0, 0, 7])
@@ -154,6 +155,31 @@ def _known_answers(mod: Any) -> None:
         )
         if not ok[0] or cut != [tagged] or tags[0].tobytes() != tagged[8:24]:
             raise RuntimeError(f"known-answer check (verify_arena) failed for {HASH_NAMES[alg]}")
+
+
+def _known_pairs(mod: Any, alg: int, key: bytes, m: bytes) -> None:
+    """Several rows of different lengths in one call (the kernel hashes rows two at a
+    time, each lane taking the next row when its own is done) with their fields at
+    different offsets, in one thread and in two: each the HMAC of its zeroed row."""
+    rows = [(0, 0, -1, -1), (5, 64, 40, -1), (0, 769, 60, 3), (100, 56, -1, 50), (30, 200, 190, 0)]
+    of, ln, mo, go = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    want = []
+    for s, n, a, b in rows:
+        z = bytearray(m[s : s + n])
+        if a >= 0:
+            z[a : a + 10] = bytes(10)
+        if b >= 0:
+            z[b : b + 4] = bytes(4)
+        want.append(_py_hmac(key, bytes(z), alg))
+    args = (alg, key, m, of, ln, mo, 10, go, 4)
+    for threads in (1, 2):
+        out = np.empty((len(rows), mod.digest_size(alg)), dtype=np.uint8)
+        try:
+            mod.mac_arena(*args, out, threads)
+        except TypeError:  # an extension built before nthreads: one thread
+            mod.mac_arena(*args, out)
+        if [r.tobytes() for r in out] != want:
+            raise RuntimeError(f"known-answer check (rows in pairs) failed for {HASH_NAMES[alg]}")
 
 
 def _py_hmac(key: bytes, data: bytes, alg: int) -> bytes:
