@@ -176,8 +176,10 @@ def _known_pairs(mod: Any, alg: int, key: bytes, m: bytes) -> None:
         out = np.empty((len(rows), mod.digest_size(alg)), dtype=np.uint8)
         try:
             mod.mac_arena(*args, out, threads)
-        except TypeError:  # an extension built before nthreads: one thread
+            _state["nthreads"] = True
+        except TypeError:  # an extension built before nthreads: rows in Python threads
             mod.mac_arena(*args, out)
+            _state["nthreads"] = False
         if [r.tobytes() for r in out] != want:
             raise RuntimeError(f"known-answer check (rows in pairs) failed for {HASH_NAMES[alg]}")
 
@@ -295,6 +297,7 @@ def mac_arena(
     mac_len: int,
     gmac_offsets: Any,
     gmac_len: int,
+    threads: int = 1,
 ) -> np.ndarray:
     """HMAC of every datagram of an interval arena: ``tags[k]`` (full digest, shape
     ``(n, digest length)``) of ``arena[offsets[k] : offsets[k] + lengths[k]]`` with its
@@ -303,7 +306,8 @@ def mac_arena(
     5776 §3.3.1 (fields may overlap; the union is zero).  Nothing is written into the
     arena.  ``hash_name``: "sha1" .. "sha512" or the TESLA registry value.  ValueError
     (nothing computed) if a datagram is outside the arena or a field outside its
-    datagram.  Native without the GIL when the kernel is loaded, else in Python."""
+    datagram.  Native without the GIL when the kernel is loaded (the datagrams shared
+    among ``threads`` native threads), else in Python."""
     alg = _hash_id(hash_name)
     of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)
     n = len(of)
@@ -312,7 +316,11 @@ def mac_arena(
     out = np.empty((n, _DIGEST[alg]), dtype=np.uint8)
     mod = _mod()
     if mod is not None:
-        mod.mac_arena(alg, key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), out)
+        nt = _native_threads(threads, n)
+        if nt > 1:
+            mod.mac_arena(alg, key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), out, nt)
+        else:
+            mod.mac_arena(alg, key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), out)
         return out
     # the pure-Python path: the same checks, then zeroed copies through the py-copy loop
     mv = memoryview(arena).cast("B")
@@ -378,6 +386,12 @@ def verify_arena(
             int(gmac_len), tags[a:b], ok8[a:b], cut,
         )
 
+    nt = _native_threads(threads, n)
+    if nt > 1:  # the kernel's own threads: all hashed without the GIL, then the cut
+        got1 = mod.verify_arena(
+            alg, key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), tags, ok8, cut, nt
+        )
+        return ok, tags, got1 if cut else None
     if threads < 2 or n < MIN_ROWS * threads:
         got1 = part(0, n)
         return ok, tags, got1 if cut else None
@@ -402,11 +416,13 @@ def verify_arena_task(
     mac_len: int,
     gmac_offsets: Any,
     gmac_len: int,
+    threads: int = 1,
 ) -> tuple[Callable[[], Any], np.ndarray, np.ndarray] | None:
     """:func:`verify_arena` without the cut, split for a background thread: ``(task, ok,
     tags)``, everything prepared here, ``task()`` only the native call (it holds the GIL
-    just to take its arguments, and fills ``ok`` and ``tags`` hashing without it).  None
-    when the kernel is not to be used."""
+    just to take its arguments, and fills ``ok`` and ``tags`` hashing without it, in
+    ``threads`` native threads: the calling one and ``threads`` - 1 more).  None when the
+    kernel is not to be used."""
     mod = _mod_fused()
     if mod is None:
         return None
@@ -414,11 +430,24 @@ def verify_arena_task(
     n = len(of)
     tags = np.empty((n, mac_len), dtype=np.uint8)
     ok = np.empty(n, dtype=np.bool_)
+    nt = _native_threads(threads, n)
     task = partial(
         mod.verify_arena, _hash_id(hash_name), key, arena, of, ln, mo, int(mac_len), go,
-        int(gmac_len), tags, ok.view(np.uint8), False,
+        int(gmac_len), tags, ok.view(np.uint8), False, *((nt,) if nt > 1 else ()),
     )
     return task, ok, tags
+
+
+#: at most this many native threads per call (``MAX_THREADS`` in tesla/mac/_mac.c)
+MAX_THREADS = 16
+
+
+def _native_threads(threads: int, n: int) -> int:
+    """Native threads for a call of n rows: 1 for few rows (under :data:`MIN_ROWS` per
+    thread) or an extension built before ``nthreads``."""
+    if threads < 2 or n < MIN_ROWS * threads or not _state.get("nthreads"):
+        return 1
+    return min(threads, MAX_THREADS)
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
