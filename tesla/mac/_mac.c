@@ -17,6 +17,8 @@
 
 #include <openssl/evp.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 
 /* TESLA PRF/MAC registry values 0..4 (RFC 5776 §5) */
@@ -632,6 +634,8 @@ static void hmac_many_ni(const hkey *h, mrow *rows, size_t nrows)
         }
     }
 }
+
+#include "sha256_x16.h" /* HMAC-SHA-256 sixteen rows at a time on AVX-512 */
 #endif
 
 /* Every row's HMAC into its md; 0 if a libcrypto call failed.  Runs without the GIL. */
@@ -639,7 +643,10 @@ static int hmac_many(hkey *h, mrow *rows, size_t nrows)
 {
 #ifdef HAVE_SHANI
     if (h->ni) {
-        hmac_many_ni(h, rows, nrows);
+        if (use_x16 && !h->si.sha1 && nrows >= (size_t)x16_min_rows)
+            hmac_many_x16(h, rows, nrows);
+        else
+            hmac_many_ni(h, rows, nrows);
         return 1;
     }
 #endif
@@ -1687,7 +1694,39 @@ static PyObject *set_sha_ni(PyObject *self, PyObject *arg)
     return PyBool_FromLong(use_shani);
 }
 
+static PyObject *x16(PyObject *self, PyObject *noarg)
+{
+#ifdef HAVE_SHANI
+    return PyBool_FromLong(use_x16 && use_shani);
+#else
+    return PyBool_FromLong(0);
+#endif
+}
+
+static PyObject *set_x16(PyObject *self, PyObject *args)
+{
+    int on, min_rows = -1, tail = -1;
+    if (!PyArg_ParseTuple(args, "p|ii", &on, &min_rows, &tail))
+        return NULL;
+#ifdef HAVE_SHANI
+    use_x16 = on && x16_ok;
+    if (min_rows >= 0)
+        x16_min_rows = min_rows;
+    if (tail >= 0)
+        x16_tail = tail > 16 ? 16 : tail;
+    return PyBool_FromLong(use_x16 && use_shani);
+#else
+    return PyBool_FromLong(0);
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"x16", x16, METH_NOARGS,
+     "Whether HMAC-SHA-256 calls of enough rows run sixteen rows at a time on AVX-512."},
+    {"set_x16", set_x16, METH_VARARGS,
+     "set_x16(on, min_rows=-1, tail=-1): use the AVX-512 sixteen-lane path for HMAC-SHA-256\n"
+     "where the CPU and OS allow it and SHA-NI is on (rows of a call >= min_rows; lanes\n"
+     "left to SHA-NI at the end <= tail; -1 keeps each); returns whether it is used."},
     {"sha_ni", sha_ni, METH_NOARGS,
      "Whether HMAC-SHA-1 and -SHA-256 run on the CPU's SHA instructions (else OpenSSL EVP)."},
     {"set_sha_ni", set_sha_ni, METH_O,
@@ -1723,6 +1762,14 @@ PyMODINIT_FUNC PyInit__mac(void)
     }
 #ifdef HAVE_SHANI
     use_shani = cpu_has_shani();
+    x16_ok = x16_cpu();
+    { /* TESLA_MAC_X16=1 / 0: the sixteen-lane path on / off (default: X16_DEFAULT) */
+        const char *e = getenv("TESLA_MAC_X16");
+        int on = X16_DEFAULT;
+        if (e && *e)
+            on = strcmp(e, "0") && strcasecmp(e, "no") && strcasecmp(e, "off") && strcasecmp(e, "false");
+        use_x16 = x16_ok && on;
+    }
 #endif
     return PyModule_Create(&moddef);
 }
