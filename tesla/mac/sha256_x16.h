@@ -136,6 +136,9 @@ static int use_x16 = 0;      /* the sixteen-lane path is used (set_x16, TESLA_MA
 #ifndef X16_DEFAULT
 #define X16_DEFAULT 1 /* used by default where allowed (TESLA_MAC_X16 overrides) */
 #endif
+#ifndef X16_AHEAD
+#define X16_AHEAD 128 /* octets prefetched ahead in a row */
+#endif
 static int x16_min_rows = 8;
 static int x16_tail = 4;
 
@@ -170,6 +173,24 @@ static void x16_finish_ni(const hkey *h, nilane *a, nilane *b, mrow *rows, size_
     }
 }
 
+/* The end of the run of blocks from offset off (a multiple of 64) that are read in
+ * place: whole blocks within the row holding no zeroed octet (off itself when the block
+ * at off is not one). */
+static size_t x16_run_end(const mrow *r, size_t off)
+{
+    size_t e = r->n / 64 * 64, f[2][2] = {{r->a1, r->b1}, {r->a2, r->b2}};
+    for (int j = 0; j < 2; j++) {
+        if (f[j][0] >= f[j][1] || f[j][1] <= off)
+            continue;
+        size_t fs = f[j][0] / 64 * 64;
+        if (fs <= off)
+            return off;
+        if (fs < e)
+            e = fs;
+    }
+    return e > off ? e : off;
+}
+
 /* HMAC-SHA-256 of the rows, sixteen lanes each taking the next row when its own is done
  * (inner blocks, then the outer hash's one block, as in hmac_many_ni); a lane without
  * a row hashes a zero block whose result is never read. */
@@ -178,7 +199,7 @@ static void hmac_many_x16(const hkey *h, mrow *rows, size_t nrows)
     nilane L[16];
     uint32_t S[8][16] __attribute__((aligned(64)));
     const unsigned char *p[16];
-    size_t next = 0;
+    size_t next = 0, lim[16]; /* lim: the end of the lane's current in-place run */
     int active = 0;
     for (int i = 0; i < 16; i++) {
         L[i].r = NULL;
@@ -187,6 +208,7 @@ static void hmac_many_x16(const hkey *h, mrow *rows, size_t nrows)
             L[i].blk = 0;
             L[i].nb = (L[i].r->n + 9 + 63) / 64;
             L[i].outer = 0;
+            lim[i] = x16_run_end(L[i].r, 0);
             active++;
         }
         x16_col_put(S, i, h->si.h);
@@ -206,8 +228,22 @@ static void hmac_many_x16(const hkey *h, mrow *rows, size_t nrows)
             }
             return;
         }
-        for (int i = 0; i < 16; i++)
-            p[i] = !L[i].r ? ZEROS : (L[i].outer ? L[i].scr : nilane_block(&L[i], h->dlen));
+        for (int i = 0; i < 16; i++) {
+            nilane *x = &L[i];
+            size_t off = 64 * x->blk;
+            if (!x->r)
+                p[i] = ZEROS;
+            else if (x->outer)
+                p[i] = x->scr;
+            else if (off + 64 <= lim[i]) {
+                p[i] = x->r->p + off;
+                /* sixteen streams are more than the hardware prefetcher follows */
+                __builtin_prefetch(p[i] + X16_AHEAD);
+            } else {
+                p[i] = nilane_block(x, h->dlen);
+                lim[i] = x16_run_end(x->r, off + 64);
+            }
+        }
         sha256_x16(S, p);
         for (int i = 0; i < 16; i++) {
             nilane *x = &L[i];
@@ -220,9 +256,11 @@ static void hmac_many_x16(const hkey *h, mrow *rows, size_t nrows)
             /* the inner hash ends (outer block built from it) or the row is done */
             x16_col_get(S, i, x->h);
             nilane_advance(x, h, rows, nrows, &next);
-            if (x->r)
+            if (x->r) {
                 x16_col_put(S, i, x->h);
-            else
+                if (!x->outer) /* a new row */
+                    lim[i] = x16_run_end(x->r, 0);
+            } else
                 active--;
         }
     }
