@@ -3,7 +3,10 @@ interleaved, each of two lanes taking the next row when its own is done) and, wi
 ``nthreads``, in several threads: whatever the number of rows, their lengths (across the
 55/56/63/64-octet padding boundaries) and where the MAC and Group MAC fields lie (RFC 5776
 §3.3.1: read as zeros, nothing written), every digest must be ``cryptography``'s HMAC of
-the zeroed datagram, for SHA-1 and SHA-256 on the SHA-NI path and on the EVP path."""
+the zeroed datagram, for SHA-1 and SHA-256 on the SHA-NI path and on the EVP path.
+SHA-256 also on the AVX-512 path (sixteen rows at a time, lanes taking the next row,
+the last lanes finishing on SHA-NI), forced on from one row so that every row count
+goes through it."""
 
 from __future__ import annotations
 
@@ -29,11 +32,30 @@ def _mod() -> Any:
     return mk._load()["mod"]
 
 
+#: the extension's defaults: x16 from 12 rows of a call, the last 8 lanes on SHA-NI
+X16_MIN_ROWS, X16_TAIL = 12, 8
+
+
 @pytest.fixture(autouse=True)
 def _restore() -> Any:
+    mod = mk._load().get("mod") if mk.available() else None
+    was = bool(mod is not None and hasattr(mod, "x16") and mod.x16())
     yield
-    if mk.available():
-        mk._load()["mod"].set_sha_ni(True)
+    if mod is not None:
+        mod.set_sha_ni(True)
+        if hasattr(mod, "set_x16"):
+            mod.set_x16(was, X16_MIN_ROWS, X16_TAIL)
+
+
+def _path(mod: Any, path: str, tail: int = X16_TAIL) -> None:
+    """SHA-1/-256 on SHA-NI, on EVP, or SHA-256 on the AVX-512 lanes from one row."""
+    mod.set_sha_ni(True)
+    if path == "evp" and not mod.sha_ni():
+        pytest.skip("SHA-1/-256 are on the EVP path anyway (no SHA-NI)")
+    x16 = hasattr(mod, "set_x16") and mod.set_x16(path == "x16", 1, tail)
+    if path == "x16" and not x16:
+        pytest.skip("no AVX-512 sixteen-lane path here (CPU, OS or no SHA-NI)")
+    mod.set_sha_ni(path != "evp")
 
 
 def _oracle(alg: int, key: bytes, p: bytes, fields: list[tuple[int, int]]) -> bytes:
@@ -52,7 +74,8 @@ def _calls(draw: Any) -> tuple[int, bytes, bytes, list[tuple[int, int, int, int]
     receiver's rows carry one) and maybe a Group MAC field anywhere in it."""
     alg = draw(st.sampled_from(sorted(ALGS)))
     key = draw(st.binary(min_size=0, max_size=100))
-    n = draw(st.sampled_from([0, 1, 2, 3, 4, 5, 7, 8, 33, 65]))
+    n = draw(st.one_of(st.sampled_from([0, 1, 2, 3, 4, 5, 7, 8, 16, 17, 33, 65]),
+                       st.integers(0, 40)))
     ml = draw(st.sampled_from([1, 10, 16, ALGS[alg][1]]))
     gl = draw(st.sampled_from([0, 4, 20, 64]))
     rows, parts, pos = [], [], 0
@@ -72,7 +95,7 @@ def _calls(draw: Any) -> tuple[int, bytes, bytes, list[tuple[int, int, int, int]
         rows.append((pos, ln, mo, go))
         pos += ln
     threads = draw(st.sampled_from([1, 1, 2, 3]))
-    return alg, key, b"".join(parts), rows, ml, gl, threads
+    return alg, key, b"".join(parts), rows, ml, gl, threads, draw(st.sampled_from([0, 3, 8, 16]))
 
 
 def _arrays(rows: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
@@ -81,17 +104,16 @@ def _arrays(rows: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
     return [np.array(c, dtype=np.int64) for c in zip(*rows, strict=True)]
 
 
-@pytest.mark.parametrize("evp", [False, True], ids=["sha-ni", "evp"])
+@pytest.mark.parametrize("path", ["sha-ni", "x16", "evp"])
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.data_too_large])
 @given(case=_calls())
-def test_paired_rows_equal_hmac_of_the_zeroed_datagram(evp: bool, case: Any) -> None:
+def test_paired_rows_equal_hmac_of_the_zeroed_datagram(path: str, case: Any) -> None:
     mod = _mod()
-    mod.set_sha_ni(True)
-    if evp and not mod.sha_ni():
-        pytest.skip("SHA-1/-256 are on the EVP path anyway (no SHA-NI)")
-    mod.set_sha_ni(not evp)
-    alg, key, arena_b, rows, ml, gl, threads = case
+    alg, key, arena_b, rows, ml, gl, threads, tail = case
+    if path == "x16":  # SHA-256 only there (a SHA-1 MAC field of <= 20 octets fits)
+        alg = 2
+    _path(mod, path, tail)
     dl = ALGS[alg][1]
     arena = np.frombuffer(bytearray(arena_b), dtype=np.uint8)
     of, ln, mo, go = _arrays(rows)
@@ -132,12 +154,13 @@ def test_paired_rows_equal_hmac_of_the_zeroed_datagram(evp: bool, case: Any) -> 
         assert out[k * dl : (k + 1) * dl].tobytes() == _oracle(alg, key, arena_b[s : s + n], [])
 
 
-@pytest.mark.parametrize("alg", sorted(ALGS))
-def test_every_pair_of_edge_lengths_and_field_spans(alg: int) -> None:
+@pytest.mark.parametrize("alg,path", [(0, "sha-ni"), (2, "sha-ni"), (2, "x16")])
+def test_every_pair_of_edge_lengths_and_field_spans(alg: int, path: str) -> None:
     """Deterministic sweep: rows of every two edge lengths next to each other (so each
-    length meets each in the two lanes), MAC field at the start, across each block
-    boundary and at the end."""
+    length meets each in the two lanes, and in the sixteen), MAC field at the start,
+    across each block boundary and at the end."""
     mod = _mod()
+    _path(mod, path)
     rng = np.random.default_rng(alg)
     ml, gl, dl = 10, 4, ALGS[alg][1]
     rows, parts, pos = [], [], 0

@@ -12,7 +12,10 @@ copies the inner state, absorbs the row, finishes, and does the same with the ou
 state, all through libcrypto's public EVP API, without the GIL.  On x86-64 CPUs with the
 SHA extensions, SHA-256 (TESLA's default) and SHA-1 run on the extension's own SHA-256 /
 SHA-1 over those instructions instead (the EVP copy allocates per packet, which costs
-~60 ns of a 64-octet packet's ~250).  Datagrams are read
+~60 ns of a 64-octet packet's ~250); where the CPU and OS also have AVX-512, calls of
+12 rows or more hash SHA-256 sixteen rows at a time on it (``sha256_x16.h``; SHA-NI
+is throughput-bound, so two interleaved rows gain little; ``TESLA_MAC_X16=0`` or the
+extension's ``set_x16(False)`` keeps them on SHA-NI).  Datagrams are read
 through ``PyBytes_AsStringAndSize`` or the buffer protocol (held for the loop); rows
 and fields are checked against their buffers in C before any hashing, so no argument
 can make it read outside a buffer.
@@ -90,6 +93,12 @@ def _load() -> dict[str, Any]:
                 _mac.set_sha_ni(False)
                 _known_answers(_mac)
                 print(f"tesla: {e} on the SHA-NI path; using OpenSSL EVP", file=sys.stderr)
+            if getattr(_mac, "x16", None) and _mac.x16():
+                try:
+                    _known_x16(_mac)
+                except RuntimeError as e:  # the sixteen-lane path alone is refused
+                    _mac.set_x16(False)
+                    print(f"tesla: {e} on the AVX-512 path; using SHA-NI", file=sys.stderr)
             _state["mod"] = _mac
             _state["path"] = getattr(_mac, "__file__", "tesla.mac._mac")
             if not _state.get("fused"):
@@ -184,6 +193,35 @@ def _known_pairs(mod: Any, alg: int, key: bytes, m: bytes) -> None:
             raise RuntimeError(f"known-answer check (rows in pairs) failed for {HASH_NAMES[alg]}")
 
 
+def _known_x16(mod: Any) -> None:
+    """21 rows of different lengths (across the padding and block boundaries, one
+    empty) in one call, with the MAC and Group MAC fields at different offsets (read as
+    zeros, RFC 5776 §3.3.1): enough rows for the AVX-512 path, lanes that take a second
+    row, and lanes left to SHA-NI at the end; each digest the HMAC of its zeroed row."""
+    m = bytes((7 * i + 3) & 0xFF for i in range(2200))
+    lens = [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 200, 700, 769, 1400, 2100, 10, 183,
+            184, 1024, 333]
+    rows = []
+    for k, n in enumerate(lens):
+        mo = (k * 37) % (n - 9) if n > 10 else -1
+        go = (k * 61 + 5) % (n - 3) if n > 4 and k % 3 else -1
+        rows.append((k * 3, n, mo, go))
+    key = bytes(range(32))
+    want = []
+    for s, n, a, b in rows:
+        z = bytearray(m[s : s + n])
+        if a >= 0:
+            z[a : a + 10] = bytes(10)
+        if b >= 0:
+            z[b : b + 4] = bytes(4)
+        want.append(_py_hmac(key, bytes(z), 2))
+    of, ln, mo_, go_ = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    out = np.empty((len(rows), 32), dtype=np.uint8)
+    mod.mac_arena(2, key, m, of, ln, mo_, 10, go_, 4, out, 1)
+    if [r.tobytes() for r in out] != want:
+        raise RuntimeError("known-answer check (16 lanes) failed for sha256")
+
+
 def _py_hmac(key: bytes, data: bytes, alg: int) -> bytes:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.hmac import HMAC
@@ -211,6 +249,8 @@ def describe() -> str:
         return f"off ({why_unavailable()}): py-copy loop"
     mod = _state["mod"]
     sha = "SHA-1/-256 on SHA-NI, other hashes " if mod.sha_ni() else ""
+    if getattr(mod, "x16", None) and mod.x16():
+        sha = "SHA-256 on AVX-512 x16 (>= 12 rows), " + sha
     return f"native C, {sha}over {mod.openssl_version()} EVP ({os.path.basename(_state['path'])})"
 
 
