@@ -1763,6 +1763,7 @@ PyMODINIT_FUNC PyInit__mac(void)
 #ifdef HAVE_SHANI
     use_shani = cpu_has_shani();
     x16_ok = x16_cpu();
+    x16_init_k();
     { /* TESLA_MAC_X16=1 / 0: the sixteen-lane path on / off (default: X16_DEFAULT) */
         const char *e = getenv("TESLA_MAC_X16");
         int on = X16_DEFAULT;

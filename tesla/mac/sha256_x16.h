@@ -50,11 +50,13 @@ X16_TARGET static inline __m512i x16_ssig1(__m512i x)
 X16_TARGET static inline void x16_transpose(__m512i r[16])
 {
     __m512i a[16], b[16];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i++) {
         a[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
         a[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
     }
     /* b[4i + c], quarter q: word c + 4q of rows 4i..4i+3 */
+#pragma GCC unroll 4
     for (int i = 0; i < 4; i++) {
         b[4 * i] = _mm512_unpacklo_epi64(a[4 * i], a[4 * i + 2]);
         b[4 * i + 1] = _mm512_unpackhi_epi64(a[4 * i], a[4 * i + 2]);
@@ -62,6 +64,7 @@ X16_TARGET static inline void x16_transpose(__m512i r[16])
         b[4 * i + 3] = _mm512_unpackhi_epi64(a[4 * i + 1], a[4 * i + 3]);
     }
     /* a 4x4 transpose of 128-bit quarters for each c */
+#pragma GCC unroll 4
     for (int c = 0; c < 4; c++) {
         __m512i t0 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0x44);
         __m512i t1 = _mm512_shuffle_i32x4(b[c], b[4 + c], 0xEE);
@@ -74,20 +77,32 @@ X16_TARGET static inline void x16_transpose(__m512i r[16])
     }
 }
 
+/* K[t] in every lane, read as a memory operand of the add (filled at module init) */
+static uint32_t K256x16[64][16] __attribute__((aligned(64)));
+
+static void x16_init_k(void)
+{
+    for (int t = 0; t < 64; t++)
+        for (int i = 0; i < 16; i++)
+            K256x16[t][i] = K256[t];
+}
+
 /* One block of each of sixteen messages: lane i's block at p[i], its state in column i
- * of S (S[j][i] = word Hj of lane i). */
+ * of S (S[j][i] = word Hj of lane i; S 64-octet aligned). */
 X16_TARGET static void sha256_x16(uint32_t S[8][16], const unsigned char *const p[16])
 {
     const __m512i BSWAP = _mm512_set_epi64(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL,
                                            0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL,
                                            0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL,
                                            0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
-    __m512i w[16], s[8], s0[8];
+    __m512i w[16], s[8];
+#pragma GCC unroll 16
     for (int i = 0; i < 16; i++)
         w[i] = _mm512_shuffle_epi8(_mm512_loadu_si512((const void *)p[i]), BSWAP);
     x16_transpose(w);
+#pragma GCC unroll 8
     for (int j = 0; j < 8; j++)
-        s0[j] = s[j] = _mm512_loadu_si512((const void *)S[j]);
+        s[j] = _mm512_load_si512((const void *)S[j]);
     /* round t with the eight working variables rotated by t: a = s[-t & 7], ... */
 #pragma GCC unroll 64
     for (int t = 0; t < 64; t++) {
@@ -101,13 +116,15 @@ X16_TARGET static void sha256_x16(uint32_t S[8][16], const unsigned char *const 
         __m512i t1 = _mm512_add_epi32(
             _mm512_add_epi32(*h, x16_bsig1(*e)),
             _mm512_add_epi32(_mm512_ternarylogic_epi32(*e, *f, *g, TL_CH),
-                             _mm512_add_epi32(w[t & 15], _mm512_set1_epi32((int)K256[t]))));
+                             _mm512_add_epi32(w[t & 15], _mm512_load_si512((const void *)K256x16[t]))));
         __m512i t2 = _mm512_add_epi32(x16_bsig0(*a), _mm512_ternarylogic_epi32(*a, *b, *c, TL_MAJ));
         *d = _mm512_add_epi32(*d, t1); /* the new e */
         *h = _mm512_add_epi32(t1, t2); /* the new a */
     }
+#pragma GCC unroll 8
     for (int j = 0; j < 8; j++)
-        _mm512_storeu_si512((void *)S[j], _mm512_add_epi32(s[j], s0[j]));
+        _mm512_store_si512((void *)S[j], /* the state before the block: read again */
+                           _mm512_add_epi32(s[j], _mm512_load_si512((const void *)S[j])));
 }
 
 /* AVX-512F and BW in the CPU, and the opmask and ZMM state enabled by the OS (XCR0
