@@ -88,8 +88,12 @@ static void x16_init_k(void)
 }
 
 /* One block of each of sixteen messages: lane i's block at p[i], its state in column i
- * of S (S[j][i] = word Hj of lane i; S 64-octet aligned). */
-X16_TARGET static void sha256_x16(uint32_t S[8][16], const unsigned char *const p[16])
+ * of S (S[j][i] = word Hj of lane i; S 64-octet aligned).  Lanes in the mask outer
+ * instead hash HMAC's outer block (RFC 2104) from the outer keyed state so[]: their
+ * state is the inner digest, which is the block's first eight words as it stands,
+ * then 0x80 and the length of key block and digest (FIPS 180-4 §5.1.1); p[i] unread. */
+X16_TARGET static void sha256_x16(uint32_t S[8][16], const unsigned char *const p[16],
+                                  __mmask16 outer, const uint32_t so[8])
 {
     const __m512i BSWAP = _mm512_set_epi64(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL,
                                            0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL,
@@ -103,6 +107,19 @@ X16_TARGET static void sha256_x16(uint32_t S[8][16], const unsigned char *const 
 #pragma GCC unroll 8
     for (int j = 0; j < 8; j++)
         s[j] = _mm512_load_si512((const void *)S[j]);
+    if (outer) {
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            w[j] = _mm512_mask_mov_epi32(w[j], outer, s[j]);
+            s[j] = _mm512_mask_mov_epi32(s[j], outer, _mm512_set1_epi32((int)so[j]));
+            _mm512_store_si512((void *)S[j], s[j]); /* the state the block adds to */
+        }
+        w[8] = _mm512_mask_mov_epi32(w[8], outer, _mm512_set1_epi32((int)0x80000000u));
+#pragma GCC unroll 6
+        for (int j = 9; j < 15; j++)
+            w[j] = _mm512_mask_mov_epi32(w[j], outer, _mm512_setzero_si512());
+        w[15] = _mm512_mask_mov_epi32(w[15], outer, _mm512_set1_epi32((64 + 32) * 8));
+    }
     /* round t with the eight working variables rotated by t: a = s[-t & 7], ... */
 #pragma GCC unroll 64
     for (int t = 0; t < 64; t++) {
@@ -171,6 +188,15 @@ static void x16_col_put(uint32_t S[8][16], int i, const uint32_t h[8])
         S[j][i] = h[j];
 }
 
+/* Lane i's digest (words H0..H7, big-endian) into o */
+static void x16_put_digest(unsigned char *o, uint32_t S[8][16], int i)
+{
+    for (int j = 0; j < 8; j++) {
+        uint32_t v = __builtin_bswap32(S[j][i]);
+        memcpy(o + 4 * j, &v, 4);
+    }
+}
+
 /* The lanes' rows to their end on SHA-NI, two lanes at a time (no new row is taken). */
 static void x16_finish_ni(const hkey *h, nilane *a, nilane *b, mrow *rows, size_t nrows)
 {
@@ -209,8 +235,8 @@ static size_t x16_run_end(const mrow *r, size_t off)
 }
 
 /* HMAC-SHA-256 of the rows, sixteen lanes each taking the next row when its own is done
- * (inner blocks, then the outer hash's one block, as in hmac_many_ni); a lane without
- * a row hashes a zero block whose result is never read. */
+ * (inner blocks, then the outer hash's one block straight from the lane's state); a
+ * lane without a row hashes a zero block whose result is never read. */
 static void hmac_many_x16(const hkey *h, mrow *rows, size_t nrows)
 {
     nilane L[16];
@@ -237,6 +263,10 @@ static void hmac_many_x16(const hkey *h, mrow *rows, size_t nrows)
             for (int i = 0; i < 16; i++)
                 if (L[i].r) {
                     x16_col_get(S, i, L[i].h);
+                    if (L[i].outer) { /* the inner digest: the outer block, the outer state */
+                        nilane_block(&L[i], h->dlen);
+                        memcpy(L[i].h, h->so.h, sizeof L[i].h);
+                    }
                     rest[k++] = &L[i];
                 }
             for (int i = 0; i < k; i += 2) {
@@ -245,14 +275,14 @@ static void hmac_many_x16(const hkey *h, mrow *rows, size_t nrows)
             }
             return;
         }
+        __mmask16 om = 0;
         for (int i = 0; i < 16; i++) {
             nilane *x = &L[i];
             size_t off = 64 * x->blk;
-            if (!x->r)
+            if (!x->r || x->outer) {
                 p[i] = ZEROS;
-            else if (x->outer)
-                p[i] = x->scr;
-            else if (off + 64 <= lim[i]) {
+                om |= (__mmask16)((x->r ? 1u : 0u) << i);
+            } else if (off + 64 <= lim[i]) {
                 p[i] = x->r->p + off;
                 /* sixteen streams are more than the hardware prefetcher follows */
                 __builtin_prefetch(p[i] + X16_AHEAD);
@@ -261,22 +291,25 @@ static void hmac_many_x16(const hkey *h, mrow *rows, size_t nrows)
                 lim[i] = x16_run_end(x->r, off + 64);
             }
         }
-        sha256_x16(S, p);
+        sha256_x16(S, p, om, h->so.h);
         for (int i = 0; i < 16; i++) {
             nilane *x = &L[i];
             if (!x->r)
                 continue;
-            if (!x->outer && x->blk + 1 < x->nb) {
-                x->blk++;
+            if (!x->outer) { /* the outer block next when the inner hash ends */
+                if (++x->blk == x->nb)
+                    x->outer = 1;
                 continue;
             }
-            /* the inner hash ends (outer block built from it) or the row is done */
-            x16_col_get(S, i, x->h);
-            nilane_advance(x, h, rows, nrows, &next);
-            if (x->r) {
-                x16_col_put(S, i, x->h);
-                if (!x->outer) /* a new row */
-                    lim[i] = x16_run_end(x->r, 0);
+            x16_put_digest(x->r->md, S, i);
+            x->r = NULL;
+            if (next < nrows) { /* the lane takes the next row */
+                x->r = &rows[next++];
+                x->blk = 0;
+                x->nb = (x->r->n + 9 + 63) / 64;
+                x->outer = 0;
+                lim[i] = x16_run_end(x->r, 0);
+                x16_col_put(S, i, h->si.h);
             } else
                 active--;
         }
