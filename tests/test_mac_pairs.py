@@ -10,6 +10,10 @@ goes through it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -212,3 +216,18 @@ def test_nthreads_out_of_range_is_refused() -> None:
     for bad in (0, -1, 17):
         with pytest.raises(ValueError):
             mod.mac_arena(2, b"k", b"abc", z, z + 3, z - 1, 0, z - 1, 0, out, bad)
+
+
+def test_tesla_mac_x16_env_switches_the_sixteen_lane_path() -> None:
+    """TESLA_MAC_X16=0 keeps HMAC-SHA-256 on SHA-NI (A/B measurements); =1 uses AVX-512
+    where the CPU and OS allow it."""
+    mod = _mod()
+    if not hasattr(mod, "set_x16"):
+        pytest.skip("extension built before the AVX-512 path")
+    can = bool(mod.set_x16(True))
+    code = "from tesla.mac import _mac; print(_mac.x16())"
+    root = Path(__file__).resolve().parents[1]
+    for val, want in (("0", False), ("off", False), ("1", can)):
+        r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
+                           text=True, env={**os.environ, "TESLA_MAC_X16": val}, check=True)
+        assert r.stdout.strip() == str(want), val
