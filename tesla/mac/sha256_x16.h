@@ -216,6 +216,35 @@ static void x16_finish_ni(const hkey *h, nilane *a, nilane *b, mrow *rows, size_
     }
 }
 
+/* The octets of [a, b) within the block at off, as a mask of the block's 64 */
+static inline uint64_t x16_span(size_t a, size_t b, size_t off)
+{
+    size_t lo = a > off ? a - off : 0, hi = b < off + 64 ? b - off : 64;
+    if (a >= b || b <= off || a >= off + 64)
+        return 0;
+    return (hi - lo == 64 ? ~0ULL : ((1ULL << (hi - lo)) - 1)) << lo;
+}
+
+/* The lane's next inner block, not in place (a zeroed field, or past the row's end):
+ * built in registers (a masked load: octets outside the row are never read; fields
+ * read as zeros, RFC 5776 §3.3.1; the 0x80 octet and the length of FIPS 180-4 §5.1.1,
+ * the key block of RFC 2104 counted) and stored whole into the lane's scratch. */
+X16_TARGET static const unsigned char *x16_block(nilane *L)
+{
+    const mrow *r = L->r;
+    size_t off = 64 * L->blk;
+    uint64_t keep = r->n <= off ? 0 : (r->n - off >= 64 ? ~0ULL : (1ULL << (r->n - off)) - 1);
+    keep &= ~x16_span(r->a1, r->b1, off) & ~x16_span(r->a2, r->b2, off);
+    __m512i v = _mm512_maskz_loadu_epi8(keep, (const void *)(r->p + off));
+    if (r->n >= off && r->n < off + 64)
+        v = _mm512_mask_mov_epi8(v, 1ULL << (r->n - off), _mm512_set1_epi8((char)0x80));
+    if (L->blk + 1 == L->nb)
+        v = _mm512_mask_mov_epi64(
+            v, 0x80, _mm512_set1_epi64((long long)__builtin_bswap64((64 + (uint64_t)r->n) * 8)));
+    _mm512_storeu_si512((void *)L->scr, v);
+    return L->scr;
+}
+
 /* The end of the run of blocks from offset off (a multiple of 64) that are read in
  * place: whole blocks within the row holding no zeroed octet (off itself when the block
  * at off is not one). */
@@ -287,7 +316,7 @@ static void hmac_many_x16(const hkey *h, mrow *rows, size_t nrows)
                 /* sixteen streams are more than the hardware prefetcher follows */
                 __builtin_prefetch(p[i] + X16_AHEAD);
             } else {
-                p[i] = nilane_block(x, h->dlen);
+                p[i] = x16_block(x);
                 lim[i] = x16_run_end(x->r, off + 64);
             }
         }
