@@ -36,8 +36,8 @@ def _mod() -> Any:
     return mk._load()["mod"]
 
 
-#: the extension's defaults: x16 from 12 rows of a call, the last 8 lanes on SHA-NI
-X16_MIN_ROWS, X16_TAIL = 12, 8
+#: the extension's defaults: x16 from 10 rows of a call, the last 6 lanes on SHA-NI
+X16_MIN_ROWS, X16_TAIL = 10, 6
 
 
 @pytest.fixture(autouse=True)

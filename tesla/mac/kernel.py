@@ -13,7 +13,7 @@ state, all through libcrypto's public EVP API, without the GIL.  On x86-64 CPUs 
 SHA extensions, SHA-256 (TESLA's default) and SHA-1 run on the extension's own SHA-256 /
 SHA-1 over those instructions instead (the EVP copy allocates per packet, which costs
 ~60 ns of a 64-octet packet's ~250); where the CPU and OS also have AVX-512, calls of
-12 rows or more hash SHA-256 sixteen rows at a time on it (``sha256_x16.h``; SHA-NI
+10 rows or more hash SHA-256 sixteen rows at a time on it (``sha256_x16.h``; SHA-NI
 is throughput-bound, so two interleaved rows gain little; ``TESLA_MAC_X16=0`` or the
 extension's ``set_x16(False)`` keeps them on SHA-NI).  Datagrams are read
 through ``PyBytes_AsStringAndSize`` or the buffer protocol (held for the loop); rows
@@ -250,7 +250,7 @@ def describe() -> str:
     mod = _state["mod"]
     sha = "SHA-1/-256 on SHA-NI, other hashes " if mod.sha_ni() else ""
     if getattr(mod, "x16", None) and mod.x16():
-        sha = "SHA-256 on AVX-512 x16 (>= 12 rows), " + sha
+        sha = "SHA-256 on AVX-512 x16 (>= 10 rows), " + sha
     return f"native C, {sha}over {mod.openssl_version()} EVP ({os.path.basename(_state['path'])})"
 
 
