@@ -37,6 +37,7 @@ setup(
         Extension(
             "tesla.mac._mac",
             ["tesla/mac/_mac.c"],
+            depends=["tesla/mac/sha256_x16.h"],  # included by _mac.c (AVX-512 SHA-256)
             libraries=["crypto"],
             define_macros=[("Py_LIMITED_API", "0x030B0000")],
             py_limited_api=True,

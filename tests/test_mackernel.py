@@ -531,6 +531,43 @@ def test_known_answer_failure_means_fallback(
     assert mk.available()
 
 
+class _WrongPairs(_Wrong):
+    """An extension right for one row per call, wrong when rows are paired: the second
+    row of a call of SHA-384 gets the first one's digest."""
+
+    def hmac_rows(self, alg: int, key: bytes, buf: Any, st: Any, ln: Any, out: np.ndarray) -> None:
+        self.real.hmac_rows(alg, key, buf, st, ln, out)
+
+    def mac_arena(self, alg: int, *args: Any) -> None:
+        self.real.mac_arena(alg, *args)
+        out = args[8]
+        if alg == 3 and len(out) >= 2:
+            out[1] = out[0]
+
+
+def test_known_answer_check_covers_rows_in_pairs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kernel that is right row by row but wrong on the second row of a call (a wrong
+    pairing) is refused at load, with its one line."""
+    _kernel()
+    import tesla.mac
+
+    monkeypatch.setattr(tesla.mac, "_mac", _WrongPairs(mk._load()["mod"]), raising=False)
+    monkeypatch.setitem(sys.modules, "tesla.mac._mac", tesla.mac._mac)
+    saved = dict(mk._state)
+    mk._state.clear()
+    try:
+        assert not mk.available()
+        assert "(rows in pairs) failed for sha384" in (mk.why_unavailable() or "")
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and "sha384" in err
+    finally:
+        mk._state.clear()
+        mk._state.update(saved)
+    assert mk.available()
+
+
 class _WrongShaNi(_Wrong):
     """An extension whose SHA-NI path of SHA-1 is off by one bit (EVP is right)."""
 

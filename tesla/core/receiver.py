@@ -1431,8 +1431,10 @@ class TeslaReceiver:
                 if self.verify_threads > 1 and ar.used >= BACKGROUND_MIN_OCTETS:
                     # only the native call in the thread, no cut there: it takes the GIL
                     # just for its arguments (the main thread cuts the accepted
-                    # datagrams when it finishes the interval)
-                    bg = mackernel.verify_arena_task(*args)
+                    # datagrams when it finishes the interval); its rows shared among
+                    # verify_threads native threads, so the interval's MACs use every
+                    # core the lane leaves free
+                    bg = mackernel.verify_arena_task(*args, self.verify_threads)
                     assert bg is not None
                     task, ok, tags = bg
                     fut = self._verifier().submit(task)

@@ -17,6 +17,8 @@
 
 #include <openssl/evp.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <strings.h>
 #include <string.h>
 
 /* TESLA PRF/MAC registry values 0..4 (RFC 5776 §5) */
@@ -122,6 +124,115 @@ static void sha1_ni(uint32_t st[5], const unsigned char *p, size_t nb)
     }
     _mm_storeu_si128((__m128i *)st, _mm_shuffle_epi32(abcd, 0x1B));
     st[4] = (uint32_t)_mm_extract_epi32(e0, 3);
+}
+
+/* One block of each of two independent messages, their rounds interleaved: one
+ * SHA256RNDS2 chain is bound by the instruction's latency, two chains fill the
+ * pipeline (the multi-buffer idea).  States as in sha256_ni (words H0..H7). */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sha256_ni_x2(uint32_t sa[8], uint32_t sb[8], const unsigned char *pa,
+                         const unsigned char *pb)
+{
+    const __m128i MASK = _mm_set_epi64x(0x0c0d0e0f08090a0bULL, 0x0405060700010203ULL);
+    __m128i ta = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sa[0]), 0xB1);
+    __m128i a1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sa[4]), 0x1B);
+    __m128i a0 = _mm_alignr_epi8(ta, a1, 8);
+    a1 = _mm_blend_epi16(a1, ta, 0xF0);
+    __m128i tb = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sb[0]), 0xB1);
+    __m128i b1 = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)&sb[4]), 0x1B);
+    __m128i b0 = _mm_alignr_epi8(tb, b1, 8);
+    b1 = _mm_blend_epi16(b1, tb, 0xF0);
+    __m128i sa0 = a0, sa1 = a1, sb0 = b0, sb1 = b1, wa[4], wb[4], ma, mb;
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) {
+        if (i < 4) {
+            wa[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pa + 16 * i)), MASK);
+            wb[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pb + 16 * i)), MASK);
+        } else {
+            __m128i xa = _mm_add_epi32(_mm_sha256msg1_epu32(wa[i & 3], wa[(i + 1) & 3]),
+                                       _mm_alignr_epi8(wa[(i + 3) & 3], wa[(i + 2) & 3], 4));
+            __m128i xb = _mm_add_epi32(_mm_sha256msg1_epu32(wb[i & 3], wb[(i + 1) & 3]),
+                                       _mm_alignr_epi8(wb[(i + 3) & 3], wb[(i + 2) & 3], 4));
+            wa[i & 3] = _mm_sha256msg2_epu32(xa, wa[(i + 3) & 3]);
+            wb[i & 3] = _mm_sha256msg2_epu32(xb, wb[(i + 3) & 3]);
+        }
+        __m128i k = _mm_loadu_si128((const __m128i *)&K256[4 * i]);
+        ma = _mm_add_epi32(wa[i & 3], k);
+        mb = _mm_add_epi32(wb[i & 3], k);
+        a1 = _mm_sha256rnds2_epu32(a1, a0, ma);
+        b1 = _mm_sha256rnds2_epu32(b1, b0, mb);
+        a0 = _mm_sha256rnds2_epu32(a0, a1, _mm_shuffle_epi32(ma, 0x0E));
+        b0 = _mm_sha256rnds2_epu32(b0, b1, _mm_shuffle_epi32(mb, 0x0E));
+    }
+    a0 = _mm_add_epi32(a0, sa0);
+    a1 = _mm_add_epi32(a1, sa1);
+    b0 = _mm_add_epi32(b0, sb0);
+    b1 = _mm_add_epi32(b1, sb1);
+    ta = _mm_shuffle_epi32(a0, 0x1B);
+    a1 = _mm_shuffle_epi32(a1, 0xB1);
+    _mm_storeu_si128((__m128i *)&sa[0], _mm_blend_epi16(ta, a1, 0xF0));
+    _mm_storeu_si128((__m128i *)&sa[4], _mm_alignr_epi8(a1, ta, 8));
+    tb = _mm_shuffle_epi32(b0, 0x1B);
+    b1 = _mm_shuffle_epi32(b1, 0xB1);
+    _mm_storeu_si128((__m128i *)&sb[0], _mm_blend_epi16(tb, b1, 0xF0));
+    _mm_storeu_si128((__m128i *)&sb[4], _mm_alignr_epi8(b1, tb, 8));
+}
+
+/* SHA-1 the same way: one block of each of two messages (states: words H0..H4) */
+__attribute__((target("sha,sse4.1,ssse3")))
+static void sha1_ni_x2(uint32_t sa[5], uint32_t sb[5], const unsigned char *pa,
+                       const unsigned char *pb)
+{
+    const __m128i MASK = _mm_set_epi64x(0x0001020304050607ULL, 0x08090a0b0c0d0e0fULL);
+    __m128i aa = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)sa), 0x1B);
+    __m128i ab = _mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)sb), 0x1B);
+    __m128i ea0 = _mm_set_epi32((int)sa[4], 0, 0, 0), eb0 = _mm_set_epi32((int)sb[4], 0, 0, 0);
+    __m128i aa0 = aa, ab0 = ab, wa[4], wb[4], ea[2], eb[2];
+    ea[0] = ea[1] = ea0;
+    eb[0] = eb[1] = eb0;
+#pragma GCC unroll 20
+    for (int i = 0; i < 20; i++) {
+        int c = i & 1;
+        if (i < 4) {
+            wa[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pa + 16 * i)), MASK);
+            wb[i] = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)(pb + 16 * i)), MASK);
+        } else {
+            wa[i & 3] = _mm_sha1msg2_epu32(
+                _mm_xor_si128(_mm_sha1msg1_epu32(wa[i & 3], wa[(i + 1) & 3]), wa[(i + 2) & 3]),
+                wa[(i + 3) & 3]);
+            wb[i & 3] = _mm_sha1msg2_epu32(
+                _mm_xor_si128(_mm_sha1msg1_epu32(wb[i & 3], wb[(i + 1) & 3]), wb[(i + 2) & 3]),
+                wb[(i + 3) & 3]);
+        }
+        ea[c] = i == 0 ? _mm_add_epi32(ea[0], wa[0]) : _mm_sha1nexte_epu32(ea[c], wa[i & 3]);
+        eb[c] = i == 0 ? _mm_add_epi32(eb[0], wb[0]) : _mm_sha1nexte_epu32(eb[c], wb[i & 3]);
+        ea[c ^ 1] = aa;
+        eb[c ^ 1] = ab;
+        switch (i / 5) {
+        case 0:
+            aa = _mm_sha1rnds4_epu32(aa, ea[c], 0);
+            ab = _mm_sha1rnds4_epu32(ab, eb[c], 0);
+            break;
+        case 1:
+            aa = _mm_sha1rnds4_epu32(aa, ea[c], 1);
+            ab = _mm_sha1rnds4_epu32(ab, eb[c], 1);
+            break;
+        case 2:
+            aa = _mm_sha1rnds4_epu32(aa, ea[c], 2);
+            ab = _mm_sha1rnds4_epu32(ab, eb[c], 2);
+            break;
+        default:
+            aa = _mm_sha1rnds4_epu32(aa, ea[c], 3);
+            ab = _mm_sha1rnds4_epu32(ab, eb[c], 3);
+            break;
+        }
+    }
+    ea0 = _mm_sha1nexte_epu32(ea[0], ea0);
+    eb0 = _mm_sha1nexte_epu32(eb[0], eb0);
+    _mm_storeu_si128((__m128i *)sa, _mm_shuffle_epi32(_mm_add_epi32(aa, aa0), 0x1B));
+    _mm_storeu_si128((__m128i *)sb, _mm_shuffle_epi32(_mm_add_epi32(ab, ab0), 0x1B));
+    sa[4] = (uint32_t)_mm_extract_epi32(ea0, 3);
+    sb[4] = (uint32_t)_mm_extract_epi32(eb0, 3);
 }
 
 static int cpu_has_shani(void)
@@ -314,11 +425,6 @@ static int hmac_finish(hkey *h, unsigned char *out)
         && EVP_DigestUpdate(h->w, md, (size_t)h->dlen) && EVP_DigestFinal_ex(h->w, out, NULL);
 }
 
-static int hmac_one(hkey *h, const unsigned char *p, size_t n, unsigned char *out)
-{
-    return h_start(h) && h_update(h, p, n) && hmac_finish(h, out);
-}
-
 static const unsigned char ZEROS[256];
 
 static int update_zeros(hkey *h, size_t n)
@@ -380,6 +486,295 @@ static int hmac_zeroed(hkey *h, const unsigned char *p, size_t n, size_t a1, siz
         pos = rb[r];
     }
     return (pos == n || h_update(h, p + pos, n - pos)) && hmac_finish(h, out);
+}
+
+/* ------------------------------------------------------------------ many rows at once */
+
+/* One row of a batch: HMAC of p[0:n] with p[a1:b1] and p[a2:b2] read as zeros (empty
+ * ranges: a == b), the digest into md. */
+typedef struct {
+    const unsigned char *p;
+    size_t n, a1, b1, a2, b2;
+    unsigned char md[EVP_MAX_MD_SIZE];
+} mrow;
+
+#ifdef HAVE_SHANI
+/* A lane of the two-message scheduler: the row it hashes, the next block, and the one
+ * 64-octet scratch block for blocks that are not taken in place (a zeroed field, the
+ * padding, the outer hash's block). */
+typedef struct {
+    uint32_t h[8];
+    mrow *r;     /* NULL: idle */
+    size_t blk;  /* next block of the inner message */
+    size_t nb;   /* blocks of the inner message after the key block: data and padding */
+    int outer;   /* 1: the outer hash's one block is next */
+    unsigned char scr[64];
+} nilane;
+
+static void put_be32(unsigned char *o, const uint32_t *h, int words)
+{
+    for (int j = 0; j < words; j++) {
+        o[4 * j] = (unsigned char)(h[j] >> 24);
+        o[4 * j + 1] = (unsigned char)(h[j] >> 16);
+        o[4 * j + 2] = (unsigned char)(h[j] >> 8);
+        o[4 * j + 3] = (unsigned char)h[j];
+    }
+}
+
+static void put_bitlen(unsigned char *blk, uint64_t octets)
+{
+    uint64_t bits = octets * 8;
+    for (int j = 0; j < 8; j++)
+        blk[63 - j] = (unsigned char)(bits >> (8 * j));
+}
+
+static int overlaps(size_t a, size_t b, size_t off)
+{
+    return a < b && a < off + 64 && b > off;
+}
+
+/* The lane's next block: in place when it lies within the row and holds no zeroed
+ * octet, else built in the lane's scratch (fields zeroed, FIPS 180-4 §5.1.1 padding;
+ * the length counts the key block of RFC 2104 too). */
+static const unsigned char *nilane_block(nilane *L, int dlen)
+{
+    mrow *r = L->r;
+    if (L->outer) {
+        put_be32(L->scr, L->h, dlen / 4);
+        L->scr[dlen] = 0x80;
+        memset(L->scr + dlen + 1, 0, 63 - (size_t)dlen);
+        put_bitlen(L->scr, 64 + (uint64_t)dlen);
+        return L->scr;
+    }
+    size_t off = 64 * L->blk;
+    if (off + 64 <= r->n && !overlaps(r->a1, r->b1, off) && !overlaps(r->a2, r->b2, off))
+        return r->p + off;
+    size_t c = r->n > off ? (r->n - off < 64 ? r->n - off : 64) : 0;
+    memcpy(L->scr, r->p + off, c);
+    memset(L->scr + c, 0, 64 - c);
+    size_t rg[2][2] = {{r->a1, r->b1}, {r->a2, r->b2}};
+    for (int j = 0; j < 2; j++) {
+        size_t lo = rg[j][0] > off ? rg[j][0] : off, hi = rg[j][1] < off + 64 ? rg[j][1] : off + 64;
+        if (lo < hi)
+            memset(L->scr + (lo - off), 0, hi - lo);
+    }
+    if (r->n >= off && r->n < off + 64)
+        L->scr[r->n - off] = 0x80;
+    if (L->blk + 1 == L->nb)
+        put_bitlen(L->scr, 64 + (uint64_t)r->n);
+    return L->scr;
+}
+
+/* After a block: the next one, the switch to the outer hash, or the row done (then the
+ * lane takes rows[*next] if any). */
+static void nilane_advance(nilane *L, const hkey *h, mrow *rows, size_t nrows, size_t *next)
+{
+    int words = h->dlen / 4;
+    if (!L->outer) {
+        if (++L->blk < L->nb)
+            return;
+        L->outer = 1;
+        nilane_block(L, h->dlen); /* the inner digest into the scratch before the state goes */
+        memcpy(L->h, h->so.h, sizeof L->h);
+        return;
+    }
+    put_be32(L->r->md, L->h, words);
+    L->r = NULL;
+    if (*next < nrows) {
+        L->r = &rows[(*next)++];
+        memcpy(L->h, h->si.h, sizeof L->h);
+        L->blk = 0;
+        L->nb = (L->r->n + 9 + 63) / 64;
+        L->outer = 0;
+    }
+}
+
+/* HMAC-SHA-1 / -256 of the rows, two at a time: two lanes, each taking the next row
+ * when its own is done, so rows of any lengths keep both busy; a lone lane runs the
+ * one-message function. */
+static void hmac_many_ni(const hkey *h, mrow *rows, size_t nrows)
+{
+    nilane L[2];
+    size_t next = 0;
+    int sha1 = h->si.sha1;
+    for (int j = 0; j < 2; j++) {
+        L[j].r = NULL;
+        if (next < nrows) {
+            L[j].r = &rows[next++];
+            memcpy(L[j].h, h->si.h, sizeof L[j].h);
+            L[j].blk = 0;
+            L[j].nb = (L[j].r->n + 9 + 63) / 64;
+            L[j].outer = 0;
+        }
+    }
+    for (;;) {
+        nilane *x = L[0].r ? &L[0] : (L[1].r ? &L[1] : NULL);
+        if (x == NULL)
+            return;
+        if (L[0].r && L[1].r) {
+            const unsigned char *p0, *p1;
+            if (L[0].outer) /* the outer block is built when the inner hash ends */
+                p0 = L[0].scr;
+            else
+                p0 = nilane_block(&L[0], h->dlen);
+            p1 = L[1].outer ? L[1].scr : nilane_block(&L[1], h->dlen);
+            if (sha1)
+                sha1_ni_x2(L[0].h, L[1].h, p0, p1);
+            else
+                sha256_ni_x2(L[0].h, L[1].h, p0, p1);
+            nilane_advance(&L[0], h, rows, nrows, &next);
+            nilane_advance(&L[1], h, rows, nrows, &next);
+        } else {
+            const unsigned char *p = x->outer ? x->scr : nilane_block(x, h->dlen);
+            if (sha1)
+                sha1_ni(x->h, p, 1);
+            else
+                sha256_ni(x->h, p, 1);
+            nilane_advance(x, h, rows, nrows, &next);
+        }
+    }
+}
+
+#include "sha256_x16.h" /* HMAC-SHA-256 sixteen rows at a time on AVX-512 */
+#endif
+
+/* Every row's HMAC into its md; 0 if a libcrypto call failed.  Runs without the GIL. */
+static int hmac_many(hkey *h, mrow *rows, size_t nrows)
+{
+#ifdef HAVE_SHANI
+    if (h->ni) {
+        if (use_x16 && !h->si.sha1 && nrows >= (size_t)x16_min_rows)
+            hmac_many_x16(h, rows, nrows);
+        else
+            hmac_many_ni(h, rows, nrows);
+        return 1;
+    }
+#endif
+    for (size_t k = 0; k < nrows; k++) {
+        mrow *r = &rows[k];
+        if (!hmac_zeroed(h, r->p, r->n, r->a1, r->b1, r->a2, r->b2, r->md))
+            return 0;
+    }
+    return 1;
+}
+
+/* ------------------------------------------------------------------ rows of a call, in threads */
+#include <pthread.h>
+
+#define ROWS_AT_ONCE 64 /* rows hashed per hmac_many call (on the stack) */
+#define JOB_CHUNK 32    /* rows a thread takes at a time */
+#define MAX_THREADS 16
+
+/* The rows of one mac_arena / verify_arena / hmac_rows call: row k is b[s[k]:s[k] +
+ * l[k]] with mlen octets at m[k] and glen at g[k] read as zeros (m, g NULL or -1: no
+ * field).  out: its full digest at out + k * dlen; else (verify) tags[k] = the MAC field
+ * as received and okp[k] = the digest's first mlen octets equal it. */
+typedef struct {
+    int alg;
+    const unsigned char *key;
+    size_t klen;
+    const unsigned char *b;
+    const int64_t *s, *l, *m, *g;
+    size_t mlen, glen;
+    Py_ssize_t n;
+    unsigned char *out;
+    int dlen;
+    unsigned char *tags, *okp;
+    Py_ssize_t next; /* the next row not taken (atomic) */
+    int fail;        /* a libcrypto call failed (atomic) */
+} rowjob;
+
+/* Rows k0..k1-1 with the keyed state h; 0 if a libcrypto call failed. */
+static int rowjob_rows(rowjob *j, hkey *h, Py_ssize_t k0, Py_ssize_t k1)
+{
+    mrow rows[ROWS_AT_ONCE];
+    while (k0 < k1) {
+        size_t c = (size_t)(k1 - k0 < ROWS_AT_ONCE ? k1 - k0 : ROWS_AT_ONCE);
+        for (size_t i = 0; i < c; i++) {
+            Py_ssize_t k = k0 + (Py_ssize_t)i;
+            mrow *r = &rows[i];
+            r->p = j->b + j->s[k];
+            r->n = (size_t)j->l[k];
+            r->a1 = r->b1 = r->a2 = r->b2 = 0;
+            if (j->m && j->m[k] >= 0) {
+                r->a1 = (size_t)j->m[k];
+                r->b1 = r->a1 + j->mlen;
+            }
+            if (j->g && j->g[k] >= 0) {
+                r->a2 = (size_t)j->g[k];
+                r->b2 = r->a2 + j->glen;
+            }
+        }
+        if (!hmac_many(h, rows, c))
+            return 0;
+        for (size_t i = 0; i < c; i++) {
+            Py_ssize_t k = k0 + (Py_ssize_t)i;
+            if (j->out) {
+                memcpy(j->out + k * j->dlen, rows[i].md, (size_t)j->dlen);
+                continue;
+            }
+            const unsigned char *f = rows[i].p + j->m[k];
+            memcpy(j->tags + k * (Py_ssize_t)j->mlen, f, j->mlen);
+            j->okp[k] = memcmp(rows[i].md, f, j->mlen) == 0;
+        }
+        k0 += (Py_ssize_t)c;
+    }
+    return 1;
+}
+
+/* A thread's share: chunks of JOB_CHUNK rows taken from the shared counter until none
+ * is left, with its own keyed state (nothing allocated per row). */
+static void *rowjob_run(void *arg)
+{
+    rowjob *j = arg;
+    hkey h = {0};
+    if (hkey_init(&h, j->alg, j->key, j->klen) != 0) {
+        __atomic_store_n(&j->fail, 1, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    for (;;) {
+        Py_ssize_t k0 = __atomic_fetch_add(&j->next, JOB_CHUNK, __ATOMIC_RELAXED);
+        if (k0 >= j->n || __atomic_load_n(&j->fail, __ATOMIC_RELAXED))
+            break;
+        Py_ssize_t k1 = k0 + JOB_CHUNK < j->n ? k0 + JOB_CHUNK : j->n;
+        if (!rowjob_rows(j, &h, k0, k1))
+            __atomic_store_n(&j->fail, 1, __ATOMIC_RELAXED);
+    }
+    hkey_free(&h);
+    return NULL;
+}
+
+/* All rows of the job in nthreads threads (this one and nthreads - 1 started here; fewer
+ * when there are few rows or a thread cannot be started).  Runs without the GIL; 0 if a
+ * libcrypto call failed. */
+static int rowjob_go(rowjob *j, int nthreads)
+{
+    pthread_t t[MAX_THREADS];
+    int started = 0;
+    Py_ssize_t most = (j->n + JOB_CHUNK - 1) / JOB_CHUNK;
+    if (nthreads > most)
+        nthreads = (int)most;
+    j->next = 0;
+    j->fail = 0;
+    for (int i = 1; i < nthreads; i++) {
+        if (pthread_create(&t[started], NULL, rowjob_run, j) != 0)
+            break; /* the threads already started and this one do all rows */
+        started++;
+    }
+    rowjob_run(j);
+    for (int i = 0; i < started; i++)
+        pthread_join(t[i], NULL);
+    return !j->fail;
+}
+
+/* nthreads argument: 1..MAX_THREADS */
+static int get_nthreads(int nthreads)
+{
+    if (nthreads < 1 || nthreads > MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "nthreads must be 1..%d", MAX_THREADS);
+        return -1;
+    }
+    return 0;
 }
 
 /* ------------------------------------------------------------------ argument helpers */
@@ -559,7 +954,6 @@ static PyObject *hmac_rows(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iy*y*OOO", &alg, &key, &buf, &sto, &lno, &outo))
         return NULL;
     PyObject *ret = NULL;
-    hkey h = {0};
     Py_ssize_t n = -1, outn = -1;
     if (get_alg(alg) < 0 || get_array(sto, &st, 0, 8, &n, "starts") < 0)
         goto done;
@@ -578,13 +972,10 @@ static PyObject *hmac_rows(PyObject *self, PyObject *args)
         goto done;
     }
     int ok = 1;
+    rowjob j = {.alg = alg, .key = key.buf, .klen = (size_t)key.len, .b = buf.buf, .s = s,
+                .l = l, .n = n, .out = out.buf, .dlen = dlen};
     Py_BEGIN_ALLOW_THREADS
-    ok = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
-    unsigned char *o = out.buf;
-    const unsigned char *b = buf.buf;
-    for (Py_ssize_t k = 0; ok && k < n; k++)
-        ok = hmac_one(&h, b + s[k], (size_t)l[k], o + k * dlen);
-    hkey_free(&h);
+    ok = rowjob_go(&j, 1);
     Py_END_ALLOW_THREADS
     if (!ok) {
         PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
@@ -602,12 +993,13 @@ done:
 
 PyDoc_STRVAR(mac_arena_doc,
 "mac_arena(alg, key, arena, offsets, lengths, mac_offsets, mac_len, gmac_offsets,\n"
-"          gmac_len, out)\n--\n\n"
+"          gmac_len, out, nthreads=1)\n--\n\n"
 "out[k] = HMAC(key, datagram k) over arena[offsets[k]:offsets[k] + lengths[k]] with\n"
 "its mac_len octets at mac_offsets[k] and gmac_len octets at gmac_offsets[k] (both\n"
 "relative to the datagram; -1: no field) read as zeros (RFC 5776 §3.3.1); nothing is\n"
 "written into the arena.  ValueError if a datagram is outside the arena or a field\n"
-"outside its datagram (nothing hashed then).");
+"outside its datagram (nothing hashed then).  nthreads > 1: the datagrams shared among\n"
+"that many threads (this one included), the same result.");
 
 static PyObject *mac_arena(PyObject *self, PyObject *args)
 {
@@ -615,13 +1007,13 @@ static PyObject *mac_arena(PyObject *self, PyObject *args)
     Py_ssize_t mlen, glen;
     Py_buffer key, arena, of = {0}, ln = {0}, mo = {0}, go = {0}, out = {0};
     PyObject *ofo, *lno, *moo, *goo, *outo;
-    if (!PyArg_ParseTuple(args, "iy*y*OOOnOnO", &alg, &key, &arena, &ofo, &lno, &moo, &mlen,
-                          &goo, &glen, &outo))
+    int nthreads = 1;
+    if (!PyArg_ParseTuple(args, "iy*y*OOOnOnO|i", &alg, &key, &arena, &ofo, &lno, &moo, &mlen,
+                          &goo, &glen, &outo, &nthreads))
         return NULL;
     PyObject *ret = NULL;
-    hkey h = {0};
     Py_ssize_t n = -1, outn = -1;
-    if (get_alg(alg) < 0 || get_array(ofo, &of, 0, 8, &n, "offsets") < 0)
+    if (get_nthreads(nthreads) < 0 || get_alg(alg) < 0 || get_array(ofo, &of, 0, 8, &n, "offsets") < 0)
         goto done;
     if (get_array(lno, &ln, 0, 8, &n, "lengths") < 0
         || get_array(moo, &mo, 0, 8, &n, "mac_offsets") < 0
@@ -650,17 +1042,11 @@ static PyObject *mac_arena(PyObject *self, PyObject *args)
         goto done;
     }
     int ok = 1;
+    rowjob j = {.alg = alg, .key = key.buf, .klen = (size_t)key.len, .b = arena.buf, .s = s,
+                .l = l, .m = m, .g = g, .mlen = (size_t)mlen, .glen = (size_t)glen, .n = n,
+                .out = out.buf, .dlen = dlen};
     Py_BEGIN_ALLOW_THREADS
-    ok = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
-    unsigned char *o = out.buf;
-    const unsigned char *b = arena.buf;
-    for (Py_ssize_t k = 0; ok && k < n; k++) {
-        size_t a1 = 0, b1 = 0, a2 = 0, b2 = 0;
-        if (m[k] >= 0) { a1 = (size_t)m[k]; b1 = a1 + (size_t)mlen; }
-        if (g[k] >= 0) { a2 = (size_t)g[k]; b2 = a2 + (size_t)glen; }
-        ok = hmac_zeroed(&h, b + s[k], (size_t)l[k], a1, b1, a2, b2, o + k * dlen);
-    }
-    hkey_free(&h);
+    ok = rowjob_go(&j, nthreads);
     Py_END_ALLOW_THREADS
     if (!ok) {
         PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
@@ -681,14 +1067,15 @@ done:
 
 PyDoc_STRVAR(verify_arena_doc,
 "verify_arena(alg, key, arena, offsets, lengths, mac_offsets, mac_len, gmac_offsets,\n"
-"             gmac_len, tags, ok, cut=True) -> list\n--\n\n"
+"             gmac_len, tags, ok, cut=True, nthreads=1) -> list\n--\n\n"
 "mac_arena's HMAC of every datagram (the MAC and Group MAC fields read as zeros), then\n"
 "tags[k] = its mac_len-octet MAC field as received, ok[k] = the HMAC truncated to\n"
 "mac_len equals it; returns the octets of the ok datagrams as bytes, in order, each cut\n"
 "right after it was hashed (64 datagrams at a time: hashed without the GIL, cut with\n"
 "it); cut=False: an empty list, all hashed in one stretch without the GIL.  ValueError\n"
 "if a datagram is outside the arena or a field outside its datagram\n"
-"(nothing hashed then).");
+"(nothing hashed then).  nthreads > 1: the hashing shared among that many threads (this\n"
+"one included) without the GIL, then the cut; the same result.");
 
 #define VERIFY_CHUNK 64
 
@@ -698,15 +1085,15 @@ static PyObject *verify_arena(PyObject *self, PyObject *args)
     Py_ssize_t mlen, glen;
     Py_buffer key, arena, of = {0}, ln = {0}, mo = {0}, go = {0}, tg = {0}, okb = {0};
     PyObject *ofo, *lno, *moo, *goo, *tgo, *oko;
-    int do_cut = 1;
-    if (!PyArg_ParseTuple(args, "iy*y*OOOnOnOO|p", &alg, &key, &arena, &ofo, &lno, &moo, &mlen,
-                          &goo, &glen, &tgo, &oko, &do_cut))
+    int do_cut = 1, nthreads = 1;
+    if (!PyArg_ParseTuple(args, "iy*y*OOOnOnOO|pi", &alg, &key, &arena, &ofo, &lno, &moo, &mlen,
+                          &goo, &glen, &tgo, &oko, &do_cut, &nthreads))
         return NULL;
     PyObject *ret = NULL, *lst = NULL;
     hkey h = {0};
     int keyed = 0;
     Py_ssize_t n = -1, tn = -1;
-    if (get_alg(alg) < 0 || get_array(ofo, &of, 0, 8, &n, "offsets") < 0)
+    if (get_nthreads(nthreads) < 0 || get_alg(alg) < 0 || get_array(ofo, &of, 0, 8, &n, "offsets") < 0)
         goto done;
     if (get_array(lno, &ln, 0, 8, &n, "lengths") < 0
         || get_array(moo, &mo, 0, 8, &n, "mac_offsets") < 0
@@ -737,26 +1124,27 @@ static PyObject *verify_arena(PyObject *self, PyObject *args)
     const unsigned char *b = arena.buf;
     unsigned char *tags = tg.buf, *okp = okb.buf;
     int fine = 1;
+    rowjob j = {.alg = alg, .key = key.buf, .klen = (size_t)key.len, .b = b, .s = s, .l = l,
+                .m = m, .g = g, .mlen = (size_t)mlen, .glen = (size_t)glen, .n = n,
+                .tags = tags, .okp = okp};
+    /* several threads, or no cut: all hashed in one stretch without the GIL (a
+     * background thread then never waits for it), then cut; else 64 datagrams at a time */
+    int at_once = nthreads > 1 || !do_cut;
     Py_BEGIN_ALLOW_THREADS
-    fine = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
+    if (at_once)
+        fine = rowjob_go(&j, nthreads);
+    else
+        fine = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
     Py_END_ALLOW_THREADS
-    keyed = 1;
-    /* without the cut: one stretch without the GIL (a background thread then never
-     * waits for it) */
-    Py_ssize_t chunk = do_cut ? VERIFY_CHUNK : (n > 0 ? n : 1);
+    keyed = !at_once;
+    Py_ssize_t chunk = at_once ? (n > 0 ? n : 1) : VERIFY_CHUNK;
     for (Py_ssize_t k0 = 0; fine && k0 < n; k0 += chunk) {
         Py_ssize_t k1 = k0 + chunk < n ? k0 + chunk : n;
-        Py_BEGIN_ALLOW_THREADS
-        unsigned char md[EVP_MAX_MD_SIZE];
-        for (Py_ssize_t k = k0; fine && k < k1; k++) {
-            size_t a2 = 0, b2 = 0;
-            if (g[k] >= 0) { a2 = (size_t)g[k]; b2 = a2 + (size_t)glen; }
-            const unsigned char *p = b + s[k];
-            fine = hmac_zeroed(&h, p, (size_t)l[k], (size_t)m[k], (size_t)(m[k] + mlen), a2, b2, md);
-            memcpy(tags + k * mlen, p + m[k], (size_t)mlen);
-            okp[k] = fine && memcmp(md, p + m[k], (size_t)mlen) == 0;
+        if (!at_once) {
+            Py_BEGIN_ALLOW_THREADS
+            fine = rowjob_rows(&j, &h, k0, k1);
+            Py_END_ALLOW_THREADS
         }
-        Py_END_ALLOW_THREADS
         for (Py_ssize_t k = k0; fine && do_cut && k < k1; k++) {
             if (!okp[k])
                 continue;
@@ -997,30 +1385,39 @@ static PyObject *seal(PyObject *self, PyObject *args)
     int ok = 1;
     Py_BEGIN_ALLOW_THREADS
     ok = hkey_init(&h, alg, key.buf, (size_t)key.len) == 0;
-    unsigned char md[EVP_MAX_MD_SIZE];
-    for (Py_ssize_t k = 0; ok && k < n; k++) {
-        const unsigned char *p = hs.items[k].p;
-        size_t len = (size_t)hs.items[k].n, e = (size_t)p[hb] * 4;
-        int j = kd[k];
-        size_t Lj = (size_t)L[j], pl = (size_t)plen[j];
-        unsigned char *o = dst[k];
-        if (k + 1 < n) { /* the next datagram is read from memory while this one is hashed */
-            const unsigned char *q = hs.items[k + 1].p;
-            for (Py_ssize_t off = 0; off < hs.items[k + 1].n; off += 64)
-                __builtin_prefetch(q + off, 0, 3);
+    /* ROWS_AT_ONCE datagrams built (MAC field zero), hashed two at a time (hmac_many),
+     * their MAC fields set */
+    mrow rows[ROWS_AT_ONCE];
+    for (Py_ssize_t k0 = 0; ok && k0 < n; k0 += ROWS_AT_ONCE) {
+        Py_ssize_t c = n - k0 < ROWS_AT_ONCE ? n - k0 : ROWS_AT_ONCE;
+        for (Py_ssize_t i = 0; i < c; i++) {
+            Py_ssize_t k = k0 + i;
+            const unsigned char *p = hs.items[k].p;
+            size_t len = (size_t)hs.items[k].n, e = (size_t)p[hb] * 4;
+            int j = kd[k];
+            size_t Lj = (size_t)L[j], pl = (size_t)plen[j];
+            unsigned char *o = dst[k];
+            memcpy(o, p, e);
+            o[hb] = (unsigned char)(p[hb] + Lj / 4);
+            if (seq0 >= 0) {
+                unsigned v = (unsigned)((seq0 + k) & 0xFFFF);
+                o[2] = (unsigned char)(v >> 8);
+                o[3] = (unsigned char)v;
+            }
+            memcpy(o + e, pre[j], pl);
+            memset(o + e + pl, 0, Lj - pl);
+            memcpy(o + e + Lj, p + e, len - e);
+            mrow *r = &rows[i];
+            r->p = o;
+            r->n = len + Lj;
+            r->a1 = r->b1 = r->a2 = r->b2 = 0;
         }
-        memcpy(o, p, e);
-        o[hb] = (unsigned char)(p[hb] + Lj / 4);
-        if (seq0 >= 0) {
-            unsigned v = (unsigned)((seq0 + k) & 0xFFFF);
-            o[2] = (unsigned char)(v >> 8);
-            o[3] = (unsigned char)v;
+        ok = hmac_many(&h, rows, (size_t)c);
+        for (Py_ssize_t i = 0; ok && i < c; i++) {
+            Py_ssize_t k = k0 + i;
+            size_t e = (size_t)hs.items[k].p[hb] * 4, pl = (size_t)plen[kd[k]];
+            memcpy(dst[k] + e + pl, rows[i].md, (size_t)km);
         }
-        memcpy(o + e, pre[j], pl);
-        memset(o + e + pl, 0, Lj - pl);
-        memcpy(o + e + Lj, p + e, len - e);
-        ok = hmac_one(&h, o, len + Lj, md);
-        memcpy(o + e + pl, md, (size_t)km);
     }
     hkey_free(&h);
     Py_END_ALLOW_THREADS
@@ -1297,7 +1694,39 @@ static PyObject *set_sha_ni(PyObject *self, PyObject *arg)
     return PyBool_FromLong(use_shani);
 }
 
+static PyObject *x16(PyObject *self, PyObject *noarg)
+{
+#ifdef HAVE_SHANI
+    return PyBool_FromLong(use_x16 && use_shani);
+#else
+    return PyBool_FromLong(0);
+#endif
+}
+
+static PyObject *set_x16(PyObject *self, PyObject *args)
+{
+    int on, min_rows = -1, tail = -1;
+    if (!PyArg_ParseTuple(args, "p|ii", &on, &min_rows, &tail))
+        return NULL;
+#ifdef HAVE_SHANI
+    use_x16 = on && x16_ok;
+    if (min_rows >= 0)
+        x16_min_rows = min_rows;
+    if (tail >= 0)
+        x16_tail = tail > 16 ? 16 : tail;
+    return PyBool_FromLong(use_x16 && use_shani);
+#else
+    return PyBool_FromLong(0);
+#endif
+}
+
 static PyMethodDef methods[] = {
+    {"x16", x16, METH_NOARGS,
+     "Whether HMAC-SHA-256 calls of enough rows run sixteen rows at a time on AVX-512."},
+    {"set_x16", set_x16, METH_VARARGS,
+     "set_x16(on, min_rows=-1, tail=-1): use the AVX-512 sixteen-lane path for HMAC-SHA-256\n"
+     "where the CPU and OS allow it and SHA-NI is on (rows of a call >= min_rows; lanes\n"
+     "left to SHA-NI at the end <= tail; -1 keeps each); returns whether it is used."},
     {"sha_ni", sha_ni, METH_NOARGS,
      "Whether HMAC-SHA-1 and -SHA-256 run on the CPU's SHA instructions (else OpenSSL EVP)."},
     {"set_sha_ni", set_sha_ni, METH_O,
@@ -1333,6 +1762,15 @@ PyMODINIT_FUNC PyInit__mac(void)
     }
 #ifdef HAVE_SHANI
     use_shani = cpu_has_shani();
+    x16_ok = x16_cpu();
+    x16_init_k();
+    { /* TESLA_MAC_X16=1 / 0: the sixteen-lane path on / off (default: X16_DEFAULT) */
+        const char *e = getenv("TESLA_MAC_X16");
+        int on = X16_DEFAULT;
+        if (e && *e)
+            on = strcmp(e, "0") && strcasecmp(e, "no") && strcasecmp(e, "off") && strcasecmp(e, "false");
+        use_x16 = x16_ok && on;
+    }
 #endif
     return PyModule_Create(&moddef);
 }

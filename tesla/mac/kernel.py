@@ -12,7 +12,10 @@ copies the inner state, absorbs the row, finishes, and does the same with the ou
 state, all through libcrypto's public EVP API, without the GIL.  On x86-64 CPUs with the
 SHA extensions, SHA-256 (TESLA's default) and SHA-1 run on the extension's own SHA-256 /
 SHA-1 over those instructions instead (the EVP copy allocates per packet, which costs
-~60 ns of a 64-octet packet's ~250).  Datagrams are read
+~60 ns of a 64-octet packet's ~250); where the CPU and OS also have AVX-512, calls of
+10 rows or more hash SHA-256 sixteen rows at a time on it (``sha256_x16.h``; SHA-NI
+is throughput-bound, so two interleaved rows gain little; ``TESLA_MAC_X16=0`` or the
+extension's ``set_x16(False)`` keeps them on SHA-NI).  Datagrams are read
 through ``PyBytes_AsStringAndSize`` or the buffer protocol (held for the loop); rows
 and fields are checked against their buffers in C before any hashing, so no argument
 can make it read outside a buffer.
@@ -90,6 +93,12 @@ def _load() -> dict[str, Any]:
                 _mac.set_sha_ni(False)
                 _known_answers(_mac)
                 print(f"tesla: {e} on the SHA-NI path; using OpenSSL EVP", file=sys.stderr)
+            if getattr(_mac, "x16", None) and _mac.x16():
+                try:
+                    _known_x16(_mac)
+                except RuntimeError as e:  # the sixteen-lane path alone is refused
+                    _mac.set_x16(False)
+                    print(f"tesla: {e} on the AVX-512 path; using SHA-NI", file=sys.stderr)
             _state["mod"] = _mac
             _state["path"] = getattr(_mac, "__file__", "tesla.mac._mac")
             if not _state.get("fused"):
@@ -132,6 +141,7 @@ def _known_answers(mod: Any) -> None:
         )
         if out[0].tobytes() != _py_hmac(key, zeroed, alg):
             raise RuntimeError(f"known-answer check (zeroed fields) failed for {HASH_NAMES[alg]}")
+        _known_pairs(mod, alg, key, m)
         if hasattr(mod, "seal"):  # the sender's tag: header of 2 words, EXT_AUTH after it
             pkt = bytes([16, 0, 2, 0, 1, 2, 3, 4]) + m
             pre = bytes([1, 3, 0x02, 0, 0, 0, 0, 7])
@@ -154,6 +164,62 @@ def _known_answers(mod: Any) -> None:
         )
         if not ok[0] or cut != [tagged] or tags[0].tobytes() != tagged[8:24]:
             raise RuntimeError(f"known-answer check (verify_arena) failed for {HASH_NAMES[alg]}")
+
+
+def _known_pairs(mod: Any, alg: int, key: bytes, m: bytes) -> None:
+    """Several rows of different lengths in one call (the kernel hashes rows two at a
+    time, each lane taking the next row when its own is done) with their fields at
+    different offsets, in one thread and in two: each the HMAC of its zeroed row."""
+    rows = [(0, 0, -1, -1), (5, 64, 40, -1), (0, 769, 60, 3), (100, 56, -1, 50), (30, 200, 190, 0)]
+    of, ln, mo, go = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    want = []
+    for s, n, a, b in rows:
+        z = bytearray(m[s : s + n])
+        if a >= 0:
+            z[a : a + 10] = bytes(10)
+        if b >= 0:
+            z[b : b + 4] = bytes(4)
+        want.append(_py_hmac(key, bytes(z), alg))
+    args = (alg, key, m, of, ln, mo, 10, go, 4)
+    for threads in (1, 2):
+        out = np.empty((len(rows), mod.digest_size(alg)), dtype=np.uint8)
+        try:
+            mod.mac_arena(*args, out, threads)
+            _state["nthreads"] = True
+        except TypeError:  # an extension built before nthreads: rows in Python threads
+            mod.mac_arena(*args, out)
+            _state["nthreads"] = False
+        if [r.tobytes() for r in out] != want:
+            raise RuntimeError(f"known-answer check (rows in pairs) failed for {HASH_NAMES[alg]}")
+
+
+def _known_x16(mod: Any) -> None:
+    """21 rows of different lengths (across the padding and block boundaries, one
+    empty) in one call, with the MAC and Group MAC fields at different offsets (read as
+    zeros, RFC 5776 §3.3.1): enough rows for the AVX-512 path, lanes that take a second
+    row, and lanes left to SHA-NI at the end; each digest the HMAC of its zeroed row."""
+    m = bytes((7 * i + 3) & 0xFF for i in range(2200))
+    lens = [0, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 200, 700, 769, 1400, 2100, 10, 183,
+            184, 1024, 333]
+    rows = []
+    for k, n in enumerate(lens):
+        mo = (k * 37) % (n - 9) if n > 10 else -1
+        go = (k * 61 + 5) % (n - 3) if n > 4 and k % 3 else -1
+        rows.append((k * 3, n, mo, go))
+    key = bytes(range(32))
+    want = []
+    for s, n, a, b in rows:
+        z = bytearray(m[s : s + n])
+        if a >= 0:
+            z[a : a + 10] = bytes(10)
+        if b >= 0:
+            z[b : b + 4] = bytes(4)
+        want.append(_py_hmac(key, bytes(z), 2))
+    of, ln, mo_, go_ = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    out = np.empty((len(rows), 32), dtype=np.uint8)
+    mod.mac_arena(2, key, m, of, ln, mo_, 10, go_, 4, out, 1)
+    if [r.tobytes() for r in out] != want:
+        raise RuntimeError("known-answer check (16 lanes) failed for sha256")
 
 
 def _py_hmac(key: bytes, data: bytes, alg: int) -> bytes:
@@ -183,6 +249,8 @@ def describe() -> str:
         return f"off ({why_unavailable()}): py-copy loop"
     mod = _state["mod"]
     sha = "SHA-1/-256 on SHA-NI, other hashes " if mod.sha_ni() else ""
+    if getattr(mod, "x16", None) and mod.x16():
+        sha = "SHA-256 on AVX-512 x16 (>= 10 rows), " + sha
     return f"native C, {sha}over {mod.openssl_version()} EVP ({os.path.basename(_state['path'])})"
 
 
@@ -269,6 +337,7 @@ def mac_arena(
     mac_len: int,
     gmac_offsets: Any,
     gmac_len: int,
+    threads: int = 1,
 ) -> np.ndarray:
     """HMAC of every datagram of an interval arena: ``tags[k]`` (full digest, shape
     ``(n, digest length)``) of ``arena[offsets[k] : offsets[k] + lengths[k]]`` with its
@@ -277,7 +346,8 @@ def mac_arena(
     5776 §3.3.1 (fields may overlap; the union is zero).  Nothing is written into the
     arena.  ``hash_name``: "sha1" .. "sha512" or the TESLA registry value.  ValueError
     (nothing computed) if a datagram is outside the arena or a field outside its
-    datagram.  Native without the GIL when the kernel is loaded, else in Python."""
+    datagram.  Native without the GIL when the kernel is loaded (the datagrams shared
+    among ``threads`` native threads), else in Python."""
     alg = _hash_id(hash_name)
     of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)
     n = len(of)
@@ -286,7 +356,11 @@ def mac_arena(
     out = np.empty((n, _DIGEST[alg]), dtype=np.uint8)
     mod = _mod()
     if mod is not None:
-        mod.mac_arena(alg, key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), out)
+        nt = _native_threads(threads, n)
+        if nt > 1:
+            mod.mac_arena(alg, key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), out, nt)
+        else:
+            mod.mac_arena(alg, key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), out)
         return out
     # the pure-Python path: the same checks, then zeroed copies through the py-copy loop
     mv = memoryview(arena).cast("B")
@@ -352,6 +426,12 @@ def verify_arena(
             int(gmac_len), tags[a:b], ok8[a:b], cut,
         )
 
+    nt = _native_threads(threads, n)
+    if nt > 1:  # the kernel's own threads: all hashed without the GIL, then the cut
+        got1 = mod.verify_arena(
+            alg, key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), tags, ok8, cut, nt
+        )
+        return ok, tags, got1 if cut else None
     if threads < 2 or n < MIN_ROWS * threads:
         got1 = part(0, n)
         return ok, tags, got1 if cut else None
@@ -376,11 +456,13 @@ def verify_arena_task(
     mac_len: int,
     gmac_offsets: Any,
     gmac_len: int,
+    threads: int = 1,
 ) -> tuple[Callable[[], Any], np.ndarray, np.ndarray] | None:
     """:func:`verify_arena` without the cut, split for a background thread: ``(task, ok,
     tags)``, everything prepared here, ``task()`` only the native call (it holds the GIL
-    just to take its arguments, and fills ``ok`` and ``tags`` hashing without it).  None
-    when the kernel is not to be used."""
+    just to take its arguments, and fills ``ok`` and ``tags`` hashing without it, in
+    ``threads`` native threads: the calling one and ``threads`` - 1 more).  None when the
+    kernel is not to be used."""
     mod = _mod_fused()
     if mod is None:
         return None
@@ -388,11 +470,24 @@ def verify_arena_task(
     n = len(of)
     tags = np.empty((n, mac_len), dtype=np.uint8)
     ok = np.empty(n, dtype=np.bool_)
+    nt = _native_threads(threads, n)
     task = partial(
         mod.verify_arena, _hash_id(hash_name), key, arena, of, ln, mo, int(mac_len), go,
-        int(gmac_len), tags, ok.view(np.uint8), False,
+        int(gmac_len), tags, ok.view(np.uint8), False, *((nt,) if nt > 1 else ()),
     )
     return task, ok, tags
+
+
+#: at most this many native threads per call (``MAX_THREADS`` in tesla/mac/_mac.c)
+MAX_THREADS = 16
+
+
+def _native_threads(threads: int, n: int) -> int:
+    """Native threads for a call of n rows: 1 for few rows (under :data:`MIN_ROWS` per
+    thread) or an extension built before ``nthreads``."""
+    if threads < 2 or n < MIN_ROWS * threads or not _state.get("nthreads"):
+        return 1
+    return min(threads, MAX_THREADS)
 
 
 def _executor(threads: int) -> ThreadPoolExecutor:
