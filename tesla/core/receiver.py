@@ -848,6 +848,7 @@ class TeslaReceiver:
         self._cls: list[tuple[list[int], bytes]] = []
         self._cls_arr = np.zeros((0, 5 + LANE_COLS), dtype=np.int64)
         self._cls_val = np.zeros((0, LANE_COLS), dtype=np.uint8)
+        self._cls_t3 = np.zeros(0, dtype=bool)  # class c carries Type 3 (commitments)
         # the interval verified in the background (verify_threads > 1): interval, arena,
         # future of mackernel.verify_arena, control mask, NORM replay keys
         self._inflight: tuple[
@@ -1828,8 +1829,7 @@ class TeslaReceiver:
         p = self.params
         assert p is not None
         if self._cls_params is not p:
-            self._cls_params = p
-            self._cls = []
+            self._reset_classes(p)
         walk = self._locate_layout(data)
         if walk is None:
             return False
@@ -1847,7 +1847,17 @@ class TeslaReceiver:
             arr[c, : len(row)] = row
             val[c, : len(vv)] = np.frombuffer(vv, dtype=np.uint8)
         self._cls_arr, self._cls_val = arr, val
+        self._cls_t3 = arr[:, 2] == 3
         return True
+
+    def _reset_classes(self, p: TeslaParams) -> None:
+        """New parameters: the native lane's layout classes are learned again (their tag
+        lengths and MAC offsets follow from the parameters)."""
+        self._cls_params = p
+        self._cls = []
+        self._cls_arr = np.zeros((0, 5 + LANE_COLS), dtype=np.int64)
+        self._cls_val = np.zeros((0, LANE_COLS), dtype=np.uint8)
+        self._cls_t3 = np.zeros(0, dtype=bool)
 
     def _native_lane(
         self, native: Any, pkts: Sequence[bytes], times: np.ndarray, ms: Sequence[Any], k: int
@@ -1862,8 +1872,7 @@ class TeslaReceiver:
         p = self.params
         assert p is not None
         if self._cls_params is not p:
-            self._cls_params = p
-            self._cls = []
+            self._reset_classes(p)
         pend = self._pending
         mk = self._max_known
         n1 = p.n_chain + 1
@@ -1933,41 +1942,45 @@ class TeslaReceiver:
         ms: Sequence[Any], k: int, m: int,
     ) -> None:
         """Index, metas, commitments and accounting of the ``m`` datagrams from ``k`` the
-        native lane copied into the arenas ``ars`` (row, slot of each)."""
+        native lane copied into the arenas ``ars`` (row, slot of each).  What each arena
+        took follows from the slot table the lane updated (packets left, octets used: it
+        copies back to back), so no per-row pass is needed for it."""
         kp = self._kp
+        lim = self.max_packets_per_interval
+        left = slots[:, 1].tolist()
+        used = slots[:, 3].tolist()
+        took = [lim - ar.n - left[j] for j, ar in enumerate(ars)]
+        one = took.count(0) == len(ars) - 1
+        t3 = self._cls_t3
         added = 0
-        slot = rslot & 0xFF
-        one = len(ars) == 1 or bool((slot == slot[0]).all())
-        t3 = [c for c, (row, _) in enumerate(self._cls) if row[2] == 3]
         for j, ar in enumerate(ars):
+            c = took[j]
+            if not c:
+                continue
             if one:
-                if j != int(slot[0]):
-                    continue
                 rr, rc = rows, rslot
                 mt = ms[k : k + m]
             else:
-                sel = np.flatnonzero(slot == j)
-                if not len(sel):
-                    continue
+                sel = np.flatnonzero((rslot & 0xFF) == j)
                 rr, rc = rows[sel], rslot[sel]
                 mt = [ms[k + x] for x in sel.tolist()]
             base = ar.n
-            c = len(rr)
-            js = np.flatnonzero(np.isin(rc >> 8, t3)) if t3 else np.zeros(0, np.int64)
-            if len(js):  # Type 3: the next chain's commitment, after the interval index
-                at = rr[js, 0] + rr[js, 2] - kp
-                cm = ar.data[at[:, None] + np.arange(kp)]
-                if bool((cm == cm[0]).all()):  # one next-chain commitment: one entry
-                    ar.commits.append((base + js, cm[0].tobytes()))
-                else:
-                    ar.commits.extend(
-                        zip((base + js).tolist(), [r.tobytes() for r in cm], strict=True)
-                    )
+            if t3.any():  # Type 3: the next chain's commitment, after the interval index
+                js = np.flatnonzero(t3[rc >> 8])
+                if len(js):
+                    at = rr[js, 0] + rr[js, 2] - kp
+                    cm = ar.data[at[:, None] + np.arange(kp)]
+                    if bool((cm == cm[0]).all()):  # one next-chain commitment: one entry
+                        ar.commits.append((base + js, cm[0].tobytes()))
+                    else:
+                        ar.commits.extend(
+                            zip((base + js).tolist(), [r.tobytes() for r in cm], strict=True)
+                        )
             ar.index.frombytes(rr.tobytes())
             ar.n = base + c
-            ar.used = int(slots[j, 3])
+            nb = used[j] - ar.used + PER_PACKET_OVERHEAD * c  # octets copied back to back
+            ar.used = used[j]
             ar.metas.extend(mt)
-            nb = int(rr[:, 1].sum()) + PER_PACKET_OVERHEAD * c
             ar.nbytes += nb
             added += nb
         self._account(added, m)
