@@ -852,7 +852,7 @@ class TeslaReceiver:
         # the interval verified in the background (verify_threads > 1): interval, arena,
         # future of mackernel.verify_arena, control mask, NORM replay keys
         self._inflight: tuple[
-            int, Arena, Future[Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray | None
+            int, Arena, Future[Any], np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None
         ] | None = None
         self._bg: ThreadPoolExecutor | None = None
 
@@ -1412,8 +1412,9 @@ class TeslaReceiver:
         self._nbuf -= n
         km = self._km
         arr = ar.data
-        idx = ar.rows(copy=False)
-        st, ln, mo, go = idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]
+        # the index's columns as contiguous arrays (one transposing copy; the native
+        # call takes contiguous int64 columns)
+        st, ln, mo, go = np.ascontiguousarray(ar.rows(copy=False).T)
         # the wrapper's key-disclosure-only packets (header octets), NORM replay keys
         ctl = self._control_mask(arr, st, ln)
         nk = None
@@ -1472,19 +1473,29 @@ class TeslaReceiver:
         self._finish(w, ar, ok, tags, ctl, nk)
         self._recycle(ar)
 
-    def _control_mask(self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        """The wrapper's empty key-disclosure packets (header only; not for the engine)."""
+    def _control_mask(
+        self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray
+    ) -> np.ndarray | None:
+        """The wrapper's empty key-disclosure packets (header only; not for the engine);
+        None when none can be: every datagram longer than the longest header (HDR_LEN /
+        hdr_len count 32-bit words in one octet), without reading the arena."""
+        if not len(lens) or int(lens.min()) > 255 << 2:
+            return None
         hb = self._hb
-        hdr_end = arr[st + hb].astype(np.int64) << 2
-        if hb == 2:  # ALC: header only, no A/B flag
-            return np.asarray((lens == hdr_end) & ((arr[st + 1] & 3) == 0))
-        at12 = np.minimum(st + 12, len(arr) - 1)
-        return np.asarray(
-            (lens == hdr_end) & ((arr[st] & 15) == 3) & (lens > 12) & (arr[at12] == 7)
-        )
+        ctl = lens == arr[st + hb].astype(np.int64) << 2  # header only
+        c = np.flatnonzero(ctl)
+        if not len(c):
+            return None
+        sc = st[c]
+        if hb == 2:  # ALC: no A/B flag
+            ctl[c] = (arr[sc + 1] & 3) == 0
+        else:  # NORM: NORM_CMD(APPLICATION), flavour 7 (the wrapper's key disclosure)
+            at12 = np.minimum(sc + 12, len(arr) - 1)
+            ctl[c] = ((arr[sc] & 15) == 3) & (lens[c] > 12) & (arr[at12] == 7)
+        return ctl
 
     def _finish(
-        self, w: int, ar: Arena, ok: np.ndarray, tags: np.ndarray, ctl: np.ndarray,
+        self, w: int, ar: Arena, ok: np.ndarray, tags: np.ndarray, ctl: np.ndarray | None,
         nk: np.ndarray | None, cut: list[bytes] | None = None,
     ) -> None:
         """Counters, duplicates, replay memory, commitments and release of interval w
@@ -1493,12 +1504,15 @@ class TeslaReceiver:
         assert p is not None
         n = len(ar)
         km = self._km
-        nbad = n - int(ok.sum())
+        good = np.flatnonzero(ok)
+        nbad = n - len(good)
         if nbad:
             self._drop(DropReason.BAD_MAC, nbad)
-        good = np.flatnonzero(ok)
         if len(good) > 1:  # identical copies of one datagram (same MAC): release once
-            t8 = np.ascontiguousarray(tags[good, :8]).view(np.uint64).ravel()
+            if not nbad and km % 8 == 0 and tags.flags.c_contiguous:
+                t8 = tags.view(np.uint64)[:, 0].copy()  # a column: no gather
+            else:
+                t8 = np.ascontiguousarray(tags[good, :8]).view(np.uint64).ravel()
             srt = np.sort(t8)  # cheap pre-check on 8 tag octets, exact check on a collision
             if bool((srt[1:] == srt[:-1]).any()):
                 v = np.ascontiguousarray(tags[good]).view(np.dtype((np.void, km))).ravel()
@@ -1525,7 +1539,7 @@ class TeslaReceiver:
         if self._hb == 1:
             self._norm_accept_many(good, nk)
         keep = good
-        if ctl.any():
+        if ctl is not None and ctl.any():
             kc = ctl[good]
             nctl = int(kc.sum())
             if nctl:
