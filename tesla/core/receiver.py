@@ -1980,17 +1980,18 @@ class TeslaReceiver:
                 mt = [ms[k + x] for x in sel.tolist()]
             base = ar.n
             if t3.any():  # Type 3: the next chain's commitment, after the interval index
-                js = np.flatnonzero(t3[rc >> 8])
+                js = np.flatnonzero(t3[(rc >> 8) & 0xFF])
                 if len(js):
-                    at = rr[js, 0] + rr[js, 2] - kp
-                    cm = ar.data[at[:, None] + np.arange(kp)]
-                    if bool((cm == cm[0]).all()):  # one next-chain commitment: one entry
-                        ar.commits.append((base + js, cm[0].tobytes()))
+                    a0 = int(rr[js[0], 0] + rr[js[0], 2]) - kp
+                    if bool((rc[js[1:]] >> 16).all()):  # the lane: each equal to the first
+                        ar.commits.append((base + js, ar.data[a0 : a0 + kp].tobytes()))
                     else:
+                        at = rr[js, 0] + rr[js, 2] - kp
+                        cm = ar.data[at[:, None] + np.arange(kp)]
                         ar.commits.extend(
                             zip((base + js).tolist(), [r.tobytes() for r in cm], strict=True)
                         )
-            ar.index.frombytes(rr.tobytes())
+            ar.index.frombytes(memoryview(rr).cast("B"))
             ar.n = base + c
             nb = used[j] - ar.used + PER_PACKET_OVERHEAD * c  # octets copied back to back
             ar.used = used[j]
