@@ -1998,7 +1998,7 @@ class TeslaReceiver:
                         ar.commits.extend(
                             zip((base + js).tolist(), [r.tobytes() for r in cm], strict=True)
                         )
-            ar.index.frombytes(memoryview(rr).cast("B"))
+            ar.index.frombytes(rr.data.cast("B"))
             ar.n = base + c
             nb = used[j] - ar.used + PER_PACKET_OVERHEAD * c  # octets copied back to back
             ar.used = used[j]
