@@ -1983,8 +1983,13 @@ class TeslaReceiver:
                 mt = ms[k : k + m]
             else:
                 sel = np.flatnonzero((rslot & 0xFF) == j)
-                rr, rc = rows[sel], rslot[sel]
-                mt = [ms[k + x] for x in sel.tolist()]
+                a, b = int(sel[0]), int(sel[-1]) + 1
+                if b - a == c:  # one run (intervals one after another): slices
+                    rr, rc = rows[a:b], rslot[a:b]
+                    mt = ms[k + a : k + b]
+                else:
+                    rr, rc = rows[sel], rslot[sel]
+                    mt = list(map(ms.__getitem__, (sel + k).tolist()))
             base = ar.n
             if t3.any():  # Type 3: the next chain's commitment, after the interval index
                 js = np.flatnonzero(t3[(rc >> 8) & 0xFF])
