@@ -91,6 +91,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -475,6 +476,13 @@ def threaded_macs(threads: int, macs: MacFunction = mac_arena) -> MacFunction:
 
 # ---------------------------------------------------------------------------- arenas
 _STRUCTS: dict[bytes, struct.Struct] = {}
+
+
+def _pick(seq: Sequence[Any], idx: list[int]) -> list[Any]:
+    """``[seq[i] for i in idx]`` in one C call (no Python step per item)."""
+    if len(idx) > 1:
+        return list(itemgetter(*idx)(seq))
+    return [seq[i] for i in idx]
 
 
 def _rows_struct(lens: np.ndarray) -> struct.Struct:
@@ -1559,9 +1567,9 @@ class TeslaReceiver:
                 self._out_pk.extend(ar.cut(keep))
             else:  # position of row r among the ok rows: ok rows before it
                 pos = np.cumsum(ok)[keep] - 1
-                self._out_pk.extend([cut[x] for x in pos.tolist()])
+                self._out_pk.extend(_pick(cut, pos.tolist()))
             metas = ar.metas
-            self._out_meta.extend([metas[k] for k in keep.tolist()])
+            self._out_meta.extend(_pick(metas, keep.tolist()))
 
     def _new_chain_commitment(self, j: int, commitment: bytes) -> None:
         assert self.keys is not None
