@@ -308,6 +308,33 @@ def test_lane_multi_interval_batches_and_tight_bounds() -> None:
     _compare(ref, fast)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_lane_type3_forged_commitments_decide_as_reference(seed: int) -> None:
+    """Type 3 datagrams (next chain's commitment) in lane runs, some with a forged
+    commitment (their MAC then fails), the first of a run among them: only the genuine
+    commitment is taken (the native lane tells the Python side which rows carry the
+    first row's commitment; a wrong "all equal" would take the forged one), decisions
+    and releases as the reference's across the chain switches."""
+    rng = random.Random(seed)
+    snd = make_sender(2, n_chain=9)
+    kp = snd.params.key_len
+    stream = make_stream(snd, 40, 60, 200, seed=seed, spread=1.0)
+    out, forged = [], 0
+    for t, b in stream:
+        off = 16  # ALC: EXT_AUTH right after 16 octets
+        if len(b) > 60 and b[0] >> 4 == 1 and b[off] == 1 and b[off + 2] & 15 == 3:
+            if rng.random() < 0.3:
+                bb = bytearray(b)
+                bb[off + 8 + rng.randrange(kp)] ^= 0x20
+                b = bytes(bb)
+                forged += 1
+        out.append((t, b))
+    assert forged > 20
+    ref, fast = _feed(out, random.Random(seed + 10))
+    assert fast.lane_packets > 0 and ref.stats["drop.bad_mac"] >= forged
+    _compare(ref, fast)
+
+
 @pytest.mark.parametrize("protocol", ["alc", "norm"])
 def test_receive_slab_matches_reference(protocol: str, mac_kernel: str) -> None:
     snd = make_sender(2, protocol=protocol)

@@ -91,6 +91,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -477,6 +478,13 @@ def threaded_macs(threads: int, macs: MacFunction = mac_arena) -> MacFunction:
 _STRUCTS: dict[bytes, struct.Struct] = {}
 
 
+def _pick(seq: Sequence[Any], idx: list[int]) -> list[Any]:
+    """``[seq[i] for i in idx]`` in one C call (no Python step per item)."""
+    if len(idx) > 1:
+        return list(itemgetter(*idx)(seq))
+    return [seq[i] for i in idx]
+
+
 def _rows_struct(lens: np.ndarray) -> struct.Struct:
     """A ``struct.Struct`` packing rows of ``lens`` octets back to back in one C call
     (cached per layout)."""
@@ -848,10 +856,13 @@ class TeslaReceiver:
         self._cls: list[tuple[list[int], bytes]] = []
         self._cls_arr = np.zeros((0, 5 + LANE_COLS), dtype=np.int64)
         self._cls_val = np.zeros((0, LANE_COLS), dtype=np.uint8)
+        self._cls_t3 = np.zeros(0, dtype=bool)  # class c carries Type 3 (commitments)
+        self._lane_rows = np.empty((0, 4), dtype=np.int64)
+        self._lane_rslot = np.empty(0, dtype=np.int64)
         # the interval verified in the background (verify_threads > 1): interval, arena,
         # future of mackernel.verify_arena, control mask, NORM replay keys
         self._inflight: tuple[
-            int, Arena, Future[Any], np.ndarray, np.ndarray, np.ndarray, np.ndarray | None
+            int, Arena, Future[Any], np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None
         ] | None = None
         self._bg: ThreadPoolExecutor | None = None
 
@@ -971,7 +982,10 @@ class TeslaReceiver:
             pkts = [p if type(p) is bytes else bytes(p) for p in packets]
         if n == 0:
             return
-        times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
+        if type(now) is np.ndarray and now.dtype == np.float64 and now.shape == (n,):
+            times = now  # (np.broadcast_to costs ~10 us a call)
+        else:
+            times = np.broadcast_to(np.asarray(now, dtype=np.float64), (n,))
         ms: Sequence[Any] = metas if metas is not None else [None] * n
         if n < LANE_MIN:
             one = self._receive_one
@@ -1411,8 +1425,9 @@ class TeslaReceiver:
         self._nbuf -= n
         km = self._km
         arr = ar.data
-        idx = ar.rows(copy=False)
-        st, ln, mo, go = idx[:, 0], idx[:, 1], idx[:, 2], idx[:, 3]
+        # the index's columns as contiguous arrays (one transposing copy; the native
+        # call takes contiguous int64 columns)
+        st, ln, mo, go = np.ascontiguousarray(ar.rows(copy=False).T)
         # the wrapper's key-disclosure-only packets (header octets), NORM replay keys
         ctl = self._control_mask(arr, st, ln)
         nk = None
@@ -1473,19 +1488,29 @@ class TeslaReceiver:
         self._finish(w, ar, ok, tags, ctl, nk)
         self._recycle(ar)
 
-    def _control_mask(self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray) -> np.ndarray:
-        """The wrapper's empty key-disclosure packets (header only; not for the engine)."""
+    def _control_mask(
+        self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray
+    ) -> np.ndarray | None:
+        """The wrapper's empty key-disclosure packets (header only; not for the engine);
+        None when none can be: every datagram longer than the longest header (HDR_LEN /
+        hdr_len count 32-bit words in one octet), without reading the arena."""
+        if not len(lens) or int(lens.min()) > 255 << 2:
+            return None
         hb = self._hb
-        hdr_end = arr[st + hb].astype(np.int64) << 2
-        if hb == 2:  # ALC: header only, no A/B flag
-            return np.asarray((lens == hdr_end) & ((arr[st + 1] & 3) == 0))
-        at12 = np.minimum(st + 12, len(arr) - 1)
-        return np.asarray(
-            (lens == hdr_end) & ((arr[st] & 15) == 3) & (lens > 12) & (arr[at12] == 7)
-        )
+        ctl = lens == arr[st + hb].astype(np.int64) << 2  # header only
+        c = np.flatnonzero(ctl)
+        if not len(c):
+            return None
+        sc = st[c]
+        if hb == 2:  # ALC: no A/B flag
+            ctl[c] = (arr[sc + 1] & 3) == 0
+        else:  # NORM: NORM_CMD(APPLICATION), flavour 7 (the wrapper's key disclosure)
+            at12 = np.minimum(sc + 12, len(arr) - 1)
+            ctl[c] = ((arr[sc] & 15) == 3) & (lens[c] > 12) & (arr[at12] == 7)
+        return ctl
 
     def _finish(
-        self, w: int, ar: Arena, ok: np.ndarray, tags: np.ndarray, ctl: np.ndarray,
+        self, w: int, ar: Arena, ok: np.ndarray, tags: np.ndarray, ctl: np.ndarray | None,
         nk: np.ndarray | None, cut: list[bytes] | None = None,
     ) -> None:
         """Counters, duplicates, replay memory, commitments and release of interval w
@@ -1494,12 +1519,15 @@ class TeslaReceiver:
         assert p is not None
         n = len(ar)
         km = self._km
-        nbad = n - int(ok.sum())
+        good = np.flatnonzero(ok)
+        nbad = n - len(good)
         if nbad:
             self._drop(DropReason.BAD_MAC, nbad)
-        good = np.flatnonzero(ok)
         if len(good) > 1:  # identical copies of one datagram (same MAC): release once
-            t8 = np.ascontiguousarray(tags[good, :8]).view(np.uint64).ravel()
+            if not nbad and km % 8 == 0 and tags.flags.c_contiguous:
+                t8 = tags.view(np.uint64)[:, 0].copy()  # a column: no gather
+            else:
+                t8 = np.ascontiguousarray(tags[good, :8]).view(np.uint64).ravel()
             srt = np.sort(t8)  # cheap pre-check on 8 tag octets, exact check on a collision
             if bool((srt[1:] == srt[:-1]).any()):
                 v = np.ascontiguousarray(tags[good]).view(np.dtype((np.void, km))).ravel()
@@ -1526,7 +1554,7 @@ class TeslaReceiver:
         if self._hb == 1:
             self._norm_accept_many(good, nk)
         keep = good
-        if ctl.any():
+        if ctl is not None and ctl.any():
             kc = ctl[good]
             nctl = int(kc.sum())
             if nctl:
@@ -1541,9 +1569,9 @@ class TeslaReceiver:
                 self._out_pk.extend(ar.cut(keep))
             else:  # position of row r among the ok rows: ok rows before it
                 pos = np.cumsum(ok)[keep] - 1
-                self._out_pk.extend([cut[x] for x in pos.tolist()])
+                self._out_pk.extend(_pick(cut, pos.tolist()))
             metas = ar.metas
-            self._out_meta.extend([metas[k] for k in keep.tolist()])
+            self._out_meta.extend(_pick(metas, keep.tolist()))
 
     def _new_chain_commitment(self, j: int, commitment: bytes) -> None:
         assert self.keys is not None
@@ -1830,8 +1858,7 @@ class TeslaReceiver:
         p = self.params
         assert p is not None
         if self._cls_params is not p:
-            self._cls_params = p
-            self._cls = []
+            self._reset_classes(p)
         walk = self._locate_layout(data)
         if walk is None:
             return False
@@ -1849,7 +1876,17 @@ class TeslaReceiver:
             arr[c, : len(row)] = row
             val[c, : len(vv)] = np.frombuffer(vv, dtype=np.uint8)
         self._cls_arr, self._cls_val = arr, val
+        self._cls_t3 = arr[:, 2] == 3
         return True
+
+    def _reset_classes(self, p: TeslaParams) -> None:
+        """New parameters: the native lane's layout classes are learned again (their tag
+        lengths and MAC offsets follow from the parameters)."""
+        self._cls_params = p
+        self._cls = []
+        self._cls_arr = np.zeros((0, 5 + LANE_COLS), dtype=np.int64)
+        self._cls_val = np.zeros((0, LANE_COLS), dtype=np.uint8)
+        self._cls_t3 = np.zeros(0, dtype=bool)
 
     def _native_lane(
         self, native: Any, pkts: Sequence[bytes], times: np.ndarray, ms: Sequence[Any], k: int
@@ -1864,8 +1901,7 @@ class TeslaReceiver:
         p = self.params
         assert p is not None
         if self._cls_params is not p:
-            self._cls_params = p
-            self._cls = []
+            self._reset_classes(p)
         pend = self._pending
         mk = self._max_known
         n1 = p.n_chain + 1
@@ -1896,8 +1932,10 @@ class TeslaReceiver:
             srcs = np.array([(1, 0), *self._seq_hi.items()], dtype=np.int64)
         else:
             srcs = np.zeros((1, 2), dtype=np.int64)
-        rows = np.empty((n - k, 4), dtype=np.int64)
-        rslot = np.empty(n - k, dtype=np.int64)
+        if len(self._lane_rslot) < n - k:  # the lane's output rows (reused: read at once)
+            self._lane_rows = np.empty((n - k, 4), dtype=np.int64)
+            self._lane_rslot = np.empty(n - k, dtype=np.int64)
+        rows, rslot = self._lane_rows, self._lane_rslot
         taken = 0
         learned = -1
         first = True
@@ -1935,41 +1973,51 @@ class TeslaReceiver:
         ms: Sequence[Any], k: int, m: int,
     ) -> None:
         """Index, metas, commitments and accounting of the ``m`` datagrams from ``k`` the
-        native lane copied into the arenas ``ars`` (row, slot of each)."""
+        native lane copied into the arenas ``ars`` (row, slot of each).  What each arena
+        took follows from the slot table the lane updated (packets left, octets used: it
+        copies back to back), so no per-row pass is needed for it."""
         kp = self._kp
+        lim = self.max_packets_per_interval
+        left = slots[:, 1].tolist()
+        used = slots[:, 3].tolist()
+        took = [lim - ar.n - left[j] for j, ar in enumerate(ars)]
+        one = took.count(0) == len(ars) - 1
+        t3 = self._cls_t3
         added = 0
-        slot = rslot & 0xFF
-        one = len(ars) == 1 or bool((slot == slot[0]).all())
-        t3 = [c for c, (row, _) in enumerate(self._cls) if row[2] == 3]
         for j, ar in enumerate(ars):
+            c = took[j]
+            if not c:
+                continue
             if one:
-                if j != int(slot[0]):
-                    continue
                 rr, rc = rows, rslot
                 mt = ms[k : k + m]
             else:
-                sel = np.flatnonzero(slot == j)
-                if not len(sel):
-                    continue
-                rr, rc = rows[sel], rslot[sel]
-                mt = [ms[k + x] for x in sel.tolist()]
-            base = ar.n
-            c = len(rr)
-            js = np.flatnonzero(np.isin(rc >> 8, t3)) if t3 else np.zeros(0, np.int64)
-            if len(js):  # Type 3: the next chain's commitment, after the interval index
-                at = rr[js, 0] + rr[js, 2] - kp
-                cm = ar.data[at[:, None] + np.arange(kp)]
-                if bool((cm == cm[0]).all()):  # one next-chain commitment: one entry
-                    ar.commits.append((base + js, cm[0].tobytes()))
+                sel = np.flatnonzero((rslot & 0xFF) == j)
+                a, b = int(sel[0]), int(sel[-1]) + 1
+                if b - a == c:  # one run (intervals one after another): slices
+                    rr, rc = rows[a:b], rslot[a:b]
+                    mt = ms[k + a : k + b]
                 else:
-                    ar.commits.extend(
-                        zip((base + js).tolist(), [r.tobytes() for r in cm], strict=True)
-                    )
-            ar.index.frombytes(rr.tobytes())
+                    rr, rc = rows[sel], rslot[sel]
+                    mt = list(map(ms.__getitem__, (sel + k).tolist()))
+            base = ar.n
+            if t3.any():  # Type 3: the next chain's commitment, after the interval index
+                js = np.flatnonzero(t3[(rc >> 8) & 0xFF])
+                if len(js):
+                    a0 = int(rr[js[0], 0] + rr[js[0], 2]) - kp
+                    if bool((rc[js[1:]] >> 16).all()):  # the lane: each equal to the first
+                        ar.commits.append((base + js, ar.data[a0 : a0 + kp].tobytes()))
+                    else:
+                        at = rr[js, 0] + rr[js, 2] - kp
+                        cm = ar.data[at[:, None] + np.arange(kp)]
+                        ar.commits.extend(
+                            zip((base + js).tolist(), [r.tobytes() for r in cm], strict=True)
+                        )
+            ar.index.frombytes(rr.data.cast("B"))
             ar.n = base + c
-            ar.used = int(slots[j, 3])
+            nb = used[j] - ar.used + PER_PACKET_OVERHEAD * c  # octets copied back to back
+            ar.used = used[j]
             ar.metas.extend(mt)
-            nb = int(rr[:, 1].sum()) + PER_PACKET_OVERHEAD * c
             ar.nbytes += nb
             added += nb
         self._account(added, m)

@@ -1457,7 +1457,9 @@ PyDoc_STRVAR(lane_doc,
 "highest)), the slot has room for a packet\n"
 "(slots[s,1]) and the byte budget for length + overhead; then it is copied to\n"
 "arenas[s] at slots[s,3] (< slots[s,2], the arena capacity) and rows[m] = (start, length,\n"
-"MAC offset cls[c,3], -1), rslot[m] = s | c << 8.  Returns how many (m) and why it stopped:\n"
+"MAC offset cls[c,3], -1), rslot[m] = s | c << 8 | e << 16, e = 1 when class c is Type 3\n"
+"and the datagram's commitment (kp octets after the interval index) equals that of slot s's\n"
+"first Type 3 datagram of this call.  Returns how many (m) and why it stopped:\n"
 "0 the end, 1 datagram k0 + m is not for the lane, 2 slot `which` has no room for it,\n"
 "3 datagram k0 + m has no known layout class.  slots[:, 1] and [:, 3] are updated.");
 
@@ -1480,6 +1482,7 @@ static PyObject *lane(PyObject *self, PyObject *args)
     heldseq hs = {0};
     Py_ssize_t m = 0, which = -1;
     int reason = 0;
+    const unsigned char *c3[8] = {0};  /* per slot: its first Type 3 commitment (in the arena) */
     Py_ssize_t cn = -1, cvn = -1, sn = -1, bn = -1, kn = -1, srn = -1, rwn = -1, rsn = -1, tn = -1;
     if (k0 < 0 || n < k0) {
         PyErr_SetString(PyExc_ValueError, "bad datagram range");
@@ -1637,7 +1640,15 @@ static PyObject *lane(PyObject *self, PyObject *args)
             o[1] = Lk;
             o[2] = r[3];
             o[3] = -1;
-            RS[m] = s | ((r - C) / (5 + LANE_COLS)) << 8;
+            int64_t same = 0;
+            if (typ == 3) {
+                const unsigned char *cm = (const unsigned char *)ar[s].buf + S[6 * s + 3] + off + 8;
+                if (c3[s] == NULL)
+                    c3[s] = cm;
+                else
+                    same = memcmp(cm, c3[s], (size_t)kp) == 0;
+            }
+            RS[m] = s | ((r - C) / (5 + LANE_COLS)) << 8 | same << 16;
             m++;
             S[6 * s + 3] += Lk;
             S[6 * s + 1] -= 1;
