@@ -202,9 +202,10 @@ def test_receiver_late_joiner_and_no_bootstrap() -> None:
     snd, _ = alc_pair(files, rate=4e5, bootstrap_period=0.5)
     rx = alc_receiver()
     got: dict[str, bytes] = {}
-    # first 0.5 s never reach the receiver (missed the start bootstraps)
+    # the first 0.52 s never reach the receiver: it misses the start bootstraps and the
+    # periodic one at 0.5 s, so data comes before the next one (at 1.0 s)
     real = rx.receive_datagram
-    rx.receive_datagram = lambda d, a, t: None if t < T_START + 0.5 else real(d, a, t)  # type: ignore[method-assign]
+    rx.receive_datagram = lambda d, a, t: None if t < T_START + 0.52 else real(d, a, t)  # type: ignore[method-assign]
 
     def done() -> bool:
         got.update(files_of(rx))
