@@ -234,3 +234,41 @@ def test_tesla_mac_x16_env_switches_the_sixteen_lane_path() -> None:
         r = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                            text=True, env={**os.environ, "TESLA_MAC_X16": val}, check=True)
         assert r.stdout.strip() == str(want), val
+
+
+@pytest.mark.parametrize("path", ["x16", "sha-ni", "evp"])
+def test_threads_give_the_same_verdicts_as_one(path: str) -> None:
+    """verify_arena over 700 rows of random lengths (several 128-row hand-outs per
+    thread): 1, 2 and 3 threads give the same tags, verdicts and cut, equal to the
+    oracle's."""
+    mod = _mod()
+    _path(mod, path)
+    rng = np.random.default_rng(9)
+    n, ml, gl = 700, 16, 4
+    ln = rng.integers(ml + gl, 1500, n).astype(np.int64)
+    of = np.concatenate([[0], np.cumsum(ln)[:-1]]).astype(np.int64)
+    mo = (rng.integers(0, 1 << 30, n) % (ln - ml + 1)).astype(np.int64)
+    go = np.where(rng.random(n) < 0.5, -1, rng.integers(0, 1 << 30, n) % (ln - gl + 1)).astype(np.int64)
+    ba = bytearray(rng.integers(0, 256, int(ln.sum()), dtype=np.uint8).tobytes())
+    key = bytes(range(32))
+    want_ok = []
+    for k in range(n):
+        s, m = int(of[k]), int(mo[k])
+        d = _oracle(2, key, bytes(ba[s : s + int(ln[k])]), [(m, ml), (int(go[k]), gl)])
+        if k % 3:
+            ba[s + m : s + m + ml] = d[:ml]
+    arena = bytes(ba)
+    for k in range(n):
+        s, m = int(of[k]), int(mo[k])
+        p = arena[s : s + int(ln[k])]
+        want_ok.append(_oracle(2, key, p, [(m, ml), (int(go[k]), gl)])[:ml] == p[m : m + ml])
+    assert 0 < sum(want_ok) < n
+    got = []
+    for threads in (1, 2, 3):
+        tags = np.zeros(n * ml, dtype=np.uint8)
+        ok = np.zeros(n, dtype=np.uint8)
+        cut = mod.verify_arena(2, key, arena, of, ln, mo, ml, go, gl, tags, ok, True, threads)
+        assert ok.astype(bool).tolist() == want_ok
+        got.append((tags.tobytes(), cut))
+    assert got[0] == got[1] == got[2]
+    assert got[0][1] == [arena[s : s + m] for s, m, o in zip(of, ln, want_ok, strict=True) if o]
