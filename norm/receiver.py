@@ -58,10 +58,11 @@ import math
 import random
 import struct
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alc.engine import Address, BatchEntry, count
+from alc.engine import Address, BatchEntry, Times, count
 from alc.errors import DecodeError
 from alc.fec import OTI, get_scheme
 from norm import messages as M
@@ -491,9 +492,34 @@ class NormReceiver(BatchEntry):
         self._presence: dict[tuple[int, int], int] = {}
 
     # ------------------------------------------------------------------ Engine API
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        """A batch in arrival order (an authentication layer releases a whole interval at
+        once).  Each datagram is handled as by :meth:`receive_datagram`; after a NORM_DATA
+        the fast path took, the datagrams that follow it in the same block go through
+        :meth:`_data_run`, which makes the same state changes per datagram with the header
+        checks done once for the run."""
+        n = len(datagrams)
+        k = 0
+        fast = self._data_fast
+        while k < n:
+            data = datagrams[k]
+            now = float(times[k])
+            if data[:1] == b"\x12" and fast(data, addrs[k], now):
+                k += 1
+                if k < n:
+                    k += self._data_run(datagrams, addrs, times, k, data)
+                continue
+            self._receive_general(data, addrs[k], now)
+            k += 1
+
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
         if data[:1] == b"\x12" and self._data_fast(data, addr, now):
             return
+        self._receive_general(data, addr, now)
+
+    def _receive_general(self, data: bytes, addr: Address | None, now: float) -> None:
         count(self.stats, "rx.datagrams")
         try:
             msg = M.decode(data, self.config.fec2_m)
@@ -596,6 +622,128 @@ class NormReceiver(BatchEntry):
         self._object_segment(s, o, sbn, esi, 0, memoryview(data)[hl:], now)
         self._advance_pos(s, (ordinal, sbn, esi), now)
         return True
+
+    def _data_run(
+        self,
+        datagrams: Sequence[bytes],
+        addrs: Sequence[Address | None],
+        times: Times,
+        k: int,
+        first: bytes,
+    ) -> int:
+        """The NORM_DATA from ``datagrams[k]`` on that continue the block of ``first``
+        (just taken by :meth:`_data_fast`): same version/type, header length, source,
+        instance, GRTT/backoff/gsize, flags, FEC ID and object, same header-extension
+        layout (HET/HEL octets at the same places, so the structural walk of
+        :meth:`_data_fast` would end the same), a new source segment of the same, already
+        allocated block.  Each one makes exactly the state changes of :meth:`_data_fast`
+        (counters, sender liveness, sequence and rate accounting, the segment, the
+        transmit position); the run stops before any other datagram (the caller handles it
+        on the general path) and after one that completes the block.  -> datagrams taken."""
+        hl = first[1] << 2
+        lead = first[:2]
+        head = first[4:16]  # source, instance, grtt, backoff/gsize, flags, FEC ID, object
+        lay: list[tuple[int, int, int]] = []  # (position, HET, HEL or -1) of each extension
+        pos = 20
+        while pos < hl:
+            het = first[pos]
+            if het >= 128:
+                lay.append((pos, het, -1))
+                pos += 4
+            else:
+                lay.append((pos, het, first[pos + 1]))
+                pos += first[pos + 1] << 2
+        _, _, _, src, _, grtt, bg, _, _, oid = _OBJ.unpack_from(first, 0)
+        s = self.senders.get(src)
+        if s is None or s.grtt_q != grtt or s.seq_expected is None or s.rate_start is None:
+            return 0
+        ordinal = self._ordinal(s, oid)
+        o = s.objects.get(ordinal)
+        if o is None or o.finished or ordinal in s.done or o.buf is None or o.fti is None:
+            return 0
+        sbn0 = _U32.unpack_from(first, 16)[0] >> 8
+        blk = o.blocks.get(sbn0)
+        bb = o.buf.blocks.get(sbn0)
+        if blk is None or blk.done or bb is None:
+            return 0
+        kk = blk.k
+        e = o.fti.segment_size
+        recv = blk.recv
+        tin = self._t_inactivity(s)
+        rate_win = max(s.grtt, 0.01)
+        loss_win = s.cc_rtt or s.grtt
+        u32 = _U32.unpack_from
+        n_all = len(datagrams)
+        taken = 0
+        j = k
+        while j < n_all:
+            d = datagrams[j]
+            n = len(d)
+            if n < hl or d[:2] != lead or d[4:16] != head:
+                break
+            ok = True
+            for p, het, hel in lay:
+                if d[p] != het or (hel >= 0 and d[p + 1] != hel):
+                    ok = False
+                    break
+            if not ok:
+                break
+            w = u32(d, 16)[0]
+            sbn, esi = w >> 8, w & 0xFF
+            if sbn != sbn0 or esi >= kk or esi in recv:
+                break  # another block, parity, a duplicate: the general path
+            off = esi * e
+            want = min(e, len(bb) - off)
+            if n - hl != want:
+                break
+            now = float(times[j])
+            addr = addrs[j]
+            if addr is not None:
+                s.addr = addr
+            # = _heard() with the header fields of ``first`` (already applied)
+            s.last_heard = now
+            s.inactivity_count = 0
+            s.inactivity_deadline = now + tin
+            seq = (d[2] << 8) | d[3]
+            gap = (seq - s.seq_expected) & 0xFFFF
+            if gap < 0x8000:
+                if gap:
+                    s.seq_lost += gap
+                    if now - s.last_loss_time > loss_win:
+                        s.loss_events += 1
+                        s.last_loss_time = now
+                s.seq_expected = (seq + 1) & 0xFFFF
+            s.seq_received += 1
+            s.rate_bytes += n
+            span = now - s.rate_start
+            if span >= rate_win:
+                s.recv_rate = s.rate_bytes / span
+                s.rate_start, s.rate_bytes = now, 0
+            # = _object_segment() for a new source segment of an allocated block
+            bb[off : off + want] = memoryview(d)[hl:]
+            recv.add(esi)
+            o.last_progress = now
+            taken += 1
+            j += 1
+            full = len(recv) >= kk
+            if full:
+                self._complete_block(s, o, sbn, blk)
+                self._check_complete(s, o)
+            # = _advance_pos()
+            pos3 = (ordinal, sbn, esi)
+            old = s.pos
+            if pos3 > old:
+                if old[0] == ordinal and old[1] == sbn:
+                    s.pos, s.pos_inclusive = pos3, False
+                else:
+                    self._advance_pos(s, pos3, now)
+            if full:
+                break
+        if taken:
+            st = self.stats
+            st["rx.datagrams"] = st.get("rx.datagrams", 0) + taken
+            st["rx.data"] = st.get("rx.data", 0) + taken
+        return taken
 
     def congestion_control_hint(self, data: bytes, now: float) -> None:
         """RFC 5776 §4.3 step 5: the CC part of a sender message that is *not yet
