@@ -940,7 +940,9 @@ class NormReceiver(BatchEntry):
     ) -> _Object | None:
         ordinal = self._ordinal(s, oid)
         if not s.synced:
-            start = None if is_repairish else self._sync_start(s, ordinal, sync_ok)
+            # a repair syncs nobody (RFC 5740 §5.2), except a receiver present from the
+            # start of an object it could not use (presence_hint): it syncs there
+            start = self._sync_presence(s, ordinal) if is_repairish else self._sync_start(s, ordinal, sync_ok)
             if start is None:
                 count(self.stats, "drop.not_synced")
                 return None
@@ -984,14 +986,26 @@ class NormReceiver(BatchEntry):
         if cfg.join_policy == "all":
             count(self.stats, "rx.sync_all")
             return ordinal - max(0, min(cfg.join_history, cfg.max_pending_objects // 2))
-        hint = self._presence.pop((s.source_id, s.instance_id), None)
-        if hint is not None:
-            h = ordinal + _diff16(hint, ordinal & 0xFFFF)
-            if ordinal - cfg.max_pending_objects // 2 < h <= ordinal:
-                if h < ordinal or not sync_ok:
-                    count(self.stats, "rx.sync_presence")  # the start we could not use
-                return h
+        h = self._sync_presence(s, ordinal, count_same=not sync_ok)
+        if h is not None:
+            return h
         return ordinal if sync_ok else None
+
+    def _sync_presence(self, s: _Sender, ordinal: int, count_same: bool = True) -> int | None:
+        """The object whose start we received unusable (:meth:`presence_hint`) when a
+        usable message of object ``ordinal`` (or, FLUSH, transmit position) of an
+        unsynchronized sender arrives: the sync point, at most ``max_pending_objects/2``
+        back (None: no hint, or out of range).  Counted ``rx.sync_presence`` unless it is
+        ``ordinal`` itself and not ``count_same``."""
+        hint = self._presence.pop((s.source_id, s.instance_id), None)
+        if hint is None:
+            return None
+        h = ordinal + _diff16(hint, ordinal & 0xFFFF)
+        if not ordinal - self.config.max_pending_objects // 2 < h <= ordinal:
+            return None
+        if h < ordinal or count_same:
+            count(self.stats, "rx.sync_presence")  # the start we could not use
+        return h
 
     def _enforce_pending(self, s: _Sender) -> None:
         assert s.max_ord is not None
@@ -1518,10 +1532,17 @@ class NormReceiver(BatchEntry):
         me = self.config.node_id
         listed = me in msg.acking_nodes or M.NODE_ANY in msg.acking_nodes
         if not s.synced:
-            if not listed:
+            # present from an object's start whose new data all came unusable (e.g. no
+            # TESLA bootstrap until the flush): sync there and NACK it (presence_hint)
+            h = self._sync_presence(s, self._ordinal(s, msg.object_id))
+            if h is not None:
+                s.synced = True
+                s.sync_ord, s.max_ord = h, self._ordinal(s, msg.object_id)
+            elif not listed:
                 return
-            s.synced = True  # a watermark naming us forces sync
-            s.sync_ord = s.max_ord = msg.object_id
+            else:
+                s.synced = True  # a watermark naming us forces sync
+                s.sync_ord = s.max_ord = msg.object_id
         ordinal = self._ordinal(s, msg.object_id)
         if s.max_ord is not None and ordinal > s.max_ord:
             s.max_ord = ordinal
