@@ -673,6 +673,16 @@ class NormReceiver(BatchEntry):
         rate_win = max(s.grtt, 0.01)
         loss_win = s.cc_rtt or s.grtt
         u32 = _U32.unpack_from
+        # the sender's liveness, sequence and rate state as locals, written back below
+        seq_exp: int = s.seq_expected
+        seq_lost, loss_events, last_loss = s.seq_lost, s.loss_events, s.last_loss_time
+        seq_recv, rate_bytes, rate_start, recv_rate = (
+            s.seq_received, s.rate_bytes, s.rate_start, s.recv_rate
+        )
+        addr_last: Address | None = None
+        now = 0.0
+        full = False
+        pos_later: tuple[int, int, int] | None = None  # a position _advance_pos must see
         n_all = len(datagrams)
         taken = 0
         j = k
@@ -699,50 +709,61 @@ class NormReceiver(BatchEntry):
             now = float(times[j])
             addr = addrs[j]
             if addr is not None:
-                s.addr = addr
+                addr_last = addr
             # = _heard() with the header fields of ``first`` (already applied)
-            s.last_heard = now
-            s.inactivity_count = 0
-            s.inactivity_deadline = now + tin
             seq = (d[2] << 8) | d[3]
-            gap = (seq - s.seq_expected) & 0xFFFF
+            gap = (seq - seq_exp) & 0xFFFF
             if gap < 0x8000:
                 if gap:
-                    s.seq_lost += gap
-                    if now - s.last_loss_time > loss_win:
-                        s.loss_events += 1
-                        s.last_loss_time = now
-                s.seq_expected = (seq + 1) & 0xFFFF
-            s.seq_received += 1
-            s.rate_bytes += n
-            span = now - s.rate_start
+                    seq_lost += gap
+                    if now - last_loss > loss_win:
+                        loss_events += 1
+                        last_loss = now
+                seq_exp = (seq + 1) & 0xFFFF
+            seq_recv += 1
+            rate_bytes += n
+            span = now - rate_start
             if span >= rate_win:
-                s.recv_rate = s.rate_bytes / span
-                s.rate_start, s.rate_bytes = now, 0
+                recv_rate = rate_bytes / span
+                rate_start, rate_bytes = now, 0
             # = _object_segment() for a new source segment of an allocated block
             bb[off : off + want] = memoryview(d)[hl:]
             recv.add(esi)
-            o.last_progress = now
             taken += 1
             j += 1
             full = len(recv) >= kk
-            if full:
-                self._complete_block(s, o, sbn, blk)
-                self._check_complete(s, o)
-            # = _advance_pos()
+            # = _advance_pos(): within the block inline, else (or after the block's
+            # completion, as _data_fast orders them) after the write-back
             pos3 = (ordinal, sbn, esi)
             old = s.pos
             if pos3 > old:
-                if old[0] == ordinal and old[1] == sbn:
+                if not full and old[0] == ordinal and old[1] == sbn:
                     s.pos, s.pos_inclusive = pos3, False
                 else:
-                    self._advance_pos(s, pos3, now)
-            if full:
+                    pos_later = pos3
+            if full or pos_later is not None:
                 break
-        if taken:
-            st = self.stats
-            st["rx.datagrams"] = st.get("rx.datagrams", 0) + taken
-            st["rx.data"] = st.get("rx.data", 0) + taken
+        if not taken:
+            return 0
+        if addr_last is not None:
+            s.addr = addr_last
+        s.last_heard = now
+        s.inactivity_count = 0
+        s.inactivity_deadline = now + tin
+        s.seq_expected = seq_exp
+        s.seq_lost, s.loss_events, s.last_loss_time = seq_lost, loss_events, last_loss
+        s.seq_received, s.rate_bytes, s.rate_start, s.recv_rate = (
+            seq_recv, rate_bytes, rate_start, recv_rate
+        )
+        o.last_progress = now
+        st = self.stats
+        st["rx.datagrams"] = st.get("rx.datagrams", 0) + taken
+        st["rx.data"] = st.get("rx.data", 0) + taken
+        if full:
+            self._complete_block(s, o, sbn0, blk)
+            self._check_complete(s, o)
+        if pos_later is not None:
+            self._advance_pos(s, pos_later, now)
         return taken
 
     def congestion_control_hint(self, data: bytes, now: float) -> None:
