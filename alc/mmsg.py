@@ -46,6 +46,7 @@ __all__ = [
     "recv_batch",
     "send_batch",
     "send_packed",
+    "send_some",
     "send_gso",
     "gso_supported",
     "enable_rx_metadata",
@@ -536,6 +537,87 @@ def send_packed(
     sent = _sendmmsg_all(sock.fileno(), msgs.ctypes.data, n)
     del a, iov, msgs, name_buf  # alive until here: the kernel read them
     return sent
+
+
+def send_some(
+    sock: socket.socket,
+    datagrams: Sequence[bytes],
+    addr: tuple[str, int] | None = None,
+) -> int:
+    """Send ``datagrams`` in order with as few ``sendmmsg`` calls as possible on a
+    non-blocking socket, stopping at the first one the socket refuses for want of buffer
+    space (``EAGAIN``/``ENOBUFS``): returns how many were sent (0..n), the caller keeps
+    the rest.  Another error is raised if nothing was sent, else left for the next call
+    (which meets it at its first datagram, as a ``sendto`` loop would).  The datagrams are
+    joined into one buffer and the iovec/mmsghdr arrays filled as numpy columns, so the
+    per-datagram cost is the copy (a ``sendto`` loop costs microseconds of Python and one
+    system call per datagram).  Without ``sendmmsg``: a ``sendto`` loop with the same
+    semantics."""
+    n = len(datagrams)
+    if n == 0:
+        return 0
+    name: bytes | None = None
+    if addr is not None and (len(addr) <= 2 or not any(addr[2:])):  # no IPv6 scope id
+        try:
+            name = _sockaddr(addr)
+        except (OSError, ValueError):  # a host name: sendto resolves it
+            name = None
+    if not (HAVE_MMSG and _VECTOR_OK) or (addr is not None and name is None):
+        return _sendto_some(sock, datagrams, addr)
+    assert _sendmmsg is not None
+    buf = b"".join(datagrams)
+    ln = np.fromiter(map(len, datagrams), dtype=np.uint64, count=n)
+    a = np.frombuffer(buf, dtype=np.uint8)
+    iov = np.empty((n, 2), dtype=np.uint64)
+    iov[:, 1] = ln
+    iov[:, 0] = np.cumsum(ln) - ln
+    iov[:, 0] += np.uint64(a.ctypes.data)
+    msgs = np.zeros((n, _MM_SIZE // 8), dtype=np.uint64)
+    name_buf = ctypes.create_string_buffer(name) if name is not None else None
+    if name_buf is not None and name is not None:
+        msgs[:, _MM_NAME // 8] = ctypes.addressof(name_buf)
+        msgs.view(np.uint32)[:, _MM_NAMELEN // 4] = len(name)
+    msgs[:, _MM_IOV // 8] = iov.ctypes.data + _IOV_SIZE * np.arange(n, dtype=np.uint64)
+    msgs[:, _MM_IOVLEN // 8] = 1
+    fd = sock.fileno()
+    base = msgs.ctypes.data
+    ptr = ctypes.POINTER(_Mmsghdr)
+    sent = 0
+    while sent < n:
+        r = _sendmmsg(fd, ctypes.cast(base + sent * _MM_SIZE, ptr), n - sent, MSG_DONTWAIT)  # type: ignore[operator]
+        if r < 0:
+            e = ctypes.get_errno()
+            if e == errno.EINTR:
+                continue
+            if e in (errno.EAGAIN, errno.ENOBUFS) or sent:
+                break
+            raise OSError(e, os.strerror(e))
+        if r == 0:
+            break
+        sent += r
+    del a, buf, iov, msgs, name_buf  # alive until here: the kernel read them
+    return sent
+
+
+def _sendto_some(
+    sock: socket.socket, datagrams: Sequence[bytes], addr: tuple[str, int] | None
+) -> int:
+    """:func:`send_some` as a ``send``/``sendto`` loop."""
+    done = 0
+    for d in datagrams:
+        try:
+            if addr is None:
+                sock.send(d)
+            else:
+                sock.sendto(d, addr)
+        except (BlockingIOError, InterruptedError):
+            return done
+        except OSError as e:
+            if e.errno in (errno.ENOBUFS, errno.EAGAIN) or done:
+                return done
+            raise
+        done += 1
+    return done
 
 
 def send_slab(

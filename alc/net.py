@@ -19,7 +19,6 @@ before the engine sees them, counted as ``drop.injected_loss`` in the driver's s
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import ipaddress
 import random
@@ -32,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from alc.engine import Address, BatchEntry, Engine, count
-from alc.mmsg import Slab, enable_rx_metadata, recv_batch
+from alc.mmsg import Slab, enable_rx_metadata, recv_batch, send_some
 
 SIOCGIFADDR = 0x8915
 
@@ -378,10 +377,16 @@ def drain_endpoint(
     return n
 
 
+#: most datagrams handed to one ``sendmmsg`` by :func:`send_due`
+_SEND_RUN = 1024
+
+
 def send_due(ep: Endpoint, now: float, stats: dict[str, int]) -> bool:
     """Send the endpoint's due datagrams (``engine.datagrams_to_send(now)`` once its backlog
     is empty); False if the socket refused one (``EAGAIN``/``ENOBUFS``: counted
     ``tx.eagain``, the rest kept in ``ep.backlog`` for when the socket is writable).
+    Runs of datagrams to one destination go out through ``sendmmsg``
+    (:func:`alc.mmsg.send_some`, one system call for many), in order.
     Shared by :class:`Driver` and the asyncio driver (:mod:`tesla.aio`)."""
     backlog = ep.backlog
     if not backlog:
@@ -389,27 +394,27 @@ def send_due(ep: Endpoint, now: float, stats: dict[str, int]) -> bool:
             dst = addr or ep.dest
             if dst is not None:
                 backlog.append((data, dst))
-    sendto = ep.sock.sendto
     sent = 0
     ok = True
+    on_sent = ep.on_sent
     while backlog:
-        data, dst = backlog[0]
-        try:
-            sendto(data, dst)
-        except (BlockingIOError, InterruptedError):
+        dst = backlog[0][1]
+        run: list[bytes] = []
+        for data, d in backlog:  # the leading run to one destination
+            if d != dst or len(run) >= _SEND_RUN:
+                break
+            run.append(data)
+        n = send_some(ep.sock, run, dst)
+        for _ in range(n):
+            backlog.popleft()
+        if on_sent is not None:
+            for data in run[:n]:
+                on_sent(now, data, dst)
+        sent += n
+        if n < len(run):
             count(stats, "tx.eagain")
             ok = False
             break
-        except OSError as e:
-            if e.errno in (errno.ENOBUFS, errno.EAGAIN):
-                count(stats, "tx.eagain")
-                ok = False
-                break
-            raise
-        backlog.popleft()
-        sent += 1
-        if ep.on_sent is not None:
-            ep.on_sent(now, data, dst)
     if sent:
         count(stats, "tx", sent)
     return ok

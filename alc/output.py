@@ -421,42 +421,50 @@ class _Stream:
 
     __slots__ = ("tf", "label", "record", "md5", "sha", "next")
 
-    def __init__(self, tf: TempFile, label: str, record: dict[str, Any]) -> None:
+    def __init__(self, tf: TempFile, label: str, record: dict[str, Any], md5: bool = True) -> None:
         self.tf = tf
         self.label = label
         self.record = record
-        self.md5: Any = hashlib.md5()
+        self.md5: Any = hashlib.md5() if md5 else None  # None: only if asked at the end
         self.sha: Any = hashlib.sha256()
         self.next = 0  # offset up to which the digests cover the file; -1: out of order
 
     def write_at(self, offset: int, data: bytes | bytearray | memoryview) -> None:
         self.tf.write_at(offset, data)
         if offset == self.next:
-            self.md5.update(data)
+            if self.md5 is not None:
+                self.md5.update(data)
             self.sha.update(data)
             self.next += len(data)
         else:
             self.next = -1
 
-    def digests(self) -> tuple[bytes, str]:
-        if self.next < 0 or self.next != self.tf.size:
-            md5, sha = hashlib.md5(), hashlib.sha256()
+    def digests(self, md5_wanted: bool = True) -> tuple[bytes | None, str]:
+        """(MD5 or None when not ``md5_wanted``, SHA-256 hex) of the file's content."""
+        if self.next < 0 or self.next != self.tf.size or (md5_wanted and self.md5 is None):
+            md5, sha = hashlib.md5() if md5_wanted else None, hashlib.sha256()
             fd, pos = self.tf.fd, 0
             try:
                 while chunk := os.pread(fd, 1 << 20, pos):
-                    md5.update(chunk)
+                    if md5 is not None:
+                        md5.update(chunk)
                     sha.update(chunk)
                     pos += len(chunk)
             except OSError as e:
                 raise _os_error(e, f"{self.tf.rel}: read back") from None
             self.md5, self.sha = md5, sha
-        return self.md5.digest(), self.sha.hexdigest()
+        return (self.md5.digest() if md5_wanted else None), self.sha.hexdigest()
 
 
 class ReceivedFiles:
     """Writes received objects through an :class:`OutputDir` and keeps the record the
     runners' summaries are made of: ``files`` (on disk under their final name),
     ``failures`` and ``stats`` (``fail.<reason>``).  A failure prints one line on ``err``."""
+
+    #: files written block by block: update an MD5 while the blocks come (FLUTE's
+    #: Content-MD5 is checked at commit); False (NORM: no MD5 on the wire) computes none,
+    #: and a commit that still names an MD5 reads the file back for it
+    stream_md5 = True
 
     def __init__(self, out: OutputDir, err: IO[str] | None = None) -> None:
         self.out = out
@@ -493,7 +501,9 @@ class ReceivedFiles:
             if key in self._stream_failed:
                 return
             try:
-                st = self._streams[key] = _Stream(self.out.begin(relpath()), label, record)
+                st = self._streams[key] = _Stream(
+                    self.out.begin(relpath()), label, record, md5=self.stream_md5
+                )
             except OutputError as e:
                 self._stream_failed.add(key)
                 self.fail(key, label, e.reason, e.message, record)
@@ -525,7 +535,7 @@ class ReceivedFiles:
         try:
             if st is None:  # an empty object: no block
                 st = _Stream(self.out.begin(relpath()), label, record)
-            digest_md5, digest_sha = st.digests()
+            digest_md5, digest_sha = st.digests(md5 is not None)
             if md5 is not None and digest_md5 != md5:
                 raise OutputError("md5", f"{st.tf.rel}: MD5 of the written file differs from Content-MD5")
             path = st.tf.commit(length=length)

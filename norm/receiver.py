@@ -58,10 +58,11 @@ import math
 import random
 import struct
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from alc.engine import Address, BatchEntry, count
+from alc.engine import Address, BatchEntry, Times, count
 from alc.errors import DecodeError
 from alc.fec import OTI, get_scheme
 from norm import messages as M
@@ -491,9 +492,34 @@ class NormReceiver(BatchEntry):
         self._presence: dict[tuple[int, int], int] = {}
 
     # ------------------------------------------------------------------ Engine API
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        """A batch in arrival order (an authentication layer releases a whole interval at
+        once).  Each datagram is handled as by :meth:`receive_datagram`; after a NORM_DATA
+        the fast path took, the datagrams that follow it in the same block go through
+        :meth:`_data_run`, which makes the same state changes per datagram with the header
+        checks done once for the run."""
+        n = len(datagrams)
+        k = 0
+        fast = self._data_fast
+        while k < n:
+            data = datagrams[k]
+            now = float(times[k])
+            if data[:1] == b"\x12" and fast(data, addrs[k], now):
+                k += 1
+                if k < n:
+                    k += self._data_run(datagrams, addrs, times, k, data)
+                continue
+            self._receive_general(data, addrs[k], now)
+            k += 1
+
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
         if data[:1] == b"\x12" and self._data_fast(data, addr, now):
             return
+        self._receive_general(data, addr, now)
+
+    def _receive_general(self, data: bytes, addr: Address | None, now: float) -> None:
         count(self.stats, "rx.datagrams")
         try:
             msg = M.decode(data, self.config.fec2_m)
@@ -596,6 +622,149 @@ class NormReceiver(BatchEntry):
         self._object_segment(s, o, sbn, esi, 0, memoryview(data)[hl:], now)
         self._advance_pos(s, (ordinal, sbn, esi), now)
         return True
+
+    def _data_run(
+        self,
+        datagrams: Sequence[bytes],
+        addrs: Sequence[Address | None],
+        times: Times,
+        k: int,
+        first: bytes,
+    ) -> int:
+        """The NORM_DATA from ``datagrams[k]`` on that continue the block of ``first``
+        (just taken by :meth:`_data_fast`): same version/type, header length, source,
+        instance, GRTT/backoff/gsize, flags, FEC ID and object, same header-extension
+        layout (HET/HEL octets at the same places, so the structural walk of
+        :meth:`_data_fast` would end the same), a new source segment of the same, already
+        allocated block.  Each one makes exactly the state changes of :meth:`_data_fast`
+        (counters, sender liveness, sequence and rate accounting, the segment, the
+        transmit position); the run stops before any other datagram (the caller handles it
+        on the general path) and after one that completes the block.  -> datagrams taken."""
+        hl = first[1] << 2
+        lead = first[:2]
+        head = first[4:16]  # source, instance, grtt, backoff/gsize, flags, FEC ID, object
+        lay: list[tuple[int, int, int]] = []  # (position, HET, HEL or -1) of each extension
+        pos = 20
+        while pos < hl:
+            het = first[pos]
+            if het >= 128:
+                lay.append((pos, het, -1))
+                pos += 4
+            else:
+                lay.append((pos, het, first[pos + 1]))
+                pos += first[pos + 1] << 2
+        _, _, _, src, _, grtt, bg, _, _, oid = _OBJ.unpack_from(first, 0)
+        s = self.senders.get(src)
+        if s is None or s.grtt_q != grtt or s.seq_expected is None or s.rate_start is None:
+            return 0
+        ordinal = self._ordinal(s, oid)
+        o = s.objects.get(ordinal)
+        if o is None or o.finished or ordinal in s.done or o.buf is None or o.fti is None:
+            return 0
+        sbn0 = _U32.unpack_from(first, 16)[0] >> 8
+        blk = o.blocks.get(sbn0)
+        bb = o.buf.blocks.get(sbn0)
+        if blk is None or blk.done or bb is None:
+            return 0
+        kk = blk.k
+        e = o.fti.segment_size
+        recv = blk.recv
+        tin = self._t_inactivity(s)
+        rate_win = max(s.grtt, 0.01)
+        loss_win = s.cc_rtt or s.grtt
+        u32 = _U32.unpack_from
+        # the sender's liveness, sequence and rate state as locals, written back below
+        seq_exp: int = s.seq_expected
+        seq_lost, loss_events, last_loss = s.seq_lost, s.loss_events, s.last_loss_time
+        seq_recv, rate_bytes, rate_start, recv_rate = (
+            s.seq_received, s.rate_bytes, s.rate_start, s.recv_rate
+        )
+        addr_last: Address | None = None
+        now = 0.0
+        full = False
+        pos_later: tuple[int, int, int] | None = None  # a position _advance_pos must see
+        n_all = len(datagrams)
+        taken = 0
+        j = k
+        while j < n_all:
+            d = datagrams[j]
+            n = len(d)
+            if n < hl or d[:2] != lead or d[4:16] != head:
+                break
+            ok = True
+            for p, het, hel in lay:
+                if d[p] != het or (hel >= 0 and d[p + 1] != hel):
+                    ok = False
+                    break
+            if not ok:
+                break
+            w = u32(d, 16)[0]
+            sbn, esi = w >> 8, w & 0xFF
+            if sbn != sbn0 or esi >= kk or esi in recv:
+                break  # another block, parity, a duplicate: the general path
+            off = esi * e
+            want = min(e, len(bb) - off)
+            if n - hl != want:
+                break
+            now = float(times[j])
+            addr = addrs[j]
+            if addr is not None:
+                addr_last = addr
+            # = _heard() with the header fields of ``first`` (already applied)
+            seq = (d[2] << 8) | d[3]
+            gap = (seq - seq_exp) & 0xFFFF
+            if gap < 0x8000:
+                if gap:
+                    seq_lost += gap
+                    if now - last_loss > loss_win:
+                        loss_events += 1
+                        last_loss = now
+                seq_exp = (seq + 1) & 0xFFFF
+            seq_recv += 1
+            rate_bytes += n
+            span = now - rate_start
+            if span >= rate_win:
+                recv_rate = rate_bytes / span
+                rate_start, rate_bytes = now, 0
+            # = _object_segment() for a new source segment of an allocated block
+            bb[off : off + want] = memoryview(d)[hl:]
+            recv.add(esi)
+            taken += 1
+            j += 1
+            full = len(recv) >= kk
+            # = _advance_pos(): within the block inline, else (or after the block's
+            # completion, as _data_fast orders them) after the write-back
+            pos3 = (ordinal, sbn, esi)
+            old = s.pos
+            if pos3 > old:
+                if not full and old[0] == ordinal and old[1] == sbn:
+                    s.pos, s.pos_inclusive = pos3, False
+                else:
+                    pos_later = pos3
+            if full or pos_later is not None:
+                break
+        if not taken:
+            return 0
+        if addr_last is not None:
+            s.addr = addr_last
+        s.last_heard = now
+        s.inactivity_count = 0
+        s.inactivity_deadline = now + tin
+        s.seq_expected = seq_exp
+        s.seq_lost, s.loss_events, s.last_loss_time = seq_lost, loss_events, last_loss
+        s.seq_received, s.rate_bytes, s.rate_start, s.recv_rate = (
+            seq_recv, rate_bytes, rate_start, recv_rate
+        )
+        o.last_progress = now
+        st = self.stats
+        st["rx.datagrams"] = st.get("rx.datagrams", 0) + taken
+        st["rx.data"] = st.get("rx.data", 0) + taken
+        if full:
+            self._complete_block(s, o, sbn0, blk)
+            self._check_complete(s, o)
+        if pos_later is not None:
+            self._advance_pos(s, pos_later, now)
+        return taken
 
     def congestion_control_hint(self, data: bytes, now: float) -> None:
         """RFC 5776 §4.3 step 5: the CC part of a sender message that is *not yet
@@ -792,7 +961,9 @@ class NormReceiver(BatchEntry):
     ) -> _Object | None:
         ordinal = self._ordinal(s, oid)
         if not s.synced:
-            start = None if is_repairish else self._sync_start(s, ordinal, sync_ok)
+            # a repair syncs nobody (RFC 5740 §5.2), except a receiver present from the
+            # start of an object it could not use (presence_hint): it syncs there
+            start = self._sync_presence(s, ordinal) if is_repairish else self._sync_start(s, ordinal, sync_ok)
             if start is None:
                 count(self.stats, "drop.not_synced")
                 return None
@@ -836,14 +1007,26 @@ class NormReceiver(BatchEntry):
         if cfg.join_policy == "all":
             count(self.stats, "rx.sync_all")
             return ordinal - max(0, min(cfg.join_history, cfg.max_pending_objects // 2))
-        hint = self._presence.pop((s.source_id, s.instance_id), None)
-        if hint is not None:
-            h = ordinal + _diff16(hint, ordinal & 0xFFFF)
-            if ordinal - cfg.max_pending_objects // 2 < h <= ordinal:
-                if h < ordinal or not sync_ok:
-                    count(self.stats, "rx.sync_presence")  # the start we could not use
-                return h
+        h = self._sync_presence(s, ordinal, count_same=not sync_ok)
+        if h is not None:
+            return h
         return ordinal if sync_ok else None
+
+    def _sync_presence(self, s: _Sender, ordinal: int, count_same: bool = True) -> int | None:
+        """The object whose start we received unusable (:meth:`presence_hint`) when a
+        usable message of object ``ordinal`` (or, FLUSH, transmit position) of an
+        unsynchronized sender arrives: the sync point, at most ``max_pending_objects/2``
+        back (None: no hint, or out of range).  Counted ``rx.sync_presence`` unless it is
+        ``ordinal`` itself and not ``count_same``."""
+        hint = self._presence.pop((s.source_id, s.instance_id), None)
+        if hint is None:
+            return None
+        h = ordinal + _diff16(hint, ordinal & 0xFFFF)
+        if not ordinal - self.config.max_pending_objects // 2 < h <= ordinal:
+            return None
+        if h < ordinal or count_same:
+            count(self.stats, "rx.sync_presence")  # the start we could not use
+        return h
 
     def _enforce_pending(self, s: _Sender) -> None:
         assert s.max_ord is not None
@@ -1370,10 +1553,17 @@ class NormReceiver(BatchEntry):
         me = self.config.node_id
         listed = me in msg.acking_nodes or M.NODE_ANY in msg.acking_nodes
         if not s.synced:
-            if not listed:
+            # present from an object's start whose new data all came unusable (e.g. no
+            # TESLA bootstrap until the flush): sync there and NACK it (presence_hint)
+            h = self._sync_presence(s, self._ordinal(s, msg.object_id))
+            if h is not None:
+                s.synced = True
+                s.sync_ord, s.max_ord = h, self._ordinal(s, msg.object_id)
+            elif not listed:
                 return
-            s.synced = True  # a watermark naming us forces sync
-            s.sync_ord = s.max_ord = msg.object_id
+            else:
+                s.synced = True  # a watermark naming us forces sync
+                s.sync_ord = s.max_ord = msg.object_id
         ordinal = self._ordinal(s, msg.object_id)
         if s.max_ord is not None and ordinal > s.max_ord:
             s.max_ord = ordinal

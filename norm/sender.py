@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -250,6 +251,11 @@ class FileData:
 
     def __del__(self) -> None:
         self.close()
+
+
+#: NORM_DATA common header + FEC ID 5 payload id (RFC 5740 §4.2.1, RFC 5510): what
+#: ``M.encode_data`` writes before the extensions, for the sender's burst path
+_DATA_HEAD = struct.Struct(">BBHIHBBBBHI")
 
 
 class _TxObject:
@@ -773,6 +779,11 @@ class NormSender(BatchEntry):
         self._credit = min(depth, self._credit + (now - self._credit_time) * rate)
         self._credit_time = now
         while self._credit > 0:
+            if self._burst_ready(now):
+                burst = self._data_burst()
+                if burst:
+                    out.extend(burst)
+                    continue
             pkt = self._next_packet(now)
             if pkt is None:
                 break
@@ -1022,6 +1033,72 @@ class NormSender(BatchEntry):
                 return self._data_msg(obj, sbn, k + pj, obj.parity(sbn, pj))
             obj.sbn, obj.esi = sbn + 1, 0
         return None
+
+    def _burst_ready(self, now: float) -> bool:
+        """:meth:`_next_packet` would go straight to new data: nothing of higher priority
+        (probe, repair advertisement, squelch, application command, repairs) is due."""
+        if (
+            self._cursor is None
+            or self._probe_due_now
+            or self._repair_adv is not None
+            or self._squelch_ready
+            or self._repairs
+        ):
+            return False
+        return not any(now >= nxt for _c, _r, nxt in self._app_cmds)
+
+    def _data_burst(self) -> list[tuple[bytes, Address | None]]:
+        """The next source segments of the cursor object's current block while the token
+        bucket has credit: the NORM_DATA :meth:`_new_data_packet` would return one call at
+        a time (same octets, sequence numbers, counters and position), built from one
+        header template (FILE/DATA objects, FEC ID 5); [] when that path has something
+        else to do first (NORM_INFO, another object, parity, end of object)."""
+        obj = self.objects.get(self._cursor)  # type: ignore[arg-type]
+        if obj is None or not obj.info_sent or obj.kind == KIND_STREAM or obj.fec_id != 5:
+            return []
+        sbn, esi0 = obj.sbn, obj.esi
+        if sbn >= len(obj.blocks):
+            return []
+        k = obj.blocks[sbn]
+        if esi0 >= k:
+            return []
+        S, size = obj.S, obj.size
+        start = (obj.block_start[sbn] + esi0) * S
+        end = min((obj.block_start[sbn] + k) * S, size)
+        block = memoryview(bytes(obj.data[start:end]))  # the rest of the block, one read
+        seq, src, inst, g, b, gs = self._hdr()
+        self._seq = seq  # (taken again below, one per message)
+        fti = obj.fti_wire
+        head = _DATA_HEAD
+        hl = (16 + 4 + len(fti)) >> 2
+        bg = (b << 4) | gs
+        flags, oid = obj.flags, obj.id
+        join = b"".join
+        out: list[tuple[bytes, Address | None]] = []
+        credit = self._credit
+        esi = esi0
+        while credit > 0 and esi < k:
+            off = (esi - esi0) * S
+            seq = self._seq
+            self._seq = (seq + 1) & 0xFFFF
+            pkt = join(
+                (
+                    head.pack(0x10 | M.NORM_DATA, hl, seq, src, inst, g, bg, flags, 5, oid, (sbn << 8) | esi),
+                    fti,
+                    block[off : off + S],
+                )
+            )
+            out.append((pkt, None))
+            credit -= len(pkt)
+            esi += 1
+        self._credit = credit
+        n = esi - esi0
+        obj.esi = esi
+        if esi >= k and not self.auto_parity:
+            obj.sbn, obj.esi = sbn + 1, 0
+        self._last_pos = (obj.id, sbn, esi - 1)
+        count(self.stats, "tx.data", n)
+        return out
 
     def _stream_packet(self, obj: _TxObject) -> bytes | None:
         B = obj.B

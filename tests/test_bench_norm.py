@@ -67,3 +67,20 @@ def test_nrl_missing_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     res = norm_end_to_end(lines.append, True, 64 << 10, strict=True, live=False)
     assert "nrl" not in res and "auth" in res and "plain" in res
     assert any("skipped: libnorm not installed (test)" in ln for ln in lines)
+
+
+def test_norm_big_line_bit_exact_and_ratio() -> None:
+    """The CLI-default line on a larger file (100 MiB in the full run; 1 MiB here):
+    the real send/receive at the CLI's TESLA defaults, NRL on the same file, the ratio."""
+    nrl, why = bench_norm.load_nrl()
+    lines: list[str] = []
+    res = bench_norm.norm_big(lines.append, 1 << 20, rate=600e6, repeat=1, nrl=nrl, nrl_rates_mbps=(400,), why=why)
+    text = "\n".join(lines)
+    assert "big_auth" in res and res["big_auth"] > 0, text
+    assert any("TESLA 100/3 (CLI), 1 MiB" in ln and "ok True" in ln for ln in lines), text
+    assert "tolerance to network delay + clock error 200-300 ms" in lines[0], text
+    if nrl is None:
+        assert any("skipped: " + why in ln for ln in lines), text
+        return
+    assert "big_nrl" in res, text
+    assert any("ratio two processes authenticated, CLI defaults, 1 MiB / NRL NORM" in ln for ln in lines), text

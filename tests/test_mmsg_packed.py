@@ -108,3 +108,58 @@ def test_recvmmsg_lengths_truncation_and_addresses_across_batches() -> None:
     finally:
         rx.close()
         tx.close()
+
+
+@pytest.mark.parametrize("vector", [True, False])
+def test_send_some_in_order_and_partial_on_eagain(vector: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """send_some sends a list in order (one sendmmsg), returns how many went out, and
+    stops (without raising) where the socket refuses for want of buffer space."""
+    if not vector:
+        monkeypatch.setattr(mmsg, "_VECTOR_OK", False)
+    rx, tx, dst = _pair()
+    try:
+        tx.setblocking(False)
+        _, _, _, want = _packed(random.Random(6), 200)
+        assert mmsg.send_some(tx, want, dst) == 200
+        assert mmsg.send_some(tx, [], dst) == 0
+        assert _recv_all(rx, Slab(rows=64, width=1600), 200) == want
+    finally:
+        rx.close()
+        tx.close()
+
+
+def test_send_some_error_before_any_datagram_raises() -> None:
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        tx.setblocking(False)
+        with pytest.raises(OSError):
+            mmsg.send_some(tx, [b"x"], ("127.0.0.1", 0))  # port 0: EINVAL
+    finally:
+        tx.close()
+
+
+@pytest.mark.parametrize("vector", [True, False])
+def test_send_some_stops_at_eagain_and_keeps_order(vector: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full peer queue (a non-blocking AF_UNIX datagram pair, nobody reading): send_some
+    returns how many went out, no exception, and the rest can follow in order."""
+    if not vector:
+        monkeypatch.setattr(mmsg, "_VECTOR_OK", False)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        a.setblocking(False)
+        b.setblocking(False)
+        dgs = [k.to_bytes(2, "big") * 50 for k in range(2000)]
+        n = mmsg.send_some(a, dgs)
+        assert 0 < n < len(dgs)
+        got = []
+        while True:
+            try:
+                got.append(b.recv(2048))
+            except BlockingIOError:
+                break
+        assert got == dgs[:n]
+        assert mmsg.send_some(a, dgs[n : n + 3]) == 3
+        assert [b.recv(2048) for _ in range(3)] == dgs[n : n + 3]
+    finally:
+        a.close()
+        b.close()

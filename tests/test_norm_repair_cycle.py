@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from medium import Medium
 
+from norm import messages as M
 from norm.receiver import (
     NormReceiver,
     ObjectAborted,
@@ -179,15 +180,26 @@ class ColdStart:
         return getattr(self.engine, name)
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        if self.n > 0 and data[0] & 15 not in (4, 5, 6):
-            self.n -= 1
+        if self.n < 0 and data[0] & 15 == 3 and data[12] in self.until_cmd:
+            self.n = 0  # the first usable message is this command
+        if self.n != 0 and data[0] & 15 not in (4, 5, 6):
+            self.n -= 1 if self.n > 0 else 0
             if self.presence and self.engine.presence_wanted:
                 self.engine.presence_hint(data, now)
             return
         self.engine.receive_datagram(data, addr, now)
 
+    #: with n = -1: every sender datagram is unusable until a NORM_CMD of these flavors
+    until_cmd: tuple[int, ...] = ()
 
-def _cold(n: int, presence: bool, policy: str = "current", sizes: tuple[int, ...] = (1 << 20,)):
+
+def _cold(
+    n: int,
+    presence: bool,
+    policy: str = "current",
+    sizes: tuple[int, ...] = (1 << 20,),
+    until_cmd: tuple[int, ...] = (),
+):
     rnd = random.Random(n)
     files = [rnd.randbytes(k) for k in sizes]
     snd = NormSender(NormSenderConfig(node_id=1, rate=RATE, grtt=0.01, seed=3, eot_repeats=3))
@@ -206,7 +218,9 @@ def _cold(n: int, presence: bool, policy: str = "current", sizes: tuple[int, ...
                 ended.append(ev)
         return bool(ended)
 
-    med = Medium({"s": snd, "r": ColdStart(rx, n, presence)}, {"r": 0.05}, seed=3)
+    cold = ColdStart(rx, n, presence)
+    cold.until_cmd = until_cmd
+    med = Medium({"s": snd, "r": cold}, {"r": 0.05}, seed=3)
     assert med.run(until, 60.0), rx.stats
     return got, files, rx
 
@@ -218,6 +232,45 @@ def test_cold_start_receiver_present_from_the_start_repairs_the_lost_start() -> 
     got, files, rx = _cold(300, presence=True)
     assert got.get(0) == files[0], rx.stats
     assert rx.stats["rx.sync_presence"] == 1
+
+
+def test_present_but_nothing_usable_until_the_flush() -> None:
+    """Issue 11 flake (one of three authenticated receivers at 20% loss ended with no
+    object): the 3 bootstraps at start were all lost (0.8% per receiver), so every new
+    datagram was dropped before verification and the first usable message was a FLUSH,
+    which did not synchronize the receiver.  It was present from the first object's start
+    (presence hints): it now syncs there on that message and NACKs everything."""
+    sizes = (3000, 200_000)
+    got, files, rx = _cold(-1, presence=True, sizes=sizes, until_cmd=(M.CMD_FLUSH,))
+    assert got.get(0) == files[0] and got.get(1) == files[1], rx.stats
+    assert rx.stats["rx.sync_presence"] == 1
+
+
+def test_present_then_a_repair_first_syncs_at_the_hint() -> None:
+    """The same with a repair as the first usable message (another receiver's NACK made
+    the sender repair): a repair never syncs a receiver on its own (RFC 5740 §5.2), but
+    one present from the object's start syncs at that start; without presence it does
+    not sync."""
+    snd = NormSender(NormSenderConfig(node_id=1, rate=RATE, grtt=0.01, seed=3))
+    snd.enqueue_data(bytes(300_000), info=b"a")
+    snd.end()
+    pk = [p for _ in range(40) for p, _a in snd.datagrams_to_send(1000.0 + _ * 0.01)]
+    data = [p for p in pk if p[0] & 15 == 2]
+    rep = bytearray(data[130])  # block 2
+    rep[12] |= M.FLAG_REPAIR  # flags octet
+    for presence in (True, False):
+        rx = NormReceiver(ReceiverConfig(node_id=2), random.Random(3))
+        if presence:
+            for p in pk[:50]:
+                rx.presence_hint(p, 1000.0)
+        rx.receive_datagram(bytes(rep), ("192.0.2.1", 1), 1001.0)
+        s = rx.senders.get(1)
+        assert s is not None
+        assert s.synced is presence, rx.stats
+        if presence:
+            assert s.sync_ord == 0 and rx.stats["rx.sync_presence"] == 1
+        else:
+            assert rx.stats["drop.not_synced"] == 1
 
 
 def test_late_join_current_skips_the_object_in_progress_all_repairs_it() -> None:

@@ -654,3 +654,36 @@ def test_cli_norm_names_and_collisions(tmp_path: Path, capsys: pytest.CaptureFix
     assert sorted(f["reason"] for f in s["failures"]) == ["bad_name", "collision"]
     assert s["stats"]["fail.bad_name"] == 1 and s["stats"]["fail.collision"] == 1
     assert not (tmp_path / "escape.bin").exists() and "Traceback" not in cap.err
+
+
+def test_stream_md5_only_where_wanted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A sink with ``stream_md5 = False`` (NORM: no MD5 on the wire) updates no MD5 while
+    blocks are written (90 ms of a 20 MiB receive); a commit that still names an MD5 reads
+    the file back for it, so a wrong one is still refused.  The default sink (FLUTE's
+    Content-MD5) keeps computing it as the blocks come."""
+    from alc.output import ReceivedFiles
+    from tesla.cli.run_norm import NormFileSink
+
+    data = os.urandom(10_000)
+    calls = []
+    real_md5 = hashlib.md5
+
+    def counting_md5(*a: Any, **k: Any) -> Any:
+        calls.append(1)
+        return real_md5(*a, **k)
+
+    monkeypatch.setattr("alc.output.hashlib.md5", counting_md5)
+    assert NormFileSink.stream_md5 is False and ReceivedFiles.stream_md5 is True
+    for cls, md5_calls in ((NormFileSink, 0), (ReceivedFiles, 1)):
+        calls.clear()
+        sink = cls(OutputDir(tmp_path / cls.__name__))
+        for off in (0, 4000, 8000):
+            sink.block("k", "f", lambda: "f.bin", off, data[off : off + 4000], {})
+        assert sink.block_commit("k", "f", lambda: "f.bin", {}, length=len(data)) is not None
+        assert len(calls) == md5_calls
+        assert sink.files[0]["sha256"] == hashlib.sha256(data).hexdigest()
+        sink.block("j", "g", lambda: "g.bin", 0, data, {})
+        assert sink.block_commit("j", "g", lambda: "g.bin", {}, length=len(data), md5=b"x" * 16) is None
+        assert sink.failures[-1]["reason"] == "md5"
+        sink.block("i", "h", lambda: "h.bin", 0, data, {})
+        assert sink.block_commit("i", "h", lambda: "h.bin", {}, length=len(data), md5=real_md5(data).digest())

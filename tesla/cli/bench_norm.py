@@ -50,15 +50,25 @@ ALC line.
 Ours in one process is not what a user runs.  Then (``live=True``, the default) the
 **two-process lines** (:func:`norm_two_process`): the real ``tesla-mcast send --protocol
 norm`` and ``tesla-mcast receive --protocol norm`` as two processes, authenticated at the
-CLI's TESLA defaults (the issue 11 target line), at ``--tint 25 --disclosure-delay 3``,
-and ``--no-auth``, at the fastest clean ``--rate`` of a ladder, each beside the same NRL
-best.
+CLI's TESLA defaults, at ``--tint 25 --disclosure-delay 3`` (the LAN parameters) and
+``--no-auth``, at the fastest clean ``--rate`` of a ladder, each beside the same NRL best;
+and in the full run (not ``quick``) :func:`norm_big`: the CLI defaults on a 100 MiB file
+beside NRL on the same file.
+
+The issue 11 target, authenticated NORM end to end >= 1.5x NRL NORM's best
+unauthenticated rate, is judged (lead engineer's decision) on the LAN-parameter line
+(T_int 25 ms, d 3: a receiver tolerates 50-75 ms of network delay + clock error, enough
+for loopback and LANs) and on the 100 MiB line at the CLI defaults (T_int 100 ms, d 3:
+200-300 ms tolerance).  The receiver must wait for the last data interval's key,
+(d-1)*T_int to d*T_int after the last data (RFC 4082 / RFC 5776 disclose K_i in interval
+i+d, never earlier): 200-300 ms at the defaults, which at 20 MiB (NRL: ~0.35-0.5 s) and 4
+MiB leaves no room for 1.5x; those default lines are printed beside the targets.
 
 Every transfer is checked bit-exact (:class:`TransferError` otherwise).  The returned
 dict maps ``"auth"``, ``"auth_cli"`` (CLI default T_int and d), ``"plain"``, ``"nrl"``
-(best NRL), ``"nrl@<rate>"`` and the two-process ``"live_auth"`` (CLI defaults),
-``"live_auth_fast"`` (25/3) and ``"live_plain"`` to elapsed seconds; a line that failed
-or was skipped is absent.
+(best NRL), ``"nrl@<rate>"``, the two-process ``"live_auth"`` (CLI defaults),
+``"live_auth_fast"`` (25/3) and ``"live_plain"``, and ``"big_auth"`` / ``"big_nrl"`` (100
+MiB) to elapsed seconds; a line that failed or was skipped is absent.
 """
 
 from __future__ import annotations
@@ -77,7 +87,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LIVE_LADDER", "TransferError", "norm_end_to_end", "norm_two_process", "run_nrl", "run_ours"]
+__all__ = [
+    "BIG_SIZE",
+    "LIVE_LADDER",
+    "TransferError",
+    "norm_big",
+    "norm_end_to_end",
+    "norm_two_process",
+    "run_nrl",
+    "run_ours",
+]
 
 SEGMENT = 1400
 BLOCK = 64
@@ -428,7 +447,7 @@ def norm_two_process(
     fast = ("--tint", str(tint_ms), "--disclosure-delay", str(d))
     labels = {
         "live_auth": f"2 processes + TESLA {cli_tint}/{cli_d} (CLI)",
-        "live_auth_fast": f"2 processes + TESLA {tint_ms}/{d}",
+        "live_auth_fast": f"2 processes + TESLA {tint_ms}/{d} (LAN)",
         "live_plain": "2 processes, --no-auth",
     }
     runs: list[dict[str, Any]] = []
@@ -458,7 +477,8 @@ def norm_two_process(
             f"| --no-auth) --json; goodput from the first datagram on the group to the file "
             f"under its final name; R: the ladder "
             + "/".join(f"{r / 1e6:g}" for r in ladder)
-            + " Mbit/s climbed with the CLI-default authenticated line:"
+            + f" Mbit/s climbed with the CLI-default authenticated line; TESLA {cli_tint}/{cli_d}: "
+            f"{tolerance(cli_tint, cli_d)}, {tint_ms}/{d} (LAN parameters): {tolerance(tint_ms, d)}:"
         )
         rate = None
         for r in ladder:
@@ -503,6 +523,7 @@ def norm_end_to_end(
     strict: bool = False,
     live: bool = True,
     live_ladder: Sequence[float] | None = None,
+    big_size: int | None = None,
 ) -> dict[str, float]:
     """Authenticated NORM loopback transfer beside ours plain and NRL NORM (module doc).
 
@@ -511,9 +532,13 @@ def norm_end_to_end(
     (seconds, Mbit/s of file data, every run's time), then the ratios.  With ``live``
     (default) the two-process lines follow (:func:`norm_two_process`, ``repeat`` rounds
     at the rate ``live_ladder`` gives, default :data:`LIVE_LADDER`, 600/1000M with
-    ``quick``) and their ratios to the same NRL best: ``live_auth`` (CLI defaults) / NRL
-    is the issue 11 target.  Returns the best elapsed seconds by line (absent: failed or
-    skipped).  ``strict`` re-raises a failed transfer instead of printing it."""
+    ``quick``) and their ratios to the same NRL best, then (not ``quick``; ``big_size``:
+    another size, 0 none) :func:`norm_big`, the CLI defaults on a 100 MiB file beside NRL
+    on the same file.  The issue 11 targets (>= 1.5x NRL's best): ``live_auth_fast`` (LAN
+    parameters T_int 25 ms, d 3) and ``big_auth`` (CLI defaults, 100 MiB); the CLI
+    defaults at 20/4 MiB are printed too.  Returns the best elapsed seconds by line
+    (absent: failed or skipped).  ``strict`` re-raises a failed transfer instead of
+    printing it."""
     size = size if size is not None else (4 if quick else 20) << 20
     if nrl_rates_mbps is None:
         nrl_rates_mbps = (300, 400, 600) if not quick else (400,)
@@ -628,16 +653,20 @@ def norm_end_to_end(
                 res[key] = float(lv[key])
         live_rate = lv.get("rate_bps")
         at = f"send --rate {live_rate / 1e6:g}M" if live_rate else ""
+        if "live_auth_fast" in res and "nrl" in res:
+            out(
+                f"  ratio two processes authenticated, LAN parameters (send --tint {tint_ms} "
+                f"--disclosure-delay {d}: {tolerance(tint_ms, d)}; {at}) / NRL NORM (best "
+                f"rate) unauthenticated: {res['nrl'] / res['live_auth_fast']:.2f}x "
+                f"(target >= 1.5x, issue 11)"
+            )
         if "live_auth" in res and "nrl" in res:
             out(
                 f"  ratio two processes authenticated (CLI TESLA defaults T_int {cli_tint} ms, "
-                f"d {cli_d}; {at}) / NRL NORM (best rate) unauthenticated: "
-                f"{res['nrl'] / res['live_auth']:.2f}x (target >= 1.5x, issue 11)"
-            )
-        if "live_auth_fast" in res and "nrl" in res:
-            out(
-                f"  ratio two processes authenticated (send --tint {tint_ms} --disclosure-delay "
-                f"{d}; {at}) / NRL NORM: {res['nrl'] / res['live_auth_fast']:.2f}x"
+                f"d {cli_d}: {tolerance(cli_tint, cli_d)}; {at}) / NRL NORM (best rate) "
+                f"unauthenticated: {res['nrl'] / res['live_auth']:.2f}x (at {mib:g} MiB the "
+                f"last key's wait, {(cli_d - 1) * cli_tint}-{cli_d * cli_tint} ms, is most of "
+                f"NRL's time; the CLI defaults are judged on {BIG_SIZE >> 20} MiB)"
             )
         if "live_plain" in res and "nrl" in res:
             out(f"  ratio two processes --no-auth / NRL NORM: {res['nrl'] / res['live_plain']:.2f}x")
@@ -647,7 +676,94 @@ def norm_end_to_end(
             f"  two processes: most unsafe drops in an authenticated run {lv.get('unsafe')}, "
             f"most socket overflow drops in any run {lv.get('socket_overflow')}"
         )
+        big = BIG_SIZE if big_size is None and not quick else (big_size or 0)
+        if big:
+            bg = norm_big(
+                out, big, rate=live_rate or LIVE_LADDER[1], repeat=BIG_REPEAT,
+                nrl=nrl, nrl_rates_mbps=nrl_rates_mbps, why=why,
+            )  # fmt: skip
+            res.update(bg)
+            if strict and "big_auth" not in bg:
+                raise TransferError(f"{big >> 20} MiB two-process line failed")
     return res
+
+
+#: file of the CLI-default line (issue 11: the last key's fixed wait of up to d*T_int =
+#: 300 ms, amortized), moved ``BIG_REPEAT`` times at one rate (the full run only)
+BIG_SIZE = 100 << 20
+BIG_REPEAT = 2
+
+
+def tolerance(tint_ms: int, d: int) -> str:
+    """The network delay + clock error a TESLA receiver tolerates with these parameters
+    (the safe-packet test, RFC 4082 §3.5 / RFC 5776 §4.3): up to d*T_int, at least
+    (d-1)*T_int depending on where in its interval a packet is sent."""
+    return f"tolerance to network delay + clock error {(d - 1) * tint_ms}-{d * tint_ms} ms"
+
+
+def norm_big(
+    out: Callable[[str], None],
+    size: int,
+    *,
+    rate: float,
+    repeat: int = BIG_REPEAT,
+    nrl: Any = None,
+    nrl_rates_mbps: Sequence[float] = (300, 400, 600),
+    why: str = "",
+) -> dict[str, float]:
+    """The issue 11 target at the CLI defaults: one ``size`` file (100 MiB in the full
+    run) moved by the real ``tesla-mcast send`` / ``receive --protocol norm``
+    authenticated at the CLI's TESLA defaults (:func:`tesla.cli.bench_live.live_transfer`,
+    ``--rate rate``, best of ``repeat``) and by NRL NORM at each of ``nrl_rates_mbps``
+    once (its best counts), the same file; ratio printed.  Returns ``big_auth`` and
+    ``big_nrl`` (best seconds; absent: failed or skipped)."""
+    from tesla.cli.bench_live import live_transfer, make_file, make_keys
+
+    cli_tint, cli_d = cli_tesla_defaults()
+    mib = size / (1 << 20)
+    wd = tempfile.mkdtemp(prefix="bench-norm-big-")
+    res: dict[str, float] = {}
+    try:
+        keys = make_keys(wd)
+        path = make_file(os.path.join(wd, "big.bin"), size, seed=2)
+        out(
+            f"NORM {mib:g} MiB, two processes at the CLI TESLA defaults (T_int {cli_tint} ms, "
+            f"d {cli_d}: {tolerance(cli_tint, cli_d)}), send --rate {rate / 1e6:g}M "
+            f"{' '.join(LIVE_SEND_OPTS)}, best of {repeat}; NRL NORM on the same file at "
+            + "/".join(f"{r:g}" for r in nrl_rates_mbps)
+            + " Mbit/s, once each (its best used):"
+        )
+        label = f"2 processes + TESLA {cli_tint}/{cli_d} (CLI)"
+        for _ in range(repeat):
+            r = live_transfer(
+                path, rate, auth=True, keys=keys, workdir=wd, protocol="norm",
+                extra_send=LIVE_SEND_OPTS, timeout=TIMEOUT,
+            )  # fmt: skip
+            out(_live_line(f"{label}, {mib:g} MiB", r))
+            if _clean(r) and r["seconds"] < res.get("big_auth", float("inf")):
+                res["big_auth"] = float(r["seconds"])
+        if nrl is None:
+            out(f"  {'NRL NORM, no auth':<26}skipped: {why}")
+        else:
+            data = Path(path).read_bytes()
+            for rt in nrl_rates_mbps:
+                try:
+                    el = run_nrl(nrl, path, data, rt)
+                except Exception as e:  # noqa: BLE001 - report and go on
+                    out(f"  NRL NORM @{rt:g}M, {mib:g} MiB: failed: {e}")
+                    continue
+                out(f"  NRL NORM @{rt:g}M, {mib:g} MiB: {el:.3f} s {size * 8 / el / 1e6:7.1f} Mbit/s")
+                res["big_nrl"] = min(el, res.get("big_nrl", el))
+            del data
+        if "big_auth" in res and "big_nrl" in res:
+            out(
+                f"  ratio two processes authenticated, CLI defaults, {mib:g} MiB / NRL NORM "
+                f"(best rate) unauthenticated, same file: {res['big_nrl'] / res['big_auth']:.2f}x "
+                f"(target >= 1.5x, issue 11)"
+            )
+        return res
+    finally:
+        shutil.rmtree(wd, ignore_errors=True)
 
 
 def _irregular(st: dict[str, Any]) -> str:

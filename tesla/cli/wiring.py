@@ -508,7 +508,8 @@ class _AuthRx(AuthenticatedReceiver):
     ) -> None:
         off = self.offset
         ts: Times = [t + off for t in times] if off else times
-        if self._norm:
+        if self._norm and any(len(d) > 12 and d[0] & 15 == 3 for d in datagrams):
+            # a NORM_CMD among them (else no sync request to look for): one call each
             keep = [k for k, d in enumerate(datagrams) if not self._overheard(d)]
             if len(keep) != len(datagrams):
                 datagrams = [datagrams[k] for k in keep]
