@@ -754,15 +754,18 @@ def _e2e_ours(data: bytes, auth: bool, chunk: int, tint_ms: int, d: int) -> floa
         tx.close()
 
 
-#: TESLA interval of the end-to-end ALC transfer (d = 2): the last data interval's key is
-#: disclosed d intervals later, so the transfer time includes a wait of up to 2 T_int
-E2E_TINT_MS = 50
+#: TESLA parameters of the end-to-end ALC transfer: those a user sets for a sender and
+#: a receiver on one host, the same as the live bench's "same_host"
+#: (:data:`tesla.cli.bench_live.AUTH_CONFIGS`).  The last data interval's key is
+#: disclosed d intervals after it, so the transfer time includes a wait of (d-1..d) T_int
+#: = 20-30 ms (RFC 4082 §3.6); a datagram tagged late in its interval has
+#: (d - 1) T_int - D^R_t = 18 ms to arrive before it is unsafe
+E2E_TINT_MS = 10
 #: disclosure delay d of the end-to-end ALC transfer (CLI default: 3)
-E2E_D = 2
+E2E_D = 3
 #: the receiver's ``--max-clock-error`` (CLI default 20 ms, for hosts with separate
-#: clocks): one process, one clock; with T_int 50 ms a datagram tagged late in its
-#: interval has (d - 1) T_int - D^R_t to arrive before it is unsafe
-E2E_CLOCK_ERROR_MS = 5
+#: clocks): one process, one clock
+E2E_CLOCK_ERROR_MS = 2
 
 
 def end_to_end(
