@@ -687,3 +687,38 @@ def test_stream_md5_only_where_wanted(tmp_path: Path, monkeypatch: pytest.Monkey
         assert sink.failures[-1]["reason"] == "md5"
         sink.block("i", "h", lambda: "h.bin", 0, data, {})
         assert sink.block_commit("i", "h", lambda: "h.bin", {}, length=len(data), md5=real_md5(data).digest())
+
+
+def test_stream_digests_in_the_background_equal_hashlib(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks written in order are hashed by the background digester: a bytearray the
+    caller reuses right after ``block`` does not change the digests (the job holds a copy),
+    the waiting blocks stay under the digester's bound (back-pressure with a 10 kB bound),
+    and the digests at commit equal hashlib's of the whole file, MD5 checked as before."""
+    from alc import output as O
+
+    dig = O._Digester(max_bytes=10_000)
+    monkeypatch.setattr(O, "_DIGESTER", dig)
+    peak = [0]
+    real_submit = dig.submit
+
+    def submit(h: Any, data: Any) -> None:
+        real_submit(h, data)
+        peak[0] = max(peak[0], dig._bytes)
+
+    monkeypatch.setattr(dig, "submit", submit)
+    data = os.urandom(200_000)
+    sink = ReceivedFiles(OutputDir(tmp_path))
+    buf = bytearray(4000)
+    for off in range(0, len(data), 4000):
+        buf[:] = data[off : off + 4000]
+        sink.block("k", "f", lambda: "f.bin", off, buf, {})
+        buf[:] = b"\0" * 4000  # reused by the caller at once
+    md5 = hashlib.md5(data).digest()
+    assert sink.block_commit("k", "f", lambda: "f.bin", {}, length=len(data), md5=md5) is not None
+    assert sink.files[0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "f.bin").read_bytes() == data
+    assert 0 < peak[0] <= 10_000
+    # a wrong Content-MD5 is still refused
+    sink.block("j", "g", lambda: "g.bin", 0, data[:9000], {})
+    assert sink.block_commit("j", "g", lambda: "g.bin", {}, length=9000, md5=md5) is None
+    assert sink.failures[-1]["reason"] == "md5"
