@@ -65,8 +65,9 @@ DROP_REASONS = (
     "flood",
     "rate_limited",
 )
-#: accounted octets per buffered packet beyond its length (list slot, offsets, object)
-PER_PACKET_OVERHEAD = 64
+#: accounted octets per packet beyond its length, buffered or released and not yet popped
+#: (the receiver's constant: its arena index/metas, or the released ``bytes`` object)
+PER_PACKET_OVERHEAD = 80
 #: drop a tag whose interval the sender cannot have reached yet (digest §7 choice)
 REJECT_FUTURE_INTERVAL = True
 #: intervals whose accepted tags are remembered to classify late copies as replays
@@ -230,6 +231,7 @@ class OracleReceiver:
         self._hb = HDR_LEN_OFFSET[protocol]
         self._buffered = 0
         self._nbuf = 0
+        self._released = 0
         self._max_buffered = 0
         self._max_chain_seen = -1
         self._max_known = -1  # highest legitimate key index (any chain)
@@ -275,6 +277,8 @@ class OracleReceiver:
         """Same as :meth:`pop_authenticated` as two parallel lists (datagrams, metas)."""
         pk, meta = self._out_pk, self._out_meta
         self._out_pk, self._out_meta = [], []
+        self._buffered -= self._released  # released packets are charged until popped
+        self._released = 0
         return pk, meta
 
     @property
@@ -599,16 +603,27 @@ class OracleReceiver:
 
     # ------------------------------------------------------------------ batch verify
     def _authenticate(self, w: int, key_w: bytes) -> None:
-        """Verify every packet buffered for interval w with K_w as one batch."""
+        """Verify every packet buffered for interval w with K_w as one batch; the packets
+        released are charged (until popped) before the interval's charge ends."""
         pend = self._pending.pop(w, None)
         if pend is None:
             return
+        n0 = len(self._out_pk)
+        self._verify(pend, w, key_w)
+        rel = self._out_pk[n0:]
+        c = sum(map(len, rel)) + PER_PACKET_OVERHEAD * len(rel)
+        self._released += c
+        self._buffered += c
+        if self._buffered > self._max_buffered:
+            self._max_buffered = self._buffered
+        self._buffered -= pend.nbytes
+        self._nbuf -= len(pend.pkts)
+
+    def _verify(self, pend: _Pending, w: int, key_w: bytes) -> None:
         p = self.params
         assert p is not None
         pkts = pend.pkts
         n = len(pkts)
-        self._buffered -= pend.nbytes
-        self._nbuf -= n
         km = self._km
         lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
         ends = np.cumsum(lens)

@@ -83,6 +83,7 @@ Every drop is counted in ``stats["drop.<reason>"]`` (:class:`DropReason`) and qu
 from __future__ import annotations
 
 import math
+import mmap
 import struct
 from array import array
 from collections import OrderedDict, deque
@@ -196,8 +197,11 @@ class Dropped:
     count: int
 
 
-#: accounted octets per buffered datagram beyond its length (index entries, meta)
-PER_PACKET_OVERHEAD = 64
+#: accounted octets per datagram beyond its length, buffered or released and not yet
+#: popped: the larger of the arena's (index row 32 (+1/8 ``array`` growth), metas slot 8,
+#: slab stride slack <= 32: 76) and the released copy's (``bytes`` header 33, malloc
+#: chunk rounding <= 23, two list slots 16: 72)
+PER_PACKET_OVERHEAD = 80
 #: drop a tag whose interval the sender cannot have reached yet (digest §7 choice)
 REJECT_FUTURE_INTERVAL = True
 #: intervals whose accepted tags are remembered to classify late copies as replays
@@ -493,6 +497,26 @@ def _rows_struct(lens: np.ndarray) -> struct.Struct:
     return s
 
 
+def arena_storage(capacity: int) -> np.ndarray:
+    """``capacity`` octets of arena storage: a private anonymous mapping of its own
+    (page-aligned; a page is resident once written, and :func:`cold` gives the pages back
+    while the mapping stays), never the malloc heap (whose freed memory stays resident)."""
+    mm = mmap.mmap(-1, max(1, capacity), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(mm, dtype=np.uint8)[:capacity]
+
+
+def cold(storage: np.ndarray) -> None:
+    """Give back the resident pages of arena storage (:func:`arena_storage`): its octets
+    read as zeros after; the mapping is kept for reuse (no page is resident until
+    written again)."""
+    base = storage.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    obj = base.obj if isinstance(base, memoryview) else None
+    if isinstance(obj, mmap.mmap):
+        obj.madvise(mmap.MADV_DONTNEED)
+
+
 class Arena:
     """The datagrams of one interval waiting for its key.  Their octets are copied once,
     on arrival, into ``data`` (preallocated uint8 storage; back to back, or at the stride
@@ -533,7 +557,7 @@ class Arena:
         """New capacity (>= ``used``): new storage (or ``storage``, of any capacity >=
         ``used``) and one copy of the octets in use (``ndarray.resize`` would zero-fill,
         and so touch, every new page)."""
-        new = np.empty(capacity, dtype=np.uint8) if storage is None else storage
+        new = arena_storage(capacity) if storage is None else storage
         new[: self.used] = self.data[: self.used]
         self._mv.release()
         self.data = new
@@ -824,6 +848,7 @@ class TeslaReceiver:
         self._hb = HDR_LEN_OFFSET[protocol]
         self._buffered = 0
         self._nbuf = 0
+        self._released = 0  # charge of the released datagrams not yet popped (in _buffered)
         self._max_buffered = 0
         self._arena_hint = ARENA_MIN
         self._spare: list[np.ndarray] = []
@@ -906,6 +931,8 @@ class TeslaReceiver:
             self._join()
         pk, meta = self._out_pk, self._out_meta
         self._out_pk, self._out_meta = [], []
+        self._buffered -= self._released  # the caller holds them now
+        self._released = 0
         return pk, meta
 
     @property
@@ -1220,7 +1247,7 @@ class TeslaReceiver:
             buf = spare.pop()
         else:
             size = self._budget(need, self._arena_hint, 0)
-            buf = np.empty(size, np.uint8)
+            buf = arena_storage(size)
             self._arena_cap += size
         ar = self._pending[i] = self._newest = Arena(lo, hi, buf)
         return ar
@@ -1263,11 +1290,20 @@ class TeslaReceiver:
         """Keep the storage of a finished arena for the next interval (at most
         :data:`ARENA_SPARES`, the largest ones)."""
         spare = self._spare
-        spare.append(ar.release())
+        buf = ar.release()
+        cold(buf)  # resident memory: the octets buffered now (warm pages stay uncharged)
+        spare.append(buf)
         if len(spare) > ARENA_SPARES:
             spare.sort(key=len)
             self._arena_cap -= len(spare[0])
             del spare[0]
+
+    def _retire(self, ar: Arena) -> None:
+        """A verified arena's charge ends when its storage is given back (after its
+        accepted datagrams were cut and charged as released: both are resident then)."""
+        self._buffered -= ar.nbytes
+        self._nbuf -= len(ar)
+        self._recycle(ar)
 
     def _buffer(
         self, i: int, data: bytes, moff: int, goff: int, typ: int, off: int, meta: Any
@@ -1407,8 +1443,6 @@ class TeslaReceiver:
         p = self.params
         assert p is not None
         n = len(ar)
-        self._buffered -= ar.nbytes
-        self._nbuf -= n
         km = self._km
         arr = ar.data
         idx = ar.rows(copy=False)
@@ -1444,7 +1478,7 @@ class TeslaReceiver:
                 assert got is not None
                 ok, tags, cut = got
                 self._finish(w, ar, ok, tags, ctl, nk, cut)
-                self._recycle(ar)
+                self._retire(ar)
                 return
         tags = _Fields(arr, st + mo, km).get()  # as received
         macs = self.macs(
@@ -1452,7 +1486,7 @@ class TeslaReceiver:
         )
         ok = (macs == tags).all(axis=1)
         self._finish(w, ar, ok, tags, ctl, nk)
-        self._recycle(ar)
+        self._retire(ar)
 
     def _verifier(self) -> ThreadPoolExecutor:
         if self._bg is None:
@@ -1469,7 +1503,7 @@ class TeslaReceiver:
         w, ar, fut, ok, tags, ctl, nk = inf
         fut.result()  # fills ok and tags (raises what the native call raised)
         self._finish(w, ar, ok, tags, ctl, nk)
-        self._recycle(ar)
+        self._retire(ar)
 
     def _control_mask(self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray) -> np.ndarray:
         """The wrapper's empty key-disclosure packets (header only; not for the engine)."""
@@ -1524,6 +1558,7 @@ class TeslaReceiver:
         if self._hb == 1:
             self._norm_accept_many(good, nk)
         keep = good
+        self._charge_released(ar, good, ctl, full)
         if ctl.any():
             kc = ctl[good]
             nctl = int(kc.sum())
@@ -1542,6 +1577,20 @@ class TeslaReceiver:
                 self._out_pk.extend([cut[x] for x in pos.tolist()])
             metas = ar.metas
             self._out_meta.extend([metas[k] for k in keep.tolist()])
+
+    def _charge_released(self, ar: Arena, good: np.ndarray, ctl: np.ndarray, full: bool) -> None:
+        """Charge the copies about to be released (rows ``good`` less the control packets)
+        to the buffer until :meth:`pop_authenticated` hands them over: they are resident
+        as long as the arena was (module doc, memory bound)."""
+        ln = ar.rows(copy=False)[:, 1]
+        if full and not ctl.any():
+            nb, m = int(ln.sum()), len(ln)
+        else:
+            rel = good[~ctl[good]]
+            nb, m = int(ln[rel].sum()), len(rel)
+        c = nb + PER_PACKET_OVERHEAD * m
+        self._released += c
+        self._account(c, 0)
 
     def _new_chain_commitment(self, j: int, commitment: bytes) -> None:
         assert self.keys is not None
