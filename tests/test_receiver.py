@@ -191,9 +191,10 @@ def test_arena_keep_tail_moves_kept_rows_back_to_back() -> None:
 
 def test_growing_arena_moves_into_the_released_spare(monkeypatch: pytest.MonkeyPatch) -> None:
     """Intervals near a third of the buffer bound: the next interval's arena begins small
-    (the bound is nearly taken by the two before it) and, once the older one is
-    released, moves into its storage instead of doubling by copies (the octets copied
-    by arena growth stay a small fraction of those buffered); decisions as before."""
+    (the bound is nearly taken by the two before it) and grows in place (``mremap``) or,
+    where that cannot be done, moves into the released storage instead of doubling by
+    copies (the octets copied by arena growth stay a small fraction of those
+    buffered); decisions as before."""
     import tesla.core.receiver as tr
 
     monkeypatch.setattr(tr, "ARENA_MIN", 64 << 10)

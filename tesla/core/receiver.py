@@ -219,6 +219,8 @@ BOOTSTRAP_TIME_SLACK = 60.0
 DEFAULT_ALLOWED_SIG_HASHES = frozenset({2, 3, 4, 5})
 #: smallest arena (octets) preallocated for an interval (pages untouched until used)
 ARENA_MIN = 4 << 20
+#: arena storage from this many octets asks for transparent huge pages (numpy's threshold)
+HUGEPAGE_MIN = 4 << 20
 #: finished arenas kept for reuse (one interval ends as the next begins)
 ARENA_SPARES = 1
 #: batches of fewer datagrams take the scalar path only (the lane's numpy setup costs more)
@@ -502,19 +504,27 @@ def arena_storage(capacity: int) -> np.ndarray:
     (page-aligned; a page is resident once written, and :func:`cold` gives the pages back
     while the mapping stays), never the malloc heap (whose freed memory stays resident)."""
     mm = mmap.mmap(-1, max(1, capacity), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if capacity >= HUGEPAGE_MIN and hasattr(mmap, "MADV_HUGEPAGE"):
+        mm.madvise(mmap.MADV_HUGEPAGE)  # as numpy does for large arrays: fewer faults
     return np.frombuffer(mm, dtype=np.uint8)[:capacity]
+
+
+def _mapping(storage: np.ndarray) -> mmap.mmap | None:
+    """The mapping under arena storage (:func:`arena_storage`), None for other arrays."""
+    base = storage.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    obj = base.obj if isinstance(base, memoryview) else None
+    return obj if isinstance(obj, mmap.mmap) else None
 
 
 def cold(storage: np.ndarray) -> None:
     """Give back the resident pages of arena storage (:func:`arena_storage`): its octets
     read as zeros after; the mapping is kept for reuse (no page is resident until
     written again)."""
-    base = storage.base
-    while isinstance(base, np.ndarray):
-        base = base.base
-    obj = base.obj if isinstance(base, memoryview) else None
-    if isinstance(obj, mmap.mmap):
-        obj.madvise(mmap.MADV_DONTNEED)
+    mm = _mapping(storage)
+    if mm is not None:
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 class Arena:
@@ -552,6 +562,26 @@ class Arena:
     @property
     def capacity(self) -> int:
         return len(self.data)
+
+    def remap(self, capacity: int) -> bool:
+        """New capacity (>= ``used``) of the same mapping, without copying (``mremap``:
+        the pages in use stay where they are, no second copy is ever resident); False
+        when that cannot be done (storage not from :func:`arena_storage`, a view of it
+        still held elsewhere, no ``mremap``): then :meth:`resize` copies."""
+        mm = _mapping(self.data)
+        if mm is None or capacity < self.used:
+            return False
+        old = len(self.data)
+        self._mv.release()
+        del self.data  # its buffer export must go before the mapping can move
+        try:
+            mm.resize(max(1, capacity))
+            ok = True
+        except (BufferError, OSError, SystemError, TypeError, ValueError):
+            capacity, ok = old, False
+        self.data = np.frombuffer(mm, dtype=np.uint8)[:capacity]
+        self._mv = self.data.data
+        return ok
 
     def resize(self, capacity: int, storage: np.ndarray | None = None) -> None:
         """New capacity (>= ``used``): new storage (or ``storage``, of any capacity >=
@@ -1253,17 +1283,23 @@ class TeslaReceiver:
         return ar
 
     def _room(self, ar: Arena, more: int) -> None:
-        """Room for ``more`` octets in ``ar``: it moves into a spare arena large enough
-        (the interval released as this one began: no new storage, only the octets in use
-        copied), else its capacity doubles, within the budget."""
+        """Room for ``more`` octets in ``ar``: its capacity doubles, within the budget, in
+        place (:meth:`Arena.remap`: no copy); where that cannot be done it moves into a
+        spare arena large enough, else into new storage (one copy of the octets in
+        use: old and new storage are both resident while it runs)."""
         need = ar.used + more
         cap = ar.capacity
+        if need <= cap:
+            return
+        size = self._budget(need, 2 * cap, cap)
+        if ar.remap(size):
+            self._arena_cap += size - cap
+            return
         spare = self._spare
-        if need > cap and spare and len(spare[-1]) >= max(need, cap):
+        if spare and len(spare[-1]) >= max(need, cap):
             ar.resize(0, spare.pop())
             self._arena_cap -= cap  # the old storage is freed
-        elif need > cap:
-            size = self._budget(need, 2 * cap, cap)
+        else:
             ar.resize(size)
             self._arena_cap += size - cap
 
@@ -1282,7 +1318,8 @@ class TeslaReceiver:
             for ar in self._pending.values():
                 if ar.capacity > ar.used:
                     self._arena_cap -= ar.capacity - ar.used
-                    ar.resize(ar.used)
+                    if not ar.remap(ar.used):
+                        ar.resize(ar.used)
             avail = limit - self._arena_cap + have
         return max(need, min(want, avail))
 
