@@ -50,29 +50,48 @@ right after it is hashed.  With ``verify_threads`` > 1 an interval of at least
 while this thread goes on buffering, and finished (:meth:`~TeslaReceiver._join`) before
 anything that depends on it; a smaller one is shared among the threads synchronously.
 
-Memory bound (stated formula): ``B = max_buffered_bytes``, ``P = max_packets_per_interval``;
-the accounted buffer ``buffered_bytes = sum(len(datagram) + PER_PACKET_OVERHEAD)`` never
-exceeds B, each interval holds at most P datagrams.  Eviction rule: when a datagram does
-not fit, whole intervals are evicted oldest first (the one whose key is most overdue)
-while the oldest is older than the datagram's interval; otherwise the datagram is dropped;
-both count ``drop.evicted``.  Arena rule: an arena is preallocated to ``ARENA_MIN`` octets
-(pages untouched until used) or 1.125 x the octets of the interval before it, whichever
-is larger, and doubles when full; up to ``ARENA_SPARES`` finished arenas are kept for reuse.
-The capacity of all arenas and spares (:attr:`TeslaReceiver.arena_bytes`) never exceeds
-B: an allocation that would pass it first drops the spares, then returns the slack of
-every arena; the octets in use being below the accounted buffer, the datagram always
-fits.  The arenas are the only copy of the buffered datagrams (the objects handed in are
-not kept; accepted ones are cut from the arena at release), so resident memory for
-buffered datagrams is <= B, plus the datagrams released and not yet taken by the caller,
-the replay memory (``REPLAY_MEMORY_INTERVALS`` x accepted tags) and at most ``MAX_EVENTS``
-undrained events.  Outside that bound, stated as measured (``tesla-mcast bench``'s memory
-part, 200,000 datagrams/s of 1400 B, T_int 100 ms, d 2: 55.8 MiB accounted at most,
-RSS growth 127 MiB): when an interval is released, its arena and the released copy
-(one ``bytes`` per accepted datagram: one interval's octets, until the caller drops them;
-the allocator then keeps that memory for the next interval's copies) are resident
-together, and the spare arena keeps its pages (a new arena's pages would fault in again,
-~100-200 ns per 1400-octet datagram); so resident memory is about the accounted buffer
-plus two intervals' octets (x 1.125 slack), not <= 1.2 x the accounted buffer.
+Memory bound (stated formula): ``B = max_buffered_bytes``, ``P = max_packets_per_interval``,
+``O = PER_PACKET_OVERHEAD``.  The accounted buffer (``buffered_bytes``) charges
+``len(datagram) + O`` for every datagram buffered in an arena *and* for every accepted
+datagram released and not yet taken by :meth:`pop_authenticated` (the released copies
+are resident as the arena was; ``O`` covers the larger per-datagram overhead of the two:
+arena index row, metas slot and slab stride slack, or ``bytes`` header, malloc rounding
+and two list slots).  An interval's copies are charged before its arena's charge ends
+(:meth:`~TeslaReceiver._retire`: for the length of that one call both are resident).
+Every arriving datagram is held to B (each interval to P datagrams).  Eviction rule:
+when a datagram does not fit, whole intervals are evicted oldest first (the one whose
+key is most overdue) while the oldest is older than the datagram's interval; otherwise
+the datagram is dropped; both count ``drop.evicted``.  A caller that pops after each
+batch thus needs (stated formula) ``((d + 1) x rate x T_int + 1) x (size + O)``: when K_i
+arrives, intervals i .. i+d-1 are buffered, interval i's copies are charged at its
+release, and the datagram carrying K_i is buffered (§4.3 step 5) before interval i is
+verified (step 6); the charge of released copies is not evicted, so the peak may pass a
+smaller B by one interval's copies.
+
+Arena rule: an arena's storage is a private anonymous mapping of its own
+(:func:`arena_storage`; huge pages asked for from ``HUGEPAGE_MIN`` octets), of
+``ARENA_MIN`` octets or 1.125 x the octets of the interval before it, whichever is
+larger; it doubles when full, in place (:meth:`Arena.remap`, ``mremap``: nothing copied,
+never two copies resident; a copy only where that cannot be done).  A page becomes
+resident only when written, so an arena's resident memory is its octets in use (<= its
+charge) rounded up to the page.  When an interval is released or evicted its pages are
+given back (:func:`cold`, ``MADV_DONTNEED``) and up to ``ARENA_SPARES`` mappings are kept
+for reuse (the next interval's pages fault in again: the receiver's CPU time per
+1400-octet datagram went from 2063 to 2141 ns, best of 5 interleaved runs, the price of
+charging what is resident).  The capacity of all arenas and
+spares (:attr:`TeslaReceiver.arena_bytes`) never exceeds B: an allocation that would
+pass it first drops the spares, then returns the slack of every arena; the octets in
+use being below the accounted buffer, the datagram always fits.  The arenas are the
+only copy of the buffered datagrams (the objects handed in are not kept; accepted ones
+are cut from the arena at release).  So resident memory for buffering is the accounted
+buffer, plus what is not charged: the replay memory (``REPLAY_MEMORY_INTERVALS`` x
+accepted tags), at most ``MAX_EVENTS`` undrained events, per-interval index copies and
+batch arrays (small against the datagrams), and popped copies the allocator keeps for
+the next interval's (at most the charge they had).  Measured (``tesla-mcast bench``'s
+memory part, 200,000 datagrams/s of 1400 B, T_int 100 ms, d 2, B = the formula): 84.7
+MiB accounted at most (the formula exactly), RSS growth 0.8x of it at the end of the
+run, peak (``VmHWM``) 1.06x; before (warm spares, copies uncharged): 55.8 MiB
+accounted, RSS growth 2.2x.
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
