@@ -522,6 +522,8 @@ def arena_storage(capacity: int) -> np.ndarray:
     """``capacity`` octets of arena storage: a private anonymous mapping of its own
     (page-aligned; a page is resident once written, and :func:`cold` gives the pages back
     while the mapping stays), never the malloc heap (whose freed memory stays resident)."""
+    if not hasattr(mmap, "MAP_PRIVATE"):  # not POSIX: plain numpy storage
+        return np.empty(capacity, dtype=np.uint8)
     mm = mmap.mmap(-1, max(1, capacity), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if capacity >= HUGEPAGE_MIN and hasattr(mmap, "MADV_HUGEPAGE"):
         mm.madvise(mmap.MADV_HUGEPAGE)  # as numpy does for large arrays: fewer faults
@@ -542,7 +544,7 @@ def cold(storage: np.ndarray) -> None:
     read as zeros after; the mapping is kept for reuse (no page is resident until
     written again)."""
     mm = _mapping(storage)
-    if mm is not None:
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
         mm.madvise(mmap.MADV_DONTNEED)
 
 
