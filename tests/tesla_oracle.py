@@ -72,6 +72,8 @@ PER_PACKET_OVERHEAD = 80
 REJECT_FUTURE_INTERVAL = True
 #: intervals whose accepted tags are remembered to classify late copies as replays
 REPLAY_MEMORY_INTERVALS = 64
+#: accounted octets per remembered interval beyond its tags (the receiver's constant)
+REPLAY_ENTRY_OVERHEAD = 160
 #: events kept when nobody drains :meth:`TeslaReceiver.next_event` (oldest dropped)
 MAX_EVENTS = 1024
 #: seconds after the end of an interval's safe window (when its key is due) after which
@@ -208,7 +210,8 @@ class OracleReceiver:
         self.cc_hint: Callable[[bytes, float], None] | None = None
         self._stats: dict[str, int] = {f"drop.{r}": 0 for r in DROP_REASONS}
         self._stats.update(
-            {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0}
+            {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0,
+             "replay_bytes": 0}
         )
         # bounded: an undrained event queue must not grow under a flood
         self.events: deque[Any] = deque(maxlen=MAX_EVENTS)
@@ -232,6 +235,7 @@ class OracleReceiver:
         self._buffered = 0
         self._nbuf = 0
         self._released = 0
+        self._replay_bytes = 0
         self._max_buffered = 0
         self._max_chain_seen = -1
         self._max_known = -1  # highest legitimate key index (any chain)
@@ -253,6 +257,7 @@ class OracleReceiver:
         st["buffered_bytes"] = self._buffered
         st["buffered_packets"] = self._nbuf
         st["max_buffered_bytes"] = self._max_buffered
+        st["replay_bytes"] = self._replay_bytes
         return st
 
     def _drop(self, reason: str, n: int = 1) -> None:
@@ -505,6 +510,8 @@ class OracleReceiver:
                 self._drop("evicted")
                 return
         if self._buffered + cost > self.max_buffered_bytes:
+            self._shed_replay(cost)
+        if self._buffered + cost > self.max_buffered_bytes:
             self._cap_positions(None)
             while self._buffered + cost > self.max_buffered_bytes and self._pending:
                 oldest = min(self._pending)
@@ -612,12 +619,40 @@ class OracleReceiver:
         self._verify(pend, w, key_w)
         rel = self._out_pk[n0:]
         c = sum(map(len, rel)) + PER_PACKET_OVERHEAD * len(rel)
+        self._shed_replay(c)
         self._released += c
         self._buffered += c
         if self._buffered > self._max_buffered:
             self._max_buffered = self._buffered
         self._buffered -= pend.nbytes
         self._nbuf -= len(pend.pkts)
+
+    def _remember(self, w: int, tags: bytes) -> None:
+        """Accepted tags for the replay test, charged to the buffer in the room nothing
+        else needs (oldest intervals go first; not kept without room)."""
+        old = self._recent.pop(w, None)
+        if old is not None:
+            self._replay_bytes -= len(old) + REPLAY_ENTRY_OVERHEAD
+            self._buffered -= len(old) + REPLAY_ENTRY_OVERHEAD
+        c = len(tags) + REPLAY_ENTRY_OVERHEAD
+        while len(self._recent) >= REPLAY_MEMORY_INTERVALS:
+            self._forget_oldest()
+        self._shed_replay(c)
+        if self._buffered + c <= self.max_buffered_bytes:
+            self._recent[w] = tags
+            self._replay_bytes += c
+            self._buffered += c
+            if self._buffered > self._max_buffered:
+                self._max_buffered = self._buffered
+
+    def _forget_oldest(self) -> None:
+        _, tags = self._recent.popitem(last=False)
+        self._replay_bytes -= len(tags) + REPLAY_ENTRY_OVERHEAD
+        self._buffered -= len(tags) + REPLAY_ENTRY_OVERHEAD
+
+    def _shed_replay(self, need: int) -> None:
+        while self._recent and self._buffered + need > self.max_buffered_bytes:
+            self._forget_oldest()
 
     def _verify(self, pend: _Pending, w: int, key_w: bytes) -> None:
         p = self.params
@@ -665,10 +700,7 @@ class OracleReceiver:
             keep = good.tolist()
         if not keep:
             return
-        accepted_tags = tags[keep].tobytes()
-        self._recent[w] = accepted_tags
-        while len(self._recent) > REPLAY_MEMORY_INTERVALS:
-            self._recent.popitem(last=False)
+        self._remember(w, tags[keep].tobytes())
         self._stats["accepted"] += len(keep)
         if pend.commits:
             okset = set(keep)

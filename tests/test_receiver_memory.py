@@ -26,6 +26,7 @@ from test_receiver import _pub
 from tesla.cli.bench import make_sender, make_stream
 from tesla.core.receiver import (
     PER_PACKET_OVERHEAD,
+    REPLAY_ENTRY_OVERHEAD,
     Arena,
     TeslaReceiver,
     arena_storage,
@@ -52,10 +53,12 @@ def resident(storage: np.ndarray) -> int:
     return sum(v & 1 for v in vec) * page
 
 
-def run(per: int, n_int: int, batch: int, check: Any = None) -> TeslaReceiver:
+def run(
+    per: int, n_int: int, batch: int, check: Any = None, bound: int = 64 << 20
+) -> TeslaReceiver:
     snd = make_sender(2)
     stream = make_stream(snd, n_int, per, 1400)
-    rx = TeslaReceiver(_pub(), max_clock_error_ms=20, max_buffered_bytes=64 << 20)
+    rx = TeslaReceiver(_pub(), max_clock_error_ms=20, max_buffered_bytes=bound)
     for k in range(0, len(stream), batch):
         ch = stream[k : k + batch]
         rx.receive_batch([d for _, d in ch], [t for t, _ in ch])
@@ -69,15 +72,23 @@ def run(per: int, n_int: int, batch: int, check: Any = None) -> TeslaReceiver:
 
 
 def test_released_datagrams_are_charged_until_popped_and_peak_is_the_formula() -> None:
-    per = 400
-    rx = run(per, 5, 64)
-    st = rx.stats
-    assert st["accepted"] == 5 * per + 1 and st["drop.evicted"] == 0
-    d = 2
+    per, d = 400, 2
     one = 1400 + PER_PACKET_OVERHEAD
     # d intervals buffered and the copies of the one released with them, plus the
     # datagram disclosing its key (buffered before the release): the stated formula
-    assert st["max_buffered_bytes"] == ((d + 1) * per + 1) * one
+    formula = ((d + 1) * per + 1) * one
+    rx = run(per, 5, 64)
+    st = rx.stats
+    assert st["accepted"] == 5 * per + 1 and st["drop.evicted"] == 0
+    # with room to spare the replay memory (accepted tags) is charged on top
+    replay = st["replay_bytes"]
+    assert replay == 5 * (per * 16 + REPLAY_ENTRY_OVERHEAD) + 16 + REPLAY_ENTRY_OVERHEAD
+    assert formula < st["max_buffered_bytes"] <= formula + replay
+    # a bound of the formula itself: no datagram evicted, the replay memory yields
+    rx = run(per, 5, 64, bound=formula)
+    st = rx.stats
+    assert st["accepted"] == 5 * per + 1 and st["drop.evicted"] == 0
+    assert st["max_buffered_bytes"] == formula
 
 
 def test_released_arena_storage_is_not_resident() -> None:

@@ -58,8 +58,14 @@ are resident as the arena was; ``O`` covers the larger per-datagram overhead of 
 arena index row, metas slot and slab stride slack, or ``bytes`` header, malloc rounding
 and two list slots).  An interval's copies are charged before its arena's charge ends
 (:meth:`~TeslaReceiver._retire`: for the length of that one call both are resident).
-Every arriving datagram is held to B (each interval to P datagrams).  Eviction rule:
-when a datagram does not fit, whole intervals are evicted oldest first (the one whose
+The replay memory (the accepted tags of the last ``REPLAY_MEMORY_INTERVALS`` intervals,
+``len(tags) + REPLAY_ENTRY_OVERHEAD`` each, ``stats["replay_bytes"]``) is charged too,
+and only ever takes room nothing else needs: it is shed oldest interval first before a
+datagram or a release's copies would not fit, and an interval's tags are not kept
+without room (a late copy is then counted ``unsafe``, not ``replay``: dropped all the
+same).  Every arriving datagram is held to B (each interval to P datagrams).  Eviction
+rule: when a datagram does not fit (the replay memory shed first), whole intervals are
+evicted oldest first (the one whose
 key is most overdue) while the oldest is older than the datagram's interval; otherwise
 the datagram is dropped; both count ``drop.evicted``.  A caller that pops after each
 batch thus needs (stated formula) ``((d + 1) x rate x T_int + 1) x (size + O)``: when K_i
@@ -84,19 +90,15 @@ pass it first drops the spares, then returns the slack of every arena; the octet
 use being below the accounted buffer, the datagram always fits.  The arenas are the
 only copy of the buffered datagrams (the objects handed in are not kept; accepted ones
 are cut from the arena at release).  So resident memory for buffering is the accounted
-buffer, plus what is not charged: the replay memory (``REPLAY_MEMORY_INTERVALS`` x
-accepted tags), at most ``MAX_EVENTS`` undrained events, per-interval index copies and
-batch arrays (small against the datagrams), and popped copies the allocator keeps for
-the next interval's (at most the charge they had).  Measured (``tesla-mcast bench``'s
+buffer, plus what is not charged: at most ``MAX_EVENTS`` undrained events, per-interval
+index copies and batch arrays (small against the datagrams), and popped copies the
+allocator keeps for the next interval's (at most the charge they had).  Measured (``tesla-mcast bench``'s
 memory part, 200,000 datagrams/s of 1400 B, T_int 100 ms, d 2, B = the formula): 84.7
 MiB accounted at most (the formula exactly), RSS growth 0.8x of it at the end of the
 run, peak (``VmHWM``) 1.06x; before (warm spares, copies uncharged): 55.8 MiB
-accounted, RSS growth 2.2x.  A longer run adds the replay memory, which is not charged:
-70 intervals at 50,000/s (B 64 MiB), 21.2 MiB accounted, RSS growth 1.13x at the end,
-peak 1.39x (before: 3.02x); with ``REPLAY_MEMORY_INTERVALS`` = 4 instead of 64, 0.92x
-and 1.17x.  The replay memory is 64 x 16 octets per accepted datagram of the last 64
-intervals (~0.23 of the accounted buffer at 1400 octets, more for small datagrams): to
-be charged or shrunk (open).
+accounted, RSS growth 2.2x.  A longer run (70 intervals at 50,000/s, B 64 MiB: the
+replay memory fills up) 26.1 MiB accounted, RSS growth 0.92x at the end, peak 1.15x
+(before: 3.02x; 1.13x / 1.39x while the replay memory was not charged).
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
@@ -230,6 +232,8 @@ PER_PACKET_OVERHEAD = 80
 REJECT_FUTURE_INTERVAL = True
 #: intervals whose accepted tags are remembered to classify late copies as replays
 REPLAY_MEMORY_INTERVALS = 64
+#: accounted octets per remembered interval beyond its tags (bytes object, dict entry)
+REPLAY_ENTRY_OVERHEAD = 160
 #: events kept when nobody drains :meth:`TeslaReceiver.next_event` (oldest dropped)
 MAX_EVENTS = 1024
 #: seconds after an interval's key was due after which its datagrams are ``stale``
@@ -882,7 +886,8 @@ class TeslaReceiver:
         self.cc_hint: Callable[[bytes, float], None] | None = None
         self._stats: dict[str, int] = {k: 0 for k in _DROP_KEY.values()}
         self._stats.update(
-            {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0}
+            {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0,
+             "replay_bytes": 0}
         )
         self.events: deque[Any] = deque(maxlen=MAX_EVENTS)
         self.params: TeslaParams | None = None
@@ -905,6 +910,7 @@ class TeslaReceiver:
         self._buffered = 0
         self._nbuf = 0
         self._released = 0  # charge of the released datagrams not yet popped (in _buffered)
+        self._replay_bytes = 0  # charge of the replay memory (in _buffered)
         self._max_buffered = 0
         self._arena_hint = ARENA_MIN
         self._spare: list[np.ndarray] = []
@@ -946,6 +952,7 @@ class TeslaReceiver:
         st["buffered_bytes"] = self._buffered
         st["buffered_packets"] = self._nbuf
         st["max_buffered_bytes"] = self._max_buffered
+        st["replay_bytes"] = self._replay_bytes
         return st
 
     @property
@@ -1380,6 +1387,8 @@ class TeslaReceiver:
                 self._drop(DropReason.EVICTED)
                 return
         if self._buffered + cost > self.max_buffered_bytes:
+            self._shed_replay(cost)
+        if self._buffered + cost > self.max_buffered_bytes:
             self._cap_positions(None)
             while self._buffered + cost > self.max_buffered_bytes and self._pending:
                 oldest = min(self._pending)
@@ -1605,9 +1614,7 @@ class TeslaReceiver:
         if not len(good):
             return
         full = len(good) == n
-        self._recent[w] = (tags if full else tags[good]).tobytes()
-        while len(self._recent) > REPLAY_MEMORY_INTERVALS:
-            self._recent.popitem(last=False)
+        self._remember(w, (tags if full else tags[good]).tobytes())
         self._stats["accepted"] += len(good)
         if ar.commits:
             okm = ok if full else np.zeros(n, dtype=bool)
@@ -1652,8 +1659,40 @@ class TeslaReceiver:
             rel = good[~ctl[good]]
             nb, m = int(ln[rel].sum()), len(rel)
         c = nb + PER_PACKET_OVERHEAD * m
+        self._shed_replay(c)
         self._released += c
         self._account(c, 0)
+
+    def _remember(self, w: int, tags: bytes) -> None:
+        """Keep interval w's accepted tags for the replay test (:meth:`_is_replay`), the
+        last ``REPLAY_MEMORY_INTERVALS`` intervals, charged to the buffer: they take only
+        room nothing else needs (older ones go first; none kept if no room)."""
+        rec = self._recent
+        old = rec.pop(w, None)
+        if old is not None:
+            self._replay_bytes -= len(old) + REPLAY_ENTRY_OVERHEAD
+            self._buffered -= len(old) + REPLAY_ENTRY_OVERHEAD
+        c = len(tags) + REPLAY_ENTRY_OVERHEAD
+        while len(rec) >= REPLAY_MEMORY_INTERVALS:
+            self._forget_oldest()
+        self._shed_replay(c)
+        if self._buffered + c <= self.max_buffered_bytes:
+            rec[w] = tags
+            self._replay_bytes += c
+            self._account(c, 0)
+
+    def _forget_oldest(self) -> None:
+        _, tags = self._recent.popitem(last=False)
+        c = len(tags) + REPLAY_ENTRY_OVERHEAD
+        self._replay_bytes -= c
+        self._buffered -= c
+
+    def _shed_replay(self, need: int) -> None:
+        """Drop replay memory, oldest interval first, until ``need`` more octets fit in
+        the buffer bound (a late copy of those intervals is then counted ``unsafe``
+        instead of ``replay``: dropped all the same)."""
+        while self._recent and self._buffered + need > self.max_buffered_bytes:
+            self._forget_oldest()
 
     def _new_chain_commitment(self, j: int, commitment: bytes) -> None:
         assert self.keys is not None
