@@ -92,13 +92,14 @@ only copy of the buffered datagrams (the objects handed in are not kept; accepte
 are cut from the arena at release).  So resident memory for buffering is the accounted
 buffer, plus what is not charged: at most ``MAX_EVENTS`` undrained events, per-interval
 index copies and batch arrays (small against the datagrams), and popped copies the
-allocator keeps for the next interval's (at most the charge they had).  Measured (``tesla-mcast bench``'s
-memory part, 200,000 datagrams/s of 1400 B, T_int 100 ms, d 2, B = the formula): 84.7
-MiB accounted at most (the formula exactly), RSS growth 0.8x of it at the end of the
-run, peak (``VmHWM``) 1.06x; before (warm spares, copies uncharged): 55.8 MiB
-accounted, RSS growth 2.2x.  A longer run (70 intervals at 50,000/s, B 64 MiB: the
-replay memory fills up) 26.1 MiB accounted, RSS growth 0.92x at the end, peak 1.15x
-(before: 3.02x; 1.13x / 1.39x while the replay memory was not charged).
+allocator keeps for the next interval's (at most the charge they had).  Measured
+(``tesla-mcast bench``'s memory part, 200,000 datagrams/s of 1400 B, T_int 100 ms, d 2,
+B = the formula): 84.7 MiB accounted at most (the formula exactly), RSS growth 0.79x of
+it at the end of the run, peak (``VmHWM``) 1.09x; before (warm spares, copies
+uncharged): 55.8 MiB accounted, RSS growth 2.2-2.3x.  A longer run (70 intervals at
+50,000/s, B 64 MiB: the replay memory fills up): 26.1 MiB accounted, RSS growth 0.92x
+at the end, peak 1.15x (before: 3.02x; 1.13x / 1.39x while the replay memory was not
+charged).
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
