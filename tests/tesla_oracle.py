@@ -65,12 +65,15 @@ DROP_REASONS = (
     "flood",
     "rate_limited",
 )
-#: accounted octets per buffered packet beyond its length (list slot, offsets, object)
-PER_PACKET_OVERHEAD = 64
+#: accounted octets per packet beyond its length, buffered or released and not yet popped
+#: (the receiver's constant: its arena index/metas, or the released ``bytes`` object)
+PER_PACKET_OVERHEAD = 80
 #: drop a tag whose interval the sender cannot have reached yet (digest §7 choice)
 REJECT_FUTURE_INTERVAL = True
 #: intervals whose accepted tags are remembered to classify late copies as replays
 REPLAY_MEMORY_INTERVALS = 64
+#: accounted octets per remembered interval beyond its tags (the receiver's constant)
+REPLAY_ENTRY_OVERHEAD = 160
 #: events kept when nobody drains :meth:`TeslaReceiver.next_event` (oldest dropped)
 MAX_EVENTS = 1024
 #: seconds after the end of an interval's safe window (when its key is due) after which
@@ -207,7 +210,8 @@ class OracleReceiver:
         self.cc_hint: Callable[[bytes, float], None] | None = None
         self._stats: dict[str, int] = {f"drop.{r}": 0 for r in DROP_REASONS}
         self._stats.update(
-            {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0}
+            {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0,
+             "replay_bytes": 0}
         )
         # bounded: an undrained event queue must not grow under a flood
         self.events: deque[Any] = deque(maxlen=MAX_EVENTS)
@@ -230,6 +234,8 @@ class OracleReceiver:
         self._hb = HDR_LEN_OFFSET[protocol]
         self._buffered = 0
         self._nbuf = 0
+        self._released = 0
+        self._replay_bytes = 0
         self._max_buffered = 0
         self._max_chain_seen = -1
         self._max_known = -1  # highest legitimate key index (any chain)
@@ -251,6 +257,7 @@ class OracleReceiver:
         st["buffered_bytes"] = self._buffered
         st["buffered_packets"] = self._nbuf
         st["max_buffered_bytes"] = self._max_buffered
+        st["replay_bytes"] = self._replay_bytes
         return st
 
     def _drop(self, reason: str, n: int = 1) -> None:
@@ -275,6 +282,8 @@ class OracleReceiver:
         """Same as :meth:`pop_authenticated` as two parallel lists (datagrams, metas)."""
         pk, meta = self._out_pk, self._out_meta
         self._out_pk, self._out_meta = [], []
+        self._buffered -= self._released  # released packets are charged until popped
+        self._released = 0
         return pk, meta
 
     @property
@@ -501,6 +510,8 @@ class OracleReceiver:
                 self._drop("evicted")
                 return
         if self._buffered + cost > self.max_buffered_bytes:
+            self._shed_replay(cost)
+        if self._buffered + cost > self.max_buffered_bytes:
             self._cap_positions(None)
             while self._buffered + cost > self.max_buffered_bytes and self._pending:
                 oldest = min(self._pending)
@@ -599,16 +610,55 @@ class OracleReceiver:
 
     # ------------------------------------------------------------------ batch verify
     def _authenticate(self, w: int, key_w: bytes) -> None:
-        """Verify every packet buffered for interval w with K_w as one batch."""
+        """Verify every packet buffered for interval w with K_w as one batch; the packets
+        released are charged (until popped) before the interval's charge ends."""
         pend = self._pending.pop(w, None)
         if pend is None:
             return
+        n0 = len(self._out_pk)
+        self._verify(pend, w, key_w)
+        rel = self._out_pk[n0:]
+        c = sum(map(len, rel)) + PER_PACKET_OVERHEAD * len(rel)
+        self._shed_replay(c)
+        self._released += c
+        self._buffered += c
+        if self._buffered > self._max_buffered:
+            self._max_buffered = self._buffered
+        self._buffered -= pend.nbytes
+        self._nbuf -= len(pend.pkts)
+
+    def _remember(self, w: int, tags: bytes) -> None:
+        """Accepted tags for the replay test, charged to the buffer in the room nothing
+        else needs (oldest intervals go first; not kept without room)."""
+        old = self._recent.pop(w, None)
+        if old is not None:
+            self._replay_bytes -= len(old) + REPLAY_ENTRY_OVERHEAD
+            self._buffered -= len(old) + REPLAY_ENTRY_OVERHEAD
+        c = len(tags) + REPLAY_ENTRY_OVERHEAD
+        while len(self._recent) >= REPLAY_MEMORY_INTERVALS:
+            self._forget_oldest()
+        self._shed_replay(c)
+        if self._buffered + c <= self.max_buffered_bytes:
+            self._recent[w] = tags
+            self._replay_bytes += c
+            self._buffered += c
+            if self._buffered > self._max_buffered:
+                self._max_buffered = self._buffered
+
+    def _forget_oldest(self) -> None:
+        _, tags = self._recent.popitem(last=False)
+        self._replay_bytes -= len(tags) + REPLAY_ENTRY_OVERHEAD
+        self._buffered -= len(tags) + REPLAY_ENTRY_OVERHEAD
+
+    def _shed_replay(self, need: int) -> None:
+        while self._recent and self._buffered + need > self.max_buffered_bytes:
+            self._forget_oldest()
+
+    def _verify(self, pend: _Pending, w: int, key_w: bytes) -> None:
         p = self.params
         assert p is not None
         pkts = pend.pkts
         n = len(pkts)
-        self._buffered -= pend.nbytes
-        self._nbuf -= n
         km = self._km
         lens = np.fromiter(map(len, pkts), dtype=np.int64, count=n)
         ends = np.cumsum(lens)
@@ -650,10 +700,7 @@ class OracleReceiver:
             keep = good.tolist()
         if not keep:
             return
-        accepted_tags = tags[keep].tobytes()
-        self._recent[w] = accepted_tags
-        while len(self._recent) > REPLAY_MEMORY_INTERVALS:
-            self._recent.popitem(last=False)
+        self._remember(w, tags[keep].tobytes())
         self._stats["accepted"] += len(keep)
         if pend.commits:
             okset = set(keep)

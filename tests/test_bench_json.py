@@ -130,6 +130,18 @@ def test_a_failed_round_behind_a_figure_is_a_warning() -> None:
     assert "alc_e2e_vs_flute_100MiB" not in r["warnings"]
 
 
+def test_memory_ratio_is_reported_with_its_target() -> None:
+    r = report()
+    assert r["memory_rss_vs_accounted"] is None and r["memory"] is None
+    mem = {"rss_vs_accounted": 0.9, "evicted": 0, "max_buffered_bytes": 100}
+    r = json_report([], [], None, {}, mem)
+    assert r["memory_rss_vs_accounted"] == 0.9
+    assert r["memory"]["target"] == 1.2 and r["memory"]["met"] is True
+    r = json_report([], [], None, {}, {**mem, "rss_vs_accounted": 1.3})
+    assert r["memory"]["met"] is False
+    assert "memory_rss_vs_accounted" not in r["met"]  # not one of the ratio keys
+
+
 @pytest.mark.slow
 def test_bench_json_quick_prints_one_object_with_every_key() -> None:
     p = subprocess.run(
@@ -152,5 +164,6 @@ def test_bench_json_quick_prints_one_object_with_every_key() -> None:
     assert live["config"]["name"] == "same_host" and "--tint" in live["config"]["send"]
     assert set(live["by_config"]) == {"same_host", "cli_defaults"}
     assert r["live_alc_auth_vs_plain_cli_defaults"] == live["by_config"]["cli_defaults"]["ratio"]
+    assert isinstance(r["memory_rss_vs_accounted"], float) and r["memory"]["evicted"] == 0
     assert r["cpu_count"] >= 1 and len(r["load_avg_start"]) == 3 and r["mac_kernel"]
     assert "openssl" in p.stderr  # the human lines went to stderr

@@ -34,13 +34,14 @@ line and at least 3 runs with ``--quick``), their best taken and their number an
 printed.  The load average is printed at the start and at the end.
 
 Then the receiver buffer bound at the highest rate this machine sends on loopback
-(``sendmmsg``, 1400 B): formula vs measured (``max_buffered_bytes``, tracemalloc peak,
-RSS growth), and the end-to-end loopback transfers when their pieces exist (else a
-printed reason).
+(``sendmmsg``, 1400 B), in a fresh interpreter: the stated formula vs the accounted peak
+(``max_buffered_bytes``) vs RSS growth over the run, with the line ``RSS growth /
+max_buffered_bytes = X (target <= 1.2)`` (issue 12), and the end-to-end loopback
+transfers when their pieces exist (else a printed reason).
 
 ``--json`` (issue 12) prints one JSON object on stdout, the human lines on stderr
-(:func:`json_report`; HMAC-SHA-256 only, no memory part, no NORM end to end).  Its keys,
-each a ratio, higher is better:
+(:func:`json_report`; HMAC-SHA-256 only, no NORM end to end).  Its keys in
+:data:`TARGETS`, each a ratio, higher is better:
 
 * ``rx_1core_1400`` / ``rx_1core_64``: ``receiver fast 1 core`` (CPU time) at 1400 / 64 B,
   ``openssl_ns / our_ns``;
@@ -61,7 +62,9 @@ each a ratio, higher is better:
 with ``openssl_ns_per_packet`` (by size), ``targets`` (:data:`TARGETS`), ``met``,
 ``all_met``, ``live_unsafe_drops``, ``lines`` (what each key was computed from),
 ``ns_per_packet`` (every line), ``mac_kernel``, ``cpu_count``, load averages and the run
-time.  ``--quick`` shrinks the streams and files (bench/README.md gives the sizes).
+time, and ``memory_rss_vs_accounted`` (*lower* is better, target <= 1.2: the memory part's
+RSS growth over ``max_buffered_bytes``; its figures under ``memory``; null with
+``--no-memory``).  ``--quick`` shrinks the streams and files (bench/README.md gives the sizes).
 """
 
 from __future__ import annotations
@@ -484,8 +487,33 @@ def _rss() -> int:
         return int(f.read().split()[1]) * resource.getpagesize()
 
 
-def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]) -> None:
-    """Receiver buffer at ``rate`` datagrams/s: formula vs measured."""
+def _vm_hwm() -> int | None:
+    """Peak resident octets of this process since :func:`_reset_hwm` (``VmHWM``)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Reset ``VmHWM`` to the resident size now (Linux ``clear_refs`` 5)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_bound(
+    rate: float, size: int, quick: bool, out: Callable[[str], None]
+) -> dict[str, Any]:
+    """Receiver buffer at ``rate`` datagrams/s: the stated formula vs the accounted peak
+    (``max_buffered_bytes``) vs the growth of resident memory (RSS) over the run."""
     from tesla.core.receiver import PER_PACKET_OVERHEAD
 
     s = make_sender(2, tint_ms=100)
@@ -498,21 +526,25 @@ def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]
     stream = make_stream(s, n_int, per, size)
     pkts = [b for _, b in stream]
     times = np.array([a for a, _ in stream])
-    # formula: a datagram waits until K_i is disclosed in interval i+d (its own interval
-    # plus d more), so at most (d + 1) intervals of traffic are buffered at once
-    bound_pk = (d + 1) * per
+    # formula (tesla/core/receiver.py): a datagram waits until K_i is disclosed in
+    # interval i+d, so d intervals are buffered when one is released, and its accepted
+    # copies are charged until popped: (d + 1) intervals, plus the datagram disclosing
+    # K_i (buffered, RFC 5776 §4.3 step 5, before interval i is verified, step 6)
+    bound_pk = (d + 1) * per + 1
     bound_b = bound_pk * (size + PER_PACKET_OVERHEAD)
     from alc.mmsg import Slab
 
     # datagrams go through a recvmmsg-style slab, so the receiver's datagram objects are
-    # allocated inside the measured region as on a socket (the stream list is not)
+    # allocated inside the measured region as on a socket (the stream list is not); the
+    # buffer bound is the formula, as the README says it must be (no eviction)
     slab = Slab(1024, 1500)
-    rx = make_receiver()
+    rx = make_receiver(max_buffered_bytes=bound_b)
     from tesla.mac import kernel as mackernel
 
     mackernel.warm_up()  # the native kernel: loaded and checked before, not measured
     gc.collect()
     rss0 = _rss()
+    hwm_ok = _reset_hwm()
     tracemalloc.start()
     for k in range(0, len(pkts), 1024):
         ch = pkts[k : k + 1024]
@@ -522,29 +554,73 @@ def memory_bound(rate: float, size: int, quick: bool, out: Callable[[str], None]
         slab.stamps[: len(ch)] = times[k : k + len(ch)]
         slab.count = len(ch)
         rx.receive_slab(slab)
-        rx.pop_authenticated()
+        rx.pop_authenticated()  # handed over and dropped, as an engine would
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     rss1 = _rss()
+    hwm = _vm_hwm() if hwm_ok else None
     mb = rx.stats["max_buffered_bytes"]
+    ev = rx.stats["drop.evicted"]
+    growth = rss1 - rss0
     out(
         f"  rate {rate:,.0f} pkt/s x {size} B, T_int {tint * 1000:.0f} ms, d {d}: "
         f"{per} pkt/interval"
     )
     out(
-        f"  formula (d+1) x rate x T_int x (size + {PER_PACKET_OVERHEAD}) = "
-        f"{bound_b / 2**20:.1f} MiB ({bound_pk} packets)"
+        f"  formula ((d+1) x rate x T_int + 1) x (size + {PER_PACKET_OVERHEAD}) = "
+        f"{bound_b / 2**20:.1f} MiB ({bound_pk} packets; the receiver's bound here)"
     )
     out(
-        f"  measured max_buffered_bytes {mb / 2**20:.1f} MiB ({mb / bound_b:.2f} of formula); "
-        f"tracemalloc peak {peak / 2**20:.1f} MiB; RSS growth {(rss1 - rss0) / 2**20:.1f} MiB "
-        f"(the stream list itself, {sum(map(len, pkts)) / 2**20:.1f} MiB, is outside)"
+        f"  measured max_buffered_bytes {mb / 2**20:.1f} MiB ({mb / bound_b:.2f} of formula, "
+        f"{ev} evicted); RSS growth {growth / 2**20:.1f} MiB"
+        + (f", peak RSS growth {(hwm - rss0) / 2**20:.1f} MiB" if hwm is not None else "")
+        + f" (the stream list itself, {sum(map(len, pkts)) / 2**20:.1f} MiB, is outside)"
     )
+    out(f"  RSS growth / max_buffered_bytes = {growth / mb:.2f} (target <= 1.2)")
+    if hwm is not None:
+        out(f"  peak RSS growth / max_buffered_bytes = {(hwm - rss0) / mb:.2f}")
     out(
-        f"  tracemalloc peak / formula = {peak / bound_b:.2f} (bound on resident memory "
-        "stated in tesla/core/receiver.py: arenas <= buffer, + released datagrams, batch "
-        "transients, replay memory)"
+        f"  tracemalloc peak {peak / 2**20:.1f} MiB = {peak / mb:.2f} of max_buffered_bytes "
+        "(the malloc heap: released copies, index and batch arrays; arenas are mappings "
+        "of their own, outside tracemalloc)"
     )
+    return {
+        "rate": rate,
+        "formula_bytes": bound_b,
+        "max_buffered_bytes": mb,
+        "evicted": ev,
+        "rss_growth_bytes": growth,
+        "peak_rss_growth_bytes": None if hwm is None else hwm - rss0,
+        "rss_vs_accounted": growth / mb,
+    }
+
+
+def memory_child(rate: float, quick: bool, out: Callable[[str], None]) -> dict[str, Any] | None:
+    """:func:`memory_bound` in a fresh interpreter (so RSS growth is not hidden by memory
+    freed earlier); its lines go to ``out``, its figures are returned (None: failed)."""
+    import json
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "tesla.cli.bench", "--memory-child", str(rate)]
+        + (["--quick"] if quick else []),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    got = None
+    for line in r.stdout.splitlines():
+        if line.startswith(_MEMORY_JSON):
+            got = json.loads(line[len(_MEMORY_JSON) :])
+        else:
+            out(line)
+    if r.returncode:
+        out(f"  memory child failed: {r.stderr.strip()[-300:]}")
+        return None
+    return got
+
+
+_MEMORY_JSON = "memory-json "
 
 
 # ----------------------------------------------------------------------------- e2e
@@ -867,17 +943,23 @@ TARGETS: dict[str, float] = {
 TWO_CORE_LINES = ("receiver fast+2 thr", "receiver fast+2w")
 
 
+#: ``memory_rss_vs_accounted``: RSS growth / max_buffered_bytes, lower is better
+MEMORY_TARGET = 1.2
+
+
 def json_report(
     blocks: Sequence[dict[str, Any]],
     e2e: Sequence[dict[str, Any]],
     live: dict[str, Any] | None,
     meta: dict[str, Any],
+    memory: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The object ``bench --json`` prints, from the measurements: ``blocks`` as returned
     by :func:`_profile` (HMAC-SHA-256 at 64 and 1400 B), ``e2e`` by
     :func:`_alc_end_to_end` (the 20 MiB file first, then the 100 MiB one; smaller with
     ``--quick``), ``live`` by :func:`tesla.cli.bench_live.live_auth_vs_plain` (None: not
-    run), ``meta`` copied in (kernel, CPUs, load averages...).  A key that could not be
+    run), ``memory`` by :func:`memory_bound` (None: not run), ``meta`` copied in
+    (kernel, CPUs, load averages...).  A key that could not be
     measured is ``null`` and its ``met`` false; ``why`` says why (the meaning of every
     key: the module docstring of :mod:`tesla.cli.bench` and bench/README.md)."""
     by_size = {b["size"]: b for b in blocks if b.get("hash") == "sha256"}
@@ -955,6 +1037,12 @@ def json_report(
         "ns_per_packet": {str(s): dict(by_size[s]["ns"]) for s in sorted(by_size)},
         "why_null": why,
         "warnings": warn,
+        "memory_rss_vs_accounted": None if memory is None else memory["rss_vs_accounted"],
+        "memory": None if memory is None else {
+            **memory,
+            "target": MEMORY_TARGET,
+            "met": memory["rss_vs_accounted"] <= MEMORY_TARGET and memory["evicted"] == 0,
+        },
         **meta,
     }
 
@@ -974,7 +1062,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         "--json",
         action="store_true",
         help="print one JSON object on stdout (issue 12's ratios, targets, raw figures; "
-        "the human lines go to stderr); skips the memory part and NORM end to end",
+        "the human lines go to stderr); skips NORM end to end",
     )
     ap.add_argument(
         "--no-live",
@@ -996,7 +1084,10 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     if a.hashes is None:
         a.hashes = "sha256" if a.json else "sha256,sha1"
     if a.memory_child is not None:
-        memory_bound(a.memory_child, 1400, a.quick, lambda t: print(t, flush=True))
+        import json
+
+        got = memory_bound(a.memory_child, 1400, a.quick, lambda t: print(t, flush=True))
+        print(_MEMORY_JSON + json.dumps(got), flush=True)
         return 0
     quick = a.quick
     repeat = 3 if quick else 7  # every line is the best of `repeat` runs (7: bursts of
@@ -1049,18 +1140,7 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
         out("receiver memory at the highest loopback send rate:")
         rate = loopback_send_rate(1400, 0.3 if quick else 1.0)
         out(f"  loopback sendmmsg rate: {rate:,.0f} datagrams/s of 1400 B (one core)")
-        # in a fresh interpreter, so RSS growth is not hidden by memory freed earlier
-        r = subprocess.run(
-            [sys.executable, "-m", "tesla.cli.bench", "--memory-child", str(rate)]
-            + (["--quick"] if quick else []),
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        for line in r.stdout.splitlines():
-            out(line)
-        if r.returncode:
-            out(f"  memory child failed: {r.stderr.strip()[-300:]}")
+        memory_child(rate, quick, out)
     if not a.no_e2e:
         end_to_end(out, quick)
     out(f"load avg at the end {_loadavg()} ({time.perf_counter() - t_run:.0f} s run)")
@@ -1091,6 +1171,12 @@ def _json_tail(
         live = live_auth_vs_plain(
             size, out, ladder=LADDER[:3] if a.quick else LADDER, rounds=1 if a.quick else 3
         )
+    memory = None
+    if not a.no_memory:
+        out("receiver memory at the highest loopback send rate:")
+        rate = loopback_send_rate(1400, 0.3 if a.quick else 1.0)
+        out(f"  loopback sendmmsg rate: {rate:,.0f} datagrams/s of 1400 B (one core)")
+        memory = memory_child(rate, a.quick, out)
     elapsed = time.perf_counter() - t_run
     out(f"load avg at the end {_loadavg()} ({elapsed:.0f} s run)")
     meta = {
@@ -1101,7 +1187,8 @@ def _json_tail(
         "load_avg_end": [round(x, 2) for x in os.getloadavg()],
         "run_seconds": round(elapsed, 1),
     }
-    print(json.dumps(json_report(blocks, e2e, live, meta), indent=1, default=float), flush=True)
+    rep = json_report(blocks, e2e, live, meta, memory)
+    print(json.dumps(rep, indent=1, default=float), flush=True)
     return 0
 
 

@@ -50,29 +50,56 @@ right after it is hashed.  With ``verify_threads`` > 1 an interval of at least
 while this thread goes on buffering, and finished (:meth:`~TeslaReceiver._join`) before
 anything that depends on it; a smaller one is shared among the threads synchronously.
 
-Memory bound (stated formula): ``B = max_buffered_bytes``, ``P = max_packets_per_interval``;
-the accounted buffer ``buffered_bytes = sum(len(datagram) + PER_PACKET_OVERHEAD)`` never
-exceeds B, each interval holds at most P datagrams.  Eviction rule: when a datagram does
-not fit, whole intervals are evicted oldest first (the one whose key is most overdue)
-while the oldest is older than the datagram's interval; otherwise the datagram is dropped;
-both count ``drop.evicted``.  Arena rule: an arena is preallocated to ``ARENA_MIN`` octets
-(pages untouched until used) or 1.125 x the octets of the interval before it, whichever
-is larger, and doubles when full; up to ``ARENA_SPARES`` finished arenas are kept for reuse.
-The capacity of all arenas and spares (:attr:`TeslaReceiver.arena_bytes`) never exceeds
-B: an allocation that would pass it first drops the spares, then returns the slack of
-every arena; the octets in use being below the accounted buffer, the datagram always
-fits.  The arenas are the only copy of the buffered datagrams (the objects handed in are
-not kept; accepted ones are cut from the arena at release), so resident memory for
-buffered datagrams is <= B, plus the datagrams released and not yet taken by the caller,
-the replay memory (``REPLAY_MEMORY_INTERVALS`` x accepted tags) and at most ``MAX_EVENTS``
-undrained events.  Outside that bound, stated as measured (``tesla-mcast bench``'s memory
-part, 200,000 datagrams/s of 1400 B, T_int 100 ms, d 2: 55.8 MiB accounted at most,
-RSS growth 127 MiB): when an interval is released, its arena and the released copy
-(one ``bytes`` per accepted datagram: one interval's octets, until the caller drops them;
-the allocator then keeps that memory for the next interval's copies) are resident
-together, and the spare arena keeps its pages (a new arena's pages would fault in again,
-~100-200 ns per 1400-octet datagram); so resident memory is about the accounted buffer
-plus two intervals' octets (x 1.125 slack), not <= 1.2 x the accounted buffer.
+Memory bound (stated formula): ``B = max_buffered_bytes``, ``P = max_packets_per_interval``,
+``O = PER_PACKET_OVERHEAD``.  The accounted buffer (``buffered_bytes``) charges
+``len(datagram) + O`` for every datagram buffered in an arena *and* for every accepted
+datagram released and not yet taken by :meth:`pop_authenticated` (the released copies
+are resident as the arena was; ``O`` covers the larger per-datagram overhead of the two:
+arena index row, metas slot and slab stride slack, or ``bytes`` header, malloc rounding
+and two list slots).  An interval's copies are charged before its arena's charge ends
+(:meth:`~TeslaReceiver._retire`: for the length of that one call both are resident).
+The replay memory (the accepted tags of the last ``REPLAY_MEMORY_INTERVALS`` intervals,
+``len(tags) + REPLAY_ENTRY_OVERHEAD`` each, ``stats["replay_bytes"]``) is charged too,
+and only ever takes room nothing else needs: it is shed oldest interval first before a
+datagram or a release's copies would not fit, and an interval's tags are not kept
+without room (a late copy is then counted ``unsafe``, not ``replay``: dropped all the
+same).  Every arriving datagram is held to B (each interval to P datagrams).  Eviction
+rule: when a datagram does not fit (the replay memory shed first), whole intervals are
+evicted oldest first (the one whose
+key is most overdue) while the oldest is older than the datagram's interval; otherwise
+the datagram is dropped; both count ``drop.evicted``.  A caller that pops after each
+batch thus needs (stated formula) ``((d + 1) x rate x T_int + 1) x (size + O)``: when K_i
+arrives, intervals i .. i+d-1 are buffered, interval i's copies are charged at its
+release, and the datagram carrying K_i is buffered (§4.3 step 5) before interval i is
+verified (step 6); the charge of released copies is not evicted, so the peak may pass a
+smaller B by one interval's copies.
+
+Arena rule: an arena's storage is a private anonymous mapping of its own
+(:func:`arena_storage`; huge pages asked for from ``HUGEPAGE_MIN`` octets), of
+``ARENA_MIN`` octets or 1.125 x the octets of the interval before it, whichever is
+larger; it doubles when full, in place (:meth:`Arena.remap`, ``mremap``: nothing copied,
+never two copies resident; a copy only where that cannot be done).  A page becomes
+resident only when written, so an arena's resident memory is its octets in use (<= its
+charge) rounded up to the page.  When an interval is released or evicted its pages are
+given back (:func:`cold`, ``MADV_DONTNEED``) and up to ``ARENA_SPARES`` mappings are kept
+for reuse (the next interval's pages fault in again: the receiver's CPU time per
+1400-octet datagram went from 2063 to 2141 ns, best of 5 interleaved runs, the price of
+charging what is resident).  The capacity of all arenas and
+spares (:attr:`TeslaReceiver.arena_bytes`) never exceeds B: an allocation that would
+pass it first drops the spares, then returns the slack of every arena; the octets in
+use being below the accounted buffer, the datagram always fits.  The arenas are the
+only copy of the buffered datagrams (the objects handed in are not kept; accepted ones
+are cut from the arena at release).  So resident memory for buffering is the accounted
+buffer, plus what is not charged: at most ``MAX_EVENTS`` undrained events, per-interval
+index copies and batch arrays (small against the datagrams), and popped copies the
+allocator keeps for the next interval's (at most the charge they had).  Measured
+(``tesla-mcast bench``'s memory part, 200,000 datagrams/s of 1400 B, T_int 100 ms, d 2,
+B = the formula): 84.7 MiB accounted at most (the formula exactly), RSS growth 0.79x of
+it at the end of the run, peak (``VmHWM``) 1.09x; before (warm spares, copies
+uncharged): 55.8 MiB accounted, RSS growth 2.2-2.3x.  A longer run (70 intervals at
+50,000/s, B 64 MiB: the replay memory fills up): 26.1 MiB accounted, RSS growth 0.92x
+at the end, peak 1.15x (before: 3.02x; 1.13x / 1.39x while the replay memory was not
+charged).
 Nothing stays forever: an interval whose key is ``key_wait`` s overdue is evicted by
 :meth:`~TeslaReceiver.expire` (``stale``), and :meth:`~TeslaReceiver.close` evicts all.
 
@@ -83,6 +110,7 @@ Every drop is counted in ``stats["drop.<reason>"]`` (:class:`DropReason`) and qu
 from __future__ import annotations
 
 import math
+import mmap
 import struct
 from array import array
 from collections import OrderedDict, deque
@@ -197,12 +225,17 @@ class Dropped:
     count: int
 
 
-#: accounted octets per buffered datagram beyond its length (index entries, meta)
-PER_PACKET_OVERHEAD = 64
+#: accounted octets per datagram beyond its length, buffered or released and not yet
+#: popped: the larger of the arena's (index row 32 (+1/8 ``array`` growth), metas slot 8,
+#: slab stride slack <= 32: 76) and the released copy's (``bytes`` header 33, malloc
+#: chunk rounding <= 23, two list slots 16: 72)
+PER_PACKET_OVERHEAD = 80
 #: drop a tag whose interval the sender cannot have reached yet (digest §7 choice)
 REJECT_FUTURE_INTERVAL = True
 #: intervals whose accepted tags are remembered to classify late copies as replays
 REPLAY_MEMORY_INTERVALS = 64
+#: accounted octets per remembered interval beyond its tags (bytes object, dict entry)
+REPLAY_ENTRY_OVERHEAD = 160
 #: events kept when nobody drains :meth:`TeslaReceiver.next_event` (oldest dropped)
 MAX_EVENTS = 1024
 #: seconds after an interval's key was due after which its datagrams are ``stale``
@@ -216,6 +249,8 @@ BOOTSTRAP_TIME_SLACK = 60.0
 DEFAULT_ALLOWED_SIG_HASHES = frozenset({2, 3, 4, 5})
 #: smallest arena (octets) preallocated for an interval (pages untouched until used)
 ARENA_MIN = 4 << 20
+#: arena storage from this many octets asks for transparent huge pages (numpy's threshold)
+HUGEPAGE_MIN = 4 << 20
 #: finished arenas kept for reuse (one interval ends as the next begins)
 ARENA_SPARES = 1
 #: batches of fewer datagrams take the scalar path only (the lane's numpy setup costs more)
@@ -501,6 +536,36 @@ def _rows_struct(lens: np.ndarray) -> struct.Struct:
     return s
 
 
+def arena_storage(capacity: int) -> np.ndarray:
+    """``capacity`` octets of arena storage: a private anonymous mapping of its own
+    (page-aligned; a page is resident once written, and :func:`cold` gives the pages back
+    while the mapping stays), never the malloc heap (whose freed memory stays resident)."""
+    if not hasattr(mmap, "MAP_PRIVATE"):  # not POSIX: plain numpy storage
+        return np.empty(capacity, dtype=np.uint8)
+    mm = mmap.mmap(-1, max(1, capacity), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if capacity >= HUGEPAGE_MIN and hasattr(mmap, "MADV_HUGEPAGE"):
+        mm.madvise(mmap.MADV_HUGEPAGE)  # as numpy does for large arrays: fewer faults
+    return np.frombuffer(mm, dtype=np.uint8)[:capacity]
+
+
+def _mapping(storage: np.ndarray) -> mmap.mmap | None:
+    """The mapping under arena storage (:func:`arena_storage`), None for other arrays."""
+    base = storage.base
+    while isinstance(base, np.ndarray):
+        base = base.base
+    obj = base.obj if isinstance(base, memoryview) else None
+    return obj if isinstance(obj, mmap.mmap) else None
+
+
+def cold(storage: np.ndarray) -> None:
+    """Give back the resident pages of arena storage (:func:`arena_storage`): its octets
+    read as zeros after; the mapping is kept for reuse (no page is resident until
+    written again)."""
+    mm = _mapping(storage)
+    if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
 class Arena:
     """The datagrams of one interval waiting for its key.  Their octets are copied once,
     on arrival, into ``data`` (preallocated uint8 storage; back to back, or at the stride
@@ -537,11 +602,31 @@ class Arena:
     def capacity(self) -> int:
         return len(self.data)
 
+    def remap(self, capacity: int) -> bool:
+        """New capacity (>= ``used``) of the same mapping, without copying (``mremap``:
+        the pages in use stay where they are, no second copy is ever resident); False
+        when that cannot be done (storage not from :func:`arena_storage`, a view of it
+        still held elsewhere, no ``mremap``): then :meth:`resize` copies."""
+        mm = _mapping(self.data)
+        if mm is None or capacity < self.used:
+            return False
+        old = len(self.data)
+        self._mv.release()
+        del self.data  # its buffer export must go before the mapping can move
+        try:
+            mm.resize(max(1, capacity))
+            ok = True
+        except (BufferError, OSError, SystemError, TypeError, ValueError):
+            capacity, ok = old, False
+        self.data = np.frombuffer(mm, dtype=np.uint8)[:capacity]
+        self._mv = self.data.data
+        return ok
+
     def resize(self, capacity: int, storage: np.ndarray | None = None) -> None:
         """New capacity (>= ``used``): new storage (or ``storage``, of any capacity >=
         ``used``) and one copy of the octets in use (``ndarray.resize`` would zero-fill,
         and so touch, every new page)."""
-        new = np.empty(capacity, dtype=np.uint8) if storage is None else storage
+        new = arena_storage(capacity) if storage is None else storage
         new[: self.used] = self.data[: self.used]
         self._mv.release()
         self.data = new
@@ -810,7 +895,8 @@ class TeslaReceiver:
         self.cc_hint: Callable[[bytes, float], None] | None = None
         self._stats: dict[str, int] = {k: 0 for k in _DROP_KEY.values()}
         self._stats.update(
-            {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0}
+            {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0,
+             "replay_bytes": 0}
         )
         self.events: deque[Any] = deque(maxlen=MAX_EVENTS)
         self.params: TeslaParams | None = None
@@ -832,6 +918,8 @@ class TeslaReceiver:
         self._hb = HDR_LEN_OFFSET[protocol]
         self._buffered = 0
         self._nbuf = 0
+        self._released = 0  # charge of the released datagrams not yet popped (in _buffered)
+        self._replay_bytes = 0  # charge of the replay memory (in _buffered)
         self._max_buffered = 0
         self._arena_hint = ARENA_MIN
         self._spare: list[np.ndarray] = []
@@ -876,6 +964,7 @@ class TeslaReceiver:
         st["buffered_bytes"] = self._buffered
         st["buffered_packets"] = self._nbuf
         st["max_buffered_bytes"] = self._max_buffered
+        st["replay_bytes"] = self._replay_bytes
         return st
 
     @property
@@ -917,6 +1006,8 @@ class TeslaReceiver:
             self._join()
         pk, meta = self._out_pk, self._out_meta
         self._out_pk, self._out_meta = [], []
+        self._buffered -= self._released  # the caller holds them now
+        self._released = 0
         return pk, meta
 
     @property
@@ -1234,23 +1325,29 @@ class TeslaReceiver:
             buf = spare.pop()
         else:
             size = self._budget(need, self._arena_hint, 0)
-            buf = np.empty(size, np.uint8)
+            buf = arena_storage(size)
             self._arena_cap += size
         ar = self._pending[i] = self._newest = Arena(lo, hi, buf)
         return ar
 
     def _room(self, ar: Arena, more: int) -> None:
-        """Room for ``more`` octets in ``ar``: it moves into a spare arena large enough
-        (the interval released as this one began: no new storage, only the octets in use
-        copied), else its capacity doubles, within the budget."""
+        """Room for ``more`` octets in ``ar``: its capacity doubles, within the budget, in
+        place (:meth:`Arena.remap`: no copy); where that cannot be done it moves into a
+        spare arena large enough, else into new storage (one copy of the octets in
+        use: old and new storage are both resident while it runs)."""
         need = ar.used + more
         cap = ar.capacity
+        if need <= cap:
+            return
+        size = self._budget(need, 2 * cap, cap)
+        if ar.remap(size):
+            self._arena_cap += size - cap
+            return
         spare = self._spare
-        if need > cap and spare and len(spare[-1]) >= max(need, cap):
+        if spare and len(spare[-1]) >= max(need, cap):
             ar.resize(0, spare.pop())
             self._arena_cap -= cap  # the old storage is freed
-        elif need > cap:
-            size = self._budget(need, 2 * cap, cap)
+        else:
             ar.resize(size)
             self._arena_cap += size - cap
 
@@ -1269,7 +1366,8 @@ class TeslaReceiver:
             for ar in self._pending.values():
                 if ar.capacity > ar.used:
                     self._arena_cap -= ar.capacity - ar.used
-                    ar.resize(ar.used)
+                    if not ar.remap(ar.used):
+                        ar.resize(ar.used)
             avail = limit - self._arena_cap + have
         return max(need, min(want, avail))
 
@@ -1277,11 +1375,20 @@ class TeslaReceiver:
         """Keep the storage of a finished arena for the next interval (at most
         :data:`ARENA_SPARES`, the largest ones)."""
         spare = self._spare
-        spare.append(ar.release())
+        buf = ar.release()
+        cold(buf)  # resident memory: the octets buffered now (warm pages stay uncharged)
+        spare.append(buf)
         if len(spare) > ARENA_SPARES:
             spare.sort(key=len)
             self._arena_cap -= len(spare[0])
             del spare[0]
+
+    def _retire(self, ar: Arena) -> None:
+        """A verified arena's charge ends when its storage is given back (after its
+        accepted datagrams were cut and charged as released: both are resident then)."""
+        self._buffered -= ar.nbytes
+        self._nbuf -= len(ar)
+        self._recycle(ar)
 
     def _buffer(
         self, i: int, data: bytes, moff: int, goff: int, typ: int, off: int, meta: Any
@@ -1294,6 +1401,8 @@ class TeslaReceiver:
             if len(ar) >= self.max_packets_per_interval:
                 self._drop(DropReason.EVICTED)
                 return
+        if self._buffered + cost > self.max_buffered_bytes:
+            self._shed_replay(cost)
         if self._buffered + cost > self.max_buffered_bytes:
             self._cap_positions(None)
             while self._buffered + cost > self.max_buffered_bytes and self._pending:
@@ -1421,8 +1530,6 @@ class TeslaReceiver:
         p = self.params
         assert p is not None
         n = len(ar)
-        self._buffered -= ar.nbytes
-        self._nbuf -= n
         km = self._km
         arr = ar.data
         # the index's columns as contiguous arrays (one transposing copy; the native
@@ -1461,7 +1568,7 @@ class TeslaReceiver:
                 assert got is not None
                 ok, tags, cut = got
                 self._finish(w, ar, ok, tags, ctl, nk, cut)
-                self._recycle(ar)
+                self._retire(ar)
                 return
         tags = _Fields(arr, st + mo, km).get()  # as received
         macs = self.macs(
@@ -1469,7 +1576,7 @@ class TeslaReceiver:
         )
         ok = (macs == tags).all(axis=1)
         self._finish(w, ar, ok, tags, ctl, nk)
-        self._recycle(ar)
+        self._retire(ar)
 
     def _verifier(self) -> ThreadPoolExecutor:
         if self._bg is None:
@@ -1486,7 +1593,7 @@ class TeslaReceiver:
         w, ar, fut, ok, tags, ctl, nk = inf
         fut.result()  # fills ok and tags (raises what the native call raised)
         self._finish(w, ar, ok, tags, ctl, nk)
-        self._recycle(ar)
+        self._retire(ar)
 
     def _control_mask(
         self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray
@@ -1538,9 +1645,7 @@ class TeslaReceiver:
         if not len(good):
             return
         full = len(good) == n
-        self._recent[w] = (tags if full else tags[good]).tobytes()
-        while len(self._recent) > REPLAY_MEMORY_INTERVALS:
-            self._recent.popitem(last=False)
+        self._remember(w, (tags if full else tags[good]).tobytes())
         self._stats["accepted"] += len(good)
         if ar.commits:
             okm = ok if full else np.zeros(n, dtype=bool)
@@ -1554,6 +1659,7 @@ class TeslaReceiver:
         if self._hb == 1:
             self._norm_accept_many(good, nk)
         keep = good
+        self._charge_released(ar, good, ctl, full)
         if ctl is not None and ctl.any():
             kc = ctl[good]
             nctl = int(kc.sum())
@@ -1572,6 +1678,54 @@ class TeslaReceiver:
                 self._out_pk.extend(_pick(cut, pos.tolist()))
             metas = ar.metas
             self._out_meta.extend(_pick(metas, keep.tolist()))
+
+    def _charge_released(
+        self, ar: Arena, good: np.ndarray, ctl: np.ndarray | None, full: bool
+    ) -> None:
+        """Charge the copies about to be released (rows ``good`` less the control packets)
+        to the buffer until :meth:`pop_authenticated` hands them over: they are resident
+        as long as the arena was (module doc, memory bound)."""
+        ln = ar.rows(copy=False)[:, 1]
+        if full and (ctl is None or not ctl.any()):
+            nb, m = int(ln.sum()), len(ln)
+        else:
+            rel = good if ctl is None else good[~ctl[good]]
+            nb, m = int(ln[rel].sum()), len(rel)
+        c = nb + PER_PACKET_OVERHEAD * m
+        self._shed_replay(c)
+        self._released += c
+        self._account(c, 0)
+
+    def _remember(self, w: int, tags: bytes) -> None:
+        """Keep interval w's accepted tags for the replay test (:meth:`_is_replay`), the
+        last ``REPLAY_MEMORY_INTERVALS`` intervals, charged to the buffer: they take only
+        room nothing else needs (older ones go first; none kept if no room)."""
+        rec = self._recent
+        old = rec.pop(w, None)
+        if old is not None:
+            self._replay_bytes -= len(old) + REPLAY_ENTRY_OVERHEAD
+            self._buffered -= len(old) + REPLAY_ENTRY_OVERHEAD
+        c = len(tags) + REPLAY_ENTRY_OVERHEAD
+        while len(rec) >= REPLAY_MEMORY_INTERVALS:
+            self._forget_oldest()
+        self._shed_replay(c)
+        if self._buffered + c <= self.max_buffered_bytes:
+            rec[w] = tags
+            self._replay_bytes += c
+            self._account(c, 0)
+
+    def _forget_oldest(self) -> None:
+        _, tags = self._recent.popitem(last=False)
+        c = len(tags) + REPLAY_ENTRY_OVERHEAD
+        self._replay_bytes -= c
+        self._buffered -= c
+
+    def _shed_replay(self, need: int) -> None:
+        """Drop replay memory, oldest interval first, until ``need`` more octets fit in
+        the buffer bound (a late copy of those intervals is then counted ``unsafe``
+        instead of ``replay``: dropped all the same)."""
+        while self._recent and self._buffered + need > self.max_buffered_bytes:
+            self._forget_oldest()
 
     def _new_chain_commitment(self, j: int, commitment: bytes) -> None:
         assert self.keys is not None
