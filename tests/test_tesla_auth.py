@@ -452,8 +452,13 @@ def test_cc_hint_only_for_packets_passing_the_safe_test() -> None:
     hinted: list[bytes] = []
     released: list[bytes] = []
     tr.cc_hint = lambda d, now: hinted.append(d)
-    real = eng.receive_datagram
-    eng.receive_datagram = lambda d, a, now: (released.append(d), real(d, a, now))  # type: ignore[method-assign]
+    real = eng.receive_datagrams  # the batch entry the wrapper releases through
+
+    def spy(ds: Any, addrs: Any, times: Any) -> None:
+        released.extend(ds)
+        real(ds, addrs, times)
+
+    eng.receive_datagrams = spy  # type: ignore[method-assign]
     first_data = next(d for d, _ in stream if d[0] & 15 == 2)
     rx.receive_datagram(first_data, None, T_START)  # before any bootstrap
     assert hinted == [] and tr.stats["drop.no_bootstrap"] == 1
