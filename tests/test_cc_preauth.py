@@ -216,13 +216,13 @@ def test_forged_cc_probe_only_moves_cc_timing() -> None:
         real_rx(data, addr, now)
 
     rx.receive_datagram = receive  # type: ignore[method-assign]
-    real_eng_rx = eng.receive_datagram
+    real_eng_rx = eng.receive_datagrams  # the batch entry the wrapper releases through
 
-    def eng_rx(data: bytes, addr: Any, now: float) -> None:
-        released.append(data)
-        real_eng_rx(data, addr, now)
+    def eng_rx(datagrams: Any, addrs: Any, times: Any) -> None:
+        released.extend(datagrams)
+        real_eng_rx(datagrams, addrs, times)
 
-    eng.receive_datagram = eng_rx  # type: ignore[method-assign]
+    eng.receive_datagrams = eng_rx  # type: ignore[method-assign]
     done_at, got = run(snd, rx, t_end=4.0, inject=inject)
     assert checked == [True]
     assert got == [blob]
