@@ -83,7 +83,9 @@ def test_released_datagrams_are_charged_until_popped_and_peak_is_the_formula() -
     # with room to spare the replay memory (accepted tags) is charged on top
     replay = st["replay_bytes"]
     assert replay == 5 * (per * 16 + REPLAY_ENTRY_OVERHEAD) + 16 + REPLAY_ENTRY_OVERHEAD
-    assert formula < st["max_buffered_bytes"] <= formula + replay
+    # and so are the warm pages kept for the next interval (within the bound)
+    assert st["warm_bytes"] > 0
+    assert formula < st["max_buffered_bytes"] <= 64 << 20
     # a bound of the formula itself: no datagram evicted, the replay memory yields
     rx = run(per, 5, 64, bound=formula)
     st = rx.stats
@@ -91,21 +93,55 @@ def test_released_datagrams_are_charged_until_popped_and_peak_is_the_formula() -
     assert st["max_buffered_bytes"] == formula
 
 
-def test_released_arena_storage_is_not_resident() -> None:
-    seen = {"spares": 0, "arenas": 0}
+@pytest.mark.parametrize("warm", [True, False])
+def test_released_arena_storage_is_resident_only_when_charged(warm: bool) -> None:
+    """A released arena's pages stay resident (a warm spare, and then in the arena that
+    reuses it) only while charged to the buffer; when the bound has no room for them they
+    are given back: a spare has no more resident pages than its charge, an arena no more
+    than its octets in use (+ one huge page) or its charge."""
+    seen = {"spares": 0, "arenas": 0, "warm": 0}
 
     def check(rx: TeslaReceiver) -> None:
         for buf in rx._spare:
-            assert resident(buf) == 0
+            w = rx._warm.get(id(buf), (0, 0))[0]
+            assert resident(buf) <= w, (resident(buf), w)
             seen["spares"] += 1
+            seen["warm"] += w
         for ar in rx._pending.values():
             # octets in use rounded up to the page (a huge page for large storage)
-            assert resident(ar.data) <= ar.used + HUGE, (ar.used, resident(ar.data))
+            # (warm pages reused: charged as its datagrams + what is left of their charge)
+            assert resident(ar.data) <= max(ar.used + HUGE, ar.nbytes + ar.warm), (ar.used, resident(ar.data))
             assert ar.used <= ar.nbytes
             seen["arenas"] += 1
+            seen["warm"] += ar.warm
+        total = sum(c for c, _ in rx._warm.values()) + sum(a.warm for a in rx._pending.values())
+        assert rx.stats["warm_bytes"] == total
 
-    run(3000, 5, 512, check)  # ~4 MiB per interval: huge pages
+    one = 1400 + PER_PACKET_OVERHEAD
+    bound = 64 << 20 if warm else ((2 + 1) * 3000 + 1) * one  # the formula, d = 2
+    rx = run(3000, 5, 512, check, bound=bound)  # ~4 MiB per interval: huge pages
     assert seen["spares"] and seen["arenas"]
+    # with room the pages stay warm; at the formula they yield to datagrams: none lost
+    assert rx.stats["drop.evicted"] == 0 and rx.stats["max_buffered_bytes"] <= bound
+    if warm:
+        assert seen["warm"]
+
+
+def test_warm_pages_are_given_back_before_a_datagram_is_evicted() -> None:
+    """With warm spares charged, a tighter bound later (a burst) sheds them first: no
+    datagram is evicted that would have fitted without them."""
+    per, d = 3000, 2
+    one = 1400 + PER_PACKET_OVERHEAD
+    formula = ((d + 1) * per + 1) * one
+    seen = {"shed": 0}
+
+    def check(rx: TeslaReceiver) -> None:
+        if rx.stats["warm_bytes"]:
+            rx.max_buffered_bytes = formula  # the room the warm pages took is needed now
+            seen["shed"] += 1
+
+    rx = run(per, 5, 512, check, bound=64 << 20)
+    assert seen["shed"] and rx.stats["drop.evicted"] == 0
 
 
 def test_cold_gives_pages_back() -> None:

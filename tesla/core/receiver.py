@@ -80,11 +80,17 @@ Arena rule: an arena's storage is a private anonymous mapping of its own
 larger; it doubles when full, in place (:meth:`Arena.remap`, ``mremap``: nothing copied,
 never two copies resident; a copy only where that cannot be done).  A page becomes
 resident only when written, so an arena's resident memory is its octets in use (<= its
-charge) rounded up to the page.  When an interval is released or evicted its pages are
-given back (:func:`cold`, ``MADV_DONTNEED``) and up to ``ARENA_SPARES`` mappings are kept
-for reuse (the next interval's pages fault in again: the receiver's CPU time per
-1400-octet datagram went from 2063 to 2141 ns, best of 5 interleaved runs, the price of
-charging what is resident).  The capacity of all arenas and
+charge) rounded up to the page.  When an interval is released its mapping is kept for
+reuse (up to ``ARENA_SPARES``) as a *warm spare* if the bound has room for its resident
+pages: they are charged to the buffer (``stats["warm_bytes"]``; in the arena that reuses
+them, the datagrams written take over their charge), so the next interval writes
+without page faults (the
+receiver's CPU time per 1400-octet datagram: ~1300 ns warm, ~1450 ns when every interval
+faults its pages in again); as soon as a datagram, a release's copies or the replay
+memory would not fit, the warm pages are given back first (:func:`cold`,
+``MADV_DONTNEED``: a spare's all, a buffering arena's beyond its octets in use) and their
+charge with them.  Without room (a bound at the formula) every released or evicted
+arena's pages are given back at once.  The capacity of all arenas and
 spares (:attr:`TeslaReceiver.arena_bytes`) never exceeds B: an allocation that would
 pass it first drops the spares, then returns the slack of every arena; the octets in
 use being below the accounted buffer, the datagram always fits.  The arenas are the
@@ -557,13 +563,33 @@ def _mapping(storage: np.ndarray) -> mmap.mmap | None:
     return obj if isinstance(obj, mmap.mmap) else None
 
 
-def cold(storage: np.ndarray) -> None:
-    """Give back the resident pages of arena storage (:func:`arena_storage`): its octets
-    read as zeros after; the mapping is kept for reuse (no page is resident until
-    written again)."""
+def resident_estimate(storage: np.ndarray, used: int) -> int:
+    """An upper bound on the resident octets of arena storage whose first ``used`` octets
+    were written: whole pages, huge pages (2 MiB, aligned in the address space) from
+    :data:`HUGEPAGE_MIN`, never beyond the storage's last page."""
+    capacity = len(storage)
+    cap = -(-capacity // mmap.PAGESIZE) * mmap.PAGESIZE
+    if used <= 0:
+        return 0
+    if capacity >= HUGEPAGE_MIN:
+        huge = 2 << 20
+        addr = storage.ctypes.data
+        end = -(-(addr + used) // huge) * huge
+        return min(cap, end - addr)
+    return min(cap, -(-used // mmap.PAGESIZE) * mmap.PAGESIZE)
+
+
+def cold(storage: np.ndarray, keep: int = 0) -> None:
+    """Give back the resident pages of arena storage (:func:`arena_storage`) from octet
+    ``keep`` on (rounded up to a page): those octets read as zeros after; the mapping is
+    kept for reuse (no page is resident until written again)."""
     mm = _mapping(storage)
     if mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-        mm.madvise(mmap.MADV_DONTNEED)
+        start = -(-keep // mmap.PAGESIZE) * mmap.PAGESIZE
+        if start == 0:
+            mm.madvise(mmap.MADV_DONTNEED)
+        elif start < len(mm):
+            mm.madvise(mmap.MADV_DONTNEED, start, len(mm) - start)
 
 
 class Arena:
@@ -579,7 +605,7 @@ class Arena:
     and progress (tesla/core/floodguard.py)."""
 
     __slots__ = ("data", "_mv", "used", "index", "n", "metas", "commits", "nbytes",
-                 "lo", "hi", "positions", "scanned")
+                 "lo", "hi", "positions", "scanned", "warm", "touched")
 
     def __init__(self, lo: float, hi: float, data: np.ndarray) -> None:
         self.data = data
@@ -594,6 +620,10 @@ class Arena:
         self.hi = hi
         self.positions: dict[int, int] | None = None
         self.scanned = 0
+        # octets charged for the pages its storage had resident as a warm spare (they
+        # stay charged until it is retired: TeslaReceiver._recycle)
+        self.warm = 0
+        self.touched = 0  # octets of its storage written before (as a spare's), warm
 
     def __len__(self) -> int:
         return self.n
@@ -896,7 +926,7 @@ class TeslaReceiver:
         self._stats: dict[str, int] = {k: 0 for k in _DROP_KEY.values()}
         self._stats.update(
             {"buffered_bytes": 0, "buffered_packets": 0, "accepted": 0, "max_buffered_bytes": 0,
-             "replay_bytes": 0}
+             "replay_bytes": 0, "warm_bytes": 0}
         )
         self.events: deque[Any] = deque(maxlen=MAX_EVENTS)
         self.params: TeslaParams | None = None
@@ -923,6 +953,8 @@ class TeslaReceiver:
         self._max_buffered = 0
         self._arena_hint = ARENA_MIN
         self._spare: list[np.ndarray] = []
+        # id(spare storage) -> (charge of its resident pages, octets written in it)
+        self._warm: dict[int, tuple[int, int]] = {}
         self._arena_cap = 0  # octets of all arenas and spares (<= max_buffered_bytes)
         self._newest: Arena | None = None  # the arena created last (size hint)
         self._prefix = bytearray()  # the lane's packed header prefixes (reused)
@@ -965,6 +997,9 @@ class TeslaReceiver:
         st["buffered_packets"] = self._nbuf
         st["max_buffered_bytes"] = self._max_buffered
         st["replay_bytes"] = self._replay_bytes
+        st["warm_bytes"] = sum(c for c, _ in self._warm.values()) + sum(
+            a.warm for a in self._pending.values()
+        )
         return st
 
     @property
@@ -1321,13 +1356,16 @@ class TeslaReceiver:
         if newest is not None:  # intervals of a session carry similar traffic
             self._arena_hint = max(ARENA_MIN, newest.used + (newest.used >> 3))
         spare = self._spare
+        warm = touched = 0
         if spare and len(spare[-1]) >= need:
             buf = spare.pop()
+            warm, touched = self._warm.pop(id(buf), (0, 0))  # charged now to the arena
         else:
             size = self._budget(need, self._arena_hint, 0)
             buf = arena_storage(size)
             self._arena_cap += size
         ar = self._pending[i] = self._newest = Arena(lo, hi, buf)
+        ar.warm, ar.touched = warm, touched
         return ar
 
     def _room(self, ar: Arena, more: int) -> None:
@@ -1344,8 +1382,12 @@ class TeslaReceiver:
             self._arena_cap += size - cap
             return
         spare = self._spare
+        self._buffered -= ar.warm  # the old storage is freed (or moved from)
+        ar.warm = ar.touched = 0
         if spare and len(spare[-1]) >= max(need, cap):
-            ar.resize(0, spare.pop())
+            buf = spare.pop()
+            ar.warm, ar.touched = self._warm.pop(id(buf), (0, 0))
+            ar.resize(0, buf)
             self._arena_cap -= cap  # the old storage is freed
         else:
             ar.resize(size)
@@ -1360,6 +1402,8 @@ class TeslaReceiver:
         avail = limit - self._arena_cap + have
         if avail < want and self._spare:
             self._arena_cap -= sum(map(len, self._spare))
+            self._buffered -= sum(c for c, _ in self._warm.values())
+            self._warm.clear()
             self._spare.clear()
             avail = limit - self._arena_cap + have
         if avail < need:
@@ -1373,15 +1417,41 @@ class TeslaReceiver:
 
     def _recycle(self, ar: Arena) -> None:
         """Keep the storage of a finished arena for the next interval (at most
-        :data:`ARENA_SPARES`, the largest ones)."""
+        :data:`ARENA_SPARES`, the largest ones).  Its resident pages stay (a warm spare:
+        the next interval writes without page faults) only while the buffer bound has
+        room for them, charged to the buffer like datagrams (``warm_bytes``), and are
+        given back (:func:`cold`) as soon as datagrams need that room
+        (:meth:`_shed_warm`); without room they are given back at once."""
         spare = self._spare
+        touched = max(ar.used, ar.touched)
         buf = ar.release()
-        cold(buf)  # resident memory: the octets buffered now (warm pages stay uncharged)
+        self._buffered -= ar.warm
+        c = resident_estimate(buf, touched)
+        if c and self._buffered + c <= self.max_buffered_bytes:
+            self._warm[id(buf)] = (c, touched)
+            self._account(c, 0)
+        else:
+            cold(buf)
         spare.append(buf)
         if len(spare) > ARENA_SPARES:
             spare.sort(key=len)
             self._arena_cap -= len(spare[0])
+            self._buffered -= self._warm.pop(id(spare[0]), (0, 0))[0]
             del spare[0]
+
+    def _shed_warm(self) -> None:
+        """Give back the warm pages and their charge (room for datagrams): the spares'
+        all, a buffering arena's beyond its octets in use."""
+        for buf in self._spare:
+            c, _ = self._warm.pop(id(buf), (0, 0))
+            if c:
+                cold(buf)
+                self._buffered -= c
+        for ar in self._pending.values():
+            if ar.warm:
+                cold(ar.data, ar.used)
+                self._buffered -= ar.warm
+                ar.warm, ar.touched = 0, ar.used
 
     def _retire(self, ar: Arena) -> None:
         """A verified arena's charge ends when its storage is given back (after its
@@ -1422,7 +1492,16 @@ class TeslaReceiver:
         if typ == 3:
             ar.commits.append((len(ar) - 1, data[off + 8 : off + 8 + self._kp]))
         ar.nbytes += cost
+        if ar.warm:
+            self._absorb_warm(ar, cost)
         self._account(cost, 1)
+
+    def _absorb_warm(self, ar: Arena, nbytes: int) -> None:
+        """Datagrams written into an arena's warm pages: their charge takes over that much
+        of the pages' charge (the pages are counted once)."""
+        d = min(ar.warm, nbytes)
+        ar.warm -= d
+        self._buffered -= d
 
     def _cap_positions(self, only: int | None) -> None:
         """A buffer bound is reached: drop the datagrams beyond the first few of their
@@ -1465,7 +1544,7 @@ class TeslaReceiver:
 
     def _evict_interval(self, w: int, reason: DropReason) -> None:
         ar = self._pending.pop(w)
-        self._buffered -= ar.nbytes
+        self._buffered -= ar.nbytes + ar.warm
         self._nbuf -= len(ar)
         self._drop(reason, len(ar))
         self._recycle(ar)
@@ -1692,6 +1771,10 @@ class TeslaReceiver:
             rel = good if ctl is None else good[~ctl[good]]
             nb, m = int(ln[rel].sum()), len(rel)
         c = nb + PER_PACKET_OVERHEAD * m
+        if ar.warm and self._buffered + c > self.max_buffered_bytes:
+            cold(ar.data, ar.used)  # this arena's warm pages beyond its datagrams
+            self._buffered -= ar.warm
+            ar.warm, ar.touched = 0, ar.used
         self._shed_replay(c)
         self._released += c
         self._account(c, 0)
@@ -1724,6 +1807,8 @@ class TeslaReceiver:
         """Drop replay memory, oldest interval first, until ``need`` more octets fit in
         the buffer bound (a late copy of those intervals is then counted ``unsafe``
         instead of ``replay``: dropped all the same)."""
+        if self._buffered + need > self.max_buffered_bytes:
+            self._shed_warm()
         while self._recent and self._buffered + need > self.max_buffered_bytes:
             self._forget_oldest()
 
@@ -2173,6 +2258,8 @@ class TeslaReceiver:
             ar.used = used[j]
             ar.metas.extend(mt)
             ar.nbytes += nb
+            if ar.warm:
+                self._absorb_warm(ar, nb)
             added += nb
         self._account(added, m)
         self.lane_packets += m
@@ -2233,6 +2320,8 @@ class TeslaReceiver:
                 ar.add_many(pk, lens, lv.moff[sel], mt)
             c = total + PER_PACKET_OVERHEAD * len(sel)
             ar.nbytes += c
+            if ar.warm:
+                self._absorb_warm(ar, c)
             added += c
         self._account(added, m)
         self.lane_packets += m
