@@ -490,6 +490,10 @@ class NormReceiver(BatchEntry):
         # (source_id, instance_id) -> earliest object id whose start (non-repair NORM_INFO
         # or block-0 NORM_DATA) we received before we could use it (presence_hint)
         self._presence: dict[tuple[int, int], int] = {}
+        # latest time our timers ran at (handle_timer): a message processed later than
+        # it arrived (a backlog in the socket or behind TESLA, arrival times being the
+        # kernel's stamps) restarts the inactivity timer from then, not from its arrival
+        self._timer_now = -math.inf
 
     # ------------------------------------------------------------------ Engine API
     def receive_datagrams(
@@ -749,7 +753,7 @@ class NormReceiver(BatchEntry):
             s.addr = addr_last
         s.last_heard = now
         s.inactivity_count = 0
-        s.inactivity_deadline = now + tin
+        s.inactivity_deadline = max(now, self._timer_now) + tin  # (as _heard)
         s.seq_expected = seq_exp
         s.seq_lost, s.loss_events, s.last_loss_time = seq_lost, loss_events, last_loss
         s.seq_received, s.rate_bytes, s.rate_start, s.recv_rate = (
@@ -817,6 +821,14 @@ class NormReceiver(BatchEntry):
         Nothing else is changed; a forged hint can only make us ask the sender for more
         of its own objects (a bounded NACK, squelched by the sender if unknown).  At most
         ``max_presence`` senders are tracked."""
+        if (
+            data[:1] == b"\x12"
+            and len(data) >= 20
+            and data[13] == 5
+            and not data[12] & M.FLAG_STREAM
+            and data[16:19] != b"\x00\x00\x00"
+        ):
+            return  # the common case, a later block of an object (FEC ID 5 SBN != 0)
         if len(data) < 20 or data[0] & 0x0F not in (M.NORM_INFO, M.NORM_DATA):
             return
         _, _, _, src, inst, _, _, flags, _, oid = _OBJ.unpack_from(data, 0)
@@ -863,6 +875,8 @@ class NormReceiver(BatchEntry):
         return t
 
     def handle_timer(self, now: float) -> None:
+        if now > self._timer_now:
+            self._timer_now = now
         for s in list(self.senders.values()):
             self._sender_timers(s, now)
 
@@ -915,7 +929,11 @@ class NormReceiver(BatchEntry):
             s.gsize_q = gsize
         s.last_heard = now
         s.inactivity_count = 0
-        s.inactivity_deadline = now + self._t_inactivity(s)
+        # from when we process it (a receiver working through a backlog of datagrams
+        # stamped more than T_inactivity ago must not take the sender for silent and
+        # NACK the whole current object, issue 11: a 65k-repair storm at 100 MiB)
+        t = self._timer_now
+        s.inactivity_deadline = (now if now > t else t) + self._t_inactivity(s)
         # loss estimate from sender sequence gaps (feeds EXT_CC only, never reliability)
         if s.seq_expected is not None:
             gap = (seq - s.seq_expected) & 0xFFFF
