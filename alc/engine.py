@@ -81,3 +81,47 @@ class BatchEntry:
         rx = self.receive_datagram
         for k, data in enumerate(datagrams):
             rx(data, addrs[k], float(times[k]))
+
+
+class Forwarding(BatchEntry):
+    """An engine placed in front of another, ``engine`` (a jitter buffer, a loss or
+    cold-start injector, a recorder): every entry of the contract passes through
+    unchanged, each written out (no attribute forwarding); a subclass overrides what it
+    changes.  :func:`innermost` finds the engine at the end of a chain of them."""
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+
+    @property
+    def stats(self) -> dict[str, int]:
+        st: dict[str, int] = self.engine.stats
+        return st
+
+    def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
+        self.engine.receive_datagram(data, addr, now)
+
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        self.engine.receive_datagrams(datagrams, addrs, times)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
+        out: list[tuple[bytes, Address | None]] = self.engine.datagrams_to_send(now)
+        return out
+
+    def get_timer(self) -> float | None:
+        t: float | None = self.engine.get_timer()
+        return t
+
+    def handle_timer(self, now: float) -> None:
+        self.engine.handle_timer(now)
+
+    def next_event(self) -> Any | None:
+        return self.engine.next_event()
+
+
+def innermost(engine: Any) -> Any:
+    """The engine behind a chain of :class:`Forwarding` engines (``engine`` itself if none)."""
+    while isinstance(engine, Forwarding):
+        engine = engine.engine
+    return engine

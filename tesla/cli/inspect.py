@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from alc.engine import Address, BatchEntry
+from alc.engine import Address, Forwarding, Times
 from alc.errors import DecodeError
 from alc.pcap import read_udp
 from tesla.core import extauth as ea
@@ -203,40 +203,22 @@ def guess_protocol(payloads: Sequence[bytes]) -> str:
 # ----------------------------------------------------------------------------- verify
 
 
-class _Released(BatchEntry):
+class _Released(Forwarding):
     """Between the verifier and the ALC/NORM engine: records what the receiver released."""
 
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
+    def __init__(self, engine: Any) -> None:
+        super().__init__(engine)
         self.released: list[bytes] = []
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    @property
-    def stats(self) -> dict[str, int]:
-        st: dict[str, int] = self.inner.stats
-        return st
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
         self.released.append(data)
-        self.inner.receive_datagram(data, addr, now)
+        self.engine.receive_datagram(data, addr, now)
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
-        out: list[tuple[bytes, Address | None]] = self.inner.datagrams_to_send(now)
-        return out
-
-    def get_timer(self) -> float | None:
-        t: float | None = self.inner.get_timer()
-        return t
-
-    def handle_timer(self, now: float) -> None:
-        self.inner.handle_timer(now)
-
-    def next_event(self) -> Any | None:
-        return self.inner.next_event()
+    def receive_datagrams(
+        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
+    ) -> None:
+        self.released.extend(datagrams)
+        self.engine.receive_datagrams(datagrams, addrs, times)
 
 
 def _receiver(protocol: str, port: int, key: str, max_clock_error: float | None, out: str,

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from alc.engine import Address, BatchEntry, Times
+from alc.engine import Forwarding, Times
 from alc.net import Driver, LossInjector, open_socket, parse_group
 from alc.output import OutputError, ReceivedFiles, plain_relpath
 from tesla.cli.run_alc import (
@@ -347,7 +347,7 @@ def object_relpath(info: bytes | None, source_id: int, instance_id: int, object_
     return plain_relpath(text)
 
 
-class ColdStart(BatchEntry):
+class ColdStart(Forwarding):
     """``receive --drop-first N`` (testing aid): the first ``n`` sender datagrams arrive
     unusable, as at a cold start.  Authenticated: they reach the TESLA layer with an
     arrival time 10 s late, so the verifier drops them as unsafe (its own path, counted
@@ -358,26 +358,8 @@ class ColdStart(BatchEntry):
     LATE = 10.0
 
     def __init__(self, engine: Any, norm_rx: Any, n: int, authenticated: bool) -> None:
-        self.engine, self.norm_rx, self.n, self.auth = engine, norm_rx, n, authenticated
-
-    @property
-    def stats(self) -> dict[str, int]:
-        st: dict[str, int] = self.engine.stats
-        return st
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
-        out: list[tuple[bytes, Address | None]] = self.engine.datagrams_to_send(now)
-        return out
-
-    def get_timer(self) -> float | None:
-        t: float | None = self.engine.get_timer()
-        return t
-
-    def handle_timer(self, now: float) -> None:
-        self.engine.handle_timer(now)
-
-    def next_event(self) -> Any | None:
-        return self.engine.next_event()
+        super().__init__(engine)
+        self.norm_rx, self.n, self.auth = norm_rx, n, authenticated
 
     def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
         self.receive_datagrams([data], [addr], [now])

@@ -46,7 +46,7 @@ from typing import Any, NoReturn
 
 from cryptography.exceptions import UnsupportedAlgorithm
 
-from alc.engine import Address, BatchEntry, Times, count
+from alc.engine import Address, BatchEntry, Forwarding, Times, count
 from alc.net import Driver, LossInjector, iface_address, parse_group
 from tesla.core.authenticator import PROTO_ALC, PROTO_NORM, ControlTemplate, TeslaSender
 from tesla.core.bootstrap_sig import load_private_key, load_public_key, read_key_file
@@ -528,19 +528,15 @@ class _AuthRx(AuthenticatedReceiver):
         super().handle_timer(now + self.offset)
 
 
-class _Jitter(BatchEntry):
+class _Jitter(Forwarding):
     """Testing aid: holds each received datagram for a random 0..``jitter`` s."""
 
     def __init__(self, engine: Any, jitter: float, seed: int = 1) -> None:
-        self.engine = engine
+        super().__init__(engine)
         self.jitter = jitter
         self._rng = random.Random(seed)
         self._q: list[tuple[float, int, bytes, Address | None]] = []
         self._n = 0
-
-    @property
-    def stats(self) -> Any:
-        return self.engine.stats
 
     def _release(self, now: float) -> None:
         q = self._q
@@ -571,8 +567,7 @@ class _Jitter(BatchEntry):
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         self._release(now)
-        out: list[tuple[bytes, Address | None]] = self.engine.datagrams_to_send(now)
-        return out
+        return super().datagrams_to_send(now)
 
     def get_timer(self) -> float | None:
         a = self.engine.get_timer()
@@ -584,9 +579,6 @@ class _Jitter(BatchEntry):
     def handle_timer(self, now: float) -> None:
         self._release(now)
         self.engine.handle_timer(now)
-
-    def next_event(self) -> Any | None:
-        return self.engine.next_event()
 
 
 def _preload(protocol: str) -> None:
@@ -731,38 +723,23 @@ class _Split:
         self.side = _SideView(self)
 
 
-class _MainView(BatchEntry):
+class _MainView(Forwarding):
+    """The group socket's view: the engine's own receive path (its ``recvmmsg`` slab
+    entry too), datagrams with an explicit address left for the side channel."""
+
     def __init__(self, split: _Split) -> None:
+        super().__init__(split.engine)
         self.s = split
-        self.engine = split.engine
+        self.takes_slab = bool(isinstance(split.engine, BatchEntry) and split.engine.takes_slab)
 
-    @property
-    def stats(self) -> Any:
-        return self.engine.stats
-
-    def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
-        self.engine.receive_datagram(data, addr, now)
-
-    def receive_datagrams(
-        self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
-    ) -> None:
-        self.engine.receive_datagrams(datagrams, addrs, times)
+    def receive_slab(self, slab: Any, addrs: Sequence[Address | None]) -> None:
+        self.engine.receive_slab(slab, addrs)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         out: list[tuple[bytes, Address | None]] = []
         for d, a in self.engine.datagrams_to_send(now):
             (self.s.unicast if a is not None else out).append((d, a))
         return out
-
-    def get_timer(self) -> float | None:
-        t: float | None = self.engine.get_timer()
-        return t
-
-    def handle_timer(self, now: float) -> None:
-        self.engine.handle_timer(now)
-
-    def next_event(self) -> Any | None:
-        return self.engine.next_event()
 
 
 class _SideView(_MainView):

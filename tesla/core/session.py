@@ -38,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from alc.engine import Address, BatchEntry, Engine, Times
+from alc.engine import Address, BatchEntry, Engine, Times, innermost
 from alc.errors import DecodeError
 from alc.receiver import AlcReceiver
 from alc.sender import AlcSender
@@ -167,9 +167,11 @@ class AuthenticatedReceiver(BatchEntry):
         self._norm = tesla_receiver.protocol == PROTO_NORM
         self.takes_slab = not self._norm
         self._release_delay_set = False
-        # the hooks of the concrete engines (a test double has none)
-        self._alc_rx = engine if isinstance(engine, AlcReceiver) else None
-        self._norm_rx = engine if self._norm and isinstance(engine, NormReceiver) else None
+        # the hooks of the concrete engine behind any Forwarding ones (a test double has
+        # none)
+        base = innermost(engine)
+        self._alc_rx = base if isinstance(base, AlcReceiver) else None
+        self._norm_rx = base if self._norm and isinstance(base, NormReceiver) else None
         if cc_preauth and self._norm_rx is not None:
             tesla_receiver.cc_hint = self._norm_rx.congestion_control_hint
 
