@@ -74,7 +74,7 @@ def test_norm_big_line_bit_exact_and_ratio() -> None:
     the real send/receive at the CLI's TESLA defaults, NRL on the same file, the ratio."""
     nrl, why = bench_norm.load_nrl()
     lines: list[str] = []
-    res = bench_norm.norm_big(lines.append, 1 << 20, rate=600e6, repeat=1, nrl=nrl, nrl_rates_mbps=(400,), why=why)
+    res = bench_norm.norm_big(lines.append, 1 << 20, rates=[600e6], repeat=1, nrl=nrl, nrl_rates_mbps=(400,), why=why)
     text = "\n".join(lines)
     assert "big_auth" in res and res["big_auth"] > 0, text
     assert any("TESLA 100/3 (CLI), 1 MiB" in ln and "ok True" in ln for ln in lines), text
