@@ -228,6 +228,9 @@ class Endpoint:
     backlog: deque[tuple[bytes, Address]] = field(default_factory=deque)
     slab: Slab | None = None
     kernel_drops: int = 0  # last SO_RXQ_OVFL value seen on ``sock``
+    #: the newest arrival time read while the socket still held more (its last
+    #: ``recvmmsg`` filled the slab), else None: see :meth:`Driver.run`
+    behind: float | None = None
     #: the engine's slab entry when it declares one (``takes_slab``, alc.engine)
     slab_entry: Callable[[Slab, Sequence[Address | None]], None] | None = None
 
@@ -282,7 +285,12 @@ class Driver:
         self.sel.close()
 
     def _drain(self, ep: Endpoint) -> None:
-        drain_endpoint(ep, self.stats, None if self._kernel_clock else self.clock)
+        n = drain_endpoint(ep, self.stats, None if self._kernel_clock else self.clock)
+        slab = ep.slab
+        if self._kernel_clock and slab is not None and n >= slab.rows:
+            ep.behind = float(slab.stamps[n - 1])  # a full batch: more is waiting
+        else:
+            ep.behind = None
 
     def _send(self, ep: Endpoint, now: float) -> bool:
         """Send due datagrams; False if the socket buffer is full (backlog kept)."""
@@ -295,7 +303,15 @@ class Driver:
         on_tick: Callable[[float], None] | None = None,
         tick: float = 0.1,
     ) -> bool:
-        """Loop until ``until()`` is true (returns True) or ``timeout`` s elapse (False)."""
+        """Loop until ``until()`` is true (returns True) or ``timeout`` s elapse (False).
+
+        An endpoint whose socket still holds datagrams (its last ``recvmmsg`` filled the
+        slab: a receiver working through a backlog) gets its timers at the arrival time
+        of the newest datagram it has read, not at the clock: the datagrams still queued
+        arrived before now, so a timer must not decide as if they had not (a NORM
+        receiver seconds behind a fast sender would take the sender for silent and NACK
+        the rest of the object: a 65k-repair storm, issue 11); pcap replay does the
+        same with capture times."""
         start = self.clock()
         deadline = start + timeout if timeout is not None else None
         next_tick = start
@@ -306,8 +322,9 @@ class Driver:
             for ep in self.endpoints:
                 eng = ep.engine
                 t = eng.get_timer()
-                if t is not None and t <= now:
-                    eng.handle_timer(now)
+                tnow = now if ep.behind is None else min(now, ep.behind)
+                if t is not None and t <= tnow:
+                    eng.handle_timer(tnow)
                 if not self._send(ep, now):
                     blocked = True
                 t = eng.get_timer()
@@ -329,7 +346,10 @@ class Driver:
             if not self.sel.get_map():
                 time.sleep(wait)
                 continue
-            for key, _mask in self.sel.select(wait):
+            ready = self.sel.select(wait)
+            for ep in self.endpoints:
+                ep.behind = None  # set again by a full batch below
+            for key, _mask in ready:
                 self._drain(key.data)
 
 

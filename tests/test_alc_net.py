@@ -168,3 +168,64 @@ def test_drain_hands_slabs_to_engines_that_declare_the_slab_entry(takes_slab: bo
     finally:
         rx.close()
         tx.close()
+
+
+class _Silence(BatchEntry):
+    """A receiver whose timer is an inactivity deadline: ``T`` after the newest arrival
+    it processed.  It records every timer call made while the datagrams it had not read
+    yet had all arrived before that deadline (a false silence)."""
+
+    T = 0.05
+
+    def __init__(self, total: int) -> None:
+        self.stats: dict[str, int] = {}
+        self.total = total
+        self.seen = 0
+        self.last: float | None = None
+        self.false_silence: list[tuple[float, float, int]] = []
+
+    def receive_datagrams(self, datagrams: Any, addrs: Any, times: Any) -> None:
+        self.seen += len(datagrams)
+        self.last = max(float(t) for t in times)
+
+    def get_timer(self) -> float | None:
+        return None if self.last is None else self.last + self.T
+
+    def handle_timer(self, now: float) -> None:
+        if self.seen < self.total:  # datagrams still queued in the socket
+            self.false_silence.append((now, self.last or 0.0, self.seen))
+        self.last = now  # one timeout per silence
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        return []
+
+    def next_event(self) -> Any:
+        return None
+
+
+def test_timers_wait_for_the_datagrams_still_queued() -> None:
+    """A receiver 0.3 s behind (a backlog of 3000 datagrams, all sent at once, read 64 at a
+    time): its timers run at the arrival time of the newest datagram read while the socket
+    still holds more, so an inactivity deadline never fires while the sender's datagrams
+    are merely queued; once they are all read, time is the clock again.  (Fails with the
+    clock as timer time: the deadline passes at the first timer check.)"""
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        enable_rx_metadata(rx)
+        n = 3000
+        for k in range(n):
+            tx.sendto(k.to_bytes(4, "big") * 50, rx.getsockname())
+        time.sleep(0.3)  # the receiver starts late: everything is queued
+        eng = _Silence(n)
+        drv = Driver(batch=64)
+        drv.add(eng, rx, None)
+        drv.run(until=lambda: eng.seen >= n, timeout=10)
+        assert eng.seen == n and drv.stats.get("drop.socket_overflow", 0) == 0
+        assert eng.false_silence == []
+    finally:
+        rx.close()
+        tx.close()
