@@ -35,7 +35,7 @@ def test_kernel_timestamps_survive_a_stall() -> None:
         for k in range(20):
             tx.send(bytes([k]) * 100)
         t1 = time.time()
-        time.sleep(0.3)  # the process stalls before it reads
+        time.sleep(1.0)  # the process stalls before it reads
         slab = Slab(64, 2048)
         n = recv_batch(rx, slab)
         after = time.time()
@@ -43,8 +43,10 @@ def test_kernel_timestamps_survive_a_stall() -> None:
         assert slab.kernel_stamped == 20
         stamps = slab.stamps[:n]
         # arrival times are when the datagrams entered the socket, not when we read them
+        # (loopback delivery itself may wait for a busy CPU's softirq: up to 0.5 s here,
+        # seen 0.3 s in CI under load)
         assert stamps.min() >= t0 - 0.001
-        assert stamps.max() <= t1 + 0.05 < after - 0.2
+        assert stamps.max() <= t1 + 0.5 < after - 0.45
         assert (stamps[1:] >= stamps[:-1]).all()
         assert [d[0] for d in slab.datagrams()] == list(range(20))
     finally:
