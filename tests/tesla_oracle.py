@@ -396,10 +396,13 @@ class OracleReceiver:
         if (typ == 3 or typ == 4) and p.single_chain:
             self._drop("malformed")
             return
-        if self._hb == 1 and self._norm_replayed(data):
+        (i,) = _I.unpack_from(data, off + 4)
+        # NORM replay (RFC 5776 §6.2.2): only a datagram of an interval whose key is
+        # legitimate can be a copy of an accepted one; only there is the 16-bit sequence
+        # unambiguous (more than 2^15 messages may be in flight behind the TESLA delay)
+        if self._hb == 1 and i <= self._max_known and self._norm_replayed(data):
             self._drop("replay")
             return
-        (i,) = _I.unpack_from(data, off + 4)
         # -- safe-packet test (step 2)
         b = self._bounds.get(i)
         if b is None:

@@ -310,7 +310,6 @@ def test_native_lane_copies_matching_rows_and_refuses_inconsistent_tables() -> N
     slots = np.array([(7, 100, 1000, 0, 0, 0)], dtype=np.int64)
     bounds = np.array([(0.5, 2.0)])
     keys = np.zeros((1, 2, 16), dtype=np.uint8)
-    srcs = np.zeros((1, 2), dtype=np.int64)
     rows = np.empty((5, 4), dtype=np.int64)
     rslot = np.empty(5, dtype=np.int64)
 
@@ -318,7 +317,7 @@ def test_native_lane_copies_matching_rows_and_refuses_inconsistent_tables() -> N
         a = dict(pkts=pkts, width=-1, lens=None, cls=cls, slots=slots.copy(), arenas=(arena,))
         a.update(kw)
         return mod.lane(a["pkts"], a["width"], a["lens"], 0, len(a["pkts"]), times, a["cls"],
-                        clsv, a["slots"], bounds, keys, a["arenas"], srcs, 10**9, 64, rows, rslot)
+                        clsv, a["slots"], bounds, keys, a["arenas"], 10**9, 64, rows, rslot)
 
     assert call() == (2, 1, -1)  # interval 8 has no slot: the scalar path decides it
     assert arena[: 2 * 40].tobytes() == pkts[0] + pkts[1]

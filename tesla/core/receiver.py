@@ -12,7 +12,10 @@ datagram, in the order of RFC 5776 §4.3:
    :meth:`~TeslaReceiver._sync_response`); before a valid bootstrap (and in direct mode
    a D_t) every other packet is dropped (``no_bootstrap``);
 2. NORM replay (§6.2.2): the 16-bit sequence of accepted messages per source
-   (:meth:`~TeslaReceiver._norm_replayed`);
+   (:meth:`~TeslaReceiver._norm_replayed`), for a datagram of an interval whose key is
+   already legitimate: only such a datagram can be a copy of an accepted one (i is under
+   the MAC), and only for it does the 16-bit sequence compare without ambiguity (the
+   d+1 intervals in flight may hold more than 2^15 messages: 1.6 Gbit/s, T_int 100 ms);
 3. safe-packet test on the arrival time: safe iff ``floor((T + D_t - T0)/T_int) < i + d``,
    and a tag of an interval the sender cannot have reached is refused too; both bounds are
    exact float thresholds per interval (:meth:`~TeslaReceiver._interval_bounds`); a tag of
@@ -269,8 +272,6 @@ LANE_MAX_CLASSES = 4
 LANE_COLS = 32
 #: intervals the native lane adds to in one call (``tesla/mac/_mac.c``: at most 8)
 LANE_SLOTS = 8
-#: NORM sources whose replay state the native lane can take (more: the numpy lane)
-LANE_SOURCES = 64
 #: intervals of this many octets are verified in a background thread (verify_threads >
 #: 1; smaller ones in shares among threads, synchronously: the hand-over costs the
 #: background thread a wait for the GIL, up to the switch interval)
@@ -831,8 +832,6 @@ class _LaneView:
         self.i = self.off
         self.moff = self.off
         self.keys: np.ndarray | None = None
-        self.src: np.ndarray | None = None  # NORM source_id (octets 4-7)
-        self.seq: np.ndarray | None = None  # NORM sequence (octets 2-3)
 
 
 def _distinct(a: np.ndarray) -> np.ndarray:
@@ -1133,9 +1132,7 @@ class TeslaReceiver:
         skip = 0
         while k < n:
             if skip == 0 and self._lane_enabled():
-                if self._hb == 1 and self._inflight is not None:
-                    self._join()  # the NORM lane reads the replay state
-                if native is not None and (self._hb == 2 or len(self._seq_hi) <= LANE_SOURCES):
+                if native is not None:
                     m = self._native_lane(native, pkts, tc, ms, k)
                 else:
                     if lane is None or lane.params is not self.params:
@@ -1229,10 +1226,10 @@ class TeslaReceiver:
         if (typ == 3 or typ == 4) and p.single_chain:
             self._drop(DropReason.MALFORMED)
             return
-        if self._hb == 1 and self._norm_replayed(data):
+        (i,) = _I.unpack_from(data, off + 4)
+        if self._hb == 1 and i <= self._max_known and self._norm_replayed(data):
             self._drop(DropReason.REPLAY)
             return
-        (i,) = _I.unpack_from(data, off + 4)
         if not self._safe(i, now, data, off, typ):
             return
         if self._g:
@@ -1913,32 +1910,6 @@ class TeslaReceiver:
                 pos += 1
             his[u] = (base + top) & 0xFFFF
 
-    def _norm_replay_mask(self, src: np.ndarray, seq: np.ndarray) -> np.ndarray:
-        """:meth:`_norm_replayed` of each (source, sequence): newer than the source's
-        highest accepted is no replay (numpy), the others one by one."""
-        m = len(src)
-        rep = np.zeros(m, dtype=bool)
-        his = self._seq_hi
-        if not his or not m:
-            return rep
-        for v in _distinct(src).tolist():
-            hi = his.get(v)
-            if hi is None:
-                continue
-            rows = np.flatnonzero(src == v)
-            dd = (hi - seq[rows]) & 0xFFFF
-            old = np.flatnonzero(dd < 0x8000)
-            if not len(old):
-                continue
-            seen = self._seq_seen.get(v, ())
-            for j, dv, sv in zip(
-                rows[old].tolist(), dd[old].tolist(), seq[rows[old]].tolist(), strict=True
-            ):
-                if dv >= NORM_SEQ_WINDOW or sv in seen:
-                    rep[j] = True
-        return rep
-
-    # ------------------------------------------------------------------ the lane
     def _lane_enabled(self) -> bool:
         return self._ready and self._g == 0 and self.early_discard is None
 
@@ -1991,9 +1962,6 @@ class TeslaReceiver:
             r += int(nxt[0])
         if not elig.any():
             return lv
-        if self._hb == 1:
-            lv.seq = a2[:, 2:4].copy().view(">u2").ravel().astype(np.int64)
-            lv.src = a2[:, 4:8].copy().view(">u4").ravel().astype(np.int64)
         o = int(off[int(np.argmax(elig))])
         if bool((off[elig] == o).all()):
             # one EXT_AUTH offset (the usual case): column slices, no gathers
@@ -2018,8 +1986,9 @@ class TeslaReceiver:
         self, lv: _LaneView, pkts: list[bytes], times: np.ndarray, ms: Sequence[Any], k: int
     ) -> int:
         """Buffer the longest run of datagrams from ``k`` on which :meth:`_receive_one`
-        would decide "buffer" and change nothing else: eligible layout, NORM no replay, an
-        interval already buffering, inside its safe window, above the last legitimate key,
+        would decide "buffer" and change nothing else: eligible layout, an interval already
+        buffering, inside its safe window, above the last legitimate key (so no NORM
+        replay test applies, see :meth:`_receive_one`),
         the disclosed key equal to the cached one, no new chain, room in the interval and
         in the buffer.  Returns how many (0: datagram k needs the scalar path)."""
         elig = lv.elig
@@ -2082,11 +2051,6 @@ class TeslaReceiver:
         badr = np.flatnonzero(~ok)
         if len(badr):
             m = int(badr[0])
-        if m and self._hb == 1:
-            assert lv.src is not None and lv.seq is not None
-            rep = np.flatnonzero(self._norm_replay_mask(lv.src[k : k + m], lv.seq[k : k + m]))
-            if len(rep):
-                m = int(rep[0])
         if m == 0:
             return 0
         return self._lane_store(lv, pkts, ms, k, m, single, pends)
@@ -2133,8 +2097,8 @@ class TeslaReceiver:
         """The lane in one C call (``tesla/mac/_mac.c`` ``lane``, the same conditions as
         :meth:`_lane`): datagrams from ``k`` with a known layout class, for an interval
         already buffering (above the last legitimate key, no new chain, in its safe
-        window, the disclosed key the cached one, room in the interval and the buffer),
-        NORM newer than the highest accepted sequence, are copied into their arenas.
+        window, the disclosed key the cached one, room in the interval and the buffer)
+        are copied into their arenas.
         Unknown layouts are learned by the codec walk of the datagram.  Returns how many
         it took (0: datagram k needs the scalar path)."""
         p = self.params
@@ -2167,10 +2131,6 @@ class TeslaReceiver:
         slots = np.array(srow, dtype=np.int64)
         bounds = np.array(brow, dtype=np.float64)
         keys = np.frombuffer(b"".join(krow), dtype=np.uint8)
-        if self._hb == 1:
-            srcs = np.array([(1, 0), *self._seq_hi.items()], dtype=np.int64)
-        else:
-            srcs = np.zeros((1, 2), dtype=np.int64)
         if len(self._lane_rslot) < n - k:  # the lane's output rows (reused: read at once)
             self._lane_rows = np.empty((n - k, 4), dtype=np.int64)
             self._lane_rslot = np.empty(n - k, dtype=np.int64)
@@ -2191,7 +2151,7 @@ class TeslaReceiver:
             k0 = k + taken
             m, reason, which = native(
                 buf, width, lens, k0, n, times, self._cls_arr, self._cls_val, slots, bounds,
-                keys, tuple(ar.data for ar in ars), srcs,
+                keys, tuple(ar.data for ar in ars),
                 self.max_buffered_bytes - self._buffered, PER_PACKET_OVERHEAD,
                 rows[taken:], rslot[taken:],
             )

@@ -1444,7 +1444,7 @@ done:
 }
 
 PyDoc_STRVAR(lane_doc,
-"lane(pkts, width, lens, k0, n, times, cls, clsv, slots, bounds, keys, arenas, srcs,\n"
+"lane(pkts, width, lens, k0, n, times, cls, clsv, slots, bounds, keys, arenas,\n"
 "     budget, overhead, rows, rslot) -> (m, reason, which)\n--\n\n"
 "The receiver's lane (tesla.core.receiver) over datagrams k0..n-1: pkts a sequence of bytes\n"
 "or buffers (width < 0), or the rows of a recvmmsg slab (a C-contiguous buffer of rows\n"
@@ -1452,9 +1452,7 @@ PyDoc_STRVAR(lane_doc,
 "layout class c (length >= cls[c,0], clsv[c,j] at the cls[c,5+j] octets), its interval\n"
 "index (4 octets at cls[c,1] + 4) is slot s's interval slots[s,0], bounds[s,0] <=\n"
 "times[k] < bounds[s,1], its disclosed key (class Type 1 / 4) equals keys[s,0 / 1]\n"
-"(slots[s,4 / 5]: known), its NORM (source, sequence) is newer than the source's\n"
-"highest accepted in srcs (row 0: (1, 0) for NORM, else (0, 0); then rows (source,\n"
-"highest)), the slot has room for a packet\n"
+"(slots[s,4 / 5]: known), the slot has room for a packet\n"
 "(slots[s,1]) and the byte budget for length + overhead; then it is copied to\n"
 "arenas[s] at slots[s,3] (< slots[s,2], the arena capacity) and rows[m] = (start, length,\n"
 "MAC offset cls[c,3], -1), rslot[m] = s | c << 8 | e << 16, e = 1 when class c is Type 3\n"
@@ -1468,14 +1466,14 @@ PyDoc_STRVAR(lane_doc,
 
 static PyObject *lane(PyObject *self, PyObject *args)
 {
-    PyObject *seq, *lno, *tmo, *clo, *cvo, *slo, *bdo, *kyo, *aro, *sro, *rwo, *rso;
+    PyObject *seq, *lno, *tmo, *clo, *cvo, *slo, *bdo, *kyo, *aro, *rwo, *rso;
     Py_ssize_t width, k0, n, overhead;
     long long budget;
-    if (!PyArg_ParseTuple(args, "OnOnnOOOOOOOOLnOO", &seq, &width, &lno, &k0, &n, &tmo, &clo,
-                          &cvo, &slo, &bdo, &kyo, &aro, &sro, &budget, &overhead, &rwo, &rso))
+    if (!PyArg_ParseTuple(args, "OnOnnOOOOOOOLnOO", &seq, &width, &lno, &k0, &n, &tmo, &clo,
+                          &cvo, &slo, &bdo, &kyo, &aro, &budget, &overhead, &rwo, &rso))
         return NULL;
     PyObject *ret = NULL;
-    Py_buffer tm = {0}, cl = {0}, cv = {0}, sl = {0}, bd = {0}, ky = {0}, sr = {0}, rw = {0},
+    Py_buffer tm = {0}, cl = {0}, cv = {0}, sl = {0}, bd = {0}, ky = {0}, rw = {0},
               rs = {0}, slab = {0}, ln = {0};
     Py_buffer ar[8];
     Py_ssize_t nar = 0;
@@ -1483,7 +1481,7 @@ static PyObject *lane(PyObject *self, PyObject *args)
     Py_ssize_t m = 0, which = -1;
     int reason = 0;
     const unsigned char *c3[8] = {0};  /* per slot: its first Type 3 commitment (in the arena) */
-    Py_ssize_t cn = -1, cvn = -1, sn = -1, bn = -1, kn = -1, srn = -1, rwn = -1, rsn = -1, tn = -1;
+    Py_ssize_t cn = -1, cvn = -1, sn = -1, bn = -1, kn = -1, rwn = -1, rsn = -1, tn = -1;
     if (k0 < 0 || n < k0) {
         PyErr_SetString(PyExc_ValueError, "bad datagram range");
         goto done;
@@ -1492,12 +1490,12 @@ static PyObject *lane(PyObject *self, PyObject *args)
         goto bad_times;
     if (get_array(clo, &cl, 0, 8, &cn, "cls") < 0 || get_array(cvo, &cv, 0, 1, &cvn, "clsv") < 0
         || get_array(slo, &sl, 1, 8, &sn, "slots") < 0 || get_farray(bdo, &bd, &bn, "bounds") < 0
-        || get_array(kyo, &ky, 0, 1, &kn, "keys") < 0 || get_array(sro, &sr, 0, 8, &srn, "srcs") < 0
+        || get_array(kyo, &ky, 0, 1, &kn, "keys") < 0
         || get_array(rwo, &rw, 1, 8, &rwn, "rows") < 0 || get_array(rso, &rs, 1, 8, &rsn, "rslot") < 0)
         goto done;
-    Py_ssize_t nc = cn / (5 + LANE_COLS), ns = sn / 6, nsrc = -1;
+    Py_ssize_t nc = cn / (5 + LANE_COLS), ns = sn / 6;
     if (cn % (5 + LANE_COLS) || cvn != nc * LANE_COLS || sn % 6 || bn != 2 * ns
-        || (ns && kn % (2 * ns)) || (!ns && kn) || srn % 2 || srn < 2 || rwn < 4 * (n - k0)
+        || (ns && kn % (2 * ns)) || (!ns && kn) || rwn < 4 * (n - k0)
         || rsn < n - k0 || ns > 8 || !PyTuple_Check(aro) || PyTuple_Size(aro) != ns) {
         PyErr_SetString(PyExc_ValueError, "lane: inconsistent table shapes");
         goto done;
@@ -1548,10 +1546,6 @@ static PyObject *lane(PyObject *self, PyObject *args)
         sbase = slab.buf;
     }
     const double *T = tm.buf, *B = bd.buf;
-    /* srcs row 0: (1, 0) for NORM (then rows 1.. are the sources), else (0, 0) */
-    const int64_t *SR = (const int64_t *)sr.buf + 2;
-    if (((const int64_t *)sr.buf)[0] == 1)
-        nsrc = srn / 2 - 1;
     int64_t *S = sl.buf, *R = rw.buf, *RS = rs.buf;
     const unsigned char *K = ky.buf;
     Py_ssize_t k = k0;
@@ -1617,15 +1611,6 @@ static PyObject *lane(PyObject *self, PyObject *args)
                 if (!S[6 * s + 4 + e] || memcmp(p + off + 8, K + (2 * s + e) * kp, (size_t)kp))
                     break;
             }
-            if (nsrc >= 0) {  /* NORM (RFC 5776 §6.2.2): newer than the highest accepted */
-                uint32_t src = ((uint32_t)p[4] << 24) | (p[5] << 16) | (p[6] << 8) | p[7];
-                int64_t sq = (p[2] << 8) | p[3];
-                Py_ssize_t q = 0;
-                while (q < nsrc && SR[2 * q] != (int64_t)src)
-                    q++;
-                if (q < nsrc && ((SR[2 * q + 1] - sq) & 0xFFFF) < 0x8000)
-                    break;
-            }
             if (Lk + overhead > budget)
                 break;
             if (S[6 * s + 3] + Lk > S[6 * s + 2]) {
@@ -1665,7 +1650,7 @@ done:
     heldseq_release(&hs);
     for (Py_ssize_t s = 0; s < nar; s++)
         PyBuffer_Release(&ar[s]);
-    Py_buffer *all[] = {&tm, &cl, &cv, &sl, &bd, &ky, &sr, &rw, &rs, &slab, &ln};
+    Py_buffer *all[] = {&tm, &cl, &cv, &sl, &bd, &ky, &rw, &rs, &slab, &ln};
     for (size_t j = 0; j < sizeof all / sizeof all[0]; j++)
         if (all[j]->obj)
             PyBuffer_Release(all[j]);
