@@ -716,9 +716,7 @@ def norm_big(
     authenticated at the CLI's TESLA defaults (:func:`tesla.cli.bench_live.live_transfer`,
     ``--rate`` each of ``rates``, ``repeat`` times each: its best counts, as NRL's does)
     and by NRL NORM at each of ``nrl_rates_mbps`` once (its best counts), the same file;
-    ratio printed.  (A rate above what the authenticated receiver processes makes it
-    fall behind by more than its inactivity timeout, and its NACK of the rest of the
-    object brings a repair storm: issue 11's closing note.)  Returns ``big_auth`` and
+    ratio printed.  Returns ``big_auth`` and
     ``big_nrl`` (best seconds; absent: failed or skipped)."""
     from tesla.cli.bench_live import live_transfer, make_file, make_keys
 

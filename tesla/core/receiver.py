@@ -820,7 +820,7 @@ class _SlabDatagrams(Sequence[bytes]):
 class _LaneView:
     """State-independent facts of a batch for the lane."""
 
-    __slots__ = ("params", "n", "lens", "elig", "off", "typ", "i", "moff", "keys", "src", "seq")
+    __slots__ = ("params", "n", "lens", "elig", "off", "typ", "i", "moff", "keys")
 
     def __init__(self, params: Any, n: int) -> None:
         self.params = params
