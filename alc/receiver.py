@@ -88,6 +88,7 @@ import numpy as np
 from alc.engine import Address, BatchEntry, Times, count
 from alc.errors import DecodeError
 from alc.ext import walk_extensions
+from alc.rows import Rows
 
 NTP_OFFSET = 2208988800
 PAYLOAD_ID_LEN = {0: 4, 1: 4, 2: 4, 5: 4, 6: 4, 128: 8, 129: 8, 130: 4}
@@ -412,11 +413,27 @@ class AlcReceiver(BatchEntry):
         self.finished: str | None = None  # "closed" | "timeout"
 
     # ------------------------------------------------------------------ Engine API
+    #: a socket driver hands over its ``recvmmsg`` slabs (:meth:`receive_slab`)
+    takes_slab = True
+
     def next_event(self) -> Any | None:
         return self._events.popleft() if self._events else None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         return []
+
+    def receive_slab(self, slab: Any, addrs: Sequence[Address | None]) -> None:
+        """:meth:`receive_datagrams` on the slab's rows where they lie
+        (:class:`alc.rows.Rows`): a bulk run of source symbols is copied from the slab
+        into the block buffers, no datagram object made for it."""
+        n = slab.count
+        if not n:
+            return
+        rows = Rows.of_slab(slab)
+        try:
+            self.receive_datagrams(rows, addrs, slab.stamps[:n])
+        finally:
+            rows.invalidate()
 
     def receive_datagrams(
         self, datagrams: Sequence[bytes], addrs: Sequence[Address | None], times: Times
@@ -534,10 +551,15 @@ class AlcReceiver(BatchEntry):
         if ob.zero_copy or ob.eid not in (0, 5, 6):
             return 0
         L0 = hl + 4 + E
-        rows = datagrams[k0 : k0 + BULK_MAX]
-        lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+        held = type(datagrams) is Rows  # rows of one buffer: their lengths, no objects
+        rows: Sequence[bytes] | None = None
+        if held:
+            lens = datagrams.lens[k0 : k0 + BULK_MAX]  # type: ignore[attr-defined]
+        else:
+            rows = datagrams[k0 : k0 + BULK_MAX]
+            lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
         bad = np.flatnonzero(lens != L0)
-        m = int(bad[0]) if len(bad) else len(rows)
+        m = int(bad[0]) if len(bad) else len(lens)
         sender = self.sender
         for j in range(m):
             a = addrs[k0 + j]
@@ -546,7 +568,12 @@ class AlcReceiver(BatchEntry):
                 break
         if m < BULK_MIN:
             return 0
-        arr = np.frombuffer(b"".join(rows[:m]), dtype=np.uint8).reshape(m, L0)
+        # the run as one (m, L0) array: a view of the rows where they lie (a slab, an
+        # arena), else one join of the datagrams
+        arr = datagrams.block(k0, m, L0) if held else None  # type: ignore[attr-defined]
+        if arr is None:
+            src = rows[:m] if rows is not None else datagrams[k0 : k0 + m]
+            arr = np.frombuffer(b"".join(src), dtype=np.uint8).reshape(m, L0)
         if fixed == 0:  # the whole header repeats (row k0's is a known one)
             ok = (arr[:, :hl] == arr[0, :hl]).all(axis=1)
         else:

@@ -10,6 +10,7 @@ import random
 import zlib
 from typing import Any
 
+import numpy as np
 import pytest
 
 from alc.receiver import AlcReceiver, ReceiverConfig
@@ -55,7 +56,35 @@ def _perturb(pkts: list[bytes], rng: random.Random, how: str) -> list[tuple[byte
     return out
 
 
-def _run(stream: list[tuple[bytes, Any]], batch: bool, rng: random.Random, **cfg: Any) -> Any:
+def _held(
+    r: AlcReceiver, part: list[tuple[bytes, Any]], times: list[float], how: str
+) -> None:
+    """The batch as rows of one buffer (alc.rows.Rows): back to back as in a TESLA
+    arena ("packed"), or a recvmmsg slab ("slab"); the buffer is overwritten after the
+    call, so an engine that kept a view of it would decide differently later."""
+    from alc.mmsg import Slab
+    from alc.rows import Rows
+
+    lens = np.array([len(p) for p, _ in part], dtype=np.int64)
+    addrs = [a for _, a in part]
+    if how == "packed":
+        buf = np.frombuffer(bytearray(b"".join(p for p, _ in part)), dtype=np.uint8)
+        rows = Rows(buf, np.cumsum(lens) - lens, lens)
+        r.receive_datagrams(rows, addrs, np.array(times))
+        rows.invalidate()
+        buf[:] = 0xA5
+    else:
+        slab = Slab(len(part), 2048)
+        for j, (p, _) in enumerate(part):
+            slab.data[j, : len(p)] = np.frombuffer(p, dtype=np.uint8)
+        slab.lengths[: len(part)] = lens
+        slab.stamps[: len(part)] = times
+        slab.count = len(part)
+        r.receive_slab(slab, addrs)
+        slab.data[:] = 0x5A
+
+
+def _run(stream: list[tuple[bytes, Any]], batch: bool | str, rng: random.Random, **cfg: Any) -> Any:
     r = AlcReceiver(ReceiverConfig(tsi=7, **cfg))
     events: list[Any] = []
     t = 100.0
@@ -64,7 +93,9 @@ def _run(stream: list[tuple[bytes, Any]], batch: bool, rng: random.Random, **cfg
         n = rng.choice([1, 3, 4, 17, 64, 256])
         part = stream[k : k + n]
         times = [t + 1e-4 * j for j in range(len(part))]
-        if batch:
+        if batch in ("packed", "slab"):
+            _held(r, part, times, str(batch))
+        elif batch:
             r.receive_datagrams([p for p, _ in part], [a for _, a in part], times)
         else:
             for (p, a), tm in zip(part, times, strict=True):
@@ -94,6 +125,9 @@ def test_batch_entry_decides_as_per_datagram(
     a = _run(stream, False, random.Random(seed + 1), **cfg)
     b = _run(stream, True, random.Random(seed + 1), **cfg)
     assert a == b
+    # the rows of one buffer (a TESLA arena, a recvmmsg slab): the same decisions
+    assert _run(stream, "packed", random.Random(seed + 1), **cfg) == a
+    assert _run(stream, "slab", random.Random(seed + 1), **cfg) == a
     if how == "clean":
         assert len(a[2]) == 6  # every file received
 
