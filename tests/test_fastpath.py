@@ -182,6 +182,61 @@ def test_background_verification_releases_in_order_without_waiting(
 
 
 @pytest.mark.parametrize("protocol", ["alc", "norm"])
+@pytest.mark.parametrize("how", ["clean", "mutated", "lossy"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_released_as_arena_rows_decides_as_reference(
+    protocol: str, how: str, threads: int, mac_kernel: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """release_rows (what AuthenticatedReceiver sets before an ALC engine): the rows of
+    each verified interval's arena, read before released_done(), are exactly the
+    oracle's datagrams and metas in its order; same counters; after released_done()
+    the rows refuse to be read, and their arenas' storage is reused."""
+    import tesla.core.receiver as tr
+
+    if threads > 1:
+        monkeypatch.setattr(tr, "POOL_MIN_PACKETS", 8)
+        monkeypatch.setattr(tr, "BACKGROUND_MIN_OCTETS", 1)
+    rng = random.Random(len(how) * 7 + threads)
+    snd = make_sender(2, protocol=protocol, n_chain=9, disclose_every=rng.choice([1, 3]))
+    stream = make_stream(snd, 20, 60, rng.choice([120, 700, 1400]), seed=3)
+    if how == "mutated":
+        stream = _mutate(stream, rng, snd.params.key_len)
+    elif how == "lossy":
+        stream = stream[:3] + [x for x in stream[3:] if rng.random() >= 0.2]
+    ref = OracleReceiver(_pub(), max_clock_error_ms=20, protocol=protocol)
+    fast = TeslaReceiver(
+        _pub(), max_clock_error_ms=20, protocol=protocol, verify_threads=threads
+    )
+    fast.release_rows = True
+    for k, (a, b) in enumerate(stream):
+        ref.receive(b, a, k)
+    got: list[tuple[bytes, Any]] = []
+    lent: list[Any] = []
+    k = 0
+    while k < len(stream):
+        m = rng.choice([1, 7, 64, 300, 1024])
+        ch = stream[k : k + m]
+        fast.receive_batch([b for _, b in ch], np.array([a for a, _ in ch]), list(range(k, k + m)))
+        if fast.has_authenticated:
+            for rows, metas in fast.pop_released(wait=False):
+                got += zip(list(rows), metas, strict=True)
+                lent.append(rows)
+            fast.released_done()
+        k += m
+    fast.flush()
+    for rows, metas in fast.pop_released():
+        got += zip(list(rows), metas, strict=True)
+        lent.append(rows)
+    fast.released_done()
+    want = ref.pop_authenticated()
+    assert len(want) > 300 and got == want
+    assert lent and all(r.buf is None for r in lent)
+    with pytest.raises(ValueError):
+        lent[0][0]
+    _compare(ref, fast)
+
+
+@pytest.mark.parametrize("protocol", ["alc", "norm"])
 @pytest.mark.parametrize("loss", [0.05, 0.3])
 def test_same_decisions_on_lossy_reordered_streams(protocol: str, loss: float) -> None:
     """Datagrams lost (key disclosures too: keys derived later from a newer one, or never

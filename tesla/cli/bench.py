@@ -390,7 +390,9 @@ def receiver_ns(
     one arrival time per batch), "fast" (:meth:`TeslaReceiver.receive_batch`).  The
     authenticated datagrams are taken after every batch, inside the timed span, as
     :class:`tesla.core.session.AuthenticatedReceiver` takes them to hand them on (and
-    drops them, as the engine does once it has copied their symbols)."""
+    dropped, as the engine does once it has copied their symbols): for ALC, "fast", as
+    rows of their arenas (``release_rows``, :meth:`TeslaReceiver.pop_released`), as the
+    session hands them to an ALC engine."""
     times = np.array([a for a, _ in stream])
     pkts = [b for _, b in stream]
     best = float("inf")
@@ -421,16 +423,30 @@ def receiver_ns(
                 rb(pkts[c0:c1], float(times[c1 - 1]))
         else:
             rb = rx.receive_batch
-            pop = rx.pop_authenticated_lists
             acc = 0
-            for k in range(0, len(pkts), batch):
-                rb(pkts[k : k + batch], times[k : k + batch])
-                acc += len(pop(wait=False)[0])
+            if rx.protocol == "alc":  # as AuthenticatedReceiver before an ALC engine
+                rx.release_rows = True
+                popr = rx.pop_released
+                done = rx.released_done
+                for k in range(0, len(pkts), batch):
+                    rb(pkts[k : k + batch], times[k : k + batch])
+                    for rows, _metas in popr(wait=False):
+                        acc += len(rows)
+                    done()
+            else:
+                pop = rx.pop_authenticated_lists
+                for k in range(0, len(pkts), batch):
+                    rb(pkts[k : k + batch], times[k : k + batch])
+                    acc += len(pop(wait=False)[0])
         flush = getattr(rx, "flush", None)
         if flush is not None:  # intervals still in flight in workers or threads count
             flush()
         if mode == "fast":
-            acc += len(rx.pop_authenticated_lists()[0])
+            if rx.release_rows:
+                acc += sum(len(rows) for rows, _m in rx.pop_released())
+                rx.released_done()
+            else:
+                acc += len(rx.pop_authenticated_lists()[0])
         dt = clk() - t
         mackernel.set_enabled(True)
         if mode != "fast":

@@ -138,6 +138,7 @@ from cryptography.hazmat.primitives.hmac import HMAC
 from alc.errors import DecodeError
 from alc.ext import walk_extensions
 from alc.lct import ext_region
+from alc.rows import Rows
 from norm.messages import CMD_FLUSH, CMD_SQUELCH, NORM_CMD, NORM_DATA, header_regions
 from tesla.core import extauth as ea
 from tesla.core.authenticator import (
@@ -938,6 +939,11 @@ class TeslaReceiver:
         self._gctx = MacContext.group(group_key, group_mac_id) if group_key else None
         self._out_pk: list[bytes] = []  # released datagrams and their metas
         self._out_meta: list[Any] = []
+        #: release the accepted datagrams as rows of their arena (no copy): see
+        #: :meth:`pop_released` (AuthenticatedReceiver sets it for an ALC engine)
+        self.release_rows = False
+        self._out_rows: list[tuple[Rows, list[Any], Arena]] = []  # released, not popped
+        self._lent: list[tuple[Rows, Arena]] = []  # popped, until released_done()
         self._pending: dict[int, Arena] = {}
         self._bounds: dict[int, tuple[float, float]] = {}
         self._keycache: OrderedDict[int, bytes] = OrderedDict()
@@ -1038,11 +1044,42 @@ class TeslaReceiver:
         (``verify_threads`` > 1), its datagrams come with a later call."""
         if wait or (self._inflight is not None and self._inflight[2].done()):
             self._join()
+        self.released_done()
+        if self._out_rows:  # (release_rows) as bytes, arenas given back at once
+            for rows, metas, ar in self._out_rows:
+                self._out_pk.extend(rows[k] for k in range(len(rows)))
+                self._out_meta.extend(metas)
+                rows.invalidate()
+                self._retire(ar)
+            self._out_rows = []
         pk, meta = self._out_pk, self._out_meta
         self._out_pk, self._out_meta = [], []
         self._buffered -= self._released  # the caller holds them now
         self._released = 0
         return pk, meta
+
+    def pop_released(self, wait: bool = True) -> list[tuple[Rows, list[Any]]]:
+        """With ``release_rows``: the released datagrams as ``(rows, metas)`` per
+        verified interval, in release order, each :class:`alc.rows.Rows` a view of its
+        arena (RFC 5776 §4.3: copied once, on arrival; handed on without a second copy).
+        They stay valid, and their arena charged to the buffer, until
+        :meth:`released_done` (or the next pop), which gives the storage to the next
+        interval and invalidates them.  ``wait`` as in :meth:`pop_authenticated_lists`."""
+        if wait or (self._inflight is not None and self._inflight[2].done()):
+            self._join()
+        self.released_done()
+        out = self._out_rows
+        self._out_rows = []
+        self._lent = [(rows, ar) for rows, _m, ar in out]
+        return [(rows, metas) for rows, metas, _a in out]
+
+    def released_done(self) -> None:
+        """The consumer is done with what :meth:`pop_released` gave: the arenas' storage
+        goes back (to the next interval), their charge ends, the rows are invalid."""
+        for rows, ar in self._lent:
+            rows.invalidate()
+            self._retire(ar)
+        self._lent = []
 
     @property
     def has_authenticated(self) -> bool:
@@ -1050,7 +1087,7 @@ class TeslaReceiver:
         once its thread is done; nothing waits)."""
         if self._inflight is not None and self._inflight[2].done():
             self._join()
-        return bool(self._out_pk)
+        return bool(self._out_pk) or bool(self._out_rows)
 
     def pending_intervals(self) -> list[int]:
         return sorted(self._pending)
@@ -1541,7 +1578,7 @@ class TeslaReceiver:
 
     def _evict_interval(self, w: int, reason: DropReason) -> None:
         ar = self._pending.pop(w)
-        self._buffered -= ar.nbytes + ar.warm
+        self._buffered -= ar.nbytes  # (its warm charge: _recycle)
         self._nbuf -= len(ar)
         self._drop(reason, len(ar))
         self._recycle(ar)
@@ -1639,20 +1676,21 @@ class TeslaReceiver:
                     self._inflight = (w, ar, fut, ok, tags, ctl, nk)
                     return
                 got = mackernel.verify_arena(
-                    *args, self.verify_threads if n >= POOL_MIN_PACKETS else 1
+                    *args, self.verify_threads if n >= POOL_MIN_PACKETS else 1,
+                    cut=not self.release_rows,
                 )
                 assert got is not None
                 ok, tags, cut = got
-                self._finish(w, ar, ok, tags, ctl, nk, cut)
-                self._retire(ar)
+                if not self._finish(w, ar, ok, tags, ctl, nk, cut):
+                    self._retire(ar)
                 return
         tags = _Fields(arr, st + mo, km).get()  # as received
         macs = self.macs(
             HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
         )
         ok = (macs == tags).all(axis=1)
-        self._finish(w, ar, ok, tags, ctl, nk)
-        self._retire(ar)
+        if not self._finish(w, ar, ok, tags, ctl, nk):
+            self._retire(ar)
 
     def _verifier(self) -> ThreadPoolExecutor:
         if self._bg is None:
@@ -1668,8 +1706,8 @@ class TeslaReceiver:
         self._inflight = None
         w, ar, fut, ok, tags, ctl, nk = inf
         fut.result()  # fills ok and tags (raises what the native call raised)
-        self._finish(w, ar, ok, tags, ctl, nk)
-        self._retire(ar)
+        if not self._finish(w, ar, ok, tags, ctl, nk):
+            self._retire(ar)
 
     def _control_mask(
         self, arr: np.ndarray, st: np.ndarray, lens: np.ndarray
@@ -1695,9 +1733,11 @@ class TeslaReceiver:
     def _finish(
         self, w: int, ar: Arena, ok: np.ndarray, tags: np.ndarray, ctl: np.ndarray | None,
         nk: np.ndarray | None, cut: list[bytes] | None = None,
-    ) -> None:
+    ) -> bool:
         """Counters, duplicates, replay memory, commitments and release of interval w
-        (``cut``: the ok datagrams already cut from the arena, in order)."""
+        (``cut``: the ok datagrams already cut from the arena, in order).  True when the
+        arena is lent with its released rows (``release_rows``): it is retired by
+        :meth:`released_done`, not by the caller."""
         p = self.params
         assert p is not None
         n = len(ar)
@@ -1719,7 +1759,7 @@ class TeslaReceiver:
                     self._drop(DropReason.DUPLICATE, len(good) - len(first))
                     good = np.sort(good[first])
         if not len(good):
-            return
+            return False
         full = len(good) == n
         self._remember(w, (tags if full else tags[good]).tobytes())
         self._stats["accepted"] += len(good)
@@ -1735,7 +1775,9 @@ class TeslaReceiver:
         if self._hb == 1:
             self._norm_accept_many(good, nk)
         keep = good
-        self._charge_released(ar, good, ctl, full)
+        rows_out = self.release_rows
+        if not rows_out:
+            self._charge_released(ar, good, ctl, full)
         if ctl is not None and ctl.any():
             kc = ctl[good]
             nctl = int(kc.sum())
@@ -1743,6 +1785,14 @@ class TeslaReceiver:
                 self._count("tesla.control", nctl)
                 keep = good[~kc]
                 full = False
+        if rows_out:  # lent as rows of the arena, which stays charged until given back
+            if not len(keep):
+                return False
+            idx = ar.rows(copy=False)
+            st, ln = (idx[:, 0], idx[:, 1]) if full else (idx[keep, 0], idx[keep, 1])
+            metas = ar.metas if full else _pick(ar.metas, keep.tolist())
+            self._out_rows.append((Rows(ar.data, st.copy(), ln.copy()), metas, ar))
+            return True
         if full:
             self._out_pk.extend(ar.cut(None) if cut is None else cut)
             self._out_meta.extend(ar.metas)
@@ -1754,6 +1804,7 @@ class TeslaReceiver:
                 self._out_pk.extend(_pick(cut, pos.tolist()))
             metas = ar.metas
             self._out_meta.extend(_pick(metas, keep.tolist()))
+        return False
 
     def _charge_released(
         self, ar: Arena, good: np.ndarray, ctl: np.ndarray | None, full: bool

@@ -174,6 +174,11 @@ class AuthenticatedReceiver(BatchEntry):
         self._norm_rx = base if self._norm and isinstance(base, NormReceiver) else None
         if cc_preauth and self._norm_rx is not None:
             tesla_receiver.cc_hint = self._norm_rx.congestion_control_hint
+        # an ALC engine directly behind: the accepted datagrams go to it as rows of
+        # their interval's arena (alc.rows.Rows; its bulk path copies the symbols from
+        # there into its blocks), no bytes object per datagram (a Forwarding engine in
+        # between may keep what it is given: it gets bytes)
+        tesla_receiver.release_rows = type(engine) is AlcReceiver
 
     @property
     def stats(self) -> dict[str, int]:
@@ -243,7 +248,15 @@ class AuthenticatedReceiver(BatchEntry):
             self._release_delay_set = True
             p = self.tesla.params
             nrx.config.release_delay = (p.d + 1) * p.tint_ms / 1000.0
-        pk, meta = self.tesla.pop_authenticated_lists(wait=False)
+        t = self.tesla
+        if t.release_rows:  # one call per verified interval, its rows valid during it
+            try:
+                for rows, metas in t.pop_released(wait=False):
+                    self.engine.receive_datagrams(rows, metas, [now] * len(rows))
+            finally:
+                t.released_done()
+            return
+        pk, meta = t.pop_authenticated_lists(wait=False)
         if pk:  # the engine's batch entry: one call for the datagrams released together
             self.engine.receive_datagrams(pk, meta, [now] * len(pk))
 
