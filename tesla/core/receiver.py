@@ -48,7 +48,10 @@ compares them on damaged, adversarial, reordered streams, kernel on and off).
 
 Verification (step 6) with the native kernel is one call per interval
 (``mackernel.verify_arena``): MACs, tag comparison and the cut of each accepted datagram
-right after it is hashed.  With ``verify_threads`` > 1 an interval of at least
+right after it is hashed; with ``release_rows`` (what the session sets before an ALC
+engine) no cut: the accepted datagrams are released as rows of the arena
+(:class:`alc.rows.Rows`, :meth:`~TeslaReceiver.pop_released`), which the engine copies
+from, and the arena is given back by :meth:`~TeslaReceiver.released_done`.  With ``verify_threads`` > 1 an interval of at least
 ``BACKGROUND_MIN_OCTETS`` is verified in a background thread (hashing without the GIL)
 while this thread goes on buffering, and finished (:meth:`~TeslaReceiver._join`) before
 anything that depends on it; a smaller one is shared among the threads synchronously.
@@ -61,6 +64,8 @@ are resident as the arena was; ``O`` covers the larger per-datagram overhead of 
 arena index row, metas slot and slab stride slack, or ``bytes`` header, malloc rounding
 and two list slots).  An interval's copies are charged before its arena's charge ends
 (:meth:`~TeslaReceiver._retire`: for the length of that one call both are resident).
+With ``release_rows`` there are no copies: the arena stays charged as it was until
+:meth:`~TeslaReceiver.released_done` (or the next pop) gives it back.
 The replay memory (the accepted tags of the last ``REPLAY_MEMORY_INTERVALS`` intervals,
 ``len(tags) + REPLAY_ENTRY_OVERHEAD`` each, ``stats["replay_bytes"]``) is charged too,
 and only ever takes room nothing else needs: it is shed oldest interval first before a
