@@ -257,7 +257,11 @@ class TeslaSender:
 
     # ------------------------------------------------------------------ time
     def interval_at(self, now: float) -> int:
-        """Sender interval index at POSIX time ``now`` (exact NTP arithmetic)."""
+        """Sender interval index at POSIX time ``now`` (exact NTP arithmetic; inside the
+        current interval, away from its float bounds, without it: every send call asks)."""
+        cur = self._cur
+        if cur is not None and cur.lo + 1e-6 <= now < cur.hi - 1e-6:
+            return cur.i
         return self.params.interval_of(posix_to_ntp(now))
 
     def interval_bounds(self, i: int) -> tuple[float, float]:
