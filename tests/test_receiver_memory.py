@@ -176,13 +176,14 @@ def test_arena_grows_in_place_without_a_copy(monkeypatch: pytest.MonkeyPatch) ->
 def _held(rx: TeslaReceiver) -> int:
     """What the receiver holds, charge by charge: buffering arenas (datagrams and warm
     pages), warm spares, replay memory, released copies, arenas lent as rows or
-    released but not popped, the intervals verified in the background."""
+    released but not popped, the interval verified in the background."""
     a = sum(ar.nbytes + ar.warm for ar in rx._pending.values())
     a += sum(c for c, _ in rx._warm.values())
     a += rx._replay_bytes + rx._released
     a += sum(ar.nbytes + ar.warm for _, ar in rx._lent)
     a += sum(ar.nbytes + ar.warm for _, _, ar in rx._out_rows)
-    a += sum(f[1].nbytes + f[1].warm for f in rx._inflight)
+    if rx._inflight is not None:
+        a += rx._inflight[1].nbytes + rx._inflight[1].warm
     return a
 
 

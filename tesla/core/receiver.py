@@ -284,9 +284,6 @@ LANE_SLOTS = 8
 BACKGROUND_MIN_OCTETS = 1 << 20
 #: intervals from this many datagrams may use the worker pool / several threads
 POOL_MIN_PACKETS = 256
-#: intervals verified in the background at once (the next one waits for the oldest):
-#: with two, an interval's MACs have the time of two intervals' buffering to finish
-MAX_INFLIGHT = 2
 
 _I = struct.Struct("!I")
 _POSIX_OFFSET_NTP = NTP_UNIX_EPOCH_OFFSET * NTP_ONE_SECOND
@@ -992,12 +989,11 @@ class TeslaReceiver:
         self._cls_t3 = np.zeros(0, dtype=bool)  # class c carries Type 3 (commitments)
         self._lane_rows = np.empty((0, 4), dtype=np.int64)
         self._lane_rslot = np.empty(0, dtype=np.int64)
-        # the intervals verified in the background (verify_threads > 1), oldest first, at
-        # most MAX_INFLIGHT: interval, arena, future of mackernel.verify_arena, ok, tags,
-        # control mask, NORM replay keys
-        self._inflight: deque[tuple[
+        # the interval verified in the background (verify_threads > 1): interval, arena,
+        # future of mackernel.verify_arena, control mask, NORM replay keys
+        self._inflight: tuple[
             int, Arena, Future[Any], np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None
-        ]] = deque()
+        ] | None = None
         self._bg: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ observation
@@ -1051,10 +1047,8 @@ class TeslaReceiver:
         """Same as :meth:`pop_authenticated` as two parallel lists (datagrams, metas);
         ``wait=False``: without waiting for an interval still verified in the background
         (``verify_threads`` > 1), its datagrams come with a later call."""
-        if wait:
+        if wait or (self._inflight is not None and self._inflight[2].done()):
             self._join()
-        else:
-            self._join_done()
         self.released_done()
         if self._out_rows:  # (release_rows) as bytes, arenas given back at once
             for rows, metas, ar in self._out_rows:
@@ -1076,10 +1070,8 @@ class TeslaReceiver:
         They stay valid, and their arena charged to the buffer, until
         :meth:`released_done` (or the next pop), which gives the storage to the next
         interval and invalidates them.  ``wait`` as in :meth:`pop_authenticated_lists`."""
-        if wait:
+        if wait or (self._inflight is not None and self._inflight[2].done()):
             self._join()
-        else:
-            self._join_done()
         self.released_done()
         out = self._out_rows
         self._out_rows = []
@@ -1098,7 +1090,8 @@ class TeslaReceiver:
     def has_authenticated(self) -> bool:
         """Whether datagrams are ready (an interval verified in the background counts
         once its thread is done; nothing waits)."""
-        self._join_done()
+        if self._inflight is not None and self._inflight[2].done():
+            self._join()
         return bool(self._out_pk) or bool(self._out_rows)
 
     def pending_intervals(self) -> list[int]:
@@ -1242,11 +1235,8 @@ class TeslaReceiver:
     # ------------------------------------------------------------------ steps 1-5, scalar
     def _receive_one(self, data: bytes, now: float, meta: Any) -> None:
         """RFC 5776 §4.3 steps 1-5 for one datagram."""
-        if self._inflight and self._hb == 1:
-            self._join()  # NORM: its replay state decides from here
-        # ALC: the intervals in flight are finished (joined) right before a decision
-        # that depends on them: a late copy's replay test, a key of a chain whose
-        # commitment they may carry, a chain switch, signalling, a full buffer
+        if self._inflight is not None:
+            self._join()  # its replay memory, commitments, NORM state decide from here
         try:
             off = self._locate(data)
         except DecodeError:
@@ -1254,7 +1244,6 @@ class TeslaReceiver:
             return
         typ = data[off + 2] & 15
         if typ == 0 or typ > 4:
-            self._join()
             self._signalling(data, off, typ, now, meta)
             return
         if not self._ready:
@@ -1299,10 +1288,6 @@ class TeslaReceiver:
             if x < 0:
                 self._drop(DropReason.MALFORMED)  # no Type 1 in 0..d-1, no chain -1
                 return
-            if self._inflight and x > self._max_known and (
-                p.chain_of(x) != p.chain_of(max(self._max_known, 0)) or self._max_known < 0
-            ):
-                self._join()  # a new chain's key: its commitment may be in flight
             got = self._check_key(x, data[off + 8 : off + 8 + kp])
             if got is None:
                 return
@@ -1310,7 +1295,6 @@ class TeslaReceiver:
         # chain bookkeeping / old-chain flush (RFC 5776 §4.4)
         c = i // (p.n_chain + 1)
         if c > self._max_chain_seen:
-            self._join()
             self._max_chain_seen = c
             self._flush_before_chain(c - 1)
         if self.cc_hint is not None:  # step 5, before buffering
@@ -1526,9 +1510,6 @@ class TeslaReceiver:
             if len(ar) >= self.max_packets_per_interval:
                 self._drop(DropReason.EVICTED)
                 return
-        if self._buffered + cost > self.max_buffered_bytes and self._inflight:
-            self._join()  # what they release and give back decides the room
-            ar = self._pending.get(i)
         if self._buffered + cost > self.max_buffered_bytes:
             self._shed_replay(cost)
         if self._buffered + cost > self.max_buffered_bytes:
@@ -1663,6 +1644,7 @@ class TeslaReceiver:
         ar = self._pending.pop(w, None)
         if ar is None:
             return
+        self._join()  # one interval at a time: release order
         p = self.params
         assert p is not None
         n = len(ar)
@@ -1687,8 +1669,6 @@ class TeslaReceiver:
                 args = (HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km,
                         go, 4)
                 if self.verify_threads > 1 and ar.used >= BACKGROUND_MIN_OCTETS:
-                    if len(self._inflight) >= MAX_INFLIGHT:
-                        self._join_oldest()
                     # only the native call in the thread, no cut there: it takes the GIL
                     # just for its arguments (the main thread cuts the accepted
                     # datagrams when it finishes the interval); its rows shared among
@@ -1698,9 +1678,8 @@ class TeslaReceiver:
                     assert bg is not None
                     task, ok, tags = bg
                     fut = self._verifier().submit(task)
-                    self._inflight.append((w, ar, fut, ok, tags, ctl, nk))
+                    self._inflight = (w, ar, fut, ok, tags, ctl, nk)
                     return
-                self._join()  # release order: the intervals in flight first
                 got = mackernel.verify_arena(
                     *args, self.verify_threads if n >= POOL_MIN_PACKETS else 1,
                     cut=not self.release_rows,
@@ -1710,7 +1689,6 @@ class TeslaReceiver:
                 if not self._finish(w, ar, ok, tags, ctl, nk, cut):
                     self._retire(ar)
                 return
-        self._join()  # release order: the intervals in flight first
         tags = _Fields(arr, st + mo, km).get()  # as received
         macs = self.macs(
             HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km, go, 4
@@ -1725,19 +1703,13 @@ class TeslaReceiver:
         return self._bg
 
     def _join(self) -> None:
-        """Finish the intervals verified in the background, oldest first (see
+        """Finish the interval verified in the background, if any (see
         :meth:`_authenticate`)."""
-        while self._inflight:
-            self._join_oldest()
-
-    def _join_done(self) -> None:
-        """Finish the intervals whose background verification is done, in order."""
         inf = self._inflight
-        while inf and inf[0][2].done():
-            self._join_oldest()
-
-    def _join_oldest(self) -> None:
-        w, ar, fut, ok, tags, ctl, nk = self._inflight.popleft()
+        if inf is None:
+            return
+        self._inflight = None
+        w, ar, fut, ok, tags, ctl, nk = inf
         fut.result()  # fills ok and tags (raises what the native call raised)
         if not self._finish(w, ar, ok, tags, ctl, nk):
             self._retire(ar)
@@ -1906,7 +1878,6 @@ class TeslaReceiver:
 
     def _is_replay(self, i: int, data: bytes, off: int, typ: int) -> bool:
         """Whether the tag of this datagram was accepted before in interval i."""
-        self._join()  # the replay memory of the intervals in flight
         tags = self._recent.get(i)
         if tags is None:
             return False
