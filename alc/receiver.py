@@ -551,10 +551,11 @@ class AlcReceiver(BatchEntry):
         if ob.zero_copy or ob.eid not in (0, 5, 6):
             return 0
         L0 = hl + 4 + E
-        held = type(datagrams) is Rows  # rows of one buffer: their lengths, no objects
+        # rows of one buffer (alc.rows): their lengths, no datagram objects
+        held = datagrams if isinstance(datagrams, Rows) else None
         rows: Sequence[bytes] | None = None
-        if held:
-            lens = datagrams.lens[k0 : k0 + BULK_MAX]  # type: ignore[attr-defined]
+        if held is not None:
+            lens = held.lens[k0 : k0 + BULK_MAX]
         else:
             rows = datagrams[k0 : k0 + BULK_MAX]
             lens = np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
@@ -570,7 +571,7 @@ class AlcReceiver(BatchEntry):
             return 0
         # the run as one (m, L0) array: a view of the rows where they lie (a slab, an
         # arena), else one join of the datagrams
-        arr = datagrams.block(k0, m, L0) if held else None  # type: ignore[attr-defined]
+        arr = held.block(k0, m, L0) if held is not None else None
         if arr is None:
             src = rows[:m] if rows is not None else datagrams[k0 : k0 + m]
             arr = np.frombuffer(b"".join(src), dtype=np.uint8).reshape(m, L0)
