@@ -51,7 +51,8 @@ Verification (step 6) with the native kernel is one call per interval
 right after it is hashed; with ``release_rows`` (what the session sets before an ALC
 engine) no cut: the accepted datagrams are released as rows of the arena
 (:class:`alc.rows.Rows`, :meth:`~TeslaReceiver.pop_released`), which the engine copies
-from, and the arena is given back by :meth:`~TeslaReceiver.released_done`.  With ``verify_threads`` > 1 an interval of at least
+from, and the arena is given back by :meth:`~TeslaReceiver.released_done`.
+With ``verify_threads`` > 1 an interval of at least
 ``BACKGROUND_MIN_OCTETS`` is verified in a background thread (hashing without the GIL)
 while this thread goes on buffering, and finished (:meth:`~TeslaReceiver._join`) before
 anything that depends on it; a smaller one is shared among the threads synchronously.
@@ -1966,6 +1967,7 @@ class TeslaReceiver:
                 pos += 1
             his[u] = (base + top) & 0xFFFF
 
+    # ------------------------------------------------------------------ the lane
     def _lane_enabled(self) -> bool:
         return self._ready and self._g == 0 and self.early_discard is None
 
