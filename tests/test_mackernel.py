@@ -288,6 +288,64 @@ def test_verify_arena_equals_mac_compare_and_cut(hash_path: tuple[int, bool]) ->
     assert mk.verify_arena(NAMES[mac_id], key, arena, of, ln, mo, ml, go, gl) is None
 
 
+@pytest.mark.parametrize("threads", [0, 1, 3])
+def test_arena_job_equals_verify_arena(threads: int) -> None:
+    """An interval verified by native threads started for it (verify_arena_task) and
+    finished by the caller taking the rows they left: the same ok and tags as
+    verify_arena, whatever the number of threads (0: the caller hashes every row)."""
+    if not mk.fused() or not mk._state.get("jobs"):
+        pytest.skip("native kernel without jobs: " + str(mk._load().get("error")))
+    arena_b, rows, ml, gl = _arena_case(77, 400)
+    rows = [r for r in rows if r[2] >= 0 and not (r[3] >= 0 and r[3] < r[2] + ml and r[2] < r[3] + gl)]
+    key = random.Random(77).randbytes(32)
+    ba = bytearray(arena_b)
+    rng = random.Random(78)
+    for s, n, m, g in rows:
+        if rng.random() < 0.5:
+            d = _zeroed_hmac(bytes(ba[s : s + n]), m, ml, g, gl, key, NAMES[2])
+            ba[s + m : s + m + ml] = d[:ml]
+    arena = np.frombuffer(ba, dtype=np.uint8)
+    of, ln, mo, go = (np.array(c, dtype=np.int64) for c in zip(*rows, strict=True))
+    want = mk.verify_arena(NAMES[2], key, arena, of, ln, mo, ml, go, gl)
+    assert want is not None
+    got = mk.verify_arena_task(NAMES[2], key, arena, of, ln, mo, ml, go, gl, threads)
+    assert got is not None
+    job, ok, tags = got
+    job.result()
+    assert job.done()
+    job.result()  # again: nothing left, returns at once
+    assert np.array_equal(ok, want[0]) and np.array_equal(tags, want[1])
+    assert 0 < int(ok.sum()) < len(rows)
+
+
+def test_arena_job_checks_first_and_outlives_its_caller() -> None:
+    """start_job refuses a row outside the arena before starting anything; a job dropped
+    unfinished waits for its threads (they read the arena) before letting it go."""
+    mod = mk._mod()
+    if mod is None or not hasattr(mod, "start_job"):
+        pytest.skip("native kernel without jobs: " + str(mk._load().get("error")))
+    n = 5000
+    arena = np.frombuffer(os.urandom(n * 100), dtype=np.uint8)
+    of = np.arange(n, dtype=np.int64) * 100
+    ln = np.full(n, 100, dtype=np.int64)
+    mo = np.full(n, 8, dtype=np.int64)
+    go = np.full(n, -1, dtype=np.int64)
+    tags = np.empty((n, 16), dtype=np.uint8)
+    ok = np.empty(n, dtype=np.uint8)
+    bad = ln.copy()
+    bad[-1] = 101
+    with pytest.raises(ValueError, match="outside the arena"):
+        mod.start_job(2, b"k", arena, of, bad, mo, 16, go, 0, tags, ok, 2)
+    with pytest.raises(ValueError, match="nthreads"):
+        mod.start_job(2, b"k", arena, of, ln, mo, 16, go, 0, tags, ok, 99)
+    job = mod.start_job(2, b"k", arena, of, ln, mo, 16, go, 0, tags, ok, 2)
+    del job, arena  # the capsule joins its threads, then releases the buffers
+    job = mod.start_job(2, b"k", np.zeros(100, dtype=np.uint8), of[:1], ln[:1], mo[:1], 16,
+                        go[:1], 0, tags[:1], ok[:1], 1)
+    mod.finish_job(job)
+    assert mod.job_done(job) and ok[0] == 0
+
+
 def test_native_lane_copies_matching_rows_and_refuses_inconsistent_tables() -> None:
     """_mac.lane (the receiver's lane): rows of a known class for a slot's interval in its
     window are copied into the slot's arena; a class reading past its header end, an

@@ -130,7 +130,6 @@ import struct
 from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -171,6 +170,7 @@ from tesla.core.timesync import DirectSyncClient, indirect_dt_from_ms
 
 if TYPE_CHECKING:
     from alc.mmsg import Slab
+    from tesla.mac.kernel import ArenaJob
     from tesla.mac.workers import WorkerPool
 
 __all__ = [
@@ -991,11 +991,10 @@ class TeslaReceiver:
         self._lane_rows = np.empty((0, 4), dtype=np.int64)
         self._lane_rslot = np.empty(0, dtype=np.int64)
         # the interval verified in the background (verify_threads > 1): interval, arena,
-        # future of mackernel.verify_arena, control mask, NORM replay keys
+        # its native hashing (mackernel.ArenaJob), ok, tags, control mask, NORM replay keys
         self._inflight: tuple[
-            int, Arena, Future[Any], np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None
+            int, Arena, ArenaJob, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None
         ] | None = None
-        self._bg: ThreadPoolExecutor | None = None
 
     # ------------------------------------------------------------------ observation
     @property
@@ -1614,9 +1613,6 @@ class TeslaReceiver:
     def close(self) -> int:
         """End of session: evict every buffered datagram (``stale``); returns how many."""
         self._join()
-        if self._bg is not None:
-            self._bg.shutdown(wait=False)
-            self._bg = None
         n = 0
         for w in list(self._pending):
             n += len(self._pending[w])
@@ -1670,17 +1666,15 @@ class TeslaReceiver:
                 args = (HASH_NAME[p.mac_id], F_prime(key_w, p.prf_id), arr, st, ln, mo, km,
                         go, 4)
                 if self.verify_threads > 1 and ar.used >= BACKGROUND_MIN_OCTETS:
-                    # only the native call in the thread, no cut there: it takes the GIL
-                    # just for its arguments (the main thread cuts the accepted
-                    # datagrams when it finishes the interval); its rows shared among
-                    # verify_threads native threads, so the interval's MACs use every
-                    # core the lane leaves free
-                    bg = mackernel.verify_arena_task(*args, self.verify_threads)
-                    assert bg is not None
-                    task, ok, tags = bg
-                    fut = self._verifier().submit(task)
-                    self._inflight = (w, ar, fut, ok, tags, ctl, nk)
-                    return
+                    # hashed by verify_threads - 1 native threads started for it (no
+                    # Python thread: no wait for the GIL to start or end), no cut there;
+                    # this thread takes the rows they have not taken when it needs the
+                    # result (_join) instead of waiting, and cuts the accepted datagrams
+                    bg = mackernel.verify_arena_task(*args, self.verify_threads - 1)
+                    if bg is not None:
+                        job, ok, tags = bg
+                        self._inflight = (w, ar, job, ok, tags, ctl, nk)
+                        return
                 got = mackernel.verify_arena(
                     *args, self.verify_threads if n >= POOL_MIN_PACKETS else 1,
                     cut=not self.release_rows,
@@ -1698,11 +1692,6 @@ class TeslaReceiver:
         if not self._finish(w, ar, ok, tags, ctl, nk):
             self._retire(ar)
 
-    def _verifier(self) -> ThreadPoolExecutor:
-        if self._bg is None:
-            self._bg = ThreadPoolExecutor(1, thread_name_prefix="tesla-mac-bg")
-        return self._bg
-
     def _join(self) -> None:
         """Finish the interval verified in the background, if any (see
         :meth:`_authenticate`)."""
@@ -1710,8 +1699,8 @@ class TeslaReceiver:
         if inf is None:
             return
         self._inflight = None
-        w, ar, fut, ok, tags, ctl, nk = inf
-        fut.result()  # fills ok and tags (raises what the native call raised)
+        w, ar, job, ok, tags, ctl, nk = inf
+        job.result()  # the rows its threads have not taken hashed here; raises what it raised
         if not self._finish(w, ar, ok, tags, ctl, nk):
             self._retire(ar)
 

@@ -681,6 +681,7 @@ typedef struct {
     int dlen;
     unsigned char *tags, *okp;
     Py_ssize_t next; /* the next row not taken (atomic) */
+    Py_ssize_t fin;  /* rows hashed (atomic) */
     int fail;        /* a libcrypto call failed (atomic) */
 } rowjob;
 
@@ -739,6 +740,7 @@ static void *rowjob_run(void *arg)
         Py_ssize_t k1 = k0 + JOB_CHUNK < j->n ? k0 + JOB_CHUNK : j->n;
         if (!rowjob_rows(j, &h, k0, k1))
             __atomic_store_n(&j->fail, 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&j->fin, k1 - k0, __ATOMIC_RELEASE);
     }
     hkey_free(&h);
     return NULL;
@@ -755,6 +757,7 @@ static int rowjob_go(rowjob *j, int nthreads)
     if (nthreads > most)
         nthreads = (int)most;
     j->next = 0;
+    j->fin = 0;
     j->fail = 0;
     for (int i = 1; i < nthreads; i++) {
         if (pthread_create(&t[started], NULL, rowjob_run, j) != 0)
@@ -1173,6 +1176,162 @@ done:
         if (all[j]->obj)
             PyBuffer_Release(all[j]);
     return ret;
+}
+
+/* ------------------------------------------------------------------ verify jobs */
+
+/* verify_arena's hashing (no cut) running in native threads started here, while the
+ * caller goes on with the GIL; the caller finishes it when it needs the result, taking
+ * the rows those threads have not taken instead of waiting (the row counter hands each
+ * chunk to one thread).  No Python thread and no GIL hand-over on the way. */
+#define VJOB_NAME "tesla.mac._mac.vjob"
+
+typedef struct {
+    rowjob j;
+    Py_buffer key, arena, of, ln, mo, go, tg, okb;
+    pthread_t t[MAX_THREADS];
+    int started; /* threads started and not joined */
+} vjob;
+
+static void vjob_join(vjob *v)
+{
+    for (int i = 0; i < v->started; i++)
+        pthread_join(v->t[i], NULL);
+    v->started = 0;
+}
+
+static void vjob_free(PyObject *cap)
+{
+    vjob *v = PyCapsule_GetPointer(cap, VJOB_NAME);
+    if (v == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (v->started) { /* dropped unfinished: its threads still read the buffers */
+        Py_BEGIN_ALLOW_THREADS
+        vjob_join(v);
+        Py_END_ALLOW_THREADS
+    }
+    Py_buffer *all[] = {&v->key, &v->arena, &v->of, &v->ln, &v->mo, &v->go, &v->tg, &v->okb};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if (all[i]->obj)
+            PyBuffer_Release(all[i]);
+    PyMem_Free(v);
+}
+
+static vjob *vjob_get(PyObject *cap)
+{
+    return PyCapsule_GetPointer(cap, VJOB_NAME);
+}
+
+PyDoc_STRVAR(start_job_doc,
+"start_job(alg, key, arena, offsets, lengths, mac_offsets, mac_len, gmac_offsets,\n"
+"          gmac_len, tags, ok, nthreads) -> job\n--\n\n"
+"verify_arena's hashing without the cut, started in nthreads native threads (0: none,\n"
+"finish_job does it all); returns at once.  The arguments are checked first\n"
+"(ValueError as verify_arena's, nothing started) and held, buffers included, until the\n"
+"job is freed (which waits for its threads).  tags and ok are written by those threads:\n"
+"read them only after finish_job.");
+
+static PyObject *start_job(PyObject *self, PyObject *args)
+{
+    int alg, nthreads;
+    Py_ssize_t mlen, glen;
+    PyObject *ofo, *lno, *moo, *goo, *tgo, *oko;
+    vjob *v = PyMem_Calloc(1, sizeof *v);
+    if (v == NULL)
+        return PyErr_NoMemory();
+    if (!PyArg_ParseTuple(args, "iy*y*OOOnOnOOi", &alg, &v->key, &v->arena, &ofo, &lno, &moo,
+                          &mlen, &goo, &glen, &tgo, &oko, &nthreads)) {
+        PyMem_Free(v);
+        return NULL;
+    }
+    PyObject *cap = PyCapsule_New(v, VJOB_NAME, vjob_free); /* owns v and its buffers now */
+    if (cap == NULL) {
+        PyBuffer_Release(&v->key);
+        PyBuffer_Release(&v->arena);
+        PyMem_Free(v);
+        return NULL;
+    }
+    Py_ssize_t n = -1, tn = -1;
+    if (nthreads < 0 || nthreads > MAX_THREADS) {
+        PyErr_Format(PyExc_ValueError, "nthreads must be 0..%d", MAX_THREADS);
+        goto fail;
+    }
+    if (get_alg(alg) < 0 || get_array(ofo, &v->of, 0, 8, &n, "offsets") < 0
+        || get_array(lno, &v->ln, 0, 8, &n, "lengths") < 0
+        || get_array(moo, &v->mo, 0, 8, &n, "mac_offsets") < 0
+        || get_array(goo, &v->go, 0, 8, &n, "gmac_offsets") < 0
+        || get_array(tgo, &v->tg, 1, 1, &tn, "tags") < 0
+        || get_array(oko, &v->okb, 1, 1, &n, "ok") < 0)
+        goto fail;
+    int dlen = EVP_MD_get_size(mds[alg]);
+    if (mlen < 1 || mlen > dlen || glen < 0 || tn != n * mlen) {
+        PyErr_SetString(PyExc_ValueError, "bad field length, or tags not mac_len octets per datagram");
+        goto fail;
+    }
+    const int64_t *s = v->of.buf, *l = v->ln.buf, *m = v->mo.buf, *g = v->go.buf;
+    Py_ssize_t alen = v->arena.len;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (s[k] < 0 || l[k] < 0 || s[k] > alen || l[k] > alen - s[k]) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd outside the arena", k);
+            goto fail;
+        }
+        if (m[k] < 0 || m[k] > l[k] || mlen > l[k] - m[k]
+            || (g[k] != -1 && (g[k] < 0 || g[k] > l[k] || glen > l[k] - g[k]))) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd: a field outside the datagram", k);
+            goto fail;
+        }
+    }
+    v->j = (rowjob){.alg = alg, .key = v->key.buf, .klen = (size_t)v->key.len, .b = v->arena.buf,
+                    .s = s, .l = l, .m = m, .g = g, .mlen = (size_t)mlen, .glen = (size_t)glen,
+                    .n = n, .tags = v->tg.buf, .okp = v->okb.buf};
+    Py_ssize_t most = (n + JOB_CHUNK - 1) / JOB_CHUNK;
+    for (int i = 0; i < nthreads && i < most; i++) {
+        if (pthread_create(&v->t[v->started], NULL, rowjob_run, &v->j) != 0)
+            break; /* finish_job takes what no thread took */
+        v->started++;
+    }
+    return cap;
+fail:
+    Py_DECREF(cap);
+    return NULL;
+}
+
+PyDoc_STRVAR(job_done_doc,
+"job_done(job) -> bool\n--\n\n"
+"Whether every row of the job is hashed (or a libcrypto call failed): finish_job would\n"
+"not wait.");
+
+static PyObject *job_done(PyObject *self, PyObject *cap)
+{
+    vjob *v = vjob_get(cap);
+    if (v == NULL)
+        return NULL;
+    return PyBool_FromLong(__atomic_load_n(&v->j.fin, __ATOMIC_ACQUIRE) >= v->j.n
+                           || __atomic_load_n(&v->j.fail, __ATOMIC_RELAXED));
+}
+
+PyDoc_STRVAR(finish_job_doc,
+"finish_job(job)\n--\n\n"
+"Hash the rows of the job no thread has taken (in this thread, without the GIL), then\n"
+"wait for its threads; tags and ok are complete after it.  RuntimeError if a libcrypto\n"
+"call failed.  Again on a finished job: returns at once.");
+
+static PyObject *finish_job(PyObject *self, PyObject *cap)
+{
+    vjob *v = vjob_get(cap);
+    if (v == NULL)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rowjob_run(&v->j);
+    vjob_join(v);
+    Py_END_ALLOW_THREADS
+    if (__atomic_load_n(&v->j.fail, __ATOMIC_RELAXED)) {
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(heads_doc,
@@ -1731,6 +1890,9 @@ static PyMethodDef methods[] = {
     {"hmac_rows", hmac_rows, METH_VARARGS, hmac_rows_doc},
     {"mac_arena", mac_arena, METH_VARARGS, mac_arena_doc},
     {"verify_arena", verify_arena, METH_VARARGS, verify_arena_doc},
+    {"start_job", start_job, METH_VARARGS, start_job_doc},
+    {"job_done", job_done, METH_O, job_done_doc},
+    {"finish_job", finish_job, METH_O, finish_job_doc},
     {"heads", heads, METH_VARARGS, heads_doc},
     {"pack", pack, METH_VARARGS, pack_doc},
     {"seal", seal, METH_VARARGS, seal_doc},

@@ -35,9 +35,7 @@ import importlib
 import os
 import sys
 import threading
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from functools import partial
 from typing import Any
 
 import numpy as np
@@ -164,6 +162,31 @@ def _known_answers(mod: Any) -> None:
         )
         if not ok[0] or cut != [tagged] or tags[0].tobytes() != tagged[8:24]:
             raise RuntimeError(f"known-answer check (verify_arena) failed for {HASH_NAMES[alg]}")
+        if hasattr(mod, "start_job"):  # the same in native threads started for it
+            _known_job(mod, alg, key, tagged, m)
+
+
+def _known_job(mod: Any, alg: int, key: bytes, tagged: bytes, m: bytes) -> None:
+    """start_job / finish_job: 70 rows (the tagged datagram, every 7th one damaged),
+    started in two threads and finished by the caller; and with no thread (the caller
+    hashes all)."""
+    rows = 70
+    st = np.arange(rows, dtype=np.int64) * len(tagged)
+    buf = bytearray(tagged * rows)
+    for k in range(0, rows, 7):
+        buf[int(st[k]) + 40] ^= 1  # outside both fields: that MAC no longer matches
+    want = np.array([k % 7 != 0 for k in range(rows)], dtype=np.uint8)
+    ln = np.full(rows, len(m), dtype=np.int64)
+    for nt in (2, 0):
+        tags = np.empty((rows, 16), dtype=np.uint8)
+        ok = np.zeros(rows, dtype=np.uint8)
+        job = mod.start_job(
+            alg, key, bytes(buf), st, ln, np.full(rows, 8), 16, np.full(rows, 100), 4, tags, ok, nt
+        )
+        mod.finish_job(job)
+        if not mod.job_done(job) or not np.array_equal(ok, want) or bytes(tags[3]) != tagged[8:24]:
+            raise RuntimeError(f"known-answer check (start_job) failed for {HASH_NAMES[alg]}")
+    _state["jobs"] = True
 
 
 def _known_pairs(mod: Any, alg: int, key: bytes, m: bytes) -> None:
@@ -446,6 +469,26 @@ def verify_arena(
     return ok, tags, got if cut else None
 
 
+class ArenaJob:
+    """An interval's MACs being computed by native threads (:func:`verify_arena_task`):
+    ``done()`` whether :meth:`result` would not wait; ``result()`` hashes the rows no
+    thread has taken yet in the calling thread (instead of waiting for them), waits for
+    the threads and raises what the native call raised; ``ok`` and ``tags`` are complete
+    after it."""
+
+    __slots__ = ("_mod", "_job")
+
+    def __init__(self, mod: Any, job: Any) -> None:
+        self._mod = mod
+        self._job = job
+
+    def done(self) -> bool:
+        return bool(self._mod.job_done(self._job))
+
+    def result(self) -> None:
+        self._mod.finish_job(self._job)
+
+
 def verify_arena_task(
     hash_name: str | int,
     key: bytes,
@@ -457,25 +500,24 @@ def verify_arena_task(
     gmac_offsets: Any,
     gmac_len: int,
     threads: int = 1,
-) -> tuple[Callable[[], Any], np.ndarray, np.ndarray] | None:
-    """:func:`verify_arena` without the cut, split for a background thread: ``(task, ok,
-    tags)``, everything prepared here, ``task()`` only the native call (it holds the GIL
-    just to take its arguments, and fills ``ok`` and ``tags`` hashing without it, in
-    ``threads`` native threads: the calling one and ``threads`` - 1 more).  None when the
-    kernel is not to be used."""
+) -> tuple[ArenaJob, np.ndarray, np.ndarray] | None:
+    """:func:`verify_arena` without the cut, started in ``threads`` native threads while
+    the caller goes on: ``(job, ok, tags)``, ``ok`` and ``tags`` filled once
+    ``job.result()`` returned (:class:`ArenaJob`).  No Python thread runs it, so it
+    starts without waiting for the GIL.  None when the kernel is not to be used or was
+    built before these jobs (then the caller verifies with :func:`verify_arena`)."""
     mod = _mod_fused()
-    if mod is None:
+    if mod is None or not _state.get("jobs"):
         return None
     of, ln, mo, go = _i64(offsets), _i64(lengths), _i64(mac_offsets), _i64(gmac_offsets)
     n = len(of)
     tags = np.empty((n, mac_len), dtype=np.uint8)
     ok = np.empty(n, dtype=np.bool_)
-    nt = _native_threads(threads, n)
-    task = partial(
-        mod.verify_arena, _hash_id(hash_name), key, arena, of, ln, mo, int(mac_len), go,
-        int(gmac_len), tags, ok.view(np.uint8), False, *((nt,) if nt > 1 else ()),
+    job = mod.start_job(
+        _hash_id(hash_name), key, arena, of, ln, mo, int(mac_len), go, int(gmac_len), tags,
+        ok.view(np.uint8), max(0, min(threads, MAX_THREADS)),
     )
-    return task, ok, tags
+    return ArenaJob(mod, job), ok, tags
 
 
 #: at most this many native threads per call (``MAX_THREADS`` in tesla/mac/_mac.c)
