@@ -241,6 +241,35 @@ def test_silent_period_key_disclosure() -> None:
     assert len(out) == 1 and out[0][0].endswith(b"payload")  # fillers are never released
 
 
+@pytest.mark.parametrize("single_chain", [True, False])
+def test_no_filler_while_data_flows(single_chain: bool) -> None:
+    """A sender whose every call has data (AuthenticatedSender: the engine's packets
+    tagged right after the control packets) sends key-disclosure fillers only after the
+    data ends: none in an interval its data fills.  Before, each call that opened an
+    interval sent one first (the interval had no traffic *yet*), one more datagram per
+    interval that receivers decide alone, and it joined a background verification."""
+    params = make_params(single_chain=single_chain, n_chain=40 if single_chain else 9)
+    ts = TeslaSender(params, KEY, protocol=PROTO_ALC, template=ControlTemplate(tsi=1), silent_fill=2)
+    eng = AlcSender(SenderConfig(tsi=1, rate_bps=None, max_datagrams_per_call=20))
+    eng.add_bytes(os.urandom(280_000), "f.bin")  # 200 datagrams: 10 calls
+    tx = AuthenticatedSender(eng, ts)
+    tint = params.tint_ms / 1000.0
+    fills = []
+    now = T_START + 0.001
+    while not eng.done:  # one call per interval, each with data
+        before = ts.stats.get("tesla.key_fill", 0)
+        out = tx.datagrams_to_send(now)
+        assert out
+        fills.append(ts.stats.get("tesla.key_fill", 0) - before)
+        now += tint
+    assert fills == [0] * len(fills) and len(fills) >= 10
+    t = now
+    while t < now + (params.d + 3) * tint:  # then silence: the fillers of K_last
+        tx.datagrams_to_send(t)
+        t += tint / 4
+    assert ts.stats.get("tesla.key_fill", 0) >= 2
+
+
 def _lct_data_packet(payload: bytes, toi: int = 1, tsi: int = 1) -> bytes:
     from alc.lct import LCTHeader
 

@@ -282,9 +282,9 @@ def run_ours(
                 for k in _feedback_rows(slab_s).tolist():
                     snd.receive_datagram(slab_s.datagram(k), slab_s.addr(k), now)
             nsent = 0
-            if auth and (cp := ts.control_packets(now)):
-                nsent += send_batch(s_tx, cp, group)  # bootstraps, key disclosures (rare)
             dg = snd.datagrams_to_send(now)
+            if auth and (cp := ts.control_packets(now, data_follows=bool(dg))):
+                nsent += send_batch(s_tx, cp, group)  # bootstraps, key disclosures (rare)
             if dg:
                 pk = [p for p, _ in dg]
                 if auth:

@@ -325,7 +325,9 @@ class _Sender(AuthenticatedSender):
         if self.live:
             now = max(now, _clock())
         t = self.tesla
-        out: list[tuple[bytes, Address | None]] = [(p, None) for p in t.control_packets(now)]
+        out: list[tuple[bytes, Address | None]] = [
+            (p, None) for p in t.control_packets(now, data_follows=bool(pkts))
+        ]
         if self._responses:
             out.extend(self._responses)
             self._responses = []

@@ -534,8 +534,11 @@ class TeslaSender:
         prefix = st.special if special and st.special is not None else st.plain
         return self._seal(bytes(self._control()), st, prefix)
 
-    def control_packets(self, now: float) -> list[bytes]:
-        """Bootstraps and silent-period key disclosures due at ``now``."""
+    def control_packets(self, now: float, data_follows: bool = False) -> list[bytes]:
+        """Bootstraps and silent-period key disclosures due at ``now``.  ``data_follows``:
+        the caller tags data packets at ``now`` right after these, so the current
+        interval is not silent: no filler for it (its first data packet discloses the
+        key, §3.4.3), which would only be one more packet for receivers to decide alone."""
         out: list[bytes] = []
         p = self.params
         tint = p.tint_ms / 1000.0
@@ -554,7 +557,10 @@ class TeslaSender:
             i = self.interval_at(now)
             end = self._fill_end(last)
             done = self._filled_through if self._filled_through is not None else last
-            if last < i and done < min(i, end) and i not in self._traffic_intervals:
+            if (
+                last < i and done < min(i, end) and i not in self._traffic_intervals
+                and not data_follows
+            ):
                 # i > end: a sender that stalled through the whole window (a loaded host)
                 # still discloses once, K_{i-d}, from which K_last derives, and is done
                 self._filled_through = min(i, end)
@@ -578,7 +584,7 @@ class TeslaSender:
             i = self.interval_at(now)
             if t <= i <= t + self.n_tx_lastkey:
                 self._tail_done = t // (p.n_chain + 1) - 1
-                if i not in self._traffic_intervals:
+                if i not in self._traffic_intervals and not data_follows:
                     for _ in range(max(1, self.silent_fill)):
                         out.append(self.key_disclosure_packet(now, special=i > t))
                     self._traffic_intervals.add(i)

@@ -113,11 +113,13 @@ class AuthenticatedSender(BatchEntry):
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address | None]]:
         t = self.tesla
-        out: list[tuple[bytes, Address | None]] = [(p, None) for p in t.control_packets(now)]
+        dg = self.engine.datagrams_to_send(now)
+        out: list[tuple[bytes, Address | None]] = [
+            (p, None) for p in t.control_packets(now, data_follows=bool(dg))
+        ]
         if self._responses:
             out.extend(self._responses)
             self._responses = []
-        dg = self.engine.datagrams_to_send(now)
         if dg:
             wrapped = t.wrap_many([p for p, _ in dg], now)
             out.extend(zip(wrapped, [a for _, a in dg], strict=True))
