@@ -12,7 +12,7 @@ import pytest
 from helpers import keygen, rand_group, write_random_files
 
 from alc.pcap import read_udp
-from tesla.cli.main import main
+from tesla.cli.main import build_parser, main
 
 
 @pytest.fixture(scope="module")
@@ -183,12 +183,29 @@ def test_verify_threads_same_result(
         assert calls and set(calls) == {"start_job 1"}, calls
     else:
         assert "tesla-mac" in calls and "MainThread" in calls
-    rc = receive_capture(capture, tmp_path / "p", keys["pub"])
+    rc = receive_capture(capture, tmp_path / "p", keys["pub"], "--verify-threads", "1")
     plain, err = tesla_of(capsys)
     assert rc == 0, err
     assert threaded["tesla"] == plain["tesla"]
     for f in capture["files"]:
         assert (tmp_path / "t" / f.name).read_bytes() == f.read_bytes()
+
+
+def test_verify_threads_default_uses_a_second_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--verify-threads`` unset: 2 where the process may run on two CPUs or more (the
+    MACs beside the parsing), 1 on one; set: as given."""
+    import os
+
+    from tesla.cli import wiring
+
+    p = build_parser()
+    base = ["receive", "--group", "239.255.1.1:5000", "--out", "x", "--sender-key", "k"]
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    assert wiring.verify_threads(p.parse_args(base)) == 2
+    assert wiring.verify_threads(p.parse_args([*base, "--verify-threads", "1"])) == 1
+    assert wiring.verify_threads(p.parse_args([*base, "--verify-threads", "3"])) == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0})
+    assert wiring.verify_threads(p.parse_args(base)) == 1
 
 
 def test_wrong_public_key_fails(

@@ -36,6 +36,7 @@ import argparse
 import contextvars
 import heapq
 import ipaddress
+import os
 import random
 import socket
 import sys
@@ -229,11 +230,12 @@ def add_options(sub: str, p: argparse.ArgumentParser) -> None:
         g.add_argument(
             "--verify-threads",
             type=_pos_int(1, 64),
-            default=1,
+            default=None,
             metavar="N",
-            help="N native threads of the compiled MAC kernel verify the MACs: ALC "
-            "intervals in N-1 background threads while this one parses on, other "
-            "intervals (NORM, new-chain commitments) shared by N threads (default 1)",
+            help="N native threads of the compiled MAC kernel verify the MACs: large "
+            "intervals in N-1 threads of their own while this one parses on, smaller "
+            "ones shared by N threads (default: 2 where this process may run on two "
+            "CPUs or more, else 1)",
         )
         g.add_argument(
             "--jitter",
@@ -299,6 +301,20 @@ def _group_key(args: argparse.Namespace) -> bytes | None:
     if not raw:
         _fail(f"--group-mac {path}: empty key file")
     return raw
+
+
+def verify_threads(args: argparse.Namespace) -> int:
+    """``--verify-threads``, by default 2 where the process may run on two CPUs or more:
+    the MACs of an interval then run beside the parsing of the next (issue 12's
+    two-core receiver), else 1."""
+    n = getattr(args, "verify_threads", None)
+    if n:
+        return int(n)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return 2 if cpus >= 2 else 1
 
 
 def _authenticated(args: argparse.Namespace) -> bool:
@@ -642,13 +658,13 @@ def wrap_receiver(engine: Any, args: argparse.Namespace, protocol: str) -> Any:
         max_buffered_bytes=args.max_buffer,
         template=tpl,
         pool=_worker_pool(int(getattr(args, "verify_workers", 0) or 0), protocol),
-        verify_threads=int(getattr(args, "verify_threads", 1) or 1),
+        verify_threads=verify_threads(args),
     )
     sync_addr = args.sync_addr if protocol == PROTO_ALC and direct else None
     live = not getattr(args, "from_pcap", None)
     if live:
         _preload(protocol)
-        _preload_kernel(int(getattr(args, "verify_threads", 1) or 1))
+        _preload_kernel(verify_threads(args))
     rx = _AuthRx(
         tr,
         engine,

@@ -912,8 +912,8 @@ class TeslaReceiver:
         self.key_wait = key_wait
         mf: MacFunction = macs or mac_arena
         if pool is not None:
-            mf = pool_macs(pool, mf)
-        if verify_threads > 1:
+            mf = pool_macs(pool, mf)  # the pool's processes are the parallelism (one pipe
+        elif verify_threads > 1:  # each: a call at a time)
             mf = threaded_macs(verify_threads, mf)
         self.macs = mf
         #: the default backend: the native kernel verifies and cuts in one call
@@ -1035,7 +1035,12 @@ class TeslaReceiver:
         return self._ready
 
     def next_event(self) -> Any | None:
-        self._join()
+        """The next event, in order.  An interval verified in the background
+        (``verify_threads`` > 1) adds its events once its threads are done: nothing
+        waits for them here (its events come after every queued one; :meth:`flush`
+        waits)."""
+        if self._inflight is not None and self._inflight[2].done():
+            self._join()
         return self.events.popleft() if self.events else None
 
     def pop_authenticated(self) -> list[tuple[bytes, Any]]:
