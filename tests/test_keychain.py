@@ -84,6 +84,30 @@ def test_generate_chain_matches_independent() -> None:
         assert ind_F(keys[t]) == keys[t - 1]
 
 
+@pytest.mark.parametrize("prf_id", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize("n", [1, 2, 7, 101])
+def test_native_chain_walk_equals_the_python_walk(prf_id: int, n: int) -> None:
+    """The native kernel's chain walk (generate_chain, CheckpointChain) gives the keys
+    and commitment of the Python loop, for every PRF hash and chain length; with the
+    kernel off (TESLA_MAC_KERNEL=0, or none built) the Python loop runs."""
+    from tesla.mac import kernel as mk
+
+    size = {0: 20, 1: 28, 2: 32, 3: 48, 4: 64}[prf_id]
+    pk = os.urandom(size)
+    mk.set_enabled(False)
+    try:
+        want = generate_chain(pk, n, prf_id)
+        want_cp = CheckpointChain(pk, n, prf_id, spacing=3)
+    finally:
+        mk.set_enabled(True)
+    assert mk.chain_walk(prf_id, pk, n, b"\x00") is not None or mk._load().get("error")
+    got = generate_chain(pk, n, prf_id)
+    got_cp = CheckpointChain(pk, n, prf_id, spacing=3)
+    assert got == want and len(got) == n + 1 and got[-1] == pk
+    assert got_cp.checkpoints == want_cp.checkpoints and got_cp.commitment == want_cp.commitment
+    assert [got_cp.key(t) for t in range(n + 1)] == want
+
+
 @pytest.mark.parametrize("n", [1, 2, 3, 1023, 1024, 5000])
 def test_fractal_worst_case_and_storage(n: int) -> None:
     fr = FractalChain(os.urandom(32), n, lookback=0)

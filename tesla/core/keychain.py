@@ -44,11 +44,29 @@ DEFAULT_MAX_KEY_WALK = 100_000
 DEFAULT_VERIFIED_KEYS_KEPT = 1024
 
 
+def _walk(primary_key: bytes, n_chain: int, prf_id: int, every: int) -> list[bytes] | None:
+    """K_t for t = 0, ``every``, ... below ``n_chain`` from the native kernel's chain walk
+    (a step ~0.3 us instead of ~1 us: a chain of 6000 keys is 2 ms, not a 16 ms stall of
+    the sender where a chain switch needs the next one), None without the kernel."""
+    from tesla.mac import kernel
+
+    got = kernel.chain_walk(prf_id, primary_key, n_chain, F_MESSAGE, every)
+    if got is None:
+        return None
+    size = len(got) // ((n_chain - 1) // every + 1) if n_chain else 0
+    return [got[a : a + size] for a in range(0, len(got), size)] if size else []
+
+
 def generate_chain(primary_key: bytes, n_chain: int, prf_id: int = DEFAULT_PRF) -> list[bytes]:
     """[K_0, ..., K_N] from K_N = ``primary_key`` with K_{t-1} = F(K_t).
 
-    Tight loop over ``cryptography``'s HMAC (faster than ``hmac.digest`` here).
+    The native kernel's walk, else a tight loop over ``cryptography``'s HMAC (faster
+    than ``hmac.digest`` here).
     """
+    walked = _walk(primary_key, n_chain, prf_id, 1)
+    if walked is not None:
+        walked.append(primary_key)
+        return walked
     alg = _HASH_CLASSES[prf_id]()
     msg = F_MESSAGE
     out = [primary_key]
@@ -145,16 +163,21 @@ class CheckpointChain(ChainStore):
         if s < 1:
             raise ValueError("spacing must be >= 1")
         self.spacing = s
-        alg = _HASH_CLASSES[prf_id]()
-        msg = F_MESSAGE
         cps: dict[int, bytes] = {n_chain: primary_key}
-        k = primary_key
-        for t in range(n_chain - 1, -1, -1):
-            h = HMAC(k, alg)
-            h.update(msg)
-            k = h.finalize()
-            if t % s == 0:
-                cps[t] = k
+        walked = _walk(primary_key, n_chain, prf_id, s)
+        if walked is not None:
+            cps.update(zip(range(0, n_chain, s), walked, strict=True))
+            k = walked[0] if walked else primary_key
+        else:
+            alg = _HASH_CLASSES[prf_id]()
+            msg = F_MESSAGE
+            k = primary_key
+            for t in range(n_chain - 1, -1, -1):
+                h = HMAC(k, alg)
+                h.update(msg)
+                k = h.finalize()
+                if t % s == 0:
+                    cps[t] = k
         self.checkpoints = cps
         self.commitment = F(k, prf_id)
         self._segs: dict[int, list[bytes]] = {}

@@ -1334,6 +1334,61 @@ static PyObject *finish_job(PyObject *self, PyObject *cap)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ key chains */
+
+PyDoc_STRVAR(chain_walk_doc,
+"chain_walk(alg, key, n, msg, every) -> bytes\n--\n\n"
+"The key chain below key = K_n (RFC 4082 §3.2, RFC 5776 §3.1.2.1): K_{t-1} = HMAC(K_t,\n"
+"msg), full digests, t = n..1.  Returns K_t for t = 0, every, 2*every, ... below n, in\n"
+"that order, back to back (digest size each); the keys between are computed and\n"
+"forgotten.  Without the GIL; ValueError on n < 0, every < 1 or a bad hash.");
+
+static PyObject *chain_walk(PyObject *self, PyObject *args)
+{
+    int alg;
+    Py_buffer key, msg;
+    Py_ssize_t n, every;
+    if (!PyArg_ParseTuple(args, "iy*ny*n", &alg, &key, &n, &msg, &every))
+        return NULL;
+    PyObject *ret = NULL;
+    if (get_alg(alg) < 0)
+        goto done;
+    if (n < 0 || every < 1) {
+        PyErr_SetString(PyExc_ValueError, "chain_walk: n >= 0 and every >= 1");
+        goto done;
+    }
+    int dlen = EVP_MD_get_size(mds[alg]);
+    Py_ssize_t count = n ? (n - 1) / every + 1 : 0;
+    ret = PyBytes_FromStringAndSize(NULL, count * dlen);
+    if (ret == NULL)
+        goto done;
+    unsigned char *out = (unsigned char *)PyBytes_AsString(ret);
+    int ok = 1;
+    Py_BEGIN_ALLOW_THREADS
+    unsigned char k[EVP_MAX_MD_SIZE];
+    const unsigned char *kp = key.buf;
+    size_t kl = (size_t)key.len;
+    for (Py_ssize_t t = n - 1; ok && t >= 0; t--) {
+        hkey h = {0};
+        ok = hkey_init(&h, alg, kp, kl) == 0 && h_start(&h)
+             && h_update(&h, msg.buf, (size_t)msg.len) && hmac_finish(&h, k);
+        hkey_free(&h);
+        kp = k;
+        kl = (size_t)dlen;
+        if (ok && t % every == 0)
+            memcpy(out + (t / every) * dlen, k, (size_t)dlen);
+    }
+    Py_END_ALLOW_THREADS
+    if (!ok) {
+        Py_CLEAR(ret);
+        PyErr_SetString(PyExc_RuntimeError, "libcrypto digest call failed");
+    }
+done:
+    PyBuffer_Release(&key);
+    PyBuffer_Release(&msg);
+    return ret;
+}
+
 PyDoc_STRVAR(heads_doc,
 "heads(pkts, rows, lens) -> int\n--\n\n"
 "lens[k] = len(pkts[k]); rows (n * width octets) gets the first width octets of each\n"
@@ -1891,6 +1946,7 @@ static PyMethodDef methods[] = {
     {"mac_arena", mac_arena, METH_VARARGS, mac_arena_doc},
     {"verify_arena", verify_arena, METH_VARARGS, verify_arena_doc},
     {"start_job", start_job, METH_VARARGS, start_job_doc},
+    {"chain_walk", chain_walk, METH_VARARGS, chain_walk_doc},
     {"job_done", job_done, METH_O, job_done_doc},
     {"finish_job", finish_job, METH_O, finish_job_doc},
     {"heads", heads, METH_VARARGS, heads_doc},

@@ -162,8 +162,27 @@ def _known_answers(mod: Any) -> None:
         )
         if not ok[0] or cut != [tagged] or tags[0].tobytes() != tagged[8:24]:
             raise RuntimeError(f"known-answer check (verify_arena) failed for {HASH_NAMES[alg]}")
+        if hasattr(mod, "chain_walk"):
+            _known_chain(mod, alg)
         if hasattr(mod, "start_job"):  # the same in native threads started for it
             _known_job(mod, alg, key, tagged, m)
+
+
+def _known_chain(mod: Any, alg: int) -> None:
+    """chain_walk: 9 steps below a key of the digest size and below a longer one, every
+    key and every third one, against ``cryptography``'s HMAC step by step."""
+    size = mod.digest_size(alg)
+    for key in (bytes(range(size)), bytes(range(200))):
+        want, k = [], key
+        for _ in range(9):
+            k = _py_hmac(k, b"\x00", alg)
+            want.append(k)
+        want.reverse()  # K_0 .. K_8
+        for every in (1, 3):
+            got = mod.chain_walk(alg, key, 9, b"\x00", every)
+            if got != b"".join(want[::every]):
+                raise RuntimeError(f"known-answer check (chain_walk) failed for {HASH_NAMES[alg]}")
+    _state["chains"] = True
 
 
 def _known_job(mod: Any, alg: int, key: bytes, tagged: bytes, m: bytes) -> None:
@@ -282,6 +301,18 @@ def _mod() -> Any:
     if not _enabled:
         return None
     return _load().get("mod")
+
+
+def chain_walk(prf_id: int, key: bytes, n: int, msg: bytes, every: int = 1) -> bytes | None:
+    """The key chain below ``key`` = K_n in one native call (``_mac.chain_walk``: K_{t-1}
+    = HMAC(K_t, ``msg``), t = n..1, about 0.3 us a step with SHA-NI, ~1 us in Python):
+    K_t for t = 0, ``every``, 2 ``every``, ... below n, back to back.  None when the
+    kernel is not to be used (the caller walks in Python)."""
+    mod = _mod()
+    if mod is None or not _state.get("chains"):
+        return None
+    out: bytes = mod.chain_walk(_hash_id(prf_id), key, n, msg, every)
+    return out
 
 
 def lane() -> Any:
