@@ -356,7 +356,8 @@ def test_norm_authenticated_large_file_streamed(tmp_path: Path) -> None:
     _loop(snd, rx, events, lambda: bool(sink.files) or bool(sink.failures), step=0.004)
     assert sink.failures == [] and (out / "sub" / "n.bin").read_bytes() == src.read_bytes()
     assert nblocks[0] == -(-(20 * MiB + 3) // (1400 * 64))
-    assert tr.stats["accepted"] > 15_000 and tr.stats["drop.bad_mac"] == 0
+    # every data segment authenticated (and the commands; no filler while data flows)
+    assert tr.stats["accepted"] >= -(-(20 * MiB + 3) // 1400) and tr.stats["drop.bad_mac"] == 0
     assert peak[0] < 2 * MiB, peak
 
 

@@ -283,6 +283,13 @@ LANE_SLOTS = 8
 #: 1; smaller ones in shares among threads, synchronously: the hand-over costs the
 #: background thread a wait for the GIL, up to the switch interval)
 BACKGROUND_MIN_OCTETS = 1 << 20
+#: an interval verified in native threads of its own is finished at the latest this long
+#: (receiver time: arrival times) after the datagram whose key started it, by the timer
+#: (:meth:`TeslaReceiver.expire`), unless a decision needs it before (the scalar path,
+#: the next verification, the stats, :meth:`TeslaReceiver.flush`): points of the
+#: datagram and timer sequence, never "when its threads are done", so a replay releases
+#: the same datagrams at the same points whatever the threads did
+BACKGROUND_JOIN_AFTER = 0.001
 #: intervals from this many datagrams may use the worker pool / several threads
 POOL_MIN_PACKETS = 256
 
@@ -995,6 +1002,8 @@ class TeslaReceiver:
         self._inflight: tuple[
             int, Arena, ArenaJob, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None
         ] | None = None
+        self._join_due = 0.0  # when it is to be finished at the latest (receiver time)
+        self._arrival = 0.0  # arrival time of the datagram the scalar path decides
 
     # ------------------------------------------------------------------ observation
     @property
@@ -1036,11 +1045,8 @@ class TeslaReceiver:
 
     def next_event(self) -> Any | None:
         """The next event, in order.  An interval verified in the background
-        (``verify_threads`` > 1) adds its events once its threads are done: nothing
-        waits for them here (its events come after every queued one; :meth:`flush`
-        waits)."""
-        if self._inflight is not None and self._inflight[2].done():
-            self._join()
+        (``verify_threads`` > 1) adds its events when it is finished (see
+        :data:`BACKGROUND_JOIN_AFTER`): after every event queued before."""
         return self.events.popleft() if self.events else None
 
     def pop_authenticated(self) -> list[tuple[bytes, Any]]:
@@ -1050,9 +1056,10 @@ class TeslaReceiver:
 
     def pop_authenticated_lists(self, wait: bool = True) -> tuple[list[bytes], list[Any]]:
         """Same as :meth:`pop_authenticated` as two parallel lists (datagrams, metas);
-        ``wait=False``: without waiting for an interval still verified in the background
-        (``verify_threads`` > 1), its datagrams come with a later call."""
-        if wait or (self._inflight is not None and self._inflight[2].done()):
+        ``wait=False``: without finishing an interval still verified in the background
+        (``verify_threads`` > 1), its datagrams come with a later call (see
+        :data:`BACKGROUND_JOIN_AFTER`)."""
+        if wait:
             self._join()
         self.released_done()
         if self._out_rows:  # (release_rows) as bytes, arenas given back at once
@@ -1075,7 +1082,7 @@ class TeslaReceiver:
         They stay valid, and their arena charged to the buffer, until
         :meth:`released_done` (or the next pop), which gives the storage to the next
         interval and invalidates them.  ``wait`` as in :meth:`pop_authenticated_lists`."""
-        if wait or (self._inflight is not None and self._inflight[2].done()):
+        if wait:
             self._join()
         self.released_done()
         out = self._out_rows
@@ -1094,9 +1101,7 @@ class TeslaReceiver:
     @property
     def has_authenticated(self) -> bool:
         """Whether datagrams are ready (an interval verified in the background counts
-        once its thread is done; nothing waits)."""
-        if self._inflight is not None and self._inflight[2].done():
-            self._join()
+        once it is finished: :data:`BACKGROUND_JOIN_AFTER`; nothing waits)."""
         return bool(self._out_pk) or bool(self._out_rows)
 
     def pending_intervals(self) -> list[int]:
@@ -1240,6 +1245,7 @@ class TeslaReceiver:
     # ------------------------------------------------------------------ steps 1-5, scalar
     def _receive_one(self, data: bytes, now: float, meta: Any) -> None:
         """RFC 5776 §4.3 steps 1-5 for one datagram."""
+        self._arrival = now  # (a verification started here is finished by now + ...)
         if self._inflight is not None:
             self._join()  # its replay memory, commitments, NORM state decide from here
         try:
@@ -1594,16 +1600,23 @@ class TeslaReceiver:
         self._recycle(ar)
 
     def next_deadline(self) -> float | None:
-        """Local time at which the oldest buffered interval becomes stale (its key was due
-        ``key_wait`` s ago and never came), or None if nothing is buffered."""
+        """Local time at which the interval verified in the background is to be finished
+        (:data:`BACKGROUND_JOIN_AFTER`) or the oldest buffered interval becomes stale
+        (its key was due ``key_wait`` s ago and never came), or None if neither."""
+        due = self._join_due if self._inflight is not None else None
         pend = self._pending
         if not pend or self.key_wait is None:
-            return None
-        return pend[min(pend)].hi + self.key_wait
+            return due
+        stale = pend[min(pend)].hi + self.key_wait
+        return stale if due is None else min(due, stale)
 
     def expire(self, now: float) -> int:
         """Evict (``stale``) the intervals whose key is more than ``key_wait`` s overdue
-        (RFC 5776 §4.3 step 6).  Returns the number of datagrams evicted."""
+        (RFC 5776 §4.3 step 6), after finishing the interval verified in the background
+        when it is due (:data:`BACKGROUND_JOIN_AFTER`).  Returns the number of datagrams
+        evicted."""
+        if self._inflight is not None and now >= self._join_due:
+            self._join()
         if self.key_wait is None or not self._pending:
             return 0
         lim = now - self.key_wait
@@ -1679,6 +1692,7 @@ class TeslaReceiver:
                     if bg is not None:
                         job, ok, tags = bg
                         self._inflight = (w, ar, job, ok, tags, ctl, nk)
+                        self._join_due = self._arrival + BACKGROUND_JOIN_AFTER
                         return
                 got = mackernel.verify_arena(
                     *args, self.verify_threads if n >= POOL_MIN_PACKETS else 1,

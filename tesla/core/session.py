@@ -292,7 +292,9 @@ class AuthenticatedReceiver(BatchEntry):
             # authenticated any more
             t.close()
         else:
-            t.expire(now)
+            t.expire(now)  # (finishes an interval verified in the background when due)
+        if t.has_authenticated:
+            self._release(now)
 
     def next_event(self) -> Any | None:
         ev = self.engine.next_event()
