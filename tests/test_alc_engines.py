@@ -252,6 +252,29 @@ def test_token_bucket_keeps_a_high_rate_with_late_wakeups(wake_every: float) -> 
     assert sent * 8 / (now - T0) > 0.9 * rate
 
 
+def test_paced_sender_wakes_per_quantum_not_per_datagram() -> None:
+    """Driven by its own timer at 200 Mbit/s, the sender sends a quantum per call (a
+    quarter of burst_bytes here, 16 KiB: 11-12 datagrams), not one datagram per call as
+    when it resumed at the first positive token; the rate sent is still the rate asked."""
+    rate = 200e6
+    s = AlcSender(SenderConfig(tsi=1, rate_bps=rate))
+    s.add_bytes(random.Random(6).randbytes(3_000_000), "f.bin")
+    now = T0
+    sent = calls = npk = 0
+    while not s.done and now < T0 + 10:
+        out = s.datagrams_to_send(now)
+        if out:
+            calls += 1
+            npk += len(out)
+            sent += sum(len(p) for p, _ in out)
+        t = s.get_timer()
+        assert t is None or t >= now
+        now = max(now + 1e-6, t or now)
+    assert s.done
+    assert npk / calls >= 10, npk / calls
+    assert 0.9 * rate < sent * 8 / (now - T0) < 1.1 * rate
+
+
 def test_fdt_repeated_periodically() -> None:
     files = make_files([500_000], seed=17)
     s = AlcSender(SenderConfig(tsi=1, rate_bps=10_000_000, fdt_interval=0.1))
