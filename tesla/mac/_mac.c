@@ -1068,6 +1068,31 @@ done:
 }
 
 
+/* verify_arena's and start_job's argument check: every datagram inside the arena (alen
+ * octets), its MAC field (mlen octets at m[k], 1 <= mlen <= the digest size) and Group MAC
+ * field (glen at g[k], -1: none) inside it, tn tag octets = n * mlen; -1 with ValueError. */
+static int check_verify_rows(int alg, const int64_t *s, const int64_t *l, const int64_t *m,
+                             const int64_t *g, Py_ssize_t n, Py_ssize_t alen, Py_ssize_t mlen,
+                             Py_ssize_t glen, Py_ssize_t tn)
+{
+    if (mlen < 1 || mlen > EVP_MD_get_size(mds[alg]) || glen < 0 || tn != n * mlen) {
+        PyErr_SetString(PyExc_ValueError, "bad field length, or tags not mac_len octets per datagram");
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (s[k] < 0 || l[k] < 0 || s[k] > alen || l[k] > alen - s[k]) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd outside the arena", k);
+            return -1;
+        }
+        if (m[k] < 0 || m[k] > l[k] || mlen > l[k] - m[k]
+            || (g[k] != -1 && (g[k] < 0 || g[k] > l[k] || glen > l[k] - g[k]))) {
+            PyErr_Format(PyExc_ValueError, "datagram %zd: a field outside the datagram", k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(verify_arena_doc,
 "verify_arena(alg, key, arena, offsets, lengths, mac_offsets, mac_len, gmac_offsets,\n"
 "             gmac_len, tags, ok, cut=True, nthreads=1) -> list\n--\n\n"
@@ -1104,23 +1129,9 @@ static PyObject *verify_arena(PyObject *self, PyObject *args)
         || get_array(tgo, &tg, 1, 1, &tn, "tags") < 0
         || get_array(oko, &okb, 1, 1, &n, "ok") < 0)
         goto done;
-    int dlen = EVP_MD_get_size(mds[alg]);
-    if (mlen < 1 || mlen > dlen || glen < 0 || tn != n * mlen) {
-        PyErr_SetString(PyExc_ValueError, "bad field length, or tags not mac_len octets per datagram");
-        goto done;
-    }
     const int64_t *s = of.buf, *l = ln.buf, *m = mo.buf, *g = go.buf;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        if (s[k] < 0 || l[k] < 0 || s[k] > arena.len || l[k] > arena.len - s[k]) {
-            PyErr_Format(PyExc_ValueError, "datagram %zd outside the arena", k);
-            goto done;
-        }
-        if (m[k] < 0 || m[k] > l[k] || mlen > l[k] - m[k]
-            || (g[k] != -1 && (g[k] < 0 || g[k] > l[k] || glen > l[k] - g[k]))) {
-            PyErr_Format(PyExc_ValueError, "datagram %zd: a field outside the datagram", k);
-            goto done;
-        }
-    }
+    if (check_verify_rows(alg, s, l, m, g, n, arena.len, mlen, glen, tn) < 0)
+        goto done;
     lst = PyList_New(0);
     if (lst == NULL)
         goto done;
@@ -1265,24 +1276,9 @@ static PyObject *start_job(PyObject *self, PyObject *args)
         || get_array(tgo, &v->tg, 1, 1, &tn, "tags") < 0
         || get_array(oko, &v->okb, 1, 1, &n, "ok") < 0)
         goto fail;
-    int dlen = EVP_MD_get_size(mds[alg]);
-    if (mlen < 1 || mlen > dlen || glen < 0 || tn != n * mlen) {
-        PyErr_SetString(PyExc_ValueError, "bad field length, or tags not mac_len octets per datagram");
-        goto fail;
-    }
     const int64_t *s = v->of.buf, *l = v->ln.buf, *m = v->mo.buf, *g = v->go.buf;
-    Py_ssize_t alen = v->arena.len;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        if (s[k] < 0 || l[k] < 0 || s[k] > alen || l[k] > alen - s[k]) {
-            PyErr_Format(PyExc_ValueError, "datagram %zd outside the arena", k);
-            goto fail;
-        }
-        if (m[k] < 0 || m[k] > l[k] || mlen > l[k] - m[k]
-            || (g[k] != -1 && (g[k] < 0 || g[k] > l[k] || glen > l[k] - g[k]))) {
-            PyErr_Format(PyExc_ValueError, "datagram %zd: a field outside the datagram", k);
-            goto fail;
-        }
-    }
+    if (check_verify_rows(alg, s, l, m, g, n, v->arena.len, mlen, glen, tn) < 0)
+        goto fail;
     v->j = (rowjob){.alg = alg, .key = v->key.buf, .klen = (size_t)v->key.len, .b = v->arena.buf,
                     .s = s, .l = l, .m = m, .g = g, .mlen = (size_t)mlen, .glen = (size_t)glen,
                     .n = n, .tags = v->tg.buf, .okp = v->okb.buf};
