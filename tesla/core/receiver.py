@@ -53,9 +53,11 @@ engine) no cut: the accepted datagrams are released as rows of the arena
 (:class:`alc.rows.Rows`, :meth:`~TeslaReceiver.pop_released`), which the engine copies
 from, and the arena is given back by :meth:`~TeslaReceiver.released_done`.
 With ``verify_threads`` > 1 an interval of at least
-``BACKGROUND_MIN_OCTETS`` is verified in a background thread (hashing without the GIL)
-while this thread goes on buffering, and finished (:meth:`~TeslaReceiver._join`) before
-anything that depends on it; a smaller one is shared among the threads synchronously.
+``BACKGROUND_MIN_OCTETS`` is hashed by native threads started for it (no Python thread)
+while this thread goes on buffering, and finished (:meth:`~TeslaReceiver._join`: this
+thread hashes the rows they have not reached) at fixed points: before anything that
+depends on it, or by its timer ``BACKGROUND_JOIN_AFTER`` after the datagram that started
+it; a smaller one is shared among the threads synchronously.
 
 Memory bound (stated formula): ``B = max_buffered_bytes``, ``P = max_packets_per_interval``,
 ``O = PER_PACKET_OVERHEAD``.  The accounted buffer (``buffered_bytes``) charges
@@ -279,9 +281,9 @@ LANE_MAX_CLASSES = 4
 LANE_COLS = 32
 #: intervals the native lane adds to in one call (``tesla/mac/_mac.c``: at most 8)
 LANE_SLOTS = 8
-#: intervals of this many octets are verified in a background thread (verify_threads >
-#: 1; smaller ones in shares among threads, synchronously: the hand-over costs the
-#: background thread a wait for the GIL, up to the switch interval)
+#: intervals of this many octets are verified in native threads of their own
+#: (verify_threads > 1; smaller ones in shares among threads, synchronously: starting
+#: threads costs tens of microseconds, the hashing of a small interval not much more)
 BACKGROUND_MIN_OCTETS = 1 << 20
 #: an interval verified in native threads of its own is finished at the latest this long
 #: (receiver time: arrival times) after the datagram whose key started it, by the timer
@@ -1651,11 +1653,12 @@ class TeslaReceiver:
     # ------------------------------------------------------------------ step 6: verify
     def _authenticate(self, w: int, key_w: bytes) -> None:
         """Verify interval w's arena with K_w: one MAC call, tags compared as an array.
-        With the native kernel and ``verify_threads`` > 1 a large interval is verified
-        in a background thread while this one goes on buffering (the lane decides
+        With the native kernel and ``verify_threads`` > 1 a large interval is hashed by
+        native threads started for it while this one goes on buffering (the lane decides
         nothing from what the verification changes); it is finished (:meth:`_join`)
-        before any decision that depends on it: the scalar path, another interval's
-        verification, the stats, events and released datagrams."""
+        before any decision that depends on it (the scalar path, another interval's
+        verification, the stats, ``flush``) or by its timer (:data:`BACKGROUND_JOIN_AFTER`,
+        :meth:`expire`), never when its threads happen to be done."""
         ar = self._pending.pop(w, None)
         if ar is None:
             return

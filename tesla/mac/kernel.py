@@ -462,8 +462,7 @@ def verify_arena(
     as received) equals its HMAC truncated to ``mac_len``, and the octets of the ok
     datagrams as ``bytes`` in order (each cut right after it was hashed, while in cache),
     shared among ``threads`` threads; ``cut=False``: no datagrams (None), the hashing in
-    one stretch without the GIL (for a background thread).  None when the kernel is not
-    to be used."""
+    one stretch without the GIL.  None when the kernel is not to be used."""
     mod = _mod_fused()
     if mod is None:
         return None
