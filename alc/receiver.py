@@ -113,7 +113,8 @@ class FileReceived:
 
 @dataclass
 class BlockReceived:
-    """``stream_files``: source block of file ``toi`` complete; ``data`` goes at ``offset``."""
+    """``stream_files``: source block of file ``toi`` complete; ``data`` goes at ``offset``
+    (handed over: the engine keeps no reference to it)."""
 
     toi: int
     offset: int

@@ -128,7 +128,7 @@ class ObjectReceived:
 @dataclass
 class BlockReceived:
     """``stream_files``: source block of FILE object ``object_id`` complete; ``data`` goes
-    at ``offset``."""
+    at ``offset`` (handed over: the engine keeps no reference to it)."""
 
     source_id: int
     instance_id: int

@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import threading
 import shutil
 import signal
 import subprocess
@@ -701,8 +702,8 @@ def test_stream_digests_in_the_background_equal_hashlib(tmp_path: Path, monkeypa
     peak = [0]
     real_submit = dig.submit
 
-    def submit(h: Any, data: Any) -> None:
-        real_submit(h, data)
+    def submit(h: Any, data: Any, owned: bool = False) -> None:
+        real_submit(h, data, owned)
         peak[0] = max(peak[0], dig._bytes)
 
     monkeypatch.setattr(dig, "submit", submit)
@@ -722,3 +723,45 @@ def test_stream_digests_in_the_background_equal_hashlib(tmp_path: Path, monkeypa
     sink.block("j", "g", lambda: "g.bin", 0, data[:9000], {})
     assert sink.block_commit("j", "g", lambda: "g.bin", {}, length=9000, md5=md5) is None
     assert sink.failures[-1]["reason"] == "md5"
+
+
+def test_stream_owned_blocks_are_hashed_without_a_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block handed over (``owned``: an engine's BlockReceived buffer) goes to the
+    digester as it is; one the caller may reuse is copied first.  Digests and file are
+    the same either way."""
+    from alc import output as O
+
+    dig = O._Digester()
+    monkeypatch.setattr(O, "_DIGESTER", dig)
+    queued: list[Any] = []
+    real_submit = dig.submit
+
+    def submit(h: Any, data: Any, owned: bool = False) -> None:
+        real_submit(h, data, owned)
+        queued.append(dig._jobs[-1][1] if dig._jobs else None)
+
+    monkeypatch.setattr(dig, "submit", submit)
+    data = os.urandom(300_000)
+    sink = ReceivedFiles(OutputDir(tmp_path))
+    blocks = [bytearray(data[off : off + 100_000]) for off in range(0, len(data), 100_000)]
+    gate = threading.Lock()
+    with gate:  # the digester thread waits on the first hash: the jobs stay queued
+        monkeypatch.setattr(dig, "_run", _gated(dig._run, gate))
+        sink.block("k", "f", lambda: "f.bin", 0, blocks[0], {}, owned=True)
+        sink.block("k", "f", lambda: "f.bin", 100_000, blocks[1], {})
+        sink.block("k", "f", lambda: "f.bin", 200_000, blocks[2], {}, owned=True)
+        assert queued[0] is blocks[0] and queued[2] is blocks[2]
+        assert type(queued[1]) is bytes and queued[1] == blocks[1]
+    md5 = hashlib.md5(data).digest()
+    assert sink.block_commit("k", "f", lambda: "f.bin", {}, length=len(data), md5=md5) is not None
+    assert sink.files[0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def _gated(run: Any, gate: threading.Lock) -> Any:
+    def gated() -> None:
+        with gate:
+            pass
+        run()
+
+    return gated

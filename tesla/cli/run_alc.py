@@ -231,7 +231,10 @@ class FileSink(ReceivedFiles):
                 )
             elif isinstance(ev, BlockReceived):
                 # files larger than memory: each decoded block at its offset (temporary file)
-                self.block(ev.toi, *self._file_of(announced, ev.toi), ev.offset, ev.data, self._record(announced, ev.toi))
+                self.block(
+                    ev.toi, *self._file_of(announced, ev.toi), ev.offset, ev.data,
+                    self._record(announced, ev.toi), owned=True,  # the engine forgot it
+                )
             elif isinstance(ev, FileCompleted):
                 # every block is on disk: length and Content-MD5 checked on the written file
                 label, rel = self._file_of(announced, ev.toi)

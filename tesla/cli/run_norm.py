@@ -421,6 +421,7 @@ class NormFileSink(ReceivedFiles):
                 ev.offset,
                 ev.data,
                 {"object_id": ev.object_id, "name": name},
+                owned=True,  # the engine forgot it
             )
         elif isinstance(ev, FileCompleted):
             key = (ev.source_id, ev.instance_id, ev.object_id)
