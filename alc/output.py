@@ -428,7 +428,7 @@ class _Digester:
 
     def __init__(self, max_bytes: int = 32 << 20) -> None:
         self.max_bytes = max_bytes
-        self._jobs: deque[tuple[tuple[Any, ...], bytes]] = deque()
+        self._jobs: deque[tuple[tuple[Any, ...], bytes | bytearray | memoryview]] = deque()
         self._bytes = 0
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None

@@ -9,12 +9,12 @@ import errno
 import hashlib
 import json
 import os
-import threading
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
