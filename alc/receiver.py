@@ -343,6 +343,10 @@ def parse_lct(buf: bytes) -> _Header:
     return _Header(tsi, toi, w & 0xFF, bool(w & 0x20000), bool(w & 0x10000), hlen, fti, fdt, cenc)
 
 
+def _first(x: tuple[int, Any]) -> int:
+    return x[0]
+
+
 def _exts_ok(buf: bytes, pos: int, end: int) -> bool:
     """The structural checks of :func:`alc.ext.walk_extensions` on ``buf[pos:end]``."""
     while pos < end:
@@ -392,6 +396,7 @@ class AlcReceiver(BatchEntry):
         self._fcache: dict[bytes, int] = {}  # fixed LCT header part -> file object key
         self.tsi = self.config.tsi
         self.sender = self.config.sender_address
+        self._bulk_done: list[tuple[int, _Block]] = []  # a bulk run's completed blocks
         self._events: deque[Any] = deque()
         self._objs: dict[int, _Obj] = {}
         self._buffered = 0
@@ -563,11 +568,16 @@ class AlcReceiver(BatchEntry):
         bad = np.flatnonzero(lens != L0)
         m = int(bad[0]) if len(bad) else len(lens)
         sender = self.sender
-        for j in range(m):
-            a = addrs[k0 + j]
-            if a is not None and a[0] != sender:
-                m = j
-                break
+        a0 = addrs[k0]
+        if a0 is not None and a0[0] != sender:
+            return 0
+        seg = addrs[k0 : k0 + m]
+        if seg.count(a0) != m:  # (a recvmmsg batch from one source: one tuple, C speed)
+            for j in range(m):
+                a = seg[j]
+                if a is not None and a[0] != sender:
+                    m = j
+                    break
         if m < BULK_MIN:
             return 0
         # the run as one (m, L0) array: a view of the rows where they lie (a slab, an
@@ -591,6 +601,13 @@ class AlcReceiver(BatchEntry):
                 else:
                     ok &= arr[:, pos + 1] == h0[pos + 1]
                     pos += h0[pos + 1] << 2
+        bad = np.flatnonzero(~ok)
+        if len(bad):  # the run ends before the first row of another header
+            m = int(bad[0])
+            if m < BULK_MIN:
+                return 0
+            arr = arr[:m]
+            ok = ok[:m]
         pid = arr[:, hl : hl + 4].astype(np.int64)
         v = (pid[:, 0] << 24) | (pid[:, 1] << 16) | (pid[:, 2] << 8) | pid[:, 3]
         if ob.eid == 0:
@@ -599,6 +616,42 @@ class AlcReceiver(BatchEntry):
             sbn, esi = v >> 8, v & 0xFF
         else:
             sbn, esi = v >> 24, v & 0xFFFFFF
+        # the sender's order (the usual run): each row the next symbol of its block or
+        # symbol 0 of the next block.  Then no row repeats another and each block's rows
+        # are one slice: the checks, the creation of blocks and the copies by slices
+        # (:meth:`_bulk_segments`); any other order by index arrays (:meth:`_bulk_any`)
+        if m > 1:
+            dsb = sbn[1:] - sbn[:-1]
+            des = esi[1:] - esi[:-1]
+            inorder = bool((((dsb == 0) & (des == 1)) | ((dsb == 1) & (esi[1:] == 0))).all())
+        else:
+            inorder = True
+        if inorder:
+            m = self._bulk_segments(ob, arr, hl, sbn, esi, ok, m)
+        else:
+            m = self._bulk_any(ob, arr, hl, sbn, esi, ok, m)
+        if m == 0:
+            return 0
+        t_last = float(times[k0 + m - 1])
+        ob.last = t_last
+        self.last_packet = t_last
+        done, self._bulk_done = self._bulk_done, []
+        for r, b in sorted(done, key=_first):  # in the order of their last symbol
+            self._block_done(ob, b)
+            if ob.left == 0:
+                self._complete(ob, float(times[k0 + r]))
+        stats = self.stats
+        stats["packets"] += m
+        stats["bytes"] += m * L0
+        return m
+
+    def _bulk_any(
+        self, ob: _Obj, arr: np.ndarray, hl: int, sbn: np.ndarray, esi: np.ndarray,
+        ok: np.ndarray, m: int,
+    ) -> int:
+        """:meth:`_bulk_run` for rows in any order (index arrays): the rows taken, their
+        symbols copied, ``self._bulk_done`` the (last row, block) completed; 0: none."""
+        E = ob.E
         blocks: dict[int, _Block | None] = {}  # None: to be created at its first symbol
         for s in np.unique(sbn).tolist():
             sel = sbn == s
@@ -675,16 +728,76 @@ class AlcReceiver(BatchEntry):
                 np.frombuffer(b.have, dtype=np.uint8)[esi[idx]] = 1
             b.nsrc += len(idx)
             del view  # no export of the block's buffer outlives this
-        t_last = float(times[k0 + m - 1])
-        ob.last = t_last
-        self.last_packet = t_last
-        for r, sb in sorted(done):
-            self._block_done(ob, live[sb])
-            if ob.left == 0:
-                self._complete(ob, float(times[k0 + r]))
-        stats = self.stats
-        stats["packets"] += m
-        stats["bytes"] += m * L0
+        self._bulk_done = [(r, live[sb]) for r, sb in done]
+        return m
+
+    def _bulk_segments(
+        self, ob: _Obj, arr: np.ndarray, hl: int, sbn: np.ndarray, esi: np.ndarray,
+        ok: np.ndarray, m: int,
+    ) -> int:
+        """:meth:`_bulk_any` for rows in the sender's order: each block's rows are the
+        slice ``a:z``, its symbols ``e0 .. e0 + z - a - 1``, and no row repeats one."""
+        E = ob.E
+        cuts = (np.flatnonzero(sbn[1:] != sbn[:-1]) + 1).tolist()
+        starts = [0, *cuts]
+        ends = [*cuts, m]
+        sbs = sbn[starts].tolist()
+        e0s = esi[starts].tolist()
+        blocks: list[_Block | None] = []
+        for s, a, z, e0 in zip(sbs, starts, ends, e0s, strict=True):
+            b = ob.blk.get(s)
+            if b is None:
+                if s >= ob.nb or (ob.done_sbn is not None and ob.done_sbn[s]):
+                    ok[a:z] = False
+                    blocks.append(None)
+                    continue
+                kb = ob.blocks[s]
+                lim = min(kb, min(kb * E, ob.L - ob.blocks.start(s) * E) // E)
+            else:
+                if b.nsrc < 0 or b.dec is not None or b.refs is not None or b.repair:
+                    ok[a:z] = False
+                    blocks.append(None)
+                    continue
+                lim = min(b.k, b.size // E)
+                # symbols held already: rows e0 .. under the block's k
+                hv = np.frombuffer(b.have, dtype=np.uint8)[e0 : min(e0 + z - a, b.k)]
+                ok[a : a + len(hv)] &= hv == 0
+            if e0 + z - a > lim:  # symbols past the block (e < k and e * E + E <= size)
+                ok[a + max(0, lim - e0) : z] = False
+            blocks.append(b)
+        bad = np.flatnonzero(~ok[:m])
+        if len(bad):
+            m = int(bad[0])
+        if m < BULK_MIN:
+            return 0
+        # new blocks in the order of their first symbol; the run stops before a block
+        # that finds no room (drop.buffer_full there)
+        segs: list[tuple[_Block, int, int, int]] = []
+        for j, (s, a, z, e0) in enumerate(zip(sbs, starts, ends, e0s, strict=True)):
+            if a >= m:
+                break
+            b = blocks[j]
+            if b is None:
+                b = self._new_block(ob, s)
+                if b is None:
+                    m = a
+                    break
+            segs.append((b, a, min(z, m), e0))
+        if m < BULK_MIN:
+            return 0
+        done = [(z - 1, b) for b, a, z, _e0 in segs if b.nsrc + (z - a) == b.k]
+        if len(done) >= ob.left:  # the object completes at its last block: stop there
+            m = done[ob.left - 1][0] + 1
+            done = done[: ob.left]
+            segs = [(b, a, min(z, m), e0) for b, a, z, e0 in segs if a < m]
+        for b, a, z, e0 in segs:
+            c = z - a
+            view = np.frombuffer(b.buf, dtype=np.uint8)[: b.size // E * E].reshape(-1, E)
+            view[e0 : e0 + c] = arr[a:z, hl + 4 :]
+            np.frombuffer(b.have, dtype=np.uint8)[e0 : e0 + c] = 1
+            b.nsrc += c
+            del view  # no export of the block's buffer outlives this
+        self._bulk_done = done
         return m
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:

@@ -160,3 +160,33 @@ def test_sender_bulk_pull_sends_what_the_paced_path_sends(fec: str, ratio: float
     r = AlcReceiver(ReceiverConfig(tsi=3))
     r.receive_datagrams(got, [SRC] * len(got), [1.0] * len(got))
     assert len(r.received) == len(files)
+
+
+@pytest.mark.parametrize("how", ["packed", "slab", True])
+@pytest.mark.parametrize("tagged", [False, True])
+def test_runs_in_the_sender_order_are_copied_by_slices(
+    monkeypatch: pytest.MonkeyPatch, how: bool | str, tagged: bool
+) -> None:
+    """A clean stream (the sender's order) goes through the bulk path's slice variant
+    (``_bulk_segments``): the index-array variant, for other orders, is never called,
+    and every file arrives as one by one (the test above checks all orders)."""
+    pkts = _packets("nocode", 0.0, [0, 500, 400_000, 1_000_003], 5)
+    if tagged:
+        pkts = _tesla_tagged(pkts)
+    stream = _perturb(pkts, random.Random(5), "clean")
+    want = _run(stream, False, random.Random(6))
+    taken: list[int] = []
+    real = AlcReceiver._bulk_segments
+
+    def segments(self: AlcReceiver, *a: Any) -> int:
+        m = real(self, *a)
+        taken.append(m)
+        return m
+
+    def any_order(self: AlcReceiver, *a: Any) -> int:
+        raise AssertionError("index-array path on a stream in the sender's order")
+
+    monkeypatch.setattr(AlcReceiver, "_bulk_segments", segments)
+    monkeypatch.setattr(AlcReceiver, "_bulk_any", any_order)
+    assert _run(stream, how, random.Random(6)) == want
+    assert len(want[2]) == 4 and sum(taken) > 700  # most of the ~1,000 symbols in bulk
