@@ -616,17 +616,12 @@ class AlcReceiver(BatchEntry):
             sbn, esi = v >> 8, v & 0xFF
         else:
             sbn, esi = v >> 24, v & 0xFFFFFF
-        # the sender's order (the usual run): each row the next symbol of its block or
-        # symbol 0 of the next block.  Then no row repeats another and each block's rows
-        # are one slice: the checks, the creation of blocks and the copies by slices
-        # (:meth:`_bulk_segments`); any other order by index arrays (:meth:`_bulk_any`)
-        if m > 1:
-            dsb = sbn[1:] - sbn[:-1]
-            des = esi[1:] - esi[:-1]
-            inorder = bool((((dsb == 0) & (des == 1)) | ((dsb == 1) & (esi[1:] == 0))).all())
-        else:
-            inorder = True
-        if inorder:
+        # the sender's order (the usual run, with or without losses): (SBN, ESI) strictly
+        # increasing.  Then no row repeats another and each block's rows are one slice
+        # of the run (:meth:`_bulk_segments`); any other order by index arrays
+        # (:meth:`_bulk_any`)
+        code = (sbn << 24) | esi
+        if m < 2 or bool((code[1:] > code[:-1]).all()):
             m = self._bulk_segments(ob, arr, hl, sbn, esi, ok, m)
         else:
             m = self._bulk_any(ob, arr, hl, sbn, esi, ok, m)
@@ -735,16 +730,18 @@ class AlcReceiver(BatchEntry):
         self, ob: _Obj, arr: np.ndarray, hl: int, sbn: np.ndarray, esi: np.ndarray,
         ok: np.ndarray, m: int,
     ) -> int:
-        """:meth:`_bulk_any` for rows in the sender's order: each block's rows are the
-        slice ``a:z``, its symbols ``e0 .. e0 + z - a - 1``, and no row repeats one."""
+        """:meth:`_bulk_any` for rows in the sender's order, (SBN, ESI) strictly
+        increasing: each block's rows are the slice ``a:z`` of the run, its symbols
+        increasing (consecutive without loss: then copied as one slice), no row repeats
+        one."""
         E = ob.E
         cuts = (np.flatnonzero(sbn[1:] != sbn[:-1]) + 1).tolist()
         starts = [0, *cuts]
         ends = [*cuts, m]
         sbs = sbn[starts].tolist()
-        e0s = esi[starts].tolist()
         blocks: list[_Block | None] = []
-        for s, a, z, e0 in zip(sbs, starts, ends, e0s, strict=True):
+        for s, a, z in zip(sbs, starts, ends, strict=True):
+            e = esi[a:z]
             b = ob.blk.get(s)
             if b is None:
                 if s >= ob.nb or (ob.done_sbn is not None and ob.done_sbn[s]):
@@ -759,11 +756,15 @@ class AlcReceiver(BatchEntry):
                     blocks.append(None)
                     continue
                 lim = min(b.k, b.size // E)
-                # symbols held already: rows e0 .. under the block's k
-                hv = np.frombuffer(b.have, dtype=np.uint8)[e0 : min(e0 + z - a, b.k)]
-                ok[a : a + len(hv)] &= hv == 0
-            if e0 + z - a > lim:  # symbols past the block (e < k and e * E + E <= size)
-                ok[a + max(0, lim - e0) : z] = False
+                have = np.frombuffer(b.have, dtype=np.uint8)
+                e0 = int(e[0])
+                if int(e[-1]) - e0 == z - a - 1:  # consecutive: the held ones by a slice
+                    hv = have[e0 : min(e0 + z - a, b.k)]
+                    ok[a : a + len(hv)] &= hv == 0
+                else:
+                    ok[a:z] &= have[np.minimum(e, b.k - 1)] == 0
+            if int(e[-1]) >= lim:  # symbols past the block (e < k and e * E + E <= size)
+                ok[a + int(np.searchsorted(e, lim)) : z] = False
             blocks.append(b)
         bad = np.flatnonzero(~ok[:m])
         if len(bad):
@@ -772,8 +773,8 @@ class AlcReceiver(BatchEntry):
             return 0
         # new blocks in the order of their first symbol; the run stops before a block
         # that finds no room (drop.buffer_full there)
-        segs: list[tuple[_Block, int, int, int]] = []
-        for j, (s, a, z, e0) in enumerate(zip(sbs, starts, ends, e0s, strict=True)):
+        segs: list[tuple[_Block, int, int]] = []
+        for j, (s, a, z) in enumerate(zip(sbs, starts, ends, strict=True)):
             if a >= m:
                 break
             b = blocks[j]
@@ -782,21 +783,27 @@ class AlcReceiver(BatchEntry):
                 if b is None:
                     m = a
                     break
-            segs.append((b, a, min(z, m), e0))
+            segs.append((b, a, min(z, m)))
         if m < BULK_MIN:
             return 0
-        done = [(z - 1, b) for b, a, z, _e0 in segs if b.nsrc + (z - a) == b.k]
+        done = [(z - 1, b) for b, a, z in segs if b.nsrc + (z - a) == b.k]
         if len(done) >= ob.left:  # the object completes at its last block: stop there
             m = done[ob.left - 1][0] + 1
             done = done[: ob.left]
-            segs = [(b, a, min(z, m), e0) for b, a, z, e0 in segs if a < m]
-        for b, a, z, e0 in segs:
+            segs = [(b, a, min(z, m)) for b, a, z in segs if a < m]
+        for b, a, z in segs:
             c = z - a
             view = np.frombuffer(b.buf, dtype=np.uint8)[: b.size // E * E].reshape(-1, E)
-            view[e0 : e0 + c] = arr[a:z, hl + 4 :]
-            np.frombuffer(b.have, dtype=np.uint8)[e0 : e0 + c] = 1
+            have = np.frombuffer(b.have, dtype=np.uint8)
+            e0 = int(esi[a])
+            if int(esi[z - 1]) - e0 == c - 1:  # consecutive (no loss): slices
+                view[e0 : e0 + c] = arr[a:z, hl + 4 :]
+                have[e0 : e0 + c] = 1
+            else:
+                view[esi[a:z]] = arr[a:z, hl + 4 :]
+                have[esi[a:z]] = 1
             b.nsrc += c
-            del view  # no export of the block's buffer outlives this
+            del view, have  # no export of the block's buffers outlives this
         self._bulk_done = done
         return m
 

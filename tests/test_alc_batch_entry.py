@@ -164,16 +164,18 @@ def test_sender_bulk_pull_sends_what_the_paced_path_sends(fec: str, ratio: float
 
 @pytest.mark.parametrize("how", ["packed", "slab", True])
 @pytest.mark.parametrize("tagged", [False, True])
+@pytest.mark.parametrize("loss", ["clean", "lossy"])
 def test_runs_in_the_sender_order_are_copied_by_slices(
-    monkeypatch: pytest.MonkeyPatch, how: bool | str, tagged: bool
+    monkeypatch: pytest.MonkeyPatch, how: bool | str, tagged: bool, loss: str
 ) -> None:
-    """A clean stream (the sender's order) goes through the bulk path's slice variant
-    (``_bulk_segments``): the index-array variant, for other orders, is never called,
-    and every file arrives as one by one (the test above checks all orders)."""
+    """A stream in the sender's order, with or without losses, goes through the bulk
+    path's slice variant (``_bulk_segments``): the index-array variant, for other
+    orders, is never called, and the decisions are those of one by one (the test above
+    checks every order)."""
     pkts = _packets("nocode", 0.0, [0, 500, 400_000, 1_000_003], 5)
     if tagged:
         pkts = _tesla_tagged(pkts)
-    stream = _perturb(pkts, random.Random(5), "clean")
+    stream = _perturb(pkts, random.Random(5), loss)
     want = _run(stream, False, random.Random(6))
     taken: list[int] = []
     real = AlcReceiver._bulk_segments
@@ -189,4 +191,6 @@ def test_runs_in_the_sender_order_are_copied_by_slices(
     monkeypatch.setattr(AlcReceiver, "_bulk_segments", segments)
     monkeypatch.setattr(AlcReceiver, "_bulk_any", any_order)
     assert _run(stream, how, random.Random(6)) == want
-    assert len(want[2]) == 4 and sum(taken) > 700  # most of the ~1,000 symbols in bulk
+    assert sum(taken) > 600  # most of the ~1,000 symbols in bulk
+    if loss == "clean":
+        assert len(want[2]) == 4
