@@ -59,7 +59,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice, repeat
+from itertools import chain, islice, repeat
 from pathlib import Path
 from typing import Any
 
@@ -362,7 +362,7 @@ class AlcSender(BatchEntry):
         return out
 
     # ------------------------------------------------------------------ schedule
-    def _object_packets(self, ob: _Object, last_round: bool) -> Iterator[bytes]:
+    def _object_packets(self, ob: _Object, last_round: bool) -> Iterator[list[bytes]]:
         c = self.config
         E = ob.oti.symbol_length
         L = ob.length
@@ -389,7 +389,8 @@ class AlcSender(BatchEntry):
 
     def _block_packets(
         self, ob: _Object, last_round: bool, fd: int, E: int, L: int, c: SenderConfig
-    ) -> Iterator[bytes]:
+    ) -> Iterator[list[bytes]]:
+        """The object's packets, one source block's (and its repair packets) per list."""
         pid = _pid_packer(self.encoding_id) or ob.scheme.encode_payload_id
         prefix = ob.prefix
         blocks = ob.scheme.block_lengths()
@@ -419,28 +420,31 @@ class AlcSender(BatchEntry):
                 # last packet of the object: same packet, B flag set
                 pkts[-1] = ob.prefix_close + pkts[-1][len(prefix) :]
                 count(self.stats, "close_object")
-            yield from pkts
+            yield pkts
         if L == 0:
             pkt = prefix + pid(0, 0)  # empty object: one packet, payload ID, no symbol
             if last_round:
                 pkt = ob.prefix_close + pkt[len(prefix) :]
                 count(self.stats, "close_object")
-            yield pkt
+            yield [pkt]
 
-    def _schedule(self) -> Iterator[bytes]:
+    def _schedule(self) -> Iterator[list[bytes]]:
+        """The session's packets in sending order, a list at a time (an FDT Instance, a
+        source block with its repair packets, the close packets): the sender reads them
+        through one ``chain.from_iterable`` (a C-level step per packet, not a resumption
+        of three generators)."""
         c = self.config
         rounds = max(0, c.carousel_rounds)
         r = 0
         while rounds == 0 or r < rounds:
             r += 1
             last = r == rounds
-            yield from self._fdt_packets
+            yield self._fdt_packets
             for ob in self.objects:
                 yield from self._object_packets(ob, last)
-        yield from self._fdt_packets
+        yield self._fdt_packets
         close = self._lct_prefix(None, 0, b"", False, close_sess=True)
-        for _ in range(c.close_packets):
-            yield close
+        yield [close] * c.close_packets
 
     # ------------------------------------------------------------------ Engine
     def _quantum(self) -> float:
@@ -464,7 +468,7 @@ class AlcSender(BatchEntry):
             return []
         if not self._started:
             self._prepare(now)
-            self._gen = self._schedule()
+            self._gen = chain.from_iterable(self._schedule())
             self._fdt_gap = min(FDT_FIRST_GAP, self.config.fdt_interval)
             self._next_fdt = now + self._fdt_gap
         c = self.config
