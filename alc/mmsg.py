@@ -242,15 +242,15 @@ class Slab:
         n = self.count
         if n == 0:
             return []
-        raw = np.frombuffer(memoryview(self._names), dtype=np.uint8, count=n * _SOCKADDR_LEN)
-        rows = raw.reshape(n, _SOCKADDR_LEN)
-        if n > 1 and not np.any(rows[1:] != rows[0]):
+        raw = ctypes.string_at(self._names, n * _SOCKADDR_LEN)
+        L = _SOCKADDR_LEN
+        if raw[L:] == raw[:-L]:  # every name equals the one before it: one source (memcmp)
             a = self.addr(0)
             return [a] * n
         seen: dict[bytes, tuple[str, int] | None] = {}
         out: list[tuple[str, int] | None] = []
         for k in range(n):
-            key = rows[k].tobytes()
+            key = raw[k * L : (k + 1) * L]
             if key not in seen:
                 seen[key] = self.addr(k)
             out.append(seen[key])

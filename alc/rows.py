@@ -25,13 +25,16 @@ import numpy as np
 class Rows(Sequence[bytes]):
     """Datagram k is ``buf[starts[k] : starts[k] + lens[k]]`` (``buf`` 1-D uint8)."""
 
-    __slots__ = ("buf", "starts", "lens", "_n")
+    __slots__ = ("buf", "starts", "lens", "_n", "_stride")
 
-    def __init__(self, buf: np.ndarray | None, starts: np.ndarray, lens: np.ndarray) -> None:
+    def __init__(
+        self, buf: np.ndarray | None, starts: np.ndarray, lens: np.ndarray, stride: int = 0
+    ) -> None:
         self.buf = buf
         self.starts = starts
         self.lens = lens
         self._n = len(lens)
+        self._stride = stride  # > 0: starts[k] = starts[0] + k * stride (a slab)
 
     @classmethod
     def of_slab(cls, slab: Any) -> Rows:
@@ -41,6 +44,7 @@ class Rows(Sequence[bytes]):
             slab.data.reshape(-1),
             np.arange(0, n * slab.width, slab.width, dtype=np.int64),
             slab.lengths[:n],
+            slab.width,
         )
 
     def __len__(self) -> int:
@@ -72,19 +76,24 @@ class Rows(Sequence[bytes]):
         buf = self.buf
         if buf is None or m < 1 or k0 < 0 or k0 + m > self._n:
             return None
-        st = self.starts[k0 : k0 + m]
         if int(self.lens[k0 : k0 + m].min()) < width:
             return None
-        s0 = int(st[0])
-        stride = int(st[1] - st[0]) if m > 1 else width
-        if stride < width or (m > 2 and not bool((np.diff(st) == stride).all())):
+        s0 = int(self.starts[k0])
+        if self._stride:  # a slab's rows: one stride by construction
+            stride = self._stride
+        else:
+            st = self.starts[k0 : k0 + m]
+            stride = int(st[1] - st[0]) if m > 1 else width
+            if m > 2 and not bool((np.diff(st) == stride).all()):
+                return None
+        if stride < width:
             return None
         end = s0 + (m - 1) * stride + width
         if s0 < 0 or end > len(buf):
             return None
-        return np.lib.stride_tricks.as_strided(
-            buf[s0:end], shape=(m, width), strides=(stride, 1), writeable=False
-        )
+        view = np.ndarray((m, width), np.uint8, buf, s0, (stride, 1))
+        view.flags.writeable = False
+        return view
 
     def invalidate(self) -> None:
         """The buffer goes back to its owner: any later use raises."""
