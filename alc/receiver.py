@@ -343,10 +343,6 @@ def parse_lct(buf: bytes) -> _Header:
     return _Header(tsi, toi, w & 0xFF, bool(w & 0x20000), bool(w & 0x10000), hlen, fti, fdt, cenc)
 
 
-def _first(x: tuple[int, Any]) -> int:
-    return x[0]
-
-
 def _exts_ok(buf: bytes, pos: int, end: int) -> bool:
     """The structural checks of :func:`alc.ext.walk_extensions` on ``buf[pos:end]``."""
     while pos < end:
@@ -396,7 +392,6 @@ class AlcReceiver(BatchEntry):
         self._fcache: dict[bytes, int] = {}  # fixed LCT header part -> file object key
         self.tsi = self.config.tsi
         self.sender = self.config.sender_address
-        self._bulk_done: list[tuple[int, _Block]] = []  # a bulk run's completed blocks
         self._events: deque[Any] = deque()
         self._objs: dict[int, _Obj] = {}
         self._buffered = 0
@@ -622,16 +617,15 @@ class AlcReceiver(BatchEntry):
         # (:meth:`_bulk_any`)
         code = (sbn << 24) | esi
         if m < 2 or bool((code[1:] > code[:-1]).all()):
-            m = self._bulk_segments(ob, arr, hl, sbn, esi, ok, m)
+            m, done = self._bulk_segments(ob, arr, hl, sbn, esi, ok, m)
         else:
-            m = self._bulk_any(ob, arr, hl, sbn, esi, ok, m)
+            m, done = self._bulk_any(ob, arr, hl, sbn, esi, ok, m)
         if m == 0:
             return 0
         t_last = float(times[k0 + m - 1])
         ob.last = t_last
         self.last_packet = t_last
-        done, self._bulk_done = self._bulk_done, []
-        for r, b in sorted(done, key=_first):  # in the order of their last symbol
+        for r, b in done:  # in the order of their last symbol
             self._block_done(ob, b)
             if ob.left == 0:
                 self._complete(ob, float(times[k0 + r]))
@@ -643,9 +637,10 @@ class AlcReceiver(BatchEntry):
     def _bulk_any(
         self, ob: _Obj, arr: np.ndarray, hl: int, sbn: np.ndarray, esi: np.ndarray,
         ok: np.ndarray, m: int,
-    ) -> int:
-        """:meth:`_bulk_run` for rows in any order (index arrays): the rows taken, their
-        symbols copied, ``self._bulk_done`` the (last row, block) completed; 0: none."""
+    ) -> tuple[int, list[tuple[int, _Block]]]:
+        """:meth:`_bulk_run` for rows in any order (index arrays): the rows taken (0:
+        none) with their symbols copied, and the blocks they complete with the row of
+        their last symbol, in that order."""
         E = ob.E
         blocks: dict[int, _Block | None] = {}  # None: to be created at its first symbol
         for s in np.unique(sbn).tolist():
@@ -677,7 +672,7 @@ class AlcReceiver(BatchEntry):
         if len(bad):
             m = int(bad[0])
         if m < BULK_MIN:
-            return 0
+            return 0, []
         sbn = sbn[:m]
         esi = esi[:m]
         # new blocks are created in the order of their first symbol, as one by one; the
@@ -691,7 +686,7 @@ class AlcReceiver(BatchEntry):
                     break
                 blocks[sb] = created
         if m < BULK_MIN:
-            return 0
+            return 0, []
         sbn = sbn[:m]
         esi = esi[:m]
         live: dict[int, _Block] = {}
@@ -723,13 +718,12 @@ class AlcReceiver(BatchEntry):
                 np.frombuffer(b.have, dtype=np.uint8)[esi[idx]] = 1
             b.nsrc += len(idx)
             del view  # no export of the block's buffer outlives this
-        self._bulk_done = [(r, live[sb]) for r, sb in done]
-        return m
+        return m, [(r, live[sb]) for r, sb in sorted(done)]
 
     def _bulk_segments(
         self, ob: _Obj, arr: np.ndarray, hl: int, sbn: np.ndarray, esi: np.ndarray,
         ok: np.ndarray, m: int,
-    ) -> int:
+    ) -> tuple[int, list[tuple[int, _Block]]]:
         """:meth:`_bulk_any` for rows in the sender's order, (SBN, ESI) strictly
         increasing: each block's rows are the slice ``a:z`` of the run, its symbols
         increasing (consecutive without loss: then copied as one slice), no row repeats
@@ -739,6 +733,8 @@ class AlcReceiver(BatchEntry):
         starts = [0, *cuts]
         ends = [*cuts, m]
         sbs = sbn[starts].tolist()
+        # a block's state, None: to be created at its first row (or refused: then its
+        # rows are marked bad and the run ends before them)
         blocks: list[_Block | None] = []
         for s, a, z in zip(sbs, starts, ends, strict=True):
             e = esi[a:z]
@@ -770,7 +766,7 @@ class AlcReceiver(BatchEntry):
         if len(bad):
             m = int(bad[0])
         if m < BULK_MIN:
-            return 0
+            return 0, []
         # new blocks in the order of their first symbol; the run stops before a block
         # that finds no room (drop.buffer_full there)
         segs: list[tuple[_Block, int, int]] = []
@@ -785,7 +781,7 @@ class AlcReceiver(BatchEntry):
                     break
             segs.append((b, a, min(z, m)))
         if m < BULK_MIN:
-            return 0
+            return 0, []
         done = [(z - 1, b) for b, a, z in segs if b.nsrc + (z - a) == b.k]
         if len(done) >= ob.left:  # the object completes at its last block: stop there
             m = done[ob.left - 1][0] + 1
@@ -804,8 +800,7 @@ class AlcReceiver(BatchEntry):
                 have[esi[a:z]] = 1
             b.nsrc += c
             del view, have  # no export of the block's buffers outlives this
-        self._bulk_done = done
-        return m
+        return m, done
 
     def receive_datagram(self, data: bytes, addr: Address | None, now: float) -> None:
         stats = self.stats

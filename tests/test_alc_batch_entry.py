@@ -180,12 +180,12 @@ def test_runs_in_the_sender_order_are_copied_by_slices(
     taken: list[int] = []
     real = AlcReceiver._bulk_segments
 
-    def segments(self: AlcReceiver, *a: Any) -> int:
-        m = real(self, *a)
+    def segments(self: AlcReceiver, *a: Any) -> tuple[int, Any]:
+        m, done = real(self, *a)
         taken.append(m)
-        return m
+        return m, done
 
-    def any_order(self: AlcReceiver, *a: Any) -> int:
+    def any_order(self: AlcReceiver, *a: Any) -> tuple[int, Any]:
         raise AssertionError("index-array path on a stream in the sender's order")
 
     monkeypatch.setattr(AlcReceiver, "_bulk_segments", segments)
